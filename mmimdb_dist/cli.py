@@ -1,0 +1,64 @@
+"""The `mmimdb-dist` command.
+
+Each subcommand lives in its own module under `mmimdb_dist.commands` and is imported only
+when it runs, so `mmimdb-dist --help` and light commands do not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from .errors import MmimdbError
+
+# name -> (module under mmimdb_dist.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "download": ("download", "fetch and safely extract the MM-IMDb archive (resumable, checksummed)"),
+    "synth": ("synth", "generate a synthetic dataset in MM-IMDb's raw layout"),
+    "shard": ("shard", "reshard raw MM-IMDb into WebDataset tar shards with a manifest (or --verify)"),
+    "inspect": ("inspect", "stream batches from a shard set and report what the loaders produce"),
+    "demo": ("demo", "the embedded default end to end: synth -> shard -> read back"),
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", help="YAML experiment config (see configs/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set loader.batch_size=16 (repeatable)")
+
+
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """All subcommands are listed; only the `selected` one's module is imported."""
+    parser = argparse.ArgumentParser(prog="mmimdb-dist", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        if name == selected:
+            module = importlib.import_module(f"mmimdb_dist.commands.{module_name}")
+            module.add_arguments(sub)
+            sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    selected = next((arg for arg in argv if arg in COMMANDS), None)
+    parser = build_parser(selected)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args._run(args) or 0)
+    except MmimdbError as exc:
+        print(f"mmimdb-dist {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mmimdb-dist {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per `mmimdb-dist` subcommand: argument parsing and wiring only."""

@@ -1,0 +1,312 @@
+"""Typed experiment configuration: dataclasses, loaded from YAML, overridden from the CLI.
+
+Why dataclasses and a strict loader instead of a free-form dict: a sweep that silently
+trains with a misspelt key (`train.lr_rate`) at its default is the most expensive kind of
+bug on a cluster. Every key is checked against the schema; an unknown key names the valid
+ones, a wrong type names the expected one, and the resolved config is written next to
+every output so a run can always be reproduced from its own folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .atomic import atomic_write_text
+from .errors import MmimdbError
+
+
+class ConfigError(MmimdbError, ValueError):
+    """A configuration problem, phrased for the person who wrote the YAML or the --set."""
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@dataclass
+class DataConfig:
+    """Where the raw MM-IMDb lives and how a raw movie becomes one sample."""
+
+    # Folder holding split.json and dataset/ (the `mmimdb/` folder of the archive).
+    raw_dir: str = "data/synth/mmimdb"
+    # MM-IMDb gives several plot summaries per movie; which text becomes the sample.
+    plot_policy: Literal["longest", "first", "all"] = "longest"
+    # Turn a skipped movie (no plot, no poster, no kept genre, ...) into an error.
+    strict: bool = False
+
+
+@dataclass
+class ShardConfig:
+    """How raw movies are packed into WebDataset tar shards."""
+
+    out_dir: str = "shards/synth"
+    # Posters are resized once at sharding time so training never decodes full-size JPEGs.
+    poster_short_side: int = 256
+    jpeg_quality: int = 90
+    # Shard count per split is max(min_shards, ceil(samples / samples_per_shard)).
+    samples_per_shard: int = 256
+    min_shards: int = 1
+    # Processes used to encode posters; 0 means one per CPU core.
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        _positive(self, "poster_short_side", "samples_per_shard", "min_shards")
+        _in_range(self, "jpeg_quality", 1, 100)
+        if self.workers < 0:
+            raise ConfigError(f"shard.workers: expected >= 0, got {self.workers}")
+
+
+@dataclass
+class LoaderConfig:
+    """Streaming loaders over the shards: shuffling, augmentation, tokenisation, batching."""
+
+    shards_dir: str = "shards/synth"
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    num_workers: int = 2
+    # Samples held in the shuffle buffer of each worker.
+    shuffle_buffer: int = 1000
+    image_size: int = 224
+    augment: bool = True
+    # Word pieces kept per plot (BERT-style encoders stop at 512).
+    max_text_length: int = 512
+    # Group plots of similar length into a batch to cut padding (text cost ~ tokens).
+    bucket_by_length: bool = True
+    # Batches' worth of samples pooled and sorted by length before batching.
+    bucket_pool_batches: int = 8
+    # Resample train shards so every rank gets the same number of batches per epoch.
+    # Batches per rank per epoch = floor(train samples / (world size * batch_size)).
+    drop_last: bool = True
+
+    def __post_init__(self) -> None:
+        _positive(self, "batch_size", "eval_batch_size", "shuffle_buffer", "image_size",
+                  "max_text_length", "bucket_pool_batches")
+        if self.num_workers < 0:
+            raise ConfigError(f"loader.num_workers: expected >= 0, got {self.num_workers}")
+
+
+@dataclass
+class ExperimentConfig:
+    """The whole configuration of one run."""
+
+    name: str = "default"
+    seed: int = 0
+    # Runs are written to <output_dir>/<name>/.
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    shard: ShardConfig = field(default_factory=ShardConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+
+
+def _positive(obj: Any, *names: str) -> None:
+    section = _SECTION_NAMES.get(type(obj).__name__, type(obj).__name__)
+    for name in names:
+        value = getattr(obj, name)
+        if value <= 0:
+            raise ConfigError(f"{section}.{name}: expected a positive number, got {value}")
+
+
+def _in_range(obj: Any, name: str, low: float, high: float) -> None:
+    section = _SECTION_NAMES.get(type(obj).__name__, type(obj).__name__)
+    value = getattr(obj, name)
+    if not low <= value <= high:
+        raise ConfigError(f"{section}.{name}: expected a value in [{low}, {high}], got {value}")
+
+
+_SECTION_NAMES = {"DataConfig": "data", "ShardConfig": "shard", "LoaderConfig": "loader"}
+
+
+# --------------------------------------------------------------------------- loading
+
+T = typing.TypeVar("T")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin is not None:
+        args = ", ".join(_type_name(a) for a in typing.get_args(tp))
+        return f"{origin.__name__}[{args}]"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_describe(value)}{extra}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_describe(value)}")
+    if origin in (list, tuple, Sequence):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_describe(value)}")
+        (item_tp, *_) = typing.get_args(tp) or (Any,)
+        items = [_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_describe(value)}")
+        key_tp, val_tp = typing.get_args(tp) or (Any, Any)
+        return {_coerce(key_tp, k, key): _coerce(val_tp, v, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        # YAML 1.1 reads `3e-4` (no dot) as a string; accept what float() accepts.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        if isinstance(value, tp):
+            return value
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_describe(value)}")
+
+
+def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
+    """Build dataclass `cls` from a mapping, checking every key and type."""
+    where = prefix or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of keys to values, got {_describe(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        full = f"{prefix}.{name}" if prefix else str(name)
+        if name not in fields:
+            valid = sorted(fields)
+            hint = difflib.get_close_matches(str(name), valid, n=1)
+            extra = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise ConfigError(f"unknown config key {full!r}{extra} Valid keys"
+                              f"{' in ' + repr(prefix) if prefix else ''}: {', '.join(valid)}")
+        kwargs[name] = _coerce(hints[name], value, full)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.lr=3e-4` -> (['train', 'lr'], 3e-4); the value is read as a YAML scalar."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. loader.batch_size=16")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: expected a dotted key such as loader.batch_size")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML: {exc}") from exc
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"--set {text!r}: {part!r} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Safe YAML only: a `!!python/object` tag in a config is an error, never code execution."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML (safe loader; Python tags are refused): {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
+                cls: type[T] = ExperimentConfig) -> T:  # type: ignore[assignment]
+    """Load `path` (or the defaults), apply `--set` overrides, validate everything."""
+    data = read_yaml(path) if path else {}
+    data = apply_overrides(data, overrides)
+    try:
+        return from_dict(cls, data)
+    except ConfigError as exc:
+        if path:
+            raise ConfigError(f"{path}: {exc}") from None
+        raise
+
+
+def dump_config(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def save_config(cfg: Any, directory: str | Path, filename: str = "config.yaml") -> Path:
+    """Write the resolved config next to an output, atomically."""
+    target = Path(directory) / filename
+    atomic_write_text(target, dump_config(cfg))
+    return target

@@ -1,0 +1,1 @@
+"""Raw MM-IMDb, synthetic data, WebDataset shards and the streaming loaders."""
