@@ -1,0 +1,24 @@
+# Two entry points for a fresh machine: `make demo` (the main job on the embedded synthetic
+# dataset) and `make test` (the test suite). Both install what they need first.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+DEMO_OUT ?= runs/demo
+
+.PHONY: install install-torch demo test bench-data
+
+# torch and torchvision come from the package index itself, together: a machine-level pip
+# configuration may offer a CPU-only torch wheel that the index's torchvision cannot import beside.
+install-torch:
+	PIP_FIND_LINKS= PIP_CONFIG_FILE=/dev/null $(PIP) install -q -r requirements-torch.txt
+
+install: install-torch
+	$(PIP) install -q -e '.[dev]'
+
+demo: install
+	mmimdb-dist demo --out $(DEMO_OUT)
+
+test: install
+	$(PYTHON) -m pytest -q -ra
+
+bench-data: install
+	$(PYTHON) benchmarks/bench_data.py

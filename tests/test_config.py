@@ -1,0 +1,159 @@
+"""The typed config: strict keys, types, overrides, safe YAML, resolved-config round trip."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mmimdb_dist.config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    from_dict,
+    load_config,
+    parse_override,
+    save_config,
+)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_defaults_load_without_a_file():
+    cfg = load_config()
+    assert isinstance(cfg, ExperimentConfig)
+    assert cfg.loader.batch_size == 32
+    assert cfg.data.plot_policy == "longest"
+
+
+def test_yaml_values_and_overrides_apply(tmp_path):
+    path = write(tmp_path, """
+        name: exp1
+        loader: {batch_size: 8, num_workers: 0}
+        data: {plot_policy: first}
+    """)
+    cfg = load_config(path, ["loader.batch_size=16", "shard.poster_short_side=128", "seed=7"])
+    assert cfg.name == "exp1"
+    assert cfg.loader.batch_size == 16  # override wins over the file
+    assert cfg.loader.num_workers == 0  # file wins over the default
+    assert cfg.shard.poster_short_side == 128
+    assert cfg.seed == 7
+    assert cfg.data.plot_policy == "first"
+
+
+def test_unknown_key_names_the_key_and_valid_ones(tmp_path):
+    path = write(tmp_path, "loader: {batch_sise: 8}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert "loader.batch_sise" in message
+    assert "did you mean 'batch_size'" in message
+    assert "eval_batch_size" in message  # lists the valid keys
+    assert str(path) in message
+
+
+def test_unknown_section_from_override():
+    with pytest.raises(ConfigError, match="unknown config key 'trian'"):
+        load_config(None, ["trian.lr=3e-4"])
+
+
+def test_wrong_type_names_expected_type():
+    with pytest.raises(ConfigError, match=r"loader\.batch_size: expected int, got 'big' \(str\)"):
+        load_config(None, ["loader.batch_size=big"])
+    with pytest.raises(ConfigError, match=r"loader\.augment: expected bool"):
+        from_dict(ExperimentConfig, {"loader": {"augment": 1}})
+    with pytest.raises(ConfigError, match=r"loader\.batch_size: expected int, got True"):
+        from_dict(ExperimentConfig, {"loader": {"batch_size": True}})
+
+
+def test_literal_choices_are_enforced():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["data.plot_policy=longst"])
+    assert "one of 'longest', 'first', 'all'" in str(err.value)
+    assert "did you mean 'longest'" in str(err.value)
+
+
+def test_range_validation_names_the_key():
+    with pytest.raises(ConfigError, match=r"loader\.batch_size: expected a positive number, got 0"):
+        load_config(None, ["loader.batch_size=0"])
+    with pytest.raises(ConfigError, match=r"shard\.jpeg_quality"):
+        load_config(None, ["shard.jpeg_quality=101"])
+
+
+def test_section_must_be_a_mapping():
+    with pytest.raises(ConfigError, match=r"loader: expected a mapping"):
+        from_dict(ExperimentConfig, {"loader": 3})
+
+
+def test_override_parsing():
+    assert parse_override("train.lr=3e-4") == (["train", "lr"], "3e-4")  # YAML 1.1 keeps it a string
+    assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+    assert parse_override("a=") == (["a"], "")
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_override("loader.batch_size")
+    with pytest.raises(ConfigError, match="dotted key"):
+        parse_override("loader..batch_size=3")
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        apply_overrides({"seed": 1}, ["seed.x=2"])
+
+
+def test_float_accepts_exponent_strings_from_yaml():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Opt:
+        lr: float = 1e-3
+
+    assert from_dict(Opt, {"lr": "3e-4"}).lr == pytest.approx(3e-4)
+    assert from_dict(Opt, {"lr": 1}).lr == 1.0
+    with pytest.raises(ConfigError, match="expected float"):
+        from_dict(Opt, {"lr": "fast"})
+
+
+def test_python_tags_are_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = write(tmp_path, f"name: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+    assert not marker.exists()
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(None, ["loader.batch_size=4", "name=roundtrip"])
+    written = save_config(cfg, tmp_path / "run")
+    assert written.name == "config.yaml"
+    assert load_config(written) == cfg
+    assert not [p for p in written.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_every_shipped_config_loads():
+    configs = sorted(Path(__file__).resolve().parents[1].glob("configs/**/*.yaml"))
+    assert configs, "configs/ holds no YAML"
+    for path in configs:
+        if path.parent.name == "tune":  # search spaces, not experiment configs
+            continue
+        load_config(path)
+
+
+def test_cli_reports_config_errors_in_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmimdb_dist.cli", "shard", "--raw", str(tmp_path), "--out",
+         str(tmp_path / "s"), "--set", "loader.batch_sise=3"],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "loader.batch_sise" in lines[0]
