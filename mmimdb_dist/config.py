@@ -22,6 +22,7 @@ import yaml
 
 from .atomic import atomic_write_text
 from .errors import MmimdbError
+from .losses import LossConfig
 
 
 class ConfigError(MmimdbError, ValueError):
@@ -104,6 +105,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     shard: ShardConfig = field(default_factory=ShardConfig)
     loader: LoaderConfig = field(default_factory=LoaderConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
 
 
 def _positive(obj: Any, *names: str) -> None:
