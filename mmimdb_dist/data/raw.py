@@ -1,0 +1,368 @@
+"""Reader for MM-IMDb's raw layout: `split.json`, `dataset/<id>.json`, `dataset/<id>.jpeg`.
+
+The raw release is not clean: a few movies have no plot, no poster, a poster that is a PNG
+or a CMYK JPEG under a `.jpeg` name, or only genres that the benchmark drops. The reader's
+rule is that nothing is lost silently. A movie that cannot become a sample is skipped and
+recorded in a `SkipReport` (reason, file, detail), which ends up in the shard manifest;
+`strict=True` turns the first skip into an error instead. Posters that are merely in an
+unexpected format are not skips: `load_poster` decodes any format PIL reads and converts
+it to RGB.
+
+Plot policy. Each movie has a list of plot summaries of different lengths. `longest` (the
+default) keeps the most informative one, `first` keeps IMDb's first listed summary, `all`
+joins them with a blank line. A `plot` that is a plain string instead of a list is accepted
+as a one-summary list and counted under `SkipReport.repaired["plot_was_string"]`: the text
+is usable and dropping the movie would change the benchmark's sample count for nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ..errors import DataError
+from ..genres import map_genres, multi_hot
+from .manifest import SPLITS, SkippedMovie
+
+log = logging.getLogger(__name__)
+
+PlotPolicy = Literal["longest", "first", "all"]
+PLOT_POLICIES: tuple[str, ...] = ("longest", "first", "all")
+
+# Ids become WebDataset keys and file names: no dots (webdataset splits keys at the first
+# dot), no path separators, no whitespace.
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+
+# Skip reasons, as they appear in SkipReport.counts and in the manifest.
+MISSING_JSON = "missing_json"
+BAD_JSON = "bad_json"
+NOT_UTF8 = "not_utf8"
+NO_PLOT = "no_plot"
+BAD_PLOT = "bad_plot"
+BAD_GENRES = "bad_genres"
+NO_GENRE = "no_kept_genre"
+MISSING_POSTER = "missing_poster"
+BAD_POSTER = "bad_poster"
+
+
+# --------------------------------------------------------------------------- split
+
+
+def resolve_raw_dir(raw_dir: str | Path) -> Path:
+    """The folder holding `split.json`: `raw_dir` itself, or `raw_dir/mmimdb` (the archive's root)."""
+    directory = Path(raw_dir)
+    if (directory / "split.json").is_file():
+        return directory
+    if (directory / "mmimdb" / "split.json").is_file():
+        return directory / "mmimdb"
+    if not directory.is_dir():
+        raise DataError(f"{directory}: raw data folder does not exist "
+                        "(run `mmimdb-dist download` or `mmimdb-dist synth` first)")
+    raise DataError(f"{directory / 'split.json'}: missing (expected MM-IMDb's raw layout: "
+                    "split.json and dataset/ in this folder or in its mmimdb/ subfolder)")
+
+
+def read_split(raw_dir: str | Path) -> dict[str, list[str]]:
+    """The official train/dev/test ids, checked: strings, no duplicates, disjoint splits."""
+    path = resolve_raw_dir(raw_dir) / "split.json"
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object with keys train, dev, test; "
+                        f"got {type(data).__name__}")
+    split: dict[str, list[str]] = {}
+    owner: dict[str, str] = {}
+    for name in SPLITS:
+        if name not in data:
+            raise DataError(f"{path}: missing key {name!r} (expected keys: {', '.join(SPLITS)})")
+        ids = data[name]
+        if not isinstance(ids, list):
+            raise DataError(f"{path}: key {name!r}: expected a list of id strings, "
+                            f"got {type(ids).__name__}")
+        for i, movie_id in enumerate(ids):
+            if not isinstance(movie_id, str) or not ID_PATTERN.fullmatch(movie_id):
+                raise DataError(f"{path}: key {name!r}[{i}]: expected an id string of letters, "
+                                f"digits, '_' or '-' (e.g. '0111161'), got {movie_id!r}")
+            if movie_id in owner:
+                where = "twice in" if owner[movie_id] == name else f"in both {owner[movie_id]!r} and"
+                raise DataError(f"{path}: id {movie_id!r} appears {where} {name!r}")
+            owner[movie_id] = name
+        split[name] = list(ids)
+    return split
+
+
+# --------------------------------------------------------------------------- movies
+
+
+@dataclass(frozen=True)
+class Movie:
+    """One raw movie that can become a sample."""
+
+    id: str
+    split: str
+    title: str
+    year: int | None
+    plot: str
+    genres: list[str]
+    labels: list[int]
+    num_plots: int
+    poster_path: Path
+
+    def metadata(self) -> dict[str, object]:
+        """The sample's `<id>.json` (see docs/ARCHITECTURE.md)."""
+        return {"id": self.id, "title": self.title, "year": self.year, "genres": list(self.genres),
+                "labels": list(self.labels), "num_plots": self.num_plots}
+
+
+class MovieSkipped(DataError):
+    """A movie that cannot become a sample; `reason` is one of the skip reasons above."""
+
+    def __init__(self, movie_id: str, split: str, reason: str, file: Path | str, detail: str):
+        super().__init__(f"{file}: {detail}")
+        self.record = SkippedMovie(id=movie_id, split=split, reason=reason, file=str(file),
+                                   detail=detail)
+
+    def __reduce__(self):  # picklable, so a shard worker process can raise it
+        r = self.record
+        return (MovieSkipped, (r.id, r.split, r.reason, r.file, r.detail))
+
+
+@dataclass
+class SkipReport:
+    """What the reader left out (and why), and what it repaired."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    movies: list[SkippedMovie] = field(default_factory=list)
+    # Accepted with a fix-up, e.g. a plot given as a string instead of a list.
+    repaired: Counter[str] = field(default_factory=Counter)
+    # Raw genre strings that are neither one of the 23 nor one of the dropped 4.
+    unknown_genres: Counter[str] = field(default_factory=Counter)
+
+    def add(self, record: SkippedMovie) -> None:
+        self.counts[record.reason] += 1
+        self.movies.append(record)
+
+    def merge(self, other: SkipReport) -> None:
+        for record in other.movies:
+            self.add(record)
+        self.repaired.update(other.repaired)
+        self.unknown_genres.update(other.unknown_genres)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self) -> str:
+        if not self.total:
+            return "skipped: none"
+        return "skipped: " + ", ".join(f"{reason} {n}" for reason, n in sorted(self.counts.items()))
+
+
+def _read_json(movie_id: str, split: str, path: Path) -> dict:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise MovieSkipped(movie_id, split, MISSING_JSON, path, "metadata file missing") from None
+    except OSError as exc:
+        raise MovieSkipped(movie_id, split, BAD_JSON, path, f"cannot read: {exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MovieSkipped(movie_id, split, NOT_UTF8, path, f"not UTF-8 text: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MovieSkipped(movie_id, split, BAD_JSON, path, f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise MovieSkipped(movie_id, split, BAD_JSON, path,
+                           f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _plots(movie_id: str, split: str, path: Path, data: dict,
+           report: SkipReport | None) -> list[str]:
+    if "plot" not in data:
+        raise MovieSkipped(movie_id, split, NO_PLOT, path, "key 'plot' missing")
+    plots = data["plot"]
+    if isinstance(plots, str):
+        plots = [plots]
+        if report is not None:
+            report.repaired["plot_was_string"] += 1
+        log.warning("%s: key 'plot' is a string, expected a list of strings; used as one summary",
+                    path)
+    if not isinstance(plots, list) or not all(isinstance(p, str) for p in plots):
+        raise MovieSkipped(movie_id, split, BAD_PLOT, path,
+                           f"key 'plot': expected a list of strings, got {plots!r:.80}")
+    plots = [p.strip() for p in plots if p.strip()]
+    if not plots:
+        raise MovieSkipped(movie_id, split, NO_PLOT, path, "key 'plot': no non-empty summary")
+    return plots
+
+
+def choose_plot(plots: list[str], policy: str) -> str:
+    if policy == "longest":
+        return max(plots, key=len)  # first of the longest on ties: deterministic
+    if policy == "first":
+        return plots[0]
+    if policy == "all":
+        return "\n\n".join(plots)
+    raise DataError(f"data.plot_policy: expected one of {', '.join(PLOT_POLICIES)}, got {policy!r}")
+
+
+def _genres(movie_id: str, split: str, path: Path, data: dict,
+            report: SkipReport | None) -> list[str]:
+    raw = data.get("genres")
+    if raw is None:
+        raise MovieSkipped(movie_id, split, NO_GENRE, path, "key 'genres' missing")
+    if not isinstance(raw, list) or not all(isinstance(g, str) for g in raw):
+        raise MovieSkipped(movie_id, split, BAD_GENRES, path,
+                           f"key 'genres': expected a list of strings, got {raw!r:.80}")
+    kept, unknown = map_genres(raw)
+    if unknown:
+        log.warning("%s: unknown genre(s) %s ignored", path, ", ".join(map(repr, unknown)))
+        if report is not None:
+            report.unknown_genres.update(unknown)
+    if not kept:
+        raise MovieSkipped(movie_id, split, NO_GENRE, path,
+                           f"key 'genres': none of {raw!r:.80} is one of the 23 benchmark genres")
+    return kept
+
+
+def _year(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip()[:4].isdigit():
+        return int(value.strip()[:4])  # "1994" or "1994-1998" (series)
+    return None
+
+
+def check_poster(movie_id: str, split: str, path: Path) -> None:
+    """Cheap check (size and header only); `load_poster` does the full decode."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise MovieSkipped(movie_id, split, MISSING_POSTER, path, "poster file missing") from None
+    if size == 0:
+        raise MovieSkipped(movie_id, split, BAD_POSTER, path, "poster file is empty (0 bytes)")
+    try:
+        with Image.open(path) as image:
+            image.size  # noqa: B018 (the header is parsed on open)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise MovieSkipped(movie_id, split, BAD_POSTER, path,
+                           f"not an image PIL can read: {exc}") from None
+
+
+def load_poster(movie: Movie, min_short_side: int | None = None):
+    """Decode the poster fully as RGB, whatever its real format (PNG, CMYK, grayscale, ...).
+
+    With `min_short_side`, the JPEG decoder may scale down by a power of two while it
+    decodes (PIL's `draft`), which is much cheaper than decoding full size and resizing;
+    both sides stay at least `min_short_side`, so a later resize loses nothing.
+    Returns a PIL image; raises MovieSkipped (BAD_POSTER) when the file does not decode.
+    """
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(movie.poster_path) as image:
+            if min_short_side:
+                image.draft(None, (min_short_side, min_short_side))
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return to_rgb(image)
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+        raise MovieSkipped(movie.id, movie.split, BAD_POSTER, movie.poster_path,
+                           f"poster does not decode: {exc}") from None
+
+
+def to_rgb(image):
+    """RGB on a white background for images with transparency; plain conversion otherwise."""
+    from PIL import Image
+
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def read_movie(raw_dir: str | Path, movie_id: str, split: str, plot_policy: str = "longest",
+               report: SkipReport | None = None) -> Movie:
+    """One movie, or MovieSkipped naming the file and the problem.
+
+    `raw_dir` is the folder holding split.json and dataset/. `report`, when given, collects
+    repairs and unknown genres (the skip itself is the exception).
+    """
+    dataset = Path(raw_dir) / "dataset"
+    json_path = dataset / f"{movie_id}.json"
+    data = _read_json(movie_id, split, json_path)
+    plots = _plots(movie_id, split, json_path, data, report)
+    plot = choose_plot(plots, plot_policy)
+    genres = _genres(movie_id, split, json_path, data, report)
+    poster_path = dataset / f"{movie_id}.jpeg"
+    check_poster(movie_id, split, poster_path)
+    title = data.get("title")
+    return Movie(id=movie_id, split=split, title=title if isinstance(title, str) else "",
+                 year=_year(data.get("year")), plot=plot, genres=genres,
+                 labels=multi_hot(genres), num_plots=len(plots), poster_path=poster_path)
+
+
+def iter_movies(raw_dir: str | Path, splits: Iterable[str] = SPLITS, plot_policy: str = "longest",
+                strict: bool = False, report: SkipReport | None = None,
+                progress: bool = False) -> Iterator[Movie]:
+    """Every usable movie of `splits`, in split.json order.
+
+    Skipped movies go into `report` (pass one in to read it afterwards; without one the
+    totals are logged as a warning at the end). `strict=True` raises on the first skip.
+    """
+    if plot_policy not in PLOT_POLICIES:
+        raise DataError(f"data.plot_policy: expected one of {', '.join(PLOT_POLICIES)}, "
+                        f"got {plot_policy!r}")
+    root = resolve_raw_dir(raw_dir)
+    split_ids = read_split(root)
+    own_report = report is None
+    report = SkipReport() if report is None else report
+    splits = list(splits)
+    for name in splits:
+        if name not in split_ids:
+            raise DataError(f"unknown split {name!r}: expected one of {', '.join(SPLITS)}")
+    pairs = [(movie_id, name) for name in splits for movie_id in split_ids[name]]
+    if progress:
+        from tqdm import tqdm
+
+        pairs = tqdm(pairs, desc="reading metadata", unit="movie")
+    for movie_id, name in pairs:
+        try:
+            yield read_movie(root, movie_id, name, plot_policy, report)
+        except MovieSkipped as skip:
+            if strict:
+                raise DataError(f"{skip} (strict mode: a movie that cannot become a sample "
+                                "is an error)") from None
+            report.add(skip.record)
+    if own_report and report.total:
+        log.warning("%s: %s", root, report.summary())
+
+
+def read_movies(raw_dir: str | Path, splits: Iterable[str] = SPLITS, plot_policy: str = "longest",
+                strict: bool = False, progress: bool = False) -> tuple[list[Movie], SkipReport]:
+    report = SkipReport()
+    movies = list(iter_movies(raw_dir, splits, plot_policy, strict, report, progress))
+    return movies, report

@@ -1,0 +1,358 @@
+"""Raw MM-IMDb -> WebDataset tar shards + `manifest.json`, and `verify_shards`.
+
+Why reshard at all: training reads 25,959 small JSON files and full-size posters otherwise,
+which is slow on network filesystems and re-decodes every poster every epoch. Shards are
+few large sequential files with posters already resized, which is what many ranks and
+loader workers can stream.
+
+Reproducibility is part of the contract: the same raw data and settings give the same
+bytes, whatever the worker count or the order of split.json. Hence a seeded shuffle of the
+sorted ids, tar headers with fixed mtime/owner/mode, members in a fixed order, and JPEG
+encoding with fixed settings. A shard's sha256 in the manifest then identifies its content.
+
+Crash safety: every file is written atomically; the old manifest is removed before any
+shard is rewritten and the new one is written last, so a folder with a manifest is always
+a consistent set, and a folder without one is an interrupted run to be re-run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import random
+import re
+import tarfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_write_bytes, atomic_write_json
+from ..config import ExperimentConfig, save_config
+from ..errors import DataError
+from ..genres import GENRES, NUM_GENRES
+from .manifest import (MANIFEST_NAME, SPLITS, Manifest, ShardInfo, SkippedMovie, SplitInfo,
+                       load_manifest)
+from .raw import Movie, MovieSkipped, SkipReport, iter_movies, load_poster, read_split
+
+log = logging.getLogger(__name__)
+
+SHARD_NAME = re.compile(r"(train|dev|test)-(\d{6})\.tar")
+SAMPLE_MEMBERS = ("jpg", "txt", "json")  # the order of a sample's members in the tar
+KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+# atomic.py's temporary files: ".<final name>.<random>.tmp"
+TEMP_FILE = re.compile(r"\..+\.tmp")
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:06d}.tar"
+
+
+def num_shards(num_samples: int, samples_per_shard: int, min_shards: int) -> int:
+    return max(min_shards, math.ceil(num_samples / samples_per_shard))
+
+
+def spread(items: list[Any], parts: int) -> list[list[Any]]:
+    """`parts` contiguous chunks whose sizes differ by at most one."""
+    base, extra = divmod(len(items), parts)
+    chunks, start = [], 0
+    for i in range(parts):
+        end = start + base + (1 if i < extra else 0)
+        chunks.append(items[start:end])
+        start = end
+    return chunks
+
+
+def shuffled(movies: list[Movie], seed: int, split: str) -> list[Movie]:
+    """Sorted by id, then shuffled by a generator seeded with (seed, split): independent of
+    split.json's order, and each split's order independent of the other splits."""
+    ordered = sorted(movies, key=lambda m: m.id)
+    random.Random(f"mmimdb-dist:{seed}:{split}").shuffle(ordered)
+    return ordered
+
+
+# --------------------------------------------------------------------------- one shard
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    split: str
+    name: str
+    movies: list[Movie]
+    out_dir: str
+    poster_short_side: int
+    jpeg_quality: int
+    strict: bool
+
+
+@dataclass
+class ShardResult:
+    split: str
+    info: ShardInfo
+    label_counts: list[int]
+    skipped: list[SkippedMovie] = field(default_factory=list)
+
+
+def encode_poster(movie: Movie, short_side: int, quality: int) -> bytes:
+    """Resize so the short side is `short_side` (Lanczos) and encode as baseline JPEG."""
+    from PIL import Image
+
+    image = load_poster(movie, min_short_side=short_side)
+    width, height = image.size
+    scale = short_side / min(width, height)
+    size = (max(short_side, round(width * scale)), max(short_side, round(height * scale)))
+    if size != image.size:
+        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality, optimize=False, progressive=False,
+               subsampling="4:2:0")
+    return buffer.getvalue()
+
+
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_shard(task: ShardTask) -> ShardResult:
+    """Encode a shard's posters and write its tar atomically (runs in a worker process)."""
+    buffer = io.BytesIO()
+    label_counts = [0] * NUM_GENRES
+    skipped: list[SkippedMovie] = []
+    written = 0
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for movie in task.movies:
+            try:
+                jpeg = encode_poster(movie, task.poster_short_side, task.jpeg_quality)
+            except MovieSkipped as skip:
+                if task.strict:
+                    raise DataError(f"{skip} (strict mode: a movie that cannot become a sample "
+                                    "is an error)") from None
+                skipped.append(skip.record)
+                continue
+            meta = json.dumps(movie.metadata(), sort_keys=True, ensure_ascii=False)
+            members = {"jpg": jpeg, "txt": movie.plot.encode("utf-8"), "json": meta.encode("utf-8")}
+            for ext in SAMPLE_MEMBERS:
+                _add_member(tar, f"{movie.id}.{ext}", members[ext])
+            for i, flag in enumerate(movie.labels):
+                label_counts[i] += flag
+            written += 1
+    data = buffer.getvalue()
+    atomic_write_bytes(Path(task.out_dir) / task.name, data)
+    info = ShardInfo(name=task.name, num_samples=written, sha256=hashlib.sha256(data).hexdigest(),
+                     bytes=len(data))
+    return ShardResult(split=task.split, info=info, label_counts=label_counts, skipped=skipped)
+
+
+# --------------------------------------------------------------------------- the whole set
+
+
+def _clean_stale_files(out_dir: Path, keep: set[str]) -> None:
+    """Remove temp files of an interrupted run and shards that the new set does not have."""
+    for path in out_dir.iterdir():
+        stale_shard = SHARD_NAME.fullmatch(path.name) and path.name not in keep
+        if path.is_file() and (stale_shard or TEMP_FILE.fullmatch(path.name)):
+            log.info("removing stale %s", path)
+            path.unlink()
+
+
+def _read_metadata(cfg: ExperimentConfig) -> tuple[dict[str, list[Movie]], SkipReport]:
+    report = SkipReport()
+    movies: dict[str, list[Movie]] = {split: [] for split in SPLITS}
+    for movie in iter_movies(cfg.data.raw_dir, SPLITS, cfg.data.plot_policy, cfg.data.strict,
+                             report, progress=True):
+        movies[movie.split].append(movie)
+    return movies, report
+
+
+def _run_tasks(tasks: list[ShardTask], workers: int, total: int) -> list[ShardResult]:
+    from tqdm import tqdm
+
+    results: list[ShardResult] = []
+    with tqdm(total=total, desc="encoding posters", unit="poster") as progress:
+        if workers <= 1:
+            for task in tasks:
+                results.append(write_shard(task))
+                progress.update(len(task.movies))
+            return results
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(write_shard, task): task for task in tasks}
+            try:
+                for future in as_completed(futures):
+                    results.append(future.result())
+                    progress.update(len(futures[future].movies))
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    return results
+
+
+def settings_of(cfg: ExperimentConfig) -> dict[str, Any]:
+    return {"plot_policy": cfg.data.plot_policy, "poster_short_side": cfg.shard.poster_short_side,
+            "jpeg_quality": cfg.shard.jpeg_quality, "samples_per_shard": cfg.shard.samples_per_shard,
+            "min_shards": cfg.shard.min_shards, "seed": cfg.seed}
+
+
+def shard_dataset(cfg: ExperimentConfig) -> Manifest:
+    """Reshard `cfg.data.raw_dir` into `cfg.shard.out_dir`; returns the manifest written."""
+    out_dir = Path(cfg.shard.out_dir)
+    read_split(cfg.data.raw_dir)  # fail on a bad split.json before touching the output folder
+    movies, report = _read_metadata(cfg)
+
+    tasks: list[ShardTask] = []
+    for split in SPLITS:
+        count = num_shards(len(movies[split]), cfg.shard.samples_per_shard, cfg.shard.min_shards)
+        chunks = spread(shuffled(movies[split], cfg.seed, split), count)
+        tasks += [ShardTask(split=split, name=shard_name(split, i), movies=chunk,
+                            out_dir=str(out_dir), poster_short_side=cfg.shard.poster_short_side,
+                            jpeg_quality=cfg.shard.jpeg_quality, strict=cfg.data.strict)
+                  for i, chunk in enumerate(chunks)]
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # no manifest until the set is consistent
+    _clean_stale_files(out_dir, keep={task.name for task in tasks})
+
+    workers = cfg.shard.workers or os.cpu_count() or 1
+    total = sum(len(task.movies) for task in tasks)
+    results = {r.info.name: r for r in _run_tasks(tasks, min(workers, len(tasks)), total)}
+
+    splits: dict[str, SplitInfo] = {}
+    for split in SPLITS:
+        shard_results = [results[t.name] for t in tasks if t.split == split]
+        label_counts = [sum(col) for col in zip(*(r.label_counts for r in shard_results))]
+        splits[split] = SplitInfo(num_samples=sum(r.info.num_samples for r in shard_results),
+                                  shards=[r.info for r in shard_results], label_counts=label_counts)
+        for r in shard_results:
+            for record in r.skipped:
+                report.add(record)
+
+    split_order = {name: i for i, name in enumerate(SPLITS)}
+    skipped = sorted(report.movies, key=lambda m: (split_order[m.split], m.id, m.reason))
+    manifest = Manifest(directory=out_dir, genres=list(GENRES), settings=settings_of(cfg),
+                        splits=splits, skipped_counts=dict(sorted(report.counts.items())),
+                        skipped=skipped)
+    save_config(cfg, out_dir)
+    atomic_write_json(out_dir / MANIFEST_NAME, manifest.to_dict())
+    if report.repaired:
+        log.warning("repaired: %s", dict(report.repaired))
+    if report.unknown_genres:
+        log.warning("unknown genres ignored: %s", dict(report.unknown_genres))
+    return manifest
+
+
+def summary(manifest: Manifest) -> str:
+    lines = [f"shard set {manifest.directory}:"]
+    for name, info in manifest.splits.items():
+        lines.append(f"  {name:5s} {info.num_samples:6d} samples in {len(info.shards)} shards")
+    counts = manifest.skipped_counts
+    skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items())) or "none"
+    lines.append(f"  skipped {sum(counts.values())}: {skipped}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- verify
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_tar(path: Path) -> tuple[int, list[int] | None, list[str]]:
+    """(samples, label counts or None if unreadable, problems) from reading the tar itself."""
+    problems: list[str] = []
+    members: dict[str, set[str]] = {}
+    order: list[str] = []
+    label_counts: list[int] | None = [0] * NUM_GENRES
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for member in tar:
+                key, dot, ext = member.name.partition(".")
+                if not member.isfile() or not dot or not KEY_PATTERN.fullmatch(key) \
+                        or ext not in SAMPLE_MEMBERS:
+                    problems.append(f"{path}: unexpected member {member.name!r}")
+                    continue
+                if key not in members:
+                    members[key] = set()
+                    order.append(key)
+                elif order[-1] != key or ext in members[key]:
+                    problems.append(f"{path}: member {member.name!r} repeated or out of place")
+                members[key].add(ext)
+                if ext == "json" and label_counts is not None:
+                    label_counts = _add_labels(tar, member, label_counts, path, problems)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        problems.append(f"{path}: not a readable tar file: {exc}")
+        return len(members), None, problems
+    for key in order:
+        missing = [ext for ext in SAMPLE_MEMBERS if ext not in members[key]]
+        if missing:
+            problems.append(f"{path}: sample {key!r} lacks {', '.join('.' + m for m in missing)}")
+    return len(members), label_counts, problems
+
+
+def _add_labels(tar: tarfile.TarFile, member: tarfile.TarInfo, counts: list[int], path: Path,
+                problems: list[str]) -> list[int] | None:
+    handle = tar.extractfile(member)
+    try:
+        labels = json.loads(handle.read().decode("utf-8"))["labels"] if handle else None
+    except (ValueError, KeyError, TypeError) as exc:
+        labels = exc
+    if not isinstance(labels, list) or len(labels) != NUM_GENRES \
+            or any(v not in (0, 1) or isinstance(v, bool) for v in labels):
+        problems.append(f"{path}: {member.name}: expected 'labels' of {NUM_GENRES} 0/1 ints")
+        return None
+    return [c + v for c, v in zip(counts, labels)]
+
+
+def verify_shards(shards_dir: str | Path) -> list[str]:
+    """Every problem found re-checking a shard set against its manifest; empty means OK."""
+    directory = Path(shards_dir)
+    try:
+        manifest = load_manifest(directory)
+    except DataError as exc:
+        return [str(exc)]
+    directory = manifest.directory
+    problems: list[str] = []
+    listed = set()
+    for split, info in manifest.splits.items():
+        split_labels: list[int] | None = [0] * NUM_GENRES
+        for shard in info.shards:
+            listed.add(shard.name)
+            path = directory / shard.name
+            if not path.is_file():
+                problems.append(f"{path}: missing (listed in {MANIFEST_NAME} for split {split!r})")
+                split_labels = None
+                continue
+            size = path.stat().st_size
+            if size != shard.bytes:
+                problems.append(f"{path}: {size} bytes, manifest says {shard.bytes}")
+            if _sha256_of(path) != shard.sha256:
+                problems.append(f"{path}: sha256 differs from the manifest (content changed)")
+            count, labels, tar_problems = _check_tar(path)
+            problems += tar_problems
+            if count != shard.num_samples:
+                problems.append(f"{path}: {count} samples in the tar, manifest says "
+                                f"{shard.num_samples}")
+            split_labels = None if labels is None or split_labels is None else \
+                [a + b for a, b in zip(split_labels, labels)]
+        if split_labels is not None and split_labels != info.label_counts:
+            problems.append(f"{directory / MANIFEST_NAME}: label_counts of split {split!r} "
+                            f"differ from the labels in its shards ({split_labels})")
+    for path in sorted(directory.glob("*.tar")):
+        if path.name not in listed:
+            problems.append(f"{path}: tar file not listed in {MANIFEST_NAME} "
+                            "(a glob over this folder would pick it up)")
+    return problems
