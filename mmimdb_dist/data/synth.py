@@ -1,0 +1,620 @@
+"""Synthetic MM-IMDb: the embedded default dataset, in exactly the raw MM-IMDb layout.
+
+The real archive is 8 GB behind a slow server; a pipeline that can only be exercised on it is
+a pipeline nobody tests. This module writes `mmimdb/split.json`, `mmimdb/dataset/<id>.json`
+and `mmimdb/dataset/<id>.jpeg` with the statistics that matter to the rest of the project:
+
+* split proportions of the official split (15,552 / 2,608 / 7,799 of 25,959);
+* per-genre frequencies proportional to the real counts, ~2.5 labels per movie, the four
+  dropped genres appearing now and then;
+* plot lists of 1-4 summaries whose longest has a median of ~115 words and a long tail
+  (~7% above 400 words), so truncation and bucketing are exercised for real;
+* portrait posters of varying widths (300-800 px, ~2:3) with textured content, so resizing
+  and JPEG decoding at shard time cost what they cost on real posters.
+
+Genres are learnable, and the evidence is split between the modalities on purpose so that a
+fusion model has something to fuse (see `GENRE_MODALITY`):
+
+* text-evident (cue words in the plot, no poster cue): Romance, Crime, Documentary,
+  Mystery, Biography, War, Music, Musical, Sport;
+* image-evident (a coloured shape on the poster, only a rare cue word): Comedy, Thriller,
+  Action, Horror, Sci-Fi, Family, Animation, Western, Film-Noir;
+* both, weakly (each modality carries the cue about half the time): Drama, Adventure,
+  Fantasy, History, Short.
+
+Cues are noisy: sometimes missing, and decoy cues of genres a movie does not have are mixed
+in. A text-only model therefore does well on text-evident genres and poorly on image-evident
+ones, an image-only model the reverse, and a fusion model beats both on macro-F1.
+
+`defect_rate` plants realistic defects (empty plot list, missing or zero-byte poster,
+dropped-genres-only labels, plot as a string, PNG/CMYK/grayscale under `.jpeg`, unparsable
+JSON) and records them in `mmimdb/defects.json` so the reader's skip paths can be tested.
+
+Everything is a function of (num_movies, seed): each movie draws from its own generator
+seeded by (seed, index), so the output is byte-identical across runs and worker counts.
+`split.json` is written last: a folder without it is an interrupted generation.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from ..atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..errors import DataError
+from ..genres import DROPPED_GENRES, GENRES
+
+logger = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- statistics
+
+# Movies per genre in the real 25,959-movie MM-IMDb; frequencies are count / REAL_NUM_MOVIES.
+REAL_NUM_MOVIES = 25_959
+REAL_GENRE_COUNTS: dict[str, int] = {
+    "Drama": 13967, "Comedy": 8592, "Romance": 5364, "Thriller": 5192, "Crime": 3838,
+    "Action": 3550, "Adventure": 2710, "Horror": 2703, "Documentary": 2082, "Mystery": 2057,
+    "Sci-Fi": 1991, "Fantasy": 1933, "Family": 1668, "Biography": 1343, "War": 1335,
+    "History": 1143, "Music": 1045, "Animation": 997, "Musical": 841, "Western": 705,
+    "Sport": 634, "Short": 471, "Film-Noir": 338,
+}
+# Chance that a movie also carries each dropped genre (rare, as in the raw files).
+DROPPED_GENRE_PROB = 0.003
+# Official split sizes; synthetic splits keep the proportions.
+REAL_SPLIT_SIZES: dict[str, int] = {"train": 15552, "dev": 2608, "test": 7799}
+
+# Longest plot per movie: log-normal with median 115 words and P(> 400 words) ~ 7%.
+PLOT_MEDIAN_WORDS = 115
+PLOT_LOG_SIGMA = 0.84
+PLOT_MIN_WORDS, PLOT_MAX_WORDS = 12, 1500
+NUM_PLOTS_WEIGHTS = (0.45, 0.30, 0.15, 0.10)  # 1, 2, 3, 4 summaries
+
+POSTER_WIDTH_RANGE = (300, 800)
+POSTER_ASPECT_RANGE = (1.40, 1.56)  # height / width; real posters are ~2:3
+JPEG_SETTINGS = {"format": "JPEG", "quality": 88, "subsampling": 2, "optimize": False,
+                 "progressive": False}
+
+# --------------------------------------------------------------------------- modality split
+
+GENRE_MODALITY: dict[str, str] = {
+    "Drama": "both", "Comedy": "image", "Romance": "text", "Thriller": "image",
+    "Crime": "text", "Action": "image", "Adventure": "both", "Horror": "image",
+    "Documentary": "text", "Mystery": "text", "Sci-Fi": "image", "Fantasy": "both",
+    "Family": "image", "Biography": "text", "War": "text", "History": "both",
+    "Music": "text", "Animation": "image", "Musical": "text", "Western": "image",
+    "Sport": "text", "Short": "both", "Film-Noir": "image",
+}
+# Chance that a movie of the genre carries the cue in (plot, poster), by modality.
+CUE_PROB: dict[str, tuple[float, float]] = {
+    "text": (0.85, 0.0), "image": (0.08, 0.85), "both": (0.5, 0.5),
+}
+PLOT_CUE_DROPOUT = 0.1  # a summary of a cued movie still lacks the cue this often
+PLOT_DECOY_PROB = 0.2  # a summary gets a cue word of a genre the movie does not have
+POSTER_DECOY_PROB = 0.15  # a poster gets the shape of a genre the movie does not have
+
+GENRE_CUE_WORDS: dict[str, tuple[str, ...]] = {
+    "Romance": ("love", "romance", "wedding", "kiss", "lovers", "affair", "boyfriend",
+                "girlfriend", "passion", "courtship", "fiancee", "sweetheart"),
+    "Crime": ("detective", "gangster", "heist", "murder", "police", "robbery", "mafia",
+              "smuggler", "cop", "drugs", "prison", "mob"),
+    "Documentary": ("interviews", "footage", "archival", "filmmaker", "documentary",
+                    "testimonies", "reportage", "chronicles", "experts", "narration",
+                    "investigates", "examines"),
+    "Mystery": ("clue", "secret", "disappearance", "riddle", "enigma", "puzzle", "suspect",
+                "hidden", "missing", "mysterious", "inquiry", "unexplained"),
+    "Biography": ("biography", "memoir", "legacy", "biopic", "autobiography", "lifelong",
+                  "renowned", "pioneer", "achievements", "upbringing", "famed", "legendary"),
+    "War": ("soldiers", "battalion", "battlefield", "army", "trenches", "sergeant",
+            "invasion", "platoon", "wartime", "troops", "regiment", "bombing"),
+    "Music": ("band", "guitar", "singer", "concert", "album", "rockstar", "musician",
+              "tour", "drummer", "recording", "melody", "orchestra"),
+    "Musical": ("song", "dance", "stage", "broadway", "chorus", "sings", "dancing",
+                "showstopper", "duet", "tap", "choreography", "vaudeville"),
+    "Sport": ("team", "coach", "championship", "football", "boxing", "match", "tournament",
+              "athlete", "league", "stadium", "baseball", "racing"),
+    "Drama": ("struggle", "grief", "tragedy", "emotional", "redemption", "sacrifice",
+              "heartbreak", "turmoil"),
+    "Adventure": ("quest", "expedition", "jungle", "treasure", "journey", "island",
+                  "explorer", "voyage"),
+    "Fantasy": ("wizard", "magic", "dragon", "kingdom", "sorcerer", "spell", "enchanted",
+                "elf"),
+    "History": ("century", "empire", "revolution", "dynasty", "historical", "ancient",
+                "monarch", "colonial"),
+    "Short": ("vignette", "brief", "sketch", "glimpse", "minutes", "experimental",
+              "fragment", "snippet"),
+    "Comedy": ("hilarious", "comedy", "wacky", "funny", "prank", "slapstick"),
+    "Thriller": ("suspense", "conspiracy", "hunted", "tension", "chase", "stalker"),
+    "Action": ("explosion", "gunfight", "martial", "commando", "mission", "rescue"),
+    "Horror": ("demon", "ghost", "haunted", "zombie", "terror", "blood"),
+    "Sci-Fi": ("alien", "spaceship", "robot", "futuristic", "planet", "laboratory"),
+    "Family": ("kids", "puppy", "parents", "holiday", "siblings", "school"),
+    "Animation": ("animated", "cartoon", "talking", "creatures", "toys", "critters"),
+    "Western": ("cowboy", "sheriff", "ranch", "outlaw", "saloon", "frontier"),
+    "Film-Noir": ("noir", "femme", "fatale", "gumshoe", "dame", "nightclub"),
+}
+
+
+@dataclass(frozen=True)
+class PosterCue:
+    """A genre's look: an RGB colour and the shape it is drawn as."""
+
+    rgb: tuple[int, int, int]
+    shape: str
+    # Multiplies the background brightness when the cue is present (dark horror posters).
+    background_gain: float = 1.0
+    # Fraction of the poster area the shape covers, before per-movie jitter.
+    area: float = 0.14
+
+
+POSTER_CUES: dict[str, PosterCue] = {
+    "Comedy": PosterCue((250, 215, 40), "disc", background_gain=1.25),
+    "Thriller": PosterCue((25, 45, 150), "column", background_gain=0.6),
+    "Action": PosterCue((255, 100, 10), "slashes"),
+    "Horror": PosterCue((140, 5, 10), "spike", background_gain=0.5),
+    "Sci-Fi": PosterCue((0, 225, 235), "ring"),
+    "Family": PosterCue((255, 140, 200), "box", background_gain=1.2),
+    "Animation": PosterCue((60, 210, 50), "dots"),
+    "Western": PosterCue((175, 105, 45), "horizon"),
+    "Film-Noir": PosterCue((245, 245, 245), "blinds"),
+    "Drama": PosterCue((230, 60, 90), "box", area=0.08),
+    "Adventure": PosterCue((0, 120, 80), "spike", area=0.08),
+    "Fantasy": PosterCue((150, 50, 230), "disc", area=0.08),
+    "History": PosterCue((110, 100, 20), "column", area=0.08),
+    "Short": PosterCue((240, 0, 200), "ring", area=0.08),
+}
+
+# --------------------------------------------------------------------------- filler text
+
+_NAMES = (
+    "Anna", "Ben", "Clara", "David", "Elena", "Frank", "Grace", "Henry", "Iris", "Jack",
+    "Karen", "Leo", "Maria", "Nick", "Olivia", "Paul", "Rosa", "Sam", "Tom", "Vera",
+    "Walter", "Yusuf", "Zoe", "Marco", "Lena", "Omar", "Julia", "Hugo", "Nora", "Victor",
+    "Ruth", "Felix", "Ines", "Pablo", "Mei", "Kenji", "Amara", "Lars", "Sofia", "Ivan",
+)
+_VERBS = (
+    "meets", "finds", "leaves", "visits", "follows", "remembers", "notices", "returns to",
+    "moves into", "inherits", "receives", "loses", "helps", "questions", "learns about",
+    "decides to sell", "tries to fix", "agrees to share", "keeps", "changes", "hears about",
+    "watches", "carries", "builds", "buys", "writes about", "opens", "refuses", "accepts",
+    "avoids", "borrows", "cleans", "describes", "explains", "paints", "plans", "repairs",
+    "rents", "shows", "takes over",
+)
+_ADJECTIVES = (
+    "old", "young", "quiet", "small", "large", "local", "new", "former", "distant",
+    "ordinary", "wealthy", "poor", "lonely", "curious", "busy", "simple", "difficult",
+    "unexpected", "long", "stubborn", "kind", "ambitious", "shy", "proud", "tired", "gentle",
+    "careful", "clever", "nervous", "generous", "modest", "restless", "cheerful", "honest",
+)
+_NOUNS = (
+    "letter", "house", "car", "job", "friend", "neighbour", "brother", "sister", "father",
+    "mother", "stranger", "photograph", "book", "message", "plan", "offer", "decision",
+    "problem", "opportunity", "apartment", "company", "office", "boss", "colleague",
+    "teacher", "doctor", "lawyer", "journalist", "writer", "student", "farmer", "garden",
+    "restaurant", "hotel", "bicycle", "key", "map", "phone", "money", "gift", "promise",
+    "choice", "routine", "cousin", "uncle", "aunt", "landlord", "shop", "boat", "notebook",
+)
+_PLACES = (
+    "town", "city", "village", "countryside", "suburbs", "coast", "mountains", "capital",
+    "neighbourhood", "harbour", "valley", "north", "south", "old quarter", "port",
+)
+_PREPOSITIONS = ("in", "near", "across", "outside", "around", "behind", "beyond", "far from")
+_OPENERS = ("One day,", "Years later,", "Soon", "Meanwhile,", "Eventually,", "At first,",
+            "That summer,", "After a while,", "Before long,", "Later,")
+_CONNECTORS = ("when", "after", "while", "because", "although", "until", "before")
+_TITLE_WORDS = (
+    "Light", "River", "Road", "Night", "Summer", "House", "Garden", "Letter", "Window",
+    "Stone", "Winter", "Harbour", "Bridge", "Silence", "Promise", "Shadow", "Door", "Field",
+)
+
+
+def _sentence(rng: random.Random, noun: str | None) -> list[str]:
+    """One filler sentence; `noun` (a cue word) takes its object slot when given."""
+    obj = noun or rng.choice(_NOUNS)
+    subject = rng.choice(_NAMES)
+    words = [subject, rng.choice(_VERBS), "the", rng.choice(_ADJECTIVES), obj]
+    kind = rng.random()
+    if kind < 0.35:
+        words += [rng.choice(_PREPOSITIONS), "the", rng.choice(_PLACES)]
+    elif kind < 0.7:
+        words += [rng.choice(_CONNECTORS), rng.choice(_NAMES), rng.choice(_VERBS), "the",
+                  rng.choice(_NOUNS)]
+    if rng.random() < 0.25:
+        words = [*rng.choice(_OPENERS).split(), *words]
+    words[0] = words[0][0].upper() + words[0][1:]
+    words[-1] += "."
+    return words
+
+
+def _plot(rng: random.Random, num_words: int, cue_words: list[str]) -> str:
+    """Filler sentences until `num_words`, with each cue word in its own sentence."""
+    sentences: list[list[str]] = []
+    total = 0
+    while total < num_words:
+        words = _sentence(rng, None)
+        sentences.append(words)
+        total += len(words)
+    for cue in cue_words:
+        index = rng.randrange(len(sentences))
+        # Replace the sentence's object noun (position of "the <adj> <noun>") with the cue.
+        words = sentences[index]
+        slot = words.index("the") + 2
+        words[slot] = cue + ("." if words[slot].endswith(".") else "")
+    return " ".join(word for words in sentences for word in words)
+
+
+# --------------------------------------------------------------------------- movies
+
+
+DEFECT_KINDS: tuple[str, ...] = (
+    "empty_plot", "missing_poster", "zero_byte_poster", "dropped_genres_only",
+    "plot_as_string", "png_poster", "cmyk_poster", "grayscale_poster", "bad_json",
+)
+# Defects that concern the poster file and are applied where the poster is rendered.
+_POSTER_DEFECTS = frozenset({"missing_poster", "zero_byte_poster", "png_poster",
+                             "cmyk_poster", "grayscale_poster"})
+
+
+@dataclass
+class PosterSpec:
+    """Everything a worker process needs to render and write one poster."""
+
+    path: Path
+    seed: int
+    index: int
+    width: int
+    height: int
+    cues: list[str] = field(default_factory=list)
+    defect: str | None = None
+
+
+def _movie_rng(seed: int, index: int, stream: str) -> random.Random:
+    # String seeds are hashed with SHA-512, so this is stable across processes and runs.
+    return random.Random(f"mmimdb-synth:{seed}:{index}:{stream}")
+
+
+def _sample_genres(rng: random.Random) -> list[str]:
+    """Independent draws at the real frequencies; a movie without any gets one by frequency."""
+    genres = [g for g in GENRES if rng.random() < REAL_GENRE_COUNTS[g] / REAL_NUM_MOVIES]
+    if not genres:
+        genres = rng.choices(GENRES, weights=[REAL_GENRE_COUNTS[g] for g in GENRES])
+    return genres
+
+
+def _plot_lengths(rng: random.Random) -> list[int]:
+    longest = PLOT_MEDIAN_WORDS * math.exp(rng.gauss(0.0, PLOT_LOG_SIGMA))
+    longest = int(min(max(longest, PLOT_MIN_WORDS), PLOT_MAX_WORDS))
+    count = rng.choices((1, 2, 3, 4), weights=NUM_PLOTS_WEIGHTS)[0]
+    lengths = [longest] + [max(PLOT_MIN_WORDS, int(longest * rng.uniform(0.15, 0.95)))
+                           for _ in range(count - 1)]
+    rng.shuffle(lengths)
+    return lengths
+
+
+def _plots(rng: random.Random, genres: list[str]) -> list[str]:
+    text_cued = [g for g in genres if rng.random() < CUE_PROB[GENRE_MODALITY[g]][0]]
+    decoy_pool = [g for g in GENRE_CUE_WORDS if g not in genres]
+    plots = []
+    for num_words in _plot_lengths(rng):
+        cues: list[str] = []
+        for genre in text_cued:
+            if rng.random() < PLOT_CUE_DROPOUT:
+                continue
+            count = 1 + int(num_words / 80 * rng.uniform(0.5, 1.5))
+            cues += rng.choices(GENRE_CUE_WORDS[genre], k=count)
+        if rng.random() < PLOT_DECOY_PROB:
+            cues.append(rng.choice(GENRE_CUE_WORDS[rng.choice(decoy_pool)]))
+        plots.append(_plot(rng, num_words, cues))
+    return plots
+
+
+def _poster_cues(rng: random.Random, genres: list[str]) -> list[str]:
+    cues = [g for g in genres if g in POSTER_CUES and rng.random() < CUE_PROB[GENRE_MODALITY[g]][1]]
+    if rng.random() < POSTER_DECOY_PROB:
+        cues.append(rng.choice([g for g in POSTER_CUES if g not in genres]))
+    rng.shuffle(cues)
+    return cues
+
+
+def _movie_record(rng: random.Random, movie_id: str, genres: list[str]) -> dict:
+    """A raw JSON record with the keys of the real files that the project may look at."""
+    title = f"The {rng.choice(_ADJECTIVES).title()} {rng.choice(_TITLE_WORDS)}"
+    year = int(min(2016, max(1915, round(2016 - rng.expovariate(1 / 18)))))
+    raw_genres = list(genres)
+    for dropped in sorted(DROPPED_GENRES):
+        if rng.random() < DROPPED_GENRE_PROB:
+            raw_genres.append(dropped)
+    rng.shuffle(raw_genres)
+    plots = _plots(rng, genres)
+    record = {
+        "imdbID": str(int(movie_id)),
+        "title": title,
+        "year": year,
+        "kind": "movie",
+        "genres": raw_genres,
+        "plot": plots,
+        "rating": round(rng.uniform(2.0, 9.2), 1),
+        "votes": int(rng.lognormvariate(7.0, 1.6)),
+        "runtimes": [str(rng.randint(70, 160))],
+        "languages": [rng.choice(("English", "English", "English", "French", "Spanish",
+                                  "German", "Italian", "Japanese"))],
+        "director": [{"name": f"{rng.choice(_NAMES)} {rng.choice(_TITLE_WORDS)}"}],
+        "cover url": f"https://example.invalid/posters/{movie_id}.jpg",
+    }
+    if rng.random() < 0.6:
+        record["plot outline"] = min(plots, key=len)
+    return record
+
+
+def _apply_record_defect(record: dict, defect: str) -> None:
+    if defect == "empty_plot":
+        record["plot"] = []
+    elif defect == "dropped_genres_only":
+        record["genres"] = ["Reality-TV"] if len(record["plot"]) % 2 else ["News", "Talk-Show"]
+    elif defect == "plot_as_string":
+        record["plot"] = max(record["plot"], key=len)
+
+
+# --------------------------------------------------------------------------- posters
+
+
+def _shape_mask(kind: str, area: float, rng: np.random.Generator, yy: np.ndarray,
+                xx: np.ndarray, aspect: float) -> np.ndarray:
+    """Mask of a genre's shape covering roughly `area` of the poster (unit coordinates).
+
+    Boolean, except for "blinds", whose integer mask also marks a black backing (2).
+    """
+    cx, cy = rng.uniform(0.25, 0.75), rng.uniform(0.25, 0.75)
+    dy = (yy - cy) * aspect  # distances in units of the poster width
+    dx = xx - cx
+    if kind == "disc":
+        r = math.sqrt(area / (math.pi * aspect))
+        return dx * dx + dy * dy < r * r
+    if kind == "ring":
+        r = math.sqrt(area / (math.pi * aspect)) * 1.6
+        d2 = dx * dx + dy * dy
+        return (d2 < r * r) & (d2 > (0.72 * r) ** 2)
+    if kind == "box":
+        half = math.sqrt(area) / 2
+        return (np.abs(xx - cx) < half * 1.2) & (np.abs(yy - cy) < half / 1.2)
+    if kind == "column":
+        return (np.abs(xx - cx) < area / 2) & (yy >= 0)
+    if kind == "horizon":
+        top = rng.uniform(0.55, 0.8)
+        return (yy > top) & (yy < top + area) & (xx >= 0)
+    if kind == "spike":
+        height = min(0.9, math.sqrt(area) * 1.8)
+        base = cy + height / 2
+        return (yy < base) & (np.abs(dx) < (base - yy) / height * area / height)
+    if kind == "slashes":
+        stripe = np.mod((xx + yy) * 9.0 + rng.uniform(0, 1), 1.0) < 0.35
+        return stripe & (np.abs(dx) < 0.3) & (np.abs(yy - cy) < area * 1.3)
+    if kind == "dots":
+        mask = np.zeros_like(xx, dtype=bool)
+        r = math.sqrt(area / (6 * math.pi * aspect))
+        for _ in range(6):
+            px, py = rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.9)
+            mask |= (xx - px) ** 2 + ((yy - py) * aspect) ** 2 < r * r
+        return mask
+    if kind == "blinds":  # the venetian-blind light of noir posters: white slats on black
+        region = (np.abs(dx) < 0.35) & (np.abs(yy - cy) < area * 1.2)
+        slats = np.mod(yy * 28.0 + rng.uniform(0, 1), 1.0) < 0.5
+        return np.where(region, np.where(slats, 1, 2), 0)
+    raise ValueError(f"unknown poster shape {kind!r}")
+
+
+def _muted_colour(rng: np.random.Generator) -> np.ndarray:
+    grey = rng.uniform(70, 190)
+    return np.clip(grey + rng.normal(0, 18, 3), 0, 255)
+
+
+def _render_poster(spec: PosterSpec) -> Image.Image:
+    """Textured background, genre shapes, then title- and credit-like strokes."""
+    rng = np.random.default_rng([spec.seed, spec.index, 7])
+    # Shapes and noise are drawn at half resolution and upscaled: same look, 4x cheaper.
+    w, h = spec.width // 2, spec.height // 2
+    aspect = spec.height / spec.width
+    yy, xx = np.meshgrid(np.linspace(0, 1, h, dtype=np.float32),
+                         np.linspace(0, 1, w, dtype=np.float32), indexing="ij")
+    angle = rng.uniform(0, 2 * math.pi)
+    t = np.clip(0.5 + (math.cos(angle) * (xx - 0.5) + math.sin(angle) * (yy - 0.5)), 0, 1)
+    canvas = _muted_colour(rng) * (1 - t[..., None]) + _muted_colour(rng) * t[..., None]
+    for _ in range(3):  # soft blobs so backgrounds are not plain gradients
+        bx, by, radius = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.1, 0.35)
+        weight = np.exp(-((xx - bx) ** 2 + ((yy - by) * aspect) ** 2) / (2 * radius ** 2))
+        canvas += weight[..., None] * rng.normal(0, 30, 3)
+    gain = 1.0
+    for genre in spec.cues:
+        gain *= POSTER_CUES[genre].background_gain
+    canvas *= gain
+    for genre in spec.cues:
+        cue = POSTER_CUES[genre]
+        mask = _shape_mask(cue.shape, cue.area * rng.uniform(0.6, 1.5), rng, yy, xx, aspect)
+        colour = np.clip(np.array(cue.rgb) + rng.normal(0, 12, 3), 0, 255)
+        if mask.dtype != bool:  # 1 = cue colour, 2 = black backing
+            canvas[mask == 2] = 12.0
+            mask = mask == 1
+        canvas[mask] = colour
+    canvas += rng.normal(0, 9, canvas.shape)
+    small = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8), "RGB")
+    image = small.resize((spec.width, spec.height), Image.BILINEAR)
+    _draw_strokes(image, rng)
+    return image
+
+
+def _draw_strokes(image: Image.Image, rng: np.random.Generator) -> None:
+    """Letter-like strokes for a title and a credits block, as on real posters."""
+    draw = ImageDraw.Draw(image)
+    width, height = image.size
+    ink = tuple(int(v) for v in (rng.choice([235, 20]) + rng.normal(0, 10, 3)).clip(0, 255))
+    top = int(height * (rng.uniform(0.04, 0.15) if rng.random() < 0.5 else rng.uniform(0.7, 0.8)))
+    letter_h = max(8, int(width * rng.uniform(0.05, 0.09)))
+    x = int(width * rng.uniform(0.06, 0.2))
+    for _ in range(int(rng.integers(1, 4))):
+        for _ in range(int(rng.integers(3, 9))):
+            letter_w = int(letter_h * rng.uniform(0.35, 0.7))
+            if x + letter_w > width - 10:
+                break
+            stroke = max(2, letter_h // 7)
+            draw.line([(x, top), (x, top + letter_h)], fill=ink, width=stroke)
+            if rng.random() < 0.6:
+                y = top + int(letter_h * rng.uniform(0, 1))
+                draw.line([(x, y), (x + letter_w, y)], fill=ink, width=stroke)
+            if rng.random() < 0.5:
+                draw.line([(x, top), (x + letter_w, top + letter_h)], fill=ink, width=stroke)
+            x += letter_w + stroke * 2
+        x += letter_h // 2
+    credits_top = int(height * 0.9)
+    for row in range(int(rng.integers(2, 5))):
+        y = credits_top + row * max(4, height // 90)
+        x = int(width * 0.1)
+        while x < width * 0.88:
+            dash = int(rng.integers(4, 20))
+            draw.line([(x, y), (x + dash, y)], fill=(200, 200, 200), width=1)
+            x += dash + 4
+
+
+def _encode_poster(spec: PosterSpec) -> bytes:
+    image = _render_poster(spec)
+    buffer = io.BytesIO()
+    if spec.defect == "png_poster":
+        image.save(buffer, format="PNG", optimize=False, compress_level=1)
+    elif spec.defect == "cmyk_poster":
+        image.convert("CMYK").save(buffer, **JPEG_SETTINGS)
+    elif spec.defect == "grayscale_poster":
+        image.convert("L").save(buffer, **JPEG_SETTINGS)
+    else:
+        image.save(buffer, **JPEG_SETTINGS)
+    return buffer.getvalue()
+
+
+def write_poster(spec: PosterSpec) -> int:
+    """Render and atomically write one poster; returns the bytes written (for progress)."""
+    if spec.defect == "missing_poster":
+        spec.path.unlink(missing_ok=True)
+        return 0
+    data = b"" if spec.defect == "zero_byte_poster" else _encode_poster(spec)
+    atomic_write_bytes(spec.path, data)
+    return len(data)
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+def split_sizes(num_movies: int) -> dict[str, int]:
+    """Train/dev/test sizes in the official proportions, summing to `num_movies`."""
+    train = round(num_movies * REAL_SPLIT_SIZES["train"] / REAL_NUM_MOVIES)
+    dev = round(num_movies * REAL_SPLIT_SIZES["dev"] / REAL_NUM_MOVIES)
+    return {"train": train, "dev": dev, "test": num_movies - train - dev}
+
+
+def _assign_defects(num_movies: int, seed: int, defect_rate: float) -> dict[int, str]:
+    """round(rate * N) movies, chosen by the seed, kinds in turn so every kind shows up."""
+    count = round(defect_rate * num_movies)
+    chosen = random.Random(f"mmimdb-synth:{seed}:defects").sample(range(num_movies), count)
+    return {index: DEFECT_KINDS[i % len(DEFECT_KINDS)] for i, index in enumerate(chosen)}
+
+
+def _poster_size(rng: random.Random) -> tuple[int, int]:
+    width = rng.randint(*POSTER_WIDTH_RANGE)
+    return width, round(width * rng.uniform(*POSTER_ASPECT_RANGE))
+
+
+def _write_posters(specs: list[PosterSpec], workers: int) -> None:
+    progress = tqdm(total=len(specs), desc="posters", unit="poster", leave=False)
+    if workers <= 1:
+        for spec in specs:
+            write_poster(spec)
+            progress.update()
+    else:
+        # fork is cheap and inherits the imported modules; posters are independent.
+        methods = ("fork",) if "fork" in _start_methods() else ("spawn",)
+        with get_context(methods[0]).Pool(workers) as pool:
+            for _ in pool.imap_unordered(write_poster, specs, chunksize=8):
+                progress.update()
+    progress.close()
+
+
+def _start_methods() -> list[str]:
+    import multiprocessing
+
+    return multiprocessing.get_all_start_methods()
+
+
+def generate_dataset(out_dir: Path, num_movies: int, seed: int = 0, defect_rate: float = 0.0,
+                     workers: int = 0) -> Path:
+    """Write a synthetic MM-IMDb under `out_dir/mmimdb` and return that folder.
+
+    `workers` is the number of poster-rendering processes; 0 or 1 renders in this process.
+    The output does not depend on it.
+    """
+    if num_movies < 1:
+        raise DataError(f"synthetic dataset: num_movies must be at least 1, got {num_movies}")
+    if not 0.0 <= defect_rate <= 1.0:
+        raise DataError(f"synthetic dataset: defect_rate must be in [0, 1], got {defect_rate}")
+    root = Path(out_dir) / "mmimdb"
+    dataset_dir = root / "dataset"
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    split_path = root / "split.json"
+    # Removed first and written last: its absence marks an unfinished generation.
+    split_path.unlink(missing_ok=True)
+
+    id_rng = random.Random(f"mmimdb-synth:{seed}:ids")
+    ids = [f"{number:07d}" for number in id_rng.sample(range(1, 8_000_000), num_movies)]
+    defects = _assign_defects(num_movies, seed, defect_rate)
+
+    specs: list[PosterSpec] = []
+    for index, movie_id in enumerate(tqdm(ids, desc="plots", unit="movie", leave=False)):
+        rng = _movie_rng(seed, index, "movie")
+        genres = _sample_genres(rng)
+        record = _movie_record(rng, movie_id, genres)
+        defect = defects.get(index)
+        json_path = dataset_dir / f"{movie_id}.json"
+        if defect == "bad_json":
+            text = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False)
+            atomic_write_text(json_path, text[: len(text) // 2])
+        else:
+            if defect is not None:
+                _apply_record_defect(record, defect)
+            atomic_write_json(json_path, record)
+        width, height = _poster_size(rng)
+        specs.append(PosterSpec(
+            path=dataset_dir / f"{movie_id}.jpeg", seed=seed, index=index, width=width,
+            height=height, cues=_poster_cues(rng, genres),
+            defect=defect if defect in _POSTER_DEFECTS else None,
+        ))
+    _write_posters(specs, workers)
+
+    by_id = {ids[index]: kind for index, kind in sorted(defects.items())}
+    atomic_write_json(root / "defects.json", {
+        "defect_rate": defect_rate,
+        "counts": dict(sorted(Counter(by_id.values()).items())),
+        "movies": by_id,
+    })
+
+    sizes = split_sizes(num_movies)
+    order = list(ids)
+    random.Random(f"mmimdb-synth:{seed}:split").shuffle(order)
+    split = {
+        "train": order[: sizes["train"]],
+        "dev": order[sizes["train"]: sizes["train"] + sizes["dev"]],
+        "test": order[sizes["train"] + sizes["dev"]:],
+    }
+    atomic_write_json(split_path, split)
+    logger.info("wrote %d synthetic movies (%d with defects) to %s", num_movies, len(defects), root)
+    return root
+
+
+__all__ = [
+    "DEFECT_KINDS", "GENRE_CUE_WORDS", "GENRE_MODALITY", "POSTER_CUES", "REAL_GENRE_COUNTS",
+    "generate_dataset", "split_sizes", "write_poster",
+]
