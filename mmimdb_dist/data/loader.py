@@ -1,0 +1,408 @@
+"""Streaming train and eval loaders over WebDataset shards, split by rank and by worker.
+
+Each rank builds its own loaders and reads only its part of the shards; the split is done
+here, from `rank` and `world_size`, not by a framework. With Accelerate, take them from the
+Accelerator (`process_index`, `num_processes`) and do NOT pass these loaders through
+`accelerator.prepare()`: on a DataLoader over an IterableDataset, prepare() either wraps it
+in a dispatcher (rank 0 reads every batch and broadcasts slices) or splits it a second time,
+both of which break the per-rank streams built here. Move batches with `to_device` instead.
+
+How a train epoch is laid out, and why:
+
+* Equal batches on every rank. A rank that runs out first leaves the others waiting forever
+  in the next all-reduce, so every rank yields exactly
+  floor(train samples / (world_size * batch_size)) batches (ceil when `drop_last` is off),
+  taken from the manifest before any shard is opened. A stream that runs dry is
+  continued with a fresh pass over the shards (repeat padding).
+* Slots. The `world_size * num_workers` DataLoader workers are the slots that read shards.
+  Shards are shuffled per (seed, epoch) and dealt round-robin to the slots. With fewer
+  shards than slots, every slot reads every shard and keeps the samples whose position is
+  its own modulo the slot count: nothing hangs and nothing is dropped, at the cost of
+  reading the shards once per slot (a warning says so; reshard with `shard.min_shards`).
+* In each worker: tar reading, a seeded shuffle buffer, tokenisation, bucketing by plot
+  length (a pool of `bucket_pool_batches` batches is sorted by token count, cut into
+  batches, and the batch order shuffled), and only then JPEG decoding and augmentation.
+* Exact resume. Everything before decoding is cheap and seeded per (seed, epoch, rank,
+  worker); augmentation is seeded per (seed, epoch, sample id). `skip_batches=b` forms the
+  first b batches without decoding them and then yields the very batches an uninterrupted
+  epoch yields from b on. The DataLoader takes batches from its workers in turn, so the
+  worker roles are rotated by b to keep the global batch order.
+* Bad data never crashes a run: a sample with bad JSON, text or JPEG, or the missing tail
+  of a truncated shard, is skipped with a warning and counted. Each batch carries the
+  count seen since the previous batch in `batch["skipped"]`; the loader sums them in
+  `loader.skipped`.
+
+Eval loaders read every sample of the split exactly once across all ranks and workers: no
+shuffling, no repeat, no padding; ranks may therefore get different batch counts, so
+gather predictions at the end of evaluation rather than per batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import math
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from ..config import ConfigError, LoaderConfig
+from ..errors import DataError
+from ..genres import NUM_GENRES
+from .images import decode_poster
+from .manifest import Manifest, ShardInfo
+from .text import TokenEncoder
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 64-bit seed from any parts; unlike hash(), identical in every process and run."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little")
+
+
+@dataclass
+class Sample:
+    """A sample after tokenisation; the poster stays encoded until its batch is yielded."""
+
+    id: str
+    jpeg: bytes
+    input_ids: list[int]
+    labels: list[int]
+
+
+class SkipCounter:
+    """Samples skipped in one worker since the last batch it yielded."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self, n: int, message: str) -> None:
+        self.count += n
+        logger.warning("skipped %d sample(s): %s", n, message)
+
+    def take(self) -> int:
+        count, self.count = self.count, 0
+        return count
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """Which shards one slot reads in one pass, and which of their samples it keeps."""
+
+    shards: list[ShardInfo]
+    # None: keep every sample (shard-level split); else keep positions ≡ slot mod `stride`.
+    stride: int | None
+    slot: int
+
+
+def plan_slot(shards: list[ShardInfo], slot: int, slots: int) -> SlotPlan:
+    """Shard-level split when there are enough shards, sample-level otherwise."""
+    if len(shards) >= slots:
+        return SlotPlan(shards=shards[slot::slots], stride=None, slot=slot)
+    return SlotPlan(shards=list(shards), stride=slots, slot=slot)
+
+
+def slot_sample_count(shards: list[ShardInfo], slot: int, slots: int) -> int:
+    """Samples a slot reads in one pass, per the manifest."""
+    plan = plan_slot(shards, slot, slots)
+    if plan.stride is None:
+        return sum(s.num_samples for s in plan.shards)
+    return len(range(slot, sum(s.num_samples for s in shards), slots))
+
+
+def train_batches_per_rank(num_samples: int, world_size: int, batch_size: int,
+                           drop_last: bool = True) -> int:
+    per_step = world_size * batch_size
+    return num_samples // per_step if drop_last else math.ceil(num_samples / per_step)
+
+
+# --------------------------------------------------------------------------- per-sample work
+
+
+def parse_sample(raw: dict[str, Any], encoder: TokenEncoder, max_length: int) -> Sample:
+    """Raw tar members -> Sample; raises DataError naming the shard, the key and the problem."""
+    key = raw.get("__key__", "?")
+    where = f"{raw.get('__url__', '?')}: sample {key}"
+    for member in ("jpg", "txt", "json"):
+        if member not in raw:
+            raise DataError(f"{where}: missing member {key}.{member}")
+    try:
+        meta = json.loads(raw["json"])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{where}: {key}.json is not valid JSON ({exc})") from None
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    if (not isinstance(labels, list) or len(labels) != NUM_GENRES
+            or any(v not in (0, 1) for v in labels)):
+        raise DataError(f"{where}: {key}.json key 'labels': expected {NUM_GENRES} values 0/1, "
+                        f"got {labels!r:.80}")
+    try:
+        text = raw["txt"].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{where}: {key}.txt is not UTF-8 ({exc})") from None
+    ids = encoder.encode(text, max_length)
+    if not ids:
+        raise DataError(f"{where}: {key}.txt gives no tokens")
+    return Sample(id=str(meta.get("id", key)), jpeg=raw["jpg"], input_ids=ids, labels=labels)
+
+
+def collate(samples: list[Sample], pixels: list[torch.Tensor], pad_id: int, skipped: int) -> dict:
+    """Samples -> batch dict (see docs/ARCHITECTURE.md), padded to the longest plot."""
+    longest = max(len(s.input_ids) for s in samples)
+    input_ids = torch.full((len(samples), longest), pad_id, dtype=torch.int64)
+    attention_mask = torch.zeros((len(samples), longest), dtype=torch.int64)
+    for row, sample in enumerate(samples):
+        n = len(sample.input_ids)
+        input_ids[row, :n] = torch.tensor(sample.input_ids, dtype=torch.int64)
+        attention_mask[row, :n] = 1
+    return {
+        "ids": [s.id for s in samples],
+        "pixel_values": torch.stack(pixels),
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": torch.tensor([s.labels for s in samples], dtype=torch.float32),
+        "skipped": skipped,
+    }
+
+
+def to_device(batch: dict, device: torch.device | str, dtype: torch.dtype = torch.float32) -> dict:
+    """Move a batch to `device`; uint8 pixels become ImageNet-normalised `dtype` there."""
+    out = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+           for k, v in batch.items()}
+    mean = torch.tensor(IMAGENET_MEAN, device=device, dtype=dtype).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, device=device, dtype=dtype).view(1, 3, 1, 1) * 255
+    out["pixel_values"] = (out["pixel_values"].to(dtype) - mean) / std
+    out["labels"] = out["labels"].to(dtype)
+    return out
+
+
+# --------------------------------------------------------------------------- the stream
+
+
+class ShardStream(IterableDataset):
+    """The per-worker pipeline; one instance serves a train epoch or an eval pass."""
+
+    def __init__(self, cfg: LoaderConfig, manifest: Manifest, split: str, encoder: TokenEncoder,
+                 *, rank: int, world_size: int, train: bool, epoch: int = 0, seed: int = 0,
+                 num_batches: int = 0, skip_batches: int = 0) -> None:
+        self.cfg = cfg
+        self.split = split
+        self.shards = list(manifest.split(split).shards)
+        self.directory = Path(manifest.directory)
+        self.encoder = encoder
+        self.rank, self.world_size = rank, world_size
+        self.train, self.epoch, self.seed = train, epoch, seed
+        self.num_batches, self.skip_batches = num_batches, skip_batches
+        self.batch_size = cfg.batch_size if train else cfg.eval_batch_size
+
+    # -- reading
+
+    def _read(self, plan: SlotPlan, counter: SkipCounter, count_skips: bool) -> Iterator[Sample]:
+        """Parsed samples of one pass of a slot; bad ones are skipped and counted."""
+        import webdataset as wds
+
+        def tar_error(exc: Exception) -> bool:
+            logger.warning("shard read error (rest of the shard skipped): %s", exc)
+            return True
+
+        position = 0
+        for shard in plan.shards:
+            path = self.directory / shard.name
+            read = 0
+            for raw in wds.tariterators.tarfile_samples([{"url": str(path)}], handler=tar_error):
+                read += 1
+                mine = plan.stride is None or position % plan.stride == plan.slot
+                position += 1
+                if not mine:
+                    continue
+                try:
+                    yield parse_sample(raw, self.encoder, self.cfg.max_text_length)
+                except DataError as exc:
+                    if count_skips:
+                        counter.add(1, str(exc))
+            missing = shard.num_samples - read
+            if missing > 0:
+                # Positions of the lost samples are unknown; with a sample-level split they
+                # are counted once, by slot 0, rather than once per slot.
+                position += missing
+                if count_skips and (plan.stride is None or plan.slot == 0):
+                    counter.add(missing, f"{path}: {read} of {shard.num_samples} samples "
+                                         "readable (truncated or corrupt shard)")
+
+    # -- batching
+
+    def _cut(self, pool: list[Sample], rng: random.Random | None) -> list[list[Sample]]:
+        if self.cfg.bucket_by_length:
+            pool = sorted(pool, key=lambda s: (len(s.input_ids), s.id))
+        batches = [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+        if rng is not None:
+            rng.shuffle(batches)
+        return batches
+
+    def _batches(self, samples: Iterable[Sample], carry: list[Sample], rng: random.Random | None,
+                 last_pass: bool) -> Iterator[list[Sample]]:
+        """Cut one pass into batches; a partial batch waits in `carry` for the next pass.
+
+        Pools never straddle passes, so a repeat pass starts only when this pass is used up.
+        """
+        pool_size = self.batch_size * (self.cfg.bucket_pool_batches if self.cfg.bucket_by_length else 1)
+        pool = carry[:]
+        carry.clear()
+        for sample in samples:
+            pool.append(sample)
+            if len(pool) == pool_size:
+                yield from self._cut(pool, rng)
+                pool = []
+        if last_pass:
+            yield from self._cut(pool, rng)
+            return
+        full = len(pool) - len(pool) % self.batch_size
+        carry.extend(pool[full:])
+        yield from self._cut(pool[:full], rng)
+
+    def _decode(self, batch: list[Sample], counter: SkipCounter) -> dict | None:
+        samples, pixels = [], []
+        augment = self.train and self.cfg.augment
+        for sample in batch:
+            try:
+                pixels.append(decode_poster(sample.jpeg, self.cfg.image_size, augment=augment,
+                                            sample_seed=derive_seed(self.seed, self.epoch, sample.id)))
+            except Exception as exc:  # PIL raises many types on corrupt images
+                counter.add(1, f"{self.split} sample {sample.id}: poster does not decode ({exc})")
+                continue
+            samples.append(sample)
+        if not samples:
+            return None
+        return collate(samples, pixels, self.encoder.pad_id, counter.take())
+
+    # -- per worker
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        slots = self.world_size * num_workers
+        counter = SkipCounter()
+        if len(self.shards) < slots and worker == 0 and self.rank == 0:
+            logger.warning("%s: %d shards for %d reader slots (world_size %d x num_workers %d); "
+                           "every slot reads every shard and keeps its share of samples",
+                           self.split, len(self.shards), slots, self.world_size, num_workers)
+        if self.train:
+            yield from self._train_worker(worker, num_workers, slots, counter)
+        else:
+            yield from self._eval_worker(worker, num_workers, slots, counter)
+
+    def _train_worker(self, worker: int, num_workers: int, slots: int,
+                      counter: SkipCounter) -> Iterator[dict]:
+        import webdataset as wds
+
+        # Batch k of this role is batch role + k * num_workers of the rank's epoch.
+        role = (worker + self.skip_batches) % num_workers
+        slot = self.rank * num_workers + role
+        rng = random.Random(derive_seed(self.seed, self.epoch, self.rank, role))
+        carry: list[Sample] = []
+        index = role
+        for pass_index in itertools.count():
+            order = self.shards[:]
+            random.Random(derive_seed(self.seed, self.epoch, pass_index)).shuffle(order)
+            samples = self._read(plan_slot(order, slot, slots), counter, count_skips=pass_index == 0)
+            read = [0]
+
+            def counted(stream: Iterator[Sample] = samples) -> Iterator[Sample]:
+                for sample in stream:
+                    read[0] += 1
+                    yield sample
+
+            shuffled = wds.shuffle(self.cfg.shuffle_buffer, initial=self.cfg.shuffle_buffer,
+                                   rng=rng)(counted())
+            for batch in self._batches(shuffled, carry, rng, last_pass=False):
+                if index >= self.num_batches:
+                    return
+                if index >= self.skip_batches:
+                    decoded = self._decode(batch, counter)
+                    if decoded is not None:
+                        yield decoded
+                index += num_workers
+            if index >= self.num_batches:
+                return
+            if read[0] == 0:
+                raise DataError(f"{self.directory}: {self.split} slot {slot} of {slots} read no "
+                                "usable sample in a full pass over its shards")
+
+    def _eval_worker(self, worker: int, num_workers: int, slots: int,
+                     counter: SkipCounter) -> Iterator[dict]:
+        slot = self.rank * num_workers + worker
+        samples = self._read(plan_slot(self.shards, slot, slots), counter, count_skips=True)
+        for batch in self._batches(samples, [], None, last_pass=True):
+            decoded = self._decode(batch, counter)
+            if decoded is not None:
+                yield decoded
+
+
+class StreamingLoader:
+    """A DataLoader over a ShardStream with a known length and a running skip count."""
+
+    def __init__(self, stream: ShardStream, num_workers: int, length: int) -> None:
+        self.stream = stream
+        self.length = length
+        self.skipped = 0
+        self.loader = DataLoader(stream, batch_size=None, num_workers=num_workers,
+                                 prefetch_factor=2 if num_workers > 0 else None)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[dict]:
+        for batch in self.loader:
+            self.skipped += batch["skipped"]
+            yield batch
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def _check_rank(rank: int, world_size: int) -> None:
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ConfigError(f"rank {rank} / world_size {world_size}: expected 0 <= rank < world_size")
+
+
+def build_train_loader(cfg: LoaderConfig, manifest: Manifest, token_encoder: TokenEncoder, *,
+                       rank: int, world_size: int, epoch: int, seed: int,
+                       skip_batches: int = 0) -> StreamingLoader:
+    """The train loader of one rank for one epoch; `len()` is the same on every rank."""
+    _check_rank(rank, world_size)
+    num_samples = manifest.split("train").num_samples
+    num_batches = train_batches_per_rank(num_samples, world_size, cfg.batch_size, cfg.drop_last)
+    if num_batches == 0:
+        raise ConfigError(f"loader.batch_size: {cfg.batch_size} x world_size {world_size} is more "
+                          f"than the {num_samples} train samples in {manifest.path}")
+    if not 0 <= skip_batches <= num_batches:
+        raise ConfigError(f"skip_batches {skip_batches}: expected 0..{num_batches} "
+                          "(batches per rank per epoch)")
+    stream = ShardStream(cfg, manifest, "train", token_encoder, rank=rank, world_size=world_size,
+                         train=True, epoch=epoch, seed=seed, num_batches=num_batches,
+                         skip_batches=skip_batches)
+    return StreamingLoader(stream, cfg.num_workers, num_batches - skip_batches)
+
+
+def build_eval_loader(cfg: LoaderConfig, manifest: Manifest, split: str,
+                      token_encoder: TokenEncoder, *, rank: int, world_size: int) -> StreamingLoader:
+    """Every sample of `split` exactly once across ranks and workers, in a fixed order."""
+    _check_rank(rank, world_size)
+    shards = manifest.split(split).shards
+    workers = max(cfg.num_workers, 1)
+    slots = world_size * workers
+    length = sum(math.ceil(slot_sample_count(shards, rank * workers + w, slots) / cfg.eval_batch_size)
+                 for w in range(workers))
+    stream = ShardStream(cfg, manifest, split, token_encoder, rank=rank, world_size=world_size,
+                         train=False)
+    return StreamingLoader(stream, cfg.num_workers, length)

@@ -1,0 +1,55 @@
+"""Plot text -> token ids, behind one small protocol shared by every text encoder.
+
+The loaders tokenise inside their worker processes, per sample and before batching, so
+that bucketing can sort by the real token length and the training process receives ready
+integer tensors. Anything with `encode(text, max_length)` and a `pad_id` works: the
+Hugging Face adapter below for transformer encoders, or a word `Vocabulary` for the BiLSTM.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from ..errors import DataError
+
+
+@runtime_checkable
+class TokenEncoder(Protocol):
+    """What the loaders need from a tokenizer; must be picklable (it travels to workers)."""
+
+    pad_id: int
+
+    def encode(self, text: str, max_length: int) -> list[int]:
+        """Token ids of `text`, at most `max_length` of them, special tokens included."""
+        ...
+
+
+class HFTokenEncoder:
+    """A Hugging Face tokenizer seen through the `TokenEncoder` protocol.
+
+    Truncation keeps the special tokens ([CLS] ... [SEP]) inside `max_length`, which is what
+    BERT-style encoders with a fixed position table need.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        if tokenizer.pad_token_id is None:
+            raise DataError(f"tokenizer {tokenizer.name_or_path!r} has no pad token; "
+                            "the loaders pad every batch to its longest plot and need one")
+        self.tokenizer = tokenizer
+        self.pad_id = int(tokenizer.pad_token_id)
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str | Path) -> HFTokenEncoder:
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(name_or_dir))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot load tokenizer {str(name_or_dir)!r}: expected a local folder "
+                            f"with tokenizer files or a cached model name ({exc})") from exc
+        return cls(tokenizer)
+
+    def encode(self, text: str, max_length: int) -> list[int]:
+        return list(self.tokenizer(text, truncation=True, max_length=max_length,
+                                   add_special_tokens=True)["input_ids"])

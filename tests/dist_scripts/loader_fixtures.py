@@ -1,0 +1,73 @@
+"""Shared test data for the loader tests: a small synthetic shard set and a real tokenizer.
+
+Both are built once per pytest session (synthetic posters are the slow part) under the
+session's base temp folder, and reused by the single-process and the multi-process tests.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+NUM_MOVIES = 250
+SAMPLES_PER_SHARD = 20  # 150 train samples -> 8 shards, enough for 2 ranks x 2 workers
+
+
+def build_shards(root: Path, num_movies: int = NUM_MOVIES, samples_per_shard: int = SAMPLES_PER_SHARD,
+                 name: str = "shards") -> Path:
+    """synth -> shard, the real path; returns the shard folder (cached under `root`)."""
+    from mmimdb_dist.config import load_config
+    from mmimdb_dist.data.shard import shard_dataset
+    from mmimdb_dist.data.synth import generate_dataset
+
+    shards = root / name
+    if (shards / "manifest.json").is_file():
+        return shards
+    raw_root = root / f"raw-{num_movies}"
+    if not (raw_root / "mmimdb" / "split.json").is_file():
+        generate_dataset(raw_root, num_movies, seed=7, workers=2)
+    cfg = load_config(None, [f"data.raw_dir={raw_root / 'mmimdb'}", f"shard.out_dir={shards}",
+                             "shard.poster_short_side=48", f"shard.samples_per_shard={samples_per_shard}",
+                             "shard.workers=1"])
+    shard_dataset(cfg)
+    return shards
+
+
+def build_tokenizer(root: Path, shards: Path) -> Path:
+    """A real WordPiece tokenizer trained on the shard set's plots, saved as a HF folder."""
+    import tarfile
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    folder = root / "tokenizer"
+    if (folder / "tokenizer.json").is_file():
+        return folder
+    plots = []
+    for tar_path in sorted(shards.glob("train-*.tar")):
+        with tarfile.open(tar_path) as tar:
+            plots += [tar.extractfile(m).read().decode() for m in tar.getmembers() if m.name.endswith(".txt")]
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer.train_from_iterator(plots, trainers.WordPieceTrainer(vocab_size=2000, special_tokens=specials))
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    fast.save_pretrained(folder)
+    return folder
+
+
+def manifest_ids(shards: Path, split: str) -> list[str]:
+    """Every sample id of a split, read straight from the tars (not through the loader)."""
+    import tarfile
+
+    manifest = json.loads((shards / "manifest.json").read_text())
+    ids = []
+    for shard in manifest["splits"][split]["shards"]:
+        with tarfile.open(shards / shard["name"]) as tar:
+            ids += [m.name.split(".")[0] for m in tar.getmembers() if m.name.endswith(".json")]
+    return ids
