@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import http.server
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mmimdb_dist.data.download import EXTRACTED_MARKER, download, extract, fetch_mmimdb
+from mmimdb_dist.data.download import EXTRACTED_MARKER, LOCK_NAME, download, extract, fetch_mmimdb
 from mmimdb_dist.errors import DownloadError
 
 SPLIT = {"train": ["0000001"], "dev": ["0000002"], "test": []}
@@ -149,6 +151,26 @@ def test_full_download_extracts_the_layout_and_a_rerun_does_nothing(tmp_path: Pa
         assert not (raw / "dataset" / "0000002.jpeg").exists()
 
 
+def test_marker_without_the_raw_folder_extracts_again(tmp_path: Path, payload: bytes) -> None:
+    with ArchiveServer(payload) as server:
+        raw = _fetch(server, tmp_path, payload)
+        shutil.rmtree(raw)
+        assert _fetch(server, tmp_path, payload) == raw
+    assert json.loads((raw / "split.json").read_text()) == SPLIT
+    assert len(server.requests) == 1
+
+
+def test_a_second_run_into_the_same_folder_is_refused_while_one_holds_it(tmp_path: Path,
+                                                                        payload: bytes) -> None:
+    with ArchiveServer(payload) as server, open(tmp_path / LOCK_NAME, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(DownloadError, match="another mmimdb-dist download"):
+            _fetch(server, tmp_path, payload)
+        assert server.requests == []
+        fcntl.flock(held, fcntl.LOCK_UN)
+        assert _fetch(server, tmp_path, payload) == tmp_path / "mmimdb"
+
+
 def test_cut_connection_resumes_with_a_range_request(tmp_path: Path, payload: bytes) -> None:
     cut = 50_000
     with ArchiveServer(payload, cut_after=cut) as server:
@@ -217,13 +239,17 @@ def test_checksum_mismatch_names_file_and_digests_and_leaves_no_final_file(tmp_p
     assert (tmp_path / "mmimdb.tar.gz.bad").read_bytes() == payload
 
 
-def test_existing_final_file_with_wrong_digest_is_moved_aside_and_downloaded(tmp_path: Path,
-                                                                            payload: bytes) -> None:
+def test_existing_final_file_with_wrong_digest_is_an_error_not_a_download(tmp_path: Path,
+                                                                          payload: bytes) -> None:
     (tmp_path / "mmimdb.tar.gz").write_bytes(b"not the archive")
     with ArchiveServer(payload) as server:
-        archive = download(server.url, tmp_path, _sha(payload), retries=0, timeout=5.0, progress=False)
-    assert archive.read_bytes() == payload
-    assert (tmp_path / "mmimdb.tar.gz.bad").read_bytes() == b"not the archive"
+        with pytest.raises(DownloadError) as error:
+            download(server.url, tmp_path, _sha(payload), retries=0, timeout=5.0, progress=False)
+        assert server.requests == []
+    message = str(error.value)
+    assert str(tmp_path / "mmimdb.tar.gz") in message
+    assert _sha(b"not the archive") in message and _sha(payload) in message
+    assert (tmp_path / "mmimdb.tar.gz").read_bytes() == b"not the archive"
 
 
 def test_http_404_fails_at_once_naming_the_url(tmp_path: Path, payload: bytes) -> None:

@@ -23,6 +23,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import logging
@@ -36,7 +37,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ DEFAULT_URL = "https://archive.org/download/mmimdb/mmimdb.tar.gz"
 DEFAULT_SHA256 = "7facb412f84e8e707cf5c15bb58e4cf3ac12d33e6e944e1bdefebada1259a253"
 # Written into DIR after a complete extraction; holds the SHA-256 of the extracted archive.
 EXTRACTED_MARKER = ".mmimdb-extracted"
+# Held while a run downloads or extracts into DIR.
+LOCK_NAME = ".mmimdb-download.lock"
 # The folder the official archive unpacks to, and the file that proves it is MM-IMDb.
 RAW_FOLDER = "mmimdb"
 SPLIT_MEMBER = f"{RAW_FOLDER}/split.json"
@@ -117,11 +120,34 @@ def _file_sha256(path: Path) -> str:
 
 
 def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+    """Make the rename of the .part durable; some filesystems cannot fsync a folder."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _exclusive(directory: Path) -> Iterator[None]:
+    """Hold a lock on `directory` so two runs (say, every rank of a job) never share a .part."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        import fcntl
+    except ImportError:  # no flock on this platform: run unguarded
+        yield
+        return
+    lock_path = directory / LOCK_NAME
+    with open(lock_path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DownloadError(f"{lock_path}: another mmimdb-dist download is working in {directory}; "
+                                "wait for it to finish, then run again") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _content_range(header: str | None) -> tuple[int | None, int | None]:
@@ -174,7 +200,6 @@ def _stream_attempt(url: str, part: _PartialFile, timeout: float, progress: Any)
         if total is not None:
             progress.total = total
         progress.n = part.size
-        progress.refresh()
 
         received = 0
         with open(part.path, "ab") as handle:
@@ -192,12 +217,12 @@ def _stream_attempt(url: str, part: _PartialFile, timeout: float, progress: Any)
 
 
 def _check_free_space(directory: Path, needed: int | None) -> None:
+    """Fail before writing rather than after filling the disk with 8 GB of a dead-end file."""
     if needed is None:
         return
     free = shutil.disk_usage(directory).free
     if needed > free:
-        raise DownloadError(f"{directory}: the download needs {needed / 1e9:.1f} GB more, "
-                            f"only {free / 1e9:.1f} GB free")
+        raise DownloadError(f"{directory}: needs {needed / 1e9:.1f} GB more, only {free / 1e9:.1f} GB free")
 
 
 def download(url: str, directory: str | os.PathLike, sha256: str, *, retries: int = 5,
@@ -220,9 +245,10 @@ def download(url: str, directory: str | os.PathLike, sha256: str, *, retries: in
         if actual == expected:
             logger.info("%s is already here and its SHA-256 matches; not downloading again", final)
             return final
-        bad = _move_aside(final)
-        logger.warning("%s has SHA-256 %s, expected %s; moved to %s, downloading again",
-                       final, actual, expected, bad)
+        # Never ours (we rename only verified files): a file put there by hand, or a --sha256
+        # for another version of the archive. Neither deserves an 8 GB download over it.
+        raise DownloadError(f"{final}: already exists with SHA-256 {actual}, expected {expected}; "
+                            "delete it to download again, or pass its digest with --sha256 if you trust it")
 
     part = _PartialFile.open_existing(folder / f"{name}.part")
     failures = 0
@@ -252,18 +278,19 @@ def download(url: str, directory: str | os.PathLike, sha256: str, *, retries: in
     actual = part.hasher.hexdigest()
     if actual != expected:
         bad = _move_aside(part.path, final)
-        raise DownloadError(f"{final}: SHA-256 mismatch: expected {expected}, got {actual}; "
-                            f"the download was moved to {bad} (delete it; the next run starts from zero)")
+        raise DownloadError(f"{final}: SHA-256 mismatch: expected {expected}, got {actual}; the download "
+                            f"was moved to {bad} and the next run starts from zero (delete {bad.name}, "
+                            "or rename it and pass --sha256 with its digest if you trust it)")
     os.replace(part.path, final)
     _fsync_directory(folder)
     logger.info("downloaded %s (%d bytes, SHA-256 verified)", final, part.size)
     return final
 
 
-def _move_aside(path: Path, final: Path | None = None) -> Path:
-    """Rename a file whose digest is wrong to `<final name>.bad`, replacing an older one."""
-    bad = (final or path).with_name((final or path).name + ".bad")
-    os.replace(path, bad)
+def _move_aside(part: Path, final: Path) -> Path:
+    """Rename a download whose digest is wrong to `<final name>.bad`, replacing an older one."""
+    bad = final.with_name(final.name + ".bad")
+    os.replace(part, bad)
     return bad
 
 
@@ -359,7 +386,9 @@ def extract(archive: str | os.PathLike, destination: str | os.PathLike, *, diges
     archive = Path(archive)
     destination = Path(destination)
     marker = destination / EXTRACTED_MARKER
-    if digest and marker.is_file() and marker.read_text(encoding="utf-8").strip() == digest:
+    already = (digest and marker.is_file() and marker.read_text(encoding="utf-8").strip() == digest
+               and (not required_member or (destination / required_member).exists()))
+    if already:
         logger.info("%s was already extracted into %s; skipping", archive.name, destination)
         return destination
     destination.mkdir(parents=True, exist_ok=True)
@@ -371,6 +400,7 @@ def extract(archive: str | os.PathLike, destination: str | os.PathLike, *, diges
             if required_member and required_member not in {posixpath.normpath(m.name) for m in members}:
                 raise DownloadError(f"{archive}: expected member {required_member!r}; not found, "
                                     "nothing was extracted")
+            _check_free_space(destination, _bytes_to_write(destination, members))
             safety: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
             tar.extractall(destination, members=tqdm(members, desc=f"extracting {archive.name}",
                                                       unit=" members", disable=not progress), **safety)
@@ -381,6 +411,17 @@ def extract(archive: str | os.PathLike, destination: str | os.PathLike, *, diges
     if digest:
         atomic_write_text(marker, digest + "\n")
     return destination
+
+
+def _bytes_to_write(destination: Path, members: list[tarfile.TarInfo]) -> int:
+    """Bytes the extraction adds to the disk; files left by an interrupted run are overwritten."""
+    needed = 0
+    for member in members:
+        if member.isfile():
+            target = destination / member.name
+            present = target.stat().st_size if target.is_file() and not target.is_symlink() else 0
+            needed += max(member.size - present, 0)
+    return needed
 
 
 def fetch_mmimdb(to: str | os.PathLike, *, url: str = DEFAULT_URL, sha256: str = DEFAULT_SHA256,
@@ -394,9 +435,12 @@ def fetch_mmimdb(to: str | os.PathLike, *, url: str = DEFAULT_URL, sha256: str =
     if retries < 0:
         raise DownloadError(f"--retries: expected >= 0, got {retries}")
     destination = Path(to)
-    archive = download(url, destination, sha256, retries=retries, timeout=timeout, backoff=backoff,
-                       progress=progress)
-    if not extract_archive:
-        return archive
-    extract(archive, destination, digest=sha256.lower(), required_member=SPLIT_MEMBER, progress=progress)
+    destination.mkdir(parents=True, exist_ok=True)
+    with _exclusive(destination):
+        archive = download(url, destination, sha256, retries=retries, timeout=timeout, backoff=backoff,
+                           progress=progress)
+        if not extract_archive:
+            return archive
+        extract(archive, destination, digest=sha256.lower(), required_member=SPLIT_MEMBER,
+                progress=progress)
     return destination / RAW_FOLDER
