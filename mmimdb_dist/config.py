@@ -23,6 +23,7 @@ import yaml
 from .atomic import atomic_write_text
 from .errors import MmimdbError
 from .losses import LossConfig
+from .models.config import ModelConfig
 
 
 class ConfigError(MmimdbError, ValueError):
@@ -106,6 +107,7 @@ class ExperimentConfig:
     shard: ShardConfig = field(default_factory=ShardConfig)
     loader: LoaderConfig = field(default_factory=LoaderConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
 
 
 def _positive(obj: Any, *names: str) -> None:

@@ -1,0 +1,232 @@
+"""Genre classifiers on top of a text encoder, a vision encoder, or both.
+
+All models share `MultimodalClassifier.encode`, which runs the encoders and deals with
+missing modalities in one place: a sample whose plot or poster is absent (`text_present` /
+`image_present` false, or the batch key missing altogether) gets a learned "missing"
+embedding instead, and at train time `modality_dropout` hides one modality of a sample on
+purpose (never both) so the model learns to cope. The fusions differ only in their head.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..genres import NUM_GENRES
+from .config import ModelConfig
+from .text import TextFeatures, masked_mean
+from .vision import ImageFeatures
+
+Batch = dict[str, Any]
+
+
+def mlp_head(in_dim: int, hidden: int, dropout: float, out_dim: int = NUM_GENRES) -> nn.Sequential:
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.ReLU(),
+                         nn.Dropout(dropout), nn.Linear(hidden, out_dim))
+
+
+def _batch_size(batch: Batch) -> tuple[int, torch.device]:
+    for key in ("input_ids", "pixel_values", "labels"):
+        value = batch.get(key)
+        if isinstance(value, torch.Tensor):
+            return value.shape[0], value.device
+    raise ValueError("batch has none of input_ids, pixel_values, labels: cannot tell its size")
+
+
+def _presence(batch: Batch, flag: str, data_key: str, size: int, device: torch.device) -> torch.Tensor:
+    if data_key not in batch:
+        return torch.zeros(size, dtype=torch.bool, device=device)
+    present = batch.get(flag)
+    if present is None:
+        return torch.ones(size, dtype=torch.bool, device=device)
+    return present.to(device=device, dtype=torch.bool)
+
+
+class MultimodalClassifier(nn.Module):
+    """Encoders plus missing-modality handling; subclasses implement `head`."""
+
+    def __init__(self, cfg: ModelConfig, text_encoder: nn.Module | None,
+                 image_encoder: nn.Module | None) -> None:
+        super().__init__()
+        self.text_encoder = text_encoder
+        self.image_encoder = image_encoder
+        self.modality_dropout = cfg.modality_dropout
+        self.text_dim = text_encoder.out_dim if text_encoder is not None else 0
+        self.image_dim = image_encoder.out_dim if image_encoder is not None else 0
+        if text_encoder is not None:
+            self.missing_text = nn.Parameter(torch.randn(self.text_dim) * 0.02)
+        if image_encoder is not None:
+            self.missing_image = nn.Parameter(torch.randn(self.image_dim) * 0.02)
+
+    def forward(self, batch: Batch) -> dict[str, Any]:
+        text, image = self.encode(batch)
+        return self.head(text, image)
+
+    def head(self, text: TextFeatures | None, image: ImageFeatures | None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def encode(self, batch: Batch) -> tuple[TextFeatures | None, ImageFeatures | None]:
+        size, device = _batch_size(batch)
+        text_present = _presence(batch, "text_present", "input_ids", size, device)
+        image_present = _presence(batch, "image_present", "pixel_values", size, device)
+        both_encoders = self.text_encoder is not None and self.image_encoder is not None
+        if self.training and self.modality_dropout > 0 and both_encoders:
+            text_present, image_present = self._drop_modality(text_present, image_present)
+        text = image = None
+        if self.text_encoder is not None:
+            text = self._encode_text(batch, text_present, size)
+        if self.image_encoder is not None:
+            image = self._encode_image(batch, image_present, size)
+        return text, image
+
+    def _drop_modality(self, text_present: torch.Tensor,
+                       image_present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hide one modality of each selected sample; a sample already missing one keeps the other."""
+        drop = torch.rand(text_present.shape, device=text_present.device) < self.modality_dropout
+        drop_text = torch.rand(text_present.shape, device=text_present.device) < 0.5
+        both = text_present & image_present
+        return (text_present & ~(drop & drop_text & both),
+                image_present & ~(drop & ~drop_text & both))
+
+    def _encode_text(self, batch: Batch, present: torch.Tensor, size: int) -> TextFeatures:
+        missing = self.missing_text.view(1, 1, -1)
+        if "input_ids" not in batch:
+            tokens = missing.expand(size, 1, -1)
+            mask = torch.ones(size, 1, dtype=torch.bool, device=present.device)
+            return TextFeatures(tokens, mask, tokens[:, 0])
+        features = self.text_encoder(batch["input_ids"], batch["attention_mask"])
+        if bool(present.all()):
+            return features
+        # A missing plot becomes a one-token sequence holding the missing embedding.
+        only_first = torch.zeros_like(features.mask)
+        only_first[:, 0] = True
+        keep = present.view(-1, 1)
+        tokens = torch.where(keep.unsqueeze(-1), features.tokens, missing.to(features.tokens.dtype))
+        mask = torch.where(keep, features.mask, only_first)
+        pooled = torch.where(keep, features.pooled, self.missing_text.to(features.pooled.dtype))
+        return TextFeatures(tokens, mask, pooled)
+
+    def _encode_image(self, batch: Batch, present: torch.Tensor, size: int) -> ImageFeatures:
+        missing = self.missing_image.view(1, 1, -1)
+        if "pixel_values" not in batch:
+            patches = missing.expand(size, 1, -1)
+            return ImageFeatures(patches, patches[:, 0])
+        features = self.image_encoder(batch["pixel_values"])
+        if bool(present.all()):
+            return features
+        keep = present.view(-1, 1)
+        patches = torch.where(keep.unsqueeze(-1), features.patches, missing.to(features.patches.dtype))
+        pooled = torch.where(keep, features.pooled, self.missing_image.to(features.pooled.dtype))
+        return ImageFeatures(patches, pooled)
+
+
+class UnimodalClassifier(MultimodalClassifier):
+    """Text-only or image-only: the pooled vector of the one encoder into an MLP head."""
+
+    def __init__(self, cfg: ModelConfig, text_encoder: nn.Module | None,
+                 image_encoder: nn.Module | None) -> None:
+        super().__init__(cfg, text_encoder, image_encoder)
+        self.classifier = mlp_head(self.text_dim or self.image_dim, cfg.fusion.hidden, cfg.fusion.dropout)
+
+    def head(self, text: TextFeatures | None, image: ImageFeatures | None) -> dict[str, Any]:
+        pooled = text.pooled if text is not None else image.pooled
+        return {"logits": self.classifier(pooled)}
+
+
+class EarlyFusion(MultimodalClassifier):
+    """Project both pooled vectors to the same width, concatenate, classify with an MLP."""
+
+    def __init__(self, cfg: ModelConfig, text_encoder: nn.Module, image_encoder: nn.Module) -> None:
+        super().__init__(cfg, text_encoder, image_encoder)
+        hidden = cfg.fusion.hidden
+        self.text_proj = nn.Sequential(nn.Linear(self.text_dim, hidden), nn.LayerNorm(hidden))
+        self.image_proj = nn.Sequential(nn.Linear(self.image_dim, hidden), nn.LayerNorm(hidden))
+        self.classifier = mlp_head(2 * hidden, hidden, cfg.fusion.dropout)
+
+    def head(self, text: TextFeatures, image: ImageFeatures) -> dict[str, Any]:
+        fused = torch.cat([self.text_proj(text.pooled), self.image_proj(image.pooled)], dim=-1)
+        return {"logits": self.classifier(fused)}
+
+
+class LateFusion(MultimodalClassifier):
+    """One classifier per modality; their logits are mixed with learned softmax weights.
+
+    The branch logits are returned so the trainer can add a loss term per branch
+    (`branch_loss_weight`), which keeps each branch a classifier in its own right.
+    """
+
+    def __init__(self, cfg: ModelConfig, text_encoder: nn.Module, image_encoder: nn.Module) -> None:
+        super().__init__(cfg, text_encoder, image_encoder)
+        self.text_classifier = mlp_head(self.text_dim, cfg.fusion.hidden, cfg.fusion.dropout)
+        self.image_classifier = mlp_head(self.image_dim, cfg.fusion.hidden, cfg.fusion.dropout)
+        self.branch_weight_logits = nn.Parameter(torch.zeros(2))
+        self.branch_loss_weight = cfg.fusion.branch_loss_weight
+
+    def head(self, text: TextFeatures, image: ImageFeatures) -> dict[str, Any]:
+        text_logits = self.text_classifier(text.pooled)
+        image_logits = self.image_classifier(image.pooled)
+        weights = torch.softmax(self.branch_weight_logits, dim=0)
+        return {
+            "logits": weights[0] * text_logits + weights[1] * image_logits,
+            "branch_logits": {"text": text_logits, "image": image_logits},
+            "branch_weights": weights,
+        }
+
+
+class AttentionFusion(MultimodalClassifier):
+    """Cross-attention both ways between plot tokens and poster patches, then pool and classify.
+
+    Text tokens attend over the patch grid (which part of the poster matters for this word) and
+    patches attend over the real text tokens (padding masked). `attention` holds the
+    text-to-image weights, B x heads x L x P, for visualising where the plot looks on the poster.
+    """
+
+    def __init__(self, cfg: ModelConfig, text_encoder: nn.Module, image_encoder: nn.Module) -> None:
+        super().__init__(cfg, text_encoder, image_encoder)
+        hidden, heads, dropout = cfg.fusion.hidden, cfg.fusion.heads, cfg.fusion.dropout
+        self.text_proj = nn.Linear(self.text_dim, hidden)
+        self.image_proj = nn.Linear(self.image_dim, hidden)
+        self.text_to_image = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.image_to_text = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.text_norm = nn.LayerNorm(hidden)
+        self.image_norm = nn.LayerNorm(hidden)
+        self.classifier = mlp_head(2 * hidden, hidden, dropout)
+
+    def head(self, text: TextFeatures, image: ImageFeatures) -> dict[str, Any]:
+        words = self.text_proj(text.tokens)
+        patches = self.image_proj(image.patches)
+        words_seen, text_to_image = self.text_to_image(
+            words, patches, patches, need_weights=True, average_attn_weights=False)
+        patches_seen, image_to_text = self.image_to_text(
+            patches, words, words, key_padding_mask=~text.mask, need_weights=True,
+            average_attn_weights=False)
+        words = self.text_norm(words + words_seen)
+        patches = self.image_norm(patches + patches_seen)
+        pooled = torch.cat([masked_mean(words, text.mask), patches.mean(1)], dim=-1)
+        return {"logits": self.classifier(pooled), "attention": text_to_image,
+                "image_to_text_attention": image_to_text}
+
+
+class GatedMultimodalUnit(MultimodalClassifier):
+    """GMU of Arevalo et al. (2017): a learned per-unit gate between the two modalities.
+
+    h_t = tanh(W_t x_t), h_v = tanh(W_v x_v), z = sigmoid(W_z [x_t; x_v]), h = z*h_t + (1-z)*h_v.
+    The gate `z` is returned: its mean says how much the model leans on the plot.
+    """
+
+    def __init__(self, cfg: ModelConfig, text_encoder: nn.Module, image_encoder: nn.Module) -> None:
+        super().__init__(cfg, text_encoder, image_encoder)
+        hidden = cfg.fusion.hidden
+        self.text_hidden = nn.Linear(self.text_dim, hidden, bias=False)
+        self.image_hidden = nn.Linear(self.image_dim, hidden, bias=False)
+        self.gate = nn.Linear(self.text_dim + self.image_dim, hidden, bias=False)
+        self.classifier = mlp_head(hidden, hidden, cfg.fusion.dropout)
+
+    def head(self, text: TextFeatures, image: ImageFeatures) -> dict[str, Any]:
+        h_text = torch.tanh(self.text_hidden(text.pooled))
+        h_image = torch.tanh(self.image_hidden(image.pooled))
+        z = torch.sigmoid(self.gate(torch.cat([text.pooled, image.pooled], dim=-1)))
+        fused = z * h_text + (1 - z) * h_image
+        return {"logits": self.classifier(fused), "gate": z}

@@ -1,0 +1,159 @@
+"""Text encoders: plot token ids -> per-token features and one pooled vector.
+
+Both encoders return `TextFeatures`: the token sequence (for cross-attention), its mask and a
+pooled vector (for the other fusions). Padding never changes the features of real tokens: the
+BiLSTM packs sequences to their true lengths and the transformer masks padded keys, so
+appending padding to a batch leaves every model's output unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from ..config import ConfigError
+from .config import TextEncoderConfig
+
+log = logging.getLogger(__name__)
+
+
+class TextFeatures(NamedTuple):
+    tokens: torch.Tensor  # B x L x D
+    mask: torch.Tensor  # B x L, bool, True for real tokens
+    pooled: torch.Tensor  # B x D
+
+
+def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over real tokens; an all-padding row gives zeros rather than NaN."""
+    weights = mask.unsqueeze(-1).to(tokens.dtype)
+    return (tokens * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class AdditiveAttentionPool(nn.Module):
+    """Bahdanau-style attention pooling: score_i = v . tanh(W h_i), softmax over real tokens."""
+
+    def __init__(self, dim: int, attention_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, attention_dim)
+        self.score = nn.Linear(attention_dim, 1, bias=False)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        scores = self.score(torch.tanh(self.proj(tokens))).squeeze(-1)
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1) * mask  # an all-padding row pools to zeros
+        return torch.einsum("bl,bld->bd", weights, tokens)
+
+
+class BiLSTMEncoder(nn.Module):
+    """Word embeddings -> bidirectional LSTM -> additive attention pooling."""
+
+    def __init__(self, cfg: TextEncoderConfig, vocab_size: int, pad_id: int) -> None:
+        super().__init__()
+        self.pad_id = pad_id
+        self.embedding = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=pad_id)
+        self.lstm = nn.LSTM(cfg.embed_dim, cfg.hidden, num_layers=cfg.num_layers, batch_first=True,
+                            bidirectional=True, dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.pool = AdditiveAttentionPool(2 * cfg.hidden, cfg.attention_dim)
+        self.out_dim = 2 * cfg.hidden
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures:
+        mask = attention_mask.bool()
+        length = input_ids.shape[1]
+        # An empty plot still gets one (padding) step so packing never sees a zero length.
+        lengths = mask.sum(1).clamp(min=1).cpu()
+        embedded = self.dropout(self.embedding(input_ids))
+        packed = pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
+        output, _ = self.lstm(packed)
+        tokens, _ = pad_packed_sequence(output, batch_first=True, total_length=length)
+        tokens = self.dropout(tokens)
+        return TextFeatures(tokens, mask, self.pool(tokens, mask))
+
+
+def _transformer_layers(model: nn.Module, num_layers: int) -> nn.ModuleList:
+    """The stack of transformer blocks, found by shape so any encoder architecture works."""
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == num_layers:
+            return module
+    raise ConfigError(f"model.text.freeze_layers: cannot find the {num_layers} transformer layers "
+                      f"of {type(model).__name__}")
+
+
+class HFEncoder(nn.Module):
+    """Any Hugging Face encoder (DistilBERT, BERT, MiniLM, ...) with CLS or masked-mean pooling."""
+
+    def __init__(self, cfg: TextEncoderConfig, vocab_size: int | None = None,
+                 pad_id: int | None = None) -> None:
+        super().__init__()
+        self.model = load_hf_model(cfg, vocab_size, pad_id)
+        self.pooling = cfg.pooling
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.out_dim = int(self.model.config.hidden_size)
+        if cfg.freeze_layers:
+            freeze_hf_layers(self.model, cfg.freeze_layers)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures:
+        mask = attention_mask.bool()
+        tokens = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        tokens = self.dropout(tokens)
+        pooled = tokens[:, 0] if self.pooling == "cls" else masked_mean(tokens, mask)
+        return TextFeatures(tokens, mask, pooled)
+
+
+def load_hf_model(cfg: TextEncoderConfig, vocab_size: int | None, pad_id: int | None) -> nn.Module:
+    """Pretrained weights by hub name or local folder, or a random model from an architecture.
+
+    A random model takes its architecture from `hf_config` (with `model_type`, nothing is read)
+    or from the config file of `name`; the tokenizer's vocabulary size and pad id win over both.
+    """
+    from transformers import AutoConfig, AutoModel
+
+    if cfg.pretrained:
+        try:
+            return AutoModel.from_pretrained(cfg.name)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"model.text.name: cannot load pretrained encoder {cfg.name!r}: expected "
+                              f"a local model folder or a reachable hub name ({exc})") from exc
+    overrides = dict(cfg.hf_config)
+    if vocab_size is not None:
+        overrides["vocab_size"] = vocab_size
+    if pad_id is not None:
+        overrides["pad_token_id"] = pad_id
+    try:
+        if "model_type" in overrides:
+            config = AutoConfig.for_model(**overrides)
+        else:
+            config = AutoConfig.from_pretrained(cfg.name, **overrides)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"model.text.hf_config: cannot build a {cfg.name!r} architecture "
+                          f"from {cfg.hf_config} ({exc})") from exc
+    return AutoModel.from_config(config)
+
+
+def freeze_hf_layers(model: nn.Module, num_frozen: int) -> None:
+    """Freeze the embeddings and the first `num_frozen` transformer layers."""
+    total = int(model.config.num_hidden_layers)
+    if num_frozen > total:
+        raise ConfigError(f"model.text.freeze_layers: {num_frozen} exceeds the encoder's {total} layers")
+    model.get_input_embeddings().requires_grad_(False)
+    embeddings = getattr(model, "embeddings", None)
+    if isinstance(embeddings, nn.Module):  # position and type embeddings, LayerNorm
+        embeddings.requires_grad_(False)
+    for layer in _transformer_layers(model, total)[:num_frozen]:
+        layer.requires_grad_(False)
+
+
+def build_text_encoder(cfg: TextEncoderConfig, *, vocab_size: int | None = None,
+                       pad_id: int | None = None) -> nn.Module:
+    if cfg.kind == "bilstm":
+        if vocab_size is None or pad_id is None:
+            raise ConfigError("model.text.kind: bilstm needs the vocabulary's size and pad id "
+                              "(build a Vocabulary from the train split first)")
+        return BiLSTMEncoder(cfg, vocab_size, pad_id)
+    if cfg.kind == "hf":
+        return HFEncoder(cfg, vocab_size, pad_id)
+    raise ConfigError(f"model.text.kind: cannot build {cfg.kind!r}; expected bilstm or hf")

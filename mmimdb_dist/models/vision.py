@@ -1,0 +1,130 @@
+"""Vision encoders: a poster -> a grid of patch tokens and one pooled vector.
+
+Every encoder exposes its last feature map as `patch_grid**2` patch tokens (7 x 7 = 49 for a
+224 input, adaptive pooling for other sizes), because cross-attention over a single pooled
+vector is a no-op: the attention fusion needs somewhere on the poster to look.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..config import ConfigError
+from ..errors import DataError
+from .config import FREEZE_LEVELS, ImageEncoderConfig
+
+log = logging.getLogger(__name__)
+
+
+class ImageFeatures(NamedTuple):
+    patches: torch.Tensor  # B x P x D, P = patch_grid ** 2
+    pooled: torch.Tensor  # B x D
+
+
+def feature_map_to_features(features: torch.Tensor, grid: int) -> ImageFeatures:
+    """B x D x H x W -> patch tokens on a grid x grid lattice, plus the global average."""
+    pooled = features.mean(dim=(2, 3))
+    if features.shape[-2:] != (grid, grid):
+        features = nn.functional.adaptive_avg_pool2d(features, grid)
+    return ImageFeatures(features.flatten(2).transpose(1, 2), pooled)
+
+
+def _resnet(kind: str, cfg: ImageEncoderConfig) -> nn.Module:
+    from torchvision import models
+
+    factory, weights_enum = {
+        "resnet18": (models.resnet18, models.ResNet18_Weights),
+        "resnet50": (models.resnet50, models.ResNet50_Weights),
+    }[kind]
+    if cfg.weights_path:
+        model = factory(weights=None)
+        load_resnet_weights(model, Path(cfg.weights_path))
+        return model
+    return factory(weights=weights_enum.IMAGENET1K_V1 if cfg.pretrained else None)
+
+
+def load_resnet_weights(model: nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(f"model.image.weights_path: {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt or foreign file
+        raise DataError(f"{path}: not a loadable state_dict ({exc})") from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise DataError(f"{path}: expected a state_dict (mapping of parameter names to tensors)")
+    # The ImageNet classifier is dropped anyway; accept files with or without it.
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise DataError(f"{path}: weights do not match the ResNet: missing keys {missing[:5]}, "
+                        f"unexpected keys {unexpected[:5]}")
+
+
+class ResNetEncoder(nn.Module):
+    """A torchvision ResNet without its classifier, optionally frozen up to a stage.
+
+    Frozen stages keep their BatchNorm layers in eval mode even while the model trains, so
+    their running statistics stay those of the weights they were frozen with.
+    """
+
+    def __init__(self, cfg: ImageEncoderConfig) -> None:
+        super().__init__()
+        resnet = _resnet(cfg.kind, cfg)
+        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
+        self.layer1, self.layer2 = resnet.layer1, resnet.layer2
+        self.layer3, self.layer4 = resnet.layer3, resnet.layer4
+        self.out_dim = int(resnet.fc.in_features)
+        self.patch_grid = cfg.patch_grid
+        self.frozen = self._stages()[: FREEZE_LEVELS.index(cfg.freeze_until)]
+        for stage in self.frozen:
+            stage.requires_grad_(False)
+
+    def _stages(self) -> list[nn.Module]:
+        return [self.stem, self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def train(self, mode: bool = True) -> ResNetEncoder:
+        super().train(mode)
+        for stage in self.frozen:
+            stage.eval()
+        return self
+
+    def forward(self, pixel_values: torch.Tensor) -> ImageFeatures:
+        x = pixel_values
+        for stage in self._stages():
+            x = stage(x)
+        return feature_map_to_features(x, self.patch_grid)
+
+
+class SimpleCNNEncoder(nn.Module):
+    """The classic from-scratch baseline: four conv-bn-relu-maxpool blocks."""
+
+    def __init__(self, cfg: ImageEncoderConfig) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        in_channels = 3
+        for out_channels in cfg.cnn_channels:
+            blocks += [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+                       nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            in_channels = out_channels
+        self.features = nn.Sequential(*blocks)
+        self.out_dim = in_channels
+        self.patch_grid = cfg.patch_grid
+
+    def forward(self, pixel_values: torch.Tensor) -> ImageFeatures:
+        return feature_map_to_features(self.features(pixel_values), self.patch_grid)
+
+
+def build_image_encoder(cfg: ImageEncoderConfig) -> nn.Module:
+    if cfg.kind in ("resnet18", "resnet50"):
+        return ResNetEncoder(cfg)
+    if cfg.kind == "cnn":
+        return SimpleCNNEncoder(cfg)
+    raise ConfigError(f"model.image.kind: cannot build {cfg.kind!r}; expected resnet18, resnet50 or cnn")
