@@ -292,6 +292,7 @@ HOSTILE = {
     "symlink-absolute": ("symlink", "mmimdb/link", "{outside}"),
     "hardlink-out": ("hardlink", "mmimdb/hard", "../escaped.txt"),
     "symlink-chain": ("chain", "", ""),
+    "symlink-loop": ("loop", "", ""),
 }
 
 
@@ -306,6 +307,9 @@ def test_hostile_archive_extracts_nothing_and_names_the_member(tmp_path: Path, c
         # Each link alone stays inside; together `b` is the parent of the destination.
         extra = [("symlink", "a", "."), ("symlink", "b", "a/.."), ("file", "b/escaped.txt", "")]
         bad_member = "b"
+    elif kind == "loop":
+        extra = [("symlink", "mmimdb/a", "b"), ("symlink", "mmimdb/b", "a")]
+        bad_member = "mmimdb/a"
     else:
         extra = [(kind, name.format(outside=outside), target.format(outside=outside))]
         bad_member = extra[0][1]
@@ -348,12 +352,15 @@ def test_archive_without_split_json_is_refused_before_extracting(tmp_path: Path)
 def test_links_inside_the_destination_are_extracted(tmp_path: Path) -> None:
     archive = tmp_path / "links.tar.gz"
     archive.write_bytes(_mmimdb_tar_gz([("symlink", "mmimdb/latest.json", "dataset/0000001.json"),
-                                        ("hardlink", "mmimdb/copy.json", "mmimdb/dataset/0000002.json")]))
+                                        ("hardlink", "mmimdb/copy.json", "mmimdb/dataset/0000002.json"),
+                                        ("symlink", "mmimdb/posters", "./dataset"),
+                                        ("symlink", "mmimdb/first.jpeg", "posters/../posters/0000001.jpeg")]))
     destination = extract(archive, tmp_path / "dest", progress=False)
     raw = destination / "mmimdb"
     assert (raw / "latest.json").is_symlink()
     assert (raw / "latest.json").read_bytes() == (raw / "dataset" / "0000001.json").read_bytes()
     assert (raw / "copy.json").read_bytes() == (raw / "dataset" / "0000002.json").read_bytes()
+    assert (raw / "first.jpeg").read_bytes() == (raw / "dataset" / "0000001.jpeg").read_bytes()
 
 
 # --------------------------------------------------------------------------- CLI

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import __version__
 from ..atomic import atomic_write_text
 from ..errors import DownloadError
 
@@ -59,7 +60,7 @@ SPLIT_MEMBER = f"{RAW_FOLDER}/split.json"
 
 CHUNK_BYTES = 1 << 20
 MAX_BACKOFF_SECONDS = 60.0
-USER_AGENT = "mmimdb-dist (+https://github.com/; resumable downloader)"
+USER_AGENT = f"mmimdb-dist/{__version__} (Python urllib)"
 # Server answers worth retrying: overload and gateway trouble, not "not found" or "forbidden".
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 # Errors of a connection that failed or was cut: retried, then reported with the URL.
@@ -144,6 +145,11 @@ def _exclusive(directory: Path) -> Iterator[None]:
         except BlockingIOError:
             raise DownloadError(f"{lock_path}: another mmimdb-dist download is working in {directory}; "
                                 "wait for it to finish, then run again") from None
+        except OSError as exc:  # a filesystem without locks (some NFS mounts)
+            logger.warning("%s: cannot lock (%s); make sure no other download uses this folder",
+                           lock_path, exc)
+            yield
+            return
         try:
             yield
         finally:
@@ -305,37 +311,50 @@ def _describe(error: BaseException) -> str:
 # --------------------------------------------------------------------------- extraction
 
 
-def _resolve_inside(path: str, symlinks: dict[str, str], depth: int = 0) -> list[str] | None:
-    """Components of archive path `path` with `..` and the archive's own symlinks resolved.
+class _ArchiveTree:
+    """Resolves archive paths as the filesystem will after extraction, the archive's links included.
 
-    None when the path leaves the extraction folder: lexically, through an absolute link, or
-    through a chain of links that each look harmless alone (`a -> .`, `b -> a/..`).
+    A path that leaves the extraction folder resolves to None: lexically (`..`), through an
+    absolute link, through a loop, or through a chain of links that each look harmless alone
+    (`a -> .`, `b -> a/..`). Link targets are memoised, so a hostile archive full of links
+    costs linear time.
     """
-    if depth > 40:
-        return None
-    resolved: list[str] = []
-    for component in path.split("/"):
-        if component in ("", "."):
-            continue
-        if component == "..":
-            if not resolved:
-                return None
-            resolved.pop()
-            continue
-        resolved.append(component)
-        target = symlinks.get("/".join(resolved))
-        if target is not None:
-            if target.startswith("/"):
-                return None
-            parent = "/".join(resolved[:-1])
-            inner = _resolve_inside(f"{parent}/{target}" if parent else target, symlinks, depth + 1)
-            if inner is None:
-                return None
-            resolved = inner
-    return resolved
+
+    def __init__(self, members: list[tarfile.TarInfo]) -> None:
+        self.links = {posixpath.normpath(m.name): m.linkname for m in members if m.issym()}
+        # Resolved target of each link; None while being resolved (a loop) or when it escapes.
+        self._targets: dict[str, tuple[str, ...] | None] = {}
+
+    def resolve(self, path: str) -> tuple[str, ...] | None:
+        parts: list[str] = []
+        for component in path.split("/"):
+            if component in ("", "."):
+                continue
+            if component == "..":
+                if not parts:
+                    return None
+                parts.pop()
+                continue
+            parts.append(component)
+            key = "/".join(parts)
+            if key in self.links:
+                target = self.link_target(key)
+                if target is None:
+                    return None
+                parts = list(target)
+        return tuple(parts)
+
+    def link_target(self, key: str) -> tuple[str, ...] | None:
+        if key in self._targets:
+            return self._targets[key]
+        self._targets[key] = None
+        linkname = self.links[key]
+        if not linkname.startswith("/"):
+            self._targets[key] = self.resolve(posixpath.join(posixpath.dirname(key), linkname))
+        return self._targets[key]
 
 
-def _member_problem(member: tarfile.TarInfo, symlinks: dict[str, str]) -> str | None:
+def _member_problem(member: tarfile.TarInfo, tree: _ArchiveTree) -> str | None:
     """Why `member` must not be extracted, or None when it is safe."""
     name = member.name
     if name.startswith("/"):
@@ -344,19 +363,16 @@ def _member_problem(member: tarfile.TarInfo, symlinks: dict[str, str]) -> str | 
         return "'..' in its path"
     if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
         return "device, fifo or other special file"
-    parent = posixpath.dirname(name.rstrip("/"))
-    if parent and _resolve_inside(parent, symlinks) is None:
+    parent = posixpath.dirname(posixpath.normpath(name))
+    if parent and tree.resolve(parent) is None:
         return "its folder is a link that leads outside the destination"
     if member.issym():
         if member.linkname.startswith("/"):
             return f"symlink to absolute path {member.linkname!r}"
-        target = posixpath.join(parent, member.linkname)
-        # The member itself is a link: resolve its target without following itself again.
-        others = {key: value for key, value in symlinks.items() if key != posixpath.normpath(name)}
-        if _resolve_inside(target, others) is None:
-            return f"symlink to {member.linkname!r} leads outside the destination"
+        if tree.link_target(posixpath.normpath(name)) is None:
+            return f"symlink to {member.linkname!r} leads outside the destination (or loops)"
     if member.islnk():
-        if member.linkname.startswith("/") or _resolve_inside(member.linkname, symlinks) is None:
+        if member.linkname.startswith("/") or tree.resolve(member.linkname) is None:
             return f"hard link to {member.linkname!r} leads outside the destination"
     return None
 
@@ -364,9 +380,12 @@ def _member_problem(member: tarfile.TarInfo, symlinks: dict[str, str]) -> str | 
 def check_members(archive: Path, members: Iterable[tarfile.TarInfo]) -> None:
     """Raise DownloadError naming the archive and the first member that could escape."""
     members = list(members)
-    symlinks = {posixpath.normpath(m.name): m.linkname for m in members if m.issym()}
+    tree = _ArchiveTree(members)
     for member in members:
-        problem = _member_problem(member, symlinks)
+        try:
+            problem = _member_problem(member, tree)
+        except RecursionError:
+            problem = "links nested too deeply to check"
         if problem:
             raise DownloadError(f"{archive}: refusing to extract member {member.name!r}: {problem}; "
                                 "nothing was extracted")
