@@ -19,14 +19,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--to", required=True, type=Path, metavar="DIR",
                         help="folder for the archive and the extracted mmimdb/ folder")
-    parser.add_argument("--url", default=DEFAULT_URL, help="archive URL, e.g. a mirror (default: %(default)s)")
+    parser.add_argument("--url", default=DEFAULT_URL,
+                        help="archive URL, e.g. a mirror (default: %(default)s)")
     parser.add_argument("--sha256", default=DEFAULT_SHA256,
                         help="expected SHA-256 of the archive (default: the official archive's)")
     parser.add_argument("--retries", type=int, default=5,
                         help="retries after a cut or failed connection; the count starts again whenever "
                              "a retry brings new bytes (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=60.0,
-                        help="seconds to wait for the server on connect and on each read (default: %(default)s)")
+                        help="seconds to wait for the server on connect and on each read "
+                             "(default: %(default)s)")
     parser.add_argument("--no-extract", action="store_true", help="download and verify the archive only")
 
 
