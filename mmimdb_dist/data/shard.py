@@ -17,6 +17,7 @@ a consistent set, and a folder without one is an interrupted run to be re-run.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -37,7 +38,8 @@ from ..errors import DataError
 from ..genres import GENRES, NUM_GENRES
 from .manifest import (MANIFEST_NAME, SPLITS, Manifest, ShardInfo, SkippedMovie, SplitInfo,
                        load_manifest)
-from .raw import Movie, MovieSkipped, SkipReport, iter_movies, load_poster, read_split
+from .raw import (Movie, MovieSkipped, SkipReport, iter_movies, load_poster, read_split,
+                  resolve_raw_dir)
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +239,9 @@ def shard_dataset(cfg: ExperimentConfig) -> Manifest:
                 report.add(record)
 
     split_order = {name: i for i, name in enumerate(SPLITS)}
-    skipped = sorted(report.movies, key=lambda m: (split_order[m.split], m.id, m.reason))
+    root = resolve_raw_dir(cfg.data.raw_dir)
+    skipped = sorted((_relative_to_raw(m, root) for m in report.movies),
+                     key=lambda m: (split_order[m.split], m.id, m.reason))
     manifest = Manifest(directory=out_dir, genres=list(GENRES), settings=settings_of(cfg),
                         splits=splits, skipped_counts=dict(sorted(report.counts.items())),
                         skipped=skipped)
@@ -248,6 +252,13 @@ def shard_dataset(cfg: ExperimentConfig) -> Manifest:
     if report.unknown_genres:
         log.warning("unknown genres ignored: %s", dict(report.unknown_genres))
     return manifest
+
+
+def _relative_to_raw(record: SkippedMovie, root: Path) -> SkippedMovie:
+    """Paths relative to the raw folder, so the manifest does not depend on where it lives."""
+    prefix = str(root) + os.sep
+    file = record.file[len(prefix):] if record.file.startswith(prefix) else record.file
+    return dataclasses.replace(record, file=file, detail=record.detail.replace(prefix, ""))
 
 
 def summary(manifest: Manifest) -> str:
