@@ -28,11 +28,13 @@ class ArchiveServer:
     """Serves one payload with optional Range support and a cut after K bytes on request one."""
 
     def __init__(self, payload: bytes, *, honor_range: bool = True, cut_after: int | None = None,
-                 status: int | None = None) -> None:
+                 stall_after: int | None = None, status: int | None = None) -> None:
         self.payload = payload
         self.honor_range = honor_range
         self.cut_after = cut_after
         self.status = status
+        self.stall_after = stall_after
+        self.release = threading.Event()
         self.requests: list[dict[str, str]] = []
         self.bytes_served: list[int] = []
         server = self
@@ -64,11 +66,16 @@ class ArchiveServer:
                 body = body[first:]
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                if server.cut_after is not None and len(server.requests) == 1:
+                first_request = len(server.requests) == 1
+                if server.cut_after is not None and first_request:
                     body = body[:server.cut_after]
+                if server.stall_after is not None and first_request:
+                    body = body[:server.stall_after]
                 self.wfile.write(body)
                 self.wfile.flush()
                 server.bytes_served[-1] = len(body)
+                if server.stall_after is not None and first_request:
+                    server.release.wait(10)  # silent until the test ends: the client must time out
                 self.close_connection = True
                 if server.cut_after is not None and len(server.requests) == 1:
                     self.connection.shutdown(socket.SHUT_RDWR)
@@ -82,6 +89,7 @@ class ArchiveServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -179,6 +187,16 @@ def test_cut_connection_resumes_with_a_range_request(tmp_path: Path, payload: by
     assert len(server.requests) == 2
     assert server.requests[1]["Range"] == f"bytes={cut}-"
     assert server.bytes_served == [cut, len(payload) - cut]
+
+
+def test_stalled_server_times_out_and_the_retry_resumes(tmp_path: Path, payload: bytes) -> None:
+    stall = 25_000
+    with ArchiveServer(payload, stall_after=stall) as server:
+        archive = download(server.url, tmp_path, _sha(payload), retries=1, timeout=1.0, backoff=0.0,
+                           progress=False)
+    assert archive.read_bytes() == payload
+    assert server.requests[1]["Range"] == f"bytes={stall}-"
+    assert server.bytes_served == [stall, len(payload) - stall]
 
 
 def test_rerun_after_giving_up_resumes_the_part_file(tmp_path: Path, payload: bytes) -> None:

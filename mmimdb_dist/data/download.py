@@ -209,7 +209,7 @@ def _stream_attempt(url: str, part: _PartialFile, timeout: float, progress: Any)
 
         received = 0
         with open(part.path, "ab") as handle:
-            while chunk := response.read(CHUNK_BYTES):
+            while chunk := response.read1(CHUNK_BYTES):  # what has arrived: a stall loses nothing
                 handle.write(chunk)
                 part.hasher.update(chunk)
                 part.size += len(chunk)
