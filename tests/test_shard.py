@@ -35,6 +35,9 @@ def raw_movies() -> dict[str, dict]:
             "size": (60 + i, 90 + (i * 3) % 40) if i % 4 else (90 + i, 60),  # some landscape
             "poster": ("RGB", "RGB", "RGB", "png", "CMYK", "L")[i % 6],
         }
+    first, second = list(movies)[5:7]
+    movies[first]["plot"] = "A plot given as a plain string."  # kept, counted as repaired
+    movies[second]["genres"] = movies[second]["genres"] + ["Cooking"]  # unknown, ignored
     movies["0000001"] = {"plot": []}
     movies["0000002"] = {"poster": None}
     movies["0000003"] = {"genres": ["Adult"]}
@@ -116,6 +119,8 @@ def test_skipped_movies_are_in_the_manifest(sharded):
         "0000004": "bad_poster"}
     assert by_id["0000004"].file == "dataset/0000004.jpeg"  # relative to the raw folder
     assert "decode" in by_id["0000004"].detail
+    assert manifest.repaired == {"plot_was_string": 1}
+    assert manifest.unknown_genres == {"Cooking": 1}
 
 
 def test_shard_count_sizes_and_mixing(raw, sharded):
@@ -183,6 +188,16 @@ def test_strict_mode_stops_on_a_poster_that_does_not_decode(tmp_path):
     with pytest.raises(DataError, match=r"0000004\.jpeg.*strict mode"):
         shard_dataset(make_config(small, tmp_path / "out", strict=True))
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_empty_split_gets_min_shards_empty_shards(tmp_path):
+    movies = {"0000001": {}, "0000002": {}}
+    small = make_raw(tmp_path / "raw", movies, {"train": list(movies), "dev": [], "test": []})
+    manifest = shard_dataset(make_config(small, tmp_path / "out", min_shards=2))
+    assert [s.num_samples for s in manifest.split("train").shards] == [1, 1]
+    assert [s.num_samples for s in manifest.split("dev").shards] == [0, 0]
+    assert manifest.split("test").label_counts == [0] * len(GENRES)
+    assert verify_shards(tmp_path / "out") == []
 
 
 # --------------------------------------------------------------------------- verify

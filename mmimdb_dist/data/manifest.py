@@ -75,6 +75,10 @@ class Manifest:
     splits: dict[str, SplitInfo]
     skipped_counts: dict[str, int] = field(default_factory=dict)
     skipped: list[SkippedMovie] = field(default_factory=list)
+    # Kept movies whose raw record needed a fix-up (e.g. a plot given as a string), and raw
+    # genre strings that were ignored as unknown: counts, so nothing changes silently.
+    repaired: dict[str, int] = field(default_factory=dict)
+    unknown_genres: dict[str, int] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -101,7 +105,9 @@ class Manifest:
             "settings": dict(self.settings),
             "splits": {name: info.to_dict() for name, info in self.splits.items()},
             "skipped": {"count_by_reason": dict(self.skipped_counts),
-                        "movies": [m.to_dict() for m in self.skipped]},
+                        "movies": [m.to_dict() for m in self.skipped],
+                        "repaired": dict(self.repaired),
+                        "unknown_genres": dict(self.unknown_genres)},
         }
 
 
@@ -224,8 +230,12 @@ def parse_manifest(data: Any, directory: Path) -> Manifest:
             raise reader.fail(where, "a JSON object", movie)
         skipped.append(SkippedMovie(**{k: reader.string(movie, k, where)
                                        for k in ("id", "split", "reason", "file", "detail")}))
+    extras = {}
+    for key in ("repaired", "unknown_genres"):  # optional: informative counts only
+        extra = reader.mapping(skipped_raw, key, "skipped") if key in skipped_raw else {}
+        extras[key] = {name: reader.integer(extra, name, f"skipped.{key}") for name in extra}
     return Manifest(directory=Path(directory), genres=list(genres), settings=dict(settings),
-                    splits=splits, skipped_counts=counts, skipped=skipped)
+                    splits=splits, skipped_counts=counts, skipped=skipped, **extras)
 
 
 def load_manifest(shards_dir: str | Path) -> Manifest:

@@ -261,7 +261,8 @@ def check_poster(movie_id: str, split: str, path: Path) -> None:
     try:
         with Image.open(path) as image:
             image.size  # noqa: B018 (the header is parsed on open)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
+            Image.DecompressionBombError) as exc:
         raise MovieSkipped(movie_id, split, BAD_POSTER, path,
                            f"not an image PIL can read: {exc}") from None
 

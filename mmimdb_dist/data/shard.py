@@ -244,13 +244,10 @@ def shard_dataset(cfg: ExperimentConfig) -> Manifest:
                      key=lambda m: (split_order[m.split], m.id, m.reason))
     manifest = Manifest(directory=out_dir, genres=list(GENRES), settings=settings_of(cfg),
                         splits=splits, skipped_counts=dict(sorted(report.counts.items())),
-                        skipped=skipped)
+                        skipped=skipped, repaired=dict(sorted(report.repaired.items())),
+                        unknown_genres=dict(sorted(report.unknown_genres.items())))
     save_config(cfg, out_dir)
     atomic_write_json(out_dir / MANIFEST_NAME, manifest.to_dict())
-    if report.repaired:
-        log.warning("repaired: %s", dict(report.repaired))
-    if report.unknown_genres:
-        log.warning("unknown genres ignored: %s", dict(report.unknown_genres))
     return manifest
 
 
@@ -268,6 +265,11 @@ def summary(manifest: Manifest) -> str:
     counts = manifest.skipped_counts
     skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items())) or "none"
     lines.append(f"  skipped {sum(counts.values())}: {skipped}")
+    if manifest.repaired:
+        lines.append("  repaired (kept): " + ", ".join(f"{k} {n}" for k, n in manifest.repaired.items()))
+    if manifest.unknown_genres:
+        lines.append("  unknown genres (ignored): "
+                     + ", ".join(f"{k!r} {n}" for k, n in manifest.unknown_genres.items()))
     return "\n".join(lines)
 
 
