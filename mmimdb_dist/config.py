@@ -21,6 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from .atomic import atomic_write_text
+from .baseline import BaselineConfig
 from .errors import MmimdbError
 from .losses import LossConfig
 from .models.config import ModelConfig
@@ -108,6 +109,7 @@ class ExperimentConfig:
     loader: LoaderConfig = field(default_factory=LoaderConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
 
 def _positive(obj: Any, *names: str) -> None:
