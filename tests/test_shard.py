@@ -303,3 +303,34 @@ def test_cli_errors_are_one_line_with_exit_2(raw, tmp_path):
     bad_set = cli("shard", "--raw", str(small), "--out", str(tmp_path / "s"),
                   "--samples-per-shard", "0")
     assert bad_set.returncode == 2 and "shard.samples_per_shard" in bad_set.stderr
+
+
+# --------------------------------------------------------------------------- synthetic data
+
+DEFECT_OUTCOME = {  # synthetic defect -> reason it is skipped for (None: kept)
+    "empty_plot": "no_plot", "missing_poster": "missing_poster", "zero_byte_poster": "bad_poster",
+    "dropped_genres_only": "no_kept_genre", "bad_json": "bad_json", "plot_as_string": None,
+    "png_poster": None, "cmyk_poster": None, "grayscale_poster": None,
+}
+
+
+def test_synthetic_defects_are_skipped_or_repaired_as_planted(tmp_path):
+    from mmimdb_dist.data.synth import generate_dataset
+
+    root = generate_dataset(tmp_path / "synth", num_movies=45, seed=5, defect_rate=0.2)
+    planted = json.loads((root / "defects.json").read_text())["movies"]
+    assert set(planted.values()) == set(DEFECT_OUTCOME)  # every kind planted at least once
+    manifest = shard_dataset(make_config(root, tmp_path / "out", samples_per_shard=8))
+    expected = {movie_id: DEFECT_OUTCOME[kind] for movie_id, kind in planted.items()
+                if DEFECT_OUTCOME[kind]}
+    assert {m.id: m.reason for m in manifest.skipped} == expected
+    assert manifest.repaired == {"plot_was_string": list(planted.values()).count("plot_as_string")}
+    assert sum(manifest.num_samples.values()) == 45 - len(expected)
+    recoloured = [i for i, kind in planted.items() if kind.endswith("_poster")
+                  and DEFECT_OUTCOME[kind] is None]
+    samples = {s["__key__"]: s for split in ("train", "dev", "test")
+               for s in read_samples(manifest.shard_paths(split))}
+    for movie_id in recoloured:
+        image = Image.open(io.BytesIO(samples[movie_id]["jpg"]))
+        assert image.mode == "RGB" and min(image.size) == SHORT_SIDE
+    assert verify_shards(tmp_path / "out") == []
