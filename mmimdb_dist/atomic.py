@@ -32,8 +32,14 @@ def _fsync_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Iterator[IO]:
-    """Open a temporary sibling of `path` for writing; rename it onto `path` on success."""
+def atomic_open(path: str | os.PathLike, mode: str = "wb", durable: bool = True,
+                **kwargs: Any) -> Iterator[IO]:
+    """Open a temporary sibling of `path` for writing; rename it onto `path` on success.
+
+    `durable=False` skips the fsyncs: still never torn if the process dies, but not safe
+    against power loss on its own. Bulk writers of thousands of small files use it, then
+    call `os.sync()` once before writing a durable marker file.
+    """
     if "w" not in mode:
         raise ValueError(f"atomic_open writes only; got mode {mode!r}")
     final = Path(path)
@@ -44,25 +50,28 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Ite
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    _fsync_dir(final.parent)
+    if durable:
+        _fsync_dir(final.parent)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_open(path, "wb") as handle:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
+    with atomic_open(path, "wb", durable=durable) as handle:
         handle.write(data)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_open(path, "w", encoding="utf-8") as handle:
+def atomic_write_text(path: str | os.PathLike, text: str, durable: bool = True) -> None:
+    with atomic_open(path, "w", durable=durable, encoding="utf-8") as handle:
         handle.write(text)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+def atomic_write_json(path: str | os.PathLike, obj: Any, durable: bool = True) -> None:
     """Deterministic JSON (sorted keys, fixed indent) so re-runs give identical bytes."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
+                      durable=durable)
