@@ -79,6 +79,8 @@ class Sample:
     jpeg: bytes
     input_ids: list[int]
     labels: list[int]
+    # False on repeat passes, so a bad poster met again is dropped but not counted twice.
+    count_skip: bool = True
 
 
 class SkipCounter:
@@ -226,10 +228,13 @@ class ShardStream(IterableDataset):
                 if not mine:
                     continue
                 try:
-                    yield parse_sample(raw, self.encoder, self.cfg.max_text_length)
+                    sample = parse_sample(raw, self.encoder, self.cfg.max_text_length)
                 except DataError as exc:
                     if count_skips:
                         counter.add(1, str(exc))
+                    continue
+                sample.count_skip = count_skips
+                yield sample
             missing = shard.num_samples - read
             if missing > 0:
                 # Positions of the lost samples are unknown; with a sample-level split they
@@ -278,7 +283,8 @@ class ShardStream(IterableDataset):
                 pixels.append(decode_poster(sample.jpeg, self.cfg.image_size, augment=augment,
                                             sample_seed=derive_seed(self.seed, self.epoch, sample.id)))
             except Exception as exc:  # PIL raises many types on corrupt images
-                counter.add(1, f"{self.split} sample {sample.id}: poster does not decode ({exc})")
+                if sample.count_skip:
+                    counter.add(1, f"{self.split} sample {sample.id}: poster does not decode ({exc})")
                 continue
             samples.append(sample)
         if not samples:
