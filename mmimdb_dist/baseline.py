@@ -167,7 +167,7 @@ def read_raw_texts(raw_dir: str | Path, plot_policy: str = "longest", strict: bo
         texts.append(movie.plot)
         labels.append(movie.labels)
     if report.total:
-        logger.warning("%s: %s (see the shard manifest for the per-movie list)", raw_dir, report.summary())
+        logger.warning("%s: %s", raw_dir, report.summary())
     return {split: _text_split(*rows[split]) for split in SPLITS}, report
 
 
