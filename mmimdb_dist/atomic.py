@@ -18,6 +18,14 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _default_mode() -> int:
+    """0o666 minus the umask, as `open()` would give: mkstemp's 0o600 would hide shards
+    and checkpoints from the other users of a shared cluster filesystem."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)

@@ -16,6 +16,9 @@ def test_replaces_whole_file(tmp_path):
     atomic_write_text(target, "new")
     assert target.read_text() == "new"
     assert sorted(os.listdir(target.parent)) == ["a.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # readable like a plain open() file
 
 
 def test_error_mid_write_keeps_old_file_and_leaves_no_temp(tmp_path):
