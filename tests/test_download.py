@@ -25,7 +25,11 @@ SPLIT = {"train": ["0000001"], "dev": ["0000002"], "test": []}
 
 
 class ArchiveServer:
-    """Serves one payload with optional Range support and a cut after K bytes on request one."""
+    """Serves one payload, honouring Range or not, recording each request's headers and body bytes.
+
+    On the first request only, `cut_after` closes the connection after K body bytes and
+    `stall_after` goes silent after K bytes; `status` answers every request with that error.
+    """
 
     def __init__(self, payload: bytes, *, honor_range: bool = True, cut_after: int | None = None,
                  stall_after: int | None = None, status: int | None = None) -> None:
@@ -67,17 +71,16 @@ class ArchiveServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 first_request = len(server.requests) == 1
-                if server.cut_after is not None and first_request:
-                    body = body[:server.cut_after]
-                if server.stall_after is not None and first_request:
-                    body = body[:server.stall_after]
+                short = server.cut_after if server.cut_after is not None else server.stall_after
+                if first_request and short is not None:
+                    body = body[:short]
                 self.wfile.write(body)
                 self.wfile.flush()
                 server.bytes_served[-1] = len(body)
-                if server.stall_after is not None and first_request:
-                    server.release.wait(10)  # silent until the test ends: the client must time out
                 self.close_connection = True
-                if server.cut_after is not None and len(server.requests) == 1:
+                if first_request and server.stall_after is not None:
+                    server.release.wait(10)  # silent until the test ends: the client must time out
+                if first_request and server.cut_after is not None:
                     self.connection.shutdown(socket.SHUT_RDWR)
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
