@@ -421,6 +421,9 @@ def extract(archive: str | os.PathLike, destination: str | os.PathLike, *, diges
                                     "nothing was extracted")
             _check_free_space(destination, _bytes_to_write(destination, members))
             safety: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            if not safety:
+                logger.warning("this Python's tarfile has no extraction filters (3.10.12+/3.11.4+ have); "
+                               "relying on the member checks alone")
             tar.extractall(destination, members=tqdm(members, desc=f"extracting {archive.name}",
                                                       unit=" members", disable=not progress), **safety)
     except (tarfile.TarError, EOFError, OSError) as exc:
