@@ -60,6 +60,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", durable: bool = True,
             handle.flush()
             if durable:
                 os.fsync(handle.fileno())
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
