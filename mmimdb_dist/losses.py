@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from .data.manifest import Manifest
+
 logger = logging.getLogger(__name__)
 
 LOSS_NAMES: tuple[str, ...] = ("bce", "weighted_bce", "focal", "asl")
@@ -96,7 +98,7 @@ def pos_weight_from_counts(label_counts: Sequence[int], num_samples: int,
     return weights
 
 
-def pos_weight_from_manifest(manifest: Any, max_value: float | None = None) -> list[float]:
+def pos_weight_from_manifest(manifest: Manifest, max_value: float | None = None) -> list[float]:
     """pos_weight from a shard set's `Manifest`, reading its train split only."""
     train = manifest.split("train")
     return pos_weight_from_counts(train.label_counts, train.num_samples, max_value)
