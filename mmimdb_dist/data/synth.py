@@ -424,6 +424,9 @@ def _draw_shape(draw: ImageDraw.ImageDraw, kind: str, area: float, colour: tuple
         raise ValueError(f"unknown poster shape {kind!r}")
 
 
+_CLUTTER_SHAPES = ("disc", "box", "spike", "ring", "column")
+
+
 @functools.cache
 def _grain_tile() -> Image.Image:
     """Film-grain noise shared by all posters (fixed seed: every process gets the same)."""
@@ -458,6 +461,11 @@ def _render_poster(spec: PosterSpec) -> Image.Image:
     image = _background(rng, gain).resize(quarter, Image.BILINEAR)
     image = image.resize((spec.width, spec.height), Image.NEAREST)
     draw = ImageDraw.Draw(image)
+    # Genre-neutral clutter in muted colours: posters without a cue are not blank either.
+    for _ in range(int(rng.integers(1, 4))):
+        colour = tuple(int(v) for v in _muted_colour(rng))
+        _draw_shape(draw, str(rng.choice(_CLUTTER_SHAPES)), rng.uniform(0.03, 0.12), colour,
+                    rng, spec.width, spec.height)
     for genre in spec.cues:
         cue = POSTER_CUES[genre]
         colour = tuple(int(v) for v in np.clip(np.array(cue.rgb) + rng.normal(0, 12, 3), 0, 255))
