@@ -275,7 +275,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_shard_then_verify(raw, sharded, tmp_path):
     out = tmp_path / "cli_set"
     result = cli("shard", "--raw", str(raw.parent), "--out", str(out), "--set", "seed=3",
-                 "--poster-short-side", str(SHORT_SIDE), "--samples-per-shard", "6",
+                 "--poster-short-side", str(SHORT_SIDE), "--samples-per-shard", "6", "--min-shards", "1",
                  "--workers", "2")
     assert result.returncode == 0, result.stderr
     assert "train" in result.stdout and "skipped 4" in result.stdout
