@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -199,3 +201,12 @@ def test_pos_weight_from_manifest_reads_train_split_only(tmp_path):
     weights = pos_weight_from_manifest(load_manifest(tmp_path))
     assert weights[:3] == [1.0, 4.0, 9.0] and weights[3:] == [19.0] * (NUM_GENRES - 3)
     assert pos_weight_from_manifest(load_manifest(tmp_path), max_value=8.0)[2:4] == [8.0, 8.0]
+
+
+def test_schema_modules_import_neither_torch_nor_scikit_learn():
+    # config.py imports LossConfig and BaselineConfig; every CLI command imports config.py.
+    code = ("import sys, mmimdb_dist.losses, mmimdb_dist.baseline; "
+            "print(sorted(m for m in ('torch', 'torchvision', 'sklearn') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
