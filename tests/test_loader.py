@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dist_scripts.loader_fixtures import build_shards, build_tokenizer, manifest_ids
+from dist_scripts.loader_fixtures import build_shards, build_tokenizer, data_root, manifest_ids
 from mmimdb_dist.config import ConfigError, LoaderConfig
 from mmimdb_dist.data.loader import (IMAGENET_MEAN, IMAGENET_STD, build_eval_loader,
                                      build_train_loader, to_device)
@@ -29,12 +29,12 @@ from mmimdb_dist.genres import NUM_GENRES
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
-    return build_shards(tmp_path_factory.getbasetemp())
+    return build_shards(data_root(tmp_path_factory))
 
 
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory, shards) -> HFTokenEncoder:
-    return HFTokenEncoder.from_pretrained(build_tokenizer(tmp_path_factory.getbasetemp(), shards))
+    return HFTokenEncoder.from_pretrained(build_tokenizer(data_root(tmp_path_factory), shards))
 
 
 def small_cfg(**changes) -> LoaderConfig:
@@ -312,7 +312,7 @@ def test_corrupt_samples_and_truncated_shards_are_skipped_and_counted(damaged, e
 def test_inspect_command_reports_shapes_padding_and_skips(shards, tmp_path_factory, capsys):
     from mmimdb_dist.cli import main
 
-    tokenizer = build_tokenizer(tmp_path_factory.getbasetemp(), shards)
+    tokenizer = build_tokenizer(data_root(tmp_path_factory), shards)
     rc = main(["inspect", "--shards", str(shards), "--batches", "3", "--tokenizer", str(tokenizer),
                "--set", "loader.batch_size=4", "--set", "loader.image_size=40",
                "--set", "loader.num_workers=0"])

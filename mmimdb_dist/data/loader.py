@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..config import ConfigError, LoaderConfig
@@ -211,8 +212,6 @@ class ShardStream(IterableDataset):
 
     def _read(self, plan: SlotPlan, counter: SkipCounter, count_skips: bool) -> Iterator[Sample]:
         """Parsed samples of one pass of a slot; bad ones are skipped and counted."""
-        import webdataset as wds
-
         def tar_error(exc: Exception) -> bool:
             logger.warning("shard read error (rest of the shard skipped): %s", exc)
             return True
@@ -309,8 +308,6 @@ class ShardStream(IterableDataset):
 
     def _train_worker(self, worker: int, num_workers: int, slots: int,
                       counter: SkipCounter) -> Iterator[dict]:
-        import webdataset as wds
-
         # Batch k of this role is batch role + k * num_workers of the rank's epoch.
         role = (worker + self.skip_batches) % num_workers
         slot = self.rank * num_workers + role

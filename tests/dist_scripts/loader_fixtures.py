@@ -9,8 +9,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-NUM_MOVIES = 250
+NUM_MOVIES = 250  # split 150 / 25 / 75
 SAMPLES_PER_SHARD = 20  # 150 train samples -> 8 shards, enough for 2 ranks x 2 workers
+
+
+def data_root(tmp_path_factory) -> Path:
+    """Where the loader tests keep their shared data within one pytest session."""
+    root = tmp_path_factory.getbasetemp() / "loader-data"
+    root.mkdir(exist_ok=True)
+    return root
 
 
 def build_shards(root: Path, num_movies: int = NUM_MOVIES, samples_per_shard: int = SAMPLES_PER_SHARD,
@@ -59,6 +66,23 @@ def build_tokenizer(root: Path, shards: Path) -> Path:
                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
     fast.save_pretrained(folder)
     return folder
+
+
+def build_vocabulary(root: Path, shards: Path) -> Path:
+    """A word vocabulary (the BiLSTM's TokenEncoder) of the train plots, saved as JSON."""
+    import tarfile
+
+    from mmimdb_dist.data.vocab import Vocabulary
+
+    path = root / "vocabulary.json"
+    if path.is_file():
+        return path
+    plots = []
+    for tar_path in sorted(shards.glob("train-*.tar")):
+        with tarfile.open(tar_path) as tar:
+            plots += [tar.extractfile(m).read().decode() for m in tar.getmembers() if m.name.endswith(".txt")]
+    Vocabulary.build(plots).save(path)
+    return path
 
 
 def manifest_ids(shards: Path, split: str) -> list[str]:
