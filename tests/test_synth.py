@@ -182,7 +182,8 @@ def test_genres_are_learnable_with_evidence_split_between_modalities(
                              hstack([text_test, csr_matrix(test_image)]).tocsr())
 
     def group_mean(f1: np.ndarray, modality: str) -> float:
-        return float(np.mean([f1[i] for i, g in enumerate(GENRES) if GENRE_MODALITY[g] == modality]))
+        return float(np.mean([f1[i] for i, genre in enumerate(GENRES)
+                              if GENRE_MODALITY[genre] == modality]))
 
     assert group_mean(text_f1, "text") > group_mean(text_f1, "image") + 0.25
     assert group_mean(image_f1, "image") > group_mean(image_f1, "text") + 0.25

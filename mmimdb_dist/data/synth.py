@@ -83,7 +83,8 @@ NUM_PLOTS_WEIGHTS = (0.45, 0.30, 0.15, 0.10)  # 1, 2, 3, 4 summaries
 
 POSTER_WIDTH_RANGE = (300, 800)
 POSTER_ASPECT_RANGE = (1.40, 1.56)  # height / width; real posters are ~2:3
-_GRAIN_TILE = (POSTER_WIDTH_RANGE[1], math.ceil(POSTER_WIDTH_RANGE[1] * POSTER_ASPECT_RANGE[1]) + 64)
+# (width, height) of the shared film-grain tile; every poster is a crop of it.
+_GRAIN_TILE = (POSTER_WIDTH_RANGE[1], math.ceil(POSTER_WIDTH_RANGE[1] * POSTER_ASPECT_RANGE[1]))
 JPEG_SETTINGS = {"format": "JPEG", "quality": 88, "subsampling": 2, "optimize": False,
                  "progressive": False}
 
@@ -321,7 +322,8 @@ def _plots(rng: random.Random, genres: list[str]) -> list[str]:
 
 
 def _poster_cues(rng: random.Random, genres: list[str]) -> list[str]:
-    cues = [g for g in genres if g in POSTER_CUES and rng.random() < CUE_PROB[GENRE_MODALITY[g]][1]]
+    cues = [g for g in genres
+            if g in POSTER_CUES and rng.random() < CUE_PROB[GENRE_MODALITY[g]][1]]
     if rng.random() < POSTER_DECOY_PROB:
         cues.append(rng.choice([g for g in POSTER_CUES if g not in genres]))
     rng.shuffle(cues)
