@@ -28,6 +28,8 @@ from .genres import GENRES, NUM_GENRES
 if TYPE_CHECKING:
     import numpy as np
 
+    from .data.raw import SkipReport
+
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
@@ -151,7 +153,7 @@ def read_shard_texts(shards_dir: str | Path, progress: bool = True) -> dict[str,
 
 
 def read_raw_texts(raw_dir: str | Path, plot_policy: str = "longest", strict: bool = False,
-                   progress: bool = True) -> tuple[dict[str, TextSplit], Any]:
+                   progress: bool = True) -> tuple[dict[str, TextSplit], SkipReport]:
     """Texts of all three splits straight from a raw MM-IMDb folder, plus the reader's SkipReport.
 
     Movies are kept or skipped by the same rules as when sharding, so both sources give the
