@@ -285,6 +285,15 @@ def test_regenerating_into_the_same_folder_is_identical(tmp_path: Path) -> None:
     assert filecmp.cmp(root / "split.json", root / "split.json")
 
 
+def test_files_of_another_generation_are_reported_not_listed(tmp_path: Path, caplog) -> None:
+    generate_dataset(tmp_path, 6, seed=1)
+    root = generate_dataset(tmp_path, 4, seed=2)
+    assert "12 files" in caplog.text and "not part of this dataset" in caplog.text
+    split = json.loads((root / "split.json").read_text())
+    assert sum(len(ids) for ids in split.values()) == 4
+    assert len(list((root / "dataset").glob("*.json"))) == 10
+
+
 # --------------------------------------------------------------------------- command line
 
 

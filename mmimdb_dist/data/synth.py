@@ -9,16 +9,18 @@ and `mmimdb/dataset/<id>.jpeg` with the statistics that matter to the rest of th
   dropped genres appearing now and then;
 * plot lists of 1-4 summaries whose longest has a median of ~115 words and a long tail
   (~7% above 400 words), so truncation and bucketing are exercised for real;
-* portrait posters of varying widths (300-800 px, ~2:3) with textured content, so resizing
-  and JPEG decoding at shard time cost what they cost on real posters.
+* portrait posters of varying widths (300-800 px, ~2:3) with textured content (gradient
+  backdrop, soft blobs, genre-neutral shapes, title and credit strokes, film grain), so
+  resizing and JPEG decoding at shard time cost what they cost on real posters.
 
 Genres are learnable, and the evidence is split between the modalities on purpose so that a
 fusion model has something to fuse (see `GENRE_MODALITY`):
 
 * text-evident (cue words in the plot, no poster cue): Romance, Crime, Documentary,
   Mystery, Biography, War, Music, Musical, Sport;
-* image-evident (a coloured shape on the poster, only a rare cue word): Comedy, Thriller,
-  Action, Horror, Sci-Fi, Family, Animation, Western, Film-Noir;
+* image-evident (a shape in the genre's colour on the poster, for some also a darker or
+  lighter backdrop; only a rare cue word): Comedy, Thriller, Action, Horror, Sci-Fi,
+  Family, Animation, Western, Film-Noir;
 * both, weakly (each modality carries the cue about half the time): Drama, Adventure,
   Fantasy, History, Short.
 
@@ -432,7 +434,8 @@ _CLUTTER_SHAPES = ("disc", "box", "spike", "ring", "column")
 @functools.cache
 def _grain_tile() -> Image.Image:
     """Film-grain noise shared by all posters (fixed seed: every process gets the same)."""
-    noise = np.random.default_rng(20170101).normal(128, 9, (_GRAIN_TILE[1], _GRAIN_TILE[0], 3))
+    shape = (_GRAIN_TILE[1], _GRAIN_TILE[0], 3)
+    noise = np.random.default_rng(20170101).standard_normal(shape, dtype=np.float32) * 9 + 128
     return Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8), "RGB")
 
 
@@ -598,6 +601,7 @@ def _write_movies(tasks: list[MovieTask], workers: int) -> None:
             progress.update()
     else:
         # Movies are independent and seeded by index, so the order of completion is irrelevant.
+        _grain_tile()  # built once here; forked workers inherit it
         with _process_context().Pool(workers) as pool:
             for _ in pool.imap_unordered(write_movie, tasks, chunksize=16):
                 progress.update()
@@ -610,12 +614,23 @@ def _process_context():
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
+def _warn_about_foreign_files(dataset_dir: Path, ids: set[str]) -> None:
+    """Files of an earlier, different generation are left alone but not silently."""
+    foreign = [path.name for path in dataset_dir.iterdir()
+               if path.suffix in (".json", ".jpeg") and path.stem not in ids]
+    if foreign:
+        logger.warning("%s: %d files (e.g. %s) are not part of this dataset and are left as "
+                       "they are; split.json does not list them", dataset_dir, len(foreign),
+                       sorted(foreign)[0])
+
+
 def generate_dataset(out_dir: Path, num_movies: int, seed: int = 0, defect_rate: float = 0.0,
                      workers: int = 0) -> Path:
     """Write a synthetic MM-IMDb under `out_dir/mmimdb` and return that folder.
 
     `workers` is the number of processes writing movies; 0 or 1 writes from this process.
-    The output does not depend on it.
+    The output does not depend on it. `mmimdb/defects.json` lists the movies given a
+    defect (empty when `defect_rate` is 0); raw-layout readers ignore it.
     """
     if num_movies < 1:
         raise DataError(f"synthetic dataset: num_movies must be at least 1, got {num_movies}")
@@ -634,6 +649,7 @@ def generate_dataset(out_dir: Path, num_movies: int, seed: int = 0, defect_rate:
 
     tasks = [MovieTask(dataset_dir, seed, index, movie_id, defects.get(index))
              for index, movie_id in enumerate(ids)]
+    _warn_about_foreign_files(dataset_dir, set(ids))
     _write_movies(tasks, workers)
 
     by_id = {ids[index]: kind for index, kind in sorted(defects.items())}
@@ -653,7 +669,8 @@ def generate_dataset(out_dir: Path, num_movies: int, seed: int = 0, defect_rate:
     }
     # Per-movie files skip their own fsyncs (thousands of them dominate the run time);
     # one sync makes them durable before split.json declares the dataset complete.
-    os.sync()
+    if hasattr(os, "sync"):
+        os.sync()
     atomic_write_json(split_path, split)
     logger.info("wrote %d synthetic movies (%d with defects) to %s", num_movies, len(defects), root)
     return root
