@@ -220,11 +220,10 @@ _TITLE_WORDS = (
 )
 
 
-def _sentence(rng: random.Random, noun: str | None) -> list[str]:
-    """One filler sentence; `noun` (a cue word) takes its object slot when given."""
-    obj = noun or rng.choice(_NOUNS)
-    subject = rng.choice(_NAMES)
-    words = [subject, rng.choice(_VERBS), "the", rng.choice(_ADJECTIVES), obj]
+def _sentence(rng: random.Random) -> list[str]:
+    """One filler sentence: "<Name> <verb> the <adjective> <noun> ...", as a word list."""
+    words = [rng.choice(_NAMES), rng.choice(_VERBS), "the", rng.choice(_ADJECTIVES),
+             rng.choice(_NOUNS)]
     kind = rng.random()
     if kind < 0.35:
         words += [rng.choice(_PREPOSITIONS), "the", rng.choice(_PLACES)]
@@ -239,21 +238,22 @@ def _sentence(rng: random.Random, noun: str | None) -> list[str]:
 
 
 def _plot(rng: random.Random, num_words: int, cue_words: list[str]) -> str:
-    """Filler sentences until `num_words`, with each cue word in its own sentence."""
+    """Filler sentences up to about `num_words`; each cue word is the object of a sentence."""
     sentences: list[list[str]] = []
     total = 0
     while True:
-        words = _sentence(rng, None)
+        words = _sentence(rng)
         # Stop at the sentence boundary nearest the target, so lengths are not biased upwards.
         if sentences and total + len(words) - num_words > num_words - total:
             break
         sentences.append(words)
         total += len(words)
-    for cue in cue_words:
-        index = rng.randrange(len(sentences))
-        # Replace the sentence's object noun (position of "the <adj> <noun>") with the cue.
+    # More cues than sentences (a very short summary): extra sentences carry the rest.
+    while len(sentences) < len(cue_words):
+        sentences.append(_sentence(rng))
+    for cue, index in zip(cue_words, rng.sample(range(len(sentences)), len(cue_words))):
         words = sentences[index]
-        slot = words.index("the") + 2
+        slot = words.index("the") + 2  # the noun of the first "the <adjective> <noun>"
         words[slot] = cue + ("." if words[slot].endswith(".") else "")
     return " ".join(word for words in sentences for word in words)
 
