@@ -82,7 +82,8 @@ def test_split_proportions_disjoint_and_id_format(split: dict[str, list[str]],
 
 
 def test_split_sizes_match_the_official_split_at_full_scale() -> None:
-    official = json.loads((Path(__file__).parents[2] / "shared/data/mmimdb_split.json").read_text())
+    official = json.loads(
+        (Path(__file__).resolve().parents[2] / "shared/data/mmimdb_split.json").read_text())
     assert split_sizes(REAL_NUM_MOVIES) == {name: len(ids) for name, ids in official.items()}
     assert split_sizes(1) == {"train": 1, "dev": 0, "test": 0}
 
