@@ -324,3 +324,11 @@ def test_cli_rejects_bad_arguments_in_one_line(tmp_path: Path, args, message) ->
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "mmimdb" / "split.json").exists()
+
+
+def test_cli_reports_an_output_folder_it_cannot_create(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file, not a folder")
+    result = _cli("--out", str(tmp_path / "taken"), "--movies", "3")
+    assert result.returncode == 2
+    assert "taken/mmimdb/dataset: cannot create the output folder" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

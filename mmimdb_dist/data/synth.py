@@ -639,7 +639,11 @@ def generate_dataset(out_dir: Path, num_movies: int, seed: int = 0, defect_rate:
         raise DataError(f"synthetic dataset: defect_rate must be in [0, 1], got {defect_rate}")
     root = Path(out_dir) / "mmimdb"
     dataset_dir = root / "dataset"
-    dataset_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        dataset_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{dataset_dir}: cannot create the output folder ({exc.strerror})"
+                        ) from None
     split_path = root / "split.json"
     # Removed first and written last: its absence marks an unfinished generation.
     split_path.unlink(missing_ok=True)
