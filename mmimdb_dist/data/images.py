@@ -14,19 +14,44 @@ epoch (`skip_batches`) identical to an uninterrupted one.
 from __future__ import annotations
 
 import io
+import math
+import random
 
-import torch
+import numpy as np
 from PIL import Image
-from torchvision.transforms import RandomResizedCrop
-from torchvision.transforms.v2.functional import pil_to_tensor
 
 # Cheap train-time augmentation: crops that keep at least half the poster, and mirror images.
 CROP_SCALE = (0.5, 1.0)
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 
 
-def decode_poster(data: bytes, image_size: int, *, augment: bool, sample_seed: int = 0) -> torch.Tensor:
-    """JPEG bytes -> 3 × image_size × image_size uint8 tensor.
+def random_resized_crop_box(width: int, height: int, rng: random.Random) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop.get_params, drawn from `rng` instead of torch's global
+    generator (re-seeding that per sample costs more than the crop). Returns a PIL box."""
+    area = width * height
+    log_ratio = (math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(*CROP_SCALE)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top, left = rng.randint(0, height - h), rng.randint(0, width - w)
+            return left, top, left + w, top + h
+    # Fallback: the largest centred crop within the allowed aspect ratios.
+    if width / height < CROP_RATIO[0]:
+        w, h = width, int(round(width / CROP_RATIO[0]))
+    elif width / height > CROP_RATIO[1]:
+        w, h = int(round(height * CROP_RATIO[1])), height
+    else:
+        w, h = width, height
+    left, top = (width - w) // 2, (height - h) // 2
+    return left, top, left + w, top + h
+
+
+def decode_poster(data: bytes, image_size: int, *, augment: bool, sample_seed: int = 0) -> np.ndarray:
+    """JPEG bytes -> image_size × image_size × 3 uint8 array (the loader stacks and
+    transposes a whole batch at once, which is far cheaper than per-image tensors).
 
     Train (`augment`): random resized crop + horizontal flip drawn from `sample_seed`.
     Eval: resize the short side to `image_size` and take the centre square.
@@ -39,11 +64,9 @@ def decode_poster(data: bytes, image_size: int, *, augment: bool, sample_seed: i
         img = img.convert("RGB")
     flip = False
     if augment:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed)
-            top, left, height, width = RandomResizedCrop.get_params(img, CROP_SCALE, CROP_RATIO)
-            flip = bool(torch.rand(1).item() < 0.5)
-        box = (left, top, left + width, top + height)
+        rng = random.Random(sample_seed)
+        box = random_resized_crop_box(*img.size, rng)
+        flip = rng.random() < 0.5
     else:
         width, height = img.size
         side = min(width, height)
@@ -52,4 +75,4 @@ def decode_poster(data: bytes, image_size: int, *, augment: bool, sample_seed: i
     img = img.resize((image_size, image_size), Image.Resampling.BILINEAR, box=box)
     if flip:
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return pil_to_tensor(img)
+    return np.asarray(img)

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -159,7 +160,7 @@ def parse_sample(raw: dict[str, Any], encoder: TokenEncoder, max_length: int) ->
     return Sample(id=str(meta.get("id", key)), jpeg=raw["jpg"], input_ids=ids, labels=labels)
 
 
-def collate(samples: list[Sample], pixels: list[torch.Tensor], pad_id: int, skipped: int) -> dict:
+def collate(samples: list[Sample], pixels: list[np.ndarray], pad_id: int, skipped: int) -> dict:
     """Samples -> batch dict (see docs/ARCHITECTURE.md), padded to the longest plot."""
     longest = max(len(s.input_ids) for s in samples)
     input_ids = torch.full((len(samples), longest), pad_id, dtype=torch.int64)
@@ -170,7 +171,7 @@ def collate(samples: list[Sample], pixels: list[torch.Tensor], pad_id: int, skip
         attention_mask[row, :n] = 1
     return {
         "ids": [s.id for s in samples],
-        "pixel_values": torch.stack(pixels),
+        "pixel_values": torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous(),
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "labels": torch.tensor([s.labels for s in samples], dtype=torch.float32),
@@ -182,9 +183,10 @@ def to_device(batch: dict, device: torch.device | str, dtype: torch.dtype = torc
     """Move a batch to `device`; uint8 pixels become ImageNet-normalised `dtype` there."""
     out = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
            for k, v in batch.items()}
-    mean = torch.tensor(IMAGENET_MEAN, device=device, dtype=dtype).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, device=device, dtype=dtype).view(1, 3, 1, 1) * 255
-    out["pixel_values"] = (out["pixel_values"].to(dtype) - mean) / std
+    # (x / 255 - mean) / std as one scale and one shift, in place on the converted copy.
+    mean = torch.tensor(IMAGENET_MEAN, device=device, dtype=dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device, dtype=dtype).view(1, 3, 1, 1)
+    out["pixel_values"] = out["pixel_values"].to(dtype).mul_(1 / (255 * std)).sub_(mean / std)
     out["labels"] = out["labels"].to(dtype)
     return out
 
@@ -359,7 +361,8 @@ class StreamingLoader:
         self.length = length
         self.skipped = 0
         self.loader = DataLoader(stream, batch_size=None, num_workers=num_workers,
-                                 prefetch_factor=2 if num_workers > 0 else None)
+                                 prefetch_factor=2 if num_workers > 0 else None,
+                                 pin_memory=torch.cuda.is_available())
 
     def __len__(self) -> int:
         return self.length

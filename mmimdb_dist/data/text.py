@@ -8,6 +8,7 @@ Hugging Face adapter below for transformer encoders, or a word `Vocabulary` for 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -36,6 +37,9 @@ class HFTokenEncoder:
         if tokenizer.pad_token_id is None:
             raise DataError(f"tokenizer {tokenizer.name_or_path!r} has no pad token; "
                             "the loaders pad every batch to its longest plot and need one")
+        # Parallelism comes from the loader workers; a Rust thread pool inherited across
+        # fork() would only warn and serialise.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.tokenizer = tokenizer
         self.pad_id = int(tokenizer.pad_token_id)
 

@@ -35,6 +35,7 @@ def build_shards(root: Path, num_movies: int = NUM_MOVIES, samples_per_shard: in
         generate_dataset(raw_root, num_movies, seed=7, workers=2)
     cfg = load_config(None, [f"data.raw_dir={raw_root / 'mmimdb'}", f"shard.out_dir={shards}",
                              "shard.poster_short_side=48", f"shard.samples_per_shard={samples_per_shard}",
+                             "shard.min_shards=1",
                              "shard.workers=1"])
     shard_dataset(cfg)
     return shards
