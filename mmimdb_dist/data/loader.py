@@ -289,6 +289,11 @@ class ShardStream(IterableDataset):
                 continue
             samples.append(sample)
         if not samples:
+            if self.train:
+                # Yielding nothing would leave this rank one batch short (a DDP hang).
+                raise DataError(f"{self.directory}: no poster of a {self.split} batch decodes "
+                                f"({', '.join(s.id for s in batch)}); check the set with "
+                                "`mmimdb-dist shard --verify`")
             return None
         return collate(samples, pixels, self.encoder.pad_id, counter.take())
 
