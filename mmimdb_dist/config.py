@@ -25,6 +25,7 @@ from .baseline import BaselineConfig
 from .errors import MmimdbError
 from .losses import LossConfig
 from .models.config import ModelConfig
+from .train.config import TrainConfig
 
 
 class ConfigError(MmimdbError, ValueError):
@@ -112,6 +113,7 @@ class ExperimentConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def _positive(obj: Any, *names: str) -> None:

@@ -1,0 +1,31 @@
+"""`mmimdb-dist train`: train a configured model; plain or under `accelerate launch`, same command."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..cli import add_config_arguments
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--resume", metavar="auto|PATH", default=None,
+                        help="continue a run: 'auto' picks the newest complete checkpoint of the run "
+                             "folder (starts fresh when there is none), or give a checkpoint folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from ..metrics import format_summary
+    from ..train.loop import run_dir_of, train
+
+    cfg = load_config(args.config, args.overrides)
+    result = train(cfg, resume=args.resume)
+    from accelerate.state import PartialState
+
+    if PartialState().is_main_process:
+        print(format_summary({"dev": result["dev"], "test": result["test"]}))
+        print(f"best checkpoint {result['best_checkpoint']} (epoch {result['best_epoch']}, "
+              f"dev macro-F1 {result['best_dev_f1_macro']:.4f}); results in "
+              f"{run_dir_of(cfg) / 'final_metrics.json'}")
+    return 0

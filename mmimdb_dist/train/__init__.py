@@ -1,0 +1,2 @@
+"""Training under Hugging Face Accelerate: `mmimdb-dist train`.
+"""

@@ -1,0 +1,76 @@
+"""`train:` section of the experiment config. No torch import: validating a YAML stays cheap."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional, Union
+
+SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant")
+
+
+def _error(message: str) -> Exception:
+    # Imported here: mmimdb_dist.config imports this module to declare its `train` field.
+    from ..config import ConfigError
+
+    return ConfigError(message)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, precision, evaluation cadence and checkpointing of one run."""
+
+    epochs: int = 10
+    # Heads and every part trained from scratch (BiLSTM, the small CNN, fusion layers).
+    lr: float = 1e-3
+    # Pretrained encoders (Hugging Face text, ImageNet ResNet): a lower rate keeps what they know.
+    encoder_lr: float = 2e-5
+    # AdamW decoupled decay on weight matrices only; biases, norms and 1-d embeddings get none.
+    weight_decay: float = 0.01
+    # Linear warmup in optimizer steps; `warmup_ratio` (of all steps) is used when this is 0.
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    # Micro-batches per optimizer step; the effective batch is batch_size x world size x this.
+    grad_accum_steps: int = 1
+    # Gradient norm clipping; null turns it off.
+    max_grad_norm: Optional[float] = 1.0
+    # bf16 autocast also runs on CPU (slower there than fp32 on most CPUs, but the same code path).
+    mixed_precision: Literal["no", "bf16"] = "no"
+    # torch.compile the model (first steps are slow while it compiles).
+    compile: bool = False
+    # channels_last memory format for the image encoder (faster convolutions on GPUs).
+    channels_last: bool = False
+    # "epoch", or evaluate on dev every N optimizer steps (and at the end of training).
+    eval_every: Union[int, Literal["epoch"]] = "epoch"
+    # Stop after this many evaluations without a better dev macro-F1 (0: never stop early).
+    early_stopping_patience: int = 0
+    # Also checkpoint every N optimizer steps (0: only at evaluations), so a killed run
+    # resumes mid-epoch.
+    checkpoint_every_steps: int = 0
+    # Most recent checkpoints kept on disk; the best one is always kept in addition.
+    keep_checkpoints: int = 2
+    # Log loss, learning rates and throughput every N optimizer steps.
+    log_every: int = 10
+    # Seed of data order, augmentation and initialisation; null uses the top-level `seed`.
+    seed: Optional[int] = None
+    # Seconds a rank waits for the others in a collective before the run fails (the
+    # 30-minute default turns a crashed rank into a long silent hang).
+    dist_timeout_s: int = 600
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "grad_accum_steps", "keep_checkpoints", "log_every", "dist_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise _error(f"train.{name}: expected a positive integer, got {getattr(self, name)}")
+        for name in ("lr", "encoder_lr"):
+            if getattr(self, name) <= 0:
+                raise _error(f"train.{name}: expected a positive learning rate, got {getattr(self, name)}")
+        for name in ("weight_decay", "warmup_steps", "early_stopping_patience", "checkpoint_every_steps"):
+            if getattr(self, name) < 0:
+                raise _error(f"train.{name}: expected >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise _error(f"train.warmup_ratio: expected a value in [0, 1), got {self.warmup_ratio}")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise _error(f"train.max_grad_norm: expected a positive number or null, got {self.max_grad_norm}")
+        if self.eval_every != "epoch" and (not isinstance(self.eval_every, int) or self.eval_every <= 0):
+            raise _error(f"train.eval_every: expected 'epoch' or a positive number of steps, "
+                         f"got {self.eval_every!r}")

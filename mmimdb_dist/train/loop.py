@@ -1,0 +1,388 @@
+"""The trainer: one code path for one CPU, one GPU, or many processes under `accelerate launch`.
+
+Model, optimizer and scheduler go through `accelerator.prepare()`; the loaders do not (see
+`mmimdb_dist.data.loader`): each rank builds its own from `process_index` and
+`num_processes`, the train loader anew every epoch with the epoch number, so the data order
+is a function of (seed, epoch) alone and a resumed run can skip straight to its position.
+
+Points in training are counted in batches. After an optimizer step the trainer, in this
+order, logs, evaluates on dev (at the end of each epoch, or every `eval_every` steps, and
+always at the end of training), then checkpoints (after every evaluation, and every
+`checkpoint_every_steps` steps). A checkpoint therefore never needs an evaluation replayed
+when it is resumed, and the best checkpoint is always on disk.
+
+Gradient accumulation is done here, not by Accelerate's `accumulate()`: groups of
+`grad_accum_steps` batches never straddle an epoch end (the last group of an epoch is
+shorter and its loss scaled by its own size), so every epoch ends on an optimizer step and
+epoch-end checkpoints hold no pending gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import resource
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..atomic import atomic_write_text
+from ..config import ConfigError, ExperimentConfig, dump_config, save_config
+from ..data.loader import build_eval_loader, build_train_loader, to_device, train_batches_per_rank
+from ..data.manifest import load_manifest
+from ..losses import build_loss
+from ..metrics import (compute_metrics, evaluation_report, tune_thresholds, write_metrics_json,
+                       write_per_genre_csv)
+from ..models import build_model
+from .checkpoint import (STATE_FILE, TrainerState, checkpoint_name, clean_temp_folders,
+                         complete_checkpoints, prune, resolve_resume, save_checkpoint)
+from .evaluate import Predictions, iterate, predict
+from .optim import build_optimizer, build_scheduler
+from .tokens import load_token_encoder
+
+logger = logging.getLogger(__name__)
+
+SELECTION_METRIC = "f1_macro"  # dev macro-F1 at the fixed 0.5 threshold
+
+
+def build_accelerator(cfg: ExperimentConfig):
+    """The Accelerator of a run, configured from the YAML rather than from launcher flags."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+
+    handlers = [
+        InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.dist_timeout_s)),
+        # The learned "missing modality" embeddings only receive gradients in batches where
+        # a modality is absent or dropped; DDP must not wait for them in the others.
+        DistributedDataParallelKwargs(find_unused_parameters=True),
+    ]
+    # Accumulation is done by the trainer and the scheduler stepped once per optimizer step
+    # (Accelerate would otherwise step it once per process, for loaders it splits itself).
+    return Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available(),
+                       kwargs_handlers=handlers, step_scheduler_with_optimizer=False)
+
+
+def run_dir_of(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.output_dir) / cfg.name
+
+
+def _memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # peak RSS, KiB on Linux
+
+
+class Trainer:
+    """Builds everything a run needs on every rank, then `fit()` trains, selects and tests."""
+
+    def __init__(self, cfg: ExperimentConfig, accelerator: Any) -> None:
+        from accelerate.utils import set_seed
+
+        self.cfg = cfg
+        self.accelerator = accelerator
+        self.train_cfg = cfg.train
+        self.seed = cfg.train.seed if cfg.train.seed is not None else cfg.seed
+        self.run_dir = run_dir_of(cfg)
+        self.checkpoints_dir = self.run_dir / "checkpoints"
+        self.config_text = dump_config(cfg)
+        self.main = accelerator.is_main_process
+        self.rank, self.world_size = accelerator.process_index, accelerator.num_processes
+
+        self.manifest = load_manifest(cfg.loader.shards_dir)
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        accelerator.wait_for_everyone()
+        self.token_encoder, vocab_size = load_token_encoder(cfg, self.manifest, self.run_dir, accelerator)
+
+        set_seed(self.seed)  # initialisation, dropout and modality dropout
+        model = build_model(cfg.model, vocab_size=vocab_size, pad_id=self.token_encoder.pad_id)
+        if cfg.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        train = self.manifest.split("train")
+        self.loss_fn = build_loss(cfg.loss, train.label_counts, train.num_samples).to(accelerator.device)
+        self.batches_per_epoch = train_batches_per_rank(train.num_samples, self.world_size,
+                                                        cfg.loader.batch_size, cfg.loader.drop_last)
+        if self.batches_per_epoch == 0:
+            raise ConfigError(f"loader.batch_size: {cfg.loader.batch_size} x {self.world_size} processes "
+                              f"is more than the {train.num_samples} train samples")
+        accum = cfg.train.grad_accum_steps
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / accum)
+        self.total_steps = self.steps_per_epoch * cfg.train.epochs
+        optimizer = build_optimizer(model, cfg.model, cfg.train)
+        scheduler = build_scheduler(optimizer, cfg.train, self.total_steps)
+        if cfg.train.compile:
+            model = torch.compile(model)
+        self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
+        self.group_names = [group.get("name", f"group{i}") for i, group in enumerate(optimizer.param_groups)]
+
+        # DeepSpeed's bf16 mode runs the model in bf16 without autocast: inputs must match.
+        plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+        deepspeed_bf16 = plugin is not None and accelerator.mixed_precision == "bf16"
+        self.input_dtype = torch.bfloat16 if deepspeed_bf16 else torch.float32
+        self.state = TrainerState()
+        self.writer = None
+        self._last_loss = float("nan")
+        self._window: dict[str, float] = {"loss": 0.0, "batches": 0, "samples": 0, "start": time.perf_counter()}
+
+    # ------------------------------------------------------------------ logging
+
+    def _log_record(self, record: dict[str, Any]) -> None:
+        """One JSON line in metrics.jsonl (an append-only log, flushed per line)."""
+        if not self.main:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def _truncate_log(self, batches_seen: int) -> None:
+        """On resume, drop log lines written after the checkpoint (they are about to be redone)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not self.main or not path.is_file():
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by the crash that interrupted the run
+            if record.get("batches_seen", 0) <= batches_seen:
+                kept.append(line)
+        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+
+    def _log_train(self, grad_norm: float | None) -> None:
+        window = self._window
+        loss = torch.tensor([window["loss"], window["batches"]], device=self.accelerator.device)
+        loss = self.accelerator.reduce(loss, reduction="sum")
+        elapsed = time.perf_counter() - window["start"]
+        record = {
+            "type": "train", "epoch": self.state.epoch, "step": self.state.step,
+            "batches_seen": self.state.batches_seen,
+            "loss": float(loss[0] / loss[1].clamp(min=1)),
+            "lr": {name: group["lr"] for name, group in zip(self.group_names, self.optimizer.param_groups)},
+            "samples_per_s": window["samples"] * self.world_size / max(elapsed, 1e-9),
+            "grad_norm": grad_norm,
+            "memory_mb": _memory_mb(self.accelerator.device),
+        }
+        self._log_record(record)
+        self._last_loss = record["loss"]
+        if self.writer is not None:
+            step = self.state.step
+            self.writer.add_scalar("train/loss", record["loss"], step)
+            self.writer.add_scalar("train/samples_per_s", record["samples_per_s"], step)
+            self.writer.add_scalar("train/memory_mb", record["memory_mb"], step)
+            if grad_norm is not None:
+                self.writer.add_scalar("train/grad_norm", grad_norm, step)
+            for name, lr in record["lr"].items():
+                self.writer.add_scalar(f"lr/{name}", lr, step)
+        self._window = {"loss": 0.0, "batches": 0, "samples": 0, "start": time.perf_counter()}
+
+    # ------------------------------------------------------------------ evaluation
+
+    def predict_split(self, split: str) -> Predictions:
+        loader = build_eval_loader(self.cfg.loader, self.manifest, split, self.token_encoder,
+                                   rank=self.rank, world_size=self.world_size)
+        return predict(self.accelerator, self.model, loader, self.manifest.split(split).num_samples,
+                       f"{self.manifest.path} split {split!r}", self.input_dtype, desc=split)
+
+    def evaluate_and_select(self) -> None:
+        """Dev metrics at 0.5; a better macro-F1 makes the checkpoint saved next the best one."""
+        dev = self.predict_split("dev")
+        metrics = compute_metrics(dev.labels, dev.probs)
+        value = metrics[SELECTION_METRIC]
+        state = self.state
+        improved = state.best_metric is None or value > state.best_metric
+        if improved:
+            state.best_metric, state.best_epoch, state.best_step = value, state.epoch, state.step
+            state.best_checkpoint = checkpoint_name(state)
+            state.evals_since_best = 0
+        else:
+            state.evals_since_best += 1
+            patience = self.train_cfg.early_stopping_patience
+            state.stopped_early = bool(patience and state.evals_since_best >= patience)
+        keys = ("f1_macro", "f1_micro", "mean_average_precision", "roc_auc_macro")
+        record = {"type": "eval", "split": "dev", "epoch": state.epoch, "step": state.step,
+                  "batches_seen": state.batches_seen, "best": improved, "skipped": dev.skipped,
+                  **{k: metrics[k] for k in keys}}
+        self._log_record(record)
+        if self.writer is not None:
+            for key in keys:
+                if metrics[key] is not None:
+                    self.writer.add_scalar(f"dev/{key}", metrics[key], state.step)
+        if self.main:
+            logger.info("epoch %d step %d: dev macro-F1 %.4f micro-F1 %.4f%s%s", state.epoch, state.step,
+                        metrics["f1_macro"], metrics["f1_micro"], " (best)" if improved else "",
+                        " -> early stop" if state.stopped_early else "")
+
+    # ------------------------------------------------------------------ training
+
+    def _checkpoint(self) -> None:
+        save_checkpoint(self.accelerator, self.model, self.checkpoints_dir, self.state,
+                        self.config_text, self.token_encoder)
+        if self.main:
+            protect = {self.state.best_checkpoint} if self.state.best_checkpoint else set()
+            prune(self.checkpoints_dir, self.train_cfg.keep_checkpoints, protect)
+        self.accelerator.wait_for_everyone()
+
+    def _train_batch(self, batch: dict, group_size: int, sync: bool) -> None:
+        batch = to_device(batch, self.accelerator.device, self.input_dtype)
+        if self.train_cfg.channels_last:
+            batch["pixel_values"] = batch["pixel_values"].contiguous(memory_format=torch.channels_last)
+        no_sync = contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model)
+        with no_sync:
+            outputs = self.model(batch)
+            labels = batch["labels"].float()
+            loss = self.loss_fn(outputs["logits"].float(), labels)
+            branch_logits = outputs.get("branch_logits")
+            if branch_logits:
+                weight = self.cfg.model.fusion.branch_loss_weight
+                loss = loss + weight * sum(self.loss_fn(b.float(), labels) for b in branch_logits.values())
+            self.accelerator.backward(loss / group_size)
+        self._window["loss"] += float(loss.detach())
+        self._window["batches"] += 1
+        self._window["samples"] += len(batch["ids"])
+
+    def _optimizer_step(self) -> float | None:
+        grad_norm = None
+        if self.train_cfg.max_grad_norm is not None:
+            norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.train_cfg.max_grad_norm)
+            grad_norm = float(norm) if norm is not None else None
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+
+    def _train_epoch(self, epoch: int, start: int, progress: bool) -> None:
+        from tqdm import tqdm
+
+        cfg, state, accum = self.train_cfg, self.state, self.train_cfg.grad_accum_steps
+        num_batches = self.batches_per_epoch
+        loader = build_train_loader(self.cfg.loader, self.manifest, self.token_encoder, rank=self.rank,
+                                    world_size=self.world_size, epoch=epoch, seed=self.seed,
+                                    skip_batches=start)
+        self.model.train()
+        bar = tqdm(total=num_batches, initial=start, desc=f"epoch {epoch}", disable=not progress,
+                   dynamic_ncols=True, leave=False)
+        position = start
+        for batch in iterate(loader):
+            group_start = position - position % accum
+            group_size = min(accum, num_batches - group_start)
+            sync = position + 1 == group_start + group_size
+            self._train_batch(batch, group_size, sync)
+            position += 1
+            state.batch_in_epoch, state.batches_seen = position, state.batches_seen + 1
+            bar.update(1)
+            if not sync:
+                continue
+            grad_norm = self._optimizer_step()
+            state.step += 1
+            epoch_end = position == num_batches
+            last = epoch_end and epoch == cfg.epochs - 1
+            if state.step % cfg.log_every == 0 or epoch_end:
+                self._log_train(grad_norm)
+                bar.set_postfix(loss=f"{self._last_loss:.4f}")
+            evaluate = (last or (cfg.eval_every == "epoch" and epoch_end)
+                        or (isinstance(cfg.eval_every, int) and state.step % cfg.eval_every == 0))
+            if evaluate:
+                self.evaluate_and_select()
+            step_checkpoint = cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0
+            if evaluate or step_checkpoint:
+                self._checkpoint()
+            if state.stopped_early:
+                break
+        bar.close()
+        if position != num_batches and not state.stopped_early:
+            raise RuntimeError(f"epoch {epoch}: the train loader gave {position} of {num_batches} batches")
+
+    def _resume(self, resume: str | None) -> None:
+        if self.main:
+            clean_temp_folders(self.checkpoints_dir)
+        self.accelerator.wait_for_everyone()
+        checkpoint = resolve_resume(resume, self.checkpoints_dir)
+        if checkpoint is None:
+            if complete_checkpoints(self.checkpoints_dir):
+                raise ConfigError(f"{self.checkpoints_dir} already holds checkpoints; pass --resume auto "
+                                  "to continue that run, or set another `name` / `output_dir`")
+            return
+        self.accelerator.load_state(str(checkpoint))
+        self.state = TrainerState.read(checkpoint / STATE_FILE)
+        saved_config = checkpoint / "inference" / "config.yaml"
+        if saved_config.is_file() and saved_config.read_text(encoding="utf-8") != self.config_text and self.main:
+            logger.warning("resuming %s with a config that differs from the one it was saved with", checkpoint)
+        self._truncate_log(self.state.batches_seen)
+        if self.main:
+            logger.info("resumed from %s: epoch %d, batch %d, step %d", checkpoint, self.state.epoch,
+                        self.state.batch_in_epoch, self.state.step)
+
+    def fit(self, resume: str | None = None) -> dict[str, Any]:
+        """Train (or resume), then evaluate the best checkpoint on dev and test."""
+        self._resume(resume)
+        if self.main:
+            save_config(self.cfg, self.run_dir)
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.state.step or None)
+            logger.info("training %s on %d process(es): %d batches of %d per process per epoch, "
+                        "%d optimizer steps in all; run folder %s", self.cfg.model.name, self.world_size,
+                        self.batches_per_epoch, self.cfg.loader.batch_size, self.total_steps, self.run_dir)
+        try:
+            state = self.state
+            for epoch in range(state.epoch, self.train_cfg.epochs):
+                if state.stopped_early:
+                    break
+                start = state.batch_in_epoch if epoch == state.epoch else 0
+                if start >= self.batches_per_epoch:
+                    continue  # finished and evaluated before the checkpoint was written
+                state.epoch, state.batch_in_epoch = epoch, start
+                self._train_epoch(epoch, start, progress=self.accelerator.is_local_main_process)
+            return self.final_evaluation()
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+
+    def final_evaluation(self) -> dict[str, Any]:
+        """Test metrics of the BEST checkpoint (never the last weights), thresholds tuned on dev."""
+        state = self.state
+        if state.best_checkpoint is None:
+            raise ConfigError(f"{self.run_dir}: no evaluation was made, so there is no best checkpoint")
+        best = self.checkpoints_dir / state.best_checkpoint
+        self.accelerator.load_state(str(best))
+        dev, test = self.predict_split("dev"), self.predict_split("test")
+        thresholds = tune_thresholds(dev.labels, dev.probs)
+        reports = {"dev": evaluation_report(dev.labels, dev.probs, thresholds),
+                   "test": evaluation_report(test.labels, test.probs, thresholds)}
+        result = {
+            "selection": f"dev {SELECTION_METRIC} at threshold 0.5",
+            "best_checkpoint": state.best_checkpoint, "best_epoch": state.best_epoch,
+            "best_step": state.best_step, "best_dev_f1_macro": state.best_metric,
+            "stopped_early": state.stopped_early, "last_epoch": state.epoch, "last_step": state.step,
+            "world_size": self.world_size, "mixed_precision": self.train_cfg.mixed_precision,
+            **reports,
+        }
+        if self.main:
+            write_metrics_json(self.run_dir / "final_metrics.json", result)
+            write_per_genre_csv(self.run_dir / "per_genre.csv", reports)
+            self._log_record({"type": "final", "batches_seen": state.batches_seen, "step": state.step,
+                              "best_checkpoint": state.best_checkpoint,
+                              "test_f1_macro": reports["test"]["threshold_0.5"]["f1_macro"],
+                              "test_f1_macro_tuned": reports["test"]["tuned_on_dev"]["f1_macro"]})
+        self.accelerator.wait_for_everyone()
+        return result
+
+
+def train(cfg: ExperimentConfig, resume: str | None = None) -> dict[str, Any]:
+    """Run `cfg` to the end on this process (one of many under a launcher); always tears down."""
+    # Accelerate reports every file of every save at INFO; the trainer logs its own summary.
+    logging.getLogger("accelerate").setLevel(max(logging.WARNING, logging.getLogger().level))
+    accelerator = build_accelerator(cfg)
+    if not accelerator.is_main_process:
+        logging.getLogger("mmimdb_dist").setLevel(logging.WARNING)
+    try:
+        return Trainer(cfg, accelerator).fit(resume)
+    finally:
+        accelerator.end_training()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
