@@ -252,6 +252,19 @@ def test_attention_fusion_attends_over_49_patches_and_real_tokens() -> None:
     assert text_to_image.std() > 0  # patches are distinct, so attention is not uniform
 
 
+@pytest.mark.parametrize("name", ["text_only", "late_fusion", "gmu"])
+def test_output_bias_starts_at_the_genre_frequencies(name: str) -> None:
+    model = tiny_model(name, dropout=0.0)
+    rate = torch.linspace(0.02, 0.6, NUM_GENRES)
+    model.init_output_bias(rate)
+    # With the last layer's weights zeroed, the model predicts exactly the frequencies.
+    for module in model.modules():
+        if isinstance(module, torch.nn.Sequential) and isinstance(module[-1], torch.nn.Linear):
+            torch.nn.init.zeros_(module[-1].weight)
+    probs = torch.sigmoid(eval_logits(model, make_batch([3, 5])))
+    torch.testing.assert_close(probs, rate.expand(2, -1), atol=1e-5, rtol=0)
+
+
 def test_gmu_follows_the_published_equations() -> None:
     model = tiny_model("gmu")
     model.eval()
@@ -278,7 +291,8 @@ def test_vision_encoders_give_49_patch_tokens_for_224_input(kind: str, channels:
     encoder.eval()
     with torch.no_grad():
         features = encoder(torch.randn(1, 3, 224, 224))
-        other_size = encoder(torch.randn(1, 3, 160, 160))
+        # Other sizes are pooled onto the same 7 x 7 grid.
+        other_size = encoder(torch.randn(1, 3, 96, 96))
     assert features.patches.shape == (1, 49, channels) and encoder.out_dim == channels
     assert features.pooled.shape == (1, channels)
     torch.testing.assert_close(features.pooled, features.patches.mean(1), atol=1e-5, rtol=1e-5)

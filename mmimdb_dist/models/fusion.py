@@ -64,6 +64,18 @@ class MultimodalClassifier(nn.Module):
         text, image = self.encode(batch)
         return self.head(text, image)
 
+    @torch.no_grad()
+    def init_output_bias(self, positive_rate: torch.Tensor) -> None:
+        """Start every classifier at the train genre frequencies (bias = log-odds of the rate).
+
+        With 23 imbalanced genres a zero bias predicts p = 0.5 for all of them; the first
+        epoch is then spent learning the priors instead of reading plots and posters.
+        """
+        log_odds = torch.logit(positive_rate.float().clamp(1e-4, 1 - 1e-4))
+        for name, module in self.named_modules():
+            if name.endswith("classifier") and isinstance(module, nn.Sequential):
+                module[-1].bias.copy_(log_odds)
+
     def head(self, text: TextFeatures | None, image: ImageFeatures | None) -> dict[str, Any]:
         raise NotImplementedError
 
