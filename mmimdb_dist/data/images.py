@@ -1,10 +1,12 @@
 """Poster bytes -> uint8 tensor, cheaply, inside the loader workers.
 
 Why this shape: posters were already resized at sharding time (short side
-`shard.poster_short_side`), so a worker decodes a small JPEG, crops and resizes it in one
-PIL call (`resize(box=...)`), and hands over uint8 pixels. Normalisation (and any colour
-jitter) happens on the device in `loader.to_device`, where it is nearly free, instead of
-turning every pixel into float32 in a worker and copying four times the bytes.
+`shard.poster_short_side`), so a worker decodes a small JPEG with libjpeg-turbo
+(`torchvision.io.decode_image`), crops and resizes it in one uint8 op
+(`transforms.v2.functional.resized_crop`, about twice as fast as PIL's resize here), and
+hands over uint8 pixels. Normalisation (and any colour jitter) happens on the device in
+`loader.to_device`, where it is nearly free, instead of turning every pixel into float32 in
+a worker and copying four times the bytes.
 
 Augmentation randomness comes from a seed per sample, not from a running generator, so a
 sample is augmented the same way whatever came before it; that is what makes a resumed
@@ -13,12 +15,12 @@ epoch (`skip_batches`) identical to an uninterrupted one.
 
 from __future__ import annotations
 
-import io
 import math
 import random
 
-import numpy as np
-from PIL import Image
+import torch
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2.functional import resized_crop
 
 # Cheap train-time augmentation: crops that keep at least half the poster, and mirror images.
 CROP_SCALE = (0.5, 1.0)
@@ -49,30 +51,24 @@ def random_resized_crop_box(width: int, height: int, rng: random.Random) -> tupl
     return left, top, left + w, top + h
 
 
-def decode_poster(data: bytes, image_size: int, *, augment: bool, sample_seed: int = 0) -> np.ndarray:
-    """JPEG bytes -> image_size × image_size × 3 uint8 array (the loader stacks and
-    transposes a whole batch at once, which is far cheaper than per-image tensors).
+def decode_poster(data: bytes, image_size: int, *, augment: bool, sample_seed: int = 0) -> torch.Tensor:
+    """JPEG bytes -> 3 × image_size × image_size uint8 tensor.
 
     Train (`augment`): random resized crop + horizontal flip drawn from `sample_seed`.
     Eval: resize the short side to `image_size` and take the centre square.
-    Raises whatever PIL raises on a corrupt image; the loader counts and skips it.
+    Raises whatever the decoder raises on a corrupt image; the loader counts and skips it.
     """
-    with Image.open(io.BytesIO(data)) as img:
-        # Let the JPEG decoder shrink by 1/2, 1/4 or 1/8 when the poster is much larger
-        # than needed (it never goes below the requested size).
-        img.draft("RGB", (image_size, image_size))
-        img = img.convert("RGB")
+    image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    height, width = image.shape[-2:]
     flip = False
     if augment:
         rng = random.Random(sample_seed)
-        box = random_resized_crop_box(*img.size, rng)
+        left, top, right, bottom = random_resized_crop_box(width, height, rng)
         flip = rng.random() < 0.5
     else:
-        width, height = img.size
         side = min(width, height)
         left, top = (width - side) // 2, (height - side) // 2
-        box = (left, top, left + side, top + side)
-    img = img.resize((image_size, image_size), Image.Resampling.BILINEAR, box=box)
-    if flip:
-        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return np.asarray(img)
+        right, bottom = left + side, top + side
+    image = resized_crop(image, top, left, bottom - top, right - left, [image_size, image_size],
+                         antialias=True)
+    return image.flip(-1) if flip else image

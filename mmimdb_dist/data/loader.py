@@ -50,7 +50,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -160,7 +159,7 @@ def parse_sample(raw: dict[str, Any], encoder: TokenEncoder, max_length: int) ->
     return Sample(id=str(meta.get("id", key)), jpeg=raw["jpg"], input_ids=ids, labels=labels)
 
 
-def collate(samples: list[Sample], pixels: list[np.ndarray], pad_id: int, skipped: int) -> dict:
+def collate(samples: list[Sample], pixels: list[torch.Tensor], pad_id: int, skipped: int) -> dict:
     """Samples -> batch dict (see docs/ARCHITECTURE.md), padded to the longest plot."""
     longest = max(len(s.input_ids) for s in samples)
     input_ids = torch.full((len(samples), longest), pad_id, dtype=torch.int64)
@@ -171,7 +170,7 @@ def collate(samples: list[Sample], pixels: list[np.ndarray], pad_id: int, skippe
         attention_mask[row, :n] = 1
     return {
         "ids": [s.id for s in samples],
-        "pixel_values": torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous(),
+        "pixel_values": torch.stack(pixels),
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "labels": torch.tensor([s.labels for s in samples], dtype=torch.float32),
