@@ -7,7 +7,7 @@ samples and tokenizer (a word vocabulary, so text costs the same on both sides):
   the full-size `poster.jpg` of one movie per __getitem__, PIL decode, Resize(256),
   RandomCrop(224), horizontal flip, ColorJitter, ToTensor + Normalize in the worker;
 * shards: `build_train_loader` (posters pre-resized at shard time, sequential tar reads,
-  reduced-size JPEG decoding, one-call crop+resize to uint8). Normalisation belongs on the
+  libjpeg-turbo decoding of the small poster, one uint8 crop+resize per sample). Normalisation belongs on the
   accelerator (`to_device`); the headline figure is the loader's uint8 output, and a
   second run also pays `to_device` on this machine's CPU, in the training process.
 
