@@ -19,9 +19,11 @@ How a train epoch is laid out, and why:
   shards than slots, every slot reads every shard and keeps the samples whose position is
   its own modulo the slot count: nothing hangs and nothing is dropped, at the cost of
   reading the shards once per slot (a warning says so; reshard with `shard.min_shards`).
-* In each worker: tar reading, a seeded shuffle buffer, tokenisation, bucketing by plot
+* In each worker: tar reading and tokenisation, a seeded shuffle buffer, bucketing by plot
   length (a pool of `bucket_pool_batches` batches is sorted by token count, cut into
   batches, and the batch order shuffled), and only then JPEG decoding and augmentation.
+  Buffers and pools are emptied at the end of each pass over the shards, so a repeat pass
+  only starts once every sample of the previous one has been batched.
 * Exact resume. Everything before decoding is cheap and seeded per (seed, epoch, rank,
   worker); augmentation is seeded per (seed, epoch, sample id). `skip_batches=b` forms the
   first b batches without decoding them and then yields the very batches an uninterrupted
