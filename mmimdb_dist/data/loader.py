@@ -22,8 +22,9 @@ How a train epoch is laid out, and why:
 * In each worker: tar reading and tokenisation, a seeded shuffle buffer, bucketing by plot
   length (a pool of `bucket_pool_batches` batches is sorted by token count, cut into
   batches, and the batch order shuffled), and only then JPEG decoding and augmentation.
-  Buffers and pools are emptied at the end of each pass over the shards, so a repeat pass
-  only starts once every sample of the previous one has been batched.
+  Buffers and pools are emptied at the end of each pass over the shards (fewer than
+  batch_size leftover samples join the next pass's first batch), so repeated samples only
+  appear once the previous pass is used up.
 * Exact resume. Everything before decoding is cheap and seeded per (seed, epoch, rank,
   worker); augmentation is seeded per (seed, epoch, sample id). `skip_batches=b` forms the
   first b batches without decoding them and then yields the very batches an uninterrupted
