@@ -138,6 +138,22 @@ def test_gradients_reach_both_encoders(name: str, text_kind: str) -> None:
         assert text_param.grad[PAD_ID].abs().max() == 0
 
 
+@pytest.mark.parametrize(("name", "text_kind", "arch"), [(n, "bilstm", "") for n in ("text_only", "image_only", *FUSIONS)]
+                         + [("early_fusion", "hf", "bert"), ("attention_fusion", "hf", "distilbert")])
+def test_every_parameter_takes_part_in_a_training_step(name: str, text_kind: str, arch: str) -> None:
+    """What distributed data parallel needs: no trainable parameter is left without a gradient,
+    including the missing-modality embeddings on a batch where nothing is missing."""
+    model = tiny_model(name, text_kind=text_kind, arch=arch or "distilbert")
+    model.train()
+    out = model(make_batch([4, 7]))
+    loss = out["logits"].sum() + sum(logits.sum() for logits in out.get("branch_logits", {}).values())
+    loss.backward()
+    without_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert without_grad == []
+    if name in FUSIONS:
+        assert model.missing_text.grad.abs().max() == 0 and model.missing_image.grad.abs().max() == 0
+
+
 @pytest.mark.parametrize("name", FUSIONS)
 def test_missing_modality_is_replaced_not_read(name: str) -> None:
     model = tiny_model(name)

@@ -5,6 +5,11 @@ missing modalities in one place: a sample whose plot or poster is absent (`text_
 `image_present` false, or the batch key missing altogether) gets a learned "missing"
 embedding instead, and at train time `modality_dropout` hides one modality of a sample on
 purpose (never both) so the model learns to cope. The fusions differ only in their head.
+
+Every trainable parameter takes part in every training step (the missing embeddings with a
+zero gradient when nothing is missing), so the models run under distributed data parallel
+without `find_unused_parameters`. A batch without `input_ids` or `pixel_values` at all is
+meant for inference: the skipped encoder then gets no gradient.
 """
 
 from __future__ import annotations
@@ -109,8 +114,8 @@ class MultimodalClassifier(nn.Module):
             mask = torch.ones(size, 1, dtype=torch.bool, device=present.device)
             return TextFeatures(tokens, mask, tokens[:, 0])
         features = self.text_encoder(batch["input_ids"], batch["attention_mask"])
-        if bool(present.all()):
-            return features
+        # Applied even when every plot is present: the missing embedding then gets a zero
+        # gradient rather than none, which distributed data parallel requires of every parameter.
         # A missing plot becomes a one-token sequence holding the missing embedding.
         only_first = torch.zeros_like(features.mask)
         only_first[:, 0] = True
@@ -126,8 +131,6 @@ class MultimodalClassifier(nn.Module):
             patches = missing.expand(size, 1, -1)
             return ImageFeatures(patches, patches[:, 0])
         features = self.image_encoder(batch["pixel_values"])
-        if bool(present.all()):
-            return features
         keep = present.view(-1, 1)
         patches = torch.where(keep.unsqueeze(-1), features.patches, missing.to(features.patches.dtype))
         pooled = torch.where(keep, features.pooled, self.missing_image.to(features.pooled.dtype))
@@ -193,6 +196,8 @@ class AttentionFusion(MultimodalClassifier):
     Text tokens attend over the patch grid (which part of the poster matters for this word) and
     patches attend over the real text tokens (padding masked). `attention` holds the
     text-to-image weights, B x heads x L x P, for visualising where the plot looks on the poster.
+    The encoders' own pooled summaries (the BiLSTM's attention pooling, say) join the attended
+    features in the classifier input, so that no encoder part sits idle.
     """
 
     def __init__(self, cfg: ModelConfig, text_encoder: nn.Module, image_encoder: nn.Module) -> None:
@@ -204,7 +209,9 @@ class AttentionFusion(MultimodalClassifier):
         self.image_to_text = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
         self.text_norm = nn.LayerNorm(hidden)
         self.image_norm = nn.LayerNorm(hidden)
-        self.classifier = mlp_head(2 * hidden, hidden, dropout)
+        self.summary_proj = nn.Sequential(nn.Linear(self.text_dim + self.image_dim, hidden),
+                                          nn.LayerNorm(hidden))
+        self.classifier = mlp_head(3 * hidden, hidden, dropout)
 
     def head(self, text: TextFeatures, image: ImageFeatures) -> dict[str, Any]:
         words = self.text_proj(text.tokens)
@@ -216,7 +223,8 @@ class AttentionFusion(MultimodalClassifier):
             average_attn_weights=False)
         words = self.text_norm(words + words_seen)
         patches = self.image_norm(patches + patches_seen)
-        pooled = torch.cat([masked_mean(words, text.mask), patches.mean(1)], dim=-1)
+        summary = self.summary_proj(torch.cat([text.pooled, image.pooled], dim=-1))
+        pooled = torch.cat([masked_mean(words, text.mask), patches.mean(1), summary], dim=-1)
         return {"logits": self.classifier(pooled), "attention": text_to_image,
                 "image_to_text_attention": image_to_text}
 

@@ -8,7 +8,6 @@ appending padding to a batch leaves every model's output unchanged.
 
 from __future__ import annotations
 
-import logging
 from typing import NamedTuple
 
 import torch
@@ -17,8 +16,6 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..config import ConfigError
 from .config import TextEncoderConfig
-
-log = logging.getLogger(__name__)
 
 
 class TextFeatures(NamedTuple):
@@ -114,10 +111,15 @@ def load_hf_model(cfg: TextEncoderConfig, vocab_size: int | None, pad_id: int | 
 
     if cfg.pretrained:
         try:
-            return AutoModel.from_pretrained(cfg.name)
+            model = AutoModel.from_pretrained(cfg.name)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"model.text.name: cannot load pretrained encoder {cfg.name!r}: expected "
                               f"a local model folder or a reachable hub name ({exc})") from exc
+        embedded = model.get_input_embeddings().num_embeddings
+        if vocab_size is not None and vocab_size > embedded:
+            raise ConfigError(f"model.text.name: the tokenizer has {vocab_size} ids but {cfg.name!r} embeds "
+                              f"only {embedded}; use the tokenizer that comes with the encoder")
+        return _without_pooler(model)
     overrides = dict(cfg.hf_config)
     if vocab_size is not None:
         overrides["vocab_size"] = vocab_size
@@ -131,7 +133,15 @@ def load_hf_model(cfg: TextEncoderConfig, vocab_size: int | None, pad_id: int | 
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"model.text.hf_config: cannot build a {cfg.name!r} architecture "
                           f"from {cfg.hf_config} ({exc})") from exc
-    return AutoModel.from_config(config)
+    return _without_pooler(AutoModel.from_config(config))
+
+
+def _without_pooler(model: nn.Module) -> nn.Module:
+    """Drop BERT's [CLS] pooler: its output is never used, and parameters that get no gradient
+    break distributed data parallel."""
+    if isinstance(getattr(model, "pooler", None), nn.Module):
+        model.pooler = None
+    return model
 
 
 def freeze_hf_layers(model: nn.Module, num_frozen: int) -> None:

@@ -7,7 +7,6 @@ vector is a no-op: the attention fusion needs somewhere on the poster to look.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,8 +16,6 @@ from torch import nn
 from ..config import ConfigError
 from ..errors import DataError
 from .config import FREEZE_LEVELS, ImageEncoderConfig
-
-log = logging.getLogger(__name__)
 
 
 class ImageFeatures(NamedTuple):
@@ -45,7 +42,13 @@ def _resnet(kind: str, cfg: ImageEncoderConfig) -> nn.Module:
         model = factory(weights=None)
         load_resnet_weights(model, Path(cfg.weights_path))
         return model
-    return factory(weights=weights_enum.IMAGENET1K_V1 if cfg.pretrained else None)
+    if not cfg.pretrained:
+        return factory(weights=None)
+    try:
+        return factory(weights=weights_enum.IMAGENET1K_V1)
+    except (OSError, RuntimeError) as exc:  # offline node, proxy, truncated cache file
+        raise ConfigError(f"model.image.pretrained: cannot fetch the ImageNet {kind} weights ({exc}); "
+                          "on an offline machine download them once and set model.image.weights_path") from exc
 
 
 def load_resnet_weights(model: nn.Module, path: Path) -> None:
