@@ -21,7 +21,7 @@ import torch
 from dist_scripts.loader_fixtures import build_shards, build_tokenizer, data_root, manifest_ids
 from mmimdb_dist.config import ConfigError, LoaderConfig
 from mmimdb_dist.data.loader import (IMAGENET_MEAN, IMAGENET_STD, build_eval_loader,
-                                     build_train_loader, to_device)
+                                     build_train_loader, jitter_colors, jitter_factors, to_device)
 from mmimdb_dist.data.manifest import load_manifest
 from mmimdb_dist.data.text import HFTokenEncoder
 from mmimdb_dist.genres import NUM_GENRES
@@ -102,6 +102,31 @@ def test_to_device_normalises_pixels_with_imagenet_statistics(shards, encoder):
     assert moved["pixel_values"].dtype == torch.float64
     assert torch.allclose(moved["pixel_values"], expected)
     assert moved["labels"].dtype == torch.float64 and moved["ids"] == batch["ids"]
+
+
+def test_device_color_jitter_matches_torchvision_and_is_seeded_per_sample(shards, encoder):
+    import torchvision.transforms.v2.functional as F
+
+    manifest = load_manifest(shards)
+    batch = next(iter(build_eval_loader(small_cfg(), manifest, "dev", encoder, rank=0, world_size=1)))
+    pixels = batch["pixel_values"].double() / 255
+    factors = jitter_factors(batch["ids"], 0.4, seed=3)
+    assert factors.shape == (3, len(batch["ids"])) and bool(((factors >= 0.6) & (factors <= 1.4)).all())
+    jittered = jitter_colors(pixels.clone(), factors)
+    for row in range(len(batch["ids"])):
+        brightness, contrast, saturation = factors[:, row].tolist()
+        expected = F.adjust_saturation(F.adjust_contrast(F.adjust_brightness(
+            pixels[row], brightness), contrast), saturation)
+        assert torch.allclose(jittered[row], expected, atol=1e-6)
+
+    moved = to_device(batch, "cpu", torch.float64, color_jitter=0.4, jitter_seed=3)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    assert torch.allclose(moved["pixel_values"], (jittered - mean) / std)
+    # Per-sample seeding: a sample's jitter does not depend on the batch it lands in.
+    alone = jitter_factors(batch["ids"][1:2], 0.4, seed=3)
+    assert torch.equal(alone[:, 0], factors[:, 1])
+    assert not torch.equal(jitter_factors(batch["ids"], 0.4, seed=4), factors)
 
 
 def test_bucketing_reduces_mean_padded_length(shards, encoder):

@@ -181,16 +181,50 @@ def collate(samples: list[Sample], pixels: list[torch.Tensor], pad_id: int, skip
     }
 
 
-def to_device(batch: dict, device: torch.device | str, dtype: torch.dtype = torch.float32) -> dict:
-    """Move a batch to `device`; uint8 pixels become ImageNet-normalised `dtype` there."""
+def to_device(batch: dict, device: torch.device | str, dtype: torch.dtype = torch.float32, *,
+              color_jitter: float = 0.0, jitter_seed: int = 0) -> dict:
+    """Move a batch to `device`; uint8 pixels become ImageNet-normalised `dtype` there.
+
+    `color_jitter` > 0 applies brightness, contrast and saturation jitter of that strength
+    (as torchvision's ColorJitter(s, s, s), in a fixed order) on the device, where it costs
+    next to nothing. Factors are drawn per sample from (jitter_seed, sample id), so pass
+    e.g. `derive_seed(seed, epoch)` and a resumed epoch jitters exactly as the original.
+    """
     out = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
            for k, v in batch.items()}
-    # (x / 255 - mean) / std as one scale and one shift, in place on the converted copy.
     mean = torch.tensor(IMAGENET_MEAN, device=device, dtype=dtype).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device, dtype=dtype).view(1, 3, 1, 1)
-    out["pixel_values"] = out["pixel_values"].to(dtype).mul_(1 / (255 * std)).sub_(mean / std)
+    if color_jitter > 0:
+        pixels = jitter_colors(out["pixel_values"].to(dtype).div_(255),
+                               jitter_factors(batch["ids"], color_jitter, jitter_seed))
+        out["pixel_values"] = pixels.sub_(mean).div_(std)
+    else:
+        # (x / 255 - mean) / std as one scale and one shift, in place on the converted copy.
+        out["pixel_values"] = out["pixel_values"].to(dtype).mul_(1 / (255 * std)).sub_(mean / std)
     out["labels"] = out["labels"].to(dtype)
     return out
+
+
+# torchvision's rgb_to_grayscale weights, so the jitter matches its ColorJitter.
+_GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
+
+
+def jitter_factors(ids: list[str], strength: float, seed: int) -> torch.Tensor:
+    """3 × B factors (brightness, contrast, saturation) in [1 - strength, 1 + strength]."""
+    return torch.tensor([[random.Random(derive_seed(seed, sample_id, kind)).uniform(1 - strength, 1 + strength)
+                          for sample_id in ids] for kind in ("brightness", "contrast", "saturation")],
+                        dtype=torch.float64)
+
+
+def jitter_colors(pixels: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Brightness, contrast, saturation jitter of float pixels in [0, 1], B × 3 × H × W, in place."""
+    brightness, contrast, saturation = factors.to(pixels.device, pixels.dtype).view(3, -1, 1, 1, 1)
+    weights = torch.tensor(_GRAY_WEIGHTS, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
+    pixels.mul_(brightness).clamp_(0, 1)
+    gray_mean = (pixels * weights).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    pixels.sub_(gray_mean).mul_(contrast).add_(gray_mean).clamp_(0, 1)
+    gray = (pixels * weights).sum(1, keepdim=True)
+    return pixels.sub_(gray).mul_(saturation).add_(gray).clamp_(0, 1)
 
 
 # --------------------------------------------------------------------------- the stream
@@ -375,7 +409,11 @@ class StreamingLoader:
         return self.length
 
     def __iter__(self) -> Iterator[dict]:
-        for batch in self.loader:
+        # The DataLoader draws its workers' base seed from the global generator; the streams
+        # seed themselves, so keep that draw from shifting the training process's RNG.
+        with torch.random.fork_rng(devices=[]):
+            batches = iter(self.loader)
+        for batch in batches:
             self.skipped += batch["skipped"]
             yield batch
 
