@@ -20,7 +20,8 @@ from mmimdb_dist.errors import DataError
 from mmimdb_dist.genres import NUM_GENRES
 from mmimdb_dist.models.config import (FREEZE_LEVELS, MODEL_NAMES, FusionConfig, ImageEncoderConfig,
                                        ModelConfig, TextEncoderConfig)
-from mmimdb_dist.models.registry import MODELS, build_model, count_parameters
+from mmimdb_dist.models.registry import (MODELS, build_model, build_token_encoder, count_parameters,
+                                         token_encoder_size)
 from mmimdb_dist.models.text import HFEncoder
 from mmimdb_dist.models.vision import ResNetEncoder, SimpleCNNEncoder
 
@@ -410,6 +411,24 @@ def test_hf_encoder_with_a_local_tokenizer_end_to_end(wordpiece_folder: Path, po
     reference = eval_logits(model, batch)
     assert reference.shape == (2, NUM_GENRES)
     torch.testing.assert_close(eval_logits(model, with_extra_padding(batch, 5)), reference, atol=1e-5, rtol=0)
+
+
+def test_token_encoder_built_from_the_text_config(wordpiece_folder: Path) -> None:
+    plots = ["A cop hunts a killer.", "The killer hunts a cop in the city.", "A cop falls in love."]
+    bilstm = tiny_config("text_only").text
+    vocab = build_token_encoder(replace(bilstm, vocab_min_freq=2), plots)
+    assert vocab.itos[2:] == ["a", "cop", "hunts", "in", "killer", "the"]  # by count, then a-z
+    hf_cfg = replace(tiny_config("text_only", text_kind="hf").text, name=str(wordpiece_folder))
+    wordpiece = build_token_encoder(hf_cfg)
+    assert token_encoder_size(vocab) == len(vocab) and token_encoder_size(wordpiece) == 400
+    for cfg, encoder in ((bilstm, vocab), (hf_cfg, wordpiece)):
+        model_cfg = replace(tiny_config("text_only"), text=cfg)
+        model = build_model(model_cfg, vocab_size=token_encoder_size(encoder), pad_id=encoder.pad_id)
+        ids = encoder.encode(plots[1], max_length=16)
+        batch = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
+        assert eval_logits(model, batch).shape == (1, NUM_GENRES)
+    with pytest.raises(ConfigError, match="vocabulary would be empty"):
+        build_token_encoder(bilstm, [])
 
 
 @pytest.mark.parametrize("arch", ["distilbert", "bert"])

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from torch import nn
 
 from ..config import ConfigError
-from .config import MODEL_NAMES, ModelConfig
+from ..data.text import HFTokenEncoder, TokenEncoder
+from ..data.vocab import Vocabulary
+from .config import MODEL_NAMES, ModelConfig, TextEncoderConfig
 from .fusion import (AttentionFusion, EarlyFusion, GatedMultimodalUnit, LateFusion,
                      MultimodalClassifier, UnimodalClassifier)
 from .text import build_text_encoder
@@ -25,8 +29,9 @@ def build_model(cfg: ModelConfig, *, vocab_size: int | None = None,
                 pad_id: int | None = None) -> MultimodalClassifier:
     """Build `cfg.name` with its encoders.
 
-    `vocab_size` and `pad_id` come from the tokenizer: required for the BiLSTM (its
-    `Vocabulary`); for a random Hugging Face encoder they size the embedding table.
+    `vocab_size` and `pad_id` come from the tokenizer (`build_token_encoder`, then
+    `token_encoder_size(encoder)` and `encoder.pad_id`): required for the BiLSTM; for a random
+    Hugging Face encoder they size the embedding table, for a pretrained one they are checked.
     """
     model_cls = MODELS.get(cfg.name)
     if model_cls is None:
@@ -37,6 +42,27 @@ def build_model(cfg: ModelConfig, *, vocab_size: int | None = None,
     if cfg.uses_image:
         image_encoder = build_image_encoder(cfg.image)
     return model_cls(cfg, text_encoder, image_encoder)
+
+
+def build_token_encoder(cfg: TextEncoderConfig, train_texts: Iterable[str] = ()) -> TokenEncoder:
+    """The tokenizer that goes with `cfg`: a word vocabulary built from the train plots for the
+    BiLSTM, the encoder's own tokenizer (hub name or local folder) for a Hugging Face encoder."""
+    if cfg.kind == "bilstm":
+        vocab = Vocabulary.build(train_texts, min_freq=cfg.vocab_min_freq, max_size=cfg.vocab_max_size)
+        if len(vocab) == 2:
+            raise ConfigError(f"model.text.vocab_min_freq: no train word is seen {cfg.vocab_min_freq} times; "
+                              "the BiLSTM vocabulary would be empty (are the train plots empty?)")
+        return vocab
+    if cfg.kind == "hf":
+        return HFTokenEncoder.from_pretrained(cfg.name)
+    raise ConfigError(f"model.text.kind: {cfg.kind!r} has no tokenizer; expected bilstm or hf")
+
+
+def token_encoder_size(encoder: TokenEncoder) -> int:
+    """Number of ids the encoder can produce: the `vocab_size` to pass to `build_model`."""
+    if isinstance(encoder, HFTokenEncoder):
+        return len(encoder.tokenizer)
+    return len(encoder)  # type: ignore[arg-type]
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
