@@ -173,6 +173,24 @@ def test_missing_modality_is_replaced_not_read(name: str) -> None:
     assert (eval_logits(model, scrambled)[0] - logits[0]).abs().max() > 1e-6
 
 
+@pytest.mark.parametrize(("name", "text_kind", "arch"), [("gmu", "bilstm", "distilbert"),
+                                                         ("attention_fusion", "hf", "bert"),
+                                                         ("early_fusion", "hf", "distilbert")])
+def test_a_plot_sent_as_all_padding_gives_finite_outputs_and_gradients(name: str, text_kind: str,
+                                                                       arch: str) -> None:
+    model = tiny_model(name, text_kind=text_kind, arch=arch)
+    batch = make_batch([5, 3])
+    batch["input_ids"][1] = PAD_ID
+    batch["attention_mask"][1] = 0
+    batch["text_present"] = torch.tensor([True, False])
+    model.train()
+    out = model(batch)
+    assert torch.isfinite(out["logits"]).all()
+    out["logits"].sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert torch.isfinite(eval_logits(model, batch)).all()
+
+
 @pytest.mark.parametrize("name", FUSIONS)
 def test_absent_batch_key_equals_all_samples_missing(name: str) -> None:
     model = tiny_model(name)

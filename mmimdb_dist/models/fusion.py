@@ -113,7 +113,11 @@ class MultimodalClassifier(nn.Module):
             tokens = missing.expand(size, 1, -1)
             mask = torch.ones(size, 1, dtype=torch.bool, device=present.device)
             return TextFeatures(tokens, mask, tokens[:, 0])
-        features = self.text_encoder(batch["input_ids"], batch["attention_mask"])
+        # A row without any real token (an absent plot sent as all padding) gets its first
+        # position unmasked, so no attention softmax runs over nothing and turns into NaN.
+        attention_mask = batch["attention_mask"].clone()
+        attention_mask[:, 0] = torch.maximum(attention_mask[:, 0], (attention_mask.sum(1) == 0).long())
+        features = self.text_encoder(batch["input_ids"], attention_mask)
         # Applied even when every plot is present: the missing embedding then gets a zero
         # gradient rather than none, which distributed data parallel requires of every parameter.
         # A missing plot becomes a one-token sequence holding the missing embedding.
