@@ -16,9 +16,12 @@ How a train epoch is laid out, and why:
   continued with a fresh pass over the shards (repeat padding).
 * Slots. The `world_size * num_workers` DataLoader workers are the slots that read shards.
   Shards are shuffled per (seed, epoch) and dealt round-robin to the slots. With fewer
-  shards than slots, every slot reads every shard and keeps the samples whose position is
-  its own modulo the slot count: nothing hangs and nothing is dropped, at the cost of
-  reading the shards once per slot (a warning says so; reshard with `shard.min_shards`).
+  shards than slots the split falls back to samples, as little as possible: with at least
+  one shard per rank, shards are dealt to ranks and each worker keeps the samples of its
+  rank's shards whose position is its own modulo num_workers; with fewer shards than
+  ranks, every slot reads every shard and keeps the positions that are its own modulo the
+  slot count. Nothing hangs and nothing is dropped, at the cost of reading shards more
+  than once (a warning says so; reshard with a larger `shard.min_shards`).
 * In each worker: tar reading and tokenisation, a seeded shuffle buffer, bucketing by plot
   length (a pool of `bucket_pool_batches` batches is sorted by token count, cut into
   batches, and the batch order shuffled), and only then JPEG decoding and augmentation.
@@ -107,24 +110,29 @@ class SlotPlan:
     """Which shards one slot reads in one pass, and which of their samples it keeps."""
 
     shards: list[ShardInfo]
-    # None: keep every sample (shard-level split); else keep positions ≡ slot mod `stride`.
-    stride: int | None
-    slot: int
+    # 1: keep every sample (shard-level split); else keep positions ≡ offset mod stride.
+    stride: int
+    offset: int
+
+    def keeps(self, position: int) -> bool:
+        return position % self.stride == self.offset
+
+    @property
+    def num_samples(self) -> int:
+        """Samples this slot gets in one pass, per the manifest."""
+        return len(range(self.offset, sum(s.num_samples for s in self.shards), self.stride))
 
 
-def plan_slot(shards: list[ShardInfo], slot: int, slots: int) -> SlotPlan:
-    """Shard-level split when there are enough shards, sample-level otherwise."""
+def plan_slot(shards: list[ShardInfo], rank: int, world_size: int, worker: int,
+              num_workers: int) -> SlotPlan:
+    """Split by shard where there are enough shards, by sample only where needed."""
+    slots = world_size * num_workers
+    slot = rank * num_workers + worker
     if len(shards) >= slots:
-        return SlotPlan(shards=shards[slot::slots], stride=None, slot=slot)
-    return SlotPlan(shards=list(shards), stride=slots, slot=slot)
-
-
-def slot_sample_count(shards: list[ShardInfo], slot: int, slots: int) -> int:
-    """Samples a slot reads in one pass, per the manifest."""
-    plan = plan_slot(shards, slot, slots)
-    if plan.stride is None:
-        return sum(s.num_samples for s in plan.shards)
-    return len(range(slot, sum(s.num_samples for s in shards), slots))
+        return SlotPlan(shards=shards[slot::slots], stride=1, offset=0)
+    if len(shards) >= world_size:
+        return SlotPlan(shards=shards[rank::world_size], stride=num_workers, offset=worker)
+    return SlotPlan(shards=list(shards), stride=slots, offset=slot)
 
 
 def train_batches_per_rank(num_samples: int, world_size: int, batch_size: int,
@@ -260,7 +268,7 @@ class ShardStream(IterableDataset):
             read = 0
             for raw in wds.tariterators.tarfile_samples([{"url": str(path)}], handler=tar_error):
                 read += 1
-                mine = plan.stride is None or position % plan.stride == plan.slot
+                mine = plan.keeps(position)
                 position += 1
                 if not mine:
                     continue
@@ -274,10 +282,10 @@ class ShardStream(IterableDataset):
                 yield sample
             missing = shard.num_samples - read
             if missing > 0:
-                # Positions of the lost samples are unknown; with a sample-level split they
-                # are counted once, by slot 0, rather than once per slot.
+                # Positions of the lost samples are unknown; when slots share a shard they
+                # are counted once, by the slot at offset 0, rather than once per slot.
                 position += missing
-                if count_skips and (plan.stride is None or plan.slot == 0):
+                if count_skips and plan.offset == 0:
                     counter.add(missing, f"{path}: {read} of {shard.num_samples} samples "
                                          "readable (truncated or corrupt shard)")
 
@@ -338,29 +346,29 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        slots = self.world_size * num_workers
         counter = SkipCounter()
-        if len(self.shards) < slots and worker == 0 and self.rank == 0:
+        if len(self.shards) < self.world_size * num_workers and worker == 0 and self.rank == 0:
+            shared_by = "its rank's workers" if len(self.shards) >= self.world_size else "every slot"
             logger.warning("%s: %d shards for %d reader slots (world_size %d x num_workers %d); "
-                           "every slot reads every shard and keeps its share of samples",
-                           self.split, len(self.shards), slots, self.world_size, num_workers)
+                           "shards are read by %s, each keeping its share of the samples",
+                           self.split, len(self.shards), self.world_size * num_workers,
+                           self.world_size, num_workers, shared_by)
         if self.train:
-            yield from self._train_worker(worker, num_workers, slots, counter)
+            yield from self._train_worker(worker, num_workers, counter)
         else:
-            yield from self._eval_worker(worker, num_workers, slots, counter)
+            yield from self._eval_worker(worker, num_workers, counter)
 
-    def _train_worker(self, worker: int, num_workers: int, slots: int,
-                      counter: SkipCounter) -> Iterator[dict]:
+    def _train_worker(self, worker: int, num_workers: int, counter: SkipCounter) -> Iterator[dict]:
         # Batch k of this role is batch role + k * num_workers of the rank's epoch.
         role = (worker + self.skip_batches) % num_workers
-        slot = self.rank * num_workers + role
         rng = random.Random(derive_seed(self.seed, self.epoch, self.rank, role))
         carry: list[Sample] = []
         index = role
         for pass_index in itertools.count():
             order = self.shards[:]
             random.Random(derive_seed(self.seed, self.epoch, pass_index)).shuffle(order)
-            samples = self._read(plan_slot(order, slot, slots), counter, count_skips=pass_index == 0)
+            plan = plan_slot(order, self.rank, self.world_size, role, num_workers)
+            samples = self._read(plan, counter, count_skips=pass_index == 0)
             read = [0]
 
             def counted(stream: Iterator[Sample] = samples) -> Iterator[Sample]:
@@ -381,13 +389,12 @@ class ShardStream(IterableDataset):
             if index >= self.num_batches:
                 return
             if read[0] == 0:
-                raise DataError(f"{self.directory}: {self.split} slot {slot} of {slots} read no "
-                                "usable sample in a full pass over its shards")
+                raise DataError(f"{self.directory}: {self.split} worker {role} of rank {self.rank} "
+                                "read no usable sample in a full pass over its shards")
 
-    def _eval_worker(self, worker: int, num_workers: int, slots: int,
-                     counter: SkipCounter) -> Iterator[dict]:
-        slot = self.rank * num_workers + worker
-        samples = self._read(plan_slot(self.shards, slot, slots), counter, count_skips=True)
+    def _eval_worker(self, worker: int, num_workers: int, counter: SkipCounter) -> Iterator[dict]:
+        plan = plan_slot(self.shards, self.rank, self.world_size, worker, num_workers)
+        samples = self._read(plan, counter, count_skips=True)
         for batch in self._batches(samples, [], None, last_pass=True):
             decoded = self._decode(batch, counter)
             if decoded is not None:
@@ -451,8 +458,7 @@ def build_eval_loader(cfg: LoaderConfig, manifest: Manifest, split: str,
     _check_rank(rank, world_size)
     shards = manifest.split(split).shards
     workers = max(cfg.num_workers, 1)
-    slots = world_size * workers
-    length = sum(math.ceil(slot_sample_count(shards, rank * workers + w, slots) / cfg.eval_batch_size)
+    length = sum(math.ceil(plan_slot(shards, rank, world_size, w, workers).num_samples / cfg.eval_batch_size)
                  for w in range(workers))
     stream = ShardStream(cfg, manifest, split, token_encoder, rank=rank, world_size=world_size,
                          train=False)
