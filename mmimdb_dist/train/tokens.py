@@ -1,12 +1,15 @@
-"""The token encoder a run's loaders and text encoder share.
+"""The token encoder a run's loaders and text encoder share, made once per run folder.
 
-A Hugging Face encoder brings its own tokenizer (by hub name or local folder). Everything
-else uses a word `Vocabulary` built from the TRAIN split only, saved into the run folder so
-a resumed run, and every rank, use exactly the same ids.
+A Hugging Face encoder brings its own tokenizer. Everything else uses a word `Vocabulary`
+built from the TRAIN split only (`models.registry.build_token_encoder`); it is saved into
+the run folder by the main rank and read back by every rank, so all ranks, and a resumed
+run, use exactly the same ids. Image-only models get one too: the loaders tokenise every
+sample whatever the model reads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -16,27 +19,22 @@ from ..data.manifest import Manifest
 VOCABULARY_FILE = "vocabulary.json"
 
 
-def build_vocabulary(cfg: ExperimentConfig, manifest: Manifest, path: Path) -> None:
-    from ..baseline import read_shard_split_texts
-    from ..data.vocab import Vocabulary
-
-    texts = read_shard_split_texts(manifest.shard_paths("train"), "train").texts
-    Vocabulary.build(texts, cfg.model.text.vocab_min_freq, cfg.model.text.vocab_max_size).save(path)
-
-
 def load_token_encoder(cfg: ExperimentConfig, manifest: Manifest, run_dir: Path,
                        accelerator: Any) -> tuple[Any, int]:
-    """(token encoder, vocabulary size); the main rank builds the vocabulary, the others wait."""
-    if cfg.model.uses_text and cfg.model.text.kind == "hf":
-        from ..data.text import HFTokenEncoder
-
-        encoder = HFTokenEncoder.from_pretrained(cfg.model.text.name)
-        return encoder, len(encoder.tokenizer)
+    """(token encoder, vocabulary size to build the model with)."""
     from ..data.vocab import Vocabulary
+    from ..models.registry import build_token_encoder, token_encoder_size
 
+    text_cfg = cfg.model.text
+    if text_cfg.kind == "hf":
+        encoder = build_token_encoder(text_cfg)
+        return encoder, token_encoder_size(encoder)
     path = run_dir / VOCABULARY_FILE
     if accelerator.is_main_process and not path.is_file():
-        build_vocabulary(cfg, manifest, path)
+        from ..baseline import read_shard_split_texts
+
+        texts = read_shard_split_texts(manifest.shard_paths("train"), "train").texts
+        build_token_encoder(dataclasses.replace(text_cfg, kind="bilstm"), texts).save(path)
     accelerator.wait_for_everyone()
     vocabulary = Vocabulary.load(path)
-    return vocabulary, len(vocabulary)
+    return vocabulary, token_encoder_size(vocabulary)
