@@ -173,9 +173,9 @@ def main(argv: list[str] | None = None) -> int:
                                             epoch=repeat, seed=0)
                 runs[name].append(time_batches(loader, num_batches, name, move=move))
                 skipped += loader.skipped
-            print(f"  run {repeat + 1}: " + ", ".join(f"{name} {n / t:.1f} samples/s"
-                                                     for name, (n, t) in ((k, v[-1]) for k, v in runs.items())),
-                  flush=True)
+            rates = {name: n / t for name, (n, t) in ((k, v[-1]) for k, v in runs.items())}
+            print(f"  run {repeat + 1}: " + ", ".join(f"{name} {rate:.1f} samples/s" for name, rate in rates.items())
+                  + f"; shards / baseline {rates['shards'] / rates['baseline']:.2f}x", flush=True)
         (base_samples, base_s), (shard_samples, shard_s), (cpu_samples, cpu_s) = (
             min(runs[name], key=lambda run: run[1] / run[0]) for name in ("baseline", "shards", "shards_cpu"))
 
@@ -192,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
               f"= {shard_rate / cores:.1f} samples/s per worker")
         print(f"  shards + to_device (jitter, normalise) on CPU: {cpu_samples} samples in {cpu_s:.2f} s = "
               f"{cpu_samples / cpu_s:.1f} samples/s")
+        ratios = sorted((ns / ts) / (nb / tb) for (nb, tb), (ns, ts) in zip(runs["baseline"], runs["shards"]))
+        print(f"  median of the per-run ratios: {ratios[len(ratios) // 2]:.2f}x")
         print(f"  ratio shards / baseline (same workers, so also per core): {shard_rate / base_rate:.2f}x "
               f"({cpu_samples / cpu_s / base_rate:.2f}x with jitter and normalisation on the CPU)")
         print(f"  mean padded length per batch (word tokens, max {args.max_text_length}): "
