@@ -139,12 +139,13 @@ def test_gradients_reach_both_encoders(name: str, text_kind: str) -> None:
         assert text_param.grad[PAD_ID].abs().max() == 0
 
 
-@pytest.mark.parametrize(("name", "text_kind", "arch"), [(n, "bilstm", "") for n in ("text_only", "image_only", *FUSIONS)]
+@pytest.mark.parametrize(("name", "text_kind", "arch"),
+                         [(n, "bilstm", "distilbert") for n in ("text_only", "image_only", *FUSIONS)]
                          + [("early_fusion", "hf", "bert"), ("attention_fusion", "hf", "distilbert")])
 def test_every_parameter_takes_part_in_a_training_step(name: str, text_kind: str, arch: str) -> None:
     """What distributed data parallel needs: no trainable parameter is left without a gradient,
     including the missing-modality embeddings on a batch where nothing is missing."""
-    model = tiny_model(name, text_kind=text_kind, arch=arch or "distilbert")
+    model = tiny_model(name, text_kind=text_kind, arch=arch)
     model.train()
     out = model(make_batch([4, 7]))
     loss = out["logits"].sum() + sum(logits.sum() for logits in out.get("branch_logits", {}).values())

@@ -9,7 +9,7 @@ from torch import nn
 from ..config import ConfigError
 from ..data.text import HFTokenEncoder, TokenEncoder
 from ..data.vocab import Vocabulary
-from .config import MODEL_NAMES, ModelConfig, TextEncoderConfig
+from .config import ModelConfig, TextEncoderConfig
 from .fusion import (AttentionFusion, EarlyFusion, GatedMultimodalUnit, LateFusion,
                      MultimodalClassifier, UnimodalClassifier)
 from .text import build_text_encoder
