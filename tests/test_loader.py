@@ -352,6 +352,14 @@ def test_inspect_command_reports_shapes_padding_and_skips(shards, tmp_path_facto
     assert "batches streamed 3, samples 12" in out
     assert "mean padded length" in out and "skipped 0" in out
 
+    # Without --tokenizer: a word vocabulary of the train plots; dev streams in eval order.
+    rc = main(["inspect", "--shards", str(shards), "--split", "dev", "--batches", "1",
+               "--set", "loader.eval_batch_size=5", "--set", "loader.image_size=24",
+               "--set", "loader.num_workers=0"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "pixel_values    (5, 3, 24, 24) uint8" in out and "batches streamed 1, samples 5" in out
+
 
 def test_inspect_command_missing_shards_is_a_one_line_error(tmp_path, capsys):
     from mmimdb_dist.cli import main
