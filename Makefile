@@ -15,7 +15,7 @@ install: install-torch
 	$(PIP) install -q -e '.[dev]'
 
 demo: install
-	mmimdb-dist demo --out $(DEMO_OUT)
+	$(PYTHON) -m mmimdb_dist.cli demo --out $(DEMO_OUT)
 
 test: install
 	$(PYTHON) -m pytest -q -ra
