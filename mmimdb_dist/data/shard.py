@@ -17,6 +17,7 @@ a consistent set, and a folder without one is an interrupted run to be re-run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -27,6 +28,7 @@ import os
 import random
 import re
 import tarfile
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +128,17 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A failed write (full disk, size limit, no permission) becomes a one-line DataError
+    naming the file; the atomic write has already removed its temporary file."""
+    try:
+        yield
+    except OSError as exc:
+        raise DataError(f"{path}: cannot write ({exc.strerror or exc}); the shard set has no "
+                        "manifest: free some space and re-run `mmimdb-dist shard`") from None
+
+
 def write_shard(task: ShardTask) -> ShardResult:
     """Encode a shard's posters and write its tar atomically (runs in a worker process)."""
     buffer = io.BytesIO()
@@ -150,7 +163,9 @@ def write_shard(task: ShardTask) -> ShardResult:
                 label_counts[i] += flag
             written += 1
     data = buffer.getvalue()
-    atomic_write_bytes(Path(task.out_dir) / task.name, data)
+    path = Path(task.out_dir) / task.name
+    with _writing(path):
+        atomic_write_bytes(path, data)
     info = ShardInfo(name=task.name, num_samples=written, sha256=hashlib.sha256(data).hexdigest(),
                      bytes=len(data))
     return ShardResult(split=task.split, info=info, label_counts=label_counts, skipped=skipped)
@@ -246,8 +261,10 @@ def shard_dataset(cfg: ExperimentConfig) -> Manifest:
                         splits=splits, skipped_counts=dict(sorted(report.counts.items())),
                         skipped=skipped, repaired=dict(sorted(report.repaired.items())),
                         unknown_genres=dict(sorted(report.unknown_genres.items())))
-    save_config(cfg, out_dir)
-    atomic_write_json(out_dir / MANIFEST_NAME, manifest.to_dict())
+    with _writing(out_dir / "config.yaml"):
+        save_config(cfg, out_dir)
+    with _writing(out_dir / MANIFEST_NAME):
+        atomic_write_json(out_dir / MANIFEST_NAME, manifest.to_dict())
     return manifest
 
 
