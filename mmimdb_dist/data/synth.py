@@ -625,6 +625,13 @@ def _warn_about_foreign_files(dataset_dir: Path, ids: set[str]) -> None:
                        sorted(foreign)[0])
 
 
+def _remove_interrupted_writes(root: Path) -> None:
+    """Temporary files of atomic writes that a killed run never renamed into place."""
+    for path in [*root.glob(".*.tmp"), *(root / "dataset").glob(".*.tmp")]:
+        logger.info("removing %s (left by an interrupted run)", path)
+        path.unlink(missing_ok=True)
+
+
 def generate_dataset(out_dir: Path, num_movies: int, seed: int = 0, defect_rate: float = 0.0,
                      workers: int = 0) -> Path:
     """Write a synthetic MM-IMDb under `out_dir/mmimdb` and return that folder.
@@ -647,6 +654,7 @@ def generate_dataset(out_dir: Path, num_movies: int, seed: int = 0, defect_rate:
     split_path = root / "split.json"
     # Removed first and written last: its absence marks an unfinished generation.
     split_path.unlink(missing_ok=True)
+    _remove_interrupted_writes(root)
 
     id_rng = random.Random(f"mmimdb-synth:{seed}:ids")
     ids = [f"{number:07d}" for number in id_rng.sample(range(1, 8_000_000), num_movies)]
