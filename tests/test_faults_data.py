@@ -1,0 +1,358 @@
+"""Faults on the data side, with real processes and real files.
+
+A shard or synth run killed with SIGKILL, a disk that fills up while shards are written,
+bad raw data taken end to end through `mmimdb-dist shard`, a shard set that lost a shard
+or its manifest, and config mistakes at the command line. The promise checked each time:
+a clear one-line error naming the file or key (exit 2), or a skip counted in a report,
+and never a half-written file or an incomplete set that looks complete.
+See docs/RELIABILITY.md for the whole catalogue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from test_raw import make_raw
+
+from mmimdb_dist.cli import main
+from mmimdb_dist.config import LoaderConfig, load_config
+from mmimdb_dist.data.loader import build_eval_loader
+from mmimdb_dist.data.manifest import MANIFEST_NAME, load_manifest
+from mmimdb_dist.data.raw import read_split
+from mmimdb_dist.data.shard import shard_dataset, verify_shards
+from mmimdb_dist.data.synth import generate_dataset
+from mmimdb_dist.errors import DataError
+
+NUM_MOVIES = 240
+SEED = 11
+DEFECT_RATE = 0.1
+CLI = [sys.executable, "-m", "mmimdb_dist.cli"]
+
+
+@pytest.fixture(scope="module")
+def synth_raw(tmp_path_factory) -> Path:
+    """A synthetic raw folder with planted defects (some movies are skipped when sharding)."""
+    return generate_dataset(tmp_path_factory.mktemp("synth"), NUM_MOVIES, seed=SEED,
+                            defect_rate=DEFECT_RATE, workers=2)
+
+
+def shard_config(raw: Path, out: Path, short_side: int = 32, per_shard: int = 6, workers: int = 2):
+    return load_config(overrides=[f"data.raw_dir={raw}", f"shard.out_dir={out}",
+                                  f"shard.poster_short_side={short_side}",
+                                  f"shard.samples_per_shard={per_shard}", "shard.min_shards=1",
+                                  f"shard.workers={workers}", "seed=3"])
+
+
+def shard_args(raw: Path, out: Path, short_side: int, per_shard: int) -> list[str]:
+    return ["shard", "--raw", str(raw), "--out", str(out), "--poster-short-side", str(short_side),
+            "--samples-per-shard", str(per_shard), "--min-shards", "1", "--workers", "2",
+            "--set", "seed=3"]
+
+
+def start_in_own_group(args: list[str], log: Path) -> subprocess.Popen:
+    """A CLI run in its own process group, so SIGKILL reaches its worker processes too."""
+    return subprocess.Popen(CLI + args, stdout=subprocess.DEVNULL, stderr=log.open("wb"),
+                            start_new_session=True)
+
+
+def kill_group_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 120) -> None:
+    """SIGKILL the whole process group as soon as `ready()` holds, while it still runs."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, "the run ended before the moment to kill it came"
+        assert time.monotonic() < deadline, "the moment to kill never came"
+        time.sleep(0.005)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+
+
+def temp_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.rglob("*") if p.name.endswith(".tmp"))
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The CLI's error lines (tqdm progress may share stderr with them)."""
+    return [line for line in stderr.splitlines() if "error:" in line]
+
+
+def tar_is_whole(path: Path) -> bool:
+    """Every member of the tar reads to its full declared size."""
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for member in tar:
+                handle = tar.extractfile(member)
+                if handle is None or len(handle.read()) != member.size:
+                    return False
+    except (tarfile.TarError, OSError, EOFError):
+        return False
+    return True
+
+
+def shard_keys(shards_dir: Path) -> dict[str, list[str]]:
+    """Sample keys per split, in the order the manifest's shards hold them."""
+    manifest = load_manifest(shards_dir)
+    keys: dict[str, list[str]] = {}
+    for split in manifest.splits:
+        keys[split] = []
+        for path in manifest.shard_paths(split):
+            with tarfile.open(path) as tar:
+                keys[split] += [m.name.split(".")[0] for m in tar if m.name.endswith(".json")]
+    return keys
+
+
+def assert_every_kept_movie_once(raw: Path, shards_dir: Path) -> None:
+    """Each id of split.json is in exactly one place: one sample of its split, or skipped."""
+    split_ids = read_split(raw)
+    manifest = load_manifest(shards_dir)
+    skipped = Counter((m.split, m.id) for m in manifest.skipped)
+    assert max(skipped.values(), default=1) == 1
+    for split, keys in shard_keys(shards_dir).items():
+        assert len(keys) == len(set(keys)), f"{split}: a movie is in the shards twice"
+        skipped_here = {movie_id for s, movie_id in skipped if s == split}
+        assert not set(keys) & skipped_here
+        assert set(keys) | skipped_here == set(split_ids[split])
+        assert len(keys) == manifest.split(split).num_samples
+
+
+# --------------------------------------------------------------------------- SIGKILL
+
+
+def test_sigkill_while_sharding_leaves_no_set_that_looks_complete(synth_raw, tmp_path):
+    out = tmp_path / "set"
+    shard_dataset(shard_config(synth_raw, out, per_shard=20, workers=1))  # an earlier, complete set
+    old_inodes = {p.name: p.stat().st_ino for p in out.glob("*.tar")}
+
+    def new_shard_written() -> bool:
+        # The new run first removes the manifest, then renames finished shards into place.
+        return not (out / MANIFEST_NAME).exists() and any(
+            old_inodes.get(p.name) != p.stat().st_ino for p in list(out.glob("*.tar"))
+            if p.exists())
+
+    proc = start_in_own_group(shard_args(synth_raw, out, 64, 4), tmp_path / "killed.log")
+    kill_group_when(proc, new_shard_written)
+
+    # Old shards and new ones are mixed now: nothing may call that a shard set.
+    assert not (out / MANIFEST_NAME).exists()
+    assert any("manifest missing" in p for p in verify_shards(out))
+    with pytest.raises(DataError, match="manifest missing"):
+        load_manifest(out)
+    verify = subprocess.run(CLI + ["shard", "--verify", str(out)], capture_output=True, text=True,
+                            timeout=120)
+    assert verify.returncode == 1 and "manifest missing" in verify.stdout
+
+    rerun = subprocess.run(CLI + shard_args(synth_raw, out, 64, 4), capture_output=True, text=True,
+                           timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert verify_shards(out) == []
+    assert temp_files(out) == []
+    assert_every_kept_movie_once(synth_raw, out)
+    manifest = load_manifest(out)
+    assert sorted(p.name for p in out.glob("*.tar")) == sorted(
+        s.name for info in manifest.splits.values() for s in info.shards)
+    planted = json.loads((synth_raw / "defects.json").read_text())["counts"]
+    assert sum(manifest.skipped_counts.values()) > 0
+    assert manifest.repaired.get("plot_was_string", 0) == planted.get("plot_as_string", 0)
+
+
+def test_sigkill_while_synthesising_leaves_no_split_json_and_a_rerun_completes(
+        synth_raw, tmp_path, capsys):
+    out = tmp_path / "synth"
+    dataset = out / "mmimdb" / "dataset"
+    proc = start_in_own_group(["synth", "--out", str(out), "--movies", str(NUM_MOVIES), "--seed",
+                               str(SEED), "--defect-rate", str(DEFECT_RATE), "--workers", "2"],
+                              tmp_path / "killed.log")
+    kill_group_when(proc, lambda: dataset.is_dir() and len(list(dataset.glob("*.jpeg"))) >= 20)
+
+    assert not (out / "mmimdb" / "split.json").exists()
+    # What a kill in the middle of one atomic write leaves (rare to hit by timing alone).
+    (dataset / ".0000042.jpeg.k1ll3d.tmp").write_bytes(b"\xff\xd8 half a poster")
+    assert main(["shard", "--raw", str(out), "--out", str(tmp_path / "set")]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'split.json'}: missing" in err and len(error_lines(err)) == 1
+
+    root = generate_dataset(out, NUM_MOVIES, seed=SEED, defect_rate=DEFECT_RATE, workers=2)
+    assert temp_files(root) == []
+
+    def tree(directory: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
+                if p.is_file()}
+
+    assert tree(root) == tree(synth_raw)  # the same dataset as one uninterrupted run
+
+
+# --------------------------------------------------------------------------- full disk
+
+
+LIMITED_CLI = textwrap.dedent("""
+    import resource, signal, sys
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death, as on a full disk
+    limit = int(sys.argv[1])
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    from mmimdb_dist.cli import main
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
+def assert_failed_write_left_no_trace(out: Path, stderr: str, reason: str) -> None:
+    assert "Traceback" not in stderr
+    (line,) = error_lines(stderr)
+    assert line.startswith("mmimdb-dist shard: error: ")
+    assert f"{out}{os.sep}" in line and reason in line and "re-run" in line
+    assert not (out / MANIFEST_NAME).exists()
+    assert temp_files(out) == []
+    assert all(tar_is_whole(p) for p in out.glob("*.tar"))
+
+
+def test_file_size_limit_while_sharding_is_one_error_line_and_no_torn_file(synth_raw, tmp_path):
+    out = tmp_path / "set"
+    shard_dataset(shard_config(synth_raw, out, short_side=24, workers=1))  # an earlier, complete set
+    proc = subprocess.run([sys.executable, "-c", LIMITED_CLI, "16384",
+                           *shard_args(synth_raw, out, 96, 6)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert_failed_write_left_no_trace(out, proc.stderr, "File too large")
+    assert any(str(out / name) in proc.stderr for name in ("train-", "dev-", "test-"))
+    assert any(".tar: cannot write" in line for line in error_lines(proc.stderr))
+
+    shard_dataset(shard_config(synth_raw, out, short_side=96))  # room again: the re-run completes
+    assert verify_shards(out) == []
+    assert temp_files(out) == []
+    assert_every_kept_movie_once(synth_raw, out)
+
+
+def test_full_tmpfs_while_sharding_is_one_error_line_and_no_torn_file(synth_raw, tmp_path):
+    """The same through a real ENOSPC, where mounting a small tmpfs is allowed (root)."""
+    disk = tmp_path / "small_disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}); the file size limit "
+                    "test covers the same code path")
+    try:
+        out = disk / "set"
+        proc = subprocess.run(CLI + shard_args(synth_raw, out, 64, 6), capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr
+        assert_failed_write_left_no_trace(out, proc.stderr, "No space left on device")
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+# --------------------------------------------------------------------------- raw data, end to end
+
+
+def test_bad_raw_movies_are_skipped_and_counted_by_the_shard_command(tmp_path, capsys):
+    movies = {
+        "0000001": {}, "0000002": {"poster": "png"}, "0000003": {"poster": "CMYK"},
+        "0000004": {"poster": "L"}, "0000005": {"plot": "A plot given as a string."},
+        "0000006": {"raw_json": b'{"plot": ["x"], "genres": '},
+        "0000007": {"raw_json": '{"plot": ["caf\u00e9"], "genres": ["Drama"]}'.encode("latin-1")},
+        "0000008": {"plot": []},
+        "0000009": {"genres": ["Adult", "Talk-Show"]},
+        "0000010": {"poster": "empty"},
+        "0000011": {"poster": "truncated", "size": (200, 300)},
+    }
+    splits = {"train": list(movies)[:8] + ["0000099"], "dev": list(movies)[8:], "test": []}
+    raw = make_raw(tmp_path, movies, splits)  # 0000099 is listed but has no files at all
+    out = tmp_path / "set"
+    assert main(shard_args(raw, out, 32, 4)) == 0
+    printed = capsys.readouterr().out
+    assert "skipped 7:" in printed and "repaired (kept): plot_was_string 1" in printed
+
+    manifest = load_manifest(out)
+    assert manifest.skipped_counts == {"bad_json": 1, "bad_poster": 2, "missing_json": 1,
+                                       "no_kept_genre": 1, "no_plot": 1, "not_utf8": 1}
+    by_id = {m.id: m for m in manifest.skipped}
+    assert by_id["0000099"].file == "dataset/0000099.json"
+    assert by_id["0000011"].reason == "bad_poster" and "does not decode" in by_id["0000011"].detail
+    keys = shard_keys(out)
+    assert sorted(keys["train"]) == ["0000001", "0000002", "0000003", "0000004", "0000005"]
+    assert keys["dev"] == [] and keys["test"] == []
+    assert verify_shards(out) == []
+
+    assert main(shard_args(raw, tmp_path / "strict", 32, 4) + ["--strict"]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert str(raw / "dataset" / "0000006.json") in line and "strict mode" in line
+
+
+# --------------------------------------------------------------------------- damaged shard sets
+
+
+class CharEncoder:
+    """A tokenizer-free TokenEncoder: one id per character."""
+
+    pad_id = 0
+
+    def encode(self, text: str, max_length: int) -> list[int]:
+        return [1 + ord(c) % 200 for c in text[:max_length]]
+
+
+def test_loader_counts_the_samples_of_a_missing_shard(synth_raw, tmp_path, caplog):
+    out = tmp_path / "set"
+    manifest = shard_dataset(shard_config(synth_raw, out, workers=1))
+    lost = manifest.split("test").shards[1]
+    (out / lost.name).unlink()
+    assert any("missing (listed in manifest.json" in p and lost.name in p
+               for p in verify_shards(out))
+
+    cfg = LoaderConfig(batch_size=4, eval_batch_size=8, num_workers=0, image_size=32)
+    loader = build_eval_loader(cfg, load_manifest(out), "test", CharEncoder(), rank=0, world_size=1)
+    seen = [movie_id for batch in loader for movie_id in batch["ids"]]
+    expected = manifest.split("test").num_samples - lost.num_samples
+    assert len(seen) == len(set(seen)) == expected
+    assert loader.skipped == lost.num_samples
+    assert lost.name in caplog.text
+
+
+def test_manifest_that_is_not_json_is_named_by_load_and_verify(synth_raw, tmp_path):
+    out = tmp_path / "set"
+    shard_dataset(shard_config(synth_raw, out, workers=1))
+    text = (out / MANIFEST_NAME).read_text()
+    (out / MANIFEST_NAME).write_text(text[: len(text) // 2])
+    with pytest.raises(DataError, match=r"manifest\.json: not valid JSON"):
+        load_manifest(out)
+    verify = subprocess.run(CLI + ["shard", "--verify", str(out)], capture_output=True, text=True,
+                            timeout=120)
+    assert verify.returncode == 1
+    assert f"{out / MANIFEST_NAME}: not valid JSON" in verify.stdout
+
+
+# --------------------------------------------------------------------------- config at the CLI
+
+
+@pytest.mark.parametrize("setting, named", [
+    ("shard.poster_size=64", "shard.poster_size"),
+    ("shard.workers=two", "shard.workers: expected int"),
+    ("model.name=transformer_fusion", "model.name"),
+    ("loss.name=hinge", "loss.name"),
+])
+def test_config_mistakes_are_one_line_naming_the_key(tmp_path, capsys, setting, named):
+    assert main(["shard", "--raw", str(tmp_path), "--out", str(tmp_path / "s"), "--set", setting]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert named in line
+    assert not (tmp_path / "s").exists()
+
+
+def test_yaml_with_a_python_tag_is_refused_at_the_cli(tmp_path, capsys):
+    marker = tmp_path / "ran"
+    config = tmp_path / "exp.yaml"
+    config.write_text(f"name: !!python/object/apply:os.system ['touch {marker}']\n")
+    assert main(["shard", "--config", str(config), "--raw", str(tmp_path), "--out",
+                 str(tmp_path / "s")]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert str(config) in line and "not valid YAML" in line
+    assert not marker.exists()
+
