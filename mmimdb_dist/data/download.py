@@ -210,16 +210,34 @@ def _stream_attempt(url: str, part: _PartialFile, timeout: float, progress: Any)
         received = 0
         with open(part.path, "ab") as handle:
             while chunk := response.read1(CHUNK_BYTES):  # what has arrived: a stall loses nothing
-                handle.write(chunk)
+                _write_part(part, handle, chunk)
                 part.hasher.update(chunk)
                 part.size += len(chunk)
                 received += len(chunk)
                 progress.update(len(chunk))
-            handle.flush()
-            os.fsync(handle.fileno())
+            _write_part(part, handle, b"")
         if remaining is not None and received < remaining:
             raise _CutShort(f"connection closed after {received} of {remaining} bytes")
     return True
+
+
+def _write_part(part: _PartialFile, handle: Any, chunk: bytes) -> None:
+    """Append to the .part (an empty chunk flushes and syncs it). A full disk is not a network
+    error: retrying cannot help, so it stops the download at once, keeping what was written."""
+    try:
+        if chunk:
+            handle.write(chunk)
+        else:
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        kept = os.fstat(handle.fileno()).st_size
+        raise DownloadError(f"{part.path}: cannot write ({exc.strerror or exc}); {kept} bytes "
+                            "kept, free some space and run again to resume") from None
+
+
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 1e9:.1f} GB" if num_bytes >= 1e8 else f"{num_bytes / 1e6:.2f} MB"
 
 
 def _check_free_space(directory: Path, needed: int | None) -> None:
@@ -228,7 +246,7 @@ def _check_free_space(directory: Path, needed: int | None) -> None:
         return
     free = shutil.disk_usage(directory).free
     if needed > free:
-        raise DownloadError(f"{directory}: needs {needed / 1e9:.1f} GB more, only {free / 1e9:.1f} GB free")
+        raise DownloadError(f"{directory}: needs {_size(needed)} more, only {_size(free)} free")
 
 
 def download(url: str, directory: str | os.PathLike, sha256: str, *, retries: int = 5,
