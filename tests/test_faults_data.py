@@ -10,6 +10,8 @@ See docs/RELIABILITY.md for the whole catalogue.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -19,10 +21,11 @@ import tarfile
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from test_download import ArchiveServer, _mmimdb_tar_gz
 from test_raw import make_raw
 
 from mmimdb_dist.cli import main
@@ -31,8 +34,9 @@ from mmimdb_dist.data.loader import build_eval_loader
 from mmimdb_dist.data.manifest import MANIFEST_NAME, load_manifest
 from mmimdb_dist.data.raw import read_split
 from mmimdb_dist.data.shard import shard_dataset, verify_shards
+from mmimdb_dist.data.download import fetch_mmimdb
 from mmimdb_dist.data.synth import generate_dataset
-from mmimdb_dist.errors import DataError
+from mmimdb_dist.errors import DataError, DownloadError
 
 NUM_MOVIES = 240
 SEED = 11
@@ -232,23 +236,81 @@ def test_file_size_limit_while_sharding_is_one_error_line_and_no_torn_file(synth
     assert_every_kept_movie_once(synth_raw, out)
 
 
-def test_full_tmpfs_while_sharding_is_one_error_line_and_no_torn_file(synth_raw, tmp_path):
-    """The same through a real ENOSPC, where mounting a small tmpfs is allowed (root)."""
-    disk = tmp_path / "small_disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
+@contextlib.contextmanager
+def small_tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
+    """A real filesystem of `size`, where mounting one is allowed (root); skips otherwise."""
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                              str(mount_point)], capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}); the file size limit "
-                    "test covers the same code path")
+                    "tests cover the same code path")
     try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_full_tmpfs_while_sharding_is_one_error_line_and_no_torn_file(synth_raw, tmp_path):
+    """The same through a real ENOSPC."""
+    with small_tmpfs(tmp_path / "small_disk", "256k") as disk:
         out = disk / "set"
         proc = subprocess.run(CLI + shard_args(synth_raw, out, 64, 6), capture_output=True,
                               text=True, timeout=300)
         assert proc.returncode == 2, proc.stderr
         assert_failed_write_left_no_trace(out, proc.stderr, "No space left on device")
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.fixture(scope="module")
+def archive() -> bytes:
+    return _mmimdb_tar_gz()  # about 120 kB that gzip cannot shrink
+
+
+def download_args(server: ArchiveServer, to: Path, payload: bytes) -> list[str]:
+    return ["download", "--to", str(to), "--url", server.url, "--sha256",
+            hashlib.sha256(payload).hexdigest(), "--retries", "3"]
+
+
+def test_size_limit_while_downloading_stops_at_once_and_the_rerun_resumes(archive, tmp_path):
+    with ArchiveServer(archive) as server:
+        proc = subprocess.run([sys.executable, "-c", LIMITED_CLI, "50000",
+                               *download_args(server, tmp_path, archive)],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr
+        (line,) = error_lines(proc.stderr)
+        part = tmp_path / "mmimdb.tar.gz.part"
+        assert f"{part}: cannot write (File too large)" in line and "run again to resume" in line
+        assert len(server.requests) == 1  # a full disk is not retried like a network error
+        kept = part.stat().st_size
+        assert 0 < kept <= 50000 and f"{kept} bytes kept" in line
+        assert not (tmp_path / "mmimdb").exists()
+
+        raw = fetch_mmimdb(tmp_path, url=server.url, sha256=hashlib.sha256(archive).hexdigest(),
+                           retries=0, progress=False)
+        assert server.requests[-1]["Range"] == f"bytes={kept}-"
+    assert (tmp_path / "mmimdb.tar.gz").read_bytes() == archive
+    assert read_split(raw) == {"train": ["0000001"], "dev": ["0000002"], "test": []}
+
+
+def test_download_to_a_disk_too_small_is_refused_before_writing(archive, tmp_path, capsys):
+    with small_tmpfs(tmp_path / "small_disk", "64k") as disk:
+        with ArchiveServer(archive) as server:
+            assert main(download_args(server, disk, archive)) == 2
+        (line,) = error_lines(capsys.readouterr().err)
+        assert f"{disk}: needs 0.1" in line and "MB more, only 0.0" in line and "MB free" in line
+        assert [p.name for p in disk.iterdir() if p.stat().st_size] == []  # nothing filled it
+        assert not (disk / "mmimdb.tar.gz").exists()
+
+
+def test_truncated_archive_is_refused_and_extracts_nothing(archive, tmp_path):
+    with ArchiveServer(archive[: len(archive) // 2]) as server:
+        with pytest.raises(DownloadError) as error:
+            fetch_mmimdb(tmp_path, url=server.url,
+                         sha256=hashlib.sha256(archive[: len(archive) // 2]).hexdigest(),
+                         retries=0, progress=False)
+    assert f"{tmp_path / 'mmimdb.tar.gz'}: cannot extract" in str(error.value)
+    assert not (tmp_path / "mmimdb").exists()
 
 
 # --------------------------------------------------------------------------- raw data, end to end
