@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import signal
@@ -30,7 +31,7 @@ from test_raw import make_raw
 
 from mmimdb_dist.cli import main
 from mmimdb_dist.config import LoaderConfig, load_config
-from mmimdb_dist.data.loader import build_eval_loader
+from mmimdb_dist.data.loader import build_eval_loader, build_train_loader
 from mmimdb_dist.data.manifest import MANIFEST_NAME, load_manifest
 from mmimdb_dist.data.raw import read_split
 from mmimdb_dist.data.shard import shard_dataset, verify_shards
@@ -326,19 +327,24 @@ def test_bad_raw_movies_are_skipped_and_counted_by_the_shard_command(tmp_path, c
         "0000009": {"genres": ["Adult", "Talk-Show"]},
         "0000010": {"poster": "empty"},
         "0000011": {"poster": "truncated", "size": (200, 300)},
+        "0000012": {"raw_json": b'{"title": "No plot key", "genres": ["Drama"]}'},
     }
     splits = {"train": list(movies)[:8] + ["0000099"], "dev": list(movies)[8:], "test": []}
     raw = make_raw(tmp_path, movies, splits)  # 0000099 is listed but has no files at all
     out = tmp_path / "set"
     assert main(shard_args(raw, out, 32, 4)) == 0
     printed = capsys.readouterr().out
-    assert "skipped 7:" in printed and "repaired (kept): plot_was_string 1" in printed
+    assert "skipped 8:" in printed and "repaired (kept): plot_was_string 1" in printed
 
     manifest = load_manifest(out)
     assert manifest.skipped_counts == {"bad_json": 1, "bad_poster": 2, "missing_json": 1,
-                                       "no_kept_genre": 1, "no_plot": 1, "not_utf8": 1}
+                                       "no_kept_genre": 1, "no_plot": 2, "not_utf8": 1}
     by_id = {m.id: m for m in manifest.skipped}
     assert by_id["0000099"].file == "dataset/0000099.json"
+    assert by_id["0000012"].detail == "key 'plot' missing"
+    assert "not valid JSON" in by_id["0000006"].detail
+    assert "not UTF-8" in by_id["0000007"].detail
+    assert "0 bytes" in by_id["0000010"].detail
     assert by_id["0000011"].reason == "bad_poster" and "does not decode" in by_id["0000011"].detail
     keys = shard_keys(out)
     assert sorted(keys["train"]) == ["0000001", "0000002", "0000003", "0000004", "0000005"]
@@ -377,6 +383,42 @@ def test_loader_counts_the_samples_of_a_missing_shard(synth_raw, tmp_path, caplo
     assert len(seen) == len(set(seen)) == expected
     assert loader.skipped == lost.num_samples
     assert lost.name in caplog.text
+
+
+def test_train_loader_with_every_shard_lost_is_an_error_not_a_hang(synth_raw, tmp_path):
+    """An endless train stream over shards that give nothing would spin forever (and leave
+    the other ranks waiting in an all-reduce): it stops with an error after one full pass."""
+    out = tmp_path / "set"
+    shard_dataset(shard_config(synth_raw, out, workers=1))
+    manifest = load_manifest(out)
+    for path in manifest.shard_paths("train"):
+        path.unlink()
+    cfg = LoaderConfig(batch_size=4, num_workers=0, image_size=32, shuffle_buffer=8)
+    loader = build_train_loader(cfg, manifest, CharEncoder(), rank=0, world_size=1, epoch=0, seed=0)
+    with pytest.raises(DataError, match=r"train worker 0 of rank 0 read no usable sample") as error:
+        list(loader)
+    assert str(out) in str(error.value)
+
+
+def test_train_batch_whose_every_poster_fails_is_an_error_not_a_short_rank(synth_raw, tmp_path):
+    """A train batch with no decodable poster cannot be skipped: that rank would run one
+    batch short and the others would wait for it in an all-reduce."""
+    out = tmp_path / "set"
+    shard_dataset(shard_config(synth_raw, out, workers=1))
+    manifest = load_manifest(out)
+    for path in manifest.shard_paths("train"):
+        with tarfile.open(path) as tar:
+            members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+        with tarfile.open(path, "w") as tar:
+            for member, data in members:
+                if member.name.endswith(".jpg"):
+                    data = b"\xff\xd8\xff\xe0 not a poster" * 8
+                    member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+    cfg = LoaderConfig(batch_size=4, num_workers=0, image_size=32, shuffle_buffer=8)
+    loader = build_train_loader(cfg, manifest, CharEncoder(), rank=0, world_size=1, epoch=0, seed=0)
+    with pytest.raises(DataError, match=r"no poster of a train batch decodes.*shard --verify"):
+        next(iter(loader))
 
 
 def test_manifest_that_is_not_json_is_named_by_load_and_verify(synth_raw, tmp_path):
