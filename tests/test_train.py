@@ -278,3 +278,14 @@ def test_schedules_warm_up_then_decay():
     assert lr_multiplier(10, 10, 4, "cosine") == pytest.approx(0.0)
     assert lr_multiplier(7, 10, 4, "linear") == pytest.approx(0.5)
     assert lr_multiplier(9, 10, 0, "constant") == 1.0
+
+
+def test_accelerate_launch_configs_parse():
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    folder = Path(__file__).parents[1] / "launch" / "accelerate"
+    parsed = {path.stem: ClusterConfig.from_yaml_file(str(path)) for path in folder.glob("*.yaml")}
+    assert set(parsed) == {"single_gpu", "multi_gpu_bf16", "multi_node"}
+    assert parsed["single_gpu"].num_processes == 1
+    assert parsed["multi_gpu_bf16"].mixed_precision == "bf16"
+    assert parsed["multi_node"].num_machines == 2

@@ -17,9 +17,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..metrics import format_summary
+    from ..train.checkpoint import resolve_resume
     from ..train.loop import run_dir_of, train
 
     cfg = load_config(args.config, args.overrides)
+    if args.resume not in (None, "auto"):
+        # A mistyped path fails here, before any process group or model is set up.
+        resolve_resume(args.resume, run_dir_of(cfg) / "checkpoints")
     result = train(cfg, resume=args.resume)
     from accelerate.state import PartialState
 

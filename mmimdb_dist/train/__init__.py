@@ -1,2 +1,50 @@
 """Training under Hugging Face Accelerate: `mmimdb-dist train`.
+
+The same command runs plainly on one CPU or GPU, or on every rank under `accelerate launch`:
+
+    mmimdb-dist train --config configs/synth_demo_fusion.yaml
+    mmimdb-dist train --config configs/early_fusion.yaml --set train.lr=3e-4 --set train.epochs=20
+    accelerate launch --config_file launch/accelerate/multi_gpu_bf16.yaml -m mmimdb_dist.cli \\
+        train --config configs/early_fusion.yaml
+    # on CPU, 2 processes over gloo (--multi_gpu starts them; the trainer runs on CPU without CUDA)
+    accelerate launch --multi_gpu --num_processes 2 -m mmimdb_dist.cli train --config ...
+    # continue a killed or preempted run where its newest complete checkpoint left it
+    mmimdb-dist train --config configs/early_fusion.yaml --resume auto
+
+The `train:` section of the config (`TrainConfig`) holds epochs, `lr` (heads and parts
+trained from scratch), `encoder_lr` (pretrained encoders), `weight_decay` (none on biases,
+norms and 1-d parameters), `warmup_steps` / `warmup_ratio`, `schedule` (cosine, linear,
+constant), `grad_accum_steps`, `max_grad_norm`, `mixed_precision` (no, bf16, or null for the
+launcher's choice), `compile`, `channels_last`, `eval_every` ("epoch" or N optimizer steps),
+`early_stopping_patience`, `checkpoint_every_steps`, `keep_checkpoints`, `log_every`, `seed`
+and `dist_timeout_s`. The late-fusion branch loss weight is `model.fusion.branch_loss_weight`.
+`loader.batch_size` is per process: the global batch is batch_size x processes x accumulation.
+
+A run writes `<output_dir>/<name>/`:
+
+    config.yaml          the resolved config
+    vocabulary.json      the BiLSTM's word vocabulary, built from the train split only
+    metrics.jsonl        one line per logged step (loss, lr per parameter group, samples/s,
+                         grad norm, peak memory), per dev evaluation, and a final line
+    tensorboard/         the same curves for TensorBoard (`tensorboard --logdir <run>`)
+    checkpoints/         step-<step>-b<batches>/: Accelerate state (model, optimizer, scheduler,
+                         every rank's RNG), inference/ (model.safetensors, config.yaml,
+                         genres.json, tokenizer or vocabulary) and trainer_state.json;
+                         the `keep_checkpoints` newest plus the best are kept
+    final_metrics.json   dev and test metrics of the BEST checkpoint, at threshold 0.5 and with
+                         per-genre thresholds tuned on dev (test never tunes on itself)
+    per_genre.csv        per-genre precision, recall and F1 under both protocols
+
+Model selection and early stopping use dev macro-F1 at the fixed 0.5 threshold: it needs no
+tuning step per evaluation, and tuning thresholds on the same dev set that picks the
+checkpoint would make the selection optimistic twice over. A checkpoint is written after
+every evaluation (so the best one is always on disk) and every `checkpoint_every_steps`
+optimizer steps (so a kill mid-epoch loses little); `--resume auto` restores weights,
+optimizer, scheduler, RNG, epoch, step and the position in the epoch, and ends with the same
+metrics as an uninterrupted run. `load_for_inference(checkpoint)` rebuilds a trained model
+from a checkpoint's `inference/` folder alone (safetensors, no pickle).
+
+Modules: `config` (TrainConfig), `optim` (parameter groups, schedules), `tokens` (token
+encoder per run), `evaluate` (exact distributed evaluation), `checkpoint` (atomic save,
+resume, pruning, inference export), `loop` (the Accelerator and the trainer).
 """

@@ -35,7 +35,9 @@ class TrainConfig:
     # Gradient norm clipping; null turns it off.
     max_grad_norm: Optional[float] = 1.0
     # bf16 autocast also runs on CPU (slower there than fp32 on most CPUs, but the same code path).
-    mixed_precision: Literal["no", "bf16"] = "no"
+    # null: whatever the launcher says (`accelerate launch --mixed_precision` or its config
+    # file), and fp32 when run plainly.
+    mixed_precision: Optional[Literal["no", "bf16"]] = None
     # torch.compile the model (first steps are slow while it compiles).
     compile: bool = False
     # channels_last memory format for the image encoder (faster convolutions on GPUs).

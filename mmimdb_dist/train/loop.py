@@ -359,7 +359,7 @@ class Trainer:
             "best_checkpoint": state.best_checkpoint, "best_epoch": state.best_epoch,
             "best_step": state.best_step, "best_dev_f1_macro": state.best_metric,
             "stopped_early": state.stopped_early, "last_epoch": state.epoch, "last_step": state.step,
-            "world_size": self.world_size, "mixed_precision": self.train_cfg.mixed_precision,
+            "world_size": self.world_size, "mixed_precision": self.accelerator.mixed_precision,
             **reports,
         }
         if self.main:
