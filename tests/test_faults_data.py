@@ -137,13 +137,23 @@ def assert_every_kept_movie_once(raw: Path, shards_dir: Path) -> None:
 def test_sigkill_while_sharding_leaves_no_set_that_looks_complete(synth_raw, tmp_path):
     out = tmp_path / "set"
     shard_dataset(shard_config(synth_raw, out, per_shard=20, workers=1))  # an earlier, complete set
+
+    # Killed before it touched the folder: the earlier set must still be whole (or unlisted).
+    early = start_in_own_group(shard_args(synth_raw, out, 64, 4), tmp_path / "early.log")
+    kill_group_when(early, lambda: True)
+    assert not (out / MANIFEST_NAME).exists() or verify_shards(out) == []
     old_inodes = {p.name: p.stat().st_ino for p in out.glob("*.tar")}
 
+    def inode(path: Path) -> int | None:
+        try:
+            return path.stat().st_ino
+        except FileNotFoundError:
+            return None
+
     def new_shard_written() -> bool:
-        # The new run first removes the manifest, then renames finished shards into place.
+        # The run first removes the manifest, then renames finished shards into place.
         return not (out / MANIFEST_NAME).exists() and any(
-            old_inodes.get(p.name) != p.stat().st_ino for p in list(out.glob("*.tar"))
-            if p.exists())
+            inode(p) not in (None, old_inodes.get(p.name)) for p in out.glob("*.tar"))
 
     proc = start_in_own_group(shard_args(synth_raw, out, 64, 4), tmp_path / "killed.log")
     kill_group_when(proc, new_shard_written)
