@@ -41,6 +41,7 @@ from ..metrics import (compute_metrics, evaluation_report, tune_thresholds, writ
 from ..models import build_model
 from .checkpoint import (STATE_FILE, TrainerState, checkpoint_name, clean_temp_folders,
                          complete_checkpoints, prune, resolve_resume, save_checkpoint)
+from .deepspeed_config import deepspeed_plugin, fill_deepspeed_config, mark_boundary
 from .evaluate import Predictions, iterate, predict
 from .optim import build_optimizer, build_scheduler
 from .tokens import load_token_encoder
@@ -53,17 +54,22 @@ SELECTION_METRIC = "f1_macro"  # dev macro-F1 at the fixed 0.5 threshold
 def build_accelerator(cfg: ExperimentConfig):
     """The Accelerator of a run, configured from the YAML rather than from launcher flags."""
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, parse_flag_from_env
 
+    cuda = torch.cuda.is_available()
     handlers = [
-        InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.dist_timeout_s)),
+        # gloo without CUDA: DeepSpeed would otherwise ask for its CPU backend (oneCCL).
+        InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.dist_timeout_s),
+                               backend=None if cuda else "gloo"),
         # The learned "missing modality" embeddings only receive gradients in batches where
         # a modality is absent or dropped; DDP must not wait for them in the others.
         DistributedDataParallelKwargs(find_unused_parameters=True),
     ]
     # Accumulation is done by the trainer and the scheduler stepped once per optimizer step
     # (Accelerate would otherwise step it once per process, for loaders it splits itself).
-    return Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available(),
+    # cpu=True would turn DeepSpeed off: its engine finds the CPU by itself.
+    cpu = not cuda and not parse_flag_from_env("ACCELERATE_USE_DEEPSPEED")
+    return Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=cpu,
                        kwargs_handlers=handlers, step_scheduler_with_optimizer=False)
 
 
@@ -117,12 +123,13 @@ class Trainer:
         scheduler = build_scheduler(optimizer, cfg.train, self.total_steps)
         if cfg.train.compile:
             model = torch.compile(model)
+        fill_deepspeed_config(accelerator, cfg)
         self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
         self.group_names = [group.get("name", f"group{i}") for i, group in enumerate(optimizer.param_groups)]
 
         # DeepSpeed's bf16 mode runs the model in bf16 without autocast: inputs must match.
-        plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-        deepspeed_bf16 = plugin is not None and accelerator.mixed_precision == "bf16"
+        self.deepspeed = deepspeed_plugin(accelerator) is not None
+        deepspeed_bf16 = self.deepspeed and accelerator.mixed_precision == "bf16"
         self.input_dtype = torch.bfloat16 if deepspeed_bf16 else torch.float32
         self.state = TrainerState()
         self.writer = None
@@ -231,6 +238,8 @@ class Trainer:
         batch = to_device(batch, self.accelerator.device, self.input_dtype)
         if self.train_cfg.channels_last:
             batch["pixel_values"] = batch["pixel_values"].contiguous(memory_format=torch.channels_last)
+        if self.deepspeed:
+            mark_boundary(self.accelerator, sync)
         no_sync = contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model)
         with no_sync:
             outputs = self.model(batch)
