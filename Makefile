@@ -11,7 +11,12 @@ DEMO_OUT ?= runs/demo
 install-torch:
 	PIP_FIND_LINKS= PIP_CONFIG_FILE=/dev/null $(PIP) install -q -r requirements-torch.txt
 
+# DeepSpeed ships no wheel: it builds from source against the torch installed above, without
+# build isolation (which would fetch another torch, so setuptools must already be there) and
+# without compiling its CUDA ops.
 install: install-torch
+	$(PIP) install -q 'setuptools>=68' wheel
+	DS_BUILD_OPS=0 $(PIP) install -q --no-build-isolation 'deepspeed==0.19.8'
 	$(PIP) install -q -e '.[dev]'
 
 demo: install
