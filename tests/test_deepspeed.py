@@ -107,3 +107,65 @@ def test_zero3_fp32_trains_and_exports_gathered_weights(shards, tmp_path):
     assert compute_metrics(dev.labels, dev.probs)["f1_macro"] == pytest.approx(final["best_dev_f1_macro"], abs=1e-4)
     losses = [r["loss"] for r in records(run_dir, "train")]
     assert losses[-1] < losses[0], losses
+
+
+def _plugin_for(path: str, **entries):
+    from accelerate.utils import DeepSpeedPlugin
+
+    config = json.loads((REPO / path).read_text(encoding="utf-8"))
+    config.update(entries)
+    return DeepSpeedPlugin(hf_ds_config=config)
+
+
+def _fill(plugin, accelerator_precision: str = "no", **train):
+    """fill_deepspeed_config against a real DeepSpeedPlugin, outside a launch."""
+    from types import SimpleNamespace
+
+    from mmimdb_dist.config import load_config
+    from mmimdb_dist.train.deepspeed_config import fill_deepspeed_config
+
+    cfg = load_config(REPO / "configs/synth_early_fusion.yaml",
+                      [f"train.{key}={value}" for key, value in train.items()])
+    accelerator = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin), mixed_precision=accelerator_precision)
+    fill_deepspeed_config(accelerator, cfg)
+    return plugin.deepspeed_config
+
+
+@pytest.mark.parametrize("path", ["launch/deepspeed/zero2.json", "launch/deepspeed/zero3.json",
+                                  "launch/deepspeed/zero2_fp32.json", "launch/deepspeed/zero3_fp32.json"])
+def test_launch_configs_resolve_from_the_experiment_config(path):
+    filled = _fill(_plugin_for(path), max_grad_norm=0.25, grad_accum_steps=4)
+    assert filled["train_micro_batch_size_per_gpu"] == 32  # loader.batch_size of the config
+    assert filled["gradient_clipping"] == 0.25
+    assert filled["gradient_accumulation_steps"] == 1  # the trainer accumulates the 4 itself
+    zero = filled["zero_optimization"]
+    # no bucket size left to "auto": the fusion models have no config.hidden_size to derive it from
+    assert not [key for key, value in zero.items() if value == "auto"]
+    assert filled["bf16"]["enabled"] is ("fp32" not in path)
+    assert _fill(_plugin_for(path), max_grad_norm="null")["gradient_clipping"] == 0.0
+
+
+def test_accelerate_yamls_point_at_existing_deepspeed_configs():
+    import yaml
+
+    for stage in (2, 3):
+        for name, json_name in ((f"zero{stage}", f"zero{stage}.json"), (f"zero{stage}_cpu", f"zero{stage}_fp32.json")):
+            launch_config = yaml.safe_load((REPO / "launch/accelerate" / f"{name}.yaml").read_text())
+            assert launch_config["distributed_type"] == "DEEPSPEED"
+            assert launch_config["deepspeed_config"]["deepspeed_config_file"] == f"launch/deepspeed/{json_name}"
+            assert "mixed_precision" not in launch_config  # Accelerate refuses it beside a JSON
+            stage_in_json = json.loads((REPO / "launch/deepspeed" / json_name).read_text())["zero_optimization"]
+            assert stage_in_json["stage"] == stage
+
+
+def test_config_disagreements_are_refused_with_the_key_named():
+    from mmimdb_dist.config import ConfigError
+
+    with pytest.raises(ConfigError, match="gradient_accumulation_steps is 4"):
+        _fill(_plugin_for("launch/deepspeed/zero2_fp32.json", gradient_accumulation_steps=4))
+    with pytest.raises(ConfigError, match="gradient_clipping is 2.0 but train.max_grad_norm is 1.0"):
+        _fill(_plugin_for("launch/deepspeed/zero2_fp32.json", gradient_clipping=2.0), max_grad_norm=1.0)
+    with pytest.raises(ConfigError, match="runs in 'no' precision but train.mixed_precision is 'bf16'"):
+        _fill(_plugin_for("launch/deepspeed/zero2_fp32.json"), accelerator_precision="no", mixed_precision="bf16")
+    # null leaves precision to the JSON
+    assert _fill(_plugin_for("launch/deepspeed/zero2.json"), accelerator_precision="bf16", mixed_precision="null")
