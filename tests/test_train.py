@@ -285,7 +285,7 @@ def test_accelerate_launch_configs_parse():
 
     folder = Path(__file__).parents[1] / "launch" / "accelerate"
     parsed = {path.stem: ClusterConfig.from_yaml_file(str(path)) for path in folder.glob("*.yaml")}
-    assert set(parsed) == {"single_gpu", "multi_gpu_bf16", "multi_node"}
+    assert {"single_gpu", "multi_gpu_bf16", "multi_node"} <= set(parsed)
     assert parsed["single_gpu"].num_processes == 1
     assert parsed["multi_gpu_bf16"].mixed_precision == "bf16"
     assert parsed["multi_node"].num_machines == 2

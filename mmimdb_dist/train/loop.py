@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import resource
 import time
 from datetime import timedelta
@@ -57,10 +58,13 @@ def build_accelerator(cfg: ExperimentConfig):
     from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, parse_flag_from_env
 
     cuda = torch.cuda.is_available()
+    # gloo without CUDA: DeepSpeed would otherwise ask for its CPU backend (oneCCL). Only for
+    # launched processes: a backend on a plain single process makes Accelerate look for a
+    # process group that was never started.
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     handlers = [
-        # gloo without CUDA: DeepSpeed would otherwise ask for its CPU backend (oneCCL).
         InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.dist_timeout_s),
-                               backend=None if cuda else "gloo"),
+                               backend="gloo" if launched and not cuda else None),
         # The learned "missing modality" embeddings only receive gradients in batches where
         # a modality is absent or dropped; DDP must not wait for them in the others.
         DistributedDataParallelKwargs(find_unused_parameters=True),
