@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("inspect", "stream batches from a shard set and report what the loaders produce"),
     "baseline": ("baseline", "TF-IDF + one-vs-rest logistic regression on plots (classical baseline)"),
     "train": ("train", "train a configured model on the shards, on one device or under accelerate launch"),
-    "demo": ("demo", "the embedded default end to end: synth -> shard -> verify -> read back -> baseline"),
+    "demo": ("demo", "the embedded default end to end: synth -> shard -> verify -> read back -> baseline -> fusion"),
 }
 
 
