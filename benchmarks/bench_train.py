@@ -198,12 +198,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=None, help="override loader.batch_size")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice); 1 is steadier on a shared machine")
     parser.add_argument("--quick", action="store_true", help="a few steps only, to check the script runs")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.warmup = 3, 1
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     results = []
     for config in args.configs:
