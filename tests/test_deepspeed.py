@@ -30,9 +30,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(stage: int, config: Path, *extra: str) -> subprocess.CompletedProcess:
+def launch(stage: int | str, config: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`stage`: 2 or 3 for the project's CPU launch configs, or the path of another one."""
+    launch_config = f"launch/accelerate/zero{stage}_cpu.yaml" if isinstance(stage, int) else stage
     command = [sys.executable, "-m", "accelerate.commands.launch", "--use_deepspeed",
-               "--config_file", f"launch/accelerate/zero{stage}_cpu.yaml", "--num_processes", "2",
+               "--config_file", launch_config, "--num_processes", "2",
                "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
                "-m", "mmimdb_dist.cli", "--log-level", "WARNING", "train", "--config", str(config), *extra]
     result = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env(), cwd=REPO)
@@ -107,6 +109,30 @@ def test_zero3_fp32_trains_and_exports_gathered_weights(shards, tmp_path):
     assert compute_metrics(dev.labels, dev.probs)["f1_macro"] == pytest.approx(final["best_dev_f1_macro"], abs=1e-4)
     losses = [r["loss"] for r in records(run_dir, "train")]
     assert losses[-1] < losses[0], losses
+
+
+
+def test_zero2_bf16_casts_inputs_and_buffers_and_learns(shards, tmp_path):
+    """DeepSpeed's own bf16 mode (zero2.json, the GPU config) on CPU: the model runs in bf16
+    without autocast, so the trainer feeds it bf16 pixels and bf16 BatchNorm statistics."""
+    import yaml
+    from safetensors import safe_open
+
+    launch_config = yaml.safe_load((REPO / "launch/accelerate/zero2_cpu.yaml").read_text())
+    launch_config["deepspeed_config"]["deepspeed_config_file"] = str(REPO / "launch/deepspeed/zero2.json")
+    launch_yaml = tmp_path / "zero2_bf16_cpu.yaml"
+    launch_yaml.write_text(yaml.safe_dump(launch_config))
+    launch(str(launch_yaml), write_config(tmp_path / "bf16.yaml",
+                                          tiny_config(shards, tmp_path / "runs", "bf16", epochs=1, log_every=2)))
+    run_dir = tmp_path / "runs" / "bf16"
+    final = json.loads((run_dir / "final_metrics.json").read_text())
+    assert final["mixed_precision"] == "bf16"
+    losses = [r["loss"] for r in records(run_dir, "train")]
+    assert min(losses[-2:]) < 0.8 * losses[0], losses
+    exported = run_dir / "checkpoints" / final["best_checkpoint"] / "inference" / "model.safetensors"
+    with safe_open(str(exported), "pt") as weights:
+        dtypes = {str(weights.get_slice(name).get_dtype()) for name in weights.keys()}
+    assert "BF16" in dtypes
 
 
 def _plugin_for(path: str, **entries):

@@ -66,3 +66,13 @@ def mark_boundary(accelerator: Any, last_of_group: bool) -> None:
     sets that flag per micro-batch.
     """
     accelerator.gradient_state._set_sync_gradients(last_of_group)
+
+
+def buffers_to_bf16(model: Any) -> None:
+    """DeepSpeed's bf16 mode casts parameters only: BatchNorm's running statistics stay fp32,
+    and a bf16 BatchNorm refuses them. Cast floating-point buffers to match."""
+    import torch
+
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            buffer.data = buffer.data.to(torch.bfloat16)

@@ -42,7 +42,7 @@ from ..metrics import (compute_metrics, evaluation_report, tune_thresholds, writ
 from ..models import build_model
 from .checkpoint import (STATE_FILE, TrainerState, checkpoint_name, clean_temp_folders,
                          complete_checkpoints, prune, resolve_resume, save_checkpoint)
-from .deepspeed_config import deepspeed_plugin, fill_deepspeed_config, mark_boundary
+from .deepspeed_config import buffers_to_bf16, deepspeed_plugin, fill_deepspeed_config, mark_boundary
 from .evaluate import Predictions, iterate, predict
 from .optim import build_optimizer, build_scheduler
 from .tokens import load_token_encoder
@@ -135,6 +135,8 @@ class Trainer:
         self.deepspeed = deepspeed_plugin(accelerator) is not None
         deepspeed_bf16 = self.deepspeed and accelerator.mixed_precision == "bf16"
         self.input_dtype = torch.bfloat16 if deepspeed_bf16 else torch.float32
+        if deepspeed_bf16:
+            buffers_to_bf16(self.model)
         self.state = TrainerState()
         self.writer = None
         self._last_loss = float("nan")
