@@ -8,6 +8,9 @@ The same command runs plainly on one CPU or GPU, or on every rank under `acceler
         train --config configs/early_fusion.yaml
     # on CPU, 2 processes over gloo (--multi_gpu starts them; the trainer runs on CPU without CUDA)
     accelerate launch --multi_gpu --num_processes 2 -m mmimdb_dist.cli train --config ...
+    # DeepSpeed ZeRO-2 / ZeRO-3 (bf16 on GPUs; *_cpu.yaml: 2 CPU processes in fp32), from the
+    # repository root; see launch/accelerate/zero2.yaml for how its JSON maps onto `train:`
+    accelerate launch --config_file launch/accelerate/zero2.yaml -m mmimdb_dist.cli train --config ...
     # continue a killed or preempted run where its newest complete checkpoint left it
     mmimdb-dist train --config configs/early_fusion.yaml --resume auto
 
