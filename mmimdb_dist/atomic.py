@@ -26,7 +26,8 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable (best effort: some filesystems refuse)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -67,7 +68,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", durable: bool = True,
             tmp.unlink()
         raise
     if durable:
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:

@@ -11,7 +11,6 @@ run on the real dataset takes.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 from pathlib import Path
 

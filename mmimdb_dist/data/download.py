@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_text, fsync_dir
 from ..errors import DownloadError
 
 logger = logging.getLogger(__name__)
@@ -118,16 +118,6 @@ def _file_sha256(path: Path) -> str:
         while chunk := handle.read(CHUNK_BYTES):
             hasher.update(chunk)
     return hasher.hexdigest()
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename of the .part durable; some filesystems cannot fsync a folder."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 @contextlib.contextmanager
@@ -306,7 +296,7 @@ def download(url: str, directory: str | os.PathLike, sha256: str, *, retries: in
                             f"was moved to {bad} and the next run starts from zero (delete {bad.name}, "
                             "or rename it and pass --sha256 with its digest if you trust it)")
     os.replace(part.path, final)
-    _fsync_directory(folder)
+    fsync_dir(folder)  # the rename of the .part survives a power cut
     logger.info("downloaded %s (%d bytes, SHA-256 verified)", final, part.size)
     return final
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_json
+from ..atomic import atomic_write_json, fsync_dir
 from ..errors import MmimdbError
 
 logger = logging.getLogger(__name__)
@@ -109,19 +109,6 @@ def prune(checkpoints_dir: Path, keep: int, protect: set[str]) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def export_for_inference(folder: Path, state_dict: dict[str, Any], config_text: str,
                          token_encoder: Any, text_encoder_config: Any = None) -> None:
     """Pure tensors (safetensors), the config and the token encoder: enough to rebuild and predict."""
@@ -166,7 +153,7 @@ def save_checkpoint(accelerator: Any, model: Any, checkpoints_dir: Path, state: 
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _fsync_dir(checkpoints_dir)
+        fsync_dir(checkpoints_dir)
     accelerator.wait_for_everyone()
     return final
 
