@@ -1,4 +1,4 @@
-"""The `mmimdb-dist` command.
+"""mmimdb-dist: distributed multimodal movie-genre classification on MM-IMDb.
 
 Each subcommand lives in its own module under `mmimdb_dist.commands` and is imported only
 when it runs, so `mmimdb-dist --help` and light commands do not pay for importing torch.
