@@ -45,6 +45,7 @@ from .checkpoint import (STATE_FILE, TrainerState, checkpoint_name, clean_temp_f
 from .deepspeed_config import buffers_to_bf16, deepspeed_plugin, fill_deepspeed_config, mark_boundary
 from .evaluate import Predictions, iterate, predict
 from .optim import build_optimizer, build_scheduler
+from .signals import StopRequests, TrainingStopped
 from .tokens import load_token_encoder
 
 logger = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ class Trainer:
         if deepspeed_bf16:
             buffers_to_bf16(self.model)
         self.state = TrainerState()
+        self.stop_requests = StopRequests()
         self.writer = None
         self._last_loss = float("nan")
         self._window: dict[str, float] = {"loss": 0.0, "batches": 0, "samples": 0, "start": time.perf_counter()}
@@ -306,11 +308,25 @@ class Trainer:
             step_checkpoint = cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0
             if evaluate or step_checkpoint:
                 self._checkpoint()
+            if self.stop_requests.agreed(self.accelerator):
+                if not (evaluate or step_checkpoint):
+                    self._checkpoint()
+                self._stop_on_signal()
             if state.stopped_early:
                 break
         bar.close()
         if position != num_batches and not state.stopped_early:
             raise RuntimeError(f"epoch {epoch}: the train loader gave {position} of {num_batches} batches")
+
+    def _stop_on_signal(self) -> None:
+        checkpoint = self.checkpoints_dir / checkpoint_name(self.state)
+        received = self.stop_requests.received
+        message = (f"stopped by {received.name if received else 'a signal to another rank'} at epoch "
+                   f"{self.state.epoch} step {self.state.step}; checkpoint {checkpoint}; "
+                   f"continue with --resume auto")
+        if self.main:
+            logger.warning("%s", message)
+        raise TrainingStopped(message)
 
     def _resume(self, resume: str | None) -> None:
         if self.main:
@@ -345,14 +361,15 @@ class Trainer:
                         self.batches_per_epoch, self.cfg.loader.batch_size, self.total_steps, self.run_dir)
         try:
             state = self.state
-            for epoch in range(state.epoch, self.train_cfg.epochs):
-                if state.stopped_early:
-                    break
-                start = state.batch_in_epoch if epoch == state.epoch else 0
-                if start >= self.batches_per_epoch:
-                    continue  # finished and evaluated before the checkpoint was written
-                state.epoch, state.batch_in_epoch = epoch, start
-                self._train_epoch(epoch, start, progress=self.accelerator.is_local_main_process)
+            with self.stop_requests:  # SIGTERM / SIGUSR2: checkpoint at the next step, then exit
+                for epoch in range(state.epoch, self.train_cfg.epochs):
+                    if state.stopped_early:
+                        break
+                    start = state.batch_in_epoch if epoch == state.epoch else 0
+                    if start >= self.batches_per_epoch:
+                        continue  # finished and evaluated before the checkpoint was written
+                    state.epoch, state.batch_in_epoch = epoch, start
+                    self._train_epoch(epoch, start, progress=self.accelerator.is_local_main_process)
             return self.final_evaluation()
         finally:
             if self.writer is not None:

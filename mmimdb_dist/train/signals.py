@@ -1,0 +1,83 @@
+"""Stopping a run cleanly on SIGTERM or SIGUSR2 (what Slurm sends before preemption or at the time limit).
+
+A handler only raises a local flag. After every optimizer step the ranks agree on it with an
+all-reduce of its maximum (one scalar, cheap next to a step), so a signal that reaches a single
+rank still makes every rank stop at the same step boundary. The trainer then checkpoints
+there, on all ranks, and the process exits with `EXIT_CHECKPOINTED` (75, EX_TEMPFAIL in
+sysexits.h: "try again later"). `--resume auto` continues from that checkpoint and ends with
+the metrics of an uninterrupted run.
+
+A second signal of the kind already received is not caught: it kills the process the default
+way, for a user who really wants it gone now. Other stop signals arriving after the first (a
+launcher that saw one rank exit signals the rest) are ignored until the process has exited.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from types import FrameType
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGUSR2)
+# Exit status of a run stopped by STOP_SIGNALS after a complete checkpoint: resume it.
+EXIT_CHECKPOINTED = 75
+
+
+class TrainingStopped(SystemExit):
+    """Raised once the stop checkpoint is on disk; exits the process with EXIT_CHECKPOINTED."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(EXIT_CHECKPOINTED)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class StopRequests:
+    """Catches STOP_SIGNALS for the duration of a `with` block; `agreed()` asks all ranks."""
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+        # Set once the ranks have agreed to stop (this rank may have received nothing itself).
+        self.stopping = False
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        received = signal.Signals(signum)
+        if self.received == received:
+            signal.signal(received, signal.SIG_DFL)
+            signal.raise_signal(received)
+            return
+        if self.received is not None or self.stopping:
+            logger.info("received %s while already stopping: ignored", received.name)
+            return
+        self.received = received
+        logger.warning("received %s: stopping after this optimizer step, with a checkpoint", received.name)
+
+    def __enter__(self) -> StopRequests:
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.stopping:
+            # On the way out after a stop: a launcher that sees one rank exit first signals
+            # the others, which must still finish their teardown and exit with the same status.
+            return
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+    def agreed(self, accelerator: Any) -> bool:
+        """True on every rank when any rank has received a stop signal; a collective call."""
+        import torch
+
+        flag = torch.tensor([1.0 if self.received is not None else 0.0], device=accelerator.device)
+        if accelerator.num_processes > 1:
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        self.stopping = bool(flag.item() > 0)
+        return self.stopping

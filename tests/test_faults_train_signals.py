@@ -1,0 +1,201 @@
+"""Trainer faults: stop signals (SIGTERM / SIGUSR2) and a rank that dies under `accelerate launch`.
+
+Real `mmimdb-dist train` processes on the synthetic shard set of the trainer tests; signals are
+sent with os.kill once metrics.jsonl shows training under way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dist_scripts.train_fixtures import (RUN_TIMEOUT_S, env, run_train, tiny_config, train_command,
+                                         train_shards, write_config)
+
+pytestmark = pytest.mark.slow
+
+RANKS_SCRIPT = Path(__file__).parent / "dist_scripts" / "faults_signal_ranks.py"
+EPOCHS = 2
+METRIC_KEYS = ("f1_macro", "f1_micro", "mean_average_precision", "roc_auc_macro", "hamming_loss")
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    return train_shards(tmp_path_factory)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _launcher() -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port())]
+
+
+def _launch(root: Path, config: Path, *extra: str) -> subprocess.Popen:
+    command = [*_launcher(), str(RANKS_SCRIPT), str(root), "--log-level", "WARNING", "train",
+               "--config", str(config), *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env(), cwd=root)
+
+
+def _wait_for_step(process: subprocess.Popen, run_dir: Path, step: int, timeout: float = 240) -> None:
+    """Until metrics.jsonl logs a train step >= `step` (the run is then mid-epoch 0)."""
+    log = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before it could be signalled"
+        if log.is_file():
+            for line in log.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line being written
+                if record["type"] == "train" and record["step"] >= step:
+                    return
+        time.sleep(0.05)
+    raise AssertionError(f"no train step {step} logged in {log} within {timeout} s")
+
+
+def _pid(root: Path, rank: int) -> int:
+    return int((root / f"pid-rank{rank}").read_text())
+
+
+def _checkpoint_states(run_dir: Path) -> list[dict]:
+    from mmimdb_dist.train.checkpoint import complete_checkpoints
+
+    return [json.loads((c / "trainer_state.json").read_text()) | {"name": c.name}
+            for c in complete_checkpoints(run_dir / "checkpoints")]
+
+
+def _final(run_dir: Path) -> dict:
+    return json.loads((run_dir / "final_metrics.json").read_text())
+
+
+def _assert_same_final_metrics(resumed: dict, uninterrupted: dict) -> None:
+    assert resumed["best_checkpoint"] == uninterrupted["best_checkpoint"]
+    assert resumed["last_step"] == uninterrupted["last_step"]
+    for split in ("dev", "test"):
+        for protocol in ("threshold_0.5", "tuned_on_dev"):
+            for key in METRIC_KEYS:
+                assert resumed[split][protocol][key] == pytest.approx(uninterrupted[split][protocol][key],
+                                                                      abs=1e-6), (split, protocol, key)
+        assert resumed[split]["thresholds"] == uninterrupted[split]["thresholds"]
+
+
+# --------------------------------------------------------------------------- one process
+
+
+def test_sigterm_checkpoints_at_the_step_boundary_exits_75_and_resume_matches_an_uninterrupted_run(
+        shards, tmp_path):
+    from mmimdb_dist.train.signals import EXIT_CHECKPOINTED
+
+    # Only epoch-end checkpoints are scheduled: the mid-epoch one can only come from the signal.
+    reference = write_config(tmp_path / "reference.yaml",
+                             tiny_config(shards, tmp_path / "runs", "reference", epochs=1))
+    run_train(reference)
+    config = write_config(tmp_path / "stopped.yaml", tiny_config(shards, tmp_path / "runs", "stopped", epochs=1))
+    run_dir = tmp_path / "runs" / "stopped"
+
+    process = subprocess.Popen(train_command(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env(), cwd=tmp_path)
+    try:
+        _wait_for_step(process, run_dir, 5)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == EXIT_CHECKPOINTED == 75, stderr[-3000:]
+    assert not (run_dir / "final_metrics.json").exists()
+    [state] = _checkpoint_states(run_dir)
+    assert state["epoch"] == 0 and 5 <= state["step"] == state["batch_in_epoch"] < 360 // 16
+    assert state["best_checkpoint"] is None  # no evaluation yet: the stop did not fake one
+    assert "stopped by SIGTERM" in stderr and f"step {state['step']}" in stderr
+    assert state["name"] in stderr and "--resume auto" in stderr
+
+    result = run_train(config, "--resume", "auto")
+    assert "stopped by" not in result.stderr
+    _assert_same_final_metrics(_final(run_dir), _final(tmp_path / "runs" / "reference"))
+    train_steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+                   if json.loads(line)["type"] == "train"]
+    assert train_steps == sorted(set(train_steps))
+
+
+def test_a_second_stop_signal_kills_at_once(shards, tmp_path):
+    """The first SIGTERM asks for a checkpoint; a second one is the default: terminate now."""
+    from mmimdb_dist.train.signals import StopRequests
+
+    code = ("import os, signal, time\n"
+            "from mmimdb_dist.train.signals import StopRequests\n"
+            "with StopRequests() as stops:\n"
+            "    os.kill(os.getpid(), signal.SIGUSR2)\n"
+            "    print(stops.received.name, flush=True)\n"
+            "    os.kill(os.getpid(), signal.SIGUSR2)\n"
+            "    time.sleep(30)\n"
+            "print('not reached', flush=True)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env())
+    assert result.returncode == -signal.SIGUSR2 and result.stdout == "SIGUSR2\n", result
+    # Leaving the block restores what was there before.
+    before = signal.getsignal(signal.SIGTERM)
+    with StopRequests():
+        assert signal.getsignal(signal.SIGTERM) != before
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+# --------------------------------------------------------------------------- two processes
+
+
+def test_sigusr2_to_rank_0_only_stops_both_ranks_at_the_same_step_with_a_checkpoint(shards, tmp_path):
+    config = write_config(tmp_path / "ddp.yaml", tiny_config(shards, tmp_path / "runs", "ddp", epochs=EPOCHS))
+    run_dir = tmp_path / "runs" / "ddp"
+    process = _launch(tmp_path, config)
+    try:
+        _wait_for_step(process, run_dir, 5)
+        os.kill(_pid(tmp_path, 0), signal.SIGUSR2)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    # Both ranks exit 75; the launcher reports them and fails (it knows no "retry" status).
+    assert process.returncode != 0, output[-3000:]
+    assert output.count("exitcode  : 75") == 2, output[-3000:]
+    [state] = _checkpoint_states(run_dir)
+    assert state["epoch"] == 0 and 5 <= state["step"] == state["batch_in_epoch"] < 360 // 32
+    assert f"stopped by SIGUSR2 at epoch 0 step {state['step']}" in output
+    # Every rank took part in the checkpoint: each one's RNG state is in it.
+    saved = {p.name for p in (run_dir / "checkpoints" / state["name"]).iterdir()}
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= saved, saved
+
+
+def test_a_rank_killed_mid_training_fails_the_launch_within_the_dist_timeout(shards, tmp_path):
+    config = write_config(tmp_path / "dying.yaml",
+                          tiny_config(shards, tmp_path / "runs", "dying", epochs=EPOCHS, dist_timeout_s=20))
+    run_dir = tmp_path / "runs" / "dying"
+    process = _launch(tmp_path, config)
+    try:
+        _wait_for_step(process, run_dir, 5)
+        os.kill(_pid(tmp_path, 1), signal.SIGKILL)
+        # Far below the 30-minute default of torch.distributed: the launch must not hang.
+        output, _ = process.communicate(timeout=150)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode != 0
+    assert "SIGKILL" in output and "rank      : 1" in output, output[-3000:]
+    assert not (run_dir / "final_metrics.json").exists()
