@@ -199,3 +199,34 @@ def test_a_rank_killed_mid_training_fails_the_launch_within_the_dist_timeout(sha
     assert process.returncode != 0
     assert "SIGKILL" in output and "rank      : 1" in output, output[-3000:]
     assert not (run_dir / "final_metrics.json").exists()
+
+
+# --------------------------------------------------------------------------- non-finite loss
+
+
+def test_a_non_finite_loss_stops_before_the_optimizer_step_naming_the_last_good_checkpoint(shards, tmp_path):
+    import re
+
+    import torch
+
+    from mmimdb_dist.train.checkpoint import load_for_inference
+
+    # lr 1e30: the first step is finite but throws the weights so far that the next loss is not.
+    config = write_config(tmp_path / "nan.yaml",
+                          tiny_config(shards, tmp_path / "runs", "nan", epochs=1, lr=1e30, warmup_steps=0,
+                                      checkpoint_every_steps=1))
+    run_dir = tmp_path / "runs" / "nan"
+    result = run_train(config, check=False)
+    assert result.returncode == 2, result.stderr[-3000:]
+    [line] = [text for text in result.stderr.splitlines() if "mmimdb-dist train: error:" in text]
+    match = re.search(r"error: loss (nan|inf|-inf) at batch (\d+) \(epoch 0, before optimizer step (\d+)\); "
+                      r"no step was taken with it\. Last complete checkpoint: (\S+)\.", line)
+    assert match, line
+    batch, step, last = int(match[2]), int(match[3]), Path(match[4])
+    assert batch == step >= 2  # one batch per step: the failing batch's step was never taken
+    assert "train.lr" in line and "--resume" in line
+    assert last.parent == run_dir / "checkpoints" and last.is_dir()
+    assert json.loads((last / "trainer_state.json").read_text())["step"] == step - 1
+    model, _, _ = load_for_inference(last)
+    assert all(torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point())
+    assert not (run_dir / "final_metrics.json").exists()

@@ -49,5 +49,6 @@ from a checkpoint's `inference/` folder alone (safetensors, no pickle).
 
 Modules: `config` (TrainConfig), `optim` (parameter groups, schedules), `tokens` (token
 encoder per run), `evaluate` (exact distributed evaluation), `checkpoint` (atomic save,
-resume, pruning, inference export), `loop` (the Accelerator and the trainer).
+resume, pruning, inference export), `signals` (stop on SIGTERM / SIGUSR2 with a checkpoint
+and exit status 75; stop on a non-finite loss), `loop` (the Accelerator and the trainer).
 """

@@ -45,7 +45,7 @@ from .checkpoint import (STATE_FILE, TrainerState, checkpoint_name, clean_temp_f
 from .deepspeed_config import buffers_to_bf16, deepspeed_plugin, fill_deepspeed_config, mark_boundary
 from .evaluate import Predictions, iterate, predict
 from .optim import build_optimizer, build_scheduler
-from .signals import StopRequests, TrainingStopped
+from .signals import NonFiniteLossError, StopRequests, TrainingStopped
 from .tokens import load_token_encoder
 
 logger = logging.getLogger(__name__)
@@ -140,6 +140,7 @@ class Trainer:
             buffers_to_bf16(self.model)
         self.state = TrainerState()
         self.stop_requests = StopRequests()
+        self._non_finite: tuple[int, float] | None = None  # (batches seen, loss) of the first NaN/Inf
         self.writer = None
         self._last_loss = float("nan")
         self._window: dict[str, float] = {"loss": 0.0, "batches": 0, "samples": 0, "start": time.perf_counter()}
@@ -258,7 +259,10 @@ class Trainer:
                 weight = self.cfg.model.fusion.branch_loss_weight
                 loss = loss + weight * sum(self.loss_fn(b.float(), labels) for b in branch_logits.values())
             self.accelerator.backward(loss / group_size)
-        self._window["loss"] += float(loss.detach())
+        value = float(loss.detach())
+        if not math.isfinite(value) and self._non_finite is None:
+            self._non_finite = (self.state.batches_seen + 1, value)
+        self._window["loss"] += value
         self._window["batches"] += 1
         self._window["samples"] += len(batch["ids"])
 
@@ -294,6 +298,9 @@ class Trainer:
             bar.update(1)
             if not sync:
                 continue
+            stop, non_finite = self.stop_requests.agreed(self.accelerator, self._non_finite is not None)
+            if non_finite:
+                self._fail_non_finite()
             grad_norm = self._optimizer_step()
             state.step += 1
             epoch_end = position == num_batches
@@ -308,7 +315,7 @@ class Trainer:
             step_checkpoint = cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0
             if evaluate or step_checkpoint:
                 self._checkpoint()
-            if self.stop_requests.agreed(self.accelerator):
+            if stop:
                 if not (evaluate or step_checkpoint):
                     self._checkpoint()
                 self._stop_on_signal()
@@ -317,6 +324,17 @@ class Trainer:
         bar.close()
         if position != num_batches and not state.stopped_early:
             raise RuntimeError(f"epoch {epoch}: the train loader gave {position} of {num_batches} batches")
+
+    def _fail_non_finite(self) -> None:
+        state = self.state
+        where = (f"loss {self._non_finite[1]} at batch {self._non_finite[0]}" if self._non_finite
+                 else "a non-finite loss on another rank")
+        checkpoints = complete_checkpoints(self.checkpoints_dir)
+        last = checkpoints[-1] if checkpoints else "none yet"
+        raise NonFiniteLossError(
+            f"{where} (epoch {state.epoch}, before optimizer step {state.step + 1}); no step was taken "
+            f"with it. Last complete checkpoint: {last}. Lower train.lr or set train.max_grad_norm, "
+            "then start again, or continue from that checkpoint with --resume PATH")
 
     def _stop_on_signal(self) -> None:
         checkpoint = self.checkpoints_dir / checkpoint_name(self.state)

@@ -1,15 +1,22 @@
-"""Stopping a run cleanly on SIGTERM or SIGUSR2 (what Slurm sends before preemption or at the time limit).
+"""Stopping a run at a step boundary: on SIGTERM or SIGUSR2, and on a non-finite loss.
 
-A handler only raises a local flag. After every optimizer step the ranks agree on it with an
-all-reduce of its maximum (one scalar, cheap next to a step), so a signal that reaches a single
-rank still makes every rank stop at the same step boundary. The trainer then checkpoints
-there, on all ranks, and the process exits with `EXIT_CHECKPOINTED` (75, EX_TEMPFAIL in
-sysexits.h: "try again later"). `--resume auto` continues from that checkpoint and ends with
-the metrics of an uninterrupted run.
+SIGTERM and SIGUSR2 are what Slurm sends before preemption or at the time limit. A handler
+only raises a local flag. Before every optimizer step the ranks agree on it, and on whether
+any of them saw a non-finite loss in the step's batches, with one all-reduce of the flags'
+maximum (two scalars, cheap next to a step): a signal that reaches a single rank, or a NaN on
+a single rank, still stops every rank at the same step, where a rank stopping alone would
+leave the others waiting in their next collective.
+
+On a stop signal the step is finished and checkpointed on all ranks, and the process exits
+with `EXIT_CHECKPOINTED` (75, EX_TEMPFAIL in sysexits.h: "try again later"); `--resume auto`
+continues from that checkpoint and ends with the metrics of an uninterrupted run. A
+non-finite loss is never stepped on: the run fails with `NonFiniteLossError` (exit 2) naming
+the step and the last complete checkpoint, which holds finite weights.
 
 A second signal of the kind already received is not caught: it kills the process the default
 way, for a user who really wants it gone now. Other stop signals arriving after the first (a
-launcher that saw one rank exit signals the rest) are ignored until the process has exited.
+launcher that saw one rank exit signals the rest) are ignored, and once the ranks have agreed
+to stop all stop signals are, until the process has exited (SIGKILL still ends it).
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import logging
 import signal
 from types import FrameType
 from typing import Any
+
+from ..errors import MmimdbError
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +44,10 @@ class TrainingStopped(SystemExit):
 
     def __str__(self) -> str:
         return self.message
+
+
+class NonFiniteLossError(MmimdbError):
+    """The loss of a batch was NaN or infinite; training stops before the optimizer uses it."""
 
 
 class StopRequests:
@@ -67,17 +80,21 @@ class StopRequests:
         if self.stopping:
             # On the way out after a stop: a launcher that sees one rank exit first signals
             # the others, which must still finish their teardown and exit with the same status.
+            # Ignored at the OS level: the interpreter resets Python handlers while it shuts down.
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
             return
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous.clear()
 
-    def agreed(self, accelerator: Any) -> bool:
-        """True on every rank when any rank has received a stop signal; a collective call."""
+    def agreed(self, accelerator: Any, non_finite_loss: bool = False) -> tuple[bool, bool]:
+        """(stop signal, non-finite loss), each True on every rank when any rank has it; a collective."""
         import torch
 
-        flag = torch.tensor([1.0 if self.received is not None else 0.0], device=accelerator.device)
+        flags = torch.tensor([float(self.received is not None), float(non_finite_loss)], device=accelerator.device)
         if accelerator.num_processes > 1:
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        self.stopping = bool(flag.item() > 0)
-        return self.stopping
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        stop, non_finite = (bool(value > 0) for value in flags.tolist())
+        self.stopping = stop
+        return stop, non_finite
