@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from dist_scripts.train_fixtures import (RUN_TIMEOUT_S, env, run_train, tiny_config, train_command,
-                                         train_shards, write_config)
+from dist_scripts.train_fixtures import (env, run_train, tiny_config, train_command, train_shards,
+                                         write_config)
 
 pytestmark = pytest.mark.slow
 
