@@ -7,7 +7,14 @@ Layout of `<run>/checkpoints/step-<optimizer step>-b<batches trained>/`:
 * `inference/`: `model.safetensors` (the unwrapped state dict), the resolved `config.yaml`,
   `genres.json` and the token encoder (`vocabulary.json` or a `tokenizer/` folder), which is
   all `load_for_inference` needs: no optimizer, no Accelerate.
-* `trainer_state.json`, written last: epoch, batch position in the epoch, step, best metric.
+* `files.json`: size and SHA-256 of every file above, so a truncated or corrupted file is
+  named on resume instead of failing deep inside `torch.load`.
+* `trainer_state.json`, written last: epoch, batch position in the epoch, step, best metric,
+  and the world size the run had.
+
+A checkpoint resumes only under the world size it was saved with: the batch position and
+each rank's RNG state belong to one way of splitting the data across ranks, which another
+number of processes cannot continue exactly. Its `inference/` export loads anywhere.
 
 Everything is written into a hidden `.tmp-<name>` folder that is renamed into place only
 when complete, so a crash (or SIGKILL) mid-save leaves a temp folder that resume ignores
@@ -17,6 +24,7 @@ and the next save removes, never a half checkpoint under a real name.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -32,6 +40,7 @@ from ..errors import MmimdbError
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
+FILES_FILE = "files.json"
 INFERENCE_DIR = "inference"
 _NAME = re.compile(r"^step-(\d+)-b(\d+)$")
 
@@ -57,6 +66,8 @@ class TrainerState:
     best_step: int | None = None
     evals_since_best: int = 0
     stopped_early: bool = False
+    # Processes of the run that saved it: the batch position is a position in that split.
+    world_size: int = 1
 
     @classmethod
     def read(cls, path: Path) -> TrainerState:
@@ -132,28 +143,104 @@ def export_for_inference(folder: Path, state_dict: dict[str, Any], config_text: 
         text_encoder_config.save_pretrained(str(folder / "text_encoder"))
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_listing(folder: Path) -> dict[str, dict[str, Any]]:
+    return {path.relative_to(folder).as_posix(): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def verify_files(checkpoint: Path) -> None:
+    """Every file listed in `files.json` is there with its saved size and digest."""
+    listing_path = checkpoint / FILES_FILE
+    try:
+        listing = json.loads(listing_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{listing_path}: unreadable file listing ({exc}); "
+                              f"resume from an earlier checkpoint") from None
+    for name, expected in listing.items():
+        path = checkpoint / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing (listed in {FILES_FILE}); resume from an earlier checkpoint")
+        size = path.stat().st_size
+        if size != expected["bytes"]:
+            raise CheckpointError(f"{path}: {size} bytes, expected {expected['bytes']} (truncated); "
+                                  f"resume from an earlier checkpoint")
+        if _sha256(path) != expected["sha256"]:
+            raise CheckpointError(f"{path}: content differs from the SHA-256 in {FILES_FILE} (corrupted); "
+                                  f"resume from an earlier checkpoint")
+
+
+def check_fits(checkpoint: Path, state: TrainerState, world_size: int,
+               param_shapes: dict[str, tuple[int, ...]]) -> None:
+    """Refuse, before loading anything, a checkpoint that this run cannot continue."""
+    if state.world_size != world_size:
+        raise CheckpointError(
+            f"{checkpoint / STATE_FILE}: world_size is {state.world_size}, expected {world_size} (the "
+            f"processes of this run); the data position cannot carry over to another world size, so "
+            f"resume with {state.world_size} process(es) or start a new run")
+    verify_files(checkpoint)
+    from safetensors import safe_open
+
+    weights = checkpoint / INFERENCE_DIR / "model.safetensors"
+    with safe_open(str(weights), framework="pt") as handle:
+        saved = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    for key, shape in param_shapes.items():
+        if key not in saved:
+            raise CheckpointError(f"{weights}: no tensor {key!r}, which the configured model has; "
+                                  f"the checkpoint is of another model")
+        if saved[key] != shape:
+            raise CheckpointError(f"{weights}: {key!r} has shape {list(saved[key])}, the configured "
+                                  f"model expects {list(shape)}; the checkpoint is of another model")
+    extra = sorted(set(saved) - set(param_shapes))
+    if extra:
+        raise CheckpointError(f"{weights}: tensors the configured model lacks ({extra[:3]}); "
+                              f"the checkpoint is of another model")
+
+
 def save_checkpoint(accelerator: Any, model: Any, checkpoints_dir: Path, state: TrainerState,
                     config_text: str, token_encoder: Any) -> Path:
-    """Save on every rank into a temp folder; the main rank completes and renames it."""
+    """Save on every rank into a temp folder; the main rank completes and renames it.
+
+    A failed write (a full disk) removes the temp folder and is reported as one error; the
+    checkpoints already there are untouched.
+    """
+    from safetensors import SafetensorError
+
     name = checkpoint_name(state)
     final = checkpoints_dir / name
     tmp = checkpoints_dir / f".tmp-{name}"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    state_dict = accelerator.get_state_dict(model)  # a collective under DeepSpeed ZeRO-3
-    if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        text_encoder = getattr(unwrapped, "text_encoder", None)
-        hf_config = getattr(getattr(text_encoder, "model", None), "config", None)
-        export_for_inference(tmp / INFERENCE_DIR, state_dict, config_text, token_encoder, hf_config)
-        atomic_write_json(tmp / STATE_FILE, dataclasses.asdict(state))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        fsync_dir(checkpoints_dir)
+    try:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        state_dict = accelerator.get_state_dict(model)  # a collective under DeepSpeed ZeRO-3
+        accelerator.wait_for_everyone()  # every rank's files are in before they are listed
+        if accelerator.is_main_process:
+            unwrapped = accelerator.unwrap_model(model)
+            text_encoder = getattr(unwrapped, "text_encoder", None)
+            hf_config = getattr(getattr(text_encoder, "model", None), "config", None)
+            export_for_inference(tmp / INFERENCE_DIR, state_dict, config_text, token_encoder, hf_config)
+            atomic_write_json(tmp / FILES_FILE, _file_listing(tmp))
+            atomic_write_json(tmp / STATE_FILE, dataclasses.asdict(state))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            fsync_dir(checkpoints_dir)
+    except (OSError, RuntimeError, SafetensorError) as exc:  # how torch and safetensors report a failed write
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        reason = " ".join(str(exc).split())
+        raise CheckpointError(f"{tmp}: writing the checkpoint failed ({reason}); it was removed, the "
+                              f"earlier checkpoints in {checkpoints_dir} are intact") from None
     accelerator.wait_for_everyone()
     return final
 

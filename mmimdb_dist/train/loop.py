@@ -40,8 +40,9 @@ from ..losses import build_loss
 from ..metrics import (compute_metrics, evaluation_report, tune_thresholds, write_metrics_json,
                        write_per_genre_csv)
 from ..models import build_model
-from .checkpoint import (STATE_FILE, TrainerState, checkpoint_name, clean_temp_folders,
-                         complete_checkpoints, prune, resolve_resume, save_checkpoint)
+from .checkpoint import (STATE_FILE, CheckpointError, TrainerState, check_fits, checkpoint_name,
+                         clean_temp_folders, complete_checkpoints, prune, resolve_resume,
+                         save_checkpoint)
 from .deepspeed_config import buffers_to_bf16, deepspeed_plugin, fill_deepspeed_config, mark_boundary
 from .evaluate import Predictions, iterate, predict
 from .optim import build_optimizer, build_scheduler
@@ -126,6 +127,8 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.train.epochs
         optimizer = build_optimizer(model, cfg.model, cfg.train)
         scheduler = build_scheduler(optimizer, cfg.train, self.total_steps)
+        # What a checkpoint must hold to be resumed into this model (checked before loading).
+        self.param_shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
         if cfg.train.compile:
             model = torch.compile(model)
         fill_deepspeed_config(accelerator, cfg)
@@ -138,7 +141,7 @@ class Trainer:
         self.input_dtype = torch.bfloat16 if deepspeed_bf16 else torch.float32
         if deepspeed_bf16:
             buffers_to_bf16(self.model)
-        self.state = TrainerState()
+        self.state = TrainerState(world_size=self.world_size)
         self.stop_requests = StopRequests()
         self._non_finite: tuple[int, float] | None = None  # (batches seen, loss) of the first NaN/Inf
         self.writer = None
@@ -356,8 +359,14 @@ class Trainer:
                 raise ConfigError(f"{self.checkpoints_dir} already holds checkpoints; pass --resume auto "
                                   "to continue that run, or set another `name` / `output_dir`")
             return
-        self.accelerator.load_state(str(checkpoint))
-        self.state = TrainerState.read(checkpoint / STATE_FILE)
+        state = TrainerState.read(checkpoint / STATE_FILE)
+        check_fits(checkpoint, state, self.world_size, self.param_shapes)
+        try:
+            self.accelerator.load_state(str(checkpoint))
+        except (RuntimeError, ValueError, KeyError) as exc:  # e.g. optimizer groups of another config
+            reason = " ".join(str(exc).split())
+            raise CheckpointError(f"{checkpoint}: does not fit the configured run ({reason})") from None
+        self.state = state
         saved_config = checkpoint / "inference" / "config.yaml"
         if saved_config.is_file() and saved_config.read_text(encoding="utf-8") != self.config_text and self.main:
             logger.warning("resuming %s with a config that differs from the one it was saved with", checkpoint)
