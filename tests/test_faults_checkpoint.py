@@ -1,4 +1,4 @@
-"""Checkpoint faults of `mmimdb-dist train`: truncated or corrupt files, a
+"""Checkpoint faults of `mmimdb-dist train`: SIGKILL mid-save, truncated or corrupt files, a
 checkpoint of another model or world size, a full disk mid-save, and train-section user errors.
 
 Every run is a real CLI process (see dist_scripts/train_fixtures.py). One base run with step
@@ -8,17 +8,20 @@ checkpoints is trained once; each test damages its own copy of that run folder.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from dist_scripts.train_fixtures import (RUN_TIMEOUT_S, env, run_train, tiny_config,
+from dist_scripts.train_fixtures import (RUN_TIMEOUT_S, env, run_train, tiny_config, train_command,
                                          train_shards, write_config)
 
 pytestmark = pytest.mark.slow
@@ -81,6 +84,56 @@ def checkpoints(run_dir: Path) -> list[Path]:
 
 def tree(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# --------------------------------------------------------------------------- SIGKILL mid-save
+
+
+def test_sigkill_while_a_checkpoint_is_written_leaves_the_previous_one_to_resume(shards, tmp_path):
+    from mmimdb_dist.train.checkpoint import STATE_FILE, TrainerState, verify_files
+
+    data = tiny_config(shards, tmp_path / "runs", "killed", epochs=1, checkpoint_every_steps=1)
+    # A wide fusion layer (some MB of weights and optimizer state) makes each save last long
+    # enough to be caught in progress; the extra compute per batch is small.
+    data["model"]["fusion"]["hidden"] = 1024
+    config = write_config(tmp_path / "killed.yaml", data)
+    run_dir = tmp_path / "runs" / "killed"
+    checkpoints_dir = run_dir / "checkpoints"
+    process = subprocess.Popen(train_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=env(), cwd=tmp_path)
+    caught: list[str] = []
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        # Poll without sleeping for a temp folder next to a complete checkpoint.
+        while time.monotonic() < deadline and process.poll() is None and not caught:
+            try:
+                names = os.listdir(checkpoints_dir)
+            except FileNotFoundError:
+                continue
+            if any(name.startswith("step-") for name in names):
+                caught = [name for name in names if name.startswith(".tmp-")]
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+    assert caught, "the run ended before a save was caught in progress"
+    assert process.returncode == -signal.SIGKILL
+
+    # The half-written save is only a temp folder; every complete checkpoint verifies.
+    assert (checkpoints_dir / caught[0]).is_dir()
+    complete = checkpoints(run_dir)
+    assert complete and all(not path.name.startswith(".") for path in complete)
+    for path in complete:
+        verify_files(path)
+    previous = TrainerState.read(complete[-1] / STATE_FILE)
+
+    # Resumed without step checkpoints (a config change it warns about): only the end-of-run save.
+    run_train(config, "--resume", "auto", "--set", "train.checkpoint_every_steps=0")
+    assert (run_dir / "final_metrics.json").is_file()
+    assert not [p for p in checkpoints_dir.iterdir() if p.name.startswith(".")]
+    newest = TrainerState.read(checkpoints(run_dir)[-1] / STATE_FILE)
+    assert newest.step > previous.step and newest.epoch == 0
+    steps = [r for r in (run_dir / "metrics.jsonl").read_text().splitlines() if '"train"' in r]
+    assert len(steps) == len(set(steps))
 
 
 # --------------------------------------------------------------------------- damaged checkpoints
