@@ -32,7 +32,8 @@ A run writes `<output_dir>/<name>/`:
     tensorboard/         the same curves for TensorBoard (`tensorboard --logdir <run>`)
     checkpoints/         step-<step>-b<batches>/: Accelerate state (model, optimizer, scheduler,
                          every rank's RNG), inference/ (model.safetensors, config.yaml,
-                         genres.json, tokenizer or vocabulary) and trainer_state.json;
+                         genres.json, tokenizer or vocabulary), files.json (sizes and
+                         SHA-256, checked on resume) and trainer_state.json (written last);
                          the `keep_checkpoints` newest plus the best are kept
     final_metrics.json   dev and test metrics of the BEST checkpoint, at threshold 0.5 and with
                          per-genre thresholds tuned on dev (test never tunes on itself)
