@@ -22,6 +22,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("inspect", "stream batches from a shard set and report what the loaders produce"),
     "baseline": ("baseline", "TF-IDF + one-vs-rest logistic regression on plots (classical baseline)"),
     "train": ("train", "train a configured model on the shards, on one device or under accelerate launch"),
+    "evaluate": ("evaluate", "evaluate a run's checkpoint on dev or test: metrics, per-genre CSV and figures"),
+    "compare": ("compare", "rank finished runs in one table (CSV and Markdown), at 0.5 and tuned thresholds"),
+    "predict": ("predict", "genres of new movies from a run's checkpoint: one plot/poster, a folder or JSONL"),
+    "cache-features": ("cache_features", "run frozen encoders once over the shards and store their features"),
+    "tune": ("tune", "Ray Tune search over fusion hyperparameters and the loss (ASHA on dev macro-F1)"),
+    "submit": ("submit", "send training runs, sweeps and Tune searches to Slurm through submitit"),
     "demo": ("demo", "the embedded default end to end: synth -> shard -> verify -> read back -> baseline -> fusion"),
 }
 

@@ -118,6 +118,11 @@ def test_run_folder_holds_config_logs_tensorboard_and_bounded_checkpoints(refere
     best_eval = max(evals, key=lambda r: (r["f1_macro"], -r["step"]))
     assert final["best_step"] == best_eval["step"] and final["best_epoch"] == best_eval["epoch"]
     assert final["best_dev_f1_macro"] == pytest.approx(best_eval["f1_macro"], abs=1e-12)
+    # Cost figures for `compare`: every train sample of 4 epochs, a positive time and rate.
+    assert newest.samples_trained == 4 * batches_per_epoch * 16
+    assert final["num_parameters"] >= final["trainable_parameters"] > 0
+    assert final["train_seconds"] > 0
+    assert final["train_samples_per_s"] == pytest.approx(newest.samples_trained / final["train_seconds"])
 
 
 def test_best_checkpoint_reloads_for_inference_with_the_reported_dev_metrics(reference, shards):

@@ -68,6 +68,10 @@ class TrainerState:
     stopped_early: bool = False
     # Processes of the run that saved it: the batch position is a position in that split.
     world_size: int = 1
+    # Wall time spent in training epochs (evaluation excluded) and samples trained on, summed
+    # over every process and over resumes: what `compare` reports as cost and throughput.
+    train_seconds: float = 0.0
+    samples_trained: int = 0
 
     @classmethod
     def read(cls, path: Path) -> TrainerState:

@@ -28,6 +28,7 @@ import resource
 import time
 from datetime import timedelta
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -92,8 +93,13 @@ def _memory_mb(device: torch.device) -> float:
 class Trainer:
     """Builds everything a run needs on every rank, then `fit()` trains, selects and tests."""
 
-    def __init__(self, cfg: ExperimentConfig, accelerator: Any) -> None:
+    def __init__(self, cfg: ExperimentConfig, accelerator: Any,
+                 on_evaluation: Callable[[dict[str, Any]], None] | None = None) -> None:
         from accelerate.utils import set_seed
+
+        # Called on every rank after each dev evaluation's checkpoint is complete (Ray Tune
+        # reports through it); it receives the eval record plus `checkpoint` (its folder).
+        self.on_evaluation = on_evaluation
 
         self.cfg = cfg
         self.accelerator = accelerator
@@ -113,6 +119,8 @@ class Trainer:
 
         set_seed(self.seed)  # initialisation, dropout and modality dropout
         model = build_model(cfg.model, vocab_size=vocab_size, pad_id=self.token_encoder.pad_id)
+        self.num_parameters = sum(p.numel() for p in model.parameters())
+        self.trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         train = self.manifest.split("train")
@@ -207,7 +215,7 @@ class Trainer:
         return predict(self.accelerator, self.model, loader, self.manifest.split(split).num_samples,
                        f"{self.manifest.path} split {split!r}", self.input_dtype, desc=split)
 
-    def evaluate_and_select(self) -> None:
+    def evaluate_and_select(self) -> dict[str, Any]:
         """Dev metrics at 0.5; a better macro-F1 makes the checkpoint saved next the best one."""
         dev = self.predict_split("dev")
         metrics = compute_metrics(dev.labels, dev.probs)
@@ -235,6 +243,7 @@ class Trainer:
             logger.info("epoch %d step %d: dev macro-F1 %.4f micro-F1 %.4f%s%s", state.epoch, state.step,
                         metrics["f1_macro"], metrics["f1_micro"], " (best)" if improved else "",
                         " -> early stop" if state.stopped_early else "")
+        return record
 
     # ------------------------------------------------------------------ training
 
@@ -268,6 +277,7 @@ class Trainer:
         self._window["loss"] += value
         self._window["batches"] += 1
         self._window["samples"] += len(batch["ids"])
+        self.state.samples_trained += len(batch["ids"]) * self.world_size
 
     def _optimizer_step(self) -> float | None:
         grad_norm = None
@@ -288,6 +298,7 @@ class Trainer:
                                     world_size=self.world_size, epoch=epoch, seed=self.seed,
                                     skip_batches=start)
         self.model.train()
+        self._clock = time.perf_counter()  # train_seconds counts training, not evaluation or saving
         bar = tqdm(total=num_batches, initial=start, desc=f"epoch {epoch}", disable=not progress,
                    dynamic_ncols=True, leave=False)
         position = start
@@ -313,11 +324,15 @@ class Trainer:
                 bar.set_postfix(loss=f"{self._last_loss:.4f}")
             evaluate = (last or (cfg.eval_every == "epoch" and epoch_end)
                         or (isinstance(cfg.eval_every, int) and state.step % cfg.eval_every == 0))
-            if evaluate:
-                self.evaluate_and_select()
+            now = time.perf_counter()
+            state.train_seconds += now - self._clock
+            eval_record = self.evaluate_and_select() if evaluate else None
             step_checkpoint = cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0
             if evaluate or step_checkpoint:
                 self._checkpoint()
+            if eval_record is not None and self.on_evaluation is not None:
+                self.on_evaluation({**eval_record, "checkpoint": str(self.checkpoints_dir / checkpoint_name(state))})
+            self._clock = time.perf_counter()
             if stop:
                 if not (evaluate or step_checkpoint):
                     self._checkpoint()
@@ -419,6 +434,9 @@ class Trainer:
             "best_step": state.best_step, "best_dev_f1_macro": state.best_metric,
             "stopped_early": state.stopped_early, "last_epoch": state.epoch, "last_step": state.step,
             "world_size": self.world_size, "mixed_precision": self.accelerator.mixed_precision,
+            "num_parameters": self.num_parameters, "trainable_parameters": self.trainable_parameters,
+            "train_seconds": state.train_seconds,
+            "train_samples_per_s": state.samples_trained / state.train_seconds if state.train_seconds else None,
             **reports,
         }
         if self.main:
@@ -432,7 +450,8 @@ class Trainer:
         return result
 
 
-def train(cfg: ExperimentConfig, resume: str | None = None) -> dict[str, Any]:
+def train(cfg: ExperimentConfig, resume: str | None = None,
+          on_evaluation: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run `cfg` to the end on this process (one of many under a launcher); always tears down."""
     # Accelerate reports every file of every save at INFO; the trainer logs its own summary.
     logging.getLogger("accelerate").setLevel(max(logging.WARNING, logging.getLogger().level))
@@ -440,7 +459,7 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> dict[str, Any]:
     if not accelerator.is_main_process:
         logging.getLogger("mmimdb_dist").setLevel(logging.WARNING)
     try:
-        return Trainer(cfg, accelerator).fit(resume)
+        return Trainer(cfg, accelerator, on_evaluation).fit(resume)
     finally:
         accelerator.end_training()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
