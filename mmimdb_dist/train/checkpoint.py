@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
 FILES_FILE = "files.json"
 INFERENCE_DIR = "inference"
+COMPILED_PREFIX = "_orig_mod."
 _NAME = re.compile(r"^step-(\d+)-b(\d+)$")
 
 
@@ -134,8 +135,11 @@ def export_for_inference(folder: Path, state_dict: dict[str, Any], config_text: 
     from ..genres import GENRES
 
     folder.mkdir(parents=True, exist_ok=True)
-    # Cloned so tensors that share storage (tied weights) save as separate entries.
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    # Cloned so tensors that share storage (tied weights) save as separate entries. A
+    # torch.compile'd model names its tensors `_orig_mod.<name>`: the export uses the plain
+    # module's names, so it loads into a model built from the config, compiled or not.
+    tensors = {k.removeprefix(COMPILED_PREFIX): v.detach().to("cpu").contiguous().clone()
+               for k, v in state_dict.items()}
     save_file(tensors, str(folder / "model.safetensors"))
     atomic_write_text(folder / "config.yaml", config_text)
     atomic_write_json(folder / "genres.json", list(GENRES))

@@ -38,8 +38,11 @@ class TrainConfig:
     # null: whatever the launcher says (`accelerate launch --mixed_precision` or its config
     # file), and fp32 when run plainly.
     mixed_precision: Optional[Literal["no", "bf16"]] = None
-    # torch.compile the model (first steps are slow while it compiles).
+    # torch.compile the model (first steps are slow while it compiles). The backend is
+    # torch's: "inductor" generates kernels; "aot_eager" traces without code generation
+    # (a quick check that a model compiles, and the way to tell a compiler bug from a model bug).
     compile: bool = False
+    compile_backend: str = "inductor"
     # channels_last memory format for the image encoder (faster convolutions on GPUs).
     channels_last: bool = False
     # "epoch", or evaluate on dev every N optimizer steps (and at the end of training).

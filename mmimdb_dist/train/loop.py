@@ -138,7 +138,7 @@ class Trainer:
         # What a checkpoint must hold to be resumed into this model (checked before loading).
         self.param_shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
         if cfg.train.compile:
-            model = torch.compile(model)
+            model = torch.compile(model, backend=cfg.train.compile_backend)
         fill_deepspeed_config(accelerator, cfg)
         self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
         self.group_names = [group.get("name", f"group{i}") for i, group in enumerate(optimizer.param_groups)]
