@@ -34,7 +34,9 @@ A run writes `<output_dir>/<name>/`:
                          every rank's RNG), inference/ (model.safetensors, config.yaml,
                          genres.json, tokenizer or vocabulary), files.json (sizes and
                          SHA-256, checked on resume) and trainer_state.json (written last);
-                         the `keep_checkpoints` newest plus the best are kept
+                         the `keep_checkpoints` newest plus the best are kept; at the end the
+                         best one's inference/ gains thresholds.json (per-genre, tuned on dev)
+                         and preprocessing.json (the shard set's poster and plot settings)
     final_metrics.json   dev and test metrics of the BEST checkpoint, at threshold 0.5 and with
                          per-genre thresholds tuned on dev (test never tunes on itself)
     per_genre.csv        per-genre precision, recall and F1 under both protocols

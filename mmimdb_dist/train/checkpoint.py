@@ -253,6 +253,26 @@ def save_checkpoint(accelerator: Any, model: Any, checkpoints_dir: Path, state: 
     return final
 
 
+def add_inference_files(checkpoint: Path, documents: dict[str, Any]) -> None:
+    """Write JSON `documents` into a complete checkpoint's `inference/` and list them in files.json.
+
+    The final evaluation adds what only exists once training is over (the dev-tuned
+    thresholds, the shard preprocessing), so the best checkpoint alone is enough to predict.
+    Each file is written atomically before files.json names it: a crash in between leaves
+    an extra file that nothing checks, never a listing that names a missing file.
+    """
+    listing_path = checkpoint / FILES_FILE
+    try:
+        listing = json.loads(listing_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{listing_path}: unreadable file listing ({exc})") from None
+    for name, document in documents.items():
+        path = checkpoint / INFERENCE_DIR / name
+        atomic_write_json(path, document)
+        listing[f"{INFERENCE_DIR}/{name}"] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    atomic_write_json(listing_path, dict(sorted(listing.items())))
+
+
 def clean_temp_folders(checkpoints_dir: Path) -> None:
     """Remove leftovers of saves interrupted by a crash."""
     if checkpoints_dir.is_dir():
@@ -296,7 +316,11 @@ def load_for_inference(checkpoint: str | Path, device: str = "cpu") -> tuple[Any
         cfg.model.image.pretrained = False
         cfg.model.image.weights_path = None
     model = build_model(cfg.model, vocab_size=vocab_size, pad_id=token_encoder.pad_id)
-    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    except RuntimeError as exc:  # shapes of another model under the same tensor names
+        reason = " ".join(str(exc).split())[:300]
+        raise CheckpointError(f"{weights}: does not fit the model of its config.yaml ({reason})") from None
     if missing or unexpected:
         raise CheckpointError(f"{weights}: does not fit the model of its config.yaml "
                               f"(missing {missing[:5]}, unexpected {unexpected[:5]})")

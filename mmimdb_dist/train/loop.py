@@ -37,12 +37,13 @@ from ..atomic import atomic_write_text
 from ..config import ConfigError, ExperimentConfig, dump_config, save_config
 from ..data.loader import build_eval_loader, build_train_loader, to_device, train_batches_per_rank
 from ..data.manifest import load_manifest
+from ..genres import GENRES
 from ..losses import build_loss
 from ..metrics import (compute_metrics, evaluation_report, tune_thresholds, write_metrics_json,
                        write_per_genre_csv)
 from ..models import build_model
-from .checkpoint import (STATE_FILE, CheckpointError, TrainerState, check_fits, checkpoint_name,
-                         clean_temp_folders, complete_checkpoints, prune, resolve_resume,
+from .checkpoint import (STATE_FILE, CheckpointError, TrainerState, add_inference_files, check_fits,
+                         checkpoint_name, clean_temp_folders, complete_checkpoints, prune, resolve_resume,
                          save_checkpoint)
 from .deepspeed_config import buffers_to_bf16, deepspeed_plugin, fill_deepspeed_config, mark_boundary
 from .evaluate import Predictions, iterate, predict
@@ -428,6 +429,11 @@ class Trainer:
         thresholds = tune_thresholds(dev.labels, dev.probs)
         reports = {"dev": evaluation_report(dev.labels, dev.probs, thresholds),
                    "test": evaluation_report(test.labels, test.probs, thresholds)}
+        if self.main:  # the best checkpoint then carries all that `mmimdb-dist predict` needs
+            add_inference_files(best, {
+                "thresholds.json": {"genres": list(GENRES), "thresholds": [float(t) for t in thresholds],
+                                    "tuned_on": f"dev split of {self.manifest.path}"},
+                "preprocessing.json": dict(self.manifest.settings)})
         result = {
             "selection": f"dev {SELECTION_METRIC} at threshold 0.5",
             "best_checkpoint": state.best_checkpoint, "best_epoch": state.best_epoch,
