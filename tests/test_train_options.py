@@ -1,0 +1,144 @@
+"""Trainer options off the default path: torch.compile, channels_last, and a pretrained
+Hugging Face text encoder loaded from a local folder with its own tokenizer.
+
+Each is a real `mmimdb-dist train` process on the 600-movie synthetic shard set; the
+reference for "the option changes nothing it should not" is a plain run of the same config.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dist_scripts.train_fixtures import evaluate_checkpoint, run_train, tiny_config, train_shards, write_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    return train_shards(tmp_path_factory)
+
+
+def _final(run_dir: Path) -> dict:
+    return json.loads((run_dir / "final_metrics.json").read_text())
+
+
+def _train_losses(run_dir: Path) -> list[float]:
+    records = map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+    return [r["loss"] for r in records if r["type"] == "train"]
+
+
+def _one_epoch(shards: Path, root: Path, name: str, **train) -> Path:
+    config = write_config(root / f"{name}.yaml", tiny_config(shards, root / "runs", name, epochs=1, **train))
+    run_train(config)
+    return root / "runs" / name
+
+
+@pytest.fixture(scope="module")
+def plain_run(shards, tmp_path_factory) -> Path:
+    return _one_epoch(shards, tmp_path_factory.mktemp("plain"), "plain")
+
+
+def _assert_reloads_with_reported_dev_metrics(run_dir: Path) -> None:
+    from mmimdb_dist.metrics import compute_metrics
+
+    final = _final(run_dir)
+    dev = evaluate_checkpoint(run_dir / "checkpoints" / final["best_checkpoint"], "dev")
+    metrics = compute_metrics(dev.labels, dev.probs)
+    assert metrics["f1_macro"] == pytest.approx(final["dev"]["threshold_0.5"]["f1_macro"], abs=1e-6)
+    assert metrics["f1_micro"] == pytest.approx(final["dev"]["threshold_0.5"]["f1_micro"], abs=1e-6)
+
+
+def test_compiled_model_trains_like_the_eager_one_and_its_export_reloads(plain_run, shards, tmp_path):
+    # aot_eager traces the model through torch.compile's full front end (Dynamo + AOTAutograd)
+    # without generating kernels, so the numbers must match eager exactly and the test stays fast.
+    run_dir = _one_epoch(shards, tmp_path, "compiled", compile=True, compile_backend="aot_eager")
+    np.testing.assert_allclose(_train_losses(run_dir), _train_losses(plain_run), rtol=0, atol=1e-5)
+    from safetensors import safe_open
+
+    export = run_dir / "checkpoints" / _final(run_dir)["best_checkpoint"] / "inference" / "model.safetensors"
+    with safe_open(str(export), framework="pt") as handle:
+        assert not [key for key in handle.keys() if key.startswith("_orig_mod.")]
+    _assert_reloads_with_reported_dev_metrics(run_dir)
+
+
+def test_channels_last_changes_the_layout_not_the_result(plain_run, shards, tmp_path):
+    run_dir = _one_epoch(shards, tmp_path, "channels-last", channels_last=True)
+    np.testing.assert_allclose(_train_losses(run_dir), _train_losses(plain_run), rtol=0, atol=1e-4)
+    assert _final(run_dir)["dev"]["threshold_0.5"]["f1_macro"] == pytest.approx(
+        _final(plain_run)["dev"]["threshold_0.5"]["f1_macro"], abs=0.02)
+    _assert_reloads_with_reported_dev_metrics(run_dir)
+
+
+# --------------------------------------------------------------------------- Hugging Face encoder
+
+@pytest.fixture(scope="module")
+def local_pretrained_encoder(shards, tmp_path_factory) -> Path:
+    """A folder as `save_pretrained` writes it: a tiny DistilBERT and a WordPiece tokenizer
+    trained on the synthetic train plots (what a user copies onto an offline cluster)."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import AutoModel, DistilBertConfig, PreTrainedTokenizerFast
+
+    from mmimdb_dist.baseline import read_shard_split_texts
+    from mmimdb_dist.data.manifest import load_manifest
+
+    texts = read_shard_split_texts(load_manifest(shards).shard_paths("train"), "train").texts
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=600, special_tokens=specials))
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[(t, tokenizer.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    folder = tmp_path_factory.mktemp("pretrained-distilbert")
+    fast.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=len(fast), dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                              max_position_embeddings=128, pad_token_id=fast.pad_token_id)
+    AutoModel.from_config(config).save_pretrained(folder)
+    return folder
+
+
+def test_pretrained_hf_encoder_from_a_local_folder_trains_at_its_own_lr(local_pretrained_encoder, shards,
+                                                                        tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer
+
+    from mmimdb_dist.train.checkpoint import load_for_inference
+
+    config = tiny_config(shards, tmp_path / "runs", "hf", epochs=2, encoder_lr=5e-4, lr=0.01, log_every=5)
+    config["model"]["text"] = {"kind": "hf", "name": str(local_pretrained_encoder), "pretrained": True,
+                               "pooling": "cls"}
+    config["loader"]["max_text_length"] = 128
+    run_train(write_config(tmp_path / "hf.yaml", config))
+    run_dir = tmp_path / "runs" / "hf"
+
+    # The encoder is "pretrained", so it gets encoder_lr; the heads get lr (cosine after warmup).
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["type"] == "train"]
+    assert {"encoder", "encoder_no_decay", "head", "head_no_decay"} == set(train[0]["lr"])
+    for record in train:  # cosine reaches 0 at the very last step
+        assert record["lr"]["head"] == record["lr"]["encoder"] == 0 or record["lr"]["encoder"] / record["lr"]["head"] == pytest.approx(5e-4 / 0.01)
+    assert not (run_dir / "vocabulary.json").exists()  # the encoder's own tokenizer is used
+
+    # The checkpoint carries the tokenizer and the architecture: it reloads with no access to
+    # the original folder, tokenises identically, and holds the trained (not the initial) weights.
+    final = _final(run_dir)
+    best = run_dir / "checkpoints" / final["best_checkpoint"]
+    model, cfg, encoder = load_for_inference(best)
+    original = AutoTokenizer.from_pretrained(str(local_pretrained_encoder))
+    plot = "A detective hunts a killer through the city at night."
+    assert encoder.encode(plot, 64) == original(plot, truncation=True, max_length=64)["input_ids"]
+    assert sum(i != original.unk_token_id for i in encoder.encode(plot, 64)) > 5
+    initial = AutoModel.from_pretrained(str(local_pretrained_encoder)).state_dict()
+    trained = load_file(str(best / "inference" / "model.safetensors"))
+    key = "embeddings.word_embeddings.weight"
+    assert not np.allclose(trained[f"text_encoder.model.{key}"].numpy(), initial[key].numpy())
+    _assert_reloads_with_reported_dev_metrics(run_dir)
