@@ -16,7 +16,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import yaml
 
@@ -75,6 +75,9 @@ class LoaderConfig:
     """Streaming loaders over the shards: shuffling, augmentation, tokenisation, batching."""
 
     shards_dir: str = "shards/synth"
+    # Train on cached encoder outputs (`mmimdb-dist cache-features --out DIR`) instead of the
+    # shards: only the fusion head is built and trained, many times faster.
+    features_dir: Optional[str] = None
     batch_size: int = 32
     eval_batch_size: int = 64
     num_workers: int = 2

@@ -89,6 +89,11 @@ class Sample:
     # False on repeat passes, so a bad poster met again is dropped but not counted twice.
     count_skip: bool = True
 
+    @property
+    def length(self) -> int:
+        """What length bucketing sorts by: the plot's token count."""
+        return len(self.input_ids)
+
 
 class SkipCounter:
     """Samples skipped in one worker since the last batch it yielded."""
@@ -202,13 +207,17 @@ def to_device(batch: dict, device: torch.device | str, dtype: torch.dtype = torc
            for k, v in batch.items()}
     mean = torch.tensor(IMAGENET_MEAN, device=device, dtype=dtype).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device, dtype=dtype).view(1, 3, 1, 1)
-    if color_jitter > 0:
-        pixels = jitter_colors(out["pixel_values"].to(dtype).div_(255),
-                               jitter_factors(batch["ids"], color_jitter, jitter_seed))
-        out["pixel_values"] = pixels.sub_(mean).div_(std)
-    else:
-        # (x / 255 - mean) / std as one scale and one shift, in place on the converted copy.
-        out["pixel_values"] = out["pixel_values"].to(dtype).mul_(1 / (255 * std)).sub_(mean / std)
+    for key in ("text_features", "image_features"):  # cached encoder outputs (data.features)
+        if key in out:
+            out[key] = out[key].to(dtype)
+    if "pixel_values" in out:
+        if color_jitter > 0:
+            pixels = jitter_colors(out["pixel_values"].to(dtype).div_(255),
+                                   jitter_factors(batch["ids"], color_jitter, jitter_seed))
+            out["pixel_values"] = pixels.sub_(mean).div_(std)
+        else:
+            # (x / 255 - mean) / std as one scale and one shift, in place on the converted copy.
+            out["pixel_values"] = out["pixel_values"].to(dtype).mul_(1 / (255 * std)).sub_(mean / std)
     out["labels"] = out["labels"].to(dtype)
     return out
 
@@ -273,7 +282,7 @@ class ShardStream(IterableDataset):
                 if not mine:
                     continue
                 try:
-                    sample = parse_sample(raw, self.encoder, self.cfg.max_text_length)
+                    sample = self._parse(raw)
                 except DataError as exc:
                     if count_skips:
                         counter.add(1, str(exc))
@@ -289,11 +298,14 @@ class ShardStream(IterableDataset):
                     counter.add(missing, f"{path}: {read} of {shard.num_samples} samples "
                                          "readable (truncated or corrupt shard)")
 
+    def _parse(self, raw: dict[str, Any]) -> Sample:
+        return parse_sample(raw, self.encoder, self.cfg.max_text_length)
+
     # -- batching
 
     def _cut(self, pool: list[Sample], rng: random.Random | None) -> list[list[Sample]]:
         if self.cfg.bucket_by_length:
-            pool = sorted(pool, key=lambda s: (len(s.input_ids), s.id))
+            pool = sorted(pool, key=lambda s: (s.length, s.id))
         batches = [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
         if rng is not None:
             rng.shuffle(batches)
@@ -428,6 +440,15 @@ class StreamingLoader:
 # --------------------------------------------------------------------------- builders
 
 
+def _stream_class(cfg: LoaderConfig) -> type[ShardStream]:
+    """Shards, or cached encoder features when `loader.features_dir` is set (same splitting)."""
+    if getattr(cfg, "features_dir", None):
+        from .features import FeatureStream
+
+        return FeatureStream
+    return ShardStream
+
+
 def _check_rank(rank: int, world_size: int) -> None:
     if world_size < 1 or not 0 <= rank < world_size:
         raise ConfigError(f"rank {rank} / world_size {world_size}: expected 0 <= rank < world_size")
@@ -446,7 +467,7 @@ def build_train_loader(cfg: LoaderConfig, manifest: Manifest, token_encoder: Tok
     if not 0 <= skip_batches <= num_batches:
         raise ConfigError(f"skip_batches {skip_batches}: expected 0..{num_batches} "
                           "(batches per rank per epoch)")
-    stream = ShardStream(cfg, manifest, "train", token_encoder, rank=rank, world_size=world_size,
+    stream = _stream_class(cfg)(cfg, manifest, "train", token_encoder, rank=rank, world_size=world_size,
                          train=True, epoch=epoch, seed=seed, num_batches=num_batches,
                          skip_batches=skip_batches)
     return StreamingLoader(stream, cfg.num_workers, num_batches - skip_batches)
@@ -460,6 +481,6 @@ def build_eval_loader(cfg: LoaderConfig, manifest: Manifest, split: str,
     workers = max(cfg.num_workers, 1)
     length = sum(math.ceil(plan_slot(shards, rank, world_size, w, workers).num_samples / cfg.eval_batch_size)
                  for w in range(workers))
-    stream = ShardStream(cfg, manifest, split, token_encoder, rank=rank, world_size=world_size,
+    stream = _stream_class(cfg)(cfg, manifest, split, token_encoder, rank=rank, world_size=world_size,
                          train=False)
     return StreamingLoader(stream, cfg.num_workers, length)

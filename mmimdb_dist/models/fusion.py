@@ -33,7 +33,7 @@ def mlp_head(in_dim: int, hidden: int, dropout: float, out_dim: int = NUM_GENRES
 
 
 def _batch_size(batch: Batch) -> tuple[int, torch.device]:
-    for key in ("input_ids", "pixel_values", "labels"):
+    for key in ("input_ids", "pixel_values", "text_features", "image_features", "labels"):
         value = batch.get(key)
         if isinstance(value, torch.Tensor):
             return value.shape[0], value.device
@@ -59,6 +59,10 @@ class MultimodalClassifier(nn.Module):
         self.image_encoder = image_encoder
         self.modality_dropout = cfg.modality_dropout
         self.text_dim = text_encoder.out_dim if text_encoder is not None else 0
+        # The batch key each encoder reads: raw inputs, or cached encoder outputs
+        # (`models.cached`, for runs on `mmimdb-dist cache-features` output).
+        self.text_key = getattr(text_encoder, "batch_key", "input_ids")
+        self.image_key = getattr(image_encoder, "batch_key", "pixel_values")
         self.image_dim = image_encoder.out_dim if image_encoder is not None else 0
         if text_encoder is not None:
             self.missing_text = nn.Parameter(torch.randn(self.text_dim) * 0.02)
@@ -86,8 +90,8 @@ class MultimodalClassifier(nn.Module):
 
     def encode(self, batch: Batch) -> tuple[TextFeatures | None, ImageFeatures | None]:
         size, device = _batch_size(batch)
-        text_present = _presence(batch, "text_present", "input_ids", size, device)
-        image_present = _presence(batch, "image_present", "pixel_values", size, device)
+        text_present = _presence(batch, "text_present", self.text_key, size, device)
+        image_present = _presence(batch, "image_present", self.image_key, size, device)
         both_encoders = self.text_encoder is not None and self.image_encoder is not None
         if self.training and self.modality_dropout > 0 and both_encoders:
             text_present, image_present = self._drop_modality(text_present, image_present)
@@ -109,7 +113,7 @@ class MultimodalClassifier(nn.Module):
 
     def _encode_text(self, batch: Batch, present: torch.Tensor, size: int) -> TextFeatures:
         missing = self.missing_text.view(1, 1, -1)
-        if "input_ids" not in batch:
+        if self.text_key not in batch:
             tokens = missing.expand(size, 1, -1)
             mask = torch.ones(size, 1, dtype=torch.bool, device=present.device)
             return TextFeatures(tokens, mask, tokens[:, 0])
@@ -117,7 +121,7 @@ class MultimodalClassifier(nn.Module):
         # position unmasked, so no attention softmax runs over nothing and turns into NaN.
         attention_mask = batch["attention_mask"].clone()
         attention_mask[:, 0] = torch.maximum(attention_mask[:, 0], (attention_mask.sum(1) == 0).long())
-        features = self.text_encoder(batch["input_ids"], attention_mask)
+        features = self.text_encoder(batch[self.text_key], attention_mask)
         # Applied even when every plot is present: the missing embedding then gets a zero
         # gradient rather than none, which distributed data parallel requires of every parameter.
         # A missing plot becomes a one-token sequence holding the missing embedding.
@@ -131,10 +135,10 @@ class MultimodalClassifier(nn.Module):
 
     def _encode_image(self, batch: Batch, present: torch.Tensor, size: int) -> ImageFeatures:
         missing = self.missing_image.view(1, 1, -1)
-        if "pixel_values" not in batch:
+        if self.image_key not in batch:
             patches = missing.expand(size, 1, -1)
             return ImageFeatures(patches, patches[:, 0])
-        features = self.image_encoder(batch["pixel_values"])
+        features = self.image_encoder(batch[self.image_key])
         keep = present.view(-1, 1)
         patches = torch.where(keep.unsqueeze(-1), features.patches, missing.to(features.patches.dtype))
         pooled = torch.where(keep, features.pooled, self.missing_image.to(features.pooled.dtype))

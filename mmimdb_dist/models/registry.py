@@ -7,8 +7,10 @@ from collections.abc import Iterable
 from torch import nn
 
 from ..config import ConfigError
+from ..data.features import FeatureSpec
 from ..data.text import HFTokenEncoder, TokenEncoder
 from ..data.vocab import Vocabulary
+from .cached import cached_encoders
 from .config import ModelConfig, TextEncoderConfig
 from .fusion import (AttentionFusion, EarlyFusion, GatedMultimodalUnit, LateFusion,
                      MultimodalClassifier, UnimodalClassifier)
@@ -25,18 +27,26 @@ MODELS: dict[str, type[MultimodalClassifier]] = {
 }
 
 
-def build_model(cfg: ModelConfig, *, vocab_size: int | None = None,
-                pad_id: int | None = None) -> MultimodalClassifier:
+def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, pad_id: int | None = None,
+                features: FeatureSpec | None = None) -> MultimodalClassifier:
     """Build `cfg.name` with its encoders.
 
     `vocab_size` and `pad_id` come from the tokenizer (`build_token_encoder`, then
     `token_encoder_size(encoder)` and `encoder.pad_id`): required for the BiLSTM; for a random
     Hugging Face encoder they size the embedding table, for a pretrained one they are checked.
+    With `features` (a run on cached encoder outputs, `loader.features_dir`) the encoders are
+    weightless readers of the cached rows and only the head is built and trained.
     """
     model_cls = MODELS.get(cfg.name)
     if model_cls is None:
         raise ConfigError(f"model.name: unknown model {cfg.name!r}; valid names: {', '.join(MODELS)}")
     text_encoder = image_encoder = None
+    if features is not None:
+        if cfg.name == "attention_fusion" and not features.sequences:
+            raise ConfigError("loader.features_dir: attention_fusion needs token and patch sequences, but "
+                              "the features set holds pooled vectors only (made with --pooled-only)")
+        text, image = cached_encoders(features)
+        return model_cls(cfg, text if cfg.uses_text else None, image if cfg.uses_image else None)
     if cfg.uses_text:
         text_encoder = build_text_encoder(cfg.text, vocab_size=vocab_size, pad_id=pad_id)
     if cfg.uses_image:

@@ -289,6 +289,7 @@ def load_for_inference(checkpoint: str | Path, device: str = "cpu") -> tuple[Any
     from safetensors.torch import load_file
 
     from ..config import load_config
+    from ..data.sources import feature_spec
     from ..data.text import HFTokenEncoder
     from ..data.vocab import Vocabulary
     from ..models import build_model
@@ -315,7 +316,9 @@ def load_for_inference(checkpoint: str | Path, device: str = "cpu") -> tuple[Any
     if cfg.model.image.kind != "cnn":
         cfg.model.image.pretrained = False
         cfg.model.image.weights_path = None
-    model = build_model(cfg.model, vocab_size=vocab_size, pad_id=token_encoder.pad_id)
+    # A head trained on cached features (loader.features_dir) reads that set's feature rows.
+    model = build_model(cfg.model, vocab_size=vocab_size, pad_id=token_encoder.pad_id,
+                        features=feature_spec(cfg.loader))
     try:
         missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
     except RuntimeError as exc:  # shapes of another model under the same tensor names

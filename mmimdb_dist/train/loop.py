@@ -36,7 +36,7 @@ import torch
 from ..atomic import atomic_write_text
 from ..config import ConfigError, ExperimentConfig, dump_config, save_config
 from ..data.loader import build_eval_loader, build_train_loader, to_device, train_batches_per_rank
-from ..data.manifest import load_manifest
+from ..data.sources import feature_spec, load_training_manifest
 from ..genres import GENRES
 from ..losses import build_loss
 from ..metrics import (compute_metrics, evaluation_report, tune_thresholds, write_metrics_json,
@@ -112,14 +112,17 @@ class Trainer:
         self.main = accelerator.is_main_process
         self.rank, self.world_size = accelerator.process_index, accelerator.num_processes
 
-        self.manifest = load_manifest(cfg.loader.shards_dir)
+        # The shards, or a set of cached encoder features (`loader.features_dir`).
+        self.manifest = load_training_manifest(cfg.loader)
+        self.features = feature_spec(cfg.loader)
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         accelerator.wait_for_everyone()
         self.token_encoder, vocab_size = load_token_encoder(cfg, self.manifest, self.run_dir, accelerator)
 
         set_seed(self.seed)  # initialisation, dropout and modality dropout
-        model = build_model(cfg.model, vocab_size=vocab_size, pad_id=self.token_encoder.pad_id)
+        model = build_model(cfg.model, vocab_size=vocab_size, pad_id=self.token_encoder.pad_id,
+                            features=self.features)
         self.num_parameters = sum(p.numel() for p in model.parameters())
         self.trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
         if cfg.train.channels_last:

@@ -26,6 +26,12 @@ def load_token_encoder(cfg: ExperimentConfig, manifest: Manifest, run_dir: Path,
     from ..models.registry import build_token_encoder, token_encoder_size
 
     text_cfg = cfg.model.text
+    if cfg.loader.features_dir:
+        # Training on cached features: the tokenizer that made them goes with the run.
+        from ..data.sources import features_token_encoder
+
+        encoder = features_token_encoder(cfg.loader.features_dir)
+        return encoder, token_encoder_size(encoder)
     if text_cfg.kind == "hf":
         encoder = build_token_encoder(text_cfg)
         return encoder, token_encoder_size(encoder)
