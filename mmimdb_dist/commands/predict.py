@@ -1,0 +1,92 @@
+"""`mmimdb-dist predict`: genres of new movies from a trained checkpoint alone.
+
+One movie:      mmimdb-dist predict --run runs/X --plot "A detective ..." --poster poster.jpeg
+Leave out --plot or --poster to predict from the other modality (fusion models).
+Many movies:    mmimdb-dist predict --run runs/X --input data/new_movies/ --output preds.jsonl
+                (an MM-IMDb-format folder, optionally --split test of its split.json, or a
+                JSONL file of {"id", "plot", "poster"} objects)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", type=Path, metavar="RUN_DIR", help="run folder (runs/<name>)")
+    parser.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
+                        help="the run's best (default) or last checkpoint, or a checkpoint folder")
+    parser.add_argument("--plot", help="plot summary of one movie")
+    parser.add_argument("--poster", type=Path, metavar="FILE", help="poster image of one movie")
+    parser.add_argument("--json", action="store_true", help="one movie: print the JSON record instead of a table")
+    parser.add_argument("--input", type=Path, metavar="DIR|FILE.jsonl",
+                        help="batch mode: an MM-IMDb-format folder or a JSONL file")
+    parser.add_argument("--split", choices=("train", "dev", "test"),
+                        help="batch mode over a raw folder: only this split of its split.json")
+    parser.add_argument("--output", type=Path, metavar="FILE.jsonl",
+                        help="batch mode: where the JSONL results go (written atomically)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="batch mode: a movie that cannot be read becomes an error record "
+                             "instead of stopping the run")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="movies per forward pass (default: the run's loader.eval_batch_size)")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+
+
+def _print_table(record: dict, bundle) -> None:
+    from ..genres import GENRES
+
+    thresholds = dict(zip(GENRES, bundle.thresholds))
+    probabilities = sorted(record["probabilities"].items(), key=lambda item: -item[1])
+    print(f"{'':2}{'genre':<12} {'probability':>11} {'threshold':>9}")
+    for genre, probability in probabilities:
+        mark = "*" if genre in record["genres"] else " "
+        print(f"{mark:2}{genre:<12} {probability:11.4f} {thresholds[genre]:9.2f}")
+    missing = f"; missing: {', '.join(record['missing'])}" if record.get("missing") else ""
+    print(f"* above its threshold ({bundle.thresholds_source}){missing}")
+    print(f"predicted: {', '.join(record['genres']) or '(none)'}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import MmimdbError
+    from ..inference.checkpoint import load_bundle, resolve_checkpoint
+    from ..inference.inputs import MovieInput, read_folder, read_jsonl
+    from ..inference.predictor import predict_movies, write_jsonl
+
+    single = args.plot is not None or args.poster is not None
+    if single == (args.input is not None):
+        raise MmimdbError("give either --plot and/or --poster (one movie) or --input (batch mode)")
+    if args.input is not None and args.output is None:
+        raise MmimdbError("--input needs --output FILE.jsonl")
+    if args.poster is not None and not args.poster.exists():
+        raise MmimdbError(f"{args.poster}: poster file missing")  # before a model is loaded
+
+    checkpoint = resolve_checkpoint(args.run, args.checkpoint)
+    bundle = load_bundle(checkpoint, args.device)
+    if single:
+        movie = MovieInput(id="movie", plot=args.plot, poster=args.poster,
+                           where=str(args.poster) if args.plot is None else "--plot")
+        if args.plot is not None and args.poster is not None:
+            movie.where = f"--plot/--poster {args.poster}"
+        record = next(predict_movies(bundle, [movie], device=args.device))
+        if args.json:
+            print(json.dumps(record, indent=2))
+        else:
+            _print_table(record, bundle)
+        return 0
+
+    if args.input.is_dir():
+        movies = list(read_folder(args.input, args.split))
+    else:
+        if args.split:
+            raise MmimdbError("--split applies to a raw MM-IMDb folder, not to a JSONL file")
+        movies = list(read_jsonl(args.input))
+    records = predict_movies(bundle, movies, device=args.device, batch_size=args.batch_size,
+                             skip_bad=args.skip_bad, progress=sys.stderr.isatty(), total=len(movies))
+    count = write_jsonl(records, args.output)
+    print(f"{count} movies predicted with {checkpoint} (thresholds {bundle.thresholds_source}) "
+          f"-> {args.output}")
+    return 0

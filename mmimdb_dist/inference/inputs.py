@@ -1,0 +1,187 @@
+"""New movies in, model-ready tensors out, prepared exactly as for training.
+
+Sources: one movie from the command line (`--plot`, `--poster`), an MM-IMDb-format folder
+(`<id>.json` with a `plot` list + `<id>.jpeg`, or the raw root holding `dataset/`), or a
+JSONL file with one `{"id", "plot", "poster"}` object per line (a poster path is relative
+to the JSONL file's folder).
+
+Preparation is the training path's, step for step: the plot is chosen among the
+summaries with the shard set's `plot_policy` and stripped; the poster is decoded whatever
+its format, resized to the shard set's short side and re-encoded as JPEG with its quality
+(`mmimdb_dist.data.shard.encode_poster`), then decoded and centre-cropped like the eval
+loader does (`decode_poster`). Skipping the JPEG round trip would feed the model slightly
+different pixels than it was evaluated on.
+
+A modality that is absent (no `plot` key or null, no `poster` given) is a missing modality,
+which fusion models handle with their learned "missing" embedding. A modality that is given
+but unusable (an empty plot, a poster file that is missing, empty, not an image or
+truncated) is an error naming the file, never silently treated as missing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.raw import Movie, MovieSkipped, check_poster, choose_plot
+from ..errors import DataError
+
+
+class InputError(DataError):
+    """A movie given to predict that cannot be read or prepared."""
+
+
+@dataclass
+class MovieInput:
+    """One movie to predict; `plot` / `poster` None mean that modality is absent."""
+
+    id: str
+    plot: str | list[str] | None
+    poster: Path | None
+    where: str  # file (and line) the movie came from, for error messages
+
+
+@dataclass
+class PreparedMovie:
+    id: str
+    input_ids: list[int] | None
+    pixels: torch.Tensor | None  # 3 x S x S uint8
+
+
+def _choose_plot(plot: str | list[str] | None, policy: str, where: str) -> str | None:
+    if plot is None:
+        return None
+    plots = [plot] if isinstance(plot, str) else plot
+    if not isinstance(plots, list) or not all(isinstance(p, str) for p in plots):
+        raise InputError(f"{where}: key 'plot': expected a string or a list of strings, got {plot!r:.80}")
+    plots = [p.strip() for p in plots if p.strip()]
+    if not plots:
+        raise InputError(f"{where}: the plot is empty (leave it out to predict from the poster alone)")
+    return choose_plot(plots, policy)
+
+
+def prepare_poster(path: Path, preprocessing: dict[str, Any], image_size: int) -> torch.Tensor:
+    """Poster file -> 3 x image_size x image_size uint8, through the shard and eval-loader steps."""
+    from ..data.images import decode_poster
+    from ..data.shard import encode_poster
+
+    movie = Movie(id=path.stem, split="predict", title="", year=None, plot="", genres=[], labels=[],
+                  num_plots=0, poster_path=path)
+    try:
+        check_poster(movie.id, movie.split, path)
+        jpeg = encode_poster(movie, int(preprocessing["poster_short_side"]), int(preprocessing["jpeg_quality"]))
+    except MovieSkipped as exc:  # "<file>: <problem>"
+        raise InputError(str(exc)) from None
+    return decode_poster(jpeg, image_size, augment=False)
+
+
+def prepare(movie: MovieInput, bundle: Any) -> PreparedMovie:
+    """Token ids and poster pixels of one movie for `bundle`'s model (a missing one is None)."""
+    cfg = bundle.cfg
+    text = _choose_plot(movie.plot, bundle.preprocessing["plot_policy"], movie.where)
+    input_ids = pixels = None
+    if bundle.uses_text and text is not None:
+        input_ids = bundle.token_encoder.encode(text, cfg.loader.max_text_length)
+        if not input_ids:
+            raise InputError(f"{movie.where}: the plot gives no tokens (no words the tokenizer knows how "
+                             "to split)")
+    if bundle.uses_image and movie.poster is not None:
+        pixels = prepare_poster(movie.poster, bundle.preprocessing, cfg.loader.image_size)
+    if input_ids is None and pixels is None:
+        needs = [name for name, used in (("a plot", bundle.uses_text), ("a poster", bundle.uses_image)) if used]
+        raise InputError(f"{movie.where}: nothing to predict from: the {cfg.model.name} model needs "
+                         f"{' or '.join(needs)}")
+    return PreparedMovie(id=movie.id, input_ids=input_ids, pixels=pixels)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def dataset_folder(folder: Path) -> Path:
+    """The folder holding `<id>.json` files: FOLDER, FOLDER/dataset or FOLDER/mmimdb/dataset."""
+    for candidate in (folder / "dataset", folder / "mmimdb" / "dataset", folder):
+        if candidate.is_dir() and any(candidate.glob("*.json")):
+            return candidate
+    raise InputError(f"{folder}: no <id>.json files (expected an MM-IMDb-format folder: <id>.json with a "
+                     "'plot' list and <id>.jpeg, or the raw root holding dataset/)")
+
+
+def split_ids(folder: Path, split: str) -> list[str]:
+    """Ids of one split from the split.json next to (or above) the dataset folder."""
+    for candidate in (folder / "split.json", folder.parent / "split.json", folder / "mmimdb" / "split.json"):
+        if candidate.is_file():
+            try:
+                data = json.loads(candidate.read_text(encoding="utf-8"))
+                ids = data[split]
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise InputError(f"{candidate}: cannot read split {split!r} ({exc!r:.100})") from None
+            return [str(i) for i in ids]
+    raise InputError(f"{folder}: --split {split} needs a split.json in the folder or its parent")
+
+
+def read_folder(folder: str | Path, split: str | None = None) -> Iterator[MovieInput]:
+    """Movies of an MM-IMDb-format folder, in id order (one split's ids with `split`)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"{root}: input folder does not exist")
+    dataset = dataset_folder(root)
+    ids = split_ids(root, split) if split else sorted(p.stem for p in dataset.glob("*.json"))
+    for movie_id in ids:
+        path = dataset / f"{movie_id}.json"
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            raise InputError(f"{path}: metadata file missing") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"{path}: not valid UTF-8 JSON ({exc}); the file is truncated or corrupt") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        # The format always has a poster: a missing <id>.jpeg is an error, not a missing modality.
+        yield MovieInput(id=movie_id, plot=data.get("plot"), poster=dataset / f"{movie_id}.jpeg",
+                         where=str(path))
+
+
+def read_jsonl(path: str | Path) -> Iterator[MovieInput]:
+    """Movies of a JSONL file: `{"id": ..., "plot": str | [str] | null, "poster": path | null}`."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: input file does not exist") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc})") from None
+    seen: set[str] = set()
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            last = number == len(text.splitlines())
+            hint = " (the file looks truncated)" if last and not text.endswith("\n") else ""
+            raise InputError(f"{where}: not valid JSON ({exc}){hint}") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        movie_id = record.get("id", str(number))
+        if not isinstance(movie_id, (str, int)) or isinstance(movie_id, bool):
+            raise InputError(f"{where}: key 'id': expected a string, got {movie_id!r:.40}")
+        movie_id = str(movie_id)
+        if movie_id in seen:
+            raise InputError(f"{where}: id {movie_id!r} appears twice")
+        seen.add(movie_id)
+        poster = record.get("poster")
+        if poster is not None and not isinstance(poster, str):
+            raise InputError(f"{where}: key 'poster': expected a file path, got {poster!r:.40}")
+        poster_path = None if poster is None else (path.parent / poster if not Path(poster).is_absolute()
+                                                   else Path(poster))
+        yield MovieInput(id=movie_id, plot=record.get("plot"), poster=poster_path, where=where)

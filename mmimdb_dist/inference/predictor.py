@@ -1,0 +1,140 @@
+"""Batches of prepared movies through a loaded model; one result record per movie.
+
+Movies are batched in input order (`loader.eval_batch_size` of the checkpoint's config)
+and padded to the longest plot of their batch: the text encoders ignore padding, so a
+movie's probabilities do not depend on which movies share its batch. A batch where some
+movie lacks a plot or a poster carries `text_present` / `image_present` flags; a batch
+where none has one leaves that input out, as the models expect for inference.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..atomic import atomic_open
+from ..data.loader import to_device
+from ..genres import GENRES, NUM_GENRES
+from .checkpoint import InferenceBundle
+from .inputs import InputError, MovieInput, PreparedMovie, prepare
+
+logger = logging.getLogger(__name__)
+
+
+def collate(movies: list[PreparedMovie], pad_id: int, image_size: int) -> dict[str, Any]:
+    """Prepared movies -> a model batch (see docs/ARCHITECTURE.md) with presence flags."""
+    size = len(movies)
+    batch: dict[str, Any] = {"ids": [m.id for m in movies],
+                             "labels": torch.zeros(size, NUM_GENRES, dtype=torch.float32)}
+    text_present = torch.tensor([m.input_ids is not None for m in movies])
+    if text_present.any():
+        longest = max(len(m.input_ids) for m in movies if m.input_ids is not None)
+        input_ids = torch.full((size, longest), pad_id, dtype=torch.int64)
+        attention_mask = torch.zeros((size, longest), dtype=torch.int64)
+        for row, movie in enumerate(movies):
+            if movie.input_ids is not None:
+                input_ids[row, :len(movie.input_ids)] = torch.tensor(movie.input_ids, dtype=torch.int64)
+                attention_mask[row, :len(movie.input_ids)] = 1
+        batch.update(input_ids=input_ids, attention_mask=attention_mask, text_present=text_present)
+    image_present = torch.tensor([m.pixels is not None for m in movies])
+    if image_present.any():
+        blank = torch.zeros(3, image_size, image_size, dtype=torch.uint8)
+        batch["pixel_values"] = torch.stack([m.pixels if m.pixels is not None else blank for m in movies])
+        batch["image_present"] = image_present
+    return batch
+
+
+@torch.no_grad()
+def predict_batch(bundle: InferenceBundle, movies: list[PreparedMovie], device: str = "cpu") -> np.ndarray:
+    """Probabilities (len(movies) x 23) of prepared movies."""
+    batch = collate(movies, bundle.token_encoder.pad_id, bundle.cfg.loader.image_size)
+    if "pixel_values" in batch:
+        batch = to_device(batch, device)  # the eval path's normalisation, bit for bit
+    else:
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    logits = bundle.model(batch)["logits"]
+    return torch.sigmoid(logits.float()).cpu().numpy()
+
+
+def result_record(movie_id: str, probs: np.ndarray, thresholds: np.ndarray,
+                  missing: list[str]) -> dict[str, Any]:
+    """One output line: predicted genres (most probable first) and every genre's probability."""
+    above = [i for i in np.argsort(-probs, kind="stable") if probs[i] >= thresholds[i]]
+    record: dict[str, Any] = {"id": movie_id, "genres": [GENRES[i] for i in above],
+                              "probabilities": {g: float(p) for g, p in zip(GENRES, probs)}}
+    if missing:
+        record["missing"] = missing
+    return record
+
+
+def _missing(bundle: InferenceBundle, movie: PreparedMovie) -> list[str]:
+    missing = []
+    if bundle.uses_text and movie.input_ids is None:
+        missing.append("plot")
+    if bundle.uses_image and movie.pixels is None:
+        missing.append("poster")
+    return missing
+
+
+def predict_movies(bundle: InferenceBundle, movies: Iterable[MovieInput], *, device: str = "cpu",
+                   batch_size: int | None = None, skip_bad: bool = False,
+                   progress: bool = False, total: int | None = None) -> Iterator[dict[str, Any]]:
+    """Result records in input order; a bad movie raises InputError, or with `skip_bad`
+    becomes an `{"id", "error"}` record (and a warning) while the others go on."""
+    from tqdm import tqdm
+
+    batch_size = batch_size or bundle.cfg.loader.eval_batch_size
+    warned = False
+    pending: list[tuple[int, PreparedMovie]] = []
+    out: dict[int, dict[str, Any]] = {}
+    next_index = 0
+
+    def flush() -> Iterator[dict[str, Any]]:
+        nonlocal next_index
+        if pending:
+            probs = predict_batch(bundle, [movie for _, movie in pending], device)
+            for (index, movie), row in zip(pending, probs):
+                out[index] = result_record(movie.id, row, bundle.thresholds, _missing(bundle, movie))
+            pending.clear()
+        while next_index in out:
+            yield out.pop(next_index)
+            next_index += 1
+
+    bar = tqdm(total=total, desc="predict", unit="movie", disable=not progress, dynamic_ncols=True)
+    for index, movie in enumerate(movies):
+        try:
+            prepared = prepare(movie, bundle)
+        except InputError as exc:
+            if not skip_bad:
+                raise
+            logger.warning("skipped: %s", exc)
+            out[index] = {"id": movie.id, "error": str(exc)}
+        else:
+            missing = _missing(bundle, prepared)
+            if missing and not warned and bundle.cfg.model.modality_dropout == 0:
+                logger.warning("%s: predicting without a %s; this model was trained without modality "
+                               "dropout, so its missing-modality predictions are less reliable",
+                               movie.where, " or ".join(missing))
+                warned = True
+            pending.append((index, prepared))
+        bar.update(1)
+        if len(pending) >= batch_size:
+            yield from flush()
+    yield from flush()
+    bar.close()
+
+
+def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> int:
+    """Write records as JSONL atomically (a reader sees no file or the complete one); returns the count."""
+    count = 0
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+    return count
