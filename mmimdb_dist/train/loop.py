@@ -366,7 +366,7 @@ class Trainer:
                    f"continue with --resume auto")
         if self.main:
             logger.warning("%s", message)
-        raise TrainingStopped(message)
+        raise TrainingStopped(message, received)
 
     def _resume(self, resume: str | None) -> None:
         if self.main:

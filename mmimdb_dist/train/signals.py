@@ -38,9 +38,12 @@ EXIT_CHECKPOINTED = 75
 class TrainingStopped(SystemExit):
     """Raised once the stop checkpoint is on disk; exits the process with EXIT_CHECKPOINTED."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, received: signal.Signals | None = None) -> None:
         super().__init__(EXIT_CHECKPOINTED)
         self.message = message
+        # The signal this rank received (None: another rank's signal stopped it). A Slurm
+        # job requeues itself on SIGUSR2 (preemption or time limit ahead), not on SIGTERM.
+        self.received = received
 
     def __str__(self) -> str:
         return self.message
