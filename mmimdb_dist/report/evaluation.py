@@ -1,0 +1,143 @@
+"""Evaluate one checkpoint of a run on dev or test: metrics, per-genre CSV and figures.
+
+One process, the plain eval path: the checkpoint's `inference/` export is loaded (no
+Accelerate, no optimizer), the split is streamed once through the eval loader, and the
+same scikit-learn metrics as in training are reported under both protocols. Thresholds
+are always tuned on dev, so evaluating test needs dev predictions too; evaluating dev
+reports dev-tuned figures on dev itself, which are optimistic and labelled so.
+
+Output folder (default `<run>/evaluation/<checkpoint>-<split>/`):
+
+    metrics.json        {split: {"threshold_0.5", "tuned_on_dev", "thresholds"}, ...}
+    per_genre.csv       precision, recall, F1, support and tuned threshold per genre
+    training_curves.png, per_genre_f1.png, pr_curves.png, cooccurrence.png
+    attention.png       attention fusion only: text-to-poster attention over a few posters
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.loader import build_eval_loader, to_device
+from ..data.manifest import load_manifest
+from ..errors import DataError
+from ..genres import GENRES
+from ..inference.checkpoint import InferenceBundle, load_bundle, resolve_checkpoint
+from ..metrics import evaluation_report, tune_thresholds, write_metrics_json, write_per_genre_csv
+from ..train.evaluate import Predictions, iterate, merge, predict_local
+from . import figures
+
+logger = logging.getLogger(__name__)
+
+ATTENTION_MOVIES = 4
+
+
+@dataclass
+class Evaluation:
+    """Where the report went and what it says."""
+
+    out_dir: Path
+    checkpoint: Path
+    split: str
+    report: dict[str, Any]
+    figures: list[Path] = field(default_factory=list)
+
+
+def run_dir_of_checkpoint(checkpoint: Path) -> Path | None:
+    """`<run>/checkpoints/<name>` -> `<run>`; None for a checkpoint kept elsewhere."""
+    parent = checkpoint.resolve().parent
+    return parent.parent if parent.name == "checkpoints" else None
+
+
+def _predict(bundle: InferenceBundle, manifest, split: str, device: str, progress: bool) -> Predictions:
+    loader = build_eval_loader(bundle.cfg.loader, manifest, split, bundle.token_encoder, rank=0, world_size=1)
+    local = predict_local(bundle.model, loader, torch.device(device), progress=progress, desc=split)
+    return merge([local], manifest.split(split).num_samples, f"{manifest.path} split {split!r}")
+
+
+@torch.no_grad()
+def attention_sample(bundle: InferenceBundle, manifest, split: str, count: int, thresholds: np.ndarray,
+                     device: str) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """(posters, patch-grid attention, captions) of the split's first `count` movies, or None
+    when the model returns no text-to-poster attention."""
+    loader = build_eval_loader(bundle.cfg.loader, manifest, split, bundle.token_encoder, rank=0, world_size=1)
+    grid = bundle.cfg.model.image.patch_grid
+    posters, maps, captions = [], [], []
+    for batch in iterate(loader):
+        outputs = bundle.model(to_device(batch, device))
+        attention = outputs.get("attention")
+        if attention is None or attention.shape[-1] != grid * grid:
+            return None
+        mask = batch["attention_mask"].to(device).float()  # B x L, real plot tokens
+        per_word = attention.float().mean(1)  # B x L x P, mean over heads
+        weights = (per_word * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        probs = torch.sigmoid(outputs["logits"].float()).cpu().numpy()
+        for row in range(len(batch["ids"])):
+            if len(posters) == count:
+                break
+            posters.append(batch["pixel_values"][row].numpy())
+            maps.append(weights[row].cpu().numpy().reshape(grid, grid))
+            truth = [g for g, flag in zip(GENRES, batch["labels"][row].tolist()) if flag]
+            predicted = [g for g, p, t in zip(GENRES, probs[row], thresholds) if p >= t]
+            captions.append(f"{batch['ids'][row]}\ntrue: {', '.join(truth[:4])}\n"
+                            f"predicted: {', '.join(predicted[:4]) or '-'}")
+        if len(posters) == count:
+            break
+    if not posters:
+        return None
+    return np.stack(posters), np.stack(maps), captions
+
+
+def evaluate_checkpoint(run_dir: str | Path | None, checkpoint: str = "best", split: str = "test",
+                        out_dir: str | Path | None = None, shards_dir: str | Path | None = None,
+                        device: str = "cpu", progress: bool = False,
+                        attention_movies: int = ATTENTION_MOVIES) -> Evaluation:
+    """Evaluate `checkpoint` (best, last or a folder) of `run_dir` on `split`; write the report."""
+    if split not in ("dev", "test"):
+        raise DataError(f"--split {split}: expected dev or test (thresholds are tuned on dev)")
+    folder = resolve_checkpoint(run_dir, checkpoint)
+    run = Path(run_dir) if run_dir is not None else run_dir_of_checkpoint(folder)
+    bundle = load_bundle(folder, device)
+    shards = Path(shards_dir if shards_dir is not None else bundle.cfg.loader.shards_dir)
+    if not (shards / "manifest.json").is_file():
+        raise DataError(f"{shards}: no manifest.json (the run's loader.shards_dir); pass --shards DIR "
+                        "with the shard set the run was trained on")
+    manifest = load_manifest(shards)
+
+    dev = _predict(bundle, manifest, "dev", device, progress)
+    evaluated = dev if split == "dev" else _predict(bundle, manifest, split, device, progress)
+    thresholds = tune_thresholds(dev.labels, dev.probs)
+    report = evaluation_report(evaluated.labels, evaluated.probs, thresholds)
+
+    name = folder.resolve().name if folder.name != "inference" else folder.resolve().parent.name
+    out = Path(out_dir) if out_dir is not None else (run or folder) / "evaluation" / f"{name}-{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    write_metrics_json(out / "metrics.json", {
+        "checkpoint": str(folder), "split": split, "model": bundle.cfg.model.name,
+        "shards": str(manifest.path), "num_samples": len(evaluated.ids), "skipped": evaluated.skipped,
+        "thresholds_tuned_on": "dev" + (" (the evaluated split itself: optimistic)" if split == "dev" else ""),
+        split: report})
+    write_per_genre_csv(out / "per_genre.csv", {split: report})
+
+    label = f"{run.name if run else folder.name} / {name} / {split}"
+    written = []
+    log = run / "metrics.jsonl" if run is not None else None
+    if log is not None and log.is_file():
+        written.append(figures.training_curves(figures.read_metrics_log(log), out / "training_curves.png",
+                                               f"training of {run.name}"))
+    written.append(figures.per_genre_f1(report, out / "per_genre_f1.png", f"F1 per genre: {label}"))
+    written.append(figures.pr_curves(evaluated.labels, evaluated.probs, thresholds, out / "pr_curves.png"))
+    predicted = (evaluated.probs >= thresholds).astype(np.int64)
+    written.append(figures.cooccurrence(evaluated.labels, predicted, out / "cooccurrence.png",
+                                        title=f"genre co-occurrence: {label}"))
+    if attention_movies > 0:
+        sample = attention_sample(bundle, manifest, split, attention_movies, thresholds, device)
+        if sample is not None:
+            written.append(figures.attention_maps(*sample, out / "attention.png"))
+    return Evaluation(out_dir=out, checkpoint=folder, split=split, report=report, figures=written)

@@ -1,0 +1,195 @@
+"""The figures of an evaluation report, as PNG files a person can open.
+
+matplotlib's object API on a bare `Figure` (no pyplot): it renders with the Agg backend,
+needs no display, keeps no global figure registry, and so works in headless jobs and in
+worker processes alike. Each figure is rendered to memory and written atomically.
+
+* `training_curves`: train loss, dev metrics per evaluation (the best one marked) and
+  the learning rate of each parameter group, from a run's `metrics.jsonl`.
+* `per_genre_f1`: F1 per genre at threshold 0.5 and at the tuned thresholds, with support.
+* `pr_curves`: one precision-recall curve per genre, with average precision and the
+  operating points of both protocols.
+* `cooccurrence`: how often each pair of genres appears together in the true labels and
+  in the predictions, and the difference (pairs the model over- or under-predicts).
+* `attention_maps`: for attention fusion, where the plot's words look on the poster: the
+  text-to-poster attention averaged over heads and over the plot's real tokens, over
+  the patch grid, laid over the poster.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_write_bytes
+from ..genres import GENRES
+
+DPI = 110
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def _save(fig, path: str | Path) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
+def read_metrics_log(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a `metrics.jsonl`; a line torn by a crash is skipped."""
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def training_curves(records: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Loss, dev metrics and learning rates against the optimizer step."""
+    train = [r for r in records if r.get("type") == "train" and r.get("loss") is not None]
+    evals = [r for r in records if r.get("type") == "eval"]
+    fig = _figure(13, 3.8)
+    loss_ax, dev_ax, lr_ax = fig.subplots(1, 3)
+    if train:
+        loss_ax.plot([r["step"] for r in train], [r["loss"] for r in train], color="tab:blue", lw=1.2)
+    loss_ax.set(title="train loss", xlabel="optimizer step", ylabel="loss")
+    for key, label, color in (("f1_macro", "macro-F1 @0.5", "tab:red"), ("f1_micro", "micro-F1 @0.5", "tab:orange"),
+                              ("mean_average_precision", "mAP", "tab:green"), ("roc_auc_macro", "ROC-AUC", "tab:purple")):
+        points = [(r["step"], r[key]) for r in evals if r.get(key) is not None]
+        if points:
+            dev_ax.plot(*zip(*points), marker="o", ms=3, lw=1.2, label=label, color=color)
+    best = [r for r in evals if r.get("best")]
+    if best:
+        dev_ax.axvline(best[-1]["step"], color="grey", ls="--", lw=1, label=f"best (step {best[-1]['step']})")
+    dev_ax.set(title="dev metrics", xlabel="optimizer step", ylim=(0, 1))
+    if evals:
+        dev_ax.legend(fontsize=7, loc="lower right")
+    groups = sorted({name for r in train for name in (r.get("lr") or {})})
+    for name in groups:
+        points = [(r["step"], r["lr"][name]) for r in train if name in (r.get("lr") or {})]
+        lr_ax.plot(*zip(*points), lw=1.2, label=name)
+    lr_ax.set(title="learning rate", xlabel="optimizer step")
+    if groups:
+        lr_ax.legend(fontsize=7)
+    if not train and not evals:
+        loss_ax.text(0.5, 0.5, "no records in metrics.jsonl", ha="center", transform=loss_ax.transAxes)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def per_genre_f1(report: dict[str, Any], path: str | Path, title: str = "") -> Path:
+    """Grouped bars: F1 per genre at 0.5 and tuned; genre labels carry their support."""
+    fixed, tuned = report["threshold_0.5"], report["tuned_on_dev"]
+    names = [g["genre"] for g in fixed["per_genre"]]
+    x = np.arange(len(names))
+    fig = _figure(13, 4.5)
+    ax = fig.subplots()
+    ax.bar(x - 0.2, [g["f1"] for g in fixed["per_genre"]], 0.4, label=f"threshold 0.5 (macro {fixed['f1_macro']:.3f})",
+           color="tab:blue")
+    ax.bar(x + 0.2, [g["f1"] for g in tuned["per_genre"]], 0.4,
+           label=f"tuned on dev (macro {tuned['f1_macro']:.3f})", color="tab:orange")
+    ax.set_xticks(x, [f"{n}\n{g['support']}" for n, g in zip(names, fixed["per_genre"])], fontsize=7,
+                  rotation=60, ha="right")
+    ax.set(ylabel="F1", ylim=(0, 1), title=title or "F1 per genre (label: genre, support)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def pr_curves(y_true: np.ndarray, y_prob: np.ndarray, thresholds: Sequence[float], path: str | Path,
+              genres: Sequence[str] = GENRES, title: str = "") -> Path:
+    """Small multiples: each genre's precision-recall curve, AP, and the 0.5 / tuned points."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    columns = 6
+    rows = int(np.ceil(len(genres) / columns))
+    fig = _figure(2.6 * columns, 2.3 * rows)
+    axes = np.asarray(fig.subplots(rows, columns, sharex=True, sharey=True)).ravel()
+    for index, genre in enumerate(genres):
+        ax = axes[index]
+        truth, prob = y_true[:, index], y_prob[:, index]
+        positives = int(truth.sum())
+        if positives == 0:
+            ax.text(0.5, 0.5, "no positives", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+            ax.set_title(f"{genre} (n=0)", fontsize=8)
+            continue
+        precision, recall, _ = precision_recall_curve(truth, prob)
+        ax.plot(recall, precision, lw=1.2, color="tab:blue")
+        ax.axhline(positives / len(truth), color="grey", lw=0.8, ls=":")  # a random ranking
+        for cut, marker, color in ((0.5, "o", "tab:blue"), (thresholds[index], "s", "tab:orange")):
+            predicted = prob >= cut
+            if predicted.any():
+                hits = (predicted & (truth == 1)).sum()
+                ax.plot(hits / positives, hits / predicted.sum(), marker=marker, color=color, ms=4)
+        ap = average_precision_score(truth, prob)
+        ax.set_title(f"{genre} AP {ap:.2f} (n={positives})", fontsize=8)
+    for ax in axes[len(genres):]:
+        ax.axis("off")
+    for ax in axes[:len(genres)]:
+        ax.set(xlim=(0, 1), ylim=(0, 1.02))
+        ax.tick_params(labelsize=7)
+    fig.supxlabel("recall")
+    fig.supylabel("precision")
+    fig.suptitle(title or "precision-recall per genre (circle: threshold 0.5, square: tuned; dotted: base rate)",
+                 fontsize=10)
+    return _save(fig, path)
+
+
+def cooccurrence(y_true: np.ndarray, y_pred: np.ndarray, path: str | Path, genres: Sequence[str] = GENRES,
+                 title: str = "") -> Path:
+    """Genre pair counts in the labels and in the predictions, and predicted minus true."""
+    from matplotlib.colors import PowerNorm, TwoSlopeNorm
+
+    true_counts = y_true.T.astype(np.int64) @ y_true.astype(np.int64)
+    pred_counts = y_pred.T.astype(np.int64) @ y_pred.astype(np.int64)
+    difference = pred_counts - true_counts
+    fig = _figure(19, 6.6)
+    axes = fig.subplots(1, 3)
+    top = max(int(true_counts.max()), int(pred_counts.max()), 1)
+    norm = PowerNorm(gamma=0.5, vmin=0, vmax=top)
+    span = max(int(np.abs(difference).max()), 1)
+    panels = ((true_counts, "true labels", "viridis", norm),
+              (pred_counts, "predicted (tuned thresholds)", "viridis", norm),
+              (difference, "predicted - true", "RdBu_r", TwoSlopeNorm(vcenter=0, vmin=-span, vmax=span)))
+    ticks = np.arange(len(genres))
+    for ax, (counts, label, cmap, panel_norm) in zip(axes, panels):
+        image = ax.imshow(counts, cmap=cmap, norm=panel_norm)
+        ax.set_xticks(ticks, genres, rotation=90, fontsize=7)
+        ax.set_yticks(ticks, genres, fontsize=7)
+        ax.set_title(label)
+        fig.colorbar(image, ax=ax, shrink=0.75, label="movies")
+    fig.suptitle(title or "genre co-occurrence (diagonal: movies per genre)")
+    return _save(fig, path)
+
+
+def attention_maps(posters: np.ndarray, weights: np.ndarray, captions: Sequence[str], path: str | Path,
+                   title: str = "") -> Path:
+    """Posters (N x 3 x S x S uint8) with their patch attention (N x g x g) laid over them."""
+    count = len(posters)
+    fig = _figure(3.2 * count, 3.9)
+    axes = np.atleast_1d(fig.subplots(1, count))
+    for ax, poster, grid, caption in zip(axes, posters, weights, captions):
+        side = poster.shape[-1]
+        ax.imshow(np.transpose(poster, (1, 2, 0)))
+        overlay = ax.imshow(grid, cmap="inferno", alpha=0.55, extent=(0, side, side, 0), interpolation="nearest")
+        ax.set_title(caption, fontsize=7)
+        ax.axis("off")
+        fig.colorbar(overlay, ax=ax, shrink=0.7)
+    fig.suptitle(title or "where the plot looks on the poster (text-to-poster attention, mean over heads and words)",
+                 fontsize=9)
+    return _save(fig, path)
