@@ -6,6 +6,7 @@ sent with os.kill once metrics.jsonl shows training under way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -198,6 +199,35 @@ def test_a_rank_killed_mid_training_fails_the_launch_within_the_dist_timeout(sha
             process.wait()
     assert process.returncode != 0
     assert "SIGKILL" in output and "rank      : 1" in output, output[-3000:]
+    assert not (run_dir / "final_metrics.json").exists()
+
+
+def test_a_rank_that_hangs_fails_the_others_after_the_dist_timeout(shards, tmp_path):
+    """SIGSTOP freezes rank 1 mid-training (a stuck NFS read, a deadlocked data worker): rank 0
+    waits in its next collective for train.dist_timeout_s, then fails, and the launch ends."""
+    config = write_config(tmp_path / "hanging.yaml",
+                          tiny_config(shards, tmp_path / "runs", "hanging", epochs=EPOCHS, dist_timeout_s=15))
+    run_dir = tmp_path / "runs" / "hanging"
+    process = _launch(tmp_path, config)
+    stopped = None
+    try:
+        _wait_for_step(process, run_dir, 5)
+        stopped = _pid(tmp_path, 1)
+        os.kill(stopped, signal.SIGSTOP)
+        output, _ = process.communicate(timeout=150)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if stopped is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stopped, signal.SIGKILL)
+    assert process.returncode != 0
+    # The first failure is rank 0's, by gloo's own timeout ("Application timeout caused pair
+    # closure"), not a kill from outside; the launcher then takes the frozen rank down.
+    assert "[rank0]" in output and "timeout" in output.lower(), output[-3000:]
+    root_cause = output.split("Root Cause")[-1]
+    assert "rank      : 0" in root_cause and "exitcode  : 1" in root_cause, output[-3000:]
     assert not (run_dir / "final_metrics.json").exists()
 
 
