@@ -26,9 +26,9 @@ import math
 import os
 import resource
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -37,6 +37,7 @@ from ..atomic import atomic_write_text
 from ..config import ConfigError, ExperimentConfig, dump_config, save_config
 from ..data.loader import build_eval_loader, build_train_loader, to_device, train_batches_per_rank
 from ..data.sources import feature_spec, load_training_manifest
+from ..errors import MmimdbError
 from ..genres import GENRES
 from ..losses import build_loss
 from ..metrics import (compute_metrics, evaluation_report, tune_thresholds, write_metrics_json,
@@ -162,12 +163,37 @@ class Trainer:
 
     # ------------------------------------------------------------------ logging
 
+    def _log_write_failed(self, path: Path, exc: OSError) -> LogWriteError:
+        """A log that cannot be written stops the run: curves with silent holes mislead."""
+        checkpoints = complete_checkpoints(self.checkpoints_dir)
+        last = checkpoints[-1] if checkpoints else "none yet"
+        return LogWriteError(f"{path}: writing the training log failed ({exc.strerror or exc}); training "
+                             f"stopped at epoch {self.state.epoch} step {self.state.step}. Last complete "
+                             f"checkpoint: {last}; free space, then continue with --resume auto")
+
     def _log_record(self, record: dict[str, Any]) -> None:
         """One JSON line in metrics.jsonl (an append-only log, flushed per line)."""
         if not self.main:
             return
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
+        path = self.run_dir / "metrics.jsonl"
+        try:
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record, sort_keys=True) + "\n")
+        except OSError as exc:  # a torn last line is dropped on resume (_truncate_log)
+            raise self._log_write_failed(path, exc) from None
+
+    def _scalars(self, values: dict[str, float | None], step: int, flush: bool = False) -> None:
+        """TensorBoard scalars; `flush` at evaluations, so a failing disk shows up there."""
+        if self.writer is None:
+            return
+        try:
+            for tag, value in values.items():
+                if value is not None:
+                    self.writer.add_scalar(tag, value, step)
+            if flush:
+                self.writer.flush()
+        except OSError as exc:  # the event writer's thread reports its failure on the next call
+            raise self._log_write_failed(self.run_dir / "tensorboard", exc) from None
 
     def _truncate_log(self, batches_seen: int) -> None:
         """On resume, drop log lines written after the checkpoint (they are about to be redone)."""
@@ -200,15 +226,9 @@ class Trainer:
         }
         self._log_record(record)
         self._last_loss = record["loss"]
-        if self.writer is not None:
-            step = self.state.step
-            self.writer.add_scalar("train/loss", record["loss"], step)
-            self.writer.add_scalar("train/samples_per_s", record["samples_per_s"], step)
-            self.writer.add_scalar("train/memory_mb", record["memory_mb"], step)
-            if grad_norm is not None:
-                self.writer.add_scalar("train/grad_norm", grad_norm, step)
-            for name, lr in record["lr"].items():
-                self.writer.add_scalar(f"lr/{name}", lr, step)
+        self._scalars({"train/loss": record["loss"], "train/samples_per_s": record["samples_per_s"],
+                       "train/memory_mb": record["memory_mb"], "train/grad_norm": grad_norm,
+                       **{f"lr/{name}": lr for name, lr in record["lr"].items()}}, self.state.step)
         self._window = {"loss": 0.0, "batches": 0, "samples": 0, "start": time.perf_counter()}
 
     # ------------------------------------------------------------------ evaluation
@@ -239,10 +259,7 @@ class Trainer:
                   "batches_seen": state.batches_seen, "best": improved, "skipped": dev.skipped,
                   **{k: metrics[k] for k in keys}}
         self._log_record(record)
-        if self.writer is not None:
-            for key in keys:
-                if metrics[key] is not None:
-                    self.writer.add_scalar(f"dev/{key}", metrics[key], state.step)
+        self._scalars({f"dev/{key}": metrics[key] for key in keys}, state.step, flush=True)
         if self.main:
             logger.info("epoch %d step %d: dev macro-F1 %.4f micro-F1 %.4f%s%s", state.epoch, state.step,
                         metrics["f1_macro"], metrics["f1_micro"], " (best)" if improved else "",
@@ -419,7 +436,10 @@ class Trainer:
             return self.final_evaluation()
         finally:
             if self.writer is not None:
-                self.writer.close()
+                try:
+                    self.writer.close()
+                except OSError as exc:  # already failing, or the last flush failed: say so, keep the cause
+                    logger.error("%s: closing the TensorBoard log failed (%s)", self.run_dir / "tensorboard", exc)
 
     def final_evaluation(self) -> dict[str, Any]:
         """Test metrics of the BEST checkpoint (never the last weights), thresholds tuned on dev."""
@@ -457,6 +477,10 @@ class Trainer:
                               "test_f1_macro_tuned": reports["test"]["tuned_on_dev"]["f1_macro"]})
         self.accelerator.wait_for_everyone()
         return result
+
+
+class LogWriteError(MmimdbError):
+    """metrics.jsonl or the TensorBoard log could not be written (a full disk, a lost mount)."""
 
 
 def train(cfg: ExperimentConfig, resume: str | None = None,
