@@ -1,5 +1,6 @@
 """Checkpoint faults of `mmimdb-dist train`: SIGKILL mid-save, truncated or corrupt files, a
-checkpoint of another model or world size, a full disk mid-save, and train-section user errors.
+checkpoint of another model or world size, a full disk mid-save or mid-log, and train-section user
+errors.
 
 Every run is a real CLI process (see dist_scripts/train_fixtures.py). One base run with step
 checkpoints is trained once; each test damages its own copy of that run folder.
@@ -257,6 +258,30 @@ def test_full_disk_while_saving_reports_once_and_keeps_the_previous_checkpoints(
     assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".")]
     assert tree(run_dir / "checkpoints") == before  # no new checkpoint, the old ones untouched
     assert not (run_dir / "final_metrics.json").exists()
+
+
+def test_full_disk_while_logging_stops_with_one_line_and_the_run_resumes_cleanly(base, tmp_path):
+    import json
+
+    config, run_dir = copy_run(base, tmp_path, epochs=EPOCHS + 1)
+    log = run_dir / "metrics.jsonl"
+    before = tree(run_dir / "checkpoints")
+    # Room for the log as it is plus part of one line: the first new train record is torn.
+    limit = log.stat().st_size + 40
+    result = subprocess.run([sys.executable, "-c", LIMITED_CLI, str(limit), "--log-level", "WARNING", "train",
+                             "--config", str(config), "--resume", "auto"],
+                            capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env(), cwd=tmp_path)
+    line = error_line(result)
+    assert str(log) in line and "writing the training log failed" in line and "File too large" in line, line
+    assert str(checkpoints(run_dir)[-1]) in line and "--resume auto" in line
+    assert tree(run_dir / "checkpoints") == before  # it stopped before its next checkpoint
+    assert not (run_dir / "final_metrics.json").exists()
+    assert log.stat().st_size == limit  # the partial line that did fit
+
+    run_train(config, "--resume", "auto")  # space is back
+    records = [json.loads(line) for line in log.read_text().splitlines()]  # no torn line left
+    steps = [r["step"] for r in records if r["type"] == "train"]
+    assert steps == sorted(set(steps)) and records[-1]["type"] == "final"
 
 
 # --------------------------------------------------------------------------- user errors
