@@ -1,0 +1,56 @@
+"""What a submission leaves in its run folder, and how to wait for it.
+
+`<run_dir>/submissions.json` lists every job sent for the run (a run that ran out of requeues
+and was submitted again has two), with the job id, the cluster, the submitit folder and the
+resources; it is how a later command (`submit summary`, a person) finds the job and its logs
+without asking the scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_write_json
+from .options import SlurmOptions, SubmitError
+
+RECORD = "submissions.json"
+
+
+def record_submission(run_dir: Path, job: Any, options: SlurmOptions, kind: str, **extra: Any) -> dict[str, Any]:
+    entry = {"job_id": str(job.job_id), "cluster": type(job).__name__.replace("Job", "").lower(),
+             "kind": kind, "folder": str(Path(job.paths.folder)), "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+             "options": asdict(options), **extra}
+    path = Path(run_dir) / RECORD
+    history = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    history.append(entry)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, history)
+    return entry
+
+
+def where_to_look(job: Any, run_dir: Path, options: SlurmOptions) -> str:
+    """The lines printed after a submission: the job id, its logs, how to follow it."""
+    paths = job.paths
+    lines = [f"submitted job {job.job_id} ({options.nodes} node(s) x {options.tasks} task(s)) for {run_dir}",
+             f"  logs (rank 0):  {paths.stdout}  {paths.stderr}",
+             f"  all tasks:      {Path(paths.folder)}/"]
+    if type(job).__name__ == "SlurmJob":
+        lines.append(f"  follow:         squeue -j {job.job_id}; sacct -j {job.job_id}; tail -f {paths.stderr}")
+    lines.append(f"  results:        {run_dir / 'final_metrics.json'} once it finishes")
+    return "\n".join(lines)
+
+
+def wait_for(job: Any) -> list[Any]:
+    """Block until the job is done; every task's result, or a SubmitError naming the log to read."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    try:
+        return job.results()
+    except (FailedJobError, UncompletedJobError) as exc:
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise SubmitError(f"job {job.job_id} did not finish ({job.state}): {last}; "
+                          f"see {job.paths.stderr}") from None
