@@ -213,6 +213,9 @@ class _HashingWriter:
         self.bytes += len(data)
         return self.handle.write(data)
 
+    def tell(self) -> int:
+        return self.bytes
+
     def flush(self) -> None:
         self.handle.flush()
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from types import FrameType
 from typing import Any
 
@@ -75,6 +76,10 @@ class StopRequests:
         logger.warning("received %s: stopping after this optimizer step, with a checkpoint", received.name)
 
     def __enter__(self) -> StopRequests:
+        if threading.current_thread() is not threading.main_thread():
+            # Python delivers signals to the main thread only, and only it may set handlers:
+            # a trainer running in a worker thread (a Ray Tune trial) is stopped by its host.
+            return self
         for sig in STOP_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self

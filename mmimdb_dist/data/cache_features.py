@@ -1,0 +1,162 @@
+"""`mmimdb-dist cache-features`: run a config's encoders once over every split, store the outputs.
+
+The encoders are built exactly as the config's model builds them (pretrained weights, a
+seeded random initialisation otherwise), put in eval mode and frozen, and applied to every
+sample of every split in shard order: the plot through the tokenizer the run would use,
+the poster decoded with the eval transform (no augmentation). Their weights are saved with
+the features, so what made a features set can be checked and remade.
+
+Crash safety follows the shard writer: the old manifest is removed first, every tar is
+written atomically, and the manifest is written last; a folder without one is incomplete.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import webdataset as wds
+
+from ..config import ConfigError, ExperimentConfig, save_config
+from ..errors import DataError
+from ..genres import NUM_GENRES
+from .features import (ENCODERS_FILE, EncodedSample, FeatureSet, FeatureSpec, load_feature_set,
+                       write_feature_manifest, write_feature_shard)
+from .images import decode_poster
+from .loader import collate, parse_sample, to_device
+from .manifest import MANIFEST_NAME, SPLITS, Manifest, load_manifest
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Encoders:
+    text: torch.nn.Module
+    image: torch.nn.Module
+    token_encoder: Any
+
+
+def build_frozen_encoders(cfg: ExperimentConfig, manifest: Manifest, out_dir: Path | None = None) -> Encoders:
+    """The config's text and image encoders, frozen, with the run's tokenizer (saved to out_dir)."""
+    from ..baseline import read_shard_split_texts
+    from ..models import build_model
+    from ..models.registry import build_token_encoder, token_encoder_size
+
+    if not (cfg.model.uses_text and cfg.model.uses_image):
+        raise ConfigError(f"model.name: {cfg.model.name} lacks a text or an image encoder; cache-features "
+                          "needs a fusion model config (early_fusion, late_fusion, attention_fusion, gmu)")
+    text_cfg = cfg.model.text
+    if text_cfg.kind == "hf":
+        token_encoder = build_token_encoder(text_cfg)
+    else:
+        texts = read_shard_split_texts(manifest.shard_paths("train"), "train").texts
+        token_encoder = build_token_encoder(text_cfg, texts)
+    torch.manual_seed(cfg.train.seed if cfg.train.seed is not None else cfg.seed)
+    model = build_model(cfg.model, vocab_size=token_encoder_size(token_encoder), pad_id=token_encoder.pad_id)
+    model.eval().requires_grad_(False)
+    if out_dir is not None:
+        from safetensors.torch import save_file
+
+        if text_cfg.kind == "hf":
+            token_encoder.tokenizer.save_pretrained(str(out_dir / "tokenizer"))
+        else:
+            token_encoder.save(out_dir / "vocabulary.json")
+        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()
+                   if k.startswith(("text_encoder.", "image_encoder."))}
+        save_file(tensors, str(out_dir / ENCODERS_FILE))
+    return Encoders(model.text_encoder, model.image_encoder, token_encoder)
+
+
+def _read_samples(path: Path, token_encoder: Any, max_length: int) -> tuple[list[Any], int]:
+    """Parsed samples of one source shard in order; bad ones skipped (counted), as the loaders do."""
+    samples, skipped = [], 0
+
+    def tar_error(exc: Exception) -> bool:
+        logger.warning("%s: shard read error (rest of the shard skipped): %s", path, exc)
+        return True
+
+    for raw in wds.tariterators.tarfile_samples([{"url": str(path)}], handler=tar_error):
+        try:
+            samples.append(parse_sample(raw, token_encoder, max_length))
+        except DataError as exc:
+            logger.warning("skipped: %s", exc)
+            skipped += 1
+    return samples, skipped
+
+
+@torch.no_grad()
+def encode_batch(encoders: Encoders, samples: list[Any], image_size: int, device: torch.device,
+                 sequences: bool, dtype: np.dtype) -> list[EncodedSample]:
+    """One batch through both encoders; per-sample rows (pooled first, then the sequence)."""
+    pixels = [decode_poster(s.jpeg, image_size, augment=False) for s in samples]
+    batch = to_device(collate(samples, pixels, encoders.token_encoder.pad_id, 0), device)
+    text = encoders.text(batch["input_ids"], batch["attention_mask"])
+    image = encoders.image(batch["pixel_values"])
+    out = []
+    for row, sample in enumerate(samples):
+        text_rows = [text.pooled[row:row + 1]]
+        image_rows = [image.pooled[row:row + 1]]
+        if sequences:
+            text_rows.append(text.tokens[row][text.mask[row]])
+            image_rows.append(image.patches[row])
+        out.append(EncodedSample(
+            id=sample.id, labels=list(sample.labels),
+            text=torch.cat(text_rows).float().cpu().numpy().astype(dtype),
+            image=torch.cat(image_rows).float().cpu().numpy().astype(dtype)))
+    return out
+
+
+def cache_features(cfg: ExperimentConfig, out_dir: str | Path, *, sequences: bool = True,
+                   dtype: str = "float32", device: str | None = None, progress: bool = True) -> FeatureSet:
+    """Write the features set of `cfg`'s encoders over `cfg.loader.shards_dir` into `out_dir`."""
+    from tqdm import tqdm
+
+    manifest = load_manifest(cfg.loader.shards_dir)
+    out = Path(out_dir)
+    if out.resolve() == manifest.directory.resolve():
+        raise ConfigError(f"--out {out}: is the shard folder itself; choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST_NAME).unlink(missing_ok=True)  # incomplete until the new one is written
+    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    encoders = build_frozen_encoders(cfg, manifest, out)
+    encoders.text.to(torch_device)
+    encoders.image.to(torch_device)
+    save_config(cfg, out)
+    np_dtype = np.dtype(dtype)
+    batch_size = cfg.loader.eval_batch_size
+    splits: dict[str, dict[str, Any]] = {}
+    skipped_total = 0
+    total = sum(manifest.split(s).num_samples for s in SPLITS)
+    bar = tqdm(total=total, desc="cache-features", unit="movie", disable=not progress, dynamic_ncols=True)
+    for split in SPLITS:
+        shards, counts, written = [], [0] * NUM_GENRES, 0
+        for shard in manifest.split(split).shards:
+            samples, skipped = _read_samples(manifest.directory / shard.name, encoders.token_encoder,
+                                             cfg.loader.max_text_length)
+            skipped_total += skipped + max(shard.num_samples - len(samples) - skipped, 0)
+            encoded = []
+            for start in range(0, len(samples), batch_size):
+                chunk = samples[start:start + batch_size]
+                encoded += encode_batch(encoders, chunk, cfg.loader.image_size, torch_device, sequences, np_dtype)
+                bar.update(len(chunk))
+            shards.append(write_feature_shard(out / shard.name, encoded))
+            for sample in encoded:
+                for i, flag in enumerate(sample.labels):
+                    counts[i] += flag
+            written += len(encoded)
+        splits[split] = {"num_samples": written, "shards": shards, "label_counts": counts}
+    bar.close()
+    if not any(info["num_samples"] for info in splits.values()):
+        raise DataError(f"{manifest.directory}: no sample could be encoded")
+    spec = FeatureSpec(text_dim=int(encoders.text.out_dim), image_dim=int(encoders.image.out_dim),
+                       sequences=sequences, dtype=dtype)
+    write_feature_manifest(out, manifest, spec, splits, {"unreadable": skipped_total} if skipped_total else {},
+                           {"model": cfg.model.name, "text_kind": cfg.model.text.kind,
+                            "image_kind": cfg.model.image.kind, "image_size": cfg.loader.image_size,
+                            "max_text_length": cfg.loader.max_text_length})
+    return load_feature_set(out)
+

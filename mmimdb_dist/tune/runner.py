@@ -1,0 +1,183 @@
+"""Start (or join) Ray, run or restore a search with Ray Tune, and write its results.
+
+A search lives in `<storage_path>/<name>/`: Ray Tune's experiment state (what `--resume`
+restores with `Tuner.restore`), `runs/<trial id>/` (each trial's run folder: metrics.jsonl,
+checkpoints, final_metrics.json), `search.yaml` (the search as it was started), and, once
+it ends, `results.csv`, `results.md` and `best_config.yaml`.
+
+Without `--address` a local Ray is started with an explicit CPU count and no dashboard;
+with `--address HOST:PORT` the search joins a running cluster (a Slurm job that started a
+Ray head and workers). `RAY_USAGE_STATS_ENABLED=0` is set before Ray is imported, so
+nothing on a cluster node tries to reach the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_write_text
+from ..config import ConfigError, dump_config
+from .results import collect_results, write_results
+from .space import LoadedSearch, build_trial_config, evaluations_per_trial
+
+logger = logging.getLogger(__name__)
+
+SEARCH_FILE = "search.yaml"
+RUNS_DIR = "runs"
+# Searched keys that change how many evaluations a trial makes (ASHA's max_t).
+_LENGTH_KEYS = ("train.epochs", "train.eval_every", "train.grad_accum_steps", "loader.batch_size",
+                "loader.drop_last", "loader.shards_dir", "loader.features_dir")
+
+
+def quiet_ray_environment() -> None:
+    """Before `import ray`: no usage statistics upload, no dashboard metrics exporter."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+
+
+@dataclass
+class SearchOutcome:
+    experiment_dir: Path
+    results_csv: Path
+    results_md: Path
+    best_config: Path | None
+    num_trials: int
+
+
+def _max_t(loaded: LoadedSearch) -> int:
+    scheduler = loaded.config.scheduler
+    if scheduler.max_t is not None:
+        return scheduler.max_t
+    searched = [k for k in loaded.space.params if k in _LENGTH_KEYS]
+    if searched:
+        raise ConfigError(f"{loaded.path}: scheduler.max_t: space.{searched[0]} changes the number of "
+                          "evaluations per trial; set scheduler.max_t (evaluations of the longest trial)")
+    from ..data.sources import train_samples
+
+    cfg = build_trial_config(loaded.base, loaded.config.overrides)
+    return evaluations_per_trial(cfg, train_samples(cfg), loaded.config.resources.workers)
+
+
+def _search_algorithm(loaded: LoadedSearch):
+    algorithm = loaded.config.search
+    if algorithm.algorithm == "optuna":
+        try:
+            from ray.tune.search.optuna import OptunaSearch
+            import optuna  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError(f"{loaded.path}: search.algorithm: optuna is not installed "
+                              f"(pip install 'mmimdb-dist[tune]' or optuna): {exc}") from None
+        return OptunaSearch(space=loaded.space.optuna_define_by_run(), seed=algorithm.seed)
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=algorithm.seed)
+
+
+def _scheduler(loaded: LoadedSearch, max_t: int):
+    cfg = loaded.config.scheduler
+    if cfg.name == "fifo":
+        from ray.tune.schedulers import FIFOScheduler
+
+        return FIFOScheduler()
+    from ray.tune.schedulers import ASHAScheduler
+
+    # stop_last_trials=False: a trial that reaches max_t is left to finish, so its trainer
+    # tests its best checkpoint and writes final_metrics.json.
+    return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=min(cfg.grace_period, max_t),
+                         reduction_factor=cfg.reduction_factor, stop_last_trials=False)
+
+
+def _trainable(loaded: LoadedSearch):
+    from ray import tune
+
+    from .trainable import run_trial
+
+    res = loaded.config.resources
+    setup: dict[str, Any] = {
+        "base": loaded.base, "overrides": dict(loaded.config.overrides),
+        "loss_fixed": loaded.space.loss_fixed, "runs_dir": str(loaded.experiment_dir / RUNS_DIR),
+        "workers": res.workers, "cpu": res.cpu, "gpu": res.gpu,
+    }
+    trainable = tune.with_parameters(run_trial, setup=setup)
+    if res.workers > 1:
+        # The trial itself only waits on its TorchTrainer, whose workers hold the resources.
+        return tune.with_resources(trainable, {"cpu": 0})
+    return tune.with_resources(trainable, {"cpu": res.cpu, "gpu": res.gpu})
+
+
+def _start_ray(loaded: LoadedSearch, address: str | None) -> None:
+    """Join the cluster at `address`, or start a local Ray sized by the `ray:` section."""
+    import ray
+
+    runtime_env = {"env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env)
+        return
+    num_cpus = loaded.config.ray.num_cpus or os.cpu_count() or 1
+    ray.init(num_cpus=num_cpus, num_gpus=loaded.config.ray.num_gpus, include_dashboard=False,
+             runtime_env=runtime_env)
+
+
+def run_search(loaded: LoadedSearch, resume: bool = False, address: str | None = None) -> SearchOutcome:
+    quiet_ray_environment()
+    experiment_dir = loaded.experiment_dir
+    search_text = loaded.path.read_text(encoding="utf-8")
+    from ray import tune
+
+    exists = tune.Tuner.can_restore(str(experiment_dir)) if experiment_dir.exists() else False
+    if resume and not exists:
+        raise ConfigError(f"--resume: {experiment_dir} holds no search to continue; run without --resume")
+    if not resume and exists:
+        raise ConfigError(f"{experiment_dir} already holds a search; pass --resume to continue it, "
+                          "or set another `name` or `storage_path`")
+    max_t = _max_t(loaded)
+    _start_ray(loaded, address)
+    try:
+        trainable = _trainable(loaded)
+        if resume:
+            saved = experiment_dir / SEARCH_FILE
+            if saved.is_file() and saved.read_text(encoding="utf-8") != search_text:
+                logger.warning("%s differs from the search being resumed (%s); the saved search and its "
+                               "trials are continued as they were", loaded.path, saved)
+            tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_unfinished=True,
+                                       resume_errored=True)
+        else:
+            experiment_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(experiment_dir / SEARCH_FILE, search_text)
+            tuner = _new_tuner(loaded, trainable, max_t)
+        results = tuner.fit()
+    finally:
+        import ray
+
+        ray.shutdown()  # stops a local Ray; only disconnects from a cluster
+    table = collect_results(results, loaded, max_t)
+    return write_results(table, loaded)
+
+
+def trial_name(trial: Any) -> str:
+    """Trials are named by their id alone (Ray's default folder names carry every parameter)."""
+    return trial.trial_id
+
+
+def _new_tuner(loaded: LoadedSearch, trainable: Any, max_t: int):
+    from ray import tune
+
+    cfg = loaded.config
+    metric, mode = cfg.scheduler.metric, cfg.scheduler.mode
+    tune_config = tune.TuneConfig(
+        metric=metric, mode=mode, num_samples=cfg.search.num_samples,
+        search_alg=_search_algorithm(loaded), scheduler=_scheduler(loaded, max_t),
+        max_concurrent_trials=cfg.resources.max_concurrent,
+        trial_name_creator=trial_name, trial_dirname_creator=trial_name,
+    )
+    run_config = tune.RunConfig(
+        name=cfg.name, storage_path=str(loaded.storage_path),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=metric,
+                                                checkpoint_score_order=mode),
+        failure_config=tune.FailureConfig(max_failures=1), verbose=1,
+    )
+    param_space = {} if cfg.search.algorithm == "optuna" else loaded.space.ray_param_space()
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
