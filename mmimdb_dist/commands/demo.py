@@ -3,9 +3,10 @@
 generate a synthetic MM-IMDb -> reshard it -> verify the shards against their manifest ->
 read every split back through the streaming loaders (every dev/test movie exactly once,
 equal train batches for two simulated ranks) -> train and evaluate the classical TF-IDF
-baseline -> train a small early-fusion model (BiLSTM + CNN) with the real trainer and
-evaluate its best checkpoint -> compare the two. Every step is the same code path a real
-run on the real dataset takes.
+baseline -> train a small early-fusion model (BiLSTM + CNN) with the real trainer ->
+evaluate its best checkpoint on test with figures (`mmimdb-dist evaluate`) -> rank the
+models in one table (`mmimdb-dist compare`). Every step is the same code path a real run
+on the real dataset takes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from ..cli import add_config_arguments
 
-STEPS = 6
+STEPS = 7
 # The fusion model's config; resolved against the current folder, then the source tree.
 DEFAULT_TRAIN_CONFIG = "configs/synth_demo_fusion.yaml"
 
@@ -126,9 +127,11 @@ def run(args: argparse.Namespace) -> int:
     write_metrics_json(baseline_dir / "metrics.json", results)
     write_per_genre_csv(baseline_dir / "per_genre.csv", {"dev": results["dev"], "test": results["test"]})
     print(format_summary({"dev": results["dev"], "test": results["test"]}))
-    rows = [("tfidf_logreg (plot only)", results["test"])]
+    compared = [baseline_dir]
+    evaluation = None
 
     if not args.skip_training:
+        from ..report.evaluation import evaluate_checkpoint
         from ..train.loop import run_dir_of, train
 
         _step(6, f"train early fusion (BiLSTM + CNN) with {args.train_config}")
@@ -136,24 +139,24 @@ def run(args: argparse.Namespace) -> int:
                                 [f"loader.shards_dir={cfg.loader.shards_dir}",
                                  f"output_dir={out / 'runs'}", f"seed={cfg.seed}"])
         fusion = train(train_cfg)
-        rows.append((f"{train_cfg.model.name} (plot + poster)", fusion["test"]))
+        run_dir = run_dir_of(train_cfg)
         print(f"  best checkpoint {fusion['best_checkpoint']} (epoch {fusion['best_epoch']}); "
-              f"run folder {run_dir_of(train_cfg)}")
+              f"run folder {run_dir}")
+        compared.append(run_dir)
 
-    print("\ntest split, both protocols (thresholds tuned on dev):")
-    print(_comparison(rows))
-    print(f"\ndone: raw data {cfg.data.raw_dir}, shards {cfg.shard.out_dir}, "
+        _step(7, f"evaluate the best checkpoint on test, with figures (mmimdb-dist evaluate --run {run_dir})")
+        evaluation = evaluate_checkpoint(run_dir, "best", "test")
+        print(format_summary({"test": evaluation.report}))
+
+    from ..report.compare import compare_runs, markdown_table, write_comparison
+
+    rows = compare_runs(compared, sort_by="f1_macro", protocol="tuned_on_dev")
+    csv_path, md_path = write_comparison(rows, out)
+    print("\nmodels trained, test split, ranked by macro-F1 with per-genre thresholds tuned on dev:\n")
+    print(markdown_table(rows))
+    print(f"\ncomparison: {csv_path}, {md_path}")
+    if evaluation is not None:
+        print(f"figures: {evaluation.out_dir}/ ({', '.join(path.name for path in evaluation.figures)})")
+    print(f"done: raw data {cfg.data.raw_dir}, shards {cfg.shard.out_dir}, "
           f"baseline {baseline_dir}, runs {out / 'runs'}")
     return 0
-
-
-def _comparison(rows) -> str:
-    header = (f"  {'model':<32} {'micro-F1@0.5':>12} {'macro-F1@0.5':>12} "
-              f"{'micro-F1 tuned':>14} {'macro-F1 tuned':>14} {'mAP':>7}")
-    lines = [header]
-    for name, report in rows:
-        fixed, tuned = report["threshold_0.5"], report["tuned_on_dev"]
-        lines.append(f"  {name:<32} {fixed['f1_micro']:>12.4f} {fixed['f1_macro']:>12.4f} "
-                     f"{tuned['f1_micro']:>14.4f} {tuned['f1_macro']:>14.4f} "
-                     f"{fixed['mean_average_precision']:>7.4f}")
-    return "\n".join(lines)
