@@ -4,7 +4,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 DEMO_OUT ?= runs/demo
 
-.PHONY: install install-torch demo test bench-data
+.PHONY: install install-torch install-slurm demo test bench-data
 
 # torch and torchvision come from the package index itself, together: a machine-level pip
 # configuration may offer a CPU-only torch wheel that the index's torchvision cannot import beside.
@@ -22,7 +22,13 @@ install: install-torch
 demo: install
 	$(PYTHON) -m mmimdb_dist.cli demo --out $(DEMO_OUT)
 
-test: install
+# The Slurm tests (tests/test_slurm.py) run against a real single-node Slurm: its Debian
+# packages are installed here (as root; nothing is asked for when they are there), and the
+# tests start the cluster with launch/slurm/start.sh when it is not up, and stop it after.
+install-slurm:
+	bash launch/slurm/install.sh
+
+test: install install-slurm
 	$(PYTHON) -m pytest -q -ra
 
 bench-data: install
