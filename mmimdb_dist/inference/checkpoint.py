@@ -112,8 +112,9 @@ def verify_inference_files(checkpoint: Path) -> None:
             raise CheckpointError(f"{path}: missing (listed in {listing_path})")
         size = path.stat().st_size
         if size != expected["bytes"]:
-            raise CheckpointError(f"{path}: {size} bytes, expected {expected['bytes']} (truncated or "
-                                  f"overwritten; see {listing_path})")
+            how = "truncated, or" if size < expected["bytes"] else "written to, or"
+            raise CheckpointError(f"{path}: {size} bytes, expected {expected['bytes']} ({how} replaced by "
+                                  f"another model's file; see {listing_path})")
         if _sha256(path) != expected["sha256"]:
             raise CheckpointError(f"{path}: content differs from the SHA-256 in {listing_path} "
                                   "(corrupted, or replaced by another model's file)")

@@ -84,7 +84,8 @@ def attention_sample(bundle: InferenceBundle, manifest, split: str, count: int, 
             posters.append(batch["pixel_values"][row].numpy())
             maps.append(weights[row].cpu().numpy().reshape(grid, grid))
             truth = [g for g, flag in zip(GENRES, batch["labels"][row].tolist()) if flag]
-            predicted = [g for g, p, t in zip(GENRES, probs[row], thresholds) if p >= t]
+            order = np.argsort(-probs[row], kind="stable")  # most probable first
+            predicted = [GENRES[i] for i in order if probs[row][i] >= thresholds[i]]
             captions.append(f"{batch['ids'][row]}\ntrue: {', '.join(truth[:4])}\n"
                             f"predicted: {', '.join(predicted[:4]) or '-'}")
         if len(posters) == count:

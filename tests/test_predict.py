@@ -1,0 +1,248 @@
+"""`mmimdb-dist predict`: reproduces the evaluated metrics from raw movies, handles a missing
+modality, and turns every bad input into one error line naming the file.
+
+One tiny attention-fusion run (trained once per session, `dist_scripts/report_fixtures.py`)
+serves every test; the bad-input cases run the real CLI entry point in-process (one case
+also as a separate process, for the exit status) so they cost no process start-up each.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dist_scripts.report_fixtures import attention_run, best_checkpoint, cli, raw_folder
+from dist_scripts.train_fixtures import evaluate_checkpoint, train_shards
+from mmimdb_dist.cli import main
+from mmimdb_dist.genres import GENRES, map_genres, multi_hot
+from mmimdb_dist.metrics import evaluation_report
+
+pytestmark = pytest.mark.slow
+
+METRICS = ("f1_micro", "f1_macro", "f1_weighted", "f1_samples", "precision_micro", "recall_macro",
+           "subset_accuracy", "hamming_loss")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return attention_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> Path:
+    return raw_folder(train_shards(tmp_path_factory))
+
+
+@pytest.fixture(scope="module")
+def test_predictions(run_dir, raw, tmp_path_factory) -> dict[str, dict]:
+    out = tmp_path_factory.mktemp("predict") / "test.jsonl"
+    result = cli("predict", "--run", str(run_dir), "--input", str(raw), "--split", "test", "--output", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"-> {out}" in result.stdout
+    return {record["id"]: record for record in map(json.loads, out.read_text().splitlines())}
+
+
+def _raw_labels(raw: Path, ids: list[str]) -> np.ndarray:
+    labels = []
+    for movie_id in ids:
+        genres = json.loads((raw / "dataset" / f"{movie_id}.json").read_text())["genres"]
+        labels.append(multi_hot(map_genres(genres)[0]))
+    return np.array(labels)
+
+
+def test_batch_predict_on_the_test_split_reproduces_the_evaluated_metrics(run_dir, raw, test_predictions):
+    final = json.loads((run_dir / "final_metrics.json").read_text())["test"]
+    checkpoint = best_checkpoint(run_dir)
+    thresholds = json.loads((checkpoint / "inference" / "thresholds.json").read_text())["thresholds"]
+    assert thresholds == final["thresholds"]  # the checkpoint carries the run's dev-tuned thresholds
+
+    evaluated = evaluate_checkpoint(checkpoint, "test")  # the shard + eval-loader path
+    assert sorted(test_predictions) == evaluated.ids
+    probs = np.array([[test_predictions[i]["probabilities"][g] for g in GENRES] for i in evaluated.ids])
+    np.testing.assert_allclose(probs, evaluated.probs, rtol=0, atol=1e-5)
+
+    report = evaluation_report(_raw_labels(raw, evaluated.ids), probs, thresholds)
+    for protocol in ("threshold_0.5", "tuned_on_dev"):
+        for key in METRICS:
+            assert report[protocol][key] == pytest.approx(final[protocol][key], abs=1e-12), (protocol, key)
+        for key in ("roc_auc_macro", "mean_average_precision"):
+            assert report[protocol][key] == pytest.approx(final[protocol][key], abs=1e-4), (protocol, key)
+        assert report[protocol]["per_genre"] == final[protocol]["per_genre"]
+    # The marked genres are exactly those at or above their tuned threshold, most probable first.
+    for record in test_predictions.values():
+        expected = [g for g, t in zip(GENRES, thresholds) if record["probabilities"][g] >= t]
+        assert sorted(record["genres"]) == sorted(expected)
+        marked = [record["probabilities"][g] for g in record["genres"]]
+        assert marked == sorted(marked, reverse=True)
+        assert "missing" not in record
+
+
+def test_jsonl_with_a_missing_plot_or_poster(run_dir, raw, test_predictions, tmp_path):
+    movie_id = sorted(test_predictions)[0]
+    plots = json.loads((raw / "dataset" / f"{movie_id}.json").read_text())["plot"]
+    poster = tmp_path / "posters" / "cover.jpeg"
+    poster.parent.mkdir()
+    shutil.copy(raw / "dataset" / f"{movie_id}.jpeg", poster)
+    lines = [{"id": "both", "plot": plots, "poster": "posters/cover.jpeg"},
+             {"id": "plot_only", "plot": plots},
+             {"id": "poster_only", "plot": None, "poster": str(poster)}]
+    source = tmp_path / "movies.jsonl"
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", "--run", str(run_dir), "--input", str(source), "--output", str(out)]) == 0
+    records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert list(records) == ["both", "plot_only", "poster_only"]
+    # Same movie, same preparation: the JSONL source gives the folder source's probabilities.
+    assert records["both"]["probabilities"] == pytest.approx(test_predictions[movie_id]["probabilities"], abs=1e-6)
+    assert "missing" not in records["both"]
+    assert records["plot_only"]["missing"] == ["poster"]
+    assert records["poster_only"]["missing"] == ["plot"]
+    for name in ("plot_only", "poster_only"):
+        probs = np.array(list(records[name]["probabilities"].values()))
+        assert np.all((probs > 0) & (probs < 1))
+        assert not np.allclose(probs, list(records["both"]["probabilities"].values()), atol=1e-4)
+
+
+def test_one_movie_prints_every_genre_with_the_predicted_ones_marked(run_dir, raw, test_predictions):
+    movie_id = sorted(test_predictions)[1]
+    plot = max(json.loads((raw / "dataset" / f"{movie_id}.json").read_text())["plot"], key=len)
+    result = cli("predict", "--run", str(run_dir), "--plot", plot, "--poster",
+                 str(raw / "dataset" / f"{movie_id}.jpeg"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line[2:].split(" ")[0] in GENRES]
+    assert len(rows) == len(GENRES)
+    marked = {line[2:].split()[0] for line in rows if line.startswith("*")}
+    assert marked == set(test_predictions[movie_id]["genres"])
+    shown = [float(line.split()[-2]) for line in rows]
+    assert shown == sorted(shown, reverse=True)
+    assert f"predicted: {', '.join(test_predictions[movie_id]['genres']) or '(none)'}" in result.stdout
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _one_error_line(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("mmimdb-dist predict: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], lines
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def bad_files(raw, tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("bad-input")
+    good = sorted((raw / "dataset").glob("*.jpeg"))[0].read_bytes()
+    files = {"corrupt": folder / "corrupt.jpeg", "truncated": folder / "truncated.jpeg",
+             "empty": folder / "empty.jpeg", "missing": folder / "missing.jpeg"}
+    files["corrupt"].write_bytes(b"this is not an image at all" * 40)
+    files["truncated"].write_bytes(good[: len(good) // 2])
+    files["empty"].write_bytes(b"")
+    return files
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing", "poster file missing"),
+    ("corrupt", "not an image PIL can read"),
+    ("truncated", "poster does not decode"),
+    ("empty", "poster file is empty (0 bytes)"),
+])
+def test_a_bad_poster_is_one_error_line_naming_the_file(run_dir, bad_files, capsys, case, expected):
+    poster = bad_files[case]
+    line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--plot", "a man and a dog", "--poster",
+                                    str(poster)])
+    assert str(poster) in line and expected in line
+
+
+def test_an_empty_plot_is_one_error_line(run_dir, raw, capsys):
+    line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--plot", "   "])
+    assert "the plot is empty" in line
+
+
+def test_bad_batch_inputs_name_the_file_and_line(run_dir, raw, tmp_path, capsys):
+    jsonl = tmp_path / "movies.jsonl"
+    good = json.dumps({"id": "1", "plot": "a family moves to a haunted house"})
+    jsonl.write_text(good + "\n" + good.replace('"1"', '"2"')[:25])  # the last line cut short
+    line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--input", str(jsonl),
+                                    "--output", str(tmp_path / "out.jsonl")])
+    assert f"{jsonl}:2: not valid JSON" in line and "truncated" in line
+    assert not (tmp_path / "out.jsonl").exists()
+
+    jsonl.write_text(good + "\n" + json.dumps({"id": "2", "plot": ["", " "]}) + "\n")
+    line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--input", str(jsonl),
+                                    "--output", str(tmp_path / "out.jsonl")])
+    assert f"{jsonl}:2: the plot is empty" in line
+    # --skip-bad: the bad movie becomes an error record, the others are predicted.
+    assert main(["predict", "--run", str(run_dir), "--input", str(jsonl), "--output",
+                 str(tmp_path / "out.jsonl"), "--skip-bad"]) == 0
+    records = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == ["1", "2"] and "genres" in records[0] and "plot is empty" in records[1]["error"]
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    movie = sorted((raw / "dataset").glob("*.json"))[0]
+    shutil.copy(movie.with_suffix(".jpeg"), folder / movie.with_suffix(".jpeg").name)
+    (folder / movie.name).write_bytes(movie.read_bytes()[:-10])  # a truncated metadata file
+    line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--input", str(folder),
+                                    "--output", str(tmp_path / "folder.jsonl")])
+    assert f"{folder / movie.name}: not valid UTF-8 JSON" in line and "truncated" in line
+
+
+def _copy_checkpoint(run_dir: Path, tmp_path: Path, inference_only: bool = False) -> Path:
+    source = best_checkpoint(run_dir)
+    target = tmp_path / "checkpoint"
+    shutil.copytree(source / "inference" if inference_only else source, target)
+    return target
+
+
+def test_a_truncated_checkpoint_file_is_named(run_dir, tmp_path, capsys):
+    checkpoint = _copy_checkpoint(run_dir, tmp_path)
+    weights = checkpoint / "inference" / "model.safetensors"
+    size = weights.stat().st_size
+    weights.write_bytes(weights.read_bytes()[: size // 3])
+    line = _one_error_line(capsys, ["predict", "--checkpoint", str(checkpoint), "--plot", "a heist in Paris"])
+    assert f"{weights}: {size // 3} bytes, expected {size} (truncated" in line
+
+    bare = _copy_checkpoint(run_dir, tmp_path / "bare", inference_only=True)  # no files.json to check
+    (bare / "model.safetensors").write_bytes((bare / "model.safetensors").read_bytes()[: size // 3])
+    line = _one_error_line(capsys, ["predict", "--checkpoint", str(bare), "--plot", "a heist in Paris"])
+    assert f"{bare / 'model.safetensors'}: not a readable safetensors file" in line and "truncated" in line
+
+
+def test_a_checkpoint_of_another_model_is_refused(run_dir, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from mmimdb_dist.data.vocab import Vocabulary
+    from mmimdb_dist.models import build_model
+    from mmimdb_dist.train.checkpoint import load_for_inference
+
+    _, cfg, vocab = load_for_inference(best_checkpoint(run_dir))
+    cfg.model.name = "early_fusion"  # same encoders, another fusion head
+    other = build_model(cfg.model, vocab_size=len(vocab), pad_id=Vocabulary.pad_id)
+    weights = {k: v.contiguous() for k, v in other.state_dict().items()}
+
+    bare = _copy_checkpoint(run_dir, tmp_path, inference_only=True)
+    save_file(weights, str(bare / "model.safetensors"))
+    line = _one_error_line(capsys, ["predict", "--checkpoint", str(bare), "--plot", "a heist in Paris"])
+    assert f"{bare / 'model.safetensors'}: does not fit the model of its config.yaml" in line
+
+    full = _copy_checkpoint(run_dir, tmp_path / "full")
+    save_file(weights, str(full / "inference" / "model.safetensors"))
+    line = _one_error_line(capsys, ["predict", "--checkpoint", str(full), "--plot", "a heist in Paris"])
+    assert f"{full / 'inference' / 'model.safetensors'}:" in line and "replaced by another model's file" in line
+
+    labels = _copy_checkpoint(run_dir, tmp_path / "labels", inference_only=True)
+    (labels / "genres.json").write_text(json.dumps(["Drama", "Comedy"]))
+    line = _one_error_line(capsys, ["predict", "--checkpoint", str(labels), "--plot", "a heist in Paris"])
+    assert f"{labels / 'genres.json'}:" in line and "another model" in line
+
+
+def test_bad_input_exits_2_with_one_line_from_a_real_process(run_dir, bad_files):
+    result = cli("predict", "--run", str(run_dir), "--poster", str(bad_files["corrupt"]))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"mmimdb-dist predict: error: {bad_files['corrupt']}: ")
+    assert result.stdout == ""
