@@ -149,7 +149,7 @@ def test_killed_search_resumes(base_config: Path) -> None:
     on from its checkpoint (evaluations already made are not redone) and the search ends."""
     config = search_yaml(base_config.parent, base_config, "killed",
                          search={"algorithm": "optuna", "num_samples": 2, "seed": 1},
-                         resources={"cpu": 1, "max_concurrent": 1}, scheduler={"name": "fifo"})
+                         scheduler={"name": "fifo"})
     experiment = base_config.parent / "searches" / "killed"
     process = subprocess.Popen(tune_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=env(), cwd=config.parent, start_new_session=True)

@@ -46,6 +46,7 @@ class SearchTable:
     mode: str
     max_t: int
     rows: list[TrialRow]
+    scheduler: str = "ASHA"
 
     @property
     def best(self) -> TrialRow | None:
@@ -112,7 +113,8 @@ def collect_results(results: Any, loaded: LoadedSearch, max_t: int) -> SearchTab
         ))
     reverse = mode == "max"
     rows.sort(key=lambda r: (r.best_metric is None, -(r.best_metric or 0) if reverse else (r.best_metric or 0)))
-    return SearchTable(metric=metric, mode=mode, max_t=max_t, rows=rows)
+    scheduler = "ASHA early stopping" if loaded.config.scheduler.name == "asha" else "no early stopping"
+    return SearchTable(metric=metric, mode=mode, max_t=max_t, rows=rows, scheduler=scheduler)
 
 
 def _columns(table: SearchTable) -> tuple[list[str], list[dict[str, Any]]]:
@@ -154,8 +156,8 @@ def to_markdown(table: SearchTable, title: str) -> str:
     header, records = _columns(table)
     shown = [h for h in header if h not in ("run_dir", "error")]
     lines = [f"# {title}", "",
-             f"{len(table.rows)} trials; ASHA on dev {table.metric} ({table.mode}), "
-             f"{table.max_t} evaluations per complete trial. Best first.", "",
+             f"{len(table.rows)} trials ({table.scheduler}), ranked by their best dev {table.metric} "
+             f"({table.mode}); {table.max_t} dev evaluations make a complete trial.", "",
              "| " + " | ".join(shown) + " |",
              "| " + " | ".join("---:" if h not in ("trial", "status") and "." not in h else "---"
                               for h in shown) + " |"]

@@ -70,7 +70,9 @@ def _search_algorithm(loaded: LoadedSearch):
         except ImportError as exc:
             raise ConfigError(f"{loaded.path}: search.algorithm: optuna is not installed "
                               f"(pip install 'mmimdb-dist[tune]' or optuna): {exc}") from None
-        return OptunaSearch(space=loaded.space.optuna_define_by_run(), seed=algorithm.seed)
+        scheduler = loaded.config.scheduler
+        return OptunaSearch(space=loaded.space.optuna_define_by_run(), metric=scheduler.metric,
+                            mode=scheduler.mode, seed=algorithm.seed)
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     return BasicVariantGenerator(random_state=algorithm.seed)

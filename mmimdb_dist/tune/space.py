@@ -227,19 +227,27 @@ class SearchSpace:
                     space[f"loss.{loss}.{name}"] = domain.to_ray()
         return space
 
-    def optuna_define_by_run(self):
-        """A define-by-run function: loss parameters are suggested only for the chosen loss."""
-        params, losses = self.params, self.losses
+    def optuna_define_by_run(self) -> OptunaSpace:
+        return OptunaSpace(self.params, self.losses)
 
-        def define(trial: Any) -> None:
-            for key, domain in params.items():
-                domain.suggest(trial, key)
-            if losses:
-                chosen = trial.suggest_categorical(LOSS_KEY, list(losses))
-                for name, domain in losses[chosen].items():
-                    domain.suggest(trial, f"loss.{chosen}.{name}")
 
-        return define
+@dataclass
+class OptunaSpace:
+    """Optuna's define-by-run space: loss parameters are suggested only for the chosen loss.
+
+    A class rather than a closure: Tune saves the Optuna searcher with plain pickle.
+    """
+
+    params: dict[str, Domain]
+    losses: dict[str, dict[str, Domain]]
+
+    def __call__(self, trial: Any) -> None:
+        for key, domain in self.params.items():
+            domain.suggest(trial, key)
+        if self.losses:
+            chosen = trial.suggest_categorical(LOSS_KEY, list(self.losses))
+            for name, domain in self.losses[chosen].items():
+                domain.suggest(trial, f"loss.{chosen}.{name}")
 
 
 def trial_overrides(fixed: dict[str, Any], loss_fixed: dict[str, dict[str, Any]],
