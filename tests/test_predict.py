@@ -171,6 +171,10 @@ def test_bad_batch_inputs_name_the_file_and_line(run_dir, raw, tmp_path, capsys)
                                     "--output", str(tmp_path / "out.jsonl")])
     assert f"{jsonl}:2: not valid JSON" in line and "truncated" in line
     assert not (tmp_path / "out.jsonl").exists()
+    assert main(["predict", "--run", str(run_dir), "--input", str(jsonl), "--output",
+                 str(tmp_path / "out.jsonl"), "--skip-bad"]) == 0
+    records = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert "genres" in records[0] and "looks truncated" in records[1]["error"] and len(records) == 2
 
     jsonl.write_text(good + "\n" + json.dumps({"id": "2", "plot": ["", " "]}) + "\n")
     line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--input", str(jsonl),

@@ -44,6 +44,9 @@ class MovieInput:
     plot: str | list[str] | None
     poster: Path | None
     where: str  # file (and line) the movie came from, for error messages
+    # Why the movie's record could not be read; raised when it is prepared, so that
+    # `--skip-bad` treats an unreadable record like any other bad movie.
+    error: str | None = None
 
 
 @dataclass
@@ -82,6 +85,8 @@ def prepare_poster(path: Path, preprocessing: dict[str, Any], image_size: int) -
 
 def prepare(movie: MovieInput, bundle: Any) -> PreparedMovie:
     """Token ids and poster pixels of one movie for `bundle`'s model (a missing one is None)."""
+    if movie.error is not None:
+        raise InputError(movie.error)
     cfg = bundle.cfg
     text = _choose_plot(movie.plot, bundle.preprocessing["plot_policy"], movie.where)
     input_ids = pixels = None
@@ -133,17 +138,20 @@ def read_folder(folder: str | Path, split: str | None = None) -> Iterator[MovieI
     ids = split_ids(root, split) if split else sorted(p.stem for p in dataset.glob("*.json"))
     for movie_id in ids:
         path = dataset / f"{movie_id}.json"
+        # The format always has a poster: a missing <id>.jpeg is an error, not a missing modality.
+        movie = MovieInput(id=movie_id, plot=None, poster=dataset / f"{movie_id}.jpeg", where=str(path))
         try:
             data = json.loads(path.read_bytes().decode("utf-8"))
         except FileNotFoundError:
-            raise InputError(f"{path}: metadata file missing") from None
+            movie.error = f"{path}: metadata file missing"
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"{path}: not valid UTF-8 JSON ({exc}); the file is truncated or corrupt") from None
-        if not isinstance(data, dict):
-            raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
-        # The format always has a poster: a missing <id>.jpeg is an error, not a missing modality.
-        yield MovieInput(id=movie_id, plot=data.get("plot"), poster=dataset / f"{movie_id}.jpeg",
-                         where=str(path))
+            movie.error = f"{path}: not valid UTF-8 JSON ({exc}); the file is truncated or corrupt"
+        else:
+            if isinstance(data, dict):
+                movie.plot = data.get("plot")
+            else:
+                movie.error = f"{path}: expected a JSON object, got {type(data).__name__}"
+        yield movie
 
 
 def read_jsonl(path: str | Path) -> Iterator[MovieInput]:
@@ -160,28 +168,39 @@ def read_jsonl(path: str | Path) -> Iterator[MovieInput]:
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text ({exc})") from None
     seen: set[str] = set()
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            last = number == len(text.splitlines())
-            hint = " (the file looks truncated)" if last and not text.endswith("\n") else ""
-            raise InputError(f"{where}: not valid JSON ({exc}){hint}") from None
-        if not isinstance(record, dict):
-            raise InputError(f"{where}: expected a JSON object, got {type(record).__name__}")
-        movie_id = record.get("id", str(number))
-        if not isinstance(movie_id, (str, int)) or isinstance(movie_id, bool):
-            raise InputError(f"{where}: key 'id': expected a string, got {movie_id!r:.40}")
-        movie_id = str(movie_id)
-        if movie_id in seen:
-            raise InputError(f"{where}: id {movie_id!r} appears twice")
-        seen.add(movie_id)
-        poster = record.get("poster")
-        if poster is not None and not isinstance(poster, str):
-            raise InputError(f"{where}: key 'poster': expected a file path, got {poster!r:.40}")
-        poster_path = None if poster is None else (path.parent / poster if not Path(poster).is_absolute()
-                                                   else Path(poster))
-        yield MovieInput(id=movie_id, plot=record.get("plot"), poster=poster_path, where=where)
+    lines = text.splitlines()
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            yield _jsonl_movie(path, number, line, seen,
+                               truncated=number == len(lines) and not text.endswith("\n"))
+
+
+def _jsonl_movie(path: Path, number: int, line: str, seen: set[str], truncated: bool) -> MovieInput:
+    where = f"{path}:{number}"
+    movie = MovieInput(id=str(number), plot=None, poster=None, where=where)
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        hint = " (the file looks truncated)" if truncated else ""
+        movie.error = f"{where}: not valid JSON ({exc}){hint}"
+        return movie
+    if not isinstance(record, dict):
+        movie.error = f"{where}: expected a JSON object, got {type(record).__name__}"
+        return movie
+    movie_id = record.get("id", str(number))
+    if not isinstance(movie_id, (str, int)) or isinstance(movie_id, bool):
+        movie.error = f"{where}: key 'id': expected a string, got {movie_id!r:.40}"
+        return movie
+    movie.id = str(movie_id)
+    if movie.id in seen:
+        movie.error = f"{where}: id {movie.id!r} appears twice"
+        return movie
+    seen.add(movie.id)
+    poster = record.get("poster")
+    if poster is not None and not isinstance(poster, str):
+        movie.error = f"{where}: key 'poster': expected a file path, got {poster!r:.40}"
+        return movie
+    if poster is not None:
+        movie.poster = Path(poster) if Path(poster).is_absolute() else path.parent / poster
+    movie.plot = record.get("plot")
+    return movie
