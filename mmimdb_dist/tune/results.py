@@ -64,6 +64,21 @@ def _test_f1(run_dir: Path) -> float | None:
     return data["test"]["threshold_0.5"]["f1_macro"]
 
 
+def _eval_records(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line torn by a kill
+        if record.get("type") == "eval":
+            records.append(record)
+    return records
+
+
 def _error_line(error: Any) -> str:
     """The exception line of a trial's error (Ray's text starts with its own frames)."""
     if error is None:
@@ -82,17 +97,20 @@ def collect_results(results: Any, loaded: LoadedSearch, max_t: int) -> SearchTab
     for result in results:
         metrics = result.metrics or {}
         trial_id = metrics.get("trial_id") or Path(result.path).name  # folders are named by id
-        frame = result.metrics_dataframe
-        values = [] if frame is None or metric not in frame else [v for v in frame[metric].tolist()
-                                                                   if v is not None and not math.isnan(v)]
+        run_dir = loaded.experiment_dir / RUNS_DIR / trial_id / RUN_NAME
+        # The trainer's own log is the record of what each evaluation gave: after a killed
+        # search Tune's copy can lack the reports made just before the kill.
+        evals = _eval_records(run_dir)
+        if not evals and result.metrics_dataframe is not None:
+            evals = result.metrics_dataframe.to_dict("records")
+        values = [e.get(metric) for e in evals]
+        values = [v for v in values if isinstance(v, (int, float)) and not math.isnan(v)]
         best_index = None
         if values:
             pick = max if mode == "max" else min
-            best_value = pick(values)
-            best_index = values.index(best_value)
-        run_dir = loaded.experiment_dir / RUNS_DIR / trial_id / RUN_NAME
+            best_index = values.index(pick(values))
         test = _test_f1(run_dir)
-        evaluations = int(metrics.get("training_iteration", len(values)) or 0)
+        evaluations = max(len(evals), int(metrics.get("training_iteration", 0) or 0))
         if result.error is not None:
             status = ERROR
         elif test is not None:
@@ -101,13 +119,13 @@ def collect_results(results: Any, loaded: LoadedSearch, max_t: int) -> SearchTab
             status = STOPPED
         else:
             status = INCOMPLETE
-        steps = frame["step"].tolist() if frame is not None and "step" in frame else []
         rows.append(TrialRow(
             trial_id=trial_id, status=status, evaluations=evaluations,
             params=trial_overrides({}, loaded.space.loss_fixed, dict(result.config or {})),
             best_metric=values[best_index] if best_index is not None else None,
             last_metric=values[-1] if values else None,
-            best_step=int(steps[best_index]) if best_index is not None and best_index < len(steps) else None,
+            best_step=int(evals[best_index]["step"]) if best_index is not None and "step" in evals[best_index]
+            else None,
             test_f1_macro=test, run_dir=str(run_dir),
             error=_error_line(result.error),
         ))

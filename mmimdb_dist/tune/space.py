@@ -273,21 +273,21 @@ def trial_overrides(fixed: dict[str, Any], loss_fixed: dict[str, dict[str, Any]]
     return out
 
 
-def _schema_field(key: str) -> None:
+def _schema_field(key: str, where: str) -> None:
     """Check that dotted `key` names a leaf of the training config, suggesting the closest one."""
     node: Any = ExperimentConfig
     parts = key.split(".")
     for depth, part in enumerate(parts):
         if not dataclasses.is_dataclass(node):
-            raise ConfigError(f"{key}: {'.'.join(parts[:depth])} is a value, not a section")
+            raise ConfigError(f"{where}{key}: {'.'.join(parts[:depth])} is a value, not a section")
         fields = {f.name: f for f in dataclasses.fields(node)}
         if part not in fields:
             hint = difflib.get_close_matches(part, fields, n=1)
             extra = f"; did you mean {'.'.join(parts[:depth] + [hint[0]])!r}?" if hint else ""
-            raise ConfigError(f"{key}: not a key of the training config{extra}")
+            raise ConfigError(f"{where}{key}: not a key of the training config{extra}")
         node = typing.get_type_hints(node)[part]
     if dataclasses.is_dataclass(node):
-        raise ConfigError(f"{key}: is a whole section; search its keys instead")
+        raise ConfigError(f"{where}{key}: is a whole section; give its keys (e.g. {key}.<key>) instead")
 
 
 def parse_space(search: SearchConfig) -> SearchSpace:
@@ -323,10 +323,10 @@ def parse_space(search: SearchConfig) -> SearchSpace:
             continue
         if key.split(".")[0] == "loss":
             raise ConfigError(f"{where}: search the loss under `space.loss` (loss name -> its parameters)")
-        _schema_field(key)
+        _schema_field(key, "space.")
         params[key] = parse_domain(value, where)
     for key in search.overrides:
-        _schema_field(key)
+        _schema_field(key, "overrides.")
     return SearchSpace(params, losses, loss_fixed)
 
 

@@ -73,10 +73,15 @@ def run_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     from ..train.checkpoint import complete_checkpoints
     from ..train.loop import run_dir_of, train
 
-    checkpoints_dir = run_dir_of(cfg) / "checkpoints"
+    run_dir = run_dir_of(cfg)
+    checkpoints_dir = run_dir / "checkpoints"
     restored = tune.get_checkpoint()
-    if restored is not None and not complete_checkpoints(checkpoints_dir):
-        _place_tune_checkpoint(restored, checkpoints_dir)
+    if not complete_checkpoints(checkpoints_dir):
+        if restored is not None:
+            _place_tune_checkpoint(restored, checkpoints_dir)
+        elif run_dir.exists():
+            # Started before and killed ahead of its first checkpoint: start again, cleanly.
+            shutil.rmtree(run_dir)
 
     def report(record: dict[str, Any]) -> None:
         tune.report(metrics_of(record), checkpoint=tune.Checkpoint.from_directory(record["checkpoint"]))
