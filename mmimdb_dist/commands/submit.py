@@ -81,6 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="passed on to `mmimdb-dist tune`")
     tune.add_argument("--out", type=Path, default=Path("runs/tune-slurm"),
                       help="folder for the job's logs and the Ray session (default: runs/tune-slurm)")
+    tune.add_argument("--resume", action="store_true", help="continue the interrupted search (`tune --resume`)")
     tune.add_argument("--wait", action="store_true", help="wait for the search to end")
     _add_resources(tune, time_default=240)
 

@@ -74,8 +74,10 @@ class SlurmOptions:
         return self.nodes * self.tasks
 
 
-def build_executor(folder: str | Path, options: SlurmOptions):
+def build_executor(folder: str | Path, options: SlurmOptions, tasks_per_node: int | None = None):
     """A submitit AutoExecutor for `options`, writing its scripts and logs under `folder`.
+
+    `tasks_per_node` overrides the task count (`submit tune`: one task per node).
 
     `%j` in `folder` becomes each job's id, so the logs of a requeued job stay together and
     the elements of an array get a folder each.
@@ -90,7 +92,7 @@ def build_executor(folder: str | Path, options: SlurmOptions):
         raise SubmitError(f"--cluster {options.cluster}: {exc}") from None
     parameters: dict[str, Any] = {
         "name": options.job_name, "timeout_min": options.time_min, "nodes": options.nodes,
-        "tasks_per_node": options.tasks, "gpus_per_node": options.gpus_per_node,
+        "tasks_per_node": tasks_per_node or options.tasks, "gpus_per_node": options.gpus_per_node,
         "slurm_signal_delay_s": options.signal_delay_s,
         "slurm_array_parallelism": options.array_parallelism,
     }

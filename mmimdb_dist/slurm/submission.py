@@ -32,15 +32,16 @@ def record_submission(run_dir: Path, job: Any, options: SlurmOptions, kind: str,
     return entry
 
 
-def where_to_look(job: Any, run_dir: Path, options: SlurmOptions) -> str:
+def where_to_look(job: Any, run_dir: Path, options: SlurmOptions, tasks: int | None = None,
+                  results: str | None = None) -> str:
     """The lines printed after a submission: the job id, its logs, how to follow it."""
     paths = job.paths
-    lines = [f"submitted job {job.job_id} ({options.nodes} node(s) x {options.tasks} task(s)) for {run_dir}",
+    lines = [f"submitted job {job.job_id} ({options.nodes} node(s) x {tasks or options.tasks} task(s)) for {run_dir}",
              f"  logs (rank 0):  {paths.stdout}  {paths.stderr}",
              f"  all tasks:      {Path(paths.folder)}/"]
     if type(job).__name__ == "SlurmJob":
         lines.append(f"  follow:         squeue -j {job.job_id}; sacct -j {job.job_id}; tail -f {paths.stderr}")
-    lines.append(f"  results:        {run_dir / 'final_metrics.json'} once it finishes")
+    lines.append(f"  results:        {results or run_dir / 'final_metrics.json'} once it finishes")
     return "\n".join(lines)
 
 
