@@ -184,7 +184,8 @@ def test_bad_batch_inputs_name_the_file_and_line(run_dir, raw, tmp_path, capsys)
     assert main(["predict", "--run", str(run_dir), "--input", str(jsonl), "--output",
                  str(tmp_path / "out.jsonl"), "--skip-bad"]) == 0
     records = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert [r["id"] for r in records] == ["1", "2"] and "genres" in records[0] and "plot is empty" in records[1]["error"]
+    assert [r["id"] for r in records] == ["1", "2"]
+    assert "genres" in records[0] and "plot is empty" in records[1]["error"]
 
     folder = tmp_path / "folder"
     folder.mkdir()

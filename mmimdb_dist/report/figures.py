@@ -71,8 +71,9 @@ def training_curves(records: Sequence[dict[str, Any]], path: str | Path, title: 
     if train:
         loss_ax.plot([r["step"] for r in train], [r["loss"] for r in train], color="tab:blue", lw=1.2)
     loss_ax.set(title="train loss", xlabel="optimizer step", ylabel="loss")
-    for key, label, color in (("f1_macro", "macro-F1 @0.5", "tab:red"), ("f1_micro", "micro-F1 @0.5", "tab:orange"),
-                              ("mean_average_precision", "mAP", "tab:green"), ("roc_auc_macro", "ROC-AUC", "tab:purple")):
+    curves = (("f1_macro", "macro-F1 @0.5", "tab:red"), ("f1_micro", "micro-F1 @0.5", "tab:orange"),
+              ("mean_average_precision", "mAP", "tab:green"), ("roc_auc_macro", "ROC-AUC", "tab:purple"))
+    for key, label, color in curves:
         points = [(r["step"], r[key]) for r in evals if r.get(key) is not None]
         if points:
             dev_ax.plot(*zip(*points), marker="o", ms=3, lw=1.2, label=label, color=color)
