@@ -240,3 +240,15 @@ def test_repo_search_configs_validate(monkeypatch) -> None:
     for path in sorted((root / "configs" / "tune").glob("*.yaml")):
         loaded = load_search(path)
         assert loaded.space.losses and loaded.space.params
+
+
+def test_rerun_or_resume_of_the_wrong_search_is_one_error(search: Path, base_config: Path) -> None:
+    """Starting a search whose folder holds one, or resuming one that was never started."""
+    from mmimdb_dist.tune.runner import run_search
+
+    existing = load_search(base_config.parent / "fusion.yaml")
+    with pytest.raises(ConfigError, match=r"already holds a search; pass --resume to continue it"):
+        run_search(existing)
+    fresh = load_search(search_yaml(base_config.parent, base_config, "never_started"))
+    with pytest.raises(ConfigError, match=r"--resume: .*never_started holds no search to continue"):
+        run_search(fresh, resume=True)
