@@ -13,7 +13,9 @@ sockets, short enough for the 107-character socket path limit) and its own block
 ports, drawn from the job id (so every task of the job computes the same block): GCS, node
 manager, object manager, client server, agents, metrics, and the workers' port range.
 Ray is stopped through the `ray start --block` process of each task, never with `ray stop`,
-which would end every Ray of the user on the node.
+which would end every Ray of the user on the node. The cluster uses Ray's token
+authentication with a token made for the submission (a file readable by the user alone, in
+the job folder), so that another user's or another job's driver cannot join it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from .options import SlurmOptions, SubmitError, build_executor
 
 logger = logging.getLogger(__name__)
 
-JOIN_TIMEOUT_S = 300
+JOIN_TIMEOUT_S = 120
 DONE_FLAG = "ray-done"
 
 
@@ -82,10 +84,11 @@ def _ray_command() -> list[str]:
 class RayTuneJob:
     """The callable every task of a `submit tune` job runs (one task per node)."""
 
-    def __init__(self, config: str, overrides: list[str], folder: str, resume: bool = False) -> None:
+    def __init__(self, config: str, overrides: list[str], folder: str, token_file: str, resume: bool = False) -> None:
         self.config = config
         self.overrides = list(overrides)
         self.folder = folder
+        self.token_file = token_file
         self.resume = resume
 
     def __call__(self) -> int:
@@ -102,7 +105,9 @@ class RayTuneJob:
         cpus, gpus = task_resources()
         common = [f"--num-cpus={cpus}", f"--num-gpus={gpus}", "--block", "--disable-usage-stats",
                   f"--temp-dir={temp_dir}"]
-        ray_env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": self.token_file, "RAY_USAGE_STATS_ENABLED": "0"}
+        os.environ.update(auth)  # this process joins the cluster too, to count its nodes
+        ray_env = {**os.environ, **auth}
         if env.global_rank == 0:
             command = [*_ray_command(), "--head", f"--node-ip-address={head}", *ports.head_args(),
                        f"--ray-client-server-port={ports.client_server}", "--include-dashboard=false", *common]
@@ -129,6 +134,7 @@ class RayTuneJob:
             status = subprocess.call(command, env=ray_env)
         finally:
             done.write_text("done\n", encoding="utf-8")
+            Path(self.token_file).unlink(missing_ok=True)  # every node joined long ago
         if status != 0:
             raise RuntimeError(f"`mmimdb-dist tune` exited with status {status}; see this task's log")
         return status
@@ -180,25 +186,38 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
+def _write_token(folder: Path) -> Path:
+    """A fresh Ray authentication token for one submission, readable by the user alone."""
+    import secrets
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f".ray-token-{secrets.token_hex(4)}"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(secrets.token_hex(32))
+    return path
+
+
 def submit_tune(args: argparse.Namespace, options: SlurmOptions) -> int:
     """Submit the Ray cluster job; print where to look (and wait when asked)."""
     from .submission import record_submission, wait_for, where_to_look
 
+    from ..tune.space import load_search
+
     config = Path(args.config)
-    if not config.is_file():
-        raise SubmitError(f"--config {config}: no such file")
+    load_search(config, args.overrides)  # a mistake in the search fails here, not in the job
     out = Path(args.out)
     folder = out / "slurm" / "%j"
     # One task per node whatever the GPU count: Ray schedules the node's GPUs among trials.
     executor = build_executor(folder, options, tasks_per_node=1)
+    token_file = _write_token(out.resolve() / "slurm")
     try:
         job = executor.submit(RayTuneJob(str(config.resolve()), args.overrides, str(out.resolve() / "slurm"),
-                                         resume=getattr(args, "resume", False)))
+                                         str(token_file), resume=getattr(args, "resume", False)))
     except (subprocess.CalledProcessError, OSError) as exc:
         from ..commands.submit import _submit_failed
 
         raise _submit_failed(exc) from None
-    (out / "slurm").mkdir(parents=True, exist_ok=True)
     record_submission(out, job, options, "tune", config=str(config), overrides=args.overrides)
     print(where_to_look(job, out, options, tasks=1, results="results.md in the search's storage_path folder"),
           flush=True)

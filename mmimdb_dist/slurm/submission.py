@@ -9,6 +9,7 @@ without asking the scheduler.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -52,6 +53,7 @@ def wait_for(job: Any) -> list[Any]:
     try:
         return job.results()
     except (FailedJobError, UncompletedJobError) as exc:
-        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise SubmitError(f"job {job.job_id} did not finish ({job.state}): {last}; "
-                          f"see {job.paths.stderr}") from None
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Stopped)\b", line)]
+        reason = (errors or lines or [type(exc).__name__])[-1]
+        raise SubmitError(f"job {job.job_id} did not finish: {reason}; see {job.paths.stderr}") from None
