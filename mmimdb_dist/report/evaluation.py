@@ -137,7 +137,7 @@ def evaluate_checkpoint(run_dir: str | Path | None, checkpoint: str = "best", sp
     predicted = (evaluated.probs >= thresholds).astype(np.int64)
     written.append(figures.cooccurrence(evaluated.labels, predicted, out / "cooccurrence.png",
                                         title=f"genre co-occurrence: {label}"))
-    if attention_movies > 0:
+    if attention_movies > 0 and bundle.cfg.model.name == "attention_fusion":
         sample = attention_sample(bundle, manifest, split, attention_movies, thresholds, device)
         if sample is not None:
             written.append(figures.attention_maps(*sample, out / "attention.png"))
