@@ -20,6 +20,7 @@ from dist_scripts.train_fixtures import evaluate_checkpoint, train_shards
 from mmimdb_dist.cli import main
 from mmimdb_dist.genres import GENRES, map_genres, multi_hot
 from mmimdb_dist.metrics import evaluation_report
+from mmimdb_dist.train.checkpoint import verify_files
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +60,9 @@ def test_batch_predict_on_the_test_split_reproduces_the_evaluated_metrics(run_di
     checkpoint = best_checkpoint(run_dir)
     thresholds = json.loads((checkpoint / "inference" / "thresholds.json").read_text())["thresholds"]
     assert thresholds == final["thresholds"]  # the checkpoint carries the run's dev-tuned thresholds
+    verify_files(checkpoint)  # ... and still verifies: files.json lists the added files with their digests
+    listing = json.loads((checkpoint / "files.json").read_text())
+    assert {"inference/thresholds.json", "inference/preprocessing.json"} <= set(listing)
 
     evaluated = evaluate_checkpoint(checkpoint, "test")  # the shard + eval-loader path
     assert sorted(test_predictions) == evaluated.ids
