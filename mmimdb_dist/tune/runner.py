@@ -27,6 +27,7 @@ from .space import LoadedSearch, build_trial_config, evaluations_per_trial
 logger = logging.getLogger(__name__)
 
 SEARCH_FILE = "search.yaml"
+TRIAL_DRIVER_CPU = 0.01
 RUNS_DIR = "runs"
 # Searched keys that change how many evaluations a trial makes (ASHA's max_t).
 _LENGTH_KEYS = ("train.epochs", "train.eval_every", "train.grad_accum_steps", "loader.batch_size",
@@ -105,8 +106,9 @@ def _trainable(loaded: LoadedSearch):
     }
     trainable = tune.with_parameters(run_trial, setup=setup)
     if res.workers > 1:
-        # The trial itself only waits on its TorchTrainer, whose workers hold the resources.
-        return tune.with_resources(trainable, {"cpu": 0})
+        # The trial itself only waits on its TorchTrainer, whose workers hold the resources;
+        # it holds a sliver of a CPU (Ray refuses an empty request).
+        return tune.with_resources(trainable, {"cpu": TRIAL_DRIVER_CPU})
     return tune.with_resources(trainable, {"cpu": res.cpu, "gpu": res.gpu})
 
 
@@ -126,7 +128,8 @@ def _start_ray(loaded: LoadedSearch, address: str | None) -> None:
 def run_search(loaded: LoadedSearch, resume: bool = False, address: str | None = None) -> SearchOutcome:
     quiet_ray_environment()
     experiment_dir = loaded.experiment_dir
-    search_text = loaded.path.read_text(encoding="utf-8")
+    # The search as run, `--set` included; the base config it was checked against with it.
+    search_text = f"# from {loaded.path.resolve()}\n" + dump_config(loaded.config)
     from ray import tune
 
     exists = tune.Tuner.can_restore(str(experiment_dir)) if experiment_dir.exists() else False
@@ -142,8 +145,10 @@ def run_search(loaded: LoadedSearch, resume: bool = False, address: str | None =
         if resume:
             saved = experiment_dir / SEARCH_FILE
             if saved.is_file() and saved.read_text(encoding="utf-8") != search_text:
-                logger.warning("%s differs from the search being resumed (%s); the saved search and its "
-                               "trials are continued as they were", loaded.path, saved)
+                logger.warning("%s (with --set) differs from the search it resumes (%s): trials already "
+                               "proposed keep their values, new ones come from the saved search space, "
+                               "and every trial trains with the base config and overrides given now",
+                               loaded.path, saved)
             tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_unfinished=True,
                                        resume_errored=True)
         else:
