@@ -85,6 +85,18 @@ def test_batch_predict_on_the_test_split_reproduces_the_evaluated_metrics(run_di
         assert "missing" not in record
 
 
+def test_worker_processes_give_the_same_records(run_dir, raw, test_predictions, tmp_path):
+    out = tmp_path / "workers.jsonl"
+    assert main(["predict", "--run", str(run_dir), "--input", str(raw), "--split", "test", "--output", str(out),
+                 "--workers", "2"]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == list(test_predictions)  # input order kept
+    for record in records:  # (this process runs torch with more threads: float noise only)
+        expected = test_predictions[record["id"]]
+        assert record["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
+        assert record["genres"] == expected["genres"]
+
+
 def test_jsonl_with_a_missing_plot_or_poster(run_dir, raw, test_predictions, tmp_path):
     movie_id = sorted(test_predictions)[0]
     plots = json.loads((raw / "dataset" / f"{movie_id}.json").read_text())["plot"]

@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-bad", action="store_true",
                         help="batch mode: a movie that cannot be read becomes an error record "
                              "instead of stopping the run")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="batch mode: processes preparing posters while the model runs "
+                             "(default: 0, all in this process)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="movies per forward pass (default: the run's loader.eval_batch_size)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -85,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
             raise MmimdbError("--split applies to a raw MM-IMDb folder, not to a JSONL file")
         movies = list(read_jsonl(args.input))
     records = predict_movies(bundle, movies, device=args.device, batch_size=args.batch_size,
-                             skip_bad=args.skip_bad, progress=sys.stderr.isatty(), total=len(movies))
+                             skip_bad=args.skip_bad, workers=args.workers, progress=sys.stderr.isatty(),
+                             total=len(movies))
     count = write_jsonl(records, args.output)
     print(f"{count} movies predicted with {checkpoint} (thresholds {bundle.thresholds_source}) "
           f"-> {args.output}")

@@ -83,25 +83,48 @@ def prepare_poster(path: Path, preprocessing: dict[str, Any], image_size: int) -
     return decode_poster(jpeg, image_size, augment=False)
 
 
+@dataclass(frozen=True)
+class Preparer:
+    """What preparing a movie needs from a checkpoint, without the model: small and
+    picklable, so that loader-style worker processes can prepare posters in parallel."""
+
+    token_encoder: Any
+    preprocessing: dict[str, Any]
+    max_text_length: int
+    image_size: int
+    uses_text: bool
+    uses_image: bool
+    model_name: str
+
+    @classmethod
+    def from_bundle(cls, bundle: Any) -> Preparer:
+        cfg = bundle.cfg
+        return cls(bundle.token_encoder, dict(bundle.preprocessing), cfg.loader.max_text_length,
+                   cfg.loader.image_size, bundle.uses_text, bundle.uses_image, cfg.model.name)
+
+    def __call__(self, movie: MovieInput) -> PreparedMovie:
+        """Token ids and poster pixels of one movie (a missing one is None), or InputError."""
+        if movie.error is not None:
+            raise InputError(movie.error)
+        text = _choose_plot(movie.plot, self.preprocessing["plot_policy"], movie.where)
+        input_ids = pixels = None
+        if self.uses_text and text is not None:
+            input_ids = self.token_encoder.encode(text, self.max_text_length)
+            if not input_ids:
+                raise InputError(f"{movie.where}: the plot gives no tokens (no words the tokenizer knows "
+                                 "how to split)")
+        if self.uses_image and movie.poster is not None:
+            pixels = prepare_poster(movie.poster, self.preprocessing, self.image_size)
+        if input_ids is None and pixels is None:
+            needs = [name for name, used in (("a plot", self.uses_text), ("a poster", self.uses_image)) if used]
+            raise InputError(f"{movie.where}: nothing to predict from: the {self.model_name} model needs "
+                             f"{' or '.join(needs)}")
+        return PreparedMovie(id=movie.id, input_ids=input_ids, pixels=pixels)
+
+
 def prepare(movie: MovieInput, bundle: Any) -> PreparedMovie:
     """Token ids and poster pixels of one movie for `bundle`'s model (a missing one is None)."""
-    if movie.error is not None:
-        raise InputError(movie.error)
-    cfg = bundle.cfg
-    text = _choose_plot(movie.plot, bundle.preprocessing["plot_policy"], movie.where)
-    input_ids = pixels = None
-    if bundle.uses_text and text is not None:
-        input_ids = bundle.token_encoder.encode(text, cfg.loader.max_text_length)
-        if not input_ids:
-            raise InputError(f"{movie.where}: the plot gives no tokens (no words the tokenizer knows how "
-                             "to split)")
-    if bundle.uses_image and movie.poster is not None:
-        pixels = prepare_poster(movie.poster, bundle.preprocessing, cfg.loader.image_size)
-    if input_ids is None and pixels is None:
-        needs = [name for name, used in (("a plot", bundle.uses_text), ("a poster", bundle.uses_image)) if used]
-        raise InputError(f"{movie.where}: nothing to predict from: the {cfg.model.name} model needs "
-                         f"{' or '.join(needs)}")
-    return PreparedMovie(id=movie.id, input_ids=input_ids, pixels=pixels)
+    return Preparer.from_bundle(bundle)(movie)
 
 
 # --------------------------------------------------------------------------- sources

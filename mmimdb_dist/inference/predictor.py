@@ -9,6 +9,8 @@ where none has one leaves that input out, as the models expect for inference.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 from collections.abc import Iterable, Iterator
@@ -22,7 +24,7 @@ from ..atomic import atomic_open
 from ..data.loader import to_device
 from ..genres import GENRES, NUM_GENRES
 from .checkpoint import InferenceBundle
-from .inputs import InputError, MovieInput, PreparedMovie, prepare
+from .inputs import InputError, MovieInput, PreparedMovie, Preparer
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +84,36 @@ def _missing(bundle: InferenceBundle, movie: PreparedMovie) -> list[str]:
     return missing
 
 
+def _attempt(preparer: Preparer, movie: MovieInput) -> tuple[PreparedMovie | None, str | None]:
+    try:
+        return preparer(movie), None
+    except InputError as exc:
+        return None, str(exc)
+
+
+@contextlib.contextmanager
+def _prepared(preparer: Preparer, movies: list[MovieInput], workers: int):
+    """(prepared movie or None, error or None) per movie, in input order; with `workers`,
+    posters are prepared in that many processes while the model runs here. Work is handed
+    out a window at a time, so a large folder never piles up prepared posters in memory."""
+    if workers <= 0:
+        yield (_attempt(preparer, movie) for movie in movies)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    window = max(64, 16 * workers)
+    attempt = functools.partial(_attempt, preparer)
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield (result for start in range(0, len(movies), window)
+               for result in pool.map(attempt, movies[start:start + window], chunksize=4))
+
+
 def predict_movies(bundle: InferenceBundle, movies: Iterable[MovieInput], *, device: str = "cpu",
-                   batch_size: int | None = None, skip_bad: bool = False,
+                   batch_size: int | None = None, skip_bad: bool = False, workers: int = 0,
                    progress: bool = False, total: int | None = None) -> Iterator[dict[str, Any]]:
     """Result records in input order; a bad movie raises InputError, or with `skip_bad`
-    becomes an `{"id", "error"}` record (and a warning) while the others go on."""
+    becomes an `{"id", "error"}` record (and a warning) while the others go on.
+    `workers` > 0 prepares posters in worker processes (the same bytes either way)."""
     from tqdm import tqdm
 
     batch_size = batch_size or bundle.cfg.loader.eval_batch_size
@@ -106,26 +133,26 @@ def predict_movies(bundle: InferenceBundle, movies: Iterable[MovieInput], *, dev
             yield out.pop(next_index)
             next_index += 1
 
+    movies = list(movies)
     bar = tqdm(total=total, desc="predict", unit="movie", disable=not progress, dynamic_ncols=True)
-    for index, movie in enumerate(movies):
-        try:
-            prepared = prepare(movie, bundle)
-        except InputError as exc:
-            if not skip_bad:
-                raise
-            logger.warning("skipped: %s", exc)
-            out[index] = {"id": movie.id, "error": str(exc)}
-        else:
-            missing = _missing(bundle, prepared)
-            if missing and not warned and bundle.cfg.model.modality_dropout == 0:
-                logger.warning("%s: predicting without a %s; this model was trained without modality "
-                               "dropout, so its missing-modality predictions are less reliable",
-                               movie.where, " or ".join(missing))
-                warned = True
-            pending.append((index, prepared))
-        bar.update(1)
-        if len(pending) >= batch_size:
-            yield from flush()
+    with _prepared(Preparer.from_bundle(bundle), movies, workers) as results:
+        for index, (movie, (prepared, error)) in enumerate(zip(movies, results)):
+            if error is not None:
+                if not skip_bad:
+                    raise InputError(error)
+                logger.warning("skipped: %s", error)
+                out[index] = {"id": movie.id, "error": error}
+            else:
+                missing = _missing(bundle, prepared)
+                if missing and not warned and bundle.cfg.model.modality_dropout == 0:
+                    logger.warning("%s: predicting without a %s; this model was trained without modality "
+                                   "dropout, so its missing-modality predictions are less reliable",
+                                   movie.where, " or ".join(missing))
+                    warned = True
+                pending.append((index, prepared))
+            bar.update(1)
+            if len(pending) >= batch_size:
+                yield from flush()
     yield from flush()
     bar.close()
 
