@@ -138,7 +138,7 @@ def test_best_config_loads_and_trains(search: Path, tmp_path: Path) -> None:
     assert cfg.train.lr == pytest.approx(float(best["train.lr"]))
     assert cfg.loss.name == best["loss.name"]
     assert cfg.train.epochs == 2 and cfg.train.eval_every == EVAL_EVERY
-    run_train(path, "--set", f"output_dir={tmp_path}", "--set", "train.epochs=1")
+    run_train(path, "--set", f"output_dir={tmp_path}", "--set", "train.epochs=1", "--set", "train.eval_every=epoch")
     final = json.loads((tmp_path / "fusion_best" / "final_metrics.json").read_text())
     assert 0.0 <= final["test"]["threshold_0.5"]["f1_macro"] <= 1.0
     assert final["last_step"] == 22
@@ -149,7 +149,7 @@ def test_killed_search_resumes(base_config: Path) -> None:
     on from its checkpoint (evaluations already made are not redone) and the search ends."""
     config = search_yaml(base_config.parent, base_config, "killed",
                          overrides={"train.epochs": 1},  # 2 evaluations per trial
-                         search={"algorithm": "optuna", "num_samples": 2, "seed": 1},
+                         search={"algorithm": "optuna", "num_samples": 1, "seed": 1},
                          scheduler={"name": "fifo"})
     experiment = base_config.parent / "searches" / "killed"
     process = subprocess.Popen(tune_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -176,8 +176,9 @@ def test_killed_search_resumes(base_config: Path) -> None:
 
     run_tune(config, "--resume")
     rows = read_rows(experiment)
-    assert len(rows) == 2
-    assert all(row["status"] == "finished" for row in rows), rows
+    assert len(rows) == 1
+    assert rows[0]["status"] == "finished", rows
+    assert Path(rows[0]["run_dir"]).resolve() == killed.resolve()
     after = eval_lines(killed)
     assert after[: len(before)] == before  # the trial continued; nothing was re-evaluated
     for row in rows:
