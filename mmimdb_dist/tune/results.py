@@ -197,7 +197,7 @@ def best_config_text(table: SearchTable, loaded: LoadedSearch) -> str | None:
     header = (f"# Best trial {best.trial_id} of the search {loaded.config.name} ({loaded.path}):\n"
               f"# dev {table.metric} {best.best_metric:.4f} at step {best.best_step}; its values:\n"
               + "".join(f"#   {k}: {v!r}\n" for k, v in best.params.items())
-              + f"# Train it: mmimdb-dist train --config <this file>\n")
+              + "# Train it: mmimdb-dist train --config <this file>\n")
     return header + dump_config(cfg)
 
 

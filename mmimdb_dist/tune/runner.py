@@ -65,12 +65,13 @@ def _max_t(loaded: LoadedSearch) -> int:
 def _search_algorithm(loaded: LoadedSearch):
     algorithm = loaded.config.search
     if algorithm.algorithm == "optuna":
-        try:
-            from ray.tune.search.optuna import OptunaSearch
-            import optuna  # noqa: F401
-        except ImportError as exc:
+        import importlib.util
+
+        if importlib.util.find_spec("optuna") is None:
             raise ConfigError(f"{loaded.path}: search.algorithm: optuna is not installed "
-                              f"(pip install 'mmimdb-dist[tune]' or optuna): {exc}") from None
+                              "(pip install 'mmimdb-dist[tune]', or choose random or grid)")
+        from ray.tune.search.optuna import OptunaSearch
+
         scheduler = loaded.config.scheduler
         return OptunaSearch(space=loaded.space.optuna_define_by_run(), metric=scheduler.metric,
                             mode=scheduler.mode, seed=algorithm.seed)
