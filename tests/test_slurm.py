@@ -9,12 +9,15 @@ of two runs as one job array.
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dist_scripts.slurm_fixtures import slurm_cluster, submit_all, wait_until_done  # noqa: F401
 from dist_scripts.train_fixtures import env, evaluate_checkpoint, tiny_config, train_shards, write_config
@@ -22,11 +25,12 @@ from dist_scripts.train_fixtures import env, evaluate_checkpoint, tiny_config, t
 pytestmark = pytest.mark.slow
 
 METRIC_KEYS = ("f1_macro", "f1_micro", "mean_average_precision", "roc_auc_macro", "hamming_loss")
-# SIGUSR2 is sent SIGNAL_DELAY_S before a 1-minute limit; Slurm looks at time limits every
-# 30 s, so it comes 24 to 55 s after the start, always before the limit's own SIGTERM (>= 60
-# s). Start-up takes 10-20 s: the run is then inside its training loop, which lasts longer.
-SIGNAL_DELAY_S = 36
-TIME_LIMIT_EPOCHS = 8
+# The time-limited run is sent with a 10-minute limit and SIGUSR2 SIGNAL_DELAY_S before it;
+# once it is training, its limit is cut to the next whole minute at least 32 s away. Slurm
+# looks at time limits every 30 s, so SIGUSR2 then comes within about 40 s, always before
+# the limit's own SIGTERM, and always inside the training loop, however long the start-up.
+SIGNAL_DELAY_S = 55
+TIME_LIMIT_EPOCHS = 10
 JOB_TIMEOUT_S = 280
 
 
@@ -40,17 +44,25 @@ def submitted(slurm_cluster, tmp_path_factory):  # noqa: F811
         for name, train in {"reference": {"epochs": TIME_LIMIT_EPOCHS}, "limited": {"epochs": TIME_LIMIT_EPOCHS},
                             "ranks": {"epochs": 2}, "grid": {"epochs": 1}}.items()
     }
+    search = root / "search.yaml"
+    search.write_text(yaml.safe_dump({
+        "name": "search", "base_config": str(configs["grid"]), "storage_path": str(root / "tune"),
+        "space": {"train.lr": {"grid": [0.01, 0.02]}}, "search": {"algorithm": "grid", "num_samples": 1},
+        "scheduler": {"name": "fifo"}, "resources": {"cpu": 1, "max_concurrent": 1}}), encoding="utf-8")
     grid = root / "sweep.yaml"
     grid.write_text("name: lr\ngrid:\n  train.lr: [0.01, 0.02]\n", encoding="utf-8")
     common = ("--cluster", "slurm", "--partition", "debug")
-    # The longest first, then the others together (each command takes seconds to import).
-    jobs = submit_all({"limited": ("train", "--config", str(configs["limited"]), *common, "--time", "1",
-                                   "--signal-delay-s", str(SIGNAL_DELAY_S))}, cwd=root)
-    jobs |= submit_all({
+    # The two long runs first (they share the two CPUs), then the others together.
+    jobs = submit_all({
+        "limited": ("train", "--config", str(configs["limited"]), *common, "--time", "10",
+                    "--signal-delay-s", str(SIGNAL_DELAY_S)),
         "reference": ("train", "--config", str(configs["reference"]), *common, "--time", "10"),
+    }, cwd=root)
+    jobs |= submit_all({
         "sweep": ("sweep", "--config", str(configs["grid"]), "--grid", str(grid), "--parallel", "2", *common,
                   "--time", "5"),
         "ranks": ("train", "--config", str(configs["ranks"]), *common, "--tasks-per-node", "2", "--time", "5"),
+        "tune": ("tune", "--config", str(search), "--out", str(root / "tune-job"), *common, "--time", "5"),
     }, cwd=root)
     return root, runs, jobs
 
@@ -69,16 +81,32 @@ def _results(folder: Path, job_id: str, tasks: int) -> list[dict]:
     return submitit.SlurmJob(folder=folder / "%j", job_id=job_id, tasks=tuple(range(tasks))).results()
 
 
+def _wait_until_training(run_dir: Path, job_id: str, timeout: float = 240) -> int:
+    """Seconds the job has run once its trainer logged a step (metrics.jsonl)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = run_dir / "metrics.jsonl"
+        if log.is_file() and '"type": "train"' in log.read_text():
+            minutes, _, seconds = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%M"], capture_output=True,
+                                                 text=True, check=True, timeout=60).stdout.strip().rpartition(":")
+            return int(minutes or 0) * 60 + int(seconds)
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} logged no training step in {timeout} s")
+
+
 def test_a_run_that_reaches_its_time_limit_is_requeued_and_ends_with_the_uninterrupted_metrics(submitted):
     root, runs, jobs = submitted
     job_id, stdout = jobs["limited"]
+    run_dir = runs / "limited"
+    elapsed = _wait_until_training(run_dir, job_id)
+    minutes = math.ceil((elapsed + 32) / 60)
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", f"TimeLimit={minutes}"], check=True, timeout=60)
     released: list[str] = []
     records = wait_until_done(job_id, JOB_TIMEOUT_S, released, time_limit_after_requeue=10)
     # One sacct record per attempt: the first was requeued, the second completed.
     assert records == [(job_id, "REQUEUED"), (job_id, "COMPLETED")]
     assert released == [job_id]
 
-    run_dir = runs / "limited"
     log = _rank0_log(run_dir, job_id)
     # The trainer stopped on SIGUSR2 at a step boundary with a checkpoint, rank 0 requeued
     # once, and the second attempt resumed from that checkpoint, mid-run.
@@ -122,6 +150,17 @@ def test_a_training_job_runs_to_completion_and_leaves_its_logs_in_the_run_folder
     [submission] = json.loads((run_dir / "submissions.json").read_text())
     assert submission["job_id"] == job_id and submission["cluster"] == "slurm"
     assert (run_dir / "checkpoints" / final["best_checkpoint"] / "inference" / "model.safetensors").is_file()
+
+
+def test_submitting_a_run_whose_folder_holds_checkpoints_needs_resume_auto(submitted):
+    root, runs, jobs = submitted
+    wait_until_done(jobs["reference"][0], JOB_TIMEOUT_S)
+    result = subprocess.run([sys.executable, "-m", "mmimdb_dist.cli", "submit", "train", "--config",
+                             str(root / "reference.yaml"), "--cluster", "slurm"], capture_output=True, text=True,
+                            timeout=120, env=env(), cwd=root)
+    assert result.returncode == 2
+    assert f"{runs / 'reference' / 'checkpoints'} already holds checkpoints; pass --resume auto" in result.stderr
+    assert len(json.loads((runs / "reference" / "submissions.json").read_text())) == 1  # nothing submitted
 
 
 def test_a_two_task_job_trains_one_model_over_gloo_and_its_ranks_agree(submitted):
@@ -182,3 +221,22 @@ def test_a_grid_with_a_misspelt_key_is_refused_before_anything_is_submitted(tmp_
     assert result.returncode == 2
     assert str(grid) in result.stderr and "unknown config key 'train.lr_rate'" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_tune_search_runs_on_a_ray_cluster_started_inside_the_allocation(submitted):
+    from mmimdb_dist.slurm.ray_cluster import RayPorts
+
+    root, runs, jobs = submitted
+    job_id, stdout = jobs["tune"]
+    assert wait_until_done(job_id, JOB_TIMEOUT_S) == [(job_id, "COMPLETED")]
+    log = (root / "tune-job" / "slurm" / job_id / f"{job_id}_0_log.err").read_text(errors="replace")
+    port = RayPorts.for_job(job_id).base  # the job's own block of ports, from its id
+    assert f"starting Ray head with 1 CPU(s) and 0 GPU(s)" in log and f"--port={port}" in log
+    assert f"Ray cluster at localhost:{port}: 1 node(s)" in log
+    assert f"tune --config {root / 'search.yaml'} --address localhost:{port}" in log
+    results = (root / "tune" / "search" / "results.md").read_text()
+    assert results.count("| finished |") == 2, results
+    # The per-submission token is gone, and no Ray process of the job outlived it.
+    assert not list((root / "tune-job" / "slurm").glob(".ray-token-*"))
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert f"ray-{job_id}" not in processes

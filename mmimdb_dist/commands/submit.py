@@ -113,15 +113,14 @@ def _submit_failed(exc: Exception):
 
 
 def _train(args: argparse.Namespace) -> int:
+    # Nothing here imports torch: a submission takes a second, not the trainer's start-up.
     from ..config import ConfigError, dump_config, load_config
-    from ..metrics import format_summary
     from ..slurm.job import TrainJob, job_folder
     from ..slurm.submission import record_submission, wait_for, where_to_look
     from ..train.checkpoint import complete_checkpoints
-    from ..train.loop import run_dir_of
 
     cfg = load_config(args.config, args.overrides)
-    run_dir = run_dir_of(cfg)
+    run_dir = Path(cfg.output_dir) / cfg.name  # as mmimdb_dist.train.loop.run_dir_of
     options = _options(args, cfg.name)
     if complete_checkpoints(run_dir / "checkpoints") and args.resume != "auto":
         raise ConfigError(f"{run_dir / 'checkpoints'} already holds checkpoints; pass --resume auto to continue "
@@ -129,13 +128,17 @@ def _train(args: argparse.Namespace) -> int:
     from ..slurm.options import build_executor
 
     executor = build_executor(job_folder(run_dir), options)
+    from submitit.core.utils import FailedJobError  # what submitit raises when sbatch refuses
+
     try:
         job = executor.submit(TrainJob(dump_config(cfg), max_requeues=options.max_requeues))
-    except (subprocess.CalledProcessError, OSError) as exc:
+    except (subprocess.CalledProcessError, OSError, FailedJobError) as exc:
         raise _submit_failed(exc) from None
     record_submission(run_dir, job, options, "train", config=str(args.config), overrides=args.overrides)
     print(where_to_look(job, run_dir, options), flush=True)
     if args.wait or executor.cluster in ("local", "debug"):
+        from ..metrics import format_summary
+
         result = wait_for(job)[0]
         final = json.loads((run_dir / "final_metrics.json").read_text(encoding="utf-8"))
         print(format_summary({"dev": final["dev"], "test": final["test"]}))
@@ -162,11 +165,13 @@ def _sweep(args: argparse.Namespace) -> int:
                           "another --name, or remove them")
     folder = plan.sweep_dir / "slurm" / "%j"
     executor = build_executor(folder, options)
+    from submitit.core.utils import FailedJobError  # what submitit raises when sbatch refuses
+
     try:
         with executor.batch():
             pending = [executor.submit(TrainJob(run.config_text, max_requeues=options.max_requeues))
                        for run in plan.runs]
-    except (subprocess.CalledProcessError, OSError) as exc:
+    except (subprocess.CalledProcessError, OSError, FailedJobError) as exc:
         raise _submit_failed(exc) from None
     for run, job in zip(plan.runs, pending):
         run.job_id = str(job.job_id)

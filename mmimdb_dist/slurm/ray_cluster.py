@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from .options import SlurmOptions, SubmitError, build_executor
+from .options import SlurmOptions, build_executor
 
 logger = logging.getLogger(__name__)
 
@@ -211,10 +211,12 @@ def submit_tune(args: argparse.Namespace, options: SlurmOptions) -> int:
     # One task per node whatever the GPU count: Ray schedules the node's GPUs among trials.
     executor = build_executor(folder, options, tasks_per_node=1)
     token_file = _write_token(out.resolve() / "slurm")
+    from submitit.core.utils import FailedJobError  # what submitit raises when sbatch refuses
+
     try:
         job = executor.submit(RayTuneJob(str(config.resolve()), args.overrides, str(out.resolve() / "slurm"),
                                          str(token_file), resume=getattr(args, "resume", False)))
-    except (subprocess.CalledProcessError, OSError) as exc:
+    except (subprocess.CalledProcessError, OSError, FailedJobError) as exc:
         from ..commands.submit import _submit_failed
 
         raise _submit_failed(exc) from None
