@@ -153,6 +153,10 @@ def test_attention_fusion_needs_sequences() -> None:
     batch = {"text_features": torch.randn(3, 1, 8), "attention_mask": torch.ones(3, 1, dtype=torch.long),
              "image_features": torch.randn(3, 1, 8)}
     assert model(batch)["logits"].shape == (3, 23)
+    raw = {"input_ids": torch.ones(3, 5, dtype=torch.long), "attention_mask": torch.ones(3, 5, dtype=torch.long),
+           "pixel_values": torch.zeros(3, 3, 32, 32)}
+    with pytest.raises(ValueError, match="trained on cached encoder features"):
+        model(raw)  # never silently read as two missing modalities
 
 
 def test_features_folder_without_manifest_is_refused(tmp_path: Path) -> None:

@@ -89,6 +89,13 @@ class MultimodalClassifier(nn.Module):
         raise NotImplementedError
 
     def encode(self, batch: Batch) -> tuple[TextFeatures | None, ImageFeatures | None]:
+        cached = self.text_key != "input_ids" or self.image_key != "pixel_values"
+        if cached and self.text_key not in batch and self.image_key not in batch and (
+                "input_ids" in batch or "pixel_values" in batch):
+            # Raw plots and posters given to a head trained on cached features would otherwise
+            # be read as two missing modalities, and predict the same genres for every movie.
+            raise ValueError("this model was trained on cached encoder features (loader.features_dir) "
+                             "and reads text_features / image_features batches, not plots and posters")
         size, device = _batch_size(batch)
         text_present = _presence(batch, "text_present", self.text_key, size, device)
         image_present = _presence(batch, "image_present", self.image_key, size, device)
