@@ -86,11 +86,16 @@ def test_batch_predict_on_the_test_split_reproduces_the_evaluated_metrics(run_di
 
 
 def test_worker_processes_give_the_same_records(run_dir, raw, test_predictions, tmp_path):
+    ids = list(test_predictions)[:40]
+    source = tmp_path / "movies.jsonl"
+    plots = {i: json.loads((raw / "dataset" / f"{i}.json").read_text())["plot"] for i in ids}
+    source.write_text("".join(json.dumps({"id": i, "plot": plots[i], "poster": str(raw / "dataset" / f"{i}.jpeg")})
+                              + "\n" for i in ids))
     out = tmp_path / "workers.jsonl"
-    assert main(["predict", "--run", str(run_dir), "--input", str(raw), "--split", "test", "--output", str(out),
-                 "--workers", "2"]) == 0
+    assert main(["predict", "--run", str(run_dir), "--input", str(source), "--output", str(out), "--workers", "2",
+                 "--batch-size", "16"]) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["id"] for r in records] == list(test_predictions)  # input order kept
+    assert [r["id"] for r in records] == ids  # input order kept across 3 batches and 2 workers
     for record in records:  # (this process runs torch with more threads: float noise only)
         expected = test_predictions[record["id"]]
         assert record["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
