@@ -39,10 +39,15 @@ def limit_threads() -> int:
     """
     import torch
 
-    threads = int(os.environ.get("OMP_NUM_THREADS") or os.environ.get("SLURM_CPUS_PER_TASK") or 1)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    torch.set_num_threads(threads)
-    return threads
+    env = os.environ
+    threads = env.get("OMP_NUM_THREADS") or env.get("SLURM_CPUS_PER_TASK")
+    if not threads and env.get("SLURM_CPUS_ON_NODE") and env.get("SLURM_NTASKS_PER_NODE"):
+        threads = str(max(1, int(env["SLURM_CPUS_ON_NODE"]) // int(env["SLURM_NTASKS_PER_NODE"])))
+    if not threads:  # not under Slurm (--cluster local or debug): PyTorch's own choice
+        return torch.get_num_threads()
+    os.environ.setdefault("OMP_NUM_THREADS", threads)
+    torch.set_num_threads(int(threads))
+    return int(threads)
 
 
 def export_torch_distributed() -> TaskPlacement:
