@@ -8,7 +8,7 @@
 set -euo pipefail
 
 SLURM_DIR=${MMIMDB_SLURM_DIR:-${1:-/tmp/mmimdb-dist-slurm}}
-SLURM_DIR=$(mkdir -p "$SLURM_DIR" && cd "$SLURM_DIR" && pwd)
+SLURM_DIR=$(realpath -m "$SLURM_DIR")
 PORT_BASE=${MMIMDB_SLURM_PORT:-16817}
 CTLD_PORT=$PORT_BASE
 SLURMD_PORT=$((PORT_BASE + 1))
