@@ -145,7 +145,9 @@ def _columns(table: SearchTable) -> tuple[list[str], list[dict[str, Any]]]:
     records = []
     for row in table.rows:
         records.append({"trial": row.trial_id, "status": row.status, "evaluations": row.evaluations,
-                        **{k: row.params.get(k, "") for k in keys},
+                        # "null" is a searched value (e.g. no pos_weight cap); "" means not used.
+                        **{k: ("null" if row.params[k] is None else row.params[k]) if k in row.params else ""
+                           for k in keys},
                         f"best_dev_{m}": row.best_metric, f"last_dev_{m}": row.last_metric,
                         "best_step": row.best_step, "test_f1_macro": row.test_f1_macro,
                         "run_dir": row.run_dir, "error": row.error})
