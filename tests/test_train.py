@@ -219,8 +219,14 @@ def test_bf16_late_fusion_with_accumulation_trains_and_reports(shards, tmp_path)
     data = tiny_config(shards, tmp_path / "runs", "bf16", epochs=1, mixed_precision="bf16",
                        grad_accum_steps=3, schedule="linear", warmup_ratio=0.2)
     data["model"]["name"] = "late_fusion"
-    run_train(write_config(tmp_path / "bf16.yaml", data))
     run_dir = tmp_path / "runs" / "bf16"
+    # What an earlier start that died before its first checkpoint left: forgotten, not appended to.
+    (run_dir / "tensorboard").mkdir(parents=True)
+    (run_dir / "tensorboard" / "events.out.tfevents.stale").write_bytes(b"stale")
+    (run_dir / "metrics.jsonl").write_text(json.dumps({"type": "train", "step": 999, "batches_seen": 999}) + "\n")
+    run_train(write_config(tmp_path / "bf16.yaml", data))
+    assert 999 not in [r["step"] for r in _records(run_dir, "train")]
+    assert not (run_dir / "tensorboard" / "events.out.tfevents.stale").exists()
     final = _final(run_dir)
     assert final["mixed_precision"] == "bf16"
     # Batches in groups of 3, the last group of the epoch possibly shorter.

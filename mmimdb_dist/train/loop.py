@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import resource
+import shutil
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -385,6 +386,14 @@ class Trainer:
             logger.warning("%s", message)
         raise TrainingStopped(message, received)
 
+    def _forget_unfinished_start(self) -> None:
+        """Logs of an earlier start that died before its first checkpoint describe steps this
+        start is about to redo: appending to them would show every step twice."""
+        if self.main:
+            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            shutil.rmtree(self.run_dir / "tensorboard", ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+
     def _resume(self, resume: str | None) -> None:
         if self.main:
             clean_temp_folders(self.checkpoints_dir)
@@ -394,6 +403,7 @@ class Trainer:
             if complete_checkpoints(self.checkpoints_dir):
                 raise ConfigError(f"{self.checkpoints_dir} already holds checkpoints; pass --resume auto "
                                   "to continue that run, or set another `name` / `output_dir`")
+            self._forget_unfinished_start()
             return
         state = TrainerState.read(checkpoint / STATE_FILE)
         check_fits(checkpoint, state, self.world_size, self.param_shapes)
