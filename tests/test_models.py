@@ -466,6 +466,26 @@ def test_hf_freezing_freezes_embeddings_and_first_layers(arch: str) -> None:
     assert count_parameters(unfrozen)[0] == count_parameters(unfrozen)[1] == total
     with pytest.raises(ConfigError, match="freeze_layers: 3 exceeds the encoder's 2 layers"):
         HFEncoder(replace(cfg, freeze_layers=3), vocab_size=VOCAB_SIZE, pad_id=PAD_ID)
+    # Frozen parts run without dropout in training mode; the layer that learns keeps it.
+    encoder.train()
+    assert not model.embeddings.training and not layers[0].training and layers[1].training and encoder.training
+    assert not any(m.training for m in layers[0].modules())
+
+
+def test_fully_frozen_hf_encoder_gives_the_same_features_in_training_mode() -> None:
+    cfg = replace(tiny_config("text_only", text_kind="hf", dropout=0.0).text, freeze_layers=2)
+    cfg.hf_config.update(dropout=0.5, attention_dropout=0.5)  # DistilBERT's own dropouts, made obvious
+    encoder = HFEncoder(cfg, vocab_size=VOCAB_SIZE, pad_id=PAD_ID)
+    ids = torch.randint(2, VOCAB_SIZE, (2, 9))
+    mask = torch.ones_like(ids)
+    encoder.eval()
+    reference = encoder(ids, mask).pooled
+    encoder.train()
+    torch.testing.assert_close(encoder(ids, mask).pooled, reference, atol=0, rtol=0)
+    unfrozen = HFEncoder(replace(cfg, freeze_layers=1), vocab_size=VOCAB_SIZE, pad_id=PAD_ID)
+    unfrozen.load_state_dict(encoder.state_dict())
+    unfrozen.train()
+    assert not torch.allclose(unfrozen(ids, mask).pooled, reference)  # layer 2 still drops out
 
 
 # --------------------------------------------------------------------------- registry and configs

@@ -90,8 +90,17 @@ class HFEncoder(nn.Module):
         self.pooling = cfg.pooling
         self.dropout = nn.Dropout(cfg.dropout)
         self.out_dim = int(self.model.config.hidden_size)
-        if cfg.freeze_layers:
-            freeze_hf_layers(self.model, cfg.freeze_layers)
+        # A plain list, not submodules: the parts already belong to `self.model`.
+        self.frozen: list[nn.Module] = freeze_hf_layers(self.model, cfg.freeze_layers) if cfg.freeze_layers else []
+
+    def train(self, mode: bool = True) -> HFEncoder:
+        """Frozen layers stay in eval mode: dropout in a part that does not learn only adds
+        noise to the features the trainable layers see, and makes them differ from the same
+        encoder's cached features (`mmimdb-dist cache-features`), which are computed without it."""
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures:
         mask = attention_mask.bool()
@@ -144,17 +153,19 @@ def _without_pooler(model: nn.Module) -> nn.Module:
     return model
 
 
-def freeze_hf_layers(model: nn.Module, num_frozen: int) -> None:
-    """Freeze the embeddings and the first `num_frozen` transformer layers."""
+def freeze_hf_layers(model: nn.Module, num_frozen: int) -> list[nn.Module]:
+    """Freeze the embeddings and the first `num_frozen` transformer layers; returns them."""
     total = int(model.config.num_hidden_layers)
     if num_frozen > total:
         raise ConfigError(f"model.text.freeze_layers: {num_frozen} exceeds the encoder's {total} layers")
-    model.get_input_embeddings().requires_grad_(False)
+    frozen = [model.get_input_embeddings()]
     embeddings = getattr(model, "embeddings", None)
     if isinstance(embeddings, nn.Module):  # position and type embeddings, LayerNorm
-        embeddings.requires_grad_(False)
-    for layer in _transformer_layers(model, total)[:num_frozen]:
-        layer.requires_grad_(False)
+        frozen.append(embeddings)
+    frozen.extend(_transformer_layers(model, total)[:num_frozen])
+    for module in frozen:
+        module.requires_grad_(False)
+    return frozen
 
 
 def build_text_encoder(cfg: TextEncoderConfig, *, vocab_size: int | None = None,
