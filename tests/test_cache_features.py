@@ -110,6 +110,13 @@ def test_fusion_head_learns_on_cached_features(cached, tmp_path: Path) -> None:
     assert test["mean_average_precision"] > constant_map + 0.03, (test["mean_average_precision"], constant_map)
     assert final["best_dev_f1_macro"] > 0.06  # a prior-only head predicts Drama alone (~0.03)
     assert final["trainable_parameters"] == final["num_parameters"] < 40_000  # the head alone
+    # `evaluate` reads the same features again and reproduces the trainer's test metrics.
+    from mmimdb_dist.report.evaluation import evaluate_checkpoint
+
+    evaluation = evaluate_checkpoint(tmp_path / "head", "best", "test", attention_movies=0)
+    for key in ("f1_macro", "f1_micro", "mean_average_precision"):
+        assert evaluation.report["threshold_0.5"][key] == pytest.approx(test[key], abs=1e-6), key
+    assert all(path.stat().st_size > 0 for path in evaluation.figures)
 
 
 def _json_members(out: Path, split: str) -> list[bytes]:

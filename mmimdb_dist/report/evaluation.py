@@ -26,6 +26,7 @@ import torch
 
 from ..data.loader import build_eval_loader, to_device
 from ..data.manifest import load_manifest
+from ..data.sources import load_training_manifest
 from ..errors import DataError
 from ..genres import GENRES
 from ..inference.checkpoint import InferenceBundle, load_bundle, resolve_checkpoint
@@ -105,11 +106,16 @@ def evaluate_checkpoint(run_dir: str | Path | None, checkpoint: str = "best", sp
     folder = resolve_checkpoint(run_dir, checkpoint)
     run = Path(run_dir) if run_dir is not None else run_dir_of_checkpoint(folder)
     bundle = load_bundle(folder, device)
-    shards = Path(shards_dir if shards_dir is not None else bundle.cfg.loader.shards_dir)
-    if not (shards / "manifest.json").is_file():
-        raise DataError(f"{shards}: no manifest.json (the run's loader.shards_dir); pass --shards DIR "
-                        "with the shard set the run was trained on")
-    manifest = load_manifest(shards)
+    features_dir = bundle.cfg.loader.features_dir
+    if features_dir and shards_dir is None:
+        # A head trained on cached encoder features reads them again, not the raw shards.
+        manifest = load_training_manifest(bundle.cfg.loader)
+    else:
+        shards = Path(shards_dir if shards_dir is not None else bundle.cfg.loader.shards_dir)
+        if not (shards / "manifest.json").is_file():
+            raise DataError(f"{shards}: no manifest.json (the run's loader.shards_dir); pass --shards DIR "
+                            "with the shard set the run was trained on")
+        manifest = load_manifest(shards)
 
     dev = _predict(bundle, manifest, "dev", device, progress)
     evaluated = dev if split == "dev" else _predict(bundle, manifest, split, device, progress)
@@ -137,7 +143,8 @@ def evaluate_checkpoint(run_dir: str | Path | None, checkpoint: str = "best", sp
     predicted = (evaluated.probs >= thresholds).astype(np.int64)
     written.append(figures.cooccurrence(evaluated.labels, predicted, out / "cooccurrence.png",
                                         title=f"genre co-occurrence: {label}"))
-    if attention_movies > 0 and bundle.cfg.model.name == "attention_fusion":
+    # Cached features hold no posters to draw the attention over.
+    if attention_movies > 0 and bundle.cfg.model.name == "attention_fusion" and not features_dir:
         sample = attention_sample(bundle, manifest, split, attention_movies, thresholds, device)
         if sample is not None:
             written.append(figures.attention_maps(*sample, out / "attention.png"))
