@@ -64,7 +64,9 @@ def submitted(slurm_cluster, tmp_path_factory):  # noqa: F811
         "ranks": ("train", "--config", str(configs["ranks"]), *common, "--tasks-per-node", "2", "--time", "5"),
         "tune": ("tune", "--config", str(search), "--out", str(root / "tune-job"), *common, "--time", "5"),
     }, cwd=root)
-    return root, runs, jobs
+    yield root, runs, jobs
+    # A failed test leaves nothing running on a cluster that outlives the module.
+    subprocess.run(["scancel", *(job_id for job_id, _ in jobs.values())], capture_output=True, timeout=60)
 
 
 def _final(run_dir: Path) -> dict:
