@@ -20,6 +20,7 @@ and Tune hears of its evaluations through Ray Train's `TuneReportCallback`.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -83,10 +84,20 @@ def run_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
             # Started before and killed ahead of its first checkpoint: start again, cleanly.
             shutil.rmtree(run_dir)
 
+    reported = []
+
     def report(record: dict[str, Any]) -> None:
         tune.report(metrics_of(record), checkpoint=tune.Checkpoint.from_directory(record["checkpoint"]))
+        reported.append(record)
 
     train(cfg, resume="auto", on_evaluation=report)
+    if not reported:
+        # Resumed after its last evaluation (killed while testing): no new evaluation ran, but
+        # Tune needs the metric in the trial's final result, so the last one is said again.
+        evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+                 if '"type": "eval"' in line]
+        if evals:
+            tune.report(metrics_of(evals[-1]))
 
 
 # --------------------------------------------------------------------------- multi-worker trials
