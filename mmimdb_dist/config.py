@@ -62,6 +62,10 @@ class ShardConfig:
     min_shards: int = 8
     # Processes used to encode posters; 0 means one per CPU core.
     workers: int = 0
+    # false: a movie whose poster is missing or does not decode is kept as a plot-only sample
+    # (for text models; fusion models read it as a missing poster) and counted in the
+    # manifest's `repaired` as kept_without_poster, instead of being skipped.
+    require_poster: bool = True
 
     def __post_init__(self) -> None:
         _positive(self, "poster_short_side", "samples_per_shard", "min_shards")

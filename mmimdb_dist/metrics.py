@@ -36,6 +36,10 @@ from .genres import GENRES
 DEFAULT_THRESHOLD = 0.5
 # Includes 0.5, so a tuned threshold never does worse on dev than the fixed one.
 THRESHOLD_GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
+# Tuned thresholds stay inside these bounds: 0.01 on a rare genre means "every movie".
+THRESHOLD_BOUNDS = (0.05, 0.95)
+# A genre needs this many dev positives for a threshold of its own (else it shares one).
+MIN_DEV_POSITIVES = 20
 
 
 def _check_inputs(y_true: Any, y_prob: Any, genres: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -100,6 +104,9 @@ def compute_metrics(y_true: Any, y_prob: Any, thresholds: float | Sequence[float
                                    if with_positives.size else None),
         "average_precision_genres_skipped": int(len(genres) - with_positives.size),
         "subset_accuracy": float(accuracy_score(y_true, y_pred)),
+        # Beside each other, these show a protocol that predicts too many genres per movie.
+        "genres_per_movie_true": float(y_true.sum(axis=1).mean()),
+        "genres_per_movie_predicted": float(y_pred.sum(axis=1).mean()),
         "hamming_loss": float(hamming_loss(y_true, y_pred)),
         "per_genre": [
             {"genre": name, "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
@@ -109,29 +116,41 @@ def compute_metrics(y_true: Any, y_prob: Any, thresholds: float | Sequence[float
     }
 
 
-def tune_thresholds(y_true_dev: Any, y_prob_dev: Any, grid: Sequence[float] | np.ndarray = THRESHOLD_GRID) -> np.ndarray:
-    """Per-genre threshold maximising that genre's dev F1 over `grid`.
+def _best_threshold(true_pos: np.ndarray, predicted: np.ndarray, positives: int,
+                    grid: np.ndarray) -> float:
+    """The grid value of highest F1 (ties: the one closest to 0.5, the least extreme)."""
+    # F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (predicted positives + actual positives)
+    f1 = 2 * true_pos / np.maximum(predicted + positives, 1)
+    best = np.flatnonzero(np.isclose(f1, f1.max()))
+    return float(grid[best[np.argmin(np.abs(grid[best] - DEFAULT_THRESHOLD))]])
 
-    Ties go to the threshold closest to 0.5 (the least extreme choice); genres without a dev
-    positive keep 0.5, since any threshold gives them F1 = 0 there.
+
+def tune_thresholds(y_true_dev: Any, y_prob_dev: Any, grid: Sequence[float] | np.ndarray = THRESHOLD_GRID,
+                    min_positives: int = MIN_DEV_POSITIVES) -> np.ndarray:
+    """Thresholds tuned on dev that cannot degenerate on a small dev split.
+
+    A genre with at least `min_positives` dev positives gets the threshold of its best dev
+    F1. The others share one threshold, the one of best micro-F1 over all genres: tuned on
+    3-10 positives, a per-genre threshold is noise, and the F1 of so few positives is
+    often maximised by predicting the genre for every movie. Thresholds stay inside
+    [`THRESHOLD_BOUNDS`] for the same reason.
     """
     y_true = np.asarray(y_true_dev).astype(bool)
     y_prob = np.asarray(y_prob_dev, dtype=np.float64)
     if y_true.ndim != 2 or y_true.shape != y_prob.shape:
         raise ValueError(f"y_true {y_true.shape} and y_prob {y_prob.shape}: expected the same N x G shape")
     grid = np.asarray(grid, dtype=np.float64)
-    thresholds = np.full(y_true.shape[1], DEFAULT_THRESHOLD)
-    for genre in range(y_true.shape[1]):
-        truth = y_true[:, genre]
-        positives = truth.sum()
-        if positives == 0:
-            continue
-        predicted = y_prob[:, genre, None] >= grid[None, :]  # N x T
-        true_pos = (predicted & truth[:, None]).sum(axis=0)
-        # F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (predicted positives + actual positives)
-        f1 = 2 * true_pos / (predicted.sum(axis=0) + positives)
-        best = np.flatnonzero(np.isclose(f1, f1.max()))
-        thresholds[genre] = grid[best[np.argmin(np.abs(grid[best] - DEFAULT_THRESHOLD))]]
+    grid = grid[(grid >= THRESHOLD_BOUNDS[0]) & (grid <= THRESHOLD_BOUNDS[1])]
+    predicted = y_prob[:, :, None] >= grid[None, None, :]  # N x G x T
+    true_pos = (predicted & y_true[:, :, None]).sum(axis=0)  # G x T
+    predicted_pos = predicted.sum(axis=0)  # G x T
+    positives = y_true.sum(axis=0)  # G
+    if positives.sum() == 0:
+        return np.full(y_true.shape[1], DEFAULT_THRESHOLD)
+    shared = _best_threshold(true_pos.sum(axis=0), predicted_pos.sum(axis=0), int(positives.sum()), grid)
+    thresholds = np.full(y_true.shape[1], shared)
+    for genre in np.flatnonzero(positives >= max(1, min_positives)):
+        thresholds[genre] = _best_threshold(true_pos[genre], predicted_pos[genre], int(positives[genre]), grid)
     return thresholds
 
 
@@ -185,11 +204,13 @@ def write_per_genre_csv(path: str | Path, reports: Mapping[str, Mapping[str, Any
 
 def format_summary(reports: Mapping[str, Mapping[str, Any]]) -> str:
     """A few lines for the terminal: micro/macro F1 under both protocols, per split."""
-    lines = [f"{'split':<6} {'protocol':<14} {'micro-F1':>9} {'macro-F1':>9} {'mAP':>7}"]
+    lines = [f"{'split':<6} {'protocol':<14} {'micro-F1':>9} {'macro-F1':>9} {'mAP':>7} {'genres/movie (true)':>20}"]
     for split, report in reports.items():
         for protocol in ("threshold_0.5", "tuned_on_dev"):
             m = report[protocol]
             average_precision = m["mean_average_precision"]
             ap_text = f"{average_precision:7.4f}" if average_precision is not None else f"{'n/a':>7}"
-            lines.append(f"{split:<6} {protocol:<14} {m['f1_micro']:9.4f} {m['f1_macro']:9.4f} {ap_text}")
+            per_movie = f"{m['genres_per_movie_predicted']:.2f} ({m['genres_per_movie_true']:.2f})"
+            lines.append(f"{split:<6} {protocol:<14} {m['f1_micro']:9.4f} {m['f1_macro']:9.4f} {ap_text} "
+                         f"{per_movie:>20}")
     return "\n".join(lines)

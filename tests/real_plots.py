@@ -89,3 +89,34 @@ def trivial_topk_baseline(train_labels: np.ndarray, test_labels: np.ndarray,
         "macro_f1": max(v["macro_f1"] for v in by_k.values()),
         "by_k": by_k,
     }
+
+
+def write_real_plots_raw(out_dir: Path, path: Path = REAL_PLOTS_CSV) -> Path:
+    """The real plots as a raw MM-IMDb folder without posters (for `shard.require_poster: false`).
+
+    train: the first four fifths of the training part; dev: its last fifth (the slice the
+    in-process tests tune on); test: the held-out fifth of `load_real_plots_split`. Ids are
+    made up (the sample carries none); genres are written by name, as in the real files.
+    """
+    import json
+
+    data = load_real_plots_split(path)
+    n_dev = len(data.train_texts) // 5
+    parts = {"train": (data.train_texts[n_dev:], data.train_labels[n_dev:]),
+             "dev": (data.train_texts[:n_dev], data.train_labels[:n_dev]),
+             "test": (data.test_texts, data.test_labels)}
+    root = out_dir / "mmimdb"
+    (root / "dataset").mkdir(parents=True, exist_ok=True)
+    split: dict[str, list[str]] = {}
+    number = 1
+    for name, (texts, labels) in parts.items():
+        split[name] = []
+        for text, row in zip(texts, labels):
+            movie_id = f"{number:07d}"
+            number += 1
+            genres = [GENRES[i] for i in np.flatnonzero(row)]
+            record = {"title": f"movie {movie_id}", "plot": [text], "genres": genres}
+            (root / "dataset" / f"{movie_id}.json").write_text(json.dumps(record), encoding="utf-8")
+            split[name].append(movie_id)
+    (root / "split.json").write_text(json.dumps(split), encoding="utf-8")
+    return root

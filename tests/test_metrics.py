@@ -114,9 +114,11 @@ def test_tuned_thresholds_improve_dev_f1_and_fall_back_for_empty_genres():
     y_true = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 0], [1, 0, 0]])
     y_prob = np.array([[0.30, 0.90, 0.7], [0.32, 0.62, 0.2], [0.12, 0.88, 0.9],
                        [0.08, 0.61, 0.1], [0.10, 0.58, 0.6], [0.28, 0.55, 0.3]])
-    thresholds = tune_thresholds(y_true, y_prob)
+    thresholds = tune_thresholds(y_true, y_prob, min_positives=1)
     assert 0.12 < thresholds[0] <= 0.28 and 0.62 < thresholds[1] <= 0.88
-    assert thresholds[2] == 0.5
+    # No dev positive: the shared threshold (best micro-F1 over all genres), not a guess of its own.
+    shared = tune_thresholds(y_true, y_prob, min_positives=10**6)
+    assert len(set(shared)) == 1 and thresholds[2] == shared[2]
     at_half = compute_metrics(y_true, y_prob, 0.5, genres=NAMES3)
     tuned = compute_metrics(y_true, y_prob, thresholds, genres=NAMES3)
     assert at_half["per_genre"][0]["f1"] == 0.0 and tuned["per_genre"][0]["f1"] == 1.0
@@ -126,7 +128,7 @@ def test_tuned_thresholds_improve_dev_f1_and_fall_back_for_empty_genres():
 
 def test_tuning_never_loses_to_half_on_dev():
     y_true, y_prob = _random_case(3)
-    thresholds = tune_thresholds(y_true, y_prob)
+    thresholds = tune_thresholds(y_true, y_prob, min_positives=1)
     at_half = compute_metrics(y_true, y_prob, 0.5)["per_genre"]
     tuned = compute_metrics(y_true, y_prob, thresholds)["per_genre"]
     assert all(t["f1"] >= h["f1"] - 1e-12 for t, h in zip(tuned, at_half))
@@ -134,7 +136,31 @@ def test_tuning_never_loses_to_half_on_dev():
 
 def test_ties_prefer_the_threshold_closest_to_half():
     # Any threshold in (0.2, 0.8] separates perfectly; 0.5 is the least extreme.
-    assert tune_thresholds([[1], [0]], [[0.8], [0.2]])[0] == 0.5
+    assert tune_thresholds([[1], [0]], [[0.8], [0.2]], min_positives=1)[0] == 0.5
+
+
+def test_rare_genres_share_one_bounded_threshold_instead_of_predicting_every_movie():
+    """A genre with 4 dev positives and an uninformative score: tuned alone its best dev F1 is
+    at a threshold that predicts it for nearly every movie; shared, it cannot be."""
+    rng = np.random.default_rng(7)
+    n = 300
+    y_true = np.zeros((n, 3), dtype=int)
+    y_true[:, 0] = rng.random(n) < 0.4  # a frequent genre the model ranks well
+    y_true[rng.choice(n, 4, replace=False), 1] = 1  # a rare genre the model knows nothing of
+    y_true[:, 2] = rng.random(n) < 0.3
+    y_prob = np.column_stack([np.clip(0.3 * y_true[:, 0] + rng.random(n) * 0.5, 0, 1),
+                              rng.random(n) * 0.1,
+                              np.clip(0.4 * y_true[:, 2] + rng.random(n) * 0.5, 0, 1)])
+    alone = tune_thresholds(y_true, y_prob, min_positives=1)
+    # Tuned alone it is predicted for a fifth of the movies or more (its true rate: 4 in 300).
+    assert (y_prob[:, 1] >= alone[1]).mean() > 0.15
+    thresholds = tune_thresholds(y_true, y_prob, min_positives=20)
+    assert thresholds[0] == alone[0] and thresholds[2] == alone[2]  # enough positives: their own
+    assert thresholds[1] != alone[1] and 0.05 <= thresholds[1] <= 0.95
+    assert (y_prob[:, 1] >= thresholds[1]).mean() == 0.0
+    tuned = compute_metrics(y_true, y_prob, thresholds, genres=NAMES3)
+    assert tuned["genres_per_movie_predicted"] < 2 * tuned["genres_per_movie_true"]
+    assert tuned["genres_per_movie_true"] == pytest.approx(y_true.sum(1).mean())
 
 
 def test_report_applies_dev_thresholds_to_the_evaluated_split(tmp_path):

@@ -386,22 +386,11 @@ def test_resnet_loads_a_local_weights_file(tmp_path) -> None:
 @pytest.fixture(scope="module")
 def wordpiece_folder(tmp_path_factory) -> Path:
     """A WordPiece tokenizer trained here on real plots, saved as a Hugging Face folder."""
+    from dist_scripts.wordpiece import train_wordpiece
     from real_plots import load_real_plots_split
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
 
-    texts = load_real_plots_split().train_texts[:300]
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials))
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[(t, tokenizer.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
-                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
     folder = tmp_path_factory.mktemp("wordpiece")
-    fast.save_pretrained(folder)
+    train_wordpiece(load_real_plots_split().train_texts[:300], folder, vocab_size=400)
     return folder
 
 

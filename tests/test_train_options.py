@@ -81,24 +81,15 @@ def local_pretrained_encoder(shards, tmp_path_factory) -> Path:
     """A folder as `save_pretrained` writes it: a tiny DistilBERT and a WordPiece tokenizer
     trained on the synthetic train plots (what a user copies onto an offline cluster)."""
     import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import AutoModel, DistilBertConfig, PreTrainedTokenizerFast
+    from transformers import AutoModel, DistilBertConfig
 
+    from dist_scripts.wordpiece import train_wordpiece
     from mmimdb_dist.baseline import read_shard_split_texts
     from mmimdb_dist.data.manifest import load_manifest
 
     texts = read_shard_split_texts(load_manifest(shards).shard_paths("train"), "train").texts
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=600, special_tokens=specials))
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[(t, tokenizer.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
-                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
     folder = tmp_path_factory.mktemp("pretrained-distilbert")
-    fast.save_pretrained(folder)
+    fast = train_wordpiece(texts, folder, vocab_size=600)
     torch.manual_seed(0)
     config = DistilBertConfig(vocab_size=len(fast), dim=32, n_layers=2, n_heads=2, hidden_dim=64,
                               max_position_embeddings=128, pad_token_id=fast.pad_token_id)

@@ -112,9 +112,9 @@ def test_four_trial_search_finishes_and_asha_stops_one(search: Path) -> None:
         evals = [json.loads(line) for line in eval_lines(run_dir)]
         # Every dev evaluation of the trainer was reported, and the table's best is theirs.
         assert len(evals) >= int(row["evaluations"])
-        assert float(row["best_dev_f1_macro"]) == pytest.approx(
-            max(e["f1_macro"] for e in evals[: int(row["evaluations"])]), abs=1e-9)
-        assert 0.0 <= float(row["best_dev_f1_macro"]) <= 1.0
+        assert float(row["best_dev_mean_average_precision"]) == pytest.approx(
+            max(e["mean_average_precision"] for e in evals[: int(row["evaluations"])]), abs=1e-9)
+        assert 0.0 <= float(row["best_dev_mean_average_precision"]) <= 1.0
         # Only the parameters of the trial's own loss are in its row.
         loss = row["loss.name"]
         assert (row["loss.gamma"] != "") == (loss == "focal")
@@ -130,7 +130,7 @@ def test_four_trial_search_finishes_and_asha_stops_one(search: Path) -> None:
 
 def test_best_config_loads_and_trains(search: Path, tmp_path: Path) -> None:
     rows = read_rows(search)
-    best = max(rows, key=lambda row: float(row["best_dev_f1_macro"]))
+    best = max(rows, key=lambda row: float(row["best_dev_mean_average_precision"]))
     path = search / "best_config.yaml"
     cfg = load_config(path)
     assert cfg.name == "fusion_best"

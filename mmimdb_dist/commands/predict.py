@@ -37,6 +37,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="movies per forward pass (default: the run's loader.eval_batch_size)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--threshold", default="tuned", metavar="tuned|X",
+                        help="decision rule: 'tuned' (default) applies the thresholds tuned on dev that "
+                             "the checkpoint carries (0.5 where it has none); a number X in (0, 1) "
+                             "applies X to every genre, e.g. 0.5")
+
+
+def parse_threshold(choice: str) -> float | None:
+    """None for 'tuned', else the one threshold for every genre (checked before a model loads)."""
+    from ..errors import MmimdbError
+
+    if choice == "tuned":
+        return None
+    try:
+        value = float(choice)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 1.0:
+        raise MmimdbError(f"--threshold: expected 'tuned' or a number in (0, 1), got {choice!r}")
+    return value
+
+
+def apply_threshold(bundle, value: float | None) -> None:
+    """Replace the bundle's tuned thresholds by `value` for every genre (None keeps them)."""
+    import numpy as np
+
+    if value is not None:
+        bundle.thresholds = np.full(len(bundle.thresholds), value)
+        bundle.thresholds_source = f"{value:g} for every genre (--threshold)"
 
 
 def _print_table(record: dict, bundle) -> None:
@@ -59,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.inputs import MovieInput, read_folder, read_jsonl
     from ..inference.predictor import predict_movies, write_jsonl
 
+    threshold = parse_threshold(args.threshold)
     single = args.plot is not None or args.poster is not None
     if single == (args.input is not None):
         raise MmimdbError("give either --plot and/or --poster (one movie) or --input (batch mode)")
@@ -69,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
     checkpoint = resolve_checkpoint(args.run, args.checkpoint)
     bundle = load_bundle(checkpoint, args.device)
+    apply_threshold(bundle, threshold)
     if single:
         movie = MovieInput(id="movie", plot=args.plot, poster=args.poster,
                            where=str(args.poster) if args.plot is None else "--plot")

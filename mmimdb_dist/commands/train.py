@@ -30,6 +30,6 @@ def run(args: argparse.Namespace) -> int:
     if PartialState().is_main_process:
         print(format_summary({"dev": result["dev"], "test": result["test"]}))
         print(f"best checkpoint {result['best_checkpoint']} (epoch {result['best_epoch']}, "
-              f"dev macro-F1 {result['best_dev_f1_macro']:.4f}); results in "
+              f"dev {result['select_metric']} {result['best_dev_metric']:.4f}); results in "
               f"{run_dir_of(cfg) / 'final_metrics.json'}")
     return 0

@@ -44,6 +44,7 @@ from typing import Any
 
 from .. import __version__
 from ..atomic import atomic_write_text, fsync_dir
+from ..digest import file_sha256
 from ..errors import DownloadError
 
 logger = logging.getLogger(__name__)
@@ -110,14 +111,6 @@ def archive_name(url: str) -> str:
     """The file name the URL's path ends with; the archive is saved under it."""
     name = posixpath.basename(urllib.parse.urlsplit(url).path)
     return urllib.parse.unquote(name) or "download"
-
-
-def _file_sha256(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            hasher.update(chunk)
-    return hasher.hexdigest()
 
 
 @contextlib.contextmanager
@@ -255,7 +248,7 @@ def download(url: str, directory: str | os.PathLike, sha256: str, *, retries: in
     name = archive_name(url)
     final = folder / name
     if final.exists():
-        actual = _file_sha256(final)
+        actual = file_sha256(final)
         if actual == expected:
             logger.info("%s is already here and its SHA-256 matches; not downloading again", final)
             return final

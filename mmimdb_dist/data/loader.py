@@ -153,13 +153,18 @@ def parse_sample(raw: dict[str, Any], encoder: TokenEncoder, max_length: int) ->
     """Raw tar members -> Sample; raises DataError naming the shard, the key and the problem."""
     key = raw.get("__key__", "?")
     where = f"{raw.get('__url__', '?')}: sample {key}"
-    for member in ("jpg", "txt", "json"):
+    for member in ("txt", "json"):
         if member not in raw:
             raise DataError(f"{where}: missing member {key}.{member}")
     try:
         meta = json.loads(raw["json"])
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{where}: {key}.json is not valid JSON ({exc})") from None
+    # A plot-only movie (sharded with `shard.require_poster: false`) says so in its JSON;
+    # anywhere else a missing poster is a damaged sample.
+    posterless = isinstance(meta, dict) and meta.get("poster") is False
+    if "jpg" not in raw and not posterless:
+        raise DataError(f"{where}: missing member {key}.jpg")
     labels = meta.get("labels") if isinstance(meta, dict) else None
     if (not isinstance(labels, list) or len(labels) != NUM_GENRES
             or any(v not in (0, 1) for v in labels)):
@@ -172,11 +177,17 @@ def parse_sample(raw: dict[str, Any], encoder: TokenEncoder, max_length: int) ->
     ids = encoder.encode(text, max_length)
     if not ids:
         raise DataError(f"{where}: {key}.txt gives no tokens")
-    return Sample(id=str(meta.get("id", key)), jpeg=raw["jpg"], input_ids=ids, labels=labels)
+    return Sample(id=str(meta.get("id", key)), jpeg=b"" if posterless else raw["jpg"], input_ids=ids,
+                  labels=labels)
 
 
-def collate(samples: list[Sample], pixels: list[torch.Tensor], pad_id: int, skipped: int) -> dict:
-    """Samples -> batch dict (see docs/ARCHITECTURE.md), padded to the longest plot."""
+def collate(samples: list[Sample], pixels: list[torch.Tensor] | None, pad_id: int, skipped: int) -> dict:
+    """Samples -> batch dict (see docs/ARCHITECTURE.md), padded to the longest plot.
+
+    `pixels` None: a batch without posters (a model that reads plots only). A plot-only
+    movie's poster is all zeros with `image_present` false, which the models replace by
+    their learned "missing poster" embedding.
+    """
     longest = max(len(s.input_ids) for s in samples)
     input_ids = torch.full((len(samples), longest), pad_id, dtype=torch.int64)
     attention_mask = torch.zeros((len(samples), longest), dtype=torch.int64)
@@ -184,14 +195,17 @@ def collate(samples: list[Sample], pixels: list[torch.Tensor], pad_id: int, skip
         n = len(sample.input_ids)
         input_ids[row, :n] = torch.tensor(sample.input_ids, dtype=torch.int64)
         attention_mask[row, :n] = 1
-    return {
+    batch = {
         "ids": [s.id for s in samples],
-        "pixel_values": torch.stack(pixels),
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "labels": torch.tensor([s.labels for s in samples], dtype=torch.float32),
         "skipped": skipped,
     }
+    if pixels is not None:
+        batch["pixel_values"] = torch.stack(pixels)
+        batch["image_present"] = torch.tensor([bool(s.jpeg) for s in samples])
+    return batch
 
 
 def to_device(batch: dict, device: torch.device | str, dtype: torch.dtype = torch.float32, *,
@@ -252,8 +266,10 @@ class ShardStream(IterableDataset):
 
     def __init__(self, cfg: LoaderConfig, manifest: Manifest, split: str, encoder: TokenEncoder,
                  *, rank: int, world_size: int, train: bool, epoch: int = 0, seed: int = 0,
-                 num_batches: int = 0, skip_batches: int = 0) -> None:
+                 num_batches: int = 0, skip_batches: int = 0, images: bool = True) -> None:
         self.cfg = cfg
+        # False for a model without an image encoder: posters are then never decoded.
+        self.images = images
         self.split = split
         self.shards = list(manifest.split(split).shards)
         self.directory = Path(manifest.directory)
@@ -333,9 +349,15 @@ class ShardStream(IterableDataset):
         yield from self._cut(pool[:full], rng)
 
     def _decode(self, batch: list[Sample], counter: SkipCounter) -> dict | None:
+        if not self.images:  # the model reads plots only: no poster is decoded
+            return collate(batch, None, self.encoder.pad_id, counter.take())
         samples, pixels = [], []
         augment = self.train and self.cfg.augment
         for sample in batch:
+            if not sample.jpeg:  # a plot-only movie
+                pixels.append(torch.zeros(3, self.cfg.image_size, self.cfg.image_size, dtype=torch.uint8))
+                samples.append(sample)
+                continue
             try:
                 pixels.append(decode_poster(sample.jpeg, self.cfg.image_size, augment=augment,
                                             sample_seed=derive_seed(self.seed, self.epoch, sample.id)))
@@ -456,7 +478,7 @@ def _check_rank(rank: int, world_size: int) -> None:
 
 def build_train_loader(cfg: LoaderConfig, manifest: Manifest, token_encoder: TokenEncoder, *,
                        rank: int, world_size: int, epoch: int, seed: int,
-                       skip_batches: int = 0) -> StreamingLoader:
+                       skip_batches: int = 0, images: bool = True) -> StreamingLoader:
     """The train loader of one rank for one epoch; `len()` is the same on every rank."""
     _check_rank(rank, world_size)
     num_samples = manifest.split("train").num_samples
@@ -469,12 +491,13 @@ def build_train_loader(cfg: LoaderConfig, manifest: Manifest, token_encoder: Tok
                           "(batches per rank per epoch)")
     stream = _stream_class(cfg)(cfg, manifest, "train", token_encoder, rank=rank, world_size=world_size,
                          train=True, epoch=epoch, seed=seed, num_batches=num_batches,
-                         skip_batches=skip_batches)
+                         skip_batches=skip_batches, images=images)
     return StreamingLoader(stream, cfg.num_workers, num_batches - skip_batches)
 
 
 def build_eval_loader(cfg: LoaderConfig, manifest: Manifest, split: str,
-                      token_encoder: TokenEncoder, *, rank: int, world_size: int) -> StreamingLoader:
+                      token_encoder: TokenEncoder, *, rank: int, world_size: int,
+                      images: bool = True) -> StreamingLoader:
     """Every sample of `split` exactly once across ranks and workers, in a fixed order."""
     _check_rank(rank, world_size)
     shards = manifest.split(split).shards
@@ -482,5 +505,5 @@ def build_eval_loader(cfg: LoaderConfig, manifest: Manifest, split: str,
     length = sum(math.ceil(plan_slot(shards, rank, world_size, w, workers).num_samples / cfg.eval_batch_size)
                  for w in range(workers))
     stream = _stream_class(cfg)(cfg, manifest, split, token_encoder, rank=rank, world_size=world_size,
-                         train=False)
+                         train=False, images=images)
     return StreamingLoader(stream, cfg.num_workers, length)

@@ -306,7 +306,7 @@ def to_rgb(image):
 
 
 def read_movie(raw_dir: str | Path, movie_id: str, split: str, plot_policy: str = "longest",
-               report: SkipReport | None = None) -> Movie:
+               report: SkipReport | None = None, require_poster: bool = True) -> Movie:
     """One movie, or MovieSkipped naming the file and the problem.
 
     `raw_dir` is the folder holding split.json and dataset/. `report`, when given, collects
@@ -319,7 +319,12 @@ def read_movie(raw_dir: str | Path, movie_id: str, split: str, plot_policy: str 
     plot = choose_plot(plots, plot_policy)
     genres = _genres(movie_id, split, json_path, data, report)
     poster_path = dataset / f"{movie_id}.jpeg"
-    check_poster(movie_id, split, poster_path)
+    try:
+        check_poster(movie_id, split, poster_path)
+    except MovieSkipped:
+        if require_poster:
+            raise
+        # Kept as a plot-only movie: the shard writer finds the poster unusable and says so.
     title = data.get("title")
     return Movie(id=movie_id, split=split, title=title if isinstance(title, str) else "",
                  year=_year(data.get("year")), plot=plot, genres=genres,
@@ -328,7 +333,7 @@ def read_movie(raw_dir: str | Path, movie_id: str, split: str, plot_policy: str 
 
 def iter_movies(raw_dir: str | Path, splits: Iterable[str] = SPLITS, plot_policy: str = "longest",
                 strict: bool = False, report: SkipReport | None = None,
-                progress: bool = False) -> Iterator[Movie]:
+                progress: bool = False, require_poster: bool = True) -> Iterator[Movie]:
     """Every usable movie of `splits`, in split.json order.
 
     Skipped movies go into `report` (pass one in to read it afterwards; without one the
@@ -352,7 +357,7 @@ def iter_movies(raw_dir: str | Path, splits: Iterable[str] = SPLITS, plot_policy
         pairs = tqdm(pairs, desc="reading metadata", unit="movie")
     for movie_id, name in pairs:
         try:
-            yield read_movie(root, movie_id, name, plot_policy, report)
+            yield read_movie(root, movie_id, name, plot_policy, report, require_poster)
         except MovieSkipped as skip:
             if strict:
                 raise DataError(f"{skip} (strict mode: a movie that cannot become a sample "

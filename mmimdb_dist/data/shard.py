@@ -36,12 +36,13 @@ from typing import Any
 
 from ..atomic import atomic_write_bytes, atomic_write_json
 from ..config import ExperimentConfig, save_config
+from ..digest import file_sha256
 from ..errors import DataError
 from ..genres import GENRES, NUM_GENRES
 from .manifest import (MANIFEST_NAME, SPLITS, Manifest, ShardInfo, SkippedMovie, SplitInfo,
                        load_manifest)
-from .raw import (Movie, MovieSkipped, SkipReport, iter_movies, load_poster, read_split,
-                  resolve_raw_dir)
+from .raw import (BAD_POSTER, MISSING_POSTER, Movie, MovieSkipped, SkipReport, iter_movies, load_poster,
+                  read_split, resolve_raw_dir)
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class ShardTask:
     poster_short_side: int
     jpeg_quality: int
     strict: bool
+    require_poster: bool = True
 
 
 @dataclass
@@ -99,6 +101,7 @@ class ShardResult:
     info: ShardInfo
     label_counts: list[int]
     skipped: list[SkippedMovie] = field(default_factory=list)
+    posterless: int = 0
 
 
 def encode_poster(movie: Movie, short_side: int, quality: int) -> bytes:
@@ -145,20 +148,29 @@ def write_shard(task: ShardTask) -> ShardResult:
     label_counts = [0] * NUM_GENRES
     skipped: list[SkippedMovie] = []
     written = 0
+    posterless = 0
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for movie in task.movies:
             try:
                 jpeg = encode_poster(movie, task.poster_short_side, task.jpeg_quality)
             except MovieSkipped as skip:
-                if task.strict:
+                if not task.require_poster and skip.record.reason in (MISSING_POSTER, BAD_POSTER):
+                    jpeg = None  # kept as a plot-only movie
+                elif task.strict:
                     raise DataError(f"{skip} (strict mode: a movie that cannot become a sample "
                                     "is an error)") from None
-                skipped.append(skip.record)
-                continue
-            meta = json.dumps(movie.metadata(), sort_keys=True, ensure_ascii=False)
+                else:
+                    skipped.append(skip.record)
+                    continue
+            metadata = movie.metadata()
+            if jpeg is None:
+                metadata["poster"] = False
+                posterless += 1
+            meta = json.dumps(metadata, sort_keys=True, ensure_ascii=False)
             members = {"jpg": jpeg, "txt": movie.plot.encode("utf-8"), "json": meta.encode("utf-8")}
             for ext in SAMPLE_MEMBERS:
-                _add_member(tar, f"{movie.id}.{ext}", members[ext])
+                if members[ext] is not None:
+                    _add_member(tar, f"{movie.id}.{ext}", members[ext])
             for i, flag in enumerate(movie.labels):
                 label_counts[i] += flag
             written += 1
@@ -168,7 +180,8 @@ def write_shard(task: ShardTask) -> ShardResult:
         atomic_write_bytes(path, data)
     info = ShardInfo(name=task.name, num_samples=written, sha256=hashlib.sha256(data).hexdigest(),
                      bytes=len(data))
-    return ShardResult(split=task.split, info=info, label_counts=label_counts, skipped=skipped)
+    return ShardResult(split=task.split, info=info, label_counts=label_counts, skipped=skipped,
+                       posterless=posterless)
 
 
 # --------------------------------------------------------------------------- the whole set
@@ -187,7 +200,7 @@ def _read_metadata(cfg: ExperimentConfig) -> tuple[dict[str, list[Movie]], SkipR
     report = SkipReport()
     movies: dict[str, list[Movie]] = {split: [] for split in SPLITS}
     for movie in iter_movies(cfg.data.raw_dir, SPLITS, cfg.data.plot_policy, cfg.data.strict,
-                             report, progress=True):
+                             report, progress=True, require_poster=cfg.shard.require_poster):
         movies[movie.split].append(movie)
     return movies, report
 
@@ -217,7 +230,8 @@ def _run_tasks(tasks: list[ShardTask], workers: int, total: int) -> list[ShardRe
 def settings_of(cfg: ExperimentConfig) -> dict[str, Any]:
     return {"plot_policy": cfg.data.plot_policy, "poster_short_side": cfg.shard.poster_short_side,
             "jpeg_quality": cfg.shard.jpeg_quality, "samples_per_shard": cfg.shard.samples_per_shard,
-            "min_shards": cfg.shard.min_shards, "seed": cfg.seed}
+            "min_shards": cfg.shard.min_shards, "seed": cfg.seed,
+            **({} if cfg.shard.require_poster else {"require_poster": False})}
 
 
 def shard_dataset(cfg: ExperimentConfig) -> Manifest:
@@ -232,7 +246,8 @@ def shard_dataset(cfg: ExperimentConfig) -> Manifest:
         chunks = spread(shuffled(movies[split], cfg.seed, split), count)
         tasks += [ShardTask(split=split, name=shard_name(split, i), movies=chunk,
                             out_dir=str(out_dir), poster_short_side=cfg.shard.poster_short_side,
-                            jpeg_quality=cfg.shard.jpeg_quality, strict=cfg.data.strict)
+                            jpeg_quality=cfg.shard.jpeg_quality, strict=cfg.data.strict,
+                            require_poster=cfg.shard.require_poster)
                   for i, chunk in enumerate(chunks)]
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -252,6 +267,8 @@ def shard_dataset(cfg: ExperimentConfig) -> Manifest:
         for r in shard_results:
             for record in r.skipped:
                 report.add(record)
+            if r.posterless:
+                report.repaired["kept_without_poster"] += r.posterless
 
     split_order = {name: i for i, name in enumerate(SPLITS)}
     root = resolve_raw_dir(cfg.data.raw_dir)
@@ -293,19 +310,12 @@ def summary(manifest: Manifest) -> str:
 # --------------------------------------------------------------------------- verify
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_tar(path: Path) -> tuple[int, list[int] | None, list[str]]:
     """(samples, label counts or None if unreadable, problems) from reading the tar itself."""
     problems: list[str] = []
     members: dict[str, set[str]] = {}
     order: list[str] = []
+    posterless: set[str] = set()  # plot-only samples (their JSON says "poster": false)
     label_counts: list[int] | None = [0] * NUM_GENRES
     try:
         with tarfile.open(path, mode="r:") as tar:
@@ -322,23 +332,27 @@ def _check_tar(path: Path) -> tuple[int, list[int] | None, list[str]]:
                     problems.append(f"{path}: member {member.name!r} repeated or out of place")
                 members[key].add(ext)
                 if ext == "json" and label_counts is not None:
-                    label_counts = _add_labels(tar, member, label_counts, path, problems)
+                    label_counts = _add_labels(tar, member, label_counts, path, problems, posterless, key)
     except (tarfile.TarError, OSError, EOFError) as exc:
         problems.append(f"{path}: not a readable tar file: {exc}")
         return len(members), None, problems
     for key in order:
-        missing = [ext for ext in SAMPLE_MEMBERS if ext not in members[key]]
+        missing = [ext for ext in SAMPLE_MEMBERS
+                   if ext not in members[key] and not (ext == "jpg" and key in posterless)]
         if missing:
             problems.append(f"{path}: sample {key!r} lacks {', '.join('.' + m for m in missing)}")
     return len(members), label_counts, problems
 
 
 def _add_labels(tar: tarfile.TarFile, member: tarfile.TarInfo, counts: list[int], path: Path,
-                problems: list[str]) -> list[int] | None:
+                problems: list[str], posterless: set[str], key: str) -> list[int] | None:
     handle = tar.extractfile(member)
     try:
-        labels = json.loads(handle.read().decode("utf-8"))["labels"] if handle else None
-    except (ValueError, KeyError, TypeError) as exc:
+        meta = json.loads(handle.read().decode("utf-8")) if handle else None
+        labels = meta["labels"]
+        if meta.get("poster") is False:
+            posterless.add(key)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         labels = exc
     if not isinstance(labels, list) or len(labels) != NUM_GENRES \
             or any(v not in (0, 1) or isinstance(v, bool) for v in labels):
@@ -369,7 +383,7 @@ def verify_shards(shards_dir: str | Path) -> list[str]:
             size = path.stat().st_size
             if size != shard.bytes:
                 problems.append(f"{path}: {size} bytes, manifest says {shard.bytes}")
-            if _sha256_of(path) != shard.sha256:
+            if file_sha256(path) != shard.sha256:
                 problems.append(f"{path}: sha256 differs from the manifest (content changed)")
             count, labels, tar_problems = _check_tar(path)
             problems += tar_problems

@@ -8,7 +8,6 @@ truncated or swapped file is named instead of failing deep inside a loader; only
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -18,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..genres import GENRES
-from ..train.checkpoint import (FILES_FILE, INFERENCE_DIR, STATE_FILE, CheckpointError,
-                                complete_checkpoints, load_for_inference)
+from ..train.checkpoint import (FILES_FILE, INFERENCE_DIR, STATE_FILE, CheckpointError, complete_checkpoints,
+                                load_for_inference, verify_files)
 
 logger = logging.getLogger(__name__)
 
@@ -90,36 +89,6 @@ def resolve_checkpoint(run_dir: str | Path | None, which: str = "best") -> Path:
     return run_dir / "checkpoints" / name
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_inference_files(checkpoint: Path) -> None:
-    """Sizes and digests of the `inference/` files listed in `files.json` (when there is one)."""
-    listing_path = checkpoint / FILES_FILE
-    if not listing_path.is_file():
-        return
-    listing = _read_json(listing_path)
-    for name, expected in sorted(listing.items()):
-        if not name.startswith(f"{INFERENCE_DIR}/"):
-            continue
-        path = checkpoint / name
-        if not path.is_file():
-            raise CheckpointError(f"{path}: missing (listed in {listing_path})")
-        size = path.stat().st_size
-        if size != expected["bytes"]:
-            how = "truncated, or" if size < expected["bytes"] else "written to, or"
-            raise CheckpointError(f"{path}: {size} bytes, expected {expected['bytes']} ({how} replaced by "
-                                  f"another model's file; see {listing_path})")
-        if _sha256(path) != expected["sha256"]:
-            raise CheckpointError(f"{path}: content differs from the SHA-256 in {listing_path} "
-                                  "(corrupted, or replaced by another model's file)")
-
-
 def _check_genres(path: Path, genres: Any) -> None:
     if genres != list(GENRES):
         raise CheckpointError(f"{path}: genres {genres!r:.120} are not this toolkit's 23 MM-IMDb genres "
@@ -170,8 +139,10 @@ def load_bundle(checkpoint: str | Path, device: str = "cpu") -> InferenceBundle:
         if not (folder / name).is_file():
             raise CheckpointError(f"{folder}: no {name} (expected a checkpoint folder or its "
                                   f"{INFERENCE_DIR}/ folder)")
-    if folder != checkpoint:
-        verify_inference_files(checkpoint)
+    if folder != checkpoint and (checkpoint / FILES_FILE).is_file():
+        verify_files(checkpoint, within=INFERENCE_DIR,
+                     advice="the checkpoint was damaged or its files replaced by another model's file; "
+                            "use the checkpoint as training saved it")
     _check_genres(folder / "genres.json", _read_json(folder / "genres.json"))
     weights = folder / "model.safetensors"
     try:

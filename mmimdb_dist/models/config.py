@@ -17,6 +17,7 @@ MODEL_NAMES: tuple[str, ...] = (
 )
 TEXT_KINDS: tuple[str, ...] = ("bilstm", "hf", "none")
 IMAGE_KINDS: tuple[str, ...] = ("resnet18", "resnet50", "cnn", "none")
+LSTM_POOLINGS: tuple[str, ...] = ("max", "attention", "mean")
 FREEZE_LEVELS: tuple[str, ...] = ("none", "stem", "layer1", "layer2", "layer3", "layer4")
 
 # Which encoders each model needs.
@@ -61,6 +62,12 @@ class TextEncoderConfig:
     hidden: int = 256  # per direction; the encoder's output is 2 * hidden wide
     num_layers: int = 1
     attention_dim: int = 128
+    # How the BiLSTM states become one vector: "max" over time (a cue word counts at full
+    # strength whatever the plot length), additive "attention", or "mean". See models/text.py
+    # for why max is the default.
+    lstm_pooling: Literal["max", "attention", "mean"] = "max"
+    # Std of the initial word embeddings (torch's default is 1.0, far larger than Adam's steps).
+    embed_init_std: float = 0.1
     vocab_min_freq: int = 2
     vocab_max_size: int = 50_000
 
@@ -78,6 +85,9 @@ class TextEncoderConfig:
     def __post_init__(self) -> None:
         _check_choice("model.text.kind", self.kind, TEXT_KINDS)
         _check_probability("model.text.dropout", self.dropout)
+        _check_choice("model.text.lstm_pooling", self.lstm_pooling, LSTM_POOLINGS)
+        if not self.embed_init_std > 0:
+            raise _error(f"model.text.embed_init_std: expected a positive number, got {self.embed_init_std}")
         _check_positive("model.text", self, "embed_dim", "hidden", "num_layers", "attention_dim",
                         "vocab_min_freq", "vocab_max_size")
         if self.freeze_layers < 0:

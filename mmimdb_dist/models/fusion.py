@@ -27,9 +27,31 @@ from .vision import ImageFeatures
 Batch = dict[str, Any]
 
 
-def mlp_head(in_dim: int, hidden: int, dropout: float, out_dim: int = NUM_GENRES) -> nn.Sequential:
-    return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.ReLU(),
-                         nn.Dropout(dropout), nn.Linear(hidden, out_dim))
+class ClassifierHead(nn.Module):
+    """A linear classifier plus a one-hidden-layer MLP beside it: logits = W x + MLP(x).
+
+    The linear path is what makes the head learn quickly: a plain two-layer MLP starts with
+    small outputs, sends weak gradients back to the encoders, and can lose its ReLU units to
+    one large early step, so a from-scratch model sat at the genre priors for epochs. The
+    MLP adds the interactions between features (between modalities, for the fusions).
+    `output_bias` holds the 23 genre biases (set to the train log-odds by the trainer).
+    """
+
+    def __init__(self, in_dim: int, hidden: int, dropout: float, out_dim: int = NUM_GENRES) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.linear = nn.Linear(in_dim, out_dim, bias=False)
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, out_dim, bias=False))
+        self.output_bias = nn.Parameter(torch.zeros(out_dim))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        features = self.dropout(features)
+        return self.linear(features) + self.mlp(features) + self.output_bias
+
+
+def mlp_head(in_dim: int, hidden: int, dropout: float, out_dim: int = NUM_GENRES) -> ClassifierHead:
+    return ClassifierHead(in_dim, hidden, dropout, out_dim)
 
 
 def _batch_size(batch: Batch) -> tuple[int, torch.device]:
@@ -81,9 +103,9 @@ class MultimodalClassifier(nn.Module):
         epoch is then spent learning the priors instead of reading plots and posters.
         """
         log_odds = torch.logit(positive_rate.float().clamp(1e-4, 1 - 1e-4))
-        for name, module in self.named_modules():
-            if name.endswith("classifier") and isinstance(module, nn.Sequential):
-                module[-1].bias.copy_(log_odds)
+        for module in self.modules():
+            if isinstance(module, ClassifierHead):
+                module.output_bias.copy_(log_odds.to(module.output_bias))
 
     def head(self, text: TextFeatures | None, image: ImageFeatures | None) -> dict[str, Any]:
         raise NotImplementedError

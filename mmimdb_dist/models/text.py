@@ -45,17 +45,37 @@ class AdditiveAttentionPool(nn.Module):
         return torch.einsum("bl,bld->bd", weights, tokens)
 
 
+def masked_max(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Max over real tokens per feature; an all-padding row gives zeros."""
+    filled = tokens.masked_fill(~mask.unsqueeze(-1), torch.finfo(tokens.dtype).min)
+    return torch.where(mask.any(1, keepdim=True), filled.max(1).values, torch.zeros_like(filled[:, 0]))
+
+
 class BiLSTMEncoder(nn.Module):
-    """Word embeddings -> bidirectional LSTM -> additive attention pooling."""
+    """Word embeddings -> bidirectional LSTM -> pooling over the plot (max, attention or mean).
+
+    Why the pooling and the initialisation matter: genre evidence in a plot is a few words
+    among a hundred. A mean (and attention pooling, which starts as a mean) divides a cue
+    word's contribution by the plot length, and torch's default N(0, 1) embedding rows are
+    ~100x larger than an Adam step, so the words barely move in a short budget: such a model
+    predicts the genre priors for many epochs. Max pooling passes a cue word's features at
+    full strength whatever the length, and small initial embeddings (`embed_init_std`) let
+    the words learn from the first steps.
+    """
 
     def __init__(self, cfg: TextEncoderConfig, vocab_size: int, pad_id: int) -> None:
         super().__init__()
         self.pad_id = pad_id
         self.embedding = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=pad_id)
+        with torch.no_grad():
+            self.embedding.weight.normal_(0.0, cfg.embed_init_std)
+            self.embedding.weight[pad_id].zero_()
         self.lstm = nn.LSTM(cfg.embed_dim, cfg.hidden, num_layers=cfg.num_layers, batch_first=True,
                             bidirectional=True, dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.pool = AdditiveAttentionPool(2 * cfg.hidden, cfg.attention_dim)
+        self.pooling = cfg.lstm_pooling
+        if self.pooling == "attention":
+            self.pool = AdditiveAttentionPool(2 * cfg.hidden, cfg.attention_dim)
         self.out_dim = 2 * cfg.hidden
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures:
@@ -68,7 +88,13 @@ class BiLSTMEncoder(nn.Module):
         output, _ = self.lstm(packed)
         tokens, _ = pad_packed_sequence(output, batch_first=True, total_length=length)
         tokens = self.dropout(tokens)
-        return TextFeatures(tokens, mask, self.pool(tokens, mask))
+        if self.pooling == "max":
+            pooled = masked_max(tokens, mask)
+        elif self.pooling == "attention":
+            pooled = self.pool(tokens, mask)
+        else:
+            pooled = masked_mean(tokens, mask)
+        return TextFeatures(tokens, mask, pooled)
 
 
 def _transformer_layers(model: nn.Module, num_layers: int) -> nn.ModuleList:
@@ -118,9 +144,11 @@ def load_hf_model(cfg: TextEncoderConfig, vocab_size: int | None, pad_id: int | 
     """
     from transformers import AutoConfig, AutoModel
 
+    from ..data.text import resolve_pretrained
+
     if cfg.pretrained:
         try:
-            model = AutoModel.from_pretrained(cfg.name)
+            model = AutoModel.from_pretrained(resolve_pretrained(cfg.name))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"model.text.name: cannot load pretrained encoder {cfg.name!r}: expected "
                               f"a local model folder or a reachable hub name ({exc})") from exc
@@ -138,7 +166,7 @@ def load_hf_model(cfg: TextEncoderConfig, vocab_size: int | None, pad_id: int | 
         if "model_type" in overrides:
             config = AutoConfig.for_model(**overrides)
         else:
-            config = AutoConfig.from_pretrained(cfg.name, **overrides)
+            config = AutoConfig.from_pretrained(resolve_pretrained(cfg.name), **overrides)
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"model.text.hf_config: cannot build a {cfg.name!r} architecture "
                           f"from {cfg.hf_config} ({exc})") from exc

@@ -34,8 +34,9 @@ MARKDOWN_NAME = "model_comparison.md"
 
 PROTOCOLS = {"threshold_0.5": "0.5", "tuned_on_dev": "tuned"}
 # Threshold-dependent metrics (one column per protocol), then threshold-free ones.
-THRESHOLD_METRICS = ("f1_micro", "f1_macro", "f1_weighted", "f1_samples", "subset_accuracy")
-RANKING_METRICS = ("roc_auc_macro", "mean_average_precision")
+THRESHOLD_METRICS = ("f1_micro", "f1_macro", "f1_weighted", "f1_samples", "subset_accuracy",
+                     "genres_per_movie_predicted")
+RANKING_METRICS = ("roc_auc_macro", "mean_average_precision", "genres_per_movie_true")
 COST_COLUMNS = ("num_parameters", "train_seconds", "train_samples_per_s")
 LOWER_IS_BETTER = {"num_parameters", "train_seconds"}
 ALIASES = {"roc_auc": "roc_auc_macro", "auc": "roc_auc_macro", "map": "mean_average_precision",
@@ -55,6 +56,9 @@ _TABLE = (
     ("f1_weighted@tuned", "weighted-F1 tuned", "metric"), ("f1_samples@tuned", "samples-F1 tuned", "metric"),
     ("roc_auc_macro", "ROC-AUC", "metric"), ("mean_average_precision", "mAP", "metric"),
     ("subset_accuracy@0.5", "subset acc. @0.5", "metric"), ("subset_accuracy@tuned", "subset acc. tuned", "metric"),
+    ("genres_per_movie_predicted@0.5", "genres/movie @0.5", "ratio"),
+    ("genres_per_movie_predicted@tuned", "genres/movie tuned", "ratio"),
+    ("genres_per_movie_true", "genres/movie true", "ratio"),
     ("num_parameters", "parameters", "count"), ("train_seconds", "train time", "seconds"),
     ("train_samples_per_s", "samples/s", "rate"),
 )
@@ -181,6 +185,8 @@ def _cell(value: Any, kind: str) -> str:
         return "–"
     if kind == "metric":
         return f"{value:.4f}"
+    if kind == "ratio":
+        return f"{value:.2f}"
     if kind == "count":
         return f"{value / 1e6:.2f} M" if value >= 1e6 else f"{value / 1e3:.1f} k" if value >= 1e3 else str(value)
     if kind == "seconds":

@@ -57,7 +57,8 @@ def run_dir_of_checkpoint(checkpoint: Path) -> Path | None:
 
 
 def _predict(bundle: InferenceBundle, manifest, split: str, device: str, progress: bool) -> Predictions:
-    loader = build_eval_loader(bundle.cfg.loader, manifest, split, bundle.token_encoder, rank=0, world_size=1)
+    loader = build_eval_loader(bundle.cfg.loader, manifest, split, bundle.token_encoder, rank=0, world_size=1,
+                               images=bundle.cfg.model.uses_image)
     local = predict_local(bundle.model, loader, torch.device(device), progress=progress, desc=split)
     return merge([local], manifest.split(split).num_samples, f"{manifest.path} split {split!r}")
 
@@ -67,7 +68,8 @@ def attention_sample(bundle: InferenceBundle, manifest, split: str, count: int, 
                      device: str) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
     """(posters, patch-grid attention, captions) of the split's first `count` movies, or None
     when the model returns no text-to-poster attention."""
-    loader = build_eval_loader(bundle.cfg.loader, manifest, split, bundle.token_encoder, rank=0, world_size=1)
+    loader = build_eval_loader(bundle.cfg.loader, manifest, split, bundle.token_encoder, rank=0, world_size=1,
+                               images=bundle.cfg.model.uses_image)
     grid = bundle.cfg.model.image.patch_grid
     posters, maps, captions = [], [], []
     for batch in iterate(loader):

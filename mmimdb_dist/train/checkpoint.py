@@ -24,7 +24,6 @@ and the next save removes, never a half checkpoint under a real name.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_json, fsync_dir
+from ..digest import file_sha256
 from ..errors import MmimdbError
 
 logger = logging.getLogger(__name__)
@@ -151,38 +151,33 @@ def export_for_inference(folder: Path, state_dict: dict[str, Any], config_text: 
         text_encoder_config.save_pretrained(str(folder / "text_encoder"))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _file_listing(folder: Path) -> dict[str, dict[str, Any]]:
-    return {path.relative_to(folder).as_posix(): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    return {path.relative_to(folder).as_posix(): {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
             for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
-def verify_files(checkpoint: Path) -> None:
-    """Every file listed in `files.json` is there with its saved size and digest."""
+def verify_files(checkpoint: Path, within: str | None = None,
+                 advice: str = "resume from an earlier checkpoint") -> None:
+    """Every file listed in `files.json` (or only those under `within/`) is there with its
+    saved size and digest; `advice` ends each error (resuming and predicting differ there)."""
     listing_path = checkpoint / FILES_FILE
     try:
         listing = json.loads(listing_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{listing_path}: unreadable file listing ({exc}); "
-                              f"resume from an earlier checkpoint") from None
-    for name, expected in listing.items():
+        raise CheckpointError(f"{listing_path}: unreadable file listing ({exc}); {advice}") from None
+    for name, expected in sorted(listing.items()):
+        if within is not None and not name.startswith(f"{within}/"):
+            continue
         path = checkpoint / name
         if not path.is_file():
-            raise CheckpointError(f"{path}: missing (listed in {FILES_FILE}); resume from an earlier checkpoint")
+            raise CheckpointError(f"{path}: missing (listed in {FILES_FILE}); {advice}")
         size = path.stat().st_size
         if size != expected["bytes"]:
-            raise CheckpointError(f"{path}: {size} bytes, expected {expected['bytes']} (truncated); "
-                                  f"resume from an earlier checkpoint")
-        if _sha256(path) != expected["sha256"]:
+            cause = "truncated" if size < expected["bytes"] else "changed since it was saved"
+            raise CheckpointError(f"{path}: {size} bytes, expected {expected['bytes']} ({cause}); {advice}")
+        if file_sha256(path) != expected["sha256"]:
             raise CheckpointError(f"{path}: content differs from the SHA-256 in {FILES_FILE} (corrupted); "
-                                  f"resume from an earlier checkpoint")
+                                  f"{advice}")
 
 
 def check_fits(checkpoint: Path, state: TrainerState, world_size: int,
@@ -269,7 +264,7 @@ def add_inference_files(checkpoint: Path, documents: dict[str, Any]) -> None:
     for name, document in documents.items():
         path = checkpoint / INFERENCE_DIR / name
         atomic_write_json(path, document)
-        listing[f"{INFERENCE_DIR}/{name}"] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        listing[f"{INFERENCE_DIR}/{name}"] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
     atomic_write_json(listing_path, dict(sorted(listing.items())))
 
 

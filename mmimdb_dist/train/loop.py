@@ -55,7 +55,31 @@ from .tokens import load_token_encoder
 
 logger = logging.getLogger(__name__)
 
-SELECTION_METRIC = "f1_macro"  # dev macro-F1 at the fixed 0.5 threshold
+# What every dev evaluation records (and TensorBoard shows); `train.select_metric` is one of them.
+EVAL_KEYS = ("f1_macro", "f1_micro", "f1_macro_tuned", "f1_micro_tuned", "mean_average_precision",
+             "roc_auc_macro")
+
+
+def dev_metrics(labels, probs) -> dict[str, Any]:
+    """Dev metrics at 0.5, plus macro/micro-F1 under thresholds tuned on this same dev split
+    (an optimistic figure, meant for choosing checkpoints, never for reporting)."""
+    metrics = compute_metrics(labels, probs)
+    tuned = compute_metrics(labels, probs, tune_thresholds(labels, probs))
+    metrics["f1_macro_tuned"], metrics["f1_micro_tuned"] = tuned["f1_macro"], tuned["f1_micro"]
+    return metrics
+
+
+def choose_num_threads(cfg: ExperimentConfig) -> int:
+    """torch threads for this process: `train.num_threads`, else the CPUs it may run on
+    (its affinity mask, which Slurm and taskset set) shared among the ranks of this node."""
+    if cfg.train.num_threads is not None:
+        return cfg.train.num_threads
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, cpus // max(1, local_ranks))
 
 
 def build_accelerator(cfg: ExperimentConfig):
@@ -125,11 +149,14 @@ class Trainer:
         set_seed(self.seed)  # initialisation, dropout and modality dropout
         model = build_model(cfg.model, vocab_size=vocab_size, pad_id=self.token_encoder.pad_id,
                             features=self.features)
+        train = self.manifest.split("train")
+        # Every classifier starts at the train genre frequencies, not at p = 0.5 for all 23
+        # genres (whose first epoch would be spent learning the priors).
+        model.init_output_bias(torch.tensor(train.label_counts, dtype=torch.float32) / train.num_samples)
         self.num_parameters = sum(p.numel() for p in model.parameters())
         self.trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        train = self.manifest.split("train")
         self.loss_fn = build_loss(cfg.loss, train.label_counts, train.num_samples).to(accelerator.device)
         self.batches_per_epoch = train_batches_per_rank(train.num_samples, self.world_size,
                                                         cfg.loader.batch_size, cfg.loader.drop_last)
@@ -236,15 +263,17 @@ class Trainer:
 
     def predict_split(self, split: str) -> Predictions:
         loader = build_eval_loader(self.cfg.loader, self.manifest, split, self.token_encoder,
-                                   rank=self.rank, world_size=self.world_size)
+                                   rank=self.rank, world_size=self.world_size,
+                                   images=self.cfg.model.uses_image)
         return predict(self.accelerator, self.model, loader, self.manifest.split(split).num_samples,
                        f"{self.manifest.path} split {split!r}", self.input_dtype, desc=split)
 
     def evaluate_and_select(self) -> dict[str, Any]:
-        """Dev metrics at 0.5; a better macro-F1 makes the checkpoint saved next the best one."""
+        """Dev metrics; a better `train.select_metric` makes the checkpoint saved next the best one."""
         dev = self.predict_split("dev")
-        metrics = compute_metrics(dev.labels, dev.probs)
-        value = metrics[SELECTION_METRIC]
+        metrics = dev_metrics(dev.labels, dev.probs)
+        value = metrics[self.train_cfg.select_metric]
+        value = float("-inf") if value is None else value
         state = self.state
         improved = state.best_metric is None or value > state.best_metric
         if improved:
@@ -255,15 +284,15 @@ class Trainer:
             state.evals_since_best += 1
             patience = self.train_cfg.early_stopping_patience
             state.stopped_early = bool(patience and state.evals_since_best >= patience)
-        keys = ("f1_macro", "f1_micro", "mean_average_precision", "roc_auc_macro")
         record = {"type": "eval", "split": "dev", "epoch": state.epoch, "step": state.step,
                   "batches_seen": state.batches_seen, "best": improved, "skipped": dev.skipped,
-                  **{k: metrics[k] for k in keys}}
+                  **{k: metrics[k] for k in EVAL_KEYS}}
         self._log_record(record)
-        self._scalars({f"dev/{key}": metrics[key] for key in keys}, state.step, flush=True)
+        self._scalars({f"dev/{key}": metrics[key] for key in EVAL_KEYS}, state.step, flush=True)
         if self.main:
-            logger.info("epoch %d step %d: dev macro-F1 %.4f micro-F1 %.4f%s%s", state.epoch, state.step,
-                        metrics["f1_macro"], metrics["f1_micro"], " (best)" if improved else "",
+            logger.info("epoch %d step %d: dev mAP %.4f macro-F1 %.4f micro-F1 %.4f (at 0.5)%s%s", state.epoch,
+                        state.step, metrics["mean_average_precision"] or 0.0, metrics["f1_macro"],
+                        metrics["f1_micro"], f" (best {self.train_cfg.select_metric})" if improved else "",
                         " -> early stop" if state.stopped_early else "")
         return record
 
@@ -279,7 +308,7 @@ class Trainer:
 
     def _train_batch(self, batch: dict, group_size: int, sync: bool) -> None:
         batch = to_device(batch, self.accelerator.device, self.input_dtype)
-        if self.train_cfg.channels_last:
+        if self.train_cfg.channels_last and "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].contiguous(memory_format=torch.channels_last)
         if self.deepspeed:
             mark_boundary(self.accelerator, sync)
@@ -318,7 +347,7 @@ class Trainer:
         num_batches = self.batches_per_epoch
         loader = build_train_loader(self.cfg.loader, self.manifest, self.token_encoder, rank=self.rank,
                                     world_size=self.world_size, epoch=epoch, seed=self.seed,
-                                    skip_batches=start)
+                                    skip_batches=start, images=self.cfg.model.uses_image)
         self.model.train()
         self._clock = time.perf_counter()  # train_seconds counts training, not evaluation or saving
         bar = tqdm(total=num_batches, initial=start, desc=f"epoch {epoch}", disable=not progress,
@@ -468,9 +497,9 @@ class Trainer:
                                     "tuned_on": f"dev split of {self.manifest.path}"},
                 "preprocessing.json": dict(self.manifest.settings)})
         result = {
-            "selection": f"dev {SELECTION_METRIC} at threshold 0.5",
+            "select_metric": self.train_cfg.select_metric,
             "best_checkpoint": state.best_checkpoint, "best_epoch": state.best_epoch,
-            "best_step": state.best_step, "best_dev_f1_macro": state.best_metric,
+            "best_step": state.best_step, "best_dev_metric": state.best_metric,
             "stopped_early": state.stopped_early, "last_epoch": state.epoch, "last_step": state.step,
             "world_size": self.world_size, "mixed_precision": self.accelerator.mixed_precision,
             "num_parameters": self.num_parameters, "trainable_parameters": self.trainable_parameters,
@@ -498,6 +527,7 @@ def train(cfg: ExperimentConfig, resume: str | None = None,
     """Run `cfg` to the end on this process (one of many under a launcher); always tears down."""
     # Accelerate reports every file of every save at INFO; the trainer logs its own summary.
     logging.getLogger("accelerate").setLevel(max(logging.WARNING, logging.getLogger().level))
+    torch.set_num_threads(choose_num_threads(cfg))
     accelerator = build_accelerator(cfg)
     if not accelerator.is_main_process:
         logging.getLogger("mmimdb_dist").setLevel(logging.WARNING)

@@ -28,6 +28,7 @@ from typing import Any, Literal, Optional
 
 from ..config import ConfigError, ExperimentConfig, apply_overrides, from_dict, read_yaml
 from ..losses import LOSS_NAMES
+from ..train.config import TrainConfig
 
 DOMAINS: tuple[str, ...] = ("choice", "grid", "uniform", "loguniform", "randint")
 # The parameters each loss reads (LossConfig fields); a loss not listed here reads none.
@@ -59,8 +60,10 @@ class SchedulerConfig:
 
     # asha: AsyncHyperBandScheduler; fifo: every trial runs to the end.
     name: Literal["asha", "fifo"] = "asha"
-    # A key of the trainer's dev evaluation record (f1_macro is the trainer's selection metric).
-    metric: Literal["f1_macro", "f1_micro", "mean_average_precision", "roc_auc_macro"] = "f1_macro"
+    # A key of the trainer's dev evaluation record; null: the trials' own `train.select_metric`
+    # (from the overrides or the base config), so Tune ranks trials as the trainer picks checkpoints.
+    metric: Optional[Literal["mean_average_precision", "roc_auc_macro", "f1_macro", "f1_micro",
+                             "f1_macro_tuned", "f1_micro_tuned"]] = None
     mode: Literal["max", "min"] = "max"
     # Rungs are in dev evaluations (`train.eval_every` sets how often they happen).
     grace_period: int = 1
@@ -448,6 +451,9 @@ def load_search(path: str | Path, overrides: typing.Sequence[str] = ()) -> Loade
         base_path = Path(search.base_config)
         base = resolve_paths(read_yaml(base_path))
         _check_candidates(search, space, base)
+        if search.scheduler.metric is None:
+            search.scheduler.metric = search.overrides.get(
+                "train.select_metric", (base.get("train") or {}).get("select_metric", TrainConfig.select_metric))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return LoadedSearch(path=path, config=search, space=space, base=base)

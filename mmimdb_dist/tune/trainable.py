@@ -94,8 +94,8 @@ def run_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     if not reported:
         # Resumed after its last evaluation (killed while testing): no new evaluation ran, but
         # Tune needs the metric in the trial's final result, so the last one is said again.
-        evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-                 if '"type": "eval"' in line]
+        records = map(json.loads, (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines())
+        evals = [record for record in records if record["type"] == "eval"]
         if evals:
             tune.report(metrics_of(evals[-1]))
 

@@ -45,8 +45,7 @@ def build_tokenizer(root: Path, shards: Path) -> Path:
     """A real WordPiece tokenizer trained on the shard set's plots, saved as a HF folder."""
     import tarfile
 
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    from dist_scripts.wordpiece import train_wordpiece
 
     folder = root / "tokenizer"
     if (folder / "tokenizer.json").is_file():
@@ -55,17 +54,7 @@ def build_tokenizer(root: Path, shards: Path) -> Path:
     for tar_path in sorted(shards.glob("train-*.tar")):
         with tarfile.open(tar_path) as tar:
             plots += [tar.extractfile(m).read().decode() for m in tar.getmembers() if m.name.endswith(".txt")]
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer.train_from_iterator(plots, trainers.WordPieceTrainer(vocab_size=2000, special_tokens=specials))
-    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
-                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
-    fast.save_pretrained(folder)
+    train_wordpiece(plots, folder, vocab_size=2000)
     return folder
 
 
