@@ -80,7 +80,7 @@ def test_zero2_trains_checkpoints_and_resumes(shards, tmp_path):
     dev = evaluate_checkpoint(checkpoint, "dev")
     from mmimdb_dist.metrics import compute_metrics
 
-    assert compute_metrics(dev.labels, dev.probs)["f1_macro"] == pytest.approx(final["best_dev_f1_macro"], abs=1e-4)
+    assert compute_metrics(dev.labels, dev.probs)["mean_average_precision"] == pytest.approx(final["best_dev_metric"], abs=1e-4)
 
     # a longer run resumes from the newest checkpoint instead of starting over
     newest_step = train[-1]["step"]
@@ -106,7 +106,7 @@ def test_zero3_fp32_trains_and_exports_gathered_weights(shards, tmp_path):
     dev = evaluate_checkpoint(checkpoint, "dev")
     from mmimdb_dist.metrics import compute_metrics
 
-    assert compute_metrics(dev.labels, dev.probs)["f1_macro"] == pytest.approx(final["best_dev_f1_macro"], abs=1e-4)
+    assert compute_metrics(dev.labels, dev.probs)["mean_average_precision"] == pytest.approx(final["best_dev_metric"], abs=1e-4)
     losses = [r["loss"] for r in records(run_dir, "train")]
     assert losses[-1] < losses[0], losses
 

@@ -272,3 +272,24 @@ def test_bad_input_exits_2_with_one_line_from_a_real_process(run_dir, bad_files)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"mmimdb-dist predict: error: {bad_files['corrupt']}: ")
     assert result.stdout == ""
+
+
+def test_threshold_choice_tuned_half_or_a_number(run_dir, raw, test_predictions, tmp_path, capsys):
+    """--threshold tuned (the default) applies the checkpoint's dev-tuned thresholds; a number
+    applies that number to every genre; anything else is one error line before a model loads."""
+    out = tmp_path / "half.jsonl"
+    result = cli("predict", "--run", str(run_dir), "--input", str(raw), "--split", "test", "--output", str(out),
+                 "--threshold", "0.5")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(thresholds 0.5 for every genre (--threshold))" in result.stdout
+    at_half = {record["id"]: record for record in map(json.loads, out.read_text().splitlines())}
+    assert at_half.keys() == test_predictions.keys()
+    changed = 0
+    for movie_id, record in at_half.items():
+        assert record["probabilities"] == test_predictions[movie_id]["probabilities"]
+        assert set(record["genres"]) == {g for g, p in record["probabilities"].items() if p >= 0.5}
+        changed += record["genres"] != test_predictions[movie_id]["genres"]
+    assert changed > 0  # the tuned thresholds are not all 0.5
+    for bad in ("0", "1.5", "half"):
+        line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--plot", "a man", "--threshold", bad])
+        assert "--threshold: expected 'tuned' or a number in (0, 1)" in line

@@ -115,9 +115,15 @@ def test_run_folder_holds_config_logs_tensorboard_and_bounded_checkpoints(refere
     assert not [name for name in checkpoints if name.startswith(".")]
     newest = TrainerState.read(run_dir / "checkpoints" / checkpoints[-1] / "trainer_state.json")
     assert (newest.epoch, newest.batch_in_epoch, newest.step) == (3, batches_per_epoch, 4 * batches_per_epoch)
-    best_eval = max(evals, key=lambda r: (r["f1_macro"], -r["step"]))
+    # The best checkpoint is the one of best dev mAP (the default select_metric); ties keep the earlier.
+    assert final["select_metric"] == "mean_average_precision"
+    best_eval = max(evals, key=lambda r: (r["mean_average_precision"], -r["step"]))
     assert final["best_step"] == best_eval["step"] and final["best_epoch"] == best_eval["epoch"]
-    assert final["best_dev_f1_macro"] == pytest.approx(best_eval["f1_macro"], abs=1e-12)
+    assert final["best_dev_metric"] == pytest.approx(best_eval["mean_average_precision"], abs=1e-12)
+    assert [r["best"] for r in evals] == [r["mean_average_precision"] > max(
+        [e["mean_average_precision"] for e in evals[:i]], default=-1.0) for i, r in enumerate(evals)]
+    # Every evaluation also records F1 under thresholds tuned on dev (never below F1 at 0.5).
+    assert all(r["f1_macro_tuned"] >= r["f1_macro"] - 1e-12 for r in evals)
     # Cost figures for `compare`: every train sample of 4 epochs, a positive time and rate.
     assert newest.samples_trained == 4 * batches_per_epoch * 16
     assert final["num_parameters"] >= final["trainable_parameters"] > 0
@@ -186,20 +192,22 @@ def test_sigkill_mid_epoch_then_resume_auto_ends_with_identical_metrics(referenc
 def test_early_stopping_stops_and_tests_the_best_not_the_last_weights(shards, tmp_path):
     from mmimdb_dist.metrics import compute_metrics
 
-    # Evaluate every 4 steps with patience 1: training stops at the first dev macro-F1 that
-    # does not beat the best so far, long before the 20 configured epochs.
+    # Evaluate every 4 steps with patience 1, selecting on dev macro-F1 at 0.5 (train.select_metric):
+    # training stops at the first one that does not beat the best so far, long before the 20
+    # configured epochs.
     config = write_config(tmp_path / "early.yaml",
                           tiny_config(shards, tmp_path / "runs", "early", epochs=20, eval_every=4,
-                                      early_stopping_patience=1, keep_checkpoints=1))
+                                      early_stopping_patience=1, keep_checkpoints=1, select_metric="f1_macro"))
     run_train(config)
     run_dir = tmp_path / "runs" / "early"
     final = _final(run_dir)
     evals = _records(run_dir, "eval")
     assert final["stopped_early"] is True
     assert final["last_step"] == evals[-1]["step"] < 20 * _batches_per_epoch(shards)
-    assert evals[-1]["f1_macro"] <= final["best_dev_f1_macro"] and not evals[-1]["best"]
+    assert final["select_metric"] == "f1_macro"
+    assert evals[-1]["f1_macro"] <= final["best_dev_metric"] and not evals[-1]["best"]
     assert final["best_step"] < final["last_step"]
-    assert final["dev"]["threshold_0.5"]["f1_macro"] == pytest.approx(final["best_dev_f1_macro"], abs=1e-12)
+    assert final["dev"]["threshold_0.5"]["f1_macro"] == pytest.approx(final["best_dev_metric"], abs=1e-12)
 
     checkpoints = {p.name: p for p in (run_dir / "checkpoints").iterdir()}
     last = max(checkpoints)

@@ -199,7 +199,7 @@ def _cell(value: Any, kind: str) -> str:
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """A GitHub-flavoured Markdown table of the rows, in their order."""
-    numeric = {"int", "metric", "count", "seconds", "rate"}
+    numeric = {"int", "metric", "ratio", "count", "seconds", "rate"}
     lines = ["| " + " | ".join(header for _, header, _ in _TABLE) + " |",
              "| " + " | ".join("---:" if kind in numeric else "---" for _, _, kind in _TABLE) + " |"]
     for row in rows:
