@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("compare", "rank finished runs in one table (CSV and Markdown), at 0.5 and tuned thresholds"),
     "predict": ("predict", "genres of new movies from a run's checkpoint: one plot/poster, a folder or JSONL"),
     "cache-features": ("cache_features", "run frozen encoders once over the shards and store their features"),
-    "tune": ("tune", "Ray Tune search over fusion hyperparameters and the loss (ASHA on dev macro-F1)"),
+    "tune": ("tune", "Ray Tune search over fusion hyperparameters and the loss (ASHA on the trials' dev select_metric)"),
     "submit": ("submit", "send training runs, sweeps and Tune searches to Slurm through submitit"),
     "demo": ("demo", "the embedded default end to end: synth -> shard -> verify -> read back -> baseline -> fusion"),
 }

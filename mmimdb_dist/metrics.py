@@ -1,9 +1,12 @@
-"""Multi-label metrics for the 23 genres, per-genre threshold tuning, and report writers.
+"""Multi-label metrics for the 23 genres, threshold tuning on dev, and report writers.
 
 All figures come from scikit-learn. Two protocols are reported side by side because papers
-on MM-IMDb mix them: a fixed 0.5 threshold, and per-genre thresholds tuned on dev then
-applied unchanged to the evaluated split. Tuning on the evaluated split itself would report
-an optimistic figure, so `evaluation_report` only takes thresholds as an input.
+on MM-IMDb mix them: a fixed 0.5 threshold, and thresholds tuned on dev then applied
+unchanged to the evaluated split. Tuning on the evaluated split itself would report an
+optimistic figure, so `evaluation_report` only takes thresholds as an input. Tuning is
+guarded against small dev splits (`tune_thresholds`), and every report gives the mean
+number of genres predicted per movie beside the true mean, so a protocol that predicts
+too many genres shows.
 
 ROC-AUC and average precision are undefined for a genre whose labels are all 0 (or all 1)
 in the evaluated set, which happens for rare genres on small splits; such genres are left

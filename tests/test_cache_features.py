@@ -171,3 +171,31 @@ def test_features_folder_without_manifest_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(DataError, match="no features manifest"):
         load_feature_set(tmp_path)
+
+
+@pytest.mark.parametrize("model, unused", [("text_only", "image"), ("image_only", "text")])
+def test_a_unimodal_config_caches_its_one_encoder_and_trains_on_it(cached, tmp_path: Path, model, unused) -> None:
+    """A text-only (image-only) config caches plot (poster) features alone; a head of that kind
+    trains on them, and a fusion head asking for the missing modality is one clear error."""
+    _, config = cached
+    out = tmp_path / "features"
+    kind_off = [f"model.{unused}.kind=none"]
+    base = ["--set", f"model.name={model}", *[a for k in kind_off for a in ("--set", k)]]
+    result = subprocess.run([sys.executable, "-m", "mmimdb_dist.cli", "--log-level", "WARNING", "cache-features",
+                             "--config", str(config), "--out", str(out), *base],
+                            capture_output=True, text=True, timeout=300, env=env(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    spec = load_feature_set(out).spec
+    assert (spec.text_dim, spec.image_dim) == ((64, 0) if model == "text_only" else (0, 16))
+    member = ".image.npy" if unused == "image" else ".text.npy"
+    for shard in load_feature_set(out).manifest.split("dev").shards:
+        with tarfile.open(out / shard.name) as tar:
+            assert not [m for m in tar.getnames() if m.endswith(member)]
+    run_train(config, "--set", f"loader.features_dir={out}", "--set", f"output_dir={tmp_path}", *base)
+    final = json.loads((tmp_path / "head" / "final_metrics.json").read_text())
+    assert final["test"]["threshold_0.5"]["num_samples"] == load_feature_set(out).manifest.split("test").num_samples
+    refused = subprocess.run([sys.executable, "-m", "mmimdb_dist.cli", "train", "--config", str(config),
+                              "--set", f"loader.features_dir={out}", "--set", f"output_dir={tmp_path / 'no'}"],
+                             capture_output=True, text=True, timeout=300, env=env(), cwd=tmp_path)
+    assert refused.returncode == 2
+    assert f"reads {unused} features, but the features set holds none" in refused.stderr

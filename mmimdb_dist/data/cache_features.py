@@ -12,6 +12,7 @@ written atomically, and the manifest is written last; a folder without one is in
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +36,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Encoders:
-    text: torch.nn.Module
-    image: torch.nn.Module
+    text: torch.nn.Module | None  # None: the config's model reads no plot
+    image: torch.nn.Module | None  # None: it reads no poster
     token_encoder: Any
 
 
@@ -46,22 +47,19 @@ def build_frozen_encoders(cfg: ExperimentConfig, manifest: Manifest, out_dir: Pa
     from ..models import build_model
     from ..models.registry import build_token_encoder, token_encoder_size
 
-    if not (cfg.model.uses_text and cfg.model.uses_image):
-        raise ConfigError(f"model.name: {cfg.model.name} lacks a text or an image encoder; cache-features "
-                          "needs a fusion model config (early_fusion, late_fusion, attention_fusion, gmu)")
     text_cfg = cfg.model.text
-    if text_cfg.kind == "hf":
+    if text_cfg.kind == "hf" and cfg.model.uses_text:
         token_encoder = build_token_encoder(text_cfg)
-    else:
+    else:  # the BiLSTM's vocabulary; an image-only run keeps one too, as the trainer does
         texts = read_shard_split_texts(manifest.shard_paths("train"), "train").texts
-        token_encoder = build_token_encoder(text_cfg, texts)
+        token_encoder = build_token_encoder(dataclasses.replace(text_cfg, kind="bilstm"), texts)
     torch.manual_seed(cfg.train.seed if cfg.train.seed is not None else cfg.seed)
     model = build_model(cfg.model, vocab_size=token_encoder_size(token_encoder), pad_id=token_encoder.pad_id)
     model.eval().requires_grad_(False)
     if out_dir is not None:
         from safetensors.torch import save_file
 
-        if text_cfg.kind == "hf":
+        if hasattr(token_encoder, "tokenizer"):
             token_encoder.tokenizer.save_pretrained(str(out_dir / "tokenizer"))
         else:
             token_encoder.save(out_dir / "vocabulary.json")
@@ -91,22 +89,27 @@ def _read_samples(path: Path, token_encoder: Any, max_length: int) -> tuple[list
 @torch.no_grad()
 def encode_batch(encoders: Encoders, samples: list[Any], image_size: int, device: torch.device,
                  sequences: bool, dtype: np.dtype) -> list[EncodedSample]:
-    """One batch through both encoders; per-sample rows (pooled first, then the sequence)."""
-    pixels = [decode_poster(s.jpeg, image_size, augment=False) for s in samples]
+    """One batch through the config's encoders; per-sample rows (pooled first, then the sequence).
+
+    A plot-only movie gets no image rows (the head reads it as a missing poster)."""
+    pixels = None
+    if encoders.image is not None:
+        pixels = [decode_poster(s.jpeg, image_size, augment=False) if s.jpeg else
+                  torch.zeros(3, image_size, image_size, dtype=torch.uint8) for s in samples]
     batch = to_device(collate(samples, pixels, encoders.token_encoder.pad_id, 0), device)
-    text = encoders.text(batch["input_ids"], batch["attention_mask"])
-    image = encoders.image(batch["pixel_values"])
+    text = encoders.text(batch["input_ids"], batch["attention_mask"]) if encoders.text is not None else None
+    image = encoders.image(batch["pixel_values"]) if encoders.image is not None else None
+
+    def rows(pooled: torch.Tensor, sequence: torch.Tensor) -> np.ndarray:
+        parts = [pooled.unsqueeze(0), sequence] if sequences else [pooled.unsqueeze(0)]
+        return torch.cat(parts).float().cpu().numpy().astype(dtype)
+
     out = []
     for row, sample in enumerate(samples):
-        text_rows = [text.pooled[row:row + 1]]
-        image_rows = [image.pooled[row:row + 1]]
-        if sequences:
-            text_rows.append(text.tokens[row][text.mask[row]])
-            image_rows.append(image.patches[row])
         out.append(EncodedSample(
             id=sample.id, labels=list(sample.labels),
-            text=torch.cat(text_rows).float().cpu().numpy().astype(dtype),
-            image=torch.cat(image_rows).float().cpu().numpy().astype(dtype)))
+            text=rows(text.pooled[row], text.tokens[row][text.mask[row]]) if text is not None else None,
+            image=rows(image.pooled[row], image.patches[row]) if image is not None and sample.jpeg else None))
     return out
 
 
@@ -123,8 +126,9 @@ def cache_features(cfg: ExperimentConfig, out_dir: str | Path, *, sequences: boo
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # incomplete until the new one is written
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     encoders = build_frozen_encoders(cfg, manifest, out)
-    encoders.text.to(torch_device)
-    encoders.image.to(torch_device)
+    for encoder in (encoders.text, encoders.image):
+        if encoder is not None:
+            encoder.to(torch_device)
     save_config(cfg, out)
     np_dtype = np.dtype(dtype)
     batch_size = cfg.loader.eval_batch_size
@@ -152,7 +156,8 @@ def cache_features(cfg: ExperimentConfig, out_dir: str | Path, *, sequences: boo
     bar.close()
     if not any(info["num_samples"] for info in splits.values()):
         raise DataError(f"{manifest.directory}: no sample could be encoded")
-    spec = FeatureSpec(text_dim=int(encoders.text.out_dim), image_dim=int(encoders.image.out_dim),
+    spec = FeatureSpec(text_dim=int(encoders.text.out_dim) if encoders.text is not None else 0,
+                       image_dim=int(encoders.image.out_dim) if encoders.image is not None else 0,
                        sequences=sequences, dtype=dtype)
     write_feature_manifest(out, manifest, spec, splits, {"unreadable": skipped_total} if skipped_total else {},
                            {"model": cfg.model.name, "text_kind": cfg.model.text.kind,

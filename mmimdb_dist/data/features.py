@@ -22,6 +22,10 @@ row 0 the pooled plot vector, then the L real token vectors, padding excluded) a
 `<id>.image.npy` (1 + P rows: the pooled poster vector, then the P patch vectors). Without
 sequences (`--pooled-only`) each holds only its pooled row; attention fusion needs them.
 Posters are encoded without augmentation: the features are those of the eval transform.
+
+A text-only or image-only config caches its one encoder: the other dim is 0 in the manifest
+and its member is absent. A plot-only movie (`shard.require_poster: false`) has no
+`.image.npy`; its batches say so in `image_present`, as the shard loaders do.
 """
 
 from __future__ import annotations
@@ -95,8 +99,10 @@ def load_feature_set(features_dir: str | Path) -> FeatureSet:
         raise _reader_fail(path, "features", "a JSON object", features)
     for key in ("text_dim", "image_dim"):
         value = features.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise _reader_fail(path, f"features.{key}", "a positive integer", value)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise _reader_fail(path, f"features.{key}", "an integer >= 0 (0: not cached)", value)
+    if features["text_dim"] == features["image_dim"] == 0:
+        raise _reader_fail(path, "features", "text_dim or image_dim above 0", "both 0")
     if not isinstance(features.get("sequences"), bool):
         raise _reader_fail(path, "features.sequences", "true or false", features.get("sequences"))
     if features.get("dtype") not in ("float32", "float16"):
@@ -126,7 +132,7 @@ class FeatureSample(Sample):
 
     @property
     def length(self) -> int:
-        return len(self.text)
+        return len(self.text) if self.text is not None else 1
 
 
 def _array(raw: dict[str, Any], member: str, where: str) -> np.ndarray:
@@ -154,36 +160,49 @@ class FeatureStream(ShardStream):
             raise DataError(f"{where}: bad or missing .json ({exc})") from None
         if not isinstance(labels, list) or len(labels) != NUM_GENRES or any(v not in (0, 1) for v in labels):
             raise DataError(f"{where}: .json key 'labels': expected {NUM_GENRES} values 0/1")
+        if TEXT_MEMBER not in raw and IMAGE_MEMBER not in raw:
+            raise DataError(f"{where}: neither .{TEXT_MEMBER} nor .{IMAGE_MEMBER}")
+        text = _array(raw, TEXT_MEMBER, where) if TEXT_MEMBER in raw else None
+        image = _array(raw, IMAGE_MEMBER, where) if IMAGE_MEMBER in raw else None
         return FeatureSample(id=str(meta.get("id", key)), jpeg=b"", input_ids=[], labels=labels,
-                             text=_array(raw, TEXT_MEMBER, where), image=_array(raw, IMAGE_MEMBER, where))
+                             text=text, image=image)
 
     def _decode(self, batch: list[Sample], counter: Any) -> dict | None:
         return collate_features(batch, counter.take())  # type: ignore[arg-type]
 
 
 def collate_features(samples: list[FeatureSample], skipped: int = 0) -> dict[str, Any]:
-    """Pad the token rows to the longest plot; `attention_mask` covers the tokens (not row 0)."""
+    """Pad the token rows to the longest plot; `attention_mask` covers the tokens (not row 0).
+
+    Only the modalities the set holds become batch keys; a movie without poster features
+    (plot-only) gets zero rows and `image_present` false.
+    """
     import torch
 
-    sequences = samples[0].text.shape[0] > 1 or samples[0].image.shape[0] > 1
-    longest = max(s.text.shape[0] for s in samples)
-    text_dim = samples[0].text.shape[1]
-    text = torch.zeros(len(samples), longest, text_dim, dtype=torch.float32)
-    mask_width = longest - 1 if sequences else 1
-    attention_mask = torch.zeros(len(samples), mask_width, dtype=torch.int64)
-    for row, sample in enumerate(samples):
-        rows = sample.text.shape[0]
-        text[row, :rows] = torch.from_numpy(sample.text.astype(np.float32))
-        attention_mask[row, :max(rows - 1, 1) if sequences else 1] = 1
-    image = torch.from_numpy(np.stack([s.image for s in samples]).astype(np.float32))
-    return {
-        "ids": [s.id for s in samples],
-        TEXT_FEATURES: text,
-        "attention_mask": attention_mask,
-        IMAGE_FEATURES: image,
-        "labels": torch.tensor([s.labels for s in samples], dtype=torch.float32),
-        "skipped": skipped,
-    }
+    batch: dict[str, Any] = {"ids": [s.id for s in samples],
+                             "labels": torch.tensor([s.labels for s in samples], dtype=torch.float32),
+                             "skipped": skipped}
+    texts = [s.text for s in samples if s.text is not None]
+    images = [s.image for s in samples if s.image is not None]
+    sequences = any(len(a) > 1 for a in texts) or any(len(a) > 1 for a in images)
+    if texts:
+        longest = max(len(a) for a in texts)
+        text = torch.zeros(len(samples), longest, texts[0].shape[1], dtype=torch.float32)
+        mask_width = longest - 1 if sequences else 1
+        attention_mask = torch.zeros(len(samples), max(mask_width, 1), dtype=torch.int64)
+        for row, sample in enumerate(samples):
+            rows = sample.text.shape[0]
+            text[row, :rows] = torch.from_numpy(sample.text.astype(np.float32))
+            attention_mask[row, :max(rows - 1, 1) if sequences else 1] = 1
+        batch[TEXT_FEATURES], batch["attention_mask"] = text, attention_mask
+    if images:
+        image = torch.zeros(len(samples), *images[0].shape, dtype=torch.float32)
+        for row, sample in enumerate(samples):
+            if sample.image is not None:
+                image[row] = torch.from_numpy(sample.image.astype(np.float32))
+        batch[IMAGE_FEATURES] = image
+        batch["image_present"] = torch.tensor([s.image is not None for s in samples])
+    return batch
 
 
 # --------------------------------------------------------------------------- writing
@@ -224,8 +243,8 @@ class _HashingWriter:
 class EncodedSample:
     id: str
     labels: list[int]
-    text: np.ndarray
-    image: np.ndarray
+    text: np.ndarray | None  # None: no text encoder
+    image: np.ndarray | None  # None: no image encoder, or a plot-only movie
 
 
 def write_feature_shard(path: Path, samples: list[EncodedSample]) -> dict[str, Any]:
@@ -236,8 +255,10 @@ def write_feature_shard(path: Path, samples: list[EncodedSample]) -> dict[str, A
             for sample in samples:
                 meta = json.dumps({"id": sample.id, "labels": sample.labels}, sort_keys=True)
                 _add_member(tar, f"{sample.id}.json", meta.encode("utf-8"))
-                _add_member(tar, f"{sample.id}.{TEXT_MEMBER}", _npy(sample.text))
-                _add_member(tar, f"{sample.id}.{IMAGE_MEMBER}", _npy(sample.image))
+                if sample.text is not None:
+                    _add_member(tar, f"{sample.id}.{TEXT_MEMBER}", _npy(sample.text))
+                if sample.image is not None:
+                    _add_member(tar, f"{sample.id}.{IMAGE_MEMBER}", _npy(sample.image))
     return {"name": path.name, "num_samples": len(samples), "sha256": writer.sha.hexdigest(),
             "bytes": writer.bytes}
 

@@ -46,6 +46,10 @@ def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, pad_id: int 
             raise ConfigError("loader.features_dir: attention_fusion needs token and patch sequences, but "
                               "the features set holds pooled vectors only (made with --pooled-only)")
         text, image = cached_encoders(features)
+        for needed, encoder, kind in ((cfg.uses_text, text, "text"), (cfg.uses_image, image, "image")):
+            if needed and encoder is None:
+                raise ConfigError(f"loader.features_dir: {cfg.name} reads {kind} features, but the features set "
+                                  f"holds none (cache it with a config whose model has a {kind} encoder)")
         return model_cls(cfg, text if cfg.uses_text else None, image if cfg.uses_image else None)
     if cfg.uses_text:
         text_encoder = build_text_encoder(cfg.text, vocab_size=vocab_size, pad_id=pad_id)

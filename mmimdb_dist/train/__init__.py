@@ -35,15 +35,16 @@ A run writes `<output_dir>/<name>/`:
                          genres.json, tokenizer or vocabulary), files.json (sizes and
                          SHA-256, checked on resume) and trainer_state.json (written last);
                          the `keep_checkpoints` newest plus the best are kept; at the end the
-                         best one's inference/ gains thresholds.json (per-genre, tuned on dev)
+                         best one's inference/ gains thresholds.json (tuned on dev)
                          and preprocessing.json (the shard set's poster and plot settings)
     final_metrics.json   dev and test metrics of the BEST checkpoint, at threshold 0.5 and with
-                         per-genre thresholds tuned on dev (test never tunes on itself)
+                         thresholds tuned on dev (test never tunes on itself)
     per_genre.csv        per-genre precision, recall and F1 under both protocols
 
-Model selection and early stopping use dev macro-F1 at the fixed 0.5 threshold: it needs no
-tuning step per evaluation, and tuning thresholds on the same dev set that picks the
-checkpoint would make the selection optimistic twice over. A checkpoint is written after
+Model selection and early stopping use `train.select_metric`, dev mAP by default: it needs no
+threshold, so it keeps rising while a model is still too under-confident to pass 0.5 (F1 at
+0.5 stays flat then, and runs selected on it kept their first weights). F1 at 0.5 and F1 with
+thresholds tuned on dev itself can be chosen instead. A checkpoint is written after
 every evaluation (so the best one is always on disk) and every `checkpoint_every_steps`
 optimizer steps (so a kill mid-epoch loses little); `--resume auto` restores weights,
 optimizer, scheduler, RNG, epoch, step and the position in the epoch, and ends with the same

@@ -60,7 +60,7 @@ class TrainerState:
     # Optimizer steps and micro-batches since the start of training.
     step: int = 0
     batches_seen: int = 0
-    # Best dev macro-F1 at threshold 0.5 so far, and where it was reached.
+    # Best dev `train.select_metric` so far, and where it was reached.
     best_metric: float | None = None
     best_checkpoint: str | None = None
     best_epoch: int | None = None
