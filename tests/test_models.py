@@ -288,15 +288,21 @@ def test_attention_fusion_attends_over_49_patches_and_real_tokens() -> None:
     assert text_to_image.std() > 0  # patches are distinct, so attention is not uniform
 
 
-@pytest.mark.parametrize("name", ["text_only", "late_fusion", "gmu"])
+@pytest.mark.parametrize("name", ["text_only", "image_only", "early_fusion", "late_fusion", "attention_fusion",
+                                  "gmu"])
 def test_output_bias_starts_at_the_genre_frequencies(name: str) -> None:
+    from mmimdb_dist.models.fusion import ClassifierHead
+
     model = tiny_model(name, dropout=0.0)
     rate = torch.linspace(0.02, 0.6, NUM_GENRES)
     model.init_output_bias(rate)
-    # With the last layer's weights zeroed, the model predicts exactly the frequencies.
-    for module in model.modules():
-        if isinstance(module, torch.nn.Sequential) and isinstance(module[-1], torch.nn.Linear):
-            torch.nn.init.zeros_(module[-1].weight)
+    # With the output weights of every head zeroed (late fusion: both branches), the model
+    # predicts exactly the frequencies.
+    heads = [module for module in model.modules() if isinstance(module, ClassifierHead)]
+    assert len(heads) == (2 if name == "late_fusion" else 1)
+    for head in heads:
+        torch.nn.init.zeros_(head.linear.weight)
+        torch.nn.init.zeros_(head.mlp[-1].weight)
     probs = torch.sigmoid(eval_logits(model, make_batch([3, 5])))
     torch.testing.assert_close(probs, rate.expand(2, -1), atol=1e-5, rtol=0)
 
