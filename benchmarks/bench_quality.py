@@ -70,7 +70,7 @@ def real_plots(csv_path: Path, out: Path, epochs: int, max_length: int) -> str:
     common = ["--set", f"loader.shards_dir={shards}", "--set", f"output_dir={out / 'runs'}",
               "--set", f"train.epochs={epochs}", "--set", f"loader.max_text_length={max_length}"]
     cli("train", "--config", "configs/minilm_text.yaml", *common)
-    cli("train", "--config", "configs/bilstm_text.yaml", *common, "--set", "train.lr=0.01")
+    cli("train", "--config", "configs/bilstm_text.yaml", *common)
     return table([out / "baseline", out / "runs" / "minilm_text", out / "runs" / "bilstm_text"], out,
                  f"text models on real plots, held-out fifth ({epochs} epochs, {max_length} tokens)")
 
