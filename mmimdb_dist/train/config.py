@@ -68,9 +68,10 @@ class TrainConfig:
     log_every: int = 10
     # Seed of data order, augmentation and initialisation; null uses the top-level `seed`.
     seed: Optional[int] = None
-    # torch threads per process; null: the CPUs this process may run on (its affinity mask,
-    # Slurm's CPUs per task) divided among the ranks of this node. Set so that a run's speed
-    # and its float results do not depend on what torch guesses on a shared machine.
+    # torch threads per process; null: OMP_NUM_THREADS when set (a Slurm job sets it from its
+    # CPUs per task), else the CPUs this process may run on (its affinity mask) divided among
+    # the ranks of this node. Set so that a run's speed and its float results do not depend
+    # on what torch guesses on a shared machine.
     num_threads: Optional[int] = None
     # Seconds a rank waits for the others in a collective before the run fails (the
     # 30-minute default turns a crashed rank into a long silent hang).

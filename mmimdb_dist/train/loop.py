@@ -70,10 +70,14 @@ def dev_metrics(labels, probs) -> dict[str, Any]:
 
 
 def choose_num_threads(cfg: ExperimentConfig) -> int:
-    """torch threads for this process: `train.num_threads`, else the CPUs it may run on
-    (its affinity mask, which Slurm and taskset set) shared among the ranks of this node."""
+    """torch threads for this process: `train.num_threads`, else OMP_NUM_THREADS (set by the
+    user, or by a Slurm job from its CPUs per task), else the CPUs it may run on (its affinity
+    mask) shared among the ranks of this node."""
     if cfg.train.num_threads is not None:
         return cfg.train.num_threads
+    from_env = os.environ.get("OMP_NUM_THREADS", "")
+    if from_env.isdigit() and int(from_env) > 0:
+        return int(from_env)
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
