@@ -6,7 +6,7 @@ baseline` on those shards, and all are ranked on test by `mmimdb-dist compare` u
 threshold protocols. Fixed seeds; the configs set one torch thread per run.
 
     python benchmarks/bench_quality.py --shards runs/demo/shards            # after `make demo`
-    python benchmarks/bench_quality.py --real-plots-csv ../shared/data/mmimdb_dev_plots_sample.csv
+    python benchmarks/bench_quality.py --real-plots-csv PLOTS.csv  # column 'plots' + the 23 genre columns, 0/1
 
 The real-plot part turns a CSV of plots and 23 genre columns (the 1,608 real dev movies that
 the test suite uses) into a poster-less raw MM-IMDb folder, shards it with
@@ -70,7 +70,7 @@ def real_plots(csv_path: Path, out: Path, epochs: int, max_length: int) -> str:
     common = ["--set", f"loader.shards_dir={shards}", "--set", f"output_dir={out / 'runs'}",
               "--set", f"train.epochs={epochs}", "--set", f"loader.max_text_length={max_length}"]
     cli("train", "--config", "configs/minilm_text.yaml", *common)
-    cli("train", "--config", "configs/bilstm_text.yaml", *common)
+    cli("train", "--config", "configs/bilstm_text.yaml", *common, "--set", "train.lr=0.01")
     return table([out / "baseline", out / "runs" / "minilm_text", out / "runs" / "bilstm_text"], out,
                  f"text models on real plots, held-out fifth ({epochs} epochs, {max_length} tokens)")
 
