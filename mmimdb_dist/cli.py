@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "evaluate a run's checkpoint on dev or test: metrics, per-genre CSV and figures"),
     "compare": ("compare", "rank finished runs in one table (CSV and Markdown), at 0.5 and tuned thresholds"),
     "predict": ("predict", "genres of new movies from a run's checkpoint: one plot/poster, a folder or JSONL"),
+    "prefetch": ("prefetch", "download the encoders, tokenizers and processors a config needs, for offline nodes"),
     "cache-features": ("cache_features", "run frozen encoders once over the shards and store their features"),
     "tune": ("tune", "Ray Tune search over fusion hyperparameters and the loss (ASHA on the trials' dev select_metric)"),
     "submit": ("submit", "send training runs, sweeps and Tune searches to Slurm through submitit"),

@@ -87,7 +87,9 @@ class LoaderConfig:
     num_workers: int = 2
     # Samples held in the shuffle buffer of each worker.
     shuffle_buffer: int = 1000
-    image_size: int = 224
+    # Poster side in pixels; null: the image encoder's native size (224 for the ResNets, the
+    # image processor's or the weights' size for hf, clip and torchvision backbones).
+    image_size: Optional[int] = None
     augment: bool = True
     # Word pieces kept per plot (BERT-style encoders stop at 512).
     max_text_length: int = 512
@@ -100,8 +102,10 @@ class LoaderConfig:
     drop_last: bool = True
 
     def __post_init__(self) -> None:
-        _positive(self, "batch_size", "eval_batch_size", "shuffle_buffer", "image_size",
+        _positive(self, "batch_size", "eval_batch_size", "shuffle_buffer",
                   "max_text_length", "bucket_pool_batches")
+        if self.image_size is not None and self.image_size <= 0:
+            raise ConfigError(f"loader.image_size: expected a positive number or null, got {self.image_size}")
         if self.num_workers < 0:
             raise ConfigError(f"loader.num_workers: expected >= 0, got {self.num_workers}")
 

@@ -68,7 +68,11 @@ def test_compiled_model_trains_like_the_eager_one_and_its_export_reloads(plain_r
 
 def test_channels_last_changes_the_layout_not_the_result(plain_run, shards, tmp_path):
     run_dir = _one_epoch(shards, tmp_path, "channels-last", channels_last=True)
-    np.testing.assert_allclose(_train_losses(run_dir), _train_losses(plain_run), rtol=0, atol=1e-4)
+    # Convolutions over the other layout sum in another order: the first logged losses agree to
+    # ~1e-5 and the difference grows through the epoch's updates, staying below 1e-3.
+    losses, plain = _train_losses(run_dir), _train_losses(plain_run)
+    assert abs(losses[0] - plain[0]) < 1e-4
+    np.testing.assert_allclose(losses, plain, rtol=0, atol=1e-3)
     assert _final(run_dir)["dev"]["threshold_0.5"]["f1_macro"] == pytest.approx(
         _final(plain_run)["dev"]["threshold_0.5"]["f1_macro"], abs=0.02)
     _assert_reloads_with_reported_dev_metrics(run_dir)

@@ -48,7 +48,7 @@ def build_frozen_encoders(cfg: ExperimentConfig, manifest: Manifest, out_dir: Pa
     from ..models.registry import build_token_encoder, token_encoder_size
 
     text_cfg = cfg.model.text
-    if text_cfg.kind == "hf" and cfg.model.uses_text:
+    if text_cfg.brings_tokenizer and cfg.model.uses_text:
         token_encoder = build_token_encoder(text_cfg)
     else:  # the BiLSTM's vocabulary; an image-only run keeps one too, as the trainer does
         texts = read_shard_split_texts(manifest.shard_paths("train"), "train").texts
@@ -125,6 +125,9 @@ def cache_features(cfg: ExperimentConfig, out_dir: str | Path, *, sequences: boo
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # incomplete until the new one is written
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from ..models.preprocess import resolve_image_size
+
+    cfg = resolve_image_size(cfg)
     encoders = build_frozen_encoders(cfg, manifest, out)
     for encoder in (encoders.text, encoders.image):
         if encoder is not None:
@@ -161,7 +164,9 @@ def cache_features(cfg: ExperimentConfig, out_dir: str | Path, *, sequences: boo
                        sequences=sequences, dtype=dtype)
     write_feature_manifest(out, manifest, spec, splits, {"unreadable": skipped_total} if skipped_total else {},
                            {"model": cfg.model.name, "text_kind": cfg.model.text.kind,
-                            "image_kind": cfg.model.image.kind, "image_size": cfg.loader.image_size,
+                            "text_name": cfg.model.text.name if cfg.model.text.brings_tokenizer else None,
+                            "image_kind": cfg.model.image.kind, "image_name": cfg.model.image.name or None,
+                            "image_size": cfg.loader.image_size,
                             "max_text_length": cfg.loader.max_text_length})
     return load_feature_set(out)
 

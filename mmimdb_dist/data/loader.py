@@ -69,8 +69,9 @@ from .text import TokenEncoder
 
 logger = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# The poster side when `loader.image_size` is null and nothing resolved it from a backbone
+# (`models.preprocess.resolve_image_size` does, in train, cache-features and predict).
+DEFAULT_IMAGE_SIZE = 224
 
 
 def derive_seed(*parts: Any) -> int:
@@ -210,28 +211,25 @@ def collate(samples: list[Sample], pixels: list[torch.Tensor] | None, pad_id: in
 
 def to_device(batch: dict, device: torch.device | str, dtype: torch.dtype = torch.float32, *,
               color_jitter: float = 0.0, jitter_seed: int = 0) -> dict:
-    """Move a batch to `device`; uint8 pixels become ImageNet-normalised `dtype` there.
+    """Move a batch to `device`; uint8 pixels become `dtype` pixels in [0, 1] there.
 
-    `color_jitter` > 0 applies brightness, contrast and saturation jitter of that strength
-    (as torchvision's ColorJitter(s, s, s), in a fixed order) on the device, where it costs
-    next to nothing. Factors are drawn per sample from (jitter_seed, sample id), so pass
-    e.g. `derive_seed(seed, epoch)` and a resumed epoch jitters exactly as the original.
+    Normalisation is the image encoder's (each backbone has its own mean and std, see
+    models/preprocess.py). `color_jitter` > 0 applies brightness, contrast and saturation
+    jitter of that strength (as torchvision's ColorJitter(s, s, s), in a fixed order) on the
+    device, where it costs next to nothing. Factors are drawn per sample from (jitter_seed,
+    sample id), so pass e.g. `derive_seed(seed, epoch)` and a resumed epoch jitters exactly
+    as the original.
     """
     out = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
            for k, v in batch.items()}
-    mean = torch.tensor(IMAGENET_MEAN, device=device, dtype=dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device, dtype=dtype).view(1, 3, 1, 1)
     for key in ("text_features", "image_features"):  # cached encoder outputs (data.features)
         if key in out:
             out[key] = out[key].to(dtype)
     if "pixel_values" in out:
+        pixels = out["pixel_values"].to(dtype).mul_(1 / 255)
         if color_jitter > 0:
-            pixels = jitter_colors(out["pixel_values"].to(dtype).div_(255),
-                                   jitter_factors(batch["ids"], color_jitter, jitter_seed))
-            out["pixel_values"] = pixels.sub_(mean).div_(std)
-        else:
-            # (x / 255 - mean) / std as one scale and one shift, in place on the converted copy.
-            out["pixel_values"] = out["pixel_values"].to(dtype).mul_(1 / (255 * std)).sub_(mean / std)
+            pixels = jitter_colors(pixels, jitter_factors(batch["ids"], color_jitter, jitter_seed))
+        out["pixel_values"] = pixels
     out["labels"] = out["labels"].to(dtype)
     return out
 
@@ -278,6 +276,7 @@ class ShardStream(IterableDataset):
         self.train, self.epoch, self.seed = train, epoch, seed
         self.num_batches, self.skip_batches = num_batches, skip_batches
         self.batch_size = cfg.batch_size if train else cfg.eval_batch_size
+        self.image_size = cfg.image_size or DEFAULT_IMAGE_SIZE
 
     # -- reading
 
@@ -355,11 +354,11 @@ class ShardStream(IterableDataset):
         augment = self.train and self.cfg.augment
         for sample in batch:
             if not sample.jpeg:  # a plot-only movie
-                pixels.append(torch.zeros(3, self.cfg.image_size, self.cfg.image_size, dtype=torch.uint8))
+                pixels.append(torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8))
                 samples.append(sample)
                 continue
             try:
-                pixels.append(decode_poster(sample.jpeg, self.cfg.image_size, augment=augment,
+                pixels.append(decode_poster(sample.jpeg, self.image_size, augment=augment,
                                             sample_seed=derive_seed(self.seed, self.epoch, sample.id)))
             except Exception as exc:  # PIL raises many types on corrupt images
                 if sample.count_skip:

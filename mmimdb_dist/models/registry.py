@@ -8,7 +8,7 @@ from torch import nn
 
 from ..config import ConfigError
 from ..data.features import FeatureSpec
-from ..data.text import HFTokenEncoder, TokenEncoder
+from ..data.text import HFTokenEncoder, TokenEncoder, WindowedTokenEncoder
 from ..data.vocab import Vocabulary
 from .cached import cached_encoders
 from .config import ModelConfig, TextEncoderConfig
@@ -51,6 +51,11 @@ def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, pad_id: int 
                 raise ConfigError(f"loader.features_dir: {cfg.name} reads {kind} features, but the features set "
                                   f"holds none (cache it with a config whose model has a {kind} encoder)")
         return model_cls(cfg, text if cfg.uses_text else None, image if cfg.uses_image else None)
+    if cfg.shares_dual_encoder:  # one CLIP-family checkpoint, loaded once, both towers
+        from .dual import build_dual_encoders
+
+        text_encoder, image_encoder = build_dual_encoders(cfg, pad_id)
+        return model_cls(cfg, text_encoder, image_encoder)
     if cfg.uses_text:
         text_encoder = build_text_encoder(cfg.text, vocab_size=vocab_size, pad_id=pad_id)
     if cfg.uses_image:
@@ -60,7 +65,8 @@ def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, pad_id: int 
 
 def build_token_encoder(cfg: TextEncoderConfig, train_texts: Iterable[str] = ()) -> TokenEncoder:
     """The tokenizer that goes with `cfg`: a word vocabulary built from the train plots for the
-    BiLSTM, the encoder's own tokenizer (hub name or local folder) for a Hugging Face encoder."""
+    BiLSTM, the encoder's own tokenizer (hub name or local folder) for a Hugging Face encoder,
+    the same cutting plots into windows of the text tower's length for a CLIP-family one."""
     if cfg.kind == "bilstm":
         vocab = Vocabulary.build(train_texts, min_freq=cfg.vocab_min_freq, max_size=cfg.vocab_max_size)
         if len(vocab) == 2:
@@ -69,7 +75,13 @@ def build_token_encoder(cfg: TextEncoderConfig, train_texts: Iterable[str] = ())
         return vocab
     if cfg.kind == "hf":
         return HFTokenEncoder.from_pretrained(cfg.name)
-    raise ConfigError(f"model.text.kind: {cfg.kind!r} has no tokenizer; expected bilstm or hf")
+    if cfg.kind == "clip":
+        from .dual import text_window
+        from .hub import load_hf_config
+
+        config = load_hf_config("model.text.name", cfg.name, **cfg.hf_config)
+        return WindowedTokenEncoder(HFTokenEncoder.from_pretrained(cfg.name).tokenizer, text_window(config))
+    raise ConfigError(f"model.text.kind: {cfg.kind!r} has no tokenizer; expected bilstm, hf or clip")
 
 
 def token_encoder_size(encoder: TokenEncoder) -> int:

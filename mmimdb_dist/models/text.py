@@ -144,11 +144,11 @@ def load_hf_model(cfg: TextEncoderConfig, vocab_size: int | None, pad_id: int | 
     """
     from transformers import AutoConfig, AutoModel
 
-    from ..data.text import resolve_pretrained
+    from .hub import load_pretrained
 
     if cfg.pretrained:
         try:
-            model = AutoModel.from_pretrained(resolve_pretrained(cfg.name))
+            model = load_pretrained("model.text.name", cfg.name, AutoModel.from_pretrained)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"model.text.name: cannot load pretrained encoder {cfg.name!r}: expected "
                               f"a local model folder or a reachable hub name ({exc})") from exc
@@ -166,7 +166,8 @@ def load_hf_model(cfg: TextEncoderConfig, vocab_size: int | None, pad_id: int | 
         if "model_type" in overrides:
             config = AutoConfig.for_model(**overrides)
         else:
-            config = AutoConfig.from_pretrained(resolve_pretrained(cfg.name), **overrides)
+            config = load_pretrained("model.text.name", cfg.name,
+                                     lambda source, **kw: AutoConfig.from_pretrained(source, **kw, **overrides))
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"model.text.hf_config: cannot build a {cfg.name!r} architecture "
                           f"from {cfg.hf_config} ({exc})") from exc
@@ -205,4 +206,8 @@ def build_text_encoder(cfg: TextEncoderConfig, *, vocab_size: int | None = None,
         return BiLSTMEncoder(cfg, vocab_size, pad_id)
     if cfg.kind == "hf":
         return HFEncoder(cfg, vocab_size, pad_id)
-    raise ConfigError(f"model.text.kind: cannot build {cfg.kind!r}; expected bilstm or hf")
+    if cfg.kind == "clip":
+        from .dual import build_dual_text_encoder
+
+        return build_dual_text_encoder(cfg, pad_id)
+    raise ConfigError(f"model.text.kind: cannot build {cfg.kind!r}; expected bilstm, hf or clip")

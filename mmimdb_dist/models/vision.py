@@ -3,10 +3,17 @@
 Every encoder exposes its last feature map as `patch_grid**2` patch tokens (7 x 7 = 49 for a
 224 input, adaptive pooling for other sizes), because cross-attention over a single pooled
 vector is a no-op: the attention fusion needs somewhere on the poster to look.
+
+Every encoder takes pixels in [0, 1] and normalises them itself with its backbone's mean and
+std (`ImageEncoderBase`, statistics from models/preprocess.py), so a CLIP tower gets CLIP's
+statistics and a ResNet ImageNet's, in training, evaluation, prediction and feature caching
+alike. This module holds the ResNets and the from-scratch CNN; vision_torchvision.py any
+torchvision classifier, vision_hf.py any Hugging Face backbone, dual.py CLIP-family towers.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -16,6 +23,7 @@ from torch import nn
 from ..config import ConfigError
 from ..errors import DataError
 from .config import FREEZE_LEVELS, ImageEncoderConfig
+from .preprocess import ImagePreprocessing, image_preprocessing
 
 
 class ImageFeatures(NamedTuple):
@@ -29,6 +37,48 @@ def feature_map_to_features(features: torch.Tensor, grid: int) -> ImageFeatures:
     if features.shape[-2:] != (grid, grid):
         features = nn.functional.adaptive_avg_pool2d(features, grid)
     return ImageFeatures(features.flatten(2).transpose(1, 2), pooled)
+
+
+def grid_from_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """B x T x D transformer tokens -> B x D x h x w: the trailing h*w tokens are the patches.
+
+    Prefix tokens (a CLS token, DINOv2's registers) come first and are dropped; the patch grid
+    is the largest square that fits, which holds for every square-input ViT-style backbone.
+    """
+    side = int(math.isqrt(tokens.shape[1]))
+    patches = tokens[:, tokens.shape[1] - side * side:]
+    return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
+
+
+class ImageEncoderBase(nn.Module):
+    """Normalisation with the backbone's own statistics, and a freezing policy that sticks.
+
+    `frozen` modules stay in eval mode while the model trains (BatchNorm statistics and
+    dropout of a part that does not learn), as for the text encoders.
+    """
+
+    def __init__(self, preprocessing: ImagePreprocessing) -> None:
+        super().__init__()
+        self.preprocessing = preprocessing
+        # Not saved in checkpoints: they follow from the config, which is saved.
+        self.register_buffer("pixel_mean", torch.tensor(preprocessing.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(preprocessing.std).view(1, 3, 1, 1), persistent=False)
+        self.frozen: list[nn.Module] = []
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[0, 1] pixels -> (x - mean) / std, in the pixels' dtype."""
+        return (pixels - self.pixel_mean.to(pixels.dtype)) / self.pixel_std.to(pixels.dtype)
+
+    def freeze(self, modules: list[nn.Module]) -> None:
+        for module in modules:
+            module.requires_grad_(False)
+        self.frozen = modules
+
+    def train(self, mode: bool = True) -> ImageEncoderBase:
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self
 
 
 def _resnet(kind: str, cfg: ImageEncoderConfig) -> nn.Module:
@@ -48,7 +98,8 @@ def _resnet(kind: str, cfg: ImageEncoderConfig) -> nn.Module:
         return factory(weights=weights_enum.IMAGENET1K_V1)
     except (OSError, RuntimeError) as exc:  # offline node, proxy, truncated cache file
         raise ConfigError(f"model.image.pretrained: cannot fetch the ImageNet {kind} weights ({exc}); "
-                          "on an offline machine download them once and set model.image.weights_path") from exc
+                          "on an offline machine run `mmimdb-dist prefetch --config <this config>` where "
+                          "there is internet, or set model.image.weights_path") from exc
 
 
 def load_resnet_weights(model: nn.Module, path: Path) -> None:
@@ -71,7 +122,7 @@ def load_resnet_weights(model: nn.Module, path: Path) -> None:
                         f"unexpected keys {unexpected[:5]}")
 
 
-class ResNetEncoder(nn.Module):
+class ResNetEncoder(ImageEncoderBase):
     """A torchvision ResNet without its classifier, optionally frozen up to a stage.
 
     Frozen stages keep their BatchNorm layers in eval mode even while the model trains, so
@@ -79,38 +130,31 @@ class ResNetEncoder(nn.Module):
     """
 
     def __init__(self, cfg: ImageEncoderConfig) -> None:
-        super().__init__()
+        super().__init__(image_preprocessing(cfg))
         resnet = _resnet(cfg.kind, cfg)
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
         self.layer1, self.layer2 = resnet.layer1, resnet.layer2
         self.layer3, self.layer4 = resnet.layer3, resnet.layer4
         self.out_dim = int(resnet.fc.in_features)
         self.patch_grid = cfg.patch_grid
-        self.frozen = self._stages()[: FREEZE_LEVELS.index(cfg.freeze_until)]
-        for stage in self.frozen:
-            stage.requires_grad_(False)
+        stages = self._stages()
+        self.freeze(stages if cfg.freeze else stages[: FREEZE_LEVELS.index(cfg.freeze_until)])
 
     def _stages(self) -> list[nn.Module]:
         return [self.stem, self.layer1, self.layer2, self.layer3, self.layer4]
 
-    def train(self, mode: bool = True) -> ResNetEncoder:
-        super().train(mode)
-        for stage in self.frozen:
-            stage.eval()
-        return self
-
     def forward(self, pixel_values: torch.Tensor) -> ImageFeatures:
-        x = pixel_values
+        x = self.normalize(pixel_values)
         for stage in self._stages():
             x = stage(x)
         return feature_map_to_features(x, self.patch_grid)
 
 
-class SimpleCNNEncoder(nn.Module):
+class SimpleCNNEncoder(ImageEncoderBase):
     """The classic from-scratch baseline: four conv-bn-relu-maxpool blocks."""
 
     def __init__(self, cfg: ImageEncoderConfig) -> None:
-        super().__init__()
+        super().__init__(image_preprocessing(cfg))
         blocks: list[nn.Module] = []
         in_channels = 3
         for out_channels in cfg.cnn_channels:
@@ -122,12 +166,25 @@ class SimpleCNNEncoder(nn.Module):
         self.patch_grid = cfg.patch_grid
 
     def forward(self, pixel_values: torch.Tensor) -> ImageFeatures:
-        return feature_map_to_features(self.features(pixel_values), self.patch_grid)
+        return feature_map_to_features(self.features(self.normalize(pixel_values)), self.patch_grid)
 
 
 def build_image_encoder(cfg: ImageEncoderConfig) -> nn.Module:
+    """The encoder of `cfg.kind` (the clip kind is built in models/dual.py with its text tower)."""
     if cfg.kind in ("resnet18", "resnet50"):
         return ResNetEncoder(cfg)
     if cfg.kind == "cnn":
         return SimpleCNNEncoder(cfg)
-    raise ConfigError(f"model.image.kind: cannot build {cfg.kind!r}; expected resnet18, resnet50 or cnn")
+    if cfg.kind == "torchvision":
+        from .vision_torchvision import TorchvisionEncoder
+
+        return TorchvisionEncoder(cfg)
+    if cfg.kind == "hf":
+        from .vision_hf import HFVisionEncoder
+
+        return HFVisionEncoder(cfg)
+    if cfg.kind == "clip":
+        from .dual import build_dual_image_encoder
+
+        return build_dual_image_encoder(cfg)
+    raise ConfigError(f"model.image.kind: cannot build {cfg.kind!r}")

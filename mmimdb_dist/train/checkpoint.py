@@ -125,8 +125,21 @@ def prune(checkpoints_dir: Path, keep: int, protect: set[str]) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def encoder_architectures(model: Any) -> dict[str, Any]:
+    """The Hugging Face configs of a model's encoders by export folder name (`text_encoder`,
+    `image_encoder`): with them a checkpoint rebuilds offline, without the pretrained files."""
+    found = {}
+    for folder in ("text_encoder", "image_encoder"):
+        encoder = getattr(model, folder, None)
+        inner = getattr(encoder, "model", None) or getattr(encoder, "tower", None)
+        config = getattr(encoder, "dual_config", None) or getattr(inner, "config", None)
+        if config is not None and hasattr(config, "save_pretrained"):
+            found[folder] = config
+    return found
+
+
 def export_for_inference(folder: Path, state_dict: dict[str, Any], config_text: str,
-                         token_encoder: Any, text_encoder_config: Any = None) -> None:
+                         token_encoder: Any, architectures: dict[str, Any] | None = None) -> None:
     """Pure tensors (safetensors), the config and the token encoder: enough to rebuild and predict."""
     from safetensors.torch import save_file
 
@@ -147,8 +160,8 @@ def export_for_inference(folder: Path, state_dict: dict[str, Any], config_text: 
         token_encoder.save(folder / "vocabulary.json")
     else:
         token_encoder.tokenizer.save_pretrained(str(folder / "tokenizer"))
-    if text_encoder_config is not None:  # lets a Hugging Face encoder be rebuilt offline
-        text_encoder_config.save_pretrained(str(folder / "text_encoder"))
+    for name, architecture in (architectures or {}).items():  # rebuilt offline from these
+        architecture.save_pretrained(str(folder / name))
 
 
 def _file_listing(folder: Path) -> dict[str, dict[str, Any]]:
@@ -229,9 +242,8 @@ def save_checkpoint(accelerator: Any, model: Any, checkpoints_dir: Path, state: 
         accelerator.wait_for_everyone()  # every rank's files are in before they are listed
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
-            text_encoder = getattr(unwrapped, "text_encoder", None)
-            hf_config = getattr(getattr(text_encoder, "model", None), "config", None)
-            export_for_inference(tmp / INFERENCE_DIR, state_dict, config_text, token_encoder, hf_config)
+            export_for_inference(tmp / INFERENCE_DIR, state_dict, config_text, token_encoder,
+                                 encoder_architectures(unwrapped))
             atomic_write_json(tmp / FILES_FILE, _file_listing(tmp))
             atomic_write_json(tmp / STATE_FILE, dataclasses.asdict(state))
             if final.exists():
@@ -303,11 +315,20 @@ def load_for_inference(checkpoint: str | Path, device: str = "cpu") -> tuple[Any
     else:
         token_encoder = HFTokenEncoder.from_pretrained(folder / "tokenizer")
         vocab_size = None
-    if (folder / "text_encoder").is_dir():
-        # Architecture from the saved config; the weights come from the safetensors file.
-        cfg.model.text.name = str(folder / "text_encoder")
-        cfg.model.text.pretrained = False
-        cfg.model.text.hf_config = {}
+        if cfg.model.text.kind == "clip" and cfg.model.uses_text:  # plots cut into the tower's windows
+            from ..data.text import WindowedTokenEncoder
+            from ..models.dual import text_window
+            from ..models.hub import load_hf_config
+
+            window = text_window(load_hf_config("model.text.name", str(folder / "text_encoder")))
+            token_encoder = WindowedTokenEncoder(token_encoder.tokenizer, window)
+    # Architectures from the saved configs; the weights come from the safetensors file.
+    shared = cfg.model.shares_dual_encoder
+    for part, section in (("text_encoder", cfg.model.text), ("image_encoder", cfg.model.image)):
+        if (folder / part).is_dir():
+            section.name = str(folder / ("image_encoder" if shared else part))
+            section.hf_config = {}
+    cfg.model.text.pretrained = cfg.model.text.kind == "bilstm" and cfg.model.text.pretrained
     if cfg.model.image.kind != "cnn":
         cfg.model.image.pretrained = False
         cfg.model.image.weights_path = None

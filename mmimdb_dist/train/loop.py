@@ -532,6 +532,10 @@ def train(cfg: ExperimentConfig, resume: str | None = None,
     # Accelerate reports every file of every save at INFO; the trainer logs its own summary.
     logging.getLogger("accelerate").setLevel(max(logging.WARNING, logging.getLogger().level))
     torch.set_num_threads(choose_num_threads(cfg))
+    if not cfg.loader.features_dir:  # a null image size becomes the backbone's, before it is saved
+        from ..models.preprocess import resolve_image_size
+
+        cfg = resolve_image_size(cfg)
     accelerator = build_accelerator(cfg)
     if not accelerator.is_main_process:
         logging.getLogger("mmimdb_dist").setLevel(logging.WARNING)

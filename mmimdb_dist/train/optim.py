@@ -21,7 +21,7 @@ def pretrained_modules(model: nn.Module, model_cfg: ModelConfig) -> list[nn.Modu
     """The encoders that start from pretrained weights, which get `encoder_lr`."""
     modules = []
     text = getattr(model, "text_encoder", None)
-    if text is not None and model_cfg.text.kind == "hf" and model_cfg.text.pretrained:
+    if text is not None and model_cfg.text.brings_tokenizer and model_cfg.text.pretrained:
         modules.append(text)
     image = getattr(model, "image_encoder", None)
     if image is not None and (model_cfg.image.pretrained or model_cfg.image.weights_path):

@@ -1,6 +1,6 @@
 """The token encoder a run's loaders and text encoder share, made once per run folder.
 
-A Hugging Face encoder brings its own tokenizer. Everything else uses a word `Vocabulary`
+A Hugging Face or CLIP-family encoder brings its own tokenizer. Everything else uses a word `Vocabulary`
 built from the TRAIN split only (`models.registry.build_token_encoder`); it is saved into
 the run folder by the main rank and read back by every rank, so all ranks, and a resumed
 run, use exactly the same ids. Image-only models get one too: the loaders tokenise every
@@ -32,7 +32,7 @@ def load_token_encoder(cfg: ExperimentConfig, manifest: Manifest, run_dir: Path,
 
         encoder = features_token_encoder(cfg.loader.features_dir)
         return encoder, token_encoder_size(encoder)
-    if text_cfg.kind == "hf":
+    if text_cfg.brings_tokenizer:
         encoder = build_token_encoder(text_cfg)
         return encoder, token_encoder_size(encoder)
     path = run_dir / VOCABULARY_FILE

@@ -1,0 +1,26 @@
+"""`mmimdb-dist prefetch --config X.yaml`: fill the caches with what X loads, for offline nodes."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..cli import add_config_arguments
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from ..models.prefetch import prefetch
+
+    cfg = load_config(args.config, args.overrides)
+    fetched = prefetch(cfg)
+    for item in fetched:
+        print(f"{item.key} {item.name}: {item.what}")
+    if not fetched:
+        print("nothing to fetch: this config loads no pretrained files")
+    else:
+        print("compute nodes sharing these caches (HF_HOME, TORCH_HOME) can now run it with HF_HUB_OFFLINE=1")
+    return 0

@@ -1,0 +1,83 @@
+"""Where pretrained files come from: a local folder, a `package:` folder or the Hugging Face hub.
+
+Why this module: compute nodes of many clusters have no internet. Left to itself,
+`from_pretrained("org/name")` on such a node retries the network for about a minute before it
+fails with a long traceback, even when the files are in the cache. Here every load of a hub
+name first tries the local cache alone (no network at all when the files are there); a name
+that is not cached fails at once with one line naming `mmimdb-dist prefetch` when the hub is
+off (`HF_HUB_OFFLINE=1`), and otherwise downloads as usual.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..errors import MmimdbError
+
+T = TypeVar("T")
+
+PREFETCH_ADVICE = ("run `mmimdb-dist prefetch --config <this config>` on a machine with internet "
+                   "(a login node) to fill the cache, then run here with HF_HUB_OFFLINE=1")
+
+
+class PretrainedUnavailable(MmimdbError):
+    """Pretrained files that are neither local nor cached, on a node that cannot download them."""
+
+
+def hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "")
+    return bool(constants.HF_HUB_OFFLINE) or flag.upper() in ("1", "ON", "YES", "TRUE")
+
+
+def is_hub_name(name: str) -> bool:
+    """A name the hub would resolve: not a `package:` name and not an existing local path."""
+    from ..data.text import PACKAGE_PREFIX
+
+    return not name.startswith(PACKAGE_PREFIX) and not Path(name).exists()
+
+
+def is_cached(name: str, filename: str = "config.json") -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(name, filename), str)
+    except ValueError:  # not a valid repository id
+        return False
+
+
+def load_pretrained(key: str, name: str, load: Callable[..., T], filename: str = "config.json") -> T:
+    """`load(source, **kwargs)` (a `from_pretrained`) for `name`, cache first, then the hub.
+
+    `key` is the config key that holds the name (for the error line); `filename` is the file
+    whose presence in the cache says the name was fetched.
+    """
+    from ..data.text import resolve_pretrained
+
+    source = resolve_pretrained(name)
+    if not is_hub_name(source):
+        return load(source)
+    if is_cached(source, filename):
+        try:
+            return load(source, local_files_only=True)
+        except OSError:  # a partial cache (weights missing): fetch the rest below, if allowed
+            pass
+    if hub_offline():
+        raise PretrainedUnavailable(f"{key}: {name!r} is not in the Hugging Face cache and the hub is "
+                                    f"off (HF_HUB_OFFLINE); {PREFETCH_ADVICE}")
+    try:
+        return load(source)
+    except OSError as exc:
+        reason = " ".join(str(exc).split())[:300]
+        raise PretrainedUnavailable(f"{key}: cannot download {name!r} ({reason}); if this node has no "
+                                    f"internet, {PREFETCH_ADVICE}") from None
+
+
+def load_hf_config(key: str, name: str, **overrides: Any) -> Any:
+    from transformers import AutoConfig
+
+    return load_pretrained(key, name, lambda src, **kw: AutoConfig.from_pretrained(src, **kw, **overrides))
