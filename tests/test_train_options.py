@@ -137,3 +137,27 @@ def test_pretrained_hf_encoder_from_a_local_folder_trains_at_its_own_lr(local_pr
     key = "embeddings.word_embeddings.weight"
     assert not np.allclose(trained[f"text_encoder.model.{key}"].numpy(), initial[key].numpy())
     _assert_reloads_with_reported_dev_metrics(run_dir)
+
+
+def test_on_evaluation_flags_only_the_final_evaluation(shards, tmp_path):
+    """The hook a Tune trial reports through: one call per dev evaluation, each after its
+    checkpoint is complete, and `last` on the final one only (the trial holds that report until
+    the test is written, so ASHA's stop at max_t cannot interrupt the test)."""
+    from mmimdb_dist.config import ExperimentConfig, from_dict
+    from mmimdb_dist.train.checkpoint import complete_checkpoints
+    from mmimdb_dist.train.loop import train
+
+    data = tiny_config(shards, tmp_path / "runs", "hooked", epochs=2, eval_every=10)
+    data["train"]["num_threads"] = 1
+    calls = []
+
+    def hook(record: dict) -> None:
+        assert Path(record["checkpoint"]) in complete_checkpoints(tmp_path / "runs" / "hooked" / "checkpoints")
+        assert not (tmp_path / "runs" / "hooked" / "final_metrics.json").exists()
+        calls.append((record["step"], record["last"]))
+
+    final = train(from_dict(ExperimentConfig, data), on_evaluation=hook)
+    steps = [step for step, _ in calls]
+    assert steps == sorted(steps) and len(steps) >= 3
+    assert [last for _, last in calls] == [False] * (len(calls) - 1) + [True]
+    assert final["test"]["threshold_0.5"]["f1_macro"] >= 0

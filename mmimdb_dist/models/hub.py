@@ -58,7 +58,7 @@ def load_pretrained(key: str, name: str, load: Callable[..., T], filename: str =
     """
     from ..data.text import resolve_pretrained
 
-    source = resolve_pretrained(name)
+    source = resolve_pretrained(name, key)
     if not is_hub_name(source):
         return load(source)
     if is_cached(source, filename):

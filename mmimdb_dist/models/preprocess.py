@@ -127,9 +127,11 @@ def resolve_image_size(cfg: Any) -> Any:
     if cfg.loader.image_size is not None and image.pixel_mean is not None and image.pixel_std is not None:
         return cfg
     native = image_preprocessing(dataclasses.replace(image, pixel_mean=None, pixel_std=None))
-    logger.info("image preprocessing from %s: %d px, mean %s, std %s", native.source, native.size,
-                native.mean, native.std)
     image = dataclasses.replace(image, pixel_mean=list(image.pixel_mean or native.mean),
                                 pixel_std=list(image.pixel_std or native.std))
     loader = dataclasses.replace(cfg.loader, image_size=cfg.loader.image_size or native.size)
+    logger.info("posters at %d px (%s), mean %s, std %s (%s)", loader.image_size,
+                "loader.image_size" if cfg.loader.image_size else native.source,
+                tuple(image.pixel_mean), tuple(image.pixel_std),
+                native.source if image.pixel_mean == list(native.mean) else "model.image.pixel_mean")
     return dataclasses.replace(cfg, loader=loader, model=dataclasses.replace(cfg.model, image=image))

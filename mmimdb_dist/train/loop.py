@@ -129,7 +129,8 @@ class Trainer:
         from accelerate.utils import set_seed
 
         # Called on every rank after each dev evaluation's checkpoint is complete (Ray Tune
-        # reports through it); it receives the eval record plus `checkpoint` (its folder).
+        # reports through it); it receives the eval record plus `checkpoint` (its folder) and
+        # `last` (true for the final evaluation of the run).
         self.on_evaluation = on_evaluation
 
         self.cfg = cfg
@@ -386,7 +387,9 @@ class Trainer:
             if evaluate or step_checkpoint:
                 self._checkpoint()
             if eval_record is not None and self.on_evaluation is not None:
-                self.on_evaluation({**eval_record, "checkpoint": str(self.checkpoints_dir / checkpoint_name(state))})
+                # `last`: the final evaluation, after which only the test of the best checkpoint runs.
+                self.on_evaluation({**eval_record, "checkpoint": str(self.checkpoints_dir / checkpoint_name(state)),
+                                    "last": state.step >= self.total_steps})
             self._clock = time.perf_counter()
             if stop:
                 if not (evaluate or step_checkpoint):

@@ -28,7 +28,7 @@ from typing import Any
 from .space import build_trial_config, trial_overrides
 
 # Keys of the trainer's eval record that are not metrics.
-_NOT_METRICS = {"type", "split", "checkpoint"}
+_NOT_METRICS = {"type", "split", "checkpoint", "last"}
 RUN_NAME = "run"
 
 
@@ -84,13 +84,20 @@ def run_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
             # Started before and killed ahead of its first checkpoint: start again, cleanly.
             shutil.rmtree(run_dir)
 
-    reported = []
+    reported, final = [], []
 
     def report(record: dict[str, Any]) -> None:
-        tune.report(metrics_of(record), checkpoint=tune.Checkpoint.from_directory(record["checkpoint"]))
         reported.append(record)
+        if record.get("last"):
+            # Held until the test of the best checkpoint is written: the trial's max_t-th result
+            # makes ASHA stop it, and a stop that arrives mid-test would leave it without one.
+            final.append(record)
+            return
+        tune.report(metrics_of(record), checkpoint=tune.Checkpoint.from_directory(record["checkpoint"]))
 
     train(cfg, resume="auto", on_evaluation=report)
+    for record in final:
+        tune.report(metrics_of(record), checkpoint=tune.Checkpoint.from_directory(record["checkpoint"]))
     if not reported:
         # Resumed after its last evaluation (killed while testing): no new evaluation ran, but
         # Tune needs the metric in the trial's final result, so the last one is said again.
@@ -113,12 +120,19 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     cfg = from_dict(ExperimentConfig, loop_config["config"])
     rank = ray.train.get_context().get_world_rank()
 
-    def report(record: dict[str, Any]) -> None:
+    final = []
+
+    def report(record: dict[str, Any], hold_last: bool = True) -> None:
+        if record.get("last") and hold_last:  # after the test, as in the one-process trial
+            final.append(record)
+            return
         # Every rank reports (it is a barrier); rank 0 brings the checkpoint, on shared storage.
         checkpoint = ray.train.Checkpoint.from_directory(record["checkpoint"]) if rank == 0 else None
         ray.train.report(metrics_of(record), checkpoint=checkpoint)
 
     train(cfg, resume="auto", on_evaluation=report)
+    for record in final:
+        report(record, hold_last=False)
 
 
 def _run_distributed(cfg: Any, setup: dict[str, Any], run_root: Path) -> None:
