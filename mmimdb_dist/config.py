@@ -126,6 +126,14 @@ class ExperimentConfig:
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        # Runs are written to <output_dir>/<name>: a name must not lead out of output_dir.
+        parts = self.name.replace("\\", "/").split("/")
+        if (not self.name or self.name.startswith(("/", "~")) or "\x00" in self.name
+                or any(part in ("", ".", "..") for part in parts)):
+            raise ConfigError(f"name: {self.name!r}: expected a relative path inside output_dir "
+                              "(no leading / or ~, no empty, '.' or '..' parts)")
+
 
 def _positive(obj: Any, *names: str) -> None:
     section = _SECTION_NAMES.get(type(obj).__name__, type(obj).__name__)

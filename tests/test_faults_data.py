@@ -43,6 +43,7 @@ NUM_MOVIES = 240
 SEED = 11
 DEFECT_RATE = 0.1
 CLI = [sys.executable, "-m", "mmimdb_dist.cli"]
+REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -364,6 +365,74 @@ def test_bad_raw_movies_are_skipped_and_counted_by_the_shard_command(tmp_path, c
     assert main(shard_args(raw, tmp_path / "strict", 32, 4) + ["--strict"]) == 2
     (line,) = error_lines(capsys.readouterr().err)
     assert str(raw / "dataset" / "0000006.json") in line and "strict mode" in line
+
+
+def test_links_out_of_the_raw_folder_and_non_files_are_skipped_and_counted(tmp_path, capsys):
+    """A metadata file or poster that is a symbolic link out of the raw folder never reaches the
+    shards; a FIFO under a movie's name is refused before it is opened (reading it would block
+    forever); links inside the raw folder are followed; a JSON nested 100,000 deep is a bad JSON."""
+    from test_raw import write_movie
+
+    movies = {f"00000{i:02d}": {} for i in range(1, 7)}
+    raw = make_raw(tmp_path, movies, {"train": list(movies), "dev": [], "test": []})
+    dataset = raw / "dataset"
+    outside = tmp_path / "outside"
+    write_movie(outside, "0000099", plot=("SECRET PLOT OUTSIDE",))
+    (dataset / "0000001.json").unlink()
+    (dataset / "0000001.json").symlink_to(outside / "dataset" / "0000099.json")
+    (dataset / "0000002.jpeg").unlink()
+    (dataset / "0000002.jpeg").symlink_to(outside / "dataset" / "0000099.jpeg")
+    (dataset / "0000003.json").unlink()
+    os.mkfifo(dataset / "0000003.json")
+    (dataset / "0000004.json").write_text('{"plot": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    shared = raw / "shared.json"  # a link that stays inside the raw folder is fine
+    (dataset / "0000005.json").rename(shared)
+    (dataset / "0000005.json").symlink_to(shared)
+
+    out = tmp_path / "set"
+    assert main(shard_args(raw, out, 32, 4)) == 0
+    manifest = load_manifest(out)
+    assert manifest.skipped_counts == {"link_outside_raw_dir": 1, "bad_poster": 1,
+                                       "not_a_regular_file": 1, "bad_json": 1}
+    by_id = {m.id: m for m in manifest.skipped}
+    assert "outside the raw folder" in by_id["0000001"].detail
+    assert "outside the raw folder" in by_id["0000002"].detail and by_id["0000002"].reason == "bad_poster"
+    assert "nested too deeply" in by_id["0000004"].detail
+    assert sorted(shard_keys(out)["train"]) == ["0000005", "0000006"]
+    for shard in out.glob("*.tar"):
+        assert b"SECRET PLOT OUTSIDE" not in shard.read_bytes()
+
+    # Kept as plot-only (require_poster false), the linked poster is still never read.
+    plot_only = tmp_path / "plot-only"
+    assert main(shard_args(raw, plot_only, 32, 4) + ["--set", "shard.require_poster=false"]) == 0
+    assert "0000002" in shard_keys(plot_only)["train"]
+    poster_bytes = (outside / "dataset" / "0000099.jpeg").read_bytes()[-64:]
+    for shard in plot_only.glob("*.tar"):
+        assert poster_bytes not in shard.read_bytes()
+
+
+def test_names_from_a_url_or_a_config_stay_in_their_folder(archive, tmp_path, capsys):
+    """A URL whose path escapes with encoded ../ saves under its last name inside --to; one that
+    names '..' is refused; a run name that leaves output_dir is one error line."""
+    target = tmp_path / "a" / "b" / "to"
+    with ArchiveServer(archive) as server:
+        base = server.url.rsplit("/", 1)[0]
+        hostile = f"{base}/..%2F..%2F..%2Fescaped.tar.gz"
+        raw = fetch_mmimdb(target, url=hostile, sha256=hashlib.sha256(archive).hexdigest(),
+                           retries=0, progress=False)
+        assert (target / "escaped.tar.gz").read_bytes() == archive and raw.is_relative_to(target)
+        assert sorted(p.name for p in tmp_path.rglob("escaped*")) == ["escaped.tar.gz"]
+        assert main(["download", "--to", str(target), "--url", f"{base}/%2E%2E", "--sha256",
+                     hashlib.sha256(archive).hexdigest()]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "its path ends in '..', not a file name" in line
+    for name in ("/etc/cron.d", "../../x", "a/../../b"):
+        assert main(["train", "--config", str(REPO_CONFIGS / "synth_early_fusion.yaml"),
+                     "--set", f"name={name}", "--set", f"output_dir={tmp_path / 'runs'}"]) == 2
+        (line,) = error_lines(capsys.readouterr().err)
+        assert line.endswith(f"name: {name!r}: expected a relative path inside output_dir "
+                             "(no leading / or ~, no empty, '.' or '..' parts)")
+    assert not (tmp_path / "runs").exists()
 
 
 # --------------------------------------------------------------------------- damaged shard sets

@@ -108,9 +108,19 @@ def _check_sha256(sha256: str) -> str:
 
 
 def archive_name(url: str) -> str:
-    """The file name the URL's path ends with; the archive is saved under it."""
-    name = posixpath.basename(urllib.parse.urlsplit(url).path)
-    return urllib.parse.unquote(name) or "download"
+    """The file name the URL's path ends with; the archive is saved under it.
+
+    Unquoted before the last component is taken, so `..%2F..%2Fx` names `x`, never a path:
+    a name from a URL stays in the target folder. A path that names no file is refused.
+    """
+    path = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+    name = posixpath.basename(path.replace("\\", "/"))
+    if not name:  # the URL ends in a folder: a fixed name, still inside the target folder
+        return "download"
+    if name in (".", "..") or "\x00" in name:
+        raise DownloadError(f"--url {url}: its path ends in {name!r}, not a file name; expected a URL "
+                            "ending in the archive's name (e.g. .../mmimdb.tar.gz)")
+    return name
 
 
 @contextlib.contextmanager

@@ -49,6 +49,8 @@ BAD_GENRES = "bad_genres"
 NO_GENRE = "no_kept_genre"
 MISSING_POSTER = "missing_poster"
 BAD_POSTER = "bad_poster"
+LINK_OUTSIDE = "link_outside_raw_dir"
+NOT_REGULAR = "not_a_regular_file"
 
 
 # --------------------------------------------------------------------------- split
@@ -168,7 +170,36 @@ class SkipReport:
         return "skipped: " + ", ".join(f"{reason} {n}" for reason, n in sorted(self.counts.items()))
 
 
+def checked_file(movie_id: str, split: str, path: Path, missing: str, *, poster: bool = False) -> None:
+    """`path` is a regular file inside the raw folder, or MovieSkipped says why not.
+
+    A symbolic link may point anywhere inside the raw folder (`dataset/..`), never outside it:
+    its bytes would end up in the shards. A FIFO, device or folder under a movie's name is
+    refused before it is opened (reading a FIFO blocks forever). A poster's problems are
+    BAD_POSTER, so `shard.require_poster: false` keeps the movie as plot-only.
+    """
+    import stat
+
+    try:
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            target, root = path.resolve(), path.parent.parent.resolve()
+            if not target.is_relative_to(root):
+                raise MovieSkipped(movie_id, split, BAD_POSTER if poster else LINK_OUTSIDE, path,
+                                   f"a symbolic link to {target}, outside the raw folder {root}")
+            info = target.stat()
+    except FileNotFoundError:
+        raise MovieSkipped(movie_id, split, missing, path,
+                           "poster file missing" if poster else "metadata file missing") from None
+    except (OSError, RuntimeError) as exc:  # a link loop, a permission error
+        raise MovieSkipped(movie_id, split, BAD_POSTER if poster else BAD_JSON, path, f"cannot read: {exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise MovieSkipped(movie_id, split, BAD_POSTER if poster else NOT_REGULAR, path,
+                           "not a regular file (a FIFO, device or folder)")
+
+
 def _read_json(movie_id: str, split: str, path: Path) -> dict:
+    checked_file(movie_id, split, path, MISSING_JSON)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -183,6 +214,8 @@ def _read_json(movie_id: str, split: str, path: Path) -> dict:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise MovieSkipped(movie_id, split, BAD_JSON, path, f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MovieSkipped(movie_id, split, BAD_JSON, path, "JSON nested too deeply to read") from None
     if not isinstance(data, dict):
         raise MovieSkipped(movie_id, split, BAD_JSON, path,
                            f"expected a JSON object, got {type(data).__name__}")
@@ -252,10 +285,8 @@ def check_poster(movie_id: str, split: str, path: Path) -> None:
     """Cheap check (size and header only); `load_poster` does the full decode."""
     from PIL import Image, UnidentifiedImageError
 
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise MovieSkipped(movie_id, split, MISSING_POSTER, path, "poster file missing") from None
+    checked_file(movie_id, split, path, MISSING_POSTER, poster=True)
+    size = path.stat().st_size
     if size == 0:
         raise MovieSkipped(movie_id, split, BAD_POSTER, path, "poster file is empty (0 bytes)")
     try:
@@ -277,6 +308,7 @@ def load_poster(movie: Movie, min_short_side: int | None = None):
     """
     from PIL import Image, ImageOps
 
+    checked_file(movie.id, movie.split, movie.poster_path, MISSING_POSTER, poster=True)
     try:
         with Image.open(movie.poster_path) as image:
             if min_short_side:
