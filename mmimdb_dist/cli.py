@@ -42,7 +42,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     """All subcommands are listed; only the `selected` one's module is imported."""
     parser = argparse.ArgumentParser(prog="mmimdb-dist", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    parser.add_argument("--log-level", default="INFO", type=str.upper,
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+                        help="logging level (default: INFO)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -74,6 +75,11 @@ class ShardConfig:
             raise ConfigError(f"shard.workers: expected >= 0, got {self.workers}")
 
 
+# Longer than any MM-IMDb plot (the longest are a few thousand word pieces); the bound stops
+# a typo (512000) from padding every batch to a size that exhausts memory.
+MAX_TEXT_LENGTH = 16_384
+
+
 @dataclass
 class LoaderConfig:
     """Streaming loaders over the shards: shuffling, augmentation, tokenisation, batching."""
@@ -104,6 +110,10 @@ class LoaderConfig:
     def __post_init__(self) -> None:
         _positive(self, "batch_size", "eval_batch_size", "shuffle_buffer",
                   "max_text_length", "bucket_pool_batches")
+        if self.max_text_length > MAX_TEXT_LENGTH:
+            raise ConfigError(f"loader.max_text_length: {self.max_text_length} is more than {MAX_TEXT_LENGTH} "
+                              "tokens; plots are ~150 word pieces (7 % over 512), and every batch is padded "
+                              "to its longest plot")
         if self.image_size is not None and self.image_size <= 0:
             raise ConfigError(f"loader.image_size: expected a positive number or null, got {self.image_size}")
         if self.num_workers < 0:
@@ -127,6 +137,8 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        if not 0 <= self.seed < 2**32:  # numpy's and torch's seeding accept exactly this range
+            raise ConfigError(f"seed: expected an integer in [0, 2**32), got {self.seed}")
         # Runs are written to <output_dir>/<name>: a name must not lead out of output_dir.
         parts = self.name.replace("\\", "/").split("/")
         if (not self.name or self.name.startswith(("/", "~")) or "\x00" in self.name
@@ -200,7 +212,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 continue
             try:
                 return _coerce(arg, value, key)
-            except ConfigError:
+            except ConfigError as exc:
+                if "finite number" in str(exc):  # the right type, a value no branch accepts
+                    raise
                 continue
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_describe(value)}")
     if origin in (list, tuple, Sequence):
@@ -221,14 +235,19 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            number = float(value)
         # YAML 1.1 reads `3e-4` (no dot) as a string; accept what float() accepts.
-        if isinstance(value, str):
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):  # NaN passes every comparison in the range checks
+                raise ConfigError(f"{key}: expected a finite number, got {_describe(value)}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -280,7 +299,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {text!r}: value is not valid YAML: {exc}") from exc
+        raise ConfigError(f"--set {text!r}: value is not valid YAML: {' '.join(str(exc).split())}") from None
     return key.split("."), value
 
 
@@ -299,6 +318,25 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return data
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key written twice in one mapping (YAML keeps the last one
+    silently, so `lr: 0.1` ... `lr: 0.001` would train at whichever came second)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key; the base class reports it
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} written twice (lines {first} and "
+                    f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Safe YAML only: a `!!python/object` tag in a config is an error, never code execution."""
     path = Path(path)
@@ -306,10 +344,20 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path}: is a folder; expected a YAML file (e.g. configs/early_fusion.yaml)") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read ({exc.strerror or exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML (safe loader; Python tags are refused): {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise ConfigError(f"{path}: {where}not valid YAML (safe loader; Python tags are refused): "
+                          f"{' '.join(str(problem).split())}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -521,12 +521,47 @@ def test_manifest_that_is_not_json_is_named_by_load_and_verify(synth_raw, tmp_pa
     ("shard.workers=two", "shard.workers: expected int"),
     ("model.name=transformer_fusion", "model.name"),
     ("loss.name=hinge", "loss.name"),
+    ("seed=-1", "seed: expected an integer in [0, 2**32), got -1"),
+    ("train.seed=4294967296", "train.seed: expected an integer in [0, 2**32)"),
+    ("train.lr=.nan", "train.lr: expected a finite number, got nan"),
+    ("train.weight_decay=inf", "train.weight_decay: expected a finite number"),
+    ("train.max_grad_norm=.inf", "train.max_grad_norm: expected a finite number"),
+    ("loader.max_text_length=512000", "loader.max_text_length: 512000 is more than 16384 tokens"),
 ])
 def test_config_mistakes_are_one_line_naming_the_key(tmp_path, capsys, setting, named):
     assert main(["shard", "--raw", str(tmp_path), "--out", str(tmp_path / "s"), "--set", setting]) == 2
     (line,) = error_lines(capsys.readouterr().err)
     assert named in line
     assert not (tmp_path / "s").exists()
+
+
+def test_unreadable_configs_and_a_bad_log_level_are_one_line(tmp_path, capsys):
+    """A folder, a non-UTF-8 file and a key written twice: one line each, exit 2."""
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("train:\n  lr: 0.1\n  epochs: 3\n  lr: 0.001\n")
+    cases = [(tmp_path, f"config file {tmp_path}: is a folder; expected a YAML file"),
+             (latin, f"config file {latin}: not UTF-8 text"),
+             (twice, f"{twice}: line 4: not valid YAML (safe loader; Python tags are refused): key 'lr' "
+                     "written twice (lines 2 and 4); keep one")]
+    for config, expected in cases:
+        assert main(["train", "--config", str(config)]) == 2
+        (line,) = error_lines(capsys.readouterr().err)
+        assert expected in line, line
+    result = subprocess.run(CLI + ["--log-level", "LOUD", "train"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "argument --log-level: invalid choice: 'LOUD'" in result.stderr
+
+
+def test_split_json_with_a_key_besides_train_dev_test_is_refused(tmp_path):
+    from test_raw import write_split
+
+    root = tmp_path / "mmimdb"
+    write_split(root, {"train": ["0000001"], "dev": [], "test": [], "val": ["0000002"]})
+    with pytest.raises(DataError, match="split.json: unexpected key 'val' \\(expected exactly the keys train, "
+                                        "dev, test; move its ids into one of them\\)"):
+        read_split(root)
 
 
 def test_yaml_with_a_python_tag_is_refused_at_the_cli(tmp_path, capsys):

@@ -82,6 +82,10 @@ def read_split(raw_dir: str | Path) -> dict[str, list[str]]:
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object with keys train, dev, test; "
                         f"got {type(data).__name__}")
+    extra = sorted(str(key) for key in data if key not in SPLITS)
+    if extra:  # their ids would be dropped without a word
+        raise DataError(f"{path}: unexpected key {extra[0]!r} (expected exactly the keys {', '.join(SPLITS)}; "
+                        "move its ids into one of them)")
     split: dict[str, list[str]] = {}
     owner: dict[str, str] = {}
     for name in SPLITS:

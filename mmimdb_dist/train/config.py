@@ -78,6 +78,8 @@ class TrainConfig:
     dist_timeout_s: int = 600
 
     def __post_init__(self) -> None:
+        if self.seed is not None and not 0 <= self.seed < 2**32:
+            raise _error(f"train.seed: expected an integer in [0, 2**32) or null, got {self.seed}")
         for name in ("epochs", "grad_accum_steps", "keep_checkpoints", "log_every", "dist_timeout_s"):
             if getattr(self, name) <= 0:
                 raise _error(f"train.{name}: expected a positive integer, got {getattr(self, name)}")
