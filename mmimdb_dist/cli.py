@@ -64,7 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except MmimdbError as exc:
-        print(f"mmimdb-dist {args.command}: error: {exc}", file=sys.stderr)
+        # One line whatever the message quotes (a parser's multi-line report, a name from data).
+        message = " ".join(str(exc).split())
+        print(f"mmimdb-dist {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mmimdb-dist {args.command}: interrupted", file=sys.stderr)

@@ -293,3 +293,52 @@ def test_threshold_choice_tuned_half_or_a_number(run_dir, raw, test_predictions,
     for bad in ("0", "1.5", "half"):
         line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--plot", "a man", "--threshold", bad])
         assert "--threshold: expected 'tuned' or a number in (0, 1)" in line
+
+
+def test_output_and_device_mistakes_are_one_error_line(run_dir, raw, tmp_path, capsys):
+    """`--output` naming a folder, `--device cuda` on a machine without one, and a write that
+    fails (a size limit stands in for a full disk) are each one line, with nothing left behind."""
+    import subprocess
+    import sys
+
+    jsonl = tmp_path / "movies.jsonl"
+    jsonl.write_text(json.dumps({"id": "1", "plot": "a family moves to a haunted house"}) + "\n")
+    line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--input", str(jsonl),
+                                    "--output", str(tmp_path)])
+    assert line.endswith(f"--output {tmp_path}: is a folder; expected a file name (e.g. predictions.jsonl)")
+    import torch
+
+    if not torch.cuda.is_available():
+        line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--plot", "a heist", "--device", "cuda"])
+        assert line.endswith("--device cuda: no CUDA device is available here; use --device cpu (or auto)")
+    line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--plot", "a heist", "--device", "tpu9"])
+    assert "--device 'tpu9': not a torch device" in line
+
+    out = tmp_path / "limited.jsonl"
+    limited = ("import resource, signal, sys\n"
+               "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+               "resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))\n"
+               "from mmimdb_dist.cli import main\n"
+               "sys.exit(main(sys.argv[1:]))\n")
+    result = subprocess.run([sys.executable, "-c", limited, "predict", "--run", str(run_dir), "--input", str(jsonl),
+                             "--output", str(out), "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    errors = [x for x in result.stderr.splitlines() if "error:" in x]
+    assert len(errors) == 1 and f"{out}: cannot write the predictions (File too large)" in errors[0]
+    assert not out.exists() and not list(tmp_path.glob(".limited.jsonl*"))
+
+
+def test_jsonl_with_surrogates_or_deep_nesting_is_skipped_and_the_rest_written(run_dir, tmp_path, capsys):
+    jsonl = tmp_path / "movies.jsonl"
+    jsonl.write_text("\n".join([json.dumps({"id": "good", "plot": "a heist in Paris"}),
+                                '{"id": "bad\\ud800", "plot": "a lone surrogate in the id"}',
+                                '{"id": "plot", "plot": "x\\udfff"}',
+                                "[" * 100_000 + "]" * 100_000]) + "\n")
+    out = tmp_path / "out.jsonl"
+    line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--input", str(jsonl), "--output", str(out)])
+    assert f"{jsonl}:2: a string holds a lone UTF-16 surrogate escape" in line
+    assert main(["predict", "--run", str(run_dir), "--input", str(jsonl), "--output", str(out), "--skip-bad"]) == 0
+    records = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert len(records) == 4 and "genres" in records[0]
+    assert "lone UTF-16 surrogate" in records[1]["error"] and "lone UTF-16 surrogate" in records[2]["error"]
+    assert records[3]["error"].endswith(":4: JSON nested too deeply to read")

@@ -15,16 +15,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="store only pooled vectors (smaller; attention fusion needs the sequences)")
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                         help="storage type of the features (float16 halves the size)")
-    parser.add_argument("--device", help="torch device for the encoders (default: cuda if available)")
+    parser.add_argument("--device", default="auto",
+                        help="torch device for the encoders: auto (cuda if available, the default), cpu, cuda:N")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..data.cache_features import cache_features
 
+    from ..devices import resolve_device
+
+    device = resolve_device(args.device)
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path(f"{cfg.loader.shards_dir.rstrip('/')}-features-{cfg.name}")
-    features = cache_features(cfg, out, sequences=not args.pooled_only, dtype=args.dtype, device=args.device)
+    features = cache_features(cfg, out, sequences=not args.pooled_only, dtype=args.dtype, device=device)
     counts = ", ".join(f"{name} {info.num_samples}" for name, info in features.manifest.splits.items())
     spec = features.spec
     print(f"features of {cfg.model.text.kind} + {cfg.model.image.kind} written to {out}: {counts}; "

@@ -23,14 +23,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="shard set to evaluate on (default: the run's loader.shards_dir)")
     parser.add_argument("--attention-movies", type=int, default=4, metavar="N",
                         help="posters in the attention figure of attention fusion (default: 4; 0: none)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--device", default="auto",
+                        help="torch device: auto (cuda if available, the default), cpu, cuda:N")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..devices import resolve_device
     from ..metrics import format_summary
     from ..report.evaluation import evaluate_checkpoint
 
+    args.device = resolve_device(args.device)
     result = evaluate_checkpoint(args.run, args.checkpoint, args.split, args.out, args.shards, args.device,
                                  progress=not args.no_progress, attention_movies=args.attention_movies)
     print(f"{result.checkpoint} on {args.split}:")

@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: 0, all in this process)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="movies per forward pass (default: the run's loader.eval_batch_size)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--device", default="auto",
+                        help="torch device: auto (cuda if available, the default), cpu, cuda:N")
     parser.add_argument("--threshold", default="tuned", metavar="tuned|X",
                         help="decision rule: 'tuned' (default) applies the thresholds tuned on dev that "
                              "the checkpoint carries (0.5 where it has none); a number X in (0, 1) "
@@ -87,12 +88,17 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.inputs import MovieInput, read_folder, read_jsonl
     from ..inference.predictor import predict_movies, write_jsonl
 
+    from ..devices import resolve_device
+
+    args.device = resolve_device(args.device)
     threshold = parse_threshold(args.threshold)
     single = args.plot is not None or args.poster is not None
     if single == (args.input is not None):
         raise MmimdbError("give either --plot and/or --poster (one movie) or --input (batch mode)")
     if args.input is not None and args.output is None:
         raise MmimdbError("--input needs --output FILE.jsonl")
+    if args.output is not None and args.output.is_dir():
+        raise MmimdbError(f"--output {args.output}: is a folder; expected a file name (e.g. predictions.jsonl)")
     if args.poster is not None and not args.poster.exists():
         raise MmimdbError(f"{args.poster}: poster file missing")  # before a model is loaded
 

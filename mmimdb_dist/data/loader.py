@@ -152,15 +152,16 @@ def train_batches_per_rank(num_samples: int, world_size: int, batch_size: int,
 
 def parse_sample(raw: dict[str, Any], encoder: TokenEncoder, max_length: int) -> Sample:
     """Raw tar members -> Sample; raises DataError naming the shard, the key and the problem."""
-    key = raw.get("__key__", "?")
+    key = str(raw.get("__key__", "?"))
+    key = key if key.isprintable() else repr(key)  # a name from a tar can hold a newline
     where = f"{raw.get('__url__', '?')}: sample {key}"
     for member in ("txt", "json"):
         if member not in raw:
             raise DataError(f"{where}: missing member {key}.{member}")
     try:
         meta = json.loads(raw["json"])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{where}: {key}.json is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested too deeply
+        raise DataError(f"{where}: {key}.json is not valid JSON ({exc or 'nested too deeply'})") from None
     # A plot-only movie (sharded with `shard.require_poster: false`) says so in its JSON;
     # anywhere else a missing poster is a damaged sample.
     posterless = isinstance(meta, dict) and meta.get("poster") is False

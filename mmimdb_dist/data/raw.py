@@ -226,6 +226,36 @@ def _read_json(movie_id: str, split: str, path: Path) -> dict:
     return data
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_lone_surrogates(value: object) -> tuple[object, bool]:
+    """`value` with every lone UTF-16 surrogate in its strings replaced by U+FFFD, and whether
+    any was. JSON's `\\ud800` escapes decode to such code points, which no UTF-8 file (a shard's
+    .txt, a JSONL output) can hold; a surrogate pair decodes to one real character and stays."""
+    changed = False
+
+    def clean(text: str) -> str:
+        nonlocal changed
+        if _LONE_SURROGATE.search(text) is None:
+            return text
+        changed = True
+        return _LONE_SURROGATE.sub("\ufffd", text)
+
+    def walk(item: object, depth: int = 0) -> object:
+        if isinstance(item, str):
+            return clean(item)
+        if depth > 64:  # the fields read here are shallow; deeper values are left as they are
+            return item
+        if isinstance(item, list):
+            return [walk(v, depth + 1) for v in item]
+        if isinstance(item, dict):
+            return {clean(k) if isinstance(k, str) else k: walk(v, depth + 1) for k, v in item.items()}
+        return item
+
+    return walk(value), changed
+
+
 def _plots(movie_id: str, split: str, path: Path, data: dict,
            report: SkipReport | None) -> list[str]:
     if "plot" not in data:
@@ -326,11 +356,18 @@ def load_poster(movie: Movie, min_short_side: int | None = None):
 
 
 def to_rgb(image):
-    """RGB on a white background for images with transparency; plain conversion otherwise."""
+    """RGB on a white background for images with transparency; plain conversion otherwise.
+
+    High-bit-depth grayscale (16-bit "I;16*"/"I" PNGs and TIFFs, float "F") is rescaled to
+    8 bits first: PIL's own conversion clips it at 255, which turns a 16-bit poster white and
+    a [0, 1] float one black, without a word.
+    """
     from PIL import Image
 
     if image.mode == "RGB":
         return image
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = _to_8bit_gray(image)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
@@ -339,6 +376,25 @@ def to_rgb(image):
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return image.convert("RGB")
+
+
+def _to_8bit_gray(image):
+    """An "I;16*", "I" or "F" image as 8-bit "L": 16-bit ranges divided by 257, float images in
+    [0, 1] times 255, anything else (HDR floats, 32-bit integers) scaled by its own maximum."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(image, dtype=np.float64)
+    if not np.isfinite(pixels).all():
+        pixels = np.nan_to_num(pixels, nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(pixels.min(initial=0.0)), float(pixels.max(initial=0.0))
+    if image.mode == "F" and low >= 0.0 and high <= 1.0:
+        pixels = pixels * 255.0
+    elif high > 65535.0 or low < 0.0:
+        pixels = (pixels - min(low, 0.0)) / max(high - min(low, 0.0), 1e-12) * 255.0
+    elif high > 255.0 or image.mode.startswith("I;16"):
+        pixels = pixels / 257.0
+    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), mode="L")
 
 
 def read_movie(raw_dir: str | Path, movie_id: str, split: str, plot_policy: str = "longest",
@@ -350,7 +406,12 @@ def read_movie(raw_dir: str | Path, movie_id: str, split: str, plot_policy: str 
     """
     dataset = Path(raw_dir) / "dataset"
     json_path = dataset / f"{movie_id}.json"
-    data = _read_json(movie_id, split, json_path)
+    data, repaired = without_lone_surrogates(_read_json(movie_id, split, json_path))
+    if repaired:
+        if report is not None:
+            report.repaired["lone_surrogate_replaced"] += 1
+        log.warning("%s: a lone UTF-16 surrogate escape (\\ud800-\\udfff) in a string, replaced by U+FFFD",
+                    json_path)
     plots = _plots(movie_id, split, json_path, data, report)
     plot = choose_plot(plots, plot_policy)
     genres = _genres(movie_id, split, json_path, data, report)

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from ..data.raw import Movie, MovieSkipped, check_poster, choose_plot
+from ..data.raw import Movie, MovieSkipped, check_poster, choose_plot, without_lone_surrogates
 from ..errors import DataError
 
 
@@ -167,10 +167,12 @@ def read_folder(folder: str | Path, split: str | None = None) -> Iterator[MovieI
             data = json.loads(path.read_bytes().decode("utf-8"))
         except FileNotFoundError:
             movie.error = f"{path}: metadata file missing"
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            movie.error = f"{path}: not valid UTF-8 JSON ({exc}); the file is truncated or corrupt"
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            movie.error = f"{path}: not valid UTF-8 JSON ({exc or 'nested too deeply'}); the file is truncated or corrupt"
         else:
-            if isinstance(data, dict):
+            if without_lone_surrogates(data)[1]:
+                movie.error = f"{path}: a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), not text"
+            elif isinstance(data, dict):
                 movie.plot = data.get("plot")
             else:
                 movie.error = f"{path}: expected a JSON object, got {type(data).__name__}"
@@ -206,6 +208,12 @@ def _jsonl_movie(path: Path, number: int, line: str, seen: set[str], truncated: 
     except json.JSONDecodeError as exc:
         hint = " (the file looks truncated)" if truncated else ""
         movie.error = f"{where}: not valid JSON ({exc}){hint}"
+        return movie
+    except RecursionError:
+        movie.error = f"{where}: JSON nested too deeply to read"
+        return movie
+    if without_lone_surrogates(record)[1]:  # such an id or plot cannot be written as UTF-8
+        movie.error = f"{where}: a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), not text"
         return movie
     if not isinstance(record, dict):
         movie.error = f"{where}: expected a JSON object, got {type(record).__name__}"

@@ -159,9 +159,15 @@ def predict_movies(bundle: InferenceBundle, movies: Iterable[MovieInput], *, dev
 
 def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> int:
     """Write records as JSONL atomically (a reader sees no file or the complete one); returns the count."""
+    from ..errors import MmimdbError
+
     count = 0
-    with atomic_open(path, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            count += 1
+    try:
+        with atomic_open(path, "w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                count += 1
+    except OSError as exc:  # a full disk, a read-only folder, a missing parent
+        raise MmimdbError(f"{path}: cannot write the predictions ({exc.strerror or exc}); nothing was "
+                          "written there") from None
     return count
