@@ -313,3 +313,23 @@ def test_resume_path_that_is_not_a_checkpoint_is_one_line(base, tmp_path, capsys
     config, run_dir = copy_run(base, tmp_path)
     line = error_line(cli_in_process(capsys, "train", "--config", str(config), "--resume", str(run_dir)))
     assert str(run_dir) in line and "trainer_state.json" in line
+
+
+def test_an_rng_state_that_does_not_load_is_a_warning_not_a_silent_inexact_resume(base, tmp_path):
+    """Accelerate resumes without the RNG state when its file does not load (and says so only at
+    INFO): the resumed run then differs from an uninterrupted one, so the trainer warns."""
+    import json as json_module
+
+    config, run_dir = copy_run(base, tmp_path)
+    newest = checkpoints(run_dir)[-1]
+    rng_file = newest / "random_states_0.pkl"
+    rng_file.write_bytes(b"not a pickle of RNG states")
+    listing = json_module.loads((newest / "files.json").read_text())
+    del listing["random_states_0.pkl"]  # a file the listing does not vouch for (an older release's)
+    (newest / "files.json").write_text(json_module.dumps(listing))
+    result = run_train(config, "--resume", "auto")
+    warnings = [line for line in result.stderr.splitlines() if "RNG state cannot be loaded" in line]
+    assert len(warnings) == 1, result.stderr[-2000:]
+    assert warnings[0].startswith("WARNING") and str(rng_file) in warnings[0]
+    assert "will NOT repeat an uninterrupted one exactly" in warnings[0]
+    assert (run_dir / "final_metrics.json").is_file()

@@ -435,6 +435,112 @@ def test_names_from_a_url_or_a_config_stay_in_their_folder(archive, tmp_path, ca
     assert not (tmp_path / "runs").exists()
 
 
+def _held_lock(folder: Path, name: str = ".mmimdb-dist.lock"):
+    """Hold the lock a running command would hold on `folder` (this process stands in for it)."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / name, "a")
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return handle
+
+
+def test_shard_refuses_a_foreign_folder_a_file_and_a_folder_in_use(tmp_path, capsys):
+    """The user's files are never swept by `shard --out`; a second shard run into a folder that
+    one is writing fails at once; after a run the folder is a shard set, which a re-run replaces."""
+    raw = make_raw(tmp_path, {f"00000{i:02d}": {} for i in range(1, 7)})
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    (mine / "train-000000.tar").write_bytes(b"my own tar, not a shard")
+    assert main(shard_args(raw, mine, 32, 4)) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line.endswith(f"--out {mine}: holds files that are not a shard set (notes.txt); choose an empty or "
+                         "new folder (nothing there was changed)")
+    assert (mine / "notes.txt").read_text() == "keep me"
+    assert (mine / "train-000000.tar").read_bytes() == b"my own tar, not a shard"
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    assert main(shard_args(raw, a_file, 32, 4)) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line.endswith(f"--out {a_file}: is a file; expected a folder for a shard set")
+
+    busy = tmp_path / "busy"
+    holder = _held_lock(busy)
+    try:
+        assert main(shard_args(raw, busy, 32, 4)) == 2
+        (line,) = error_lines(capsys.readouterr().err)
+        assert f"--out {busy}: another mmimdb-dist shard is writing there" in line
+        assert sorted(p.name for p in busy.iterdir()) == [".mmimdb-dist.lock"]
+    finally:
+        holder.close()
+    assert main(shard_args(raw, busy, 32, 4)) == 0  # released: it runs
+    assert main(shard_args(raw, busy, 32, 4)) == 0  # and a shard set may be resharded in place
+    assert verify_shards(busy) == []
+
+
+def test_shard_onto_a_read_only_filesystem_is_one_line(tmp_path, capsys):
+    raw = make_raw(tmp_path, {"0000001": {}, "0000002": {}, "0000003": {}})
+    with small_tmpfs(tmp_path / "ro", "64k") as disk:
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        assert main(shard_args(raw, disk / "set", 32, 4)) == 2
+        (line,) = error_lines(capsys.readouterr().err)
+        assert f"--out {disk / 'set'}: cannot create the folder (Read-only file system)" in line
+        assert main(shard_args(raw, disk, 32, 4)) == 2
+        (line,) = error_lines(capsys.readouterr().err)
+        assert f"--out {disk}: not writable (read-only filesystem or permissions)" in line
+        subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+
+
+def test_empty_dev_split_warns_when_sharding_and_stops_training_before_its_first_step(tmp_path, capsys, caplog):
+    movies = {f"00000{i:02d}": {} for i in range(1, 9)}
+    raw = make_raw(tmp_path, movies, {"train": list(movies)[:6], "dev": [], "test": list(movies)[6:]})
+    out = tmp_path / "set"
+    with caplog.at_level("WARNING"):
+        assert main(shard_args(raw, out, 32, 4)) == 0
+    assert any("split 'dev' has no usable movie" in r.getMessage() for r in caplog.records)
+    runs = tmp_path / "runs"
+    assert main(["train", "--config", str(REPO_CONFIGS / "synth_cnn_image.yaml"), "--set", f"loader.shards_dir={out}",
+                 "--set", f"output_dir={runs}", "--set", "loader.num_workers=0"]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line.endswith(f"{out / MANIFEST_NAME}: the dev split holds no sample; a run trains on train, selects "
+                         "its checkpoint on dev and reports on test, so each needs movies")
+    assert not any(runs.rglob("checkpoints"))
+
+
+def test_train_and_cache_features_refuse_foreign_or_busy_folders(tmp_path, capsys):
+    movies = {f"00000{i:02d}": {} for i in range(1, 10)}
+    raw = make_raw(tmp_path, movies)
+    shards = tmp_path / "set"
+    assert main(shard_args(raw, shards, 32, 4)) == 0
+    config = ["--config", str(REPO_CONFIGS / "synth_cnn_image.yaml"), "--set", f"loader.shards_dir={shards}",
+              "--set", "loader.num_workers=0", "--set", f"output_dir={tmp_path / 'runs'}", "--set", "name=run"]
+    run_dir = tmp_path / "runs" / "run"
+    run_dir.mkdir(parents=True)
+    (run_dir / "thesis.tex").write_text("keep me")
+    assert main(["train", *config]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line.endswith(f"run folder {run_dir}: holds files that are not a run folder (thesis.tex); choose an "
+                         "empty or new folder (nothing there was changed)")
+    (run_dir / "thesis.tex").unlink()
+    holder = _held_lock(run_dir)
+    try:
+        assert main(["train", *config]) == 2
+        (line,) = error_lines(capsys.readouterr().err)
+        assert f"run folder {run_dir}: another mmimdb-dist train is writing there" in line
+    finally:
+        holder.close()
+
+    features = tmp_path / "features"
+    features.mkdir()
+    (features / "results.csv").write_text("keep me")
+    assert main(["cache-features", *config, "--out", str(features), "--device", "cpu"]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line.endswith(f"--out {features}: holds files that are not a features set (results.csv); choose an "
+                         "empty or new folder (nothing there was changed)")
+
+
 # --------------------------------------------------------------------------- damaged shard sets
 
 

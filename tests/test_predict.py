@@ -305,7 +305,13 @@ def test_output_and_device_mistakes_are_one_error_line(run_dir, raw, tmp_path, c
     jsonl.write_text(json.dumps({"id": "1", "plot": "a family moves to a haunted house"}) + "\n")
     line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--input", str(jsonl),
                                     "--output", str(tmp_path)])
-    assert line.endswith(f"--output {tmp_path}: is a folder; expected a file name (e.g. predictions.jsonl)")
+    assert line.endswith(f"--output {tmp_path}: is a folder; expected a file name for a predictions file (.jsonl)")
+    mine = tmp_path / "notes.jsonl"
+    mine.write_text("my own notes, not predictions\n")
+    line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--input", str(jsonl), "--output", str(mine)])
+    assert line.endswith(f"--output {mine}: exists and is not a predictions file (.jsonl); choose another name "
+                         "(it was not changed)")
+    assert mine.read_text() == "my own notes, not predictions\n"
     import torch
 
     if not torch.cuda.is_available():

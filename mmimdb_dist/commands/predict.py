@@ -82,9 +82,20 @@ def _print_table(record: dict, bundle) -> None:
     print(f"predicted: {', '.join(record['genres']) or '(none)'}")
 
 
+def is_predictions_file(path: Path) -> bool:
+    """An earlier `predict` output: empty, or JSONL whose first line is a record with an id."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            first = handle.readline()
+        return not first.strip() or isinstance(json.loads(first).get("id"), str)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import MmimdbError
     from ..inference.checkpoint import load_bundle, resolve_checkpoint
+    from ..outputs import check_output_file, exclusive_file
     from ..inference.inputs import MovieInput, read_folder, read_jsonl
     from ..inference.predictor import predict_movies, write_jsonl
 
@@ -97,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
         raise MmimdbError("give either --plot and/or --poster (one movie) or --input (batch mode)")
     if args.input is not None and args.output is None:
         raise MmimdbError("--input needs --output FILE.jsonl")
-    if args.output is not None and args.output.is_dir():
-        raise MmimdbError(f"--output {args.output}: is a folder; expected a file name (e.g. predictions.jsonl)")
+    if args.output is not None:
+        check_output_file(args.output, "--output", "a predictions file (.jsonl)", is_predictions_file)
     if args.poster is not None and not args.poster.exists():
         raise MmimdbError(f"{args.poster}: poster file missing")  # before a model is loaded
 
@@ -126,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
     records = predict_movies(bundle, movies, device=args.device, batch_size=args.batch_size,
                              skip_bad=args.skip_bad, workers=args.workers, progress=sys.stderr.isatty(),
                              total=len(movies))
-    count = write_jsonl(records, args.output)
+    with exclusive_file(args.output, "--output", "predict"):
+        count = write_jsonl(records, args.output)
     print(f"{count} movies predicted with {checkpoint} (thresholds {bundle.thresholds_source}) "
           f"-> {args.output}")
     return 0

@@ -115,14 +115,29 @@ def encode_batch(encoders: Encoders, samples: list[Any], image_size: int, device
 
 def cache_features(cfg: ExperimentConfig, out_dir: str | Path, *, sequences: bool = True,
                    dtype: str = "float32", device: str | None = None, progress: bool = True) -> FeatureSet:
-    """Write the features set of `cfg`'s encoders over `cfg.loader.shards_dir` into `out_dir`."""
-    from tqdm import tqdm
+    """Write the features set of `cfg`'s encoders over `cfg.loader.shards_dir` into `out_dir`
+    (new, empty or a features set, locked while it is written: mmimdb_dist/outputs.py)."""
+    from ..outputs import claim_output_dir
 
     manifest = load_manifest(cfg.loader.shards_dir)
     out = Path(out_dir)
     if out.resolve() == manifest.directory.resolve():
         raise ConfigError(f"--out {out}: is the shard folder itself; choose another folder")
-    out.mkdir(parents=True, exist_ok=True)
+    with claim_output_dir(out, "--out", "cache-features", "a features set", owns_features_file):
+        return _cache_into(cfg, manifest, out, sequences=sequences, dtype=dtype, device=device, progress=progress)
+
+
+def owns_features_file(name: str) -> bool:
+    """The names a features set's folder holds (what `cache-features --out` may replace)."""
+    from .shard import owns_shard_file
+
+    return owns_shard_file(name) or name in (ENCODERS_FILE, "vocabulary.json", "tokenizer")
+
+
+def _cache_into(cfg: ExperimentConfig, manifest: Manifest, out: Path, *, sequences: bool, dtype: str,
+                device: str | None, progress: bool) -> FeatureSet:
+    from tqdm import tqdm
+
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # incomplete until the new one is written
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     from ..models.preprocess import resolve_image_size

@@ -234,11 +234,30 @@ def settings_of(cfg: ExperimentConfig) -> dict[str, Any]:
             **({} if cfg.shard.require_poster else {"require_poster": False})}
 
 
+def owns_shard_file(name: str) -> bool:
+    """The names a shard set's folder holds (what `shard --out` may find there and replace)."""
+    return bool(SHARD_NAME.fullmatch(name) or TEMP_FILE.fullmatch(name)) or name in (MANIFEST_NAME, "config.yaml")
+
+
 def shard_dataset(cfg: ExperimentConfig) -> Manifest:
-    """Reshard `cfg.data.raw_dir` into `cfg.shard.out_dir`; returns the manifest written."""
+    """Reshard `cfg.data.raw_dir` into `cfg.shard.out_dir`; returns the manifest written.
+
+    The output folder must be new, empty or a shard set (anything else is refused untouched),
+    and is locked for the whole run (see mmimdb_dist/outputs.py)."""
+    from ..outputs import claim_output_dir
+
     out_dir = Path(cfg.shard.out_dir)
     read_split(cfg.data.raw_dir)  # fail on a bad split.json before touching the output folder
+    with claim_output_dir(out_dir, "--out", "shard", "a shard set", owns_shard_file):
+        return _shard_into(cfg, out_dir)
+
+
+def _shard_into(cfg: ExperimentConfig, out_dir: Path) -> Manifest:
     movies, report = _read_metadata(cfg)
+    for split in ("train", "dev"):
+        if not movies[split]:
+            log.warning("split %r has no usable movie: training needs train and dev samples "
+                        "(a run on this set will stop with an error before its first step)", split)
 
     tasks: list[ShardTask] = []
     for split in SPLITS:

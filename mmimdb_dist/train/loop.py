@@ -38,12 +38,13 @@ from ..atomic import atomic_write_text
 from ..config import ConfigError, ExperimentConfig, dump_config, save_config
 from ..data.loader import build_eval_loader, build_train_loader, to_device, train_batches_per_rank
 from ..data.sources import feature_spec, load_training_manifest
-from ..errors import MmimdbError
+from ..errors import DataError, MmimdbError
 from ..genres import GENRES
 from ..losses import build_loss
 from ..metrics import (compute_metrics, evaluation_report, tune_thresholds, write_metrics_json,
                        write_per_genre_csv)
 from ..models import build_model
+from ..outputs import check_output_dir, exclusive
 from .checkpoint import (STATE_FILE, CheckpointError, TrainerState, add_inference_files, check_fits,
                          checkpoint_name, clean_temp_folders, complete_checkpoints, prune, resolve_resume,
                          save_checkpoint)
@@ -145,9 +146,17 @@ class Trainer:
 
         # The shards, or a set of cached encoder features (`loader.features_dir`).
         self.manifest = load_training_manifest(cfg.loader)
+        for split in ("train", "dev", "test"):  # before a whole epoch is spent, not after
+            if self.manifest.split(split).num_samples == 0:
+                raise DataError(f"{self.manifest.path}: the {split} split holds no sample; a run trains on "
+                                "train, selects its checkpoint on dev and reports on test, so each needs movies")
         self.features = feature_spec(cfg.loader)
+        # The run folder is new, or a run's (resumed, restarted); anything else is refused on
+        # every rank alike, and the main rank holds its lock until the run ends (outputs.py).
+        self._folder_lock = contextlib.ExitStack()
+        check_output_dir(self.run_dir, "run folder", "a run folder", owns_run_file)
         if self.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._folder_lock.enter_context(exclusive(self.run_dir, "run folder", "train"))
         accelerator.wait_for_everyone()
         self.token_encoder, vocab_size = load_token_encoder(cfg, self.manifest, self.run_dir, accelerator)
 
@@ -227,6 +236,23 @@ class Trainer:
                 self.writer.flush()
         except OSError as exc:  # the event writer's thread reports its failure on the next call
             raise self._log_write_failed(self.run_dir / "tensorboard", exc) from None
+
+    def _check_rng_state(self, checkpoint: Path) -> None:
+        """Accelerate resumes without the RNG state when its file does not load, saying so only at
+        INFO; the data order, augmentation and dropout of the rest of the run then differ from an
+        uninterrupted one. Say it where it is seen."""
+        from accelerate.utils import load
+        from accelerate.utils.constants import RNG_STATE_NAME
+
+        path = checkpoint / f"{RNG_STATE_NAME}_{self.rank}.pkl"
+        try:
+            states = load(str(path), weights_only=False)
+            if "torch_manual_seed" not in states:
+                raise KeyError("torch_manual_seed")
+        except Exception as exc:  # a missing, truncated or foreign file
+            logger.warning("%s: rank %d's RNG state cannot be loaded (%s: %s); resuming without it, so this "
+                           "run will NOT repeat an uninterrupted one exactly", path, self.rank,
+                           type(exc).__name__, " ".join(str(exc).split())[:200])
 
     def _truncate_log(self, batches_seen: int) -> None:
         """On resume, drop log lines written after the checkpoint (they are about to be redone)."""
@@ -443,6 +469,7 @@ class Trainer:
             return
         state = TrainerState.read(checkpoint / STATE_FILE)
         check_fits(checkpoint, state, self.world_size, self.param_shapes)
+        self._check_rng_state(checkpoint)
         try:
             self.accelerator.load_state(str(checkpoint))
         except (RuntimeError, ValueError, KeyError) as exc:  # e.g. optimizer groups of another config
@@ -529,6 +556,15 @@ class LogWriteError(MmimdbError):
     """metrics.jsonl or the TensorBoard log could not be written (a full disk, a lost mount)."""
 
 
+# What a run folder holds: the trainer's files, `evaluate`'s reports, a Slurm job's records.
+RUN_FILES = frozenset({"checkpoints", "config.yaml", "evaluation", "final_metrics.json", "metrics.jsonl",
+                       "per_genre.csv", "tensorboard", "vocabulary.json", "slurm", "submissions.json"})
+
+
+def owns_run_file(name: str) -> bool:
+    return name in RUN_FILES or (name.startswith(".") and name.endswith(".tmp"))
+
+
 def train(cfg: ExperimentConfig, resume: str | None = None,
           on_evaluation: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run `cfg` to the end on this process (one of many under a launcher); always tears down."""
@@ -542,9 +578,13 @@ def train(cfg: ExperimentConfig, resume: str | None = None,
     accelerator = build_accelerator(cfg)
     if not accelerator.is_main_process:
         logging.getLogger("mmimdb_dist").setLevel(logging.WARNING)
+    trainer = None
     try:
-        return Trainer(cfg, accelerator, on_evaluation).fit(resume)
+        trainer = Trainer(cfg, accelerator, on_evaluation)
+        return trainer.fit(resume)
     finally:
+        if trainer is not None:
+            trainer._folder_lock.close()
         accelerator.end_training()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
