@@ -165,6 +165,31 @@ def test_parse_sample_on_any_members(raw: dict, meta: object) -> None:
     assert sample.input_ids and len(sample.labels) == len(GENRES)
 
 
+@SETTINGS
+@given(st.dictionaries(st.sampled_from(["json", "text.npy", "image.npy", "__key__"]),
+                       st.binary(max_size=120) | TEXT),
+       JSON_VALUES, st.sampled_from(["float32", "float16", "int64", "bool", "complex64"]),
+       st.lists(st.integers(0, 5), min_size=0, max_size=3))
+def test_features_sample_on_any_members(raw: dict, meta: object, dtype: str, shape: list[int]) -> None:
+    from mmimdb_dist.data.features import FeatureStream
+
+    raw = dict(raw)
+    if isinstance(raw.get("json"), str):  # a real JSON document instead of random bytes
+        raw["json"] = json.dumps(meta).encode("utf-8")
+    if isinstance(raw.get("text.npy"), str):  # a real .npy of any dtype and shape
+        buffer = io.BytesIO()
+        np.save(buffer, np.ones(shape, dtype=dtype))
+        raw["text.npy"] = buffer.getvalue()
+    try:
+        sample = FeatureStream._parse(None, raw)  # type: ignore[arg-type]
+    except DataError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert len(sample.labels) == len(GENRES)
+    for rows in (sample.text, sample.image):
+        assert rows is None or (rows.ndim == 2 and np.isfinite(rows).all())
+
+
 # --------------------------------------------------------------------------- predict inputs
 
 

@@ -140,10 +140,12 @@ def _array(raw: dict[str, Any], member: str, where: str) -> np.ndarray:
         raise DataError(f"{where}: missing member .{member}")
     try:
         array = np.load(io.BytesIO(raw[member]), allow_pickle=False)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EOFError, TypeError) as exc:  # what numpy raises for foreign bytes
         raise DataError(f"{where}: .{member} is not a .npy array ({exc})") from None
     if array.ndim != 2 or array.shape[0] < 1:
         raise DataError(f"{where}: .{member} has shape {array.shape}; expected rows x dim")
+    if array.dtype.kind != "f" or not np.isfinite(array).all():
+        raise DataError(f"{where}: .{member} holds {array.dtype} values, not finite floats")
     return array
 
 
@@ -151,13 +153,14 @@ class FeatureStream(ShardStream):
     """The shard stream's splitting, shuffling, bucketing and exact resume, over features."""
 
     def _parse(self, raw: dict[str, Any]) -> Sample:
-        key = raw.get("__key__", "?")
+        key = str(raw.get("__key__", "?"))
+        key = key if key.isprintable() else repr(key)
         where = f"{raw.get('__url__', '?')}: sample {key}"
         try:
             meta = json.loads(raw["json"])
             labels = meta["labels"]
-        except (KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DataError(f"{where}: bad or missing .json ({exc})") from None
+        except (KeyError, TypeError, IndexError, ValueError, RecursionError) as exc:  # ValueError: not UTF-8 / JSON
+            raise DataError(f"{where}: bad or missing .json ({exc or 'nested too deeply'})") from None
         if not isinstance(labels, list) or len(labels) != NUM_GENRES or any(v not in (0, 1) for v in labels):
             raise DataError(f"{where}: .json key 'labels': expected {NUM_GENRES} values 0/1")
         if TEXT_MEMBER not in raw and IMAGE_MEMBER not in raw:
