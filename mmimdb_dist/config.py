@@ -96,7 +96,11 @@ class LoaderConfig:
     # Poster side in pixels; null: the image encoder's native size (224 for the ResNets, the
     # image processor's or the weights' size for hf, clip and torchvision backbones).
     image_size: Optional[int] = None
+    # Train-time augmentation (off for evaluation and prediction): random resized crops and
+    # flips in the workers, and brightness/contrast/saturation jitter of this strength on the
+    # device (0: none), drawn per sample from (seed, epoch, id) so a resumed epoch is identical.
     augment: bool = True
+    color_jitter: float = 0.0
     # Word pieces kept per plot (BERT-style encoders stop at 512).
     max_text_length: int = 512
     # Group plots of similar length into a batch to cut padding (text cost ~ tokens).
@@ -114,6 +118,8 @@ class LoaderConfig:
             raise ConfigError(f"loader.max_text_length: {self.max_text_length} is more than {MAX_TEXT_LENGTH} "
                               "tokens; plots are ~150 word pieces (7 % over 512), and every batch is padded "
                               "to its longest plot")
+        if not 0.0 <= self.color_jitter < 1.0:
+            raise ConfigError(f"loader.color_jitter: expected a strength in [0, 1), got {self.color_jitter}")
         if self.image_size is not None and self.image_size <= 0:
             raise ConfigError(f"loader.image_size: expected a positive number or null, got {self.image_size}")
         if self.num_workers < 0:

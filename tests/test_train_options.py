@@ -32,9 +32,11 @@ def _train_losses(run_dir: Path) -> list[float]:
     return [r["loss"] for r in records if r["type"] == "train"]
 
 
-def _one_epoch(shards: Path, root: Path, name: str, **train) -> Path:
-    config = write_config(root / f"{name}.yaml", tiny_config(shards, root / "runs", name, epochs=1, **train))
-    run_train(config)
+def _one_epoch(shards: Path, root: Path, name: str, color_jitter: float = 0.0, **train) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    data = tiny_config(shards, root / "runs", name, epochs=1, **train)
+    data["loader"]["color_jitter"] = color_jitter
+    run_train(write_config(root / f"{name}.yaml", data))
     return root / "runs" / name
 
 
@@ -161,3 +163,14 @@ def test_on_evaluation_flags_only_the_final_evaluation(shards, tmp_path):
     assert steps == sorted(steps) and len(steps) >= 3
     assert [last for _, last in calls] == [False] * (len(calls) - 1) + [True]
     assert final["test"]["threshold_0.5"]["f1_macro"] >= 0
+
+
+def test_color_jitter_reaches_training_and_not_evaluation(plain_run, shards, tmp_path):
+    """Train losses change with loader.color_jitter (it reaches the model in training) and are the
+    same for the same seed; an independent, unjittered evaluation of the jittered run's checkpoint
+    reproduces its reported dev metrics exactly (evaluation is not jittered)."""
+    jittered = [_one_epoch(shards, tmp_path / name, name, color_jitter=0.4) for name in ("jitter", "again")]
+    losses = [_train_losses(run_dir) for run_dir in jittered]
+    assert losses[0] == losses[1]
+    assert losses[0] != _train_losses(plain_run)
+    _assert_reloads_with_reported_dev_metrics(jittered[0])

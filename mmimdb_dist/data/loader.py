@@ -449,14 +449,28 @@ class StreamingLoader:
     def __len__(self) -> int:
         return self.length
 
-    def __iter__(self) -> Iterator[dict]:
-        # The DataLoader draws its workers' base seed from the global generator; the streams
-        # seed themselves, so keep that draw from shifting the training process's RNG.
+    def start(self) -> Iterator[dict]:
+        """Start the workers now and return the batches, drawn on demand.
+
+        Called ahead of need (the trainer starts the next epoch's loader before its end-of-epoch
+        evaluation), the workers spin up and prefetch while the caller does other work, so the
+        first batch of the epoch is waiting instead of the accelerator waiting for it.
+        The DataLoader draws its workers' base seed from the global generator when its iterator
+        is created; the streams seed themselves from (seed, epoch, rank, worker), so that draw is
+        kept from shifting the training process's RNG (a resumed run creates its loaders at other
+        points than an uninterrupted one and must draw the same dropout masks).
+        """
         with torch.random.fork_rng(devices=[]):
             batches = iter(self.loader)
+        return self._counted(batches)
+
+    def _counted(self, batches: Iterator[dict]) -> Iterator[dict]:
         for batch in batches:
             self.skipped += batch["skipped"]
             yield batch
+
+    def __iter__(self) -> Iterator[dict]:
+        return self.start()
 
 
 # --------------------------------------------------------------------------- builders

@@ -32,18 +32,8 @@ class Predictions:
 
 
 def iterate(loader: StreamingLoader) -> Iterator[dict]:
-    """Batches of `loader` without touching the global torch RNG.
-
-    A multi-worker DataLoader draws its workers' base seed from the global generator when its
-    iterator is created; left alone, that shifts every later dropout mask, and a resumed run
-    (which creates its loader at a different point) would no longer match an uninterrupted
-    one. The loaders seed themselves from (seed, epoch, rank, worker), so that draw is moot.
-    """
-    with torch.random.fork_rng(devices=[]):
-        batches = iter(loader.loader)
-    for batch in batches:
-        loader.skipped += batch["skipped"]
-        yield batch
+    """Batches of `loader` without touching the global torch RNG (`StreamingLoader.start`)."""
+    return loader.start()
 
 
 @torch.no_grad()

@@ -36,7 +36,7 @@ import torch
 
 from ..atomic import atomic_write_text
 from ..config import ConfigError, ExperimentConfig, dump_config, save_config
-from ..data.loader import build_eval_loader, build_train_loader, to_device, train_batches_per_rank
+from ..data.loader import build_eval_loader, build_train_loader, derive_seed, to_device, train_batches_per_rank
 from ..data.sources import feature_spec, load_training_manifest
 from ..errors import DataError, MmimdbError
 from ..genres import GENRES
@@ -49,7 +49,7 @@ from .checkpoint import (STATE_FILE, CheckpointError, TrainerState, add_inferenc
                          checkpoint_name, clean_temp_folders, complete_checkpoints, prune, resolve_resume,
                          save_checkpoint)
 from .deepspeed_config import buffers_to_bf16, deepspeed_plugin, fill_deepspeed_config, mark_boundary
-from .evaluate import Predictions, iterate, predict
+from .evaluate import Predictions, predict
 from .optim import build_optimizer, build_scheduler
 from .signals import NonFiniteLossError, StopRequests, TrainingStopped
 from .tokens import load_token_encoder
@@ -199,6 +199,7 @@ class Trainer:
         self.state = TrainerState(world_size=self.world_size)
         self.stop_requests = StopRequests()
         self._non_finite: tuple[int, float] | None = None  # (batches seen, loss) of the first NaN/Inf
+        self._next_epoch: tuple[int, Any] | None = None  # (epoch, its started batches): see _start_epoch
         self.writer = None
         self._last_loss = float("nan")
         self._window: dict[str, float] = {"loss": 0.0, "batches": 0, "samples": 0, "start": time.perf_counter()}
@@ -338,7 +339,10 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def _train_batch(self, batch: dict, group_size: int, sync: bool) -> None:
-        batch = to_device(batch, self.accelerator.device, self.input_dtype)
+        loader_cfg = self.cfg.loader
+        jitter = loader_cfg.color_jitter if loader_cfg.augment else 0.0
+        batch = to_device(batch, self.accelerator.device, self.input_dtype, color_jitter=jitter,
+                          jitter_seed=derive_seed(self.seed, "color_jitter", self.state.epoch))
         if self.train_cfg.channels_last and "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].contiguous(memory_format=torch.channels_last)
         if self.deepspeed:
@@ -371,20 +375,38 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm
 
+    def _train_loader(self, epoch: int, start: int) -> Any:
+        return build_train_loader(self.cfg.loader, self.manifest, self.token_encoder, rank=self.rank,
+                                  world_size=self.world_size, epoch=epoch, seed=self.seed,
+                                  skip_batches=start, images=self.cfg.model.uses_image)
+
+    def _start_epoch(self, epoch: int) -> None:
+        """Start `epoch`'s loader now: with workers, the gap between the last batch of one epoch
+        and the first of the next (worker start-up, shard opening, the shuffle buffer filling)
+        then overlaps the end-of-epoch evaluation and checkpoint instead of idling the device.
+        Exactness is untouched: an epoch's stream depends on (seed, epoch, rank, worker) only."""
+        self._next_epoch = (epoch, self._train_loader(epoch, 0).start())
+
+    def _epoch_batches(self, epoch: int, start: int) -> Any:
+        prefetched, self._next_epoch = self._next_epoch, None
+        if prefetched is not None and prefetched[0] == epoch and start == 0:
+            return prefetched[1]
+        return self._train_loader(epoch, start).start()
+
     def _train_epoch(self, epoch: int, start: int, progress: bool) -> None:
         from tqdm import tqdm
 
         cfg, state, accum = self.train_cfg, self.state, self.train_cfg.grad_accum_steps
         num_batches = self.batches_per_epoch
-        loader = build_train_loader(self.cfg.loader, self.manifest, self.token_encoder, rank=self.rank,
-                                    world_size=self.world_size, epoch=epoch, seed=self.seed,
-                                    skip_batches=start, images=self.cfg.model.uses_image)
+        batches = self._epoch_batches(epoch, start)
         self.model.train()
         self._clock = time.perf_counter()  # train_seconds counts training, not evaluation or saving
         bar = tqdm(total=num_batches, initial=start, desc=f"epoch {epoch}", disable=not progress,
                    dynamic_ncols=True, leave=False)
         position = start
-        for batch in iterate(loader):
+        for batch in batches:
+            if position + 1 == num_batches and epoch + 1 < cfg.epochs:
+                self._start_epoch(epoch + 1)  # its workers prefetch during this epoch's evaluation
             group_start = position - position % accum
             group_size = min(accum, num_batches - group_start)
             sync = position + 1 == group_start + group_size
