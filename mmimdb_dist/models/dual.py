@@ -74,7 +74,7 @@ class DualTextEncoder(nn.Module):
         self.out_dim = int(self.projection.out_features) if self.projection is not None else hidden
         self.frozen: list[nn.Module] = []
         if cfg.freeze_layers:
-            self.frozen = freeze_tower(self.tower, cfg.freeze_layers, "model.text.freeze_layers")
+            self.frozen = freeze_vision_layers(self.tower, cfg.freeze_layers, "model.text.freeze_layers")
 
     def train(self, mode: bool = True) -> DualTextEncoder:
         super().train(mode)
@@ -104,12 +104,6 @@ class DualTextEncoder(nn.Module):
         return TextFeatures(tokens, real, masked_mean(tokens, real))
 
 
-def freeze_tower(tower: nn.Module, num_frozen: int, key: str) -> list[nn.Module]:
-    """A dual tower's embeddings and first blocks, frozen (the towers have no `config.num_hidden_layers`
-    on their own in every family, so the count comes from their config attribute)."""
-    return freeze_vision_layers(tower, num_frozen, key)
-
-
 class DualImageEncoder(ImageEncoderBase):
     """The vision tower of a dual encoder: projected pooled embedding + patch tokens."""
 
@@ -129,7 +123,7 @@ class DualImageEncoder(ImageEncoderBase):
         if cfg.freeze:
             self.freeze([self.tower] + ([self.projection] if self.projection is not None else []))
         elif cfg.freeze_layers:
-            self.freeze(freeze_tower(self.tower, cfg.freeze_layers, "model.image.freeze_layers"))
+            self.freeze(freeze_vision_layers(self.tower, cfg.freeze_layers, "model.image.freeze_layers"))
 
     def forward(self, pixel_values: torch.Tensor) -> ImageFeatures:
         kwargs = {}

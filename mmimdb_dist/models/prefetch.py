@@ -30,15 +30,9 @@ class Fetched:
     what: str  # "local folder", "downloaded to <path>", "cached"
 
 
-def _hub_files(name: str) -> list[str]:
-    from huggingface_hub import HfApi
-
-    return [f for f in HfApi().list_repo_files(name)]
-
-
 def fetch_hub_model(key: str, name: str) -> Fetched:
     """Snapshot of `name`'s loading files into the Hugging Face cache; a local name is left alone."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import HfApi, snapshot_download
 
     from ..data.text import resolve_pretrained
 
@@ -49,7 +43,7 @@ def fetch_hub_model(key: str, name: str) -> Fetched:
         raise PretrainedUnavailable(f"{key}: cannot fetch {name!r}: the hub is off (HF_HUB_OFFLINE); run "
                                     "prefetch on a machine with internet, without HF_HUB_OFFLINE")
     try:
-        files = _hub_files(source)
+        files = HfApi().list_repo_files(source)
         weights = ["*.safetensors"] if any(f.endswith(".safetensors") for f in files) else ["*.bin"]
         path = snapshot_download(source, allow_patterns=_ALWAYS + weights)
     except Exception as exc:  # huggingface_hub raises many types (HTTP, connection, not found)
