@@ -42,7 +42,7 @@ from ..genres import GENRES, NUM_GENRES
 from .manifest import (MANIFEST_NAME, SPLITS, Manifest, ShardInfo, SkippedMovie, SplitInfo,
                        load_manifest)
 from .raw import (BAD_POSTER, MISSING_POSTER, Movie, MovieSkipped, SkipReport, iter_movies, load_poster,
-                  read_split, resolve_raw_dir)
+                  read_movie, read_split, resolve_raw_dir)
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,10 @@ def spread(items: list[Any], parts: int) -> list[list[Any]]:
     return chunks
 
 
-def shuffled(movies: list[Movie], seed: int, split: str) -> list[Movie]:
-    """Sorted by id, then shuffled by a generator seeded with (seed, split): independent of
+def shuffled(ids: list[str], seed: int, split: str) -> list[str]:
+    """Sorted, then shuffled by a generator seeded with (seed, split): independent of
     split.json's order, and each split's order independent of the other splits."""
-    ordered = sorted(movies, key=lambda m: m.id)
+    ordered = sorted(ids)
     random.Random(f"mmimdb-dist:{seed}:{split}").shuffle(ordered)
     return ordered
 
@@ -85,9 +85,14 @@ def shuffled(movies: list[Movie], seed: int, split: str) -> list[Movie]:
 
 @dataclass(frozen=True)
 class ShardTask:
+    """One shard to write: the ids of its movies, which the worker reads again from the raw
+    folder (the parent keeps ids only, so its memory does not grow with plots and titles)."""
+
     split: str
     name: str
-    movies: list[Movie]
+    ids: list[str]
+    raw_dir: str
+    plot_policy: str
     out_dir: str
     poster_short_side: int
     jpeg_quality: int
@@ -150,8 +155,10 @@ def write_shard(task: ShardTask) -> ShardResult:
     written = 0
     posterless = 0
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for movie in task.movies:
+        for movie_id in task.ids:
             try:
+                movie = read_movie(task.raw_dir, movie_id, task.split, task.plot_policy,
+                                   require_poster=task.require_poster)
                 jpeg = encode_poster(movie, task.poster_short_side, task.jpeg_quality)
             except MovieSkipped as skip:
                 if not task.require_poster and skip.record.reason in (MISSING_POSTER, BAD_POSTER):
@@ -196,13 +203,16 @@ def _clean_stale_files(out_dir: Path, keep: set[str]) -> None:
             path.unlink()
 
 
-def _read_metadata(cfg: ExperimentConfig) -> tuple[dict[str, list[Movie]], SkipReport]:
+def _usable_ids(cfg: ExperimentConfig) -> tuple[dict[str, list[str]], SkipReport]:
+    """The ids of the movies that can become samples, per split, and what was skipped or
+    repaired. Only ids are kept (about 60 bytes a movie, where whole records were 2.2 KB):
+    the shard workers read each movie again when they write it."""
     report = SkipReport()
-    movies: dict[str, list[Movie]] = {split: [] for split in SPLITS}
+    ids: dict[str, list[str]] = {split: [] for split in SPLITS}
     for movie in iter_movies(cfg.data.raw_dir, SPLITS, cfg.data.plot_policy, cfg.data.strict,
                              report, progress=True, require_poster=cfg.shard.require_poster):
-        movies[movie.split].append(movie)
-    return movies, report
+        ids[movie.split].append(movie.id)
+    return ids, report
 
 
 def _run_tasks(tasks: list[ShardTask], workers: int, total: int) -> list[ShardResult]:
@@ -213,14 +223,14 @@ def _run_tasks(tasks: list[ShardTask], workers: int, total: int) -> list[ShardRe
         if workers <= 1:
             for task in tasks:
                 results.append(write_shard(task))
-                progress.update(len(task.movies))
+                progress.update(len(task.ids))
             return results
         with ProcessPoolExecutor(max_workers=workers) as pool:
             futures = {pool.submit(write_shard, task): task for task in tasks}
             try:
                 for future in as_completed(futures):
                     results.append(future.result())
-                    progress.update(len(futures[future].movies))
+                    progress.update(len(futures[future].ids))
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
@@ -253,18 +263,19 @@ def shard_dataset(cfg: ExperimentConfig) -> Manifest:
 
 
 def _shard_into(cfg: ExperimentConfig, out_dir: Path) -> Manifest:
-    movies, report = _read_metadata(cfg)
+    ids, report = _usable_ids(cfg)
+    root = resolve_raw_dir(cfg.data.raw_dir)
     for split in ("train", "dev"):
-        if not movies[split]:
+        if not ids[split]:
             log.warning("split %r has no usable movie: training needs train and dev samples "
                         "(a run on this set will stop with an error before its first step)", split)
 
     tasks: list[ShardTask] = []
     for split in SPLITS:
-        count = num_shards(len(movies[split]), cfg.shard.samples_per_shard, cfg.shard.min_shards)
-        chunks = spread(shuffled(movies[split], cfg.seed, split), count)
-        tasks += [ShardTask(split=split, name=shard_name(split, i), movies=chunk,
-                            out_dir=str(out_dir), poster_short_side=cfg.shard.poster_short_side,
+        count = num_shards(len(ids[split]), cfg.shard.samples_per_shard, cfg.shard.min_shards)
+        chunks = spread(shuffled(ids[split], cfg.seed, split), count)
+        tasks += [ShardTask(split=split, name=shard_name(split, i), ids=chunk, raw_dir=str(root),
+                            plot_policy=cfg.data.plot_policy, out_dir=str(out_dir), poster_short_side=cfg.shard.poster_short_side,
                             jpeg_quality=cfg.shard.jpeg_quality, strict=cfg.data.strict,
                             require_poster=cfg.shard.require_poster)
                   for i, chunk in enumerate(chunks)]
@@ -274,7 +285,7 @@ def _shard_into(cfg: ExperimentConfig, out_dir: Path) -> Manifest:
     _clean_stale_files(out_dir, keep={task.name for task in tasks})
 
     workers = cfg.shard.workers or os.cpu_count() or 1
-    total = sum(len(task.movies) for task in tasks)
+    total = sum(len(task.ids) for task in tasks)
     results = {r.info.name: r for r in _run_tasks(tasks, min(workers, len(tasks)), total)}
 
     splits: dict[str, SplitInfo] = {}
@@ -290,7 +301,6 @@ def _shard_into(cfg: ExperimentConfig, out_dir: Path) -> Manifest:
                 report.repaired["kept_without_poster"] += r.posterless
 
     split_order = {name: i for i, name in enumerate(SPLITS)}
-    root = resolve_raw_dir(cfg.data.raw_dir)
     skipped = sorted((_relative_to_raw(m, root) for m in report.movies),
                      key=lambda m: (split_order[m.split], m.id, m.reason))
     manifest = Manifest(directory=out_dir, genres=list(GENRES), settings=settings_of(cfg),
