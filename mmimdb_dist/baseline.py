@@ -136,13 +136,12 @@ def read_shard_split_texts(shard_paths: list[Path], split: str) -> TextSplit:
 
 def read_shard_texts(shards_dir: str | Path, progress: bool = True) -> dict[str, TextSplit]:
     """Texts of all three splits of a shard set, checked against its manifest's counts."""
-    from tqdm import tqdm
-
     from .data.manifest import load_manifest
+    from .progress import progress as progress_bar
 
     manifest = load_manifest(shards_dir)
     splits: dict[str, TextSplit] = {}
-    for split in tqdm(SPLITS, desc="reading shard texts", unit="split", disable=not progress):
+    for split in progress_bar(SPLITS, desc="reading shard texts", unit="split", disable=not progress):
         data = read_shard_split_texts(manifest.shard_paths(split), split)
         expected = manifest.split(split).num_samples
         if len(data) != expected:

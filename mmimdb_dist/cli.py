@@ -45,6 +45,9 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", type=str.upper,
                         choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
                         help="logging level (default: INFO)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars or progress lines (bars are drawn only when stderr is a "
+                             "terminal; elsewhere progress is a plain log line every 30 s)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
@@ -61,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(selected)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if args.no_progress:
+        from .progress import disable_progress
+
+        disable_progress()
     try:
         return int(args._run(args) or 0)
     except MmimdbError as exc:

@@ -14,6 +14,7 @@ import logging
 import time
 
 from ..cli import add_config_arguments
+from ..progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,6 @@ def _word_vocabulary(manifest):
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from ..config import ConfigError, load_config
     from ..data.loader import build_eval_loader, build_train_loader
     from ..data.manifest import load_manifest
@@ -75,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     samples = padded = real = 0
     batches = 0
     start = time.perf_counter()
-    for batch in tqdm(loader, total=wanted, desc=f"inspect {args.split}", unit="batch", leave=False):
+    for batch in progress(loader, total=wanted, desc=f"inspect {args.split}", unit="batch"):
         first = first or batch
         batches += 1
         samples += len(batch["ids"])

@@ -136,7 +136,7 @@ def owns_features_file(name: str) -> bool:
 
 def _cache_into(cfg: ExperimentConfig, manifest: Manifest, out: Path, *, sequences: bool, dtype: str,
                 device: str | None, progress: bool) -> FeatureSet:
-    from tqdm import tqdm
+    from ..progress import progress as progress_bar
 
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # incomplete until the new one is written
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -153,7 +153,7 @@ def _cache_into(cfg: ExperimentConfig, manifest: Manifest, out: Path, *, sequenc
     splits: dict[str, dict[str, Any]] = {}
     skipped_total = 0
     total = sum(manifest.split(s).num_samples for s in SPLITS)
-    bar = tqdm(total=total, desc="cache-features", unit="movie", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=total, desc="cache-features", unit="movie", disable=not progress)
     for split in SPLITS:
         shards, counts, written = [], [0] * NUM_GENRES, 0
         for shard in manifest.split(split).shards:

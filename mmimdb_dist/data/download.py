@@ -250,7 +250,7 @@ def download(url: str, directory: str | os.PathLike, sha256: str, *, retries: in
     attempt brought new bytes, so a long transfer over a flaky link still finishes.
     Waits between attempts double from `backoff` seconds (at most a minute).
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress as progress_bar
 
     expected = _check_sha256(sha256)
     folder = Path(directory)
@@ -269,8 +269,8 @@ def download(url: str, directory: str | os.PathLike, sha256: str, *, retries: in
 
     part = _PartialFile.open_existing(folder / f"{name}.part")
     failures = 0
-    with tqdm(total=None, initial=part.size, unit="B", unit_scale=True, unit_divisor=1024,
-              desc=name, dynamic_ncols=True, disable=not progress) as bar:
+    with progress_bar(total=None, initial=part.size, unit="B", unit_scale=True, unit_divisor=1024,
+              desc=name, disable=not progress) as bar:
         while True:
             size_before = part.size
             try:
@@ -411,7 +411,7 @@ def extract(archive: str | os.PathLike, destination: str | os.PathLike, *, diges
     extracts again over the partial files. `required_member` names a file the archive must
     hold (checked before extracting, so a wrong archive writes nothing).
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress as progress_bar
 
     archive = Path(archive)
     destination = Path(destination)
@@ -424,7 +424,7 @@ def extract(archive: str | os.PathLike, destination: str | os.PathLike, *, diges
     destination.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(archive, "r:*") as tar:
-            members = [m for m in tqdm(tar, desc=f"checking {archive.name}", unit=" members",
+            members = [m for m in progress_bar(tar, desc=f"checking {archive.name}", unit=" members",
                                        disable=not progress)]
             check_members(archive, members)
             if required_member and required_member not in {posixpath.normpath(m.name) for m in members}:
@@ -435,7 +435,7 @@ def extract(archive: str | os.PathLike, destination: str | os.PathLike, *, diges
             if not safety:
                 logger.warning("this Python's tarfile has no extraction filters (3.10.12+/3.11.4+ have); "
                                "relying on the member checks alone")
-            tar.extractall(destination, members=tqdm(members, desc=f"extracting {archive.name}",
+            tar.extractall(destination, members=progress_bar(members, desc=f"extracting {archive.name}",
                                                       unit=" members", disable=not progress), **safety)
     except (tarfile.TarError, EOFError, OSError) as exc:
         if isinstance(exc, getattr(tarfile, "FilterError", ())):

@@ -449,9 +449,9 @@ def iter_movies(raw_dir: str | Path, splits: Iterable[str] = SPLITS, plot_policy
             raise DataError(f"unknown split {name!r}: expected one of {', '.join(SPLITS)}")
     pairs = [(movie_id, name) for name in splits for movie_id in split_ids[name]]
     if progress:
-        from tqdm import tqdm
+        from ..progress import progress as progress_bar
 
-        pairs = tqdm(pairs, desc="reading metadata", unit="movie")
+        pairs = progress_bar(pairs, desc="reading metadata", unit="movie")
     for movie_id, name in pairs:
         try:
             yield read_movie(root, movie_id, name, plot_policy, report, require_poster)

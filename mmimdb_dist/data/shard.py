@@ -216,10 +216,10 @@ def _usable_ids(cfg: ExperimentConfig) -> tuple[dict[str, list[str]], SkipReport
 
 
 def _run_tasks(tasks: list[ShardTask], workers: int, total: int) -> list[ShardResult]:
-    from tqdm import tqdm
+    from ..progress import progress as progress_bar
 
     results: list[ShardResult] = []
-    with tqdm(total=total, desc="encoding posters", unit="poster") as progress:
+    with progress_bar(total=total, desc="encoding posters", unit="poster") as progress:
         if workers <= 1:
             for task in tasks:
                 results.append(write_shard(task))

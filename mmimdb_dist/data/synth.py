@@ -53,11 +53,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
-from tqdm import tqdm
 
 from ..atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..errors import DataError
 from ..genres import DROPPED_GENRES, GENRES
+from ..progress import progress as progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -595,7 +595,7 @@ def write_movie(task: MovieTask) -> None:
 
 
 def _write_movies(tasks: list[MovieTask], workers: int) -> None:
-    progress = tqdm(total=len(tasks), desc="synthetic movies", unit="movie")
+    progress = progress_bar(total=len(tasks), desc="synthetic movies", unit="movie")
     if workers <= 1:
         for task in tasks:
             write_movie(task)

@@ -114,7 +114,7 @@ def predict_movies(bundle: InferenceBundle, movies: Iterable[MovieInput], *, dev
     """Result records in input order; a bad movie raises InputError, or with `skip_bad`
     becomes an `{"id", "error"}` record (and a warning) while the others go on.
     `workers` > 0 prepares posters in worker processes (the same bytes either way)."""
-    from tqdm import tqdm
+    from ..progress import progress as progress_bar
 
     batch_size = batch_size or bundle.cfg.loader.eval_batch_size
     warned = False
@@ -134,7 +134,7 @@ def predict_movies(bundle: InferenceBundle, movies: Iterable[MovieInput], *, dev
             next_index += 1
 
     movies = list(movies)
-    bar = tqdm(total=total, desc="predict", unit="movie", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=total, desc="predict", unit="movie", disable=not progress)
     with _prepared(Preparer.from_bundle(bundle), movies, workers) as results:
         for index, (movie, (prepared, error)) in enumerate(zip(movies, results)):
             if error is not None:

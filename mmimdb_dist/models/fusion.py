@@ -74,6 +74,12 @@ def _presence(batch: Batch, flag: str, data_key: str, size: int, device: torch.d
 class MultimodalClassifier(nn.Module):
     """Encoders plus missing-modality handling; subclasses implement `head`."""
 
+    # Whether a training step can leave a trainable parameter without a gradient, which makes
+    # DDP search the graph for them after every backward (`train.find_unused_parameters: null`
+    # reads this). None of the built-in models can (tests/test_models.py and test_encoders.py
+    # check every family); a subclass that routes batches through optional parts says True.
+    leaves_parameters_unused = False
+
     def __init__(self, cfg: ModelConfig, text_encoder: nn.Module | None,
                  image_encoder: nn.Module | None) -> None:
         super().__init__()

@@ -31,7 +31,7 @@ from ..errors import DataError
 from ..genres import GENRES
 from ..inference.checkpoint import InferenceBundle, load_bundle, resolve_checkpoint
 from ..metrics import evaluation_report, tune_thresholds, write_metrics_json, write_per_genre_csv
-from ..train.evaluate import Predictions, iterate, merge, predict_local
+from ..train.evaluate import Predictions, merge, predict_local
 from . import figures
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def attention_sample(bundle: InferenceBundle, manifest, split: str, count: int, 
                                images=bundle.cfg.model.uses_image)
     grid = bundle.cfg.model.image.patch_grid
     posters, maps, captions = [], [], []
-    for batch in iterate(loader):
+    for batch in loader.start():
         outputs = bundle.model(to_device(batch, device))
         attention = outputs.get("attention")
         if attention is None or attention.shape[-1] != grid * grid:
@@ -96,6 +96,24 @@ def attention_sample(bundle: InferenceBundle, manifest, split: str, count: int, 
     if not posters:
         return None
     return np.stack(posters), np.stack(maps), captions
+
+
+def write_figures(out: Path, labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray,
+                  report: dict[str, Any], metrics_log: Path | None, label: str, training_title: str) -> list[Path]:
+    """The figures of one evaluated split into `out` (`evaluate` and the trainer's final
+    evaluation write the same set): training curves (when the run's log is there), F1 per
+    genre, precision-recall per genre, genre co-occurrence."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if metrics_log is not None and metrics_log.is_file():
+        written.append(figures.training_curves(figures.read_metrics_log(metrics_log), out / "training_curves.png",
+                                               training_title))
+    written.append(figures.per_genre_f1(report, out / "per_genre_f1.png", f"F1 per genre: {label}"))
+    written.append(figures.pr_curves(labels, probs, thresholds, out / "pr_curves.png"))
+    predicted = (probs >= thresholds).astype(np.int64)
+    written.append(figures.cooccurrence(labels, predicted, out / "cooccurrence.png",
+                                        title=f"genre co-occurrence: {label}"))
+    return written
 
 
 def evaluate_checkpoint(run_dir: str | Path | None, checkpoint: str = "best", split: str = "test",
@@ -135,16 +153,9 @@ def evaluate_checkpoint(run_dir: str | Path | None, checkpoint: str = "best", sp
     write_per_genre_csv(out / "per_genre.csv", {split: report})
 
     label = f"{run.name if run else folder.name} / {name} / {split}"
-    written = []
-    log = run / "metrics.jsonl" if run is not None else None
-    if log is not None and log.is_file():
-        written.append(figures.training_curves(figures.read_metrics_log(log), out / "training_curves.png",
-                                               f"training of {run.name}"))
-    written.append(figures.per_genre_f1(report, out / "per_genre_f1.png", f"F1 per genre: {label}"))
-    written.append(figures.pr_curves(evaluated.labels, evaluated.probs, thresholds, out / "pr_curves.png"))
-    predicted = (evaluated.probs >= thresholds).astype(np.int64)
-    written.append(figures.cooccurrence(evaluated.labels, predicted, out / "cooccurrence.png",
-                                        title=f"genre co-occurrence: {label}"))
+    written = write_figures(out, evaluated.labels, evaluated.probs, thresholds, report,
+                            run / "metrics.jsonl" if run is not None else None, label,
+                            f"training of {run.name}" if run is not None else "")
     # Cached features hold no posters to draw the attention over.
     if attention_movies > 0 and bundle.cfg.model.name == "attention_fusion" and not features_dir:
         sample = attention_sample(bundle, manifest, split, attention_movies, thresholds, device)

@@ -4,13 +4,14 @@ matplotlib's object API on a bare `Figure` (no pyplot): it renders with the Agg 
 needs no display, keeps no global figure registry, and so works in headless jobs and in
 worker processes alike. Each figure is rendered to memory and written atomically.
 
-* `training_curves`: train loss, dev metrics per evaluation (the best one marked) and
-  the learning rate of each parameter group, from a run's `metrics.jsonl`.
+* `training_curves`: train and dev loss, dev metrics per evaluation (the best one marked)
+  and the learning rate of each distinct schedule, from a run's `metrics.jsonl`.
 * `per_genre_f1`: F1 per genre at threshold 0.5 and at the tuned thresholds, with support.
 * `pr_curves`: one precision-recall curve per genre, with average precision and the
   operating points of both protocols.
 * `cooccurrence`: how often each pair of genres appears together in the true labels and
-  in the predictions, and the difference (pairs the model over- or under-predicts).
+  in the predictions (each on its own colour scale), and the difference (pairs the model
+  over- or under-predicts).
 * `attention_maps`: for attention fusion, where the plot's words look on the poster: the
   text-to-poster attention averaged over heads and over the plot's real tokens, over
   the patch grid, laid over the poster.
@@ -69,8 +70,13 @@ def training_curves(records: Sequence[dict[str, Any]], path: str | Path, title: 
     fig = _figure(13, 3.8, left=0.05, right=0.99, bottom=0.13, top=0.86, wspace=0.22)
     loss_ax, dev_ax, lr_ax = fig.subplots(1, 3)
     if train:
-        loss_ax.plot([r["step"] for r in train], [r["loss"] for r in train], color="tab:blue", lw=1.2)
-    loss_ax.set(title="train loss", xlabel="optimizer step", ylabel="loss")
+        loss_ax.plot([r["step"] for r in train], [r["loss"] for r in train], color="tab:blue", lw=1.2,
+                     label="train")
+    dev_loss = [(r["step"], r["loss"]) for r in evals if r.get("loss") is not None]
+    if dev_loss:
+        loss_ax.plot(*zip(*dev_loss), color="tab:red", marker="o", ms=3, lw=1.2, label="dev (fused head)")
+        loss_ax.legend(fontsize=7)
+    loss_ax.set(title="loss", xlabel="optimizer step", ylabel="loss")
     curves = (("f1_macro", "macro-F1 @0.5", "tab:red"), ("f1_micro", "micro-F1 @0.5", "tab:orange"),
               ("mean_average_precision", "mAP", "tab:green"), ("roc_auc_macro", "ROC-AUC", "tab:purple"))
     for key, label, color in curves:
@@ -83,10 +89,9 @@ def training_curves(records: Sequence[dict[str, Any]], path: str | Path, title: 
     dev_ax.set(title="dev metrics", xlabel="optimizer step", ylim=(0, 1))
     if evals:
         dev_ax.legend(fontsize=7, loc="lower right")
-    groups = sorted({name for r in train for name in (r.get("lr") or {})})
-    for name in groups:
-        points = [(r["step"], r["lr"][name]) for r in train if name in (r.get("lr") or {})]
-        lr_ax.plot(*zip(*points), lw=1.2, label=name)
+    groups = learning_rate_curves(train)
+    for names, points in groups.items():
+        lr_ax.plot(*zip(*points), lw=1.2, label=", ".join(names))
     lr_ax.set(title="learning rate", xlabel="optimizer step")
     if groups:
         lr_ax.legend(fontsize=7)
@@ -95,6 +100,18 @@ def training_curves(records: Sequence[dict[str, Any]], path: str | Path, title: 
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def learning_rate_curves(train: Sequence[dict[str, Any]]) -> dict[tuple[str, ...], list[tuple[int, float]]]:
+    """One curve per distinct schedule: parameter groups that share every learning rate (the
+    decayed and undecayed halves of one rate) are one line named after all of them, not
+    several lines drawn on top of each other."""
+    names = sorted({name for r in train for name in (r.get("lr") or {})})
+    curves: dict[tuple[tuple[int, float], ...], list[str]] = {}
+    for name in names:
+        points = tuple((r["step"], r["lr"][name]) for r in train if name in (r.get("lr") or {}))
+        curves.setdefault(points, []).append(name)
+    return {tuple(group): list(points) for points, group in curves.items()}
 
 
 def per_genre_f1(report: dict[str, Any], path: str | Path, title: str = "") -> Path:
@@ -158,29 +175,39 @@ def pr_curves(y_true: np.ndarray, y_prob: np.ndarray, thresholds: Sequence[float
 
 def cooccurrence(y_true: np.ndarray, y_pred: np.ndarray, path: str | Path, genres: Sequence[str] = GENRES,
                  title: str = "") -> Path:
-    """Genre pair counts in the labels and in the predictions, and predicted minus true."""
+    """Genre pair counts in the labels and in the predictions, and predicted minus true.
+
+    Each count panel has its own colour scale, set by its largest pair count (off the
+    diagonal): a model that over-predicts (every movie a Drama) would otherwise squash the
+    true labels into one colour, and the diagonal (movies per genre, the per-genre figure's
+    subject) would squash the pairs. The diagonal saturates; its counts are in the tick labels."""
     from matplotlib.colors import PowerNorm, TwoSlopeNorm
 
     true_counts = y_true.T.astype(np.int64) @ y_true.astype(np.int64)
     pred_counts = y_pred.T.astype(np.int64) @ y_pred.astype(np.int64)
     difference = pred_counts - true_counts
-    fig = _figure(19, 6.6, left=0.06, right=0.99, bottom=0.2, top=0.9, wspace=0.35)
+    fig = _figure(19, 6.6, left=0.07, right=0.99, bottom=0.22, top=0.9, wspace=0.38)
     axes = fig.subplots(1, 3)
-    top = max(int(true_counts.max()), int(pred_counts.max()), 1)
-    norm = PowerNorm(gamma=0.5, vmin=0, vmax=top)
     span = max(int(np.abs(difference).max()), 1)
-    panels = ((true_counts, "true labels", "viridis", norm),
-              (pred_counts, "predicted (tuned thresholds)", "viridis", norm),
+    panels = ((true_counts, "true labels", "viridis", PowerNorm(gamma=0.5, vmin=0, vmax=pair_scale(true_counts))),
+              (pred_counts, "predicted (tuned thresholds)", "viridis",
+               PowerNorm(gamma=0.5, vmin=0, vmax=pair_scale(pred_counts))),
               (difference, "predicted - true", "RdBu_r", TwoSlopeNorm(vcenter=0, vmin=-span, vmax=span)))
     ticks = np.arange(len(genres))
     for ax, (counts, label, cmap, panel_norm) in zip(axes, panels):
         image = ax.imshow(counts, cmap=cmap, norm=panel_norm)
         ax.set_xticks(ticks, genres, rotation=90, fontsize=7)
-        ax.set_yticks(ticks, genres, fontsize=7)
+        ax.set_yticks(ticks, [f"{genre} ({counts[i, i]})" for i, genre in enumerate(genres)], fontsize=7)
         ax.set_title(label)
         fig.colorbar(image, ax=ax, shrink=0.75, label="movies")
     fig.suptitle(title or "genre co-occurrence (diagonal: movies per genre)")
     return _save(fig, path)
+
+
+def pair_scale(counts: np.ndarray) -> int:
+    """The colour scale's top for a co-occurrence panel: its largest off-diagonal count."""
+    off_diagonal = counts[~np.eye(len(counts), dtype=bool)]
+    return max(int(off_diagonal.max()) if off_diagonal.size else 0, 1)
 
 
 def attention_maps(posters: np.ndarray, weights: np.ndarray, captions: Sequence[str], path: str | Path,

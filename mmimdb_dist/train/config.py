@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Optional, Union
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union
 
 SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant")
 # Dev metrics that can pick the best checkpoint; "_tuned" ones use thresholds tuned on dev itself.
 SELECT_METRICS: tuple[str, ...] = ("mean_average_precision", "roc_auc_macro", "f1_macro", "f1_micro",
                                    "f1_macro_tuned", "f1_micro_tuned")
+PRECISIONS: tuple[str, ...] = ("auto", "no", "bf16", "fp16")
+# Experiment trackers Accelerate knows by name (`log_with`); each but tensorboard is an extra
+# (pip install mlflow-skinny / wandb / aim / ...).
+TRACKERS: tuple[str, ...] = ("tensorboard", "mlflow", "wandb", "aim", "comet_ml", "clearml", "dvclive",
+                             "swanlab", "trackio")
 
 
 def _error(message: str) -> Exception:
@@ -38,10 +43,11 @@ class TrainConfig:
     grad_accum_steps: int = 1
     # Gradient norm clipping; null turns it off.
     max_grad_norm: Optional[float] = 1.0
-    # bf16 autocast also runs on CPU (slower there than fp32 on most CPUs, but the same code path).
-    # null: whatever the launcher says (`accelerate launch --mixed_precision` or its config
-    # file), and fp32 when run plainly.
-    mixed_precision: Optional[Literal["no", "bf16"]] = None
+    # auto: bf16 autocast on a GPU that has it (Ampere and later), fp16 with loss scaling on
+    # older GPUs (V100, T4), fp32 on CPU; under DeepSpeed its JSON decides. no / bf16 / fp16 force
+    # one (bf16 also runs on CPU: slower than fp32 there, but the same code path). null: whatever
+    # the launcher says (`accelerate launch --mixed_precision` or its config file).
+    mixed_precision: Optional[Literal["auto", "no", "bf16", "fp16"]] = "auto"
     # torch.compile the model (first steps are slow while it compiles). The backend is
     # torch's: "inductor" generates kernels; "aot_eager" traces without code generation
     # (a quick check that a model compiles, and the way to tell a compiler bug from a model bug).
@@ -76,6 +82,21 @@ class TrainConfig:
     # Seconds a rank waits for the others in a collective before the run fails (the
     # 30-minute default turns a crashed rank into a long silent hang).
     dist_timeout_s: int = 600
+    # DDP's search for parameters without a gradient after every backward (an extra pass over
+    # the autograd graph each step). null: only for a model that says it can leave some unused;
+    # every built-in model feeds all its trainable parameters every step (the missing-modality
+    # embeddings through torch.where), so none needs it. true for a custom model that does.
+    find_unused_parameters: Optional[bool] = None
+    # Experiment trackers, through Accelerate's tracker API: the config as hyperparameters at
+    # the start, train and dev scalars, the final test metrics, and the evaluation figures.
+    # tensorboard writes to <run>/tensorboard; mlflow to MLFLOW_TRACKING_URI (./mlruns when
+    # unset); wandb, aim and the others to their own defaults. [] logs to metrics.jsonl only.
+    trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
+    # The experiment (MLflow), project (W&B) or repository name the run is filed under; the run
+    # itself is named after the config's `name`.
+    tracker_project: str = "mmimdb-dist"
+    # Extra keyword arguments per tracker, e.g. {wandb: {entity: my-team, tags: [fusion]}}.
+    tracker_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.seed is not None and not 0 <= self.seed < 2**32:
@@ -98,6 +119,14 @@ class TrainConfig:
                          f"{', '.join(SELECT_METRICS)}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise _error(f"train.max_grad_norm: expected a positive number or null, got {self.max_grad_norm}")
+        for name in self.trackers:
+            if name not in TRACKERS:
+                raise _error(f"train.trackers: unknown tracker {name!r}; expected any of {', '.join(TRACKERS)}")
+        if len(set(self.trackers)) != len(self.trackers):
+            raise _error(f"train.trackers: {self.trackers} names a tracker twice")
+        for name in self.tracker_kwargs:
+            if name not in self.trackers:
+                raise _error(f"train.tracker_kwargs: {name!r} is not one of train.trackers {self.trackers}")
         if self.eval_every != "epoch" and (not isinstance(self.eval_every, int) or self.eval_every <= 0):
             raise _error(f"train.eval_every: expected 'epoch' or a positive number of steps, "
                          f"got {self.eval_every!r}")

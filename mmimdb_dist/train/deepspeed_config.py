@@ -11,8 +11,9 @@ own defaults would ignore the experiment config. So, before `prepare()`:
   `train.grad_accum_steps` micro-batches itself and marks the last one of each group as
   DeepSpeed's accumulation boundary (see `mark_boundary`); a larger value would make DeepSpeed
   divide the loss a second time and step on its own count;
-* precision is the JSON's `bf16.enabled` (Accelerate lets it win over everything else): a
-  `train.mixed_precision` that says otherwise is refused instead of being silently ignored.
+* precision is the JSON's `bf16.enabled` / `fp16.enabled` (Accelerate lets it win over
+  everything else; `train.mixed_precision: auto` follows it): an explicit precision that says
+  otherwise is refused instead of being silently ignored.
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ def fill_deepspeed_config(accelerator: Any, cfg: ExperimentConfig) -> None:
         return
     ds = plugin.deepspeed_config
     wanted = cfg.train.mixed_precision
-    if wanted is not None and wanted != accelerator.mixed_precision:
+    if wanted not in (None, "auto") and wanted != accelerator.mixed_precision:
         raise ConfigError(f"{_source()}: runs in {accelerator.mixed_precision!r} precision but "
-                          f"train.mixed_precision is {wanted!r}; set it to null or use the matching config")
+                          f"train.mixed_precision is {wanted!r}; set it to auto or use the matching config")
     if plugin.is_auto("train_micro_batch_size_per_gpu"):
         ds["train_micro_batch_size_per_gpu"] = cfg.loader.batch_size
     clipping = cfg.train.max_grad_norm if cfg.train.max_grad_norm is not None else 0.0
@@ -68,11 +69,9 @@ def mark_boundary(accelerator: Any, last_of_group: bool) -> None:
     accelerator.gradient_state._set_sync_gradients(last_of_group)
 
 
-def buffers_to_bf16(model: Any) -> None:
-    """DeepSpeed's bf16 mode casts parameters only: BatchNorm's running statistics stay fp32,
-    and a bf16 BatchNorm refuses them. Cast floating-point buffers to match."""
-    import torch
-
+def buffers_to(model: Any, dtype: Any) -> None:
+    """DeepSpeed's bf16 and fp16 modes cast parameters only: BatchNorm's running statistics
+    stay fp32, and a half-precision BatchNorm refuses them. Cast floating-point buffers to match."""
     for buffer in model.buffers():
         if buffer.is_floating_point():
-            buffer.data = buffer.data.to(torch.bfloat16)
+            buffer.data = buffer.data.to(dtype)

@@ -11,7 +11,6 @@ against the manifest: every sample is either predicted or counted as skipped bad
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,17 +22,14 @@ from ..errors import DataError
 
 @dataclass
 class Predictions:
-    """Probabilities of one split, rows in sorted-id order."""
+    """Probabilities of one split, rows in sorted-id order; the logits they came from (a dev
+    loss in the training loss's own terms needs them: probabilities saturate at 0 and 1)."""
 
     ids: list[str]
     probs: np.ndarray  # N x 23, float32
     labels: np.ndarray  # N x 23, 0/1
     skipped: int = 0
-
-
-def iterate(loader: StreamingLoader) -> Iterator[dict]:
-    """Batches of `loader` without touching the global torch RNG (`StreamingLoader.start`)."""
-    return loader.start()
+    logits: np.ndarray | None = None  # N x 23, float32
 
 
 @torch.no_grad()
@@ -41,41 +37,43 @@ def predict_local(model: torch.nn.Module, loader: StreamingLoader, device: torch
                   input_dtype: torch.dtype = torch.float32, autocast=contextlib.nullcontext,
                   progress: bool = False, desc: str = "eval") -> Predictions:
     """This rank's predictions over its share of an eval loader."""
-    from tqdm import tqdm
+    from ..progress import progress as progress_bar
 
     was_training = model.training
     model.eval()
     ids: list[str] = []
-    probs, labels = [], []
-    for batch in tqdm(iterate(loader), total=len(loader), desc=desc, disable=not progress,
-                      leave=False, dynamic_ncols=True):
+    logits_parts, labels = [], []
+    for batch in progress_bar(loader.start(), total=len(loader), desc=desc, unit="batch", disable=not progress):
         batch = to_device(batch, device, input_dtype)
         with autocast():
             logits = model(batch)["logits"]
         ids.extend(batch["ids"])
-        probs.append(torch.sigmoid(logits.float()).cpu().numpy())
+        logits_parts.append(logits.float().cpu().numpy())
         labels.append(batch["labels"].float().cpu().numpy().astype(np.int64))
     model.train(was_training)
-    width = 23 if not probs else probs[0].shape[1]
-    return Predictions(ids=ids,
-                       probs=np.concatenate(probs) if probs else np.zeros((0, width), np.float32),
+    width = 23 if not logits_parts else logits_parts[0].shape[1]
+    all_logits = np.concatenate(logits_parts) if logits_parts else np.zeros((0, width), np.float32)
+    return Predictions(ids=ids, probs=torch.sigmoid(torch.from_numpy(all_logits)).numpy(),
                        labels=np.concatenate(labels) if labels else np.zeros((0, width), np.int64),
-                       skipped=loader.skipped)
+                       skipped=loader.skipped, logits=all_logits)
 
 
 def merge(parts: list[Predictions], expected: int, where: str) -> Predictions:
     """All ranks' predictions as one set, de-duplicated and checked against `expected`."""
-    rows: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    rows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
     for part in parts:
         for index, sample_id in enumerate(part.ids):
-            rows.setdefault(sample_id, (part.probs[index], part.labels[index]))
+            logits = part.logits[index] if part.logits is not None else None
+            rows.setdefault(sample_id, (part.probs[index], part.labels[index], logits))
     skipped = sum(part.skipped for part in parts)
     if len(rows) + skipped != expected:
         raise DataError(f"{where}: evaluated {len(rows)} distinct samples and skipped {skipped}, "
                         f"but the manifest lists {expected}")
     ids = sorted(rows)
+    with_logits = bool(ids) and all(rows[i][2] is not None for i in ids)
     return Predictions(ids=ids, probs=np.stack([rows[i][0] for i in ids]),
-                       labels=np.stack([rows[i][1] for i in ids]), skipped=skipped)
+                       labels=np.stack([rows[i][1] for i in ids]), skipped=skipped,
+                       logits=np.stack([rows[i][2] for i in ids]) if with_logits else None)
 
 
 def predict(accelerator, model: torch.nn.Module, loader: StreamingLoader, expected: int,

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from ..atomic import atomic_write_text
-from ..config import ConfigError, ExperimentConfig, dump_config, save_config
+from ..config import ConfigError, ExperimentConfig, dump_config, save_config, to_dict
 from ..data.loader import build_eval_loader, build_train_loader, derive_seed, to_device, train_batches_per_rank
 from ..data.sources import feature_spec, load_training_manifest
 from ..errors import DataError, MmimdbError
@@ -48,11 +48,13 @@ from ..outputs import check_output_dir, exclusive
 from .checkpoint import (STATE_FILE, CheckpointError, TrainerState, add_inference_files, check_fits,
                          checkpoint_name, clean_temp_folders, complete_checkpoints, prune, resolve_resume,
                          save_checkpoint)
-from .deepspeed_config import buffers_to_bf16, deepspeed_plugin, fill_deepspeed_config, mark_boundary
+from .deepspeed_config import buffers_to, deepspeed_plugin, fill_deepspeed_config, mark_boundary
 from .evaluate import Predictions, predict
 from .optim import build_optimizer, build_scheduler
 from .signals import NonFiniteLossError, StopRequests, TrainingStopped
 from .tokens import load_token_encoder
+from .config import TRACKERS
+from .tracking import TrackerWriteError, Trackers, flat_hparams
 
 logger = logging.getLogger(__name__)
 
@@ -79,12 +81,46 @@ def choose_num_threads(cfg: ExperimentConfig) -> int:
     from_env = os.environ.get("OMP_NUM_THREADS", "")
     if from_env.isdigit() and int(from_env) > 0:
         return int(from_env)
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, available_cpus() // max(1, local_ranks))
+
+
+def available_cpus() -> int:
+    """CPUs this process may really use: its affinity mask (taskset, Slurm's cpuset), capped
+    by a cgroup v2 CPU quota (a container's `--cpus`), which the affinity mask does not show."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
-    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(1, cpus // max(1, local_ranks))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
+def resolve_mixed_precision(setting: str | None, deepspeed: bool) -> str | None:
+    """`train.mixed_precision` as Accelerate takes it. `auto`: bf16 on a GPU with bf16 units
+    (Ampere and later), fp16 with loss scaling on older GPUs, fp32 on CPU, where bf16 autocast
+    is slower than fp32 on most processors; under DeepSpeed its JSON decides (None)."""
+    if setting != "auto":
+        return setting
+    if deepspeed:
+        return None
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def needs_unused_parameter_search(cfg: ExperimentConfig) -> bool:
+    """`train.find_unused_parameters`, or what the model class says (see that key)."""
+    if cfg.train.find_unused_parameters is not None:
+        return cfg.train.find_unused_parameters
+    from ..models.registry import MODELS
+
+    return bool(getattr(MODELS.get(cfg.model.name), "leaves_parameters_unused", False))
 
 
 def build_accelerator(cfg: ExperimentConfig):
@@ -100,16 +136,17 @@ def build_accelerator(cfg: ExperimentConfig):
     handlers = [
         InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.dist_timeout_s),
                                backend="gloo" if launched and not cuda else None),
-        # The learned "missing modality" embeddings only receive gradients in batches where
-        # a modality is absent or dropped; DDP must not wait for them in the others.
-        DistributedDataParallelKwargs(find_unused_parameters=True),
+        # Off unless the model can leave parameters without a gradient: the search walks the
+        # autograd graph after every backward (see train.find_unused_parameters).
+        DistributedDataParallelKwargs(find_unused_parameters=needs_unused_parameter_search(cfg)),
     ]
     # Accumulation is done by the trainer and the scheduler stepped once per optimizer step
     # (Accelerate would otherwise step it once per process, for loaders it splits itself).
     # cpu=True would turn DeepSpeed off: its engine finds the CPU by itself.
-    cpu = not cuda and not parse_flag_from_env("ACCELERATE_USE_DEEPSPEED")
-    return Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=cpu,
-                       kwargs_handlers=handlers, step_scheduler_with_optimizer=False)
+    deepspeed = parse_flag_from_env("ACCELERATE_USE_DEEPSPEED")
+    return Accelerator(mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision, deepspeed),
+                       cpu=not cuda and not deepspeed, kwargs_handlers=handlers,
+                       step_scheduler_with_optimizer=False)
 
 
 def run_dir_of(cfg: ExperimentConfig) -> Path:
@@ -190,27 +227,37 @@ class Trainer:
         self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
         self.group_names = [group.get("name", f"group{i}") for i, group in enumerate(optimizer.param_groups)]
 
-        # DeepSpeed's bf16 mode runs the model in bf16 without autocast: inputs must match.
+        # DeepSpeed's bf16 and fp16 modes run the model in that type without autocast: inputs
+        # and floating-point buffers must match.
         self.deepspeed = deepspeed_plugin(accelerator) is not None
-        deepspeed_bf16 = self.deepspeed and accelerator.mixed_precision == "bf16"
-        self.input_dtype = torch.bfloat16 if deepspeed_bf16 else torch.float32
-        if deepspeed_bf16:
-            buffers_to_bf16(self.model)
+        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision)
+        self.input_dtype = half if self.deepspeed and half is not None else torch.float32
+        if self.input_dtype != torch.float32:
+            buffers_to(self.model, self.input_dtype)
         self.state = TrainerState(world_size=self.world_size)
         self.stop_requests = StopRequests()
         self._non_finite: tuple[int, float] | None = None  # (batches seen, loss) of the first NaN/Inf
         self._next_epoch: tuple[int, Any] | None = None  # (epoch, its started batches): see _start_epoch
-        self.writer = None
+        self.trackers = Trackers(cfg.train.trackers, cfg.train.tracker_project, cfg.name, self.run_dir,
+                                 cfg.train.tracker_kwargs, self.main)
         self._last_loss = float("nan")
-        self._window: dict[str, float] = {"loss": 0.0, "batches": 0, "samples": 0, "start": time.perf_counter()}
+        # Losses stay on the device until a log line needs them: reading one back is a host
+        # sync, which on a GPU stops the CPU from queueing the next batch's kernels.
+        self._step_losses: list[torch.Tensor] = []  # this optimizer step's batch losses
+        self._new_window()
 
     # ------------------------------------------------------------------ logging
 
-    def _log_write_failed(self, path: Path, exc: OSError) -> LogWriteError:
+    def _new_window(self) -> None:
+        device = self.accelerator.device
+        self._window = {"loss": torch.zeros((), device=device), "batches": 0, "samples": 0,
+                        "start": time.perf_counter()}
+
+    def _log_write_failed(self, path: Path | str, reason: str) -> LogWriteError:
         """A log that cannot be written stops the run: curves with silent holes mislead."""
         checkpoints = complete_checkpoints(self.checkpoints_dir)
         last = checkpoints[-1] if checkpoints else "none yet"
-        return LogWriteError(f"{path}: writing the training log failed ({exc.strerror or exc}); training "
+        return LogWriteError(f"{path}: writing the training log failed ({reason}); training "
                              f"stopped at epoch {self.state.epoch} step {self.state.step}. Last complete "
                              f"checkpoint: {last}; free space, then continue with --resume auto")
 
@@ -223,20 +270,14 @@ class Trainer:
             with open(path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record, sort_keys=True) + "\n")
         except OSError as exc:  # a torn last line is dropped on resume (_truncate_log)
-            raise self._log_write_failed(path, exc) from None
+            raise self._log_write_failed(path, exc.strerror or str(exc)) from None
 
-    def _scalars(self, values: dict[str, float | None], step: int, flush: bool = False) -> None:
-        """TensorBoard scalars; `flush` at evaluations, so a failing disk shows up there."""
-        if self.writer is None:
-            return
+    def _scalars(self, values: dict[str, float | None], step: int) -> None:
+        """Scalars to every tracker of `train.trackers`."""
         try:
-            for tag, value in values.items():
-                if value is not None:
-                    self.writer.add_scalar(tag, value, step)
-            if flush:
-                self.writer.flush()
-        except OSError as exc:  # the event writer's thread reports its failure on the next call
-            raise self._log_write_failed(self.run_dir / "tensorboard", exc) from None
+            self.trackers.log(values, step)
+        except TrackerWriteError as exc:
+            raise self._log_write_failed(exc.where, exc.reason) from None
 
     def _check_rng_state(self, checkpoint: Path) -> None:
         """Accelerate resumes without the RNG state when its file does not load, saying so only at
@@ -270,10 +311,11 @@ class Trainer:
                 kept.append(line)
         atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
-    def _log_train(self, grad_norm: float | None) -> None:
+    def _log_train(self, grad_norm: torch.Tensor | float | None) -> None:
         window = self._window
-        loss = torch.tensor([window["loss"], window["batches"]], device=self.accelerator.device)
+        loss = torch.stack([window["loss"].float(), torch.tensor(float(window["batches"]), device=window["loss"].device)])
         loss = self.accelerator.reduce(loss, reduction="sum")
+        grad_norm = None if grad_norm is None else float(grad_norm)
         elapsed = time.perf_counter() - window["start"]
         record = {
             "type": "train", "epoch": self.state.epoch, "step": self.state.step,
@@ -289,7 +331,7 @@ class Trainer:
         self._scalars({"train/loss": record["loss"], "train/samples_per_s": record["samples_per_s"],
                        "train/memory_mb": record["memory_mb"], "train/grad_norm": grad_norm,
                        **{f"lr/{name}": lr for name, lr in record["lr"].items()}}, self.state.step)
-        self._window = {"loss": 0.0, "batches": 0, "samples": 0, "start": time.perf_counter()}
+        self._new_window()
 
     # ------------------------------------------------------------------ evaluation
 
@@ -300,10 +342,22 @@ class Trainer:
         return predict(self.accelerator, self.model, loader, self.manifest.split(split).num_samples,
                        f"{self.manifest.path} split {split!r}", self.input_dtype, desc=split)
 
+    def dev_loss(self, predictions: Predictions) -> float | None:
+        """The training loss (weighted BCE or focal, with the train split's class weights) of the
+        fused head over a split: comparable with the train loss when no branch loss is added."""
+        if predictions.logits is None or not len(predictions.ids):
+            return None
+        device = self.accelerator.device
+        with torch.no_grad():
+            loss = self.loss_fn(torch.from_numpy(predictions.logits).to(device),
+                                torch.from_numpy(predictions.labels).to(device, torch.float32))
+        return float(loss)
+
     def evaluate_and_select(self) -> dict[str, Any]:
         """Dev metrics; a better `train.select_metric` makes the checkpoint saved next the best one."""
         dev = self.predict_split("dev")
         metrics = dev_metrics(dev.labels, dev.probs)
+        metrics["loss"] = self.dev_loss(dev)
         value = metrics[self.train_cfg.select_metric]
         value = float("-inf") if value is None else value
         state = self.state
@@ -318,9 +372,9 @@ class Trainer:
             state.stopped_early = bool(patience and state.evals_since_best >= patience)
         record = {"type": "eval", "split": "dev", "epoch": state.epoch, "step": state.step,
                   "batches_seen": state.batches_seen, "best": improved, "skipped": dev.skipped,
-                  **{k: metrics[k] for k in EVAL_KEYS}}
+                  **{k: metrics[k] for k in (*EVAL_KEYS, "loss")}}
         self._log_record(record)
-        self._scalars({f"dev/{key}": metrics[key] for key in EVAL_KEYS}, state.step, flush=True)
+        self._scalars({f"dev/{key}": metrics[key] for key in (*EVAL_KEYS, "loss")}, state.step)
         if self.main:
             logger.info("epoch %d step %d: dev mAP %.4f macro-F1 %.4f micro-F1 %.4f (at 0.5)%s%s", state.epoch,
                         state.step, metrics["mean_average_precision"] or 0.0, metrics["f1_macro"],
@@ -357,19 +411,32 @@ class Trainer:
                 weight = self.cfg.model.fusion.branch_loss_weight
                 loss = loss + weight * sum(self.loss_fn(b.float(), labels) for b in branch_logits.values())
             self.accelerator.backward(loss / group_size)
-        value = float(loss.detach())
-        if not math.isfinite(value) and self._non_finite is None:
-            self._non_finite = (self.state.batches_seen + 1, value)
-        self._window["loss"] += value
+        loss = loss.detach()
+        self._step_losses.append(loss)
+        self._window["loss"] = self._window["loss"] + loss
         self._window["batches"] += 1
         self._window["samples"] += len(batch["ids"])
         self.state.samples_trained += len(batch["ids"]) * self.world_size
 
-    def _optimizer_step(self) -> float | None:
+    def _step_non_finite(self) -> torch.Tensor:
+        """Whether any loss of this optimizer step is NaN or infinite, as a device tensor (read
+        on the host only in the stop agreement that precedes every step)."""
+        return ~torch.isfinite(torch.stack(self._step_losses)).all()
+
+    def _find_non_finite(self) -> None:
+        """Which batch of the step gave the first non-finite loss (read once, on failure)."""
+        first_batch = self.state.batches_seen - len(self._step_losses) + 1
+        for offset, loss in enumerate(self._step_losses):
+            value = float(loss)
+            if not math.isfinite(value):
+                self._non_finite = (first_batch + offset, value)
+                return
+
+    def _optimizer_step(self) -> torch.Tensor | None:
+        """One step; the clipped gradient norm stays a device tensor until it is logged."""
         grad_norm = None
         if self.train_cfg.max_grad_norm is not None:
-            norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.train_cfg.max_grad_norm)
-            grad_norm = float(norm) if norm is not None else None
+            grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.train_cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -394,15 +461,15 @@ class Trainer:
         return self._train_loader(epoch, start).start()
 
     def _train_epoch(self, epoch: int, start: int, progress: bool) -> None:
-        from tqdm import tqdm
+        from ..progress import progress as progress_bar
 
         cfg, state, accum = self.train_cfg, self.state, self.train_cfg.grad_accum_steps
         num_batches = self.batches_per_epoch
         batches = self._epoch_batches(epoch, start)
         self.model.train()
         self._clock = time.perf_counter()  # train_seconds counts training, not evaluation or saving
-        bar = tqdm(total=num_batches, initial=start, desc=f"epoch {epoch}", disable=not progress,
-                   dynamic_ncols=True, leave=False)
+        bar = progress_bar(total=num_batches, initial=start, desc=f"epoch {epoch}", unit="batch",
+                           disable=not progress)
         position = start
         for batch in batches:
             if position + 1 == num_batches and epoch + 1 < cfg.epochs:
@@ -416,9 +483,11 @@ class Trainer:
             bar.update(1)
             if not sync:
                 continue
-            stop, non_finite = self.stop_requests.agreed(self.accelerator, self._non_finite is not None)
+            stop, non_finite = self.stop_requests.agreed(self.accelerator, self._step_non_finite())
             if non_finite:
+                self._find_non_finite()
                 self._fail_non_finite()
+            self._step_losses = []
             grad_norm = self._optimizer_step()
             state.step += 1
             epoch_end = position == num_batches
@@ -511,9 +580,11 @@ class Trainer:
         self._resume(resume)
         if self.main:
             save_config(self.cfg, self.run_dir)
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.state.step or None)
+        try:
+            self.trackers.start(self.state.step, flat_hparams(to_dict(self.cfg)))
+        except TrackerWriteError as exc:
+            raise self._log_write_failed(exc.where, exc.reason) from None
+        if self.main:
             logger.info("training %s on %d process(es): %d batches of %d per process per epoch, "
                         "%d optimizer steps in all; run folder %s", self.cfg.model.name, self.world_size,
                         self.batches_per_epoch, self.cfg.loader.batch_size, self.total_steps, self.run_dir)
@@ -530,11 +601,29 @@ class Trainer:
                     self._train_epoch(epoch, start, progress=self.accelerator.is_local_main_process)
             return self.final_evaluation()
         finally:
-            if self.writer is not None:
-                try:
-                    self.writer.close()
-                except OSError as exc:  # already failing, or the last flush failed: say so, keep the cause
-                    logger.error("%s: closing the TensorBoard log failed (%s)", self.run_dir / "tensorboard", exc)
+            self.trackers.close()
+
+    def _track_final(self, reports: dict[str, Any], test: Predictions, thresholds) -> None:
+        """Test metrics, hparams and the evaluation figures of the best checkpoint, to the
+        trackers; the figures are also kept in <run>/evaluation/<best>-test/ (as `evaluate`
+        writes them)."""
+        if not self.trackers.active:
+            return
+        from ..report.evaluation import write_figures
+
+        final = {f"test/{key}{suffix}": reports["test"][protocol][key]
+                 for protocol, suffix in (("threshold_0.5", ""), ("tuned_on_dev", "_tuned"))
+                 for key in ("f1_macro", "f1_micro")}
+        final["test/mean_average_precision"] = reports["test"]["threshold_0.5"].get("mean_average_precision")
+        final = {key: value for key, value in final.items() if value is not None}
+        out = self.run_dir / "evaluation" / f"{self.state.best_checkpoint}-test"
+        label = f"{self.cfg.name} / {self.state.best_checkpoint} / test"
+        figures = write_figures(out, test.labels, test.probs, thresholds, reports["test"],
+                                self.run_dir / "metrics.jsonl", label, f"training of {self.cfg.name}")
+        try:
+            self.trackers.finish(flat_hparams(to_dict(self.cfg)), final, self.state.step, figures)
+        except TrackerWriteError as exc:
+            raise self._log_write_failed(exc.where, exc.reason) from None
 
     def final_evaluation(self) -> dict[str, Any]:
         """Test metrics of the BEST checkpoint (never the last weights), thresholds tuned on dev."""
@@ -566,6 +655,7 @@ class Trainer:
         if self.main:
             write_metrics_json(self.run_dir / "final_metrics.json", result)
             write_per_genre_csv(self.run_dir / "per_genre.csv", reports)
+            self._track_final(reports, test, thresholds)
             self._log_record({"type": "final", "batches_seen": state.batches_seen, "step": state.step,
                               "best_checkpoint": state.best_checkpoint,
                               "test_f1_macro": reports["test"]["threshold_0.5"]["f1_macro"],
@@ -580,7 +670,8 @@ class LogWriteError(MmimdbError):
 
 # What a run folder holds: the trainer's files, `evaluate`'s reports, a Slurm job's records.
 RUN_FILES = frozenset({"checkpoints", "config.yaml", "evaluation", "final_metrics.json", "metrics.jsonl",
-                       "per_genre.csv", "tensorboard", "vocabulary.json", "slurm", "submissions.json"})
+                       "per_genre.csv", "tensorboard", "vocabulary.json", "slurm", "submissions.json",
+                       "trackers.json"}) | frozenset(TRACKERS)  # a tracker given a folder writes <run>/<its name>
 
 
 def owns_run_file(name: str) -> bool:

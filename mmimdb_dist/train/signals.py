@@ -1,6 +1,7 @@
 """Stopping a run at a step boundary: on SIGTERM or SIGUSR2, and on a non-finite loss.
 
-SIGTERM and SIGUSR2 are what Slurm sends before preemption or at the time limit. A handler
+SIGTERM and SIGUSR2 are what Slurm sends before preemption or at the time limit; SIGINT is
+Ctrl-C, which saves the same checkpoint rather than losing the work since the last one. A handler
 only raises a local flag. Before every optimizer step the ranks agree on it, and on whether
 any of them saw a non-finite loss in the step's batches, with one all-reduce of the flags'
 maximum (two scalars, cheap next to a step): a signal that reaches a single rank, or a NaN on
@@ -14,7 +15,7 @@ non-finite loss is never stepped on: the run fails with `NonFiniteLossError` (ex
 the step and the last complete checkpoint, which holds finite weights.
 
 A second signal of the kind already received is not caught: it kills the process the default
-way, for a user who really wants it gone now. Other stop signals arriving after the first (a
+way, for a user who really wants it gone now (a second Ctrl-C exits at once). Other stop signals arriving after the first (a
 launcher that saw one rank exit signals the rest) are ignored, and once the ranks have agreed
 to stop all stop signals are, until the process has exited (SIGKILL still ends it).
 """
@@ -31,7 +32,7 @@ from ..errors import MmimdbError
 
 logger = logging.getLogger(__name__)
 
-STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGUSR2)
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 # Exit status of a run stopped by STOP_SIGNALS after a complete checkpoint: resume it.
 EXIT_CHECKPOINTED = 75
 
@@ -96,11 +97,15 @@ class StopRequests:
             signal.signal(sig, previous)
         self._previous.clear()
 
-    def agreed(self, accelerator: Any, non_finite_loss: bool = False) -> tuple[bool, bool]:
-        """(stop signal, non-finite loss), each True on every rank when any rank has it; a collective."""
+    def agreed(self, accelerator: Any, non_finite_loss: Any = False) -> tuple[bool, bool]:
+        """(stop signal, non-finite loss), each True on every rank when any rank has it; a
+        collective. `non_finite_loss` may be a device tensor: it is read here, in the one host
+        sync per optimizer step that never stepping on a non-finite loss requires."""
         import torch
 
-        flags = torch.tensor([float(self.received is not None), float(non_finite_loss)], device=accelerator.device)
+        non_finite = torch.as_tensor(non_finite_loss, device=accelerator.device).float().reshape(())
+        flags = torch.stack([torch.tensor(float(self.received is not None), device=accelerator.device),
+                             non_finite])
         if accelerator.num_processes > 1:
             torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
         stop, non_finite = (bool(value > 0) for value in flags.tolist())

@@ -1,0 +1,109 @@
+"""Progress of long work: a bar on a terminal, plain lines elsewhere, nothing when asked.
+
+A progress bar redraws itself with carriage returns and escape codes; in a Slurm `.err`
+file, a CI log or a pipe those become one unreadable line per refresh. So a bar is drawn
+only when stderr is a terminal. Anywhere else the same object logs a plain line (through
+`logging`, so it carries the log format) at most every `PLAIN_INTERVAL_S` seconds and once
+at the end. `--no-progress` (or MMIMDB_DIST_NO_PROGRESS=1) turns both off.
+
+Every long loop of the package takes its progress from `progress()`: one place decides how
+it is shown.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+logger = logging.getLogger("mmimdb_dist.progress")
+
+ENV_VAR = "MMIMDB_DIST_NO_PROGRESS"
+PLAIN_INTERVAL_S = 30.0
+
+
+def disable_progress() -> None:
+    """Turn progress off for this process and the processes it starts (loader workers, ranks)."""
+    os.environ[ENV_VAR] = "1"
+
+
+def progress_enabled() -> bool:
+    return os.environ.get(ENV_VAR, "") not in ("1", "true", "yes")
+
+
+def progress(iterable: Iterable[Any] | None = None, *, total: int | None = None, desc: str = "",
+             unit: str = "it", initial: int = 0, disable: bool = False, leave: bool = False,
+             interval_s: float | None = None, **bar_options: Any) -> Any:
+    """A tqdm bar on a terminal, a `PlainProgress` elsewhere; both iterate `iterable` and take
+    `update`, `set_postfix` and `close`. `disable` (e.g. not the main rank) turns it off."""
+    if iterable is not None and total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    if disable or not progress_enabled():
+        return PlainProgress(iterable, total=total, desc=desc, unit=unit, initial=initial, silent=True)
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial, leave=leave,
+                    dynamic_ncols=True, **bar_options)
+    return PlainProgress(iterable, total=total, desc=desc, unit=unit, initial=initial,
+                         interval_s=PLAIN_INTERVAL_S if interval_s is None else interval_s)
+
+
+class PlainProgress:
+    """Progress as log lines: `desc: 120/480 movie (25%), 41.2 movie/s, loss=0.4123`."""
+
+    def __init__(self, iterable: Iterable[Any] | None = None, *, total: int | None = None, desc: str = "",
+                 unit: str = "it", initial: int = 0, interval_s: float = PLAIN_INTERVAL_S,
+                 silent: bool = False) -> None:
+        self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
+        self.n = self._start_n = initial
+        self.interval_s, self.silent = interval_s, silent
+        self.postfix = ""
+        self._start = self._last = time.perf_counter()
+        self._closed = False
+
+    def __iter__(self) -> Iterator[Any]:
+        assert self.iterable is not None, "PlainProgress without an iterable: call update()"
+        try:
+            for item in self.iterable:
+                yield item
+                self.update(1)
+        finally:
+            self.close()
+
+    def __enter__(self) -> PlainProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def line(self) -> str:
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        done = f"{self.n}/{self.total}" if self.total else f"{self.n}"
+        share = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
+        rate = (self.n - self._start_n) / elapsed
+        postfix = f", {self.postfix}" if self.postfix else ""
+        return f"{self.desc}: {done} {self.unit}{share}, {rate:.1f} {self.unit}/s{postfix}"
+
+    def update(self, count: int = 1) -> None:
+        self.n += count
+        now = time.perf_counter()
+        if not self.silent and now - self._last >= self.interval_s:
+            self._last = now
+            logger.info("%s", self.line())
+
+    def set_postfix(self, **values: Any) -> None:
+        self.postfix = ", ".join(f"{key}={value}" for key, value in values.items())
+
+    def set_description(self, desc: str) -> None:
+        self.desc = desc
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if not self.silent and self.n > self._start_n:
+            logger.info("%s", self.line())
