@@ -371,10 +371,53 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+# A config may start from others and state only what differs: `base: early_fusion.yaml` (or
+# a list, merged in order), relative to the config's own folder.
+BASE_KEY = "base"
+
+
+def merge_config_data(base: dict[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
+    """`child` over `base`: sections merge key by key, any other value (lists included) replaces."""
+    merged = dict(base)
+    for key, value in child.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_config_data(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_config_data(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping of a config file with its `base:` configs merged under it."""
+    path = Path(path)
+    data = read_yaml(path)
+    if BASE_KEY not in data:
+        return data
+    bases = data.pop(BASE_KEY)
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not bases or not all(isinstance(b, str) and b for b in bases):
+        raise ConfigError(f"{path}: {BASE_KEY}: expected a config file name or a list of them, "
+                          f"relative to {path.parent}, got {_describe(bases)}")
+    merged: dict[str, Any] = {}
+    for base in bases:
+        base_path = path.parent / base
+        chain = (*_chain, path.resolve())
+        if base_path.resolve() in chain:
+            cycle = " -> ".join(str(p) for p in (*chain, base_path.resolve()))
+            raise ConfigError(f"{path}: {BASE_KEY}: {base!r} leads back to itself ({cycle})")
+        if not base_path.is_file():
+            raise ConfigError(f"{path}: {BASE_KEY}: {base_path} does not exist "
+                              f"(a base is named relative to {path.parent})")
+        merged = merge_config_data(merged, read_config_data(base_path, chain))
+    return merge_config_data(merged, data)
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
                 cls: type[T] = ExperimentConfig) -> T:  # type: ignore[assignment]
-    """Load `path` (or the defaults), apply `--set` overrides, validate everything."""
-    data = read_yaml(path) if path else {}
+    """Load `path` (or the defaults) over its `base:` configs, apply `--set` overrides, and
+    validate everything."""
+    data = read_config_data(path) if path else {}
     data = apply_overrides(data, overrides)
     try:
         return from_dict(cls, data)

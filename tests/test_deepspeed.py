@@ -81,10 +81,15 @@ def test_zero2_trains_checkpoints_and_resumes(shards, tmp_path):
     dev = evaluate_checkpoint(checkpoint, "dev")
     from mmimdb_dist.metrics import compute_metrics
 
-    # (the dev figures of final_metrics.json, computed from the loaded best checkpoint; the value
-    # logged during ZeRO training differs from them in the third decimal, a known open issue)
-    reported = final["dev"]["threshold_0.5"]["mean_average_precision"]
-    assert compute_metrics(dev.labels, dev.probs)["mean_average_precision"] == pytest.approx(reported, abs=5e-4)
+    # the dev figures of final_metrics.json (the loaded best checkpoint), the one logged when that
+    # checkpoint was evaluated during training, and a plain evaluation agree: every rank evaluates
+    # with rank 0's BatchNorm statistics, which the checkpoint holds
+    reported = final["dev"]["threshold_0.5"]
+    [logged] = [r for r in evals if r["step"] == final["best_step"]]
+    assert logged["mean_average_precision"] == pytest.approx(reported["mean_average_precision"], abs=1e-6)
+    assert logged["f1_macro"] == pytest.approx(reported["f1_macro"], abs=1e-6)
+    assert compute_metrics(dev.labels, dev.probs)["mean_average_precision"] == pytest.approx(
+        reported["mean_average_precision"], abs=1e-4)
 
     # a longer run resumes from the newest checkpoint instead of starting over
     newest_step = train[-1]["step"]
@@ -110,10 +115,10 @@ def test_zero3_fp32_trains_and_exports_gathered_weights(shards, tmp_path):
     dev = evaluate_checkpoint(checkpoint, "dev")
     from mmimdb_dist.metrics import compute_metrics
 
-    # (the dev figures of final_metrics.json, computed from the loaded best checkpoint; the value
-    # logged during ZeRO training differs from them in the third decimal, a known open issue)
     reported = final["dev"]["threshold_0.5"]["mean_average_precision"]
-    assert compute_metrics(dev.labels, dev.probs)["mean_average_precision"] == pytest.approx(reported, abs=5e-4)
+    [logged] = [r for r in records(run_dir, "eval") if r["step"] == final["best_step"]]
+    assert logged["mean_average_precision"] == pytest.approx(reported, abs=1e-6)
+    assert compute_metrics(dev.labels, dev.probs)["mean_average_precision"] == pytest.approx(reported, abs=1e-4)
     losses = [r["loss"] for r in records(run_dir, "train")]
     assert losses[-1] < losses[0], losses
 

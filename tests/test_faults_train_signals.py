@@ -100,8 +100,10 @@ def _assert_same_final_metrics(resumed: dict, uninterrupted: dict) -> None:
 # --------------------------------------------------------------------------- one process
 
 
-def test_sigterm_checkpoints_at_the_step_boundary_exits_75_and_resume_matches_an_uninterrupted_run(
-        shards, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "ctrl-c"])
+def test_a_stop_signal_checkpoints_at_the_step_boundary_exits_75_and_resume_matches_an_uninterrupted_run(
+        shards, tmp_path, stop):
+    """SIGTERM (Slurm, a scheduler) and SIGINT (Ctrl-C) both finish the step and checkpoint."""
     from mmimdb_dist.train.signals import EXIT_CHECKPOINTED
 
     # Only epoch-end checkpoints are scheduled: the mid-epoch one can only come from the signal.
@@ -115,7 +117,7 @@ def test_sigterm_checkpoints_at_the_step_boundary_exits_75_and_resume_matches_an
                                text=True, env=env(), cwd=tmp_path)
     try:
         _wait_for_step(process, run_dir, 5)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(stop)
         _, stderr = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
@@ -126,7 +128,7 @@ def test_sigterm_checkpoints_at_the_step_boundary_exits_75_and_resume_matches_an
     [state] = _checkpoint_states(run_dir)
     assert state["epoch"] == 0 and 5 <= state["step"] == state["batch_in_epoch"] < 360 // 16
     assert state["best_checkpoint"] is None  # no evaluation yet: the stop did not fake one
-    assert "stopped by SIGTERM" in stderr and f"step {state['step']}" in stderr
+    assert f"stopped by {stop.name}" in stderr and f"step {state['step']}" in stderr
     assert state["name"] in stderr and "--resume auto" in stderr
 
     result = run_train(config, "--resume", "auto")
@@ -137,20 +139,22 @@ def test_sigterm_checkpoints_at_the_step_boundary_exits_75_and_resume_matches_an
     assert train_steps == sorted(set(train_steps))
 
 
-def test_a_second_stop_signal_kills_at_once(shards, tmp_path):
-    """The first SIGTERM asks for a checkpoint; a second one is the default: terminate now."""
+@pytest.mark.parametrize("stop", [signal.SIGUSR2, signal.SIGINT], ids=["SIGUSR2", "ctrl-c"])
+def test_a_second_stop_signal_kills_at_once(shards, tmp_path, stop):
+    """The first signal asks for a checkpoint; a second one is the default: terminate now
+    (a second Ctrl-C does not wait for the step to end)."""
     from mmimdb_dist.train.signals import StopRequests
 
     code = ("import os, signal, time\n"
             "from mmimdb_dist.train.signals import StopRequests\n"
             "with StopRequests() as stops:\n"
-            "    os.kill(os.getpid(), signal.SIGUSR2)\n"
+            f"    os.kill(os.getpid(), signal.{stop.name})\n"
             "    print(stops.received.name, flush=True)\n"
-            "    os.kill(os.getpid(), signal.SIGUSR2)\n"
+            f"    os.kill(os.getpid(), signal.{stop.name})\n"
             "    time.sleep(30)\n"
             "print('not reached', flush=True)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env())
-    assert result.returncode == -signal.SIGUSR2 and result.stdout == "SIGUSR2\n", result
+    assert result.returncode == -stop and result.stdout == f"{stop.name}\n", result
     # Leaving the block restores what was there before.
     before = signal.getsignal(signal.SIGTERM)
     with StopRequests():

@@ -69,6 +69,17 @@ def mark_boundary(accelerator: Any, last_of_group: bool) -> None:
     accelerator.gradient_state._set_sync_gradients(last_of_group)
 
 
+def broadcast_buffers(model: Any) -> None:
+    """Give every rank rank 0's buffers (BatchNorm's running statistics), as DDP does before
+    each forward. DeepSpeed does not: each rank's statistics follow its own batches, so ranks
+    evaluated their shares of dev with different statistics, and the dev metric logged during
+    training differed from the one of the saved checkpoint (which holds rank 0's)."""
+    import torch
+
+    for buffer in model.buffers():
+        torch.distributed.broadcast(buffer.data, src=0)
+
+
 def buffers_to(model: Any, dtype: Any) -> None:
     """DeepSpeed's bf16 and fp16 modes cast parameters only: BatchNorm's running statistics
     stay fp32, and a half-precision BatchNorm refuses them. Cast floating-point buffers to match."""

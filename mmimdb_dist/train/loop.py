@@ -48,7 +48,7 @@ from ..outputs import check_output_dir, exclusive
 from .checkpoint import (STATE_FILE, CheckpointError, TrainerState, add_inference_files, check_fits,
                          checkpoint_name, clean_temp_folders, complete_checkpoints, prune, resolve_resume,
                          save_checkpoint)
-from .deepspeed_config import buffers_to, deepspeed_plugin, fill_deepspeed_config, mark_boundary
+from .deepspeed_config import broadcast_buffers, buffers_to, deepspeed_plugin, fill_deepspeed_config, mark_boundary
 from .evaluate import Predictions, predict
 from .optim import build_optimizer, build_scheduler
 from .signals import NonFiniteLossError, StopRequests, TrainingStopped
@@ -355,6 +355,8 @@ class Trainer:
 
     def evaluate_and_select(self) -> dict[str, Any]:
         """Dev metrics; a better `train.select_metric` makes the checkpoint saved next the best one."""
+        if self.deepspeed and self.world_size > 1:
+            broadcast_buffers(self.model)  # the statistics the checkpoint about to be saved holds
         dev = self.predict_split("dev")
         metrics = dev_metrics(dev.labels, dev.probs)
         metrics["loss"] = self.dev_loss(dev)

@@ -96,7 +96,10 @@ class Trackers:
 
     def start(self, resume_step: int, hparams: dict[str, Any]) -> None:
         """Start every tracker; all but TensorBoard get the config now (TensorBoard's HParams
-        view needs the metrics with it, so it gets both at the end, see `finish`)."""
+        view needs the metrics with it, so it gets both at the end, see `finish`). A resumed
+        run (`resume_step` > 0) continues its MLflow run, whose parameters were filed when it
+        started and cannot change: the trainer warns when the config differs, and the run
+        folder's config.yaml is the one in force."""
         if not self.main:
             return
         for name in self.names:
@@ -105,7 +108,7 @@ class Trackers:
                                  dict(self.kwargs.get(name, {})))
                 tracker.start()
                 self.active.append(tracker)
-                if name != "tensorboard":
+                if name != "tensorboard" and not resume_step:
                     tracker.store_init_configuration(hparams)
             except ImportError as exc:
                 raise TrackerWriteError("train.trackers", f"{name!r} needs its package ({exc.name or exc}); "

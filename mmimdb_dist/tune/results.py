@@ -194,9 +194,10 @@ def best_config_text(table: SearchTable, loaded: LoadedSearch) -> str | None:
     if best is None:
         return None
     overrides = trial_overrides(loaded.config.overrides, {}, best.params)
-    cfg = build_trial_config(loaded.base, overrides)
+    cfg = build_trial_config(loaded.base_as_written or loaded.base, overrides)
     cfg.name = f"{loaded.config.name}_best"
     header = (f"# Best trial {best.trial_id} of the search {loaded.config.name} ({loaded.path}):\n"
+              "# paths as in its base config, relative to the folder the search was started from\n"
               f"# dev {table.metric} {best.best_metric:.4f} at step {best.best_step}; its values:\n"
               + "".join(f"#   {k}: {v!r}\n" for k, v in best.params.items())
               + "# Train it: mmimdb-dist train --config <this file>\n")

@@ -72,12 +72,19 @@ def _search_algorithm(loaded: LoadedSearch):
                               "(pip install 'mmimdb-dist[tune]', or choose random or grid)")
         from ray.tune.search.optuna import OptunaSearch
 
+        from ray.tune.search import ConcurrencyLimiter
+
         scheduler = loaded.config.scheduler
-        return OptunaSearch(space=loaded.space.optuna_define_by_run(), metric=scheduler.metric,
-                            mode=scheduler.mode, seed=algorithm.seed)
+        searcher = OptunaSearch(space=loaded.space.optuna_define_by_run(), metric=scheduler.metric,
+                                mode=scheduler.mode, seed=algorithm.seed)
+        limit = loaded.config.resources.max_concurrent
+        return ConcurrencyLimiter(searcher, max_concurrent=limit) if limit else searcher
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=algorithm.seed)
+    # The limit belongs to the generator: Ray ignores TuneConfig's max_concurrent_trials for
+    # a search algorithm that is not a Searcher, and this one is not (it only warns).
+    return BasicVariantGenerator(random_state=algorithm.seed,
+                                 max_concurrent=loaded.config.resources.max_concurrent or 0)
 
 
 def _scheduler(loaded: LoadedSearch, max_t: int):
@@ -170,6 +177,35 @@ def trial_name(trial: Any) -> str:
     return trial.trial_id
 
 
+def trial_lines(metric: str):
+    """A Tune callback logging one line per trial event: started, each report (its dev
+    `metric`), finished, failed; what a person follows in a terminal or a Slurm log."""
+    from ray.tune import Callback
+
+    class TrialLines(Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            logger.info("trial %s started: %s", trial.trial_id, _short(trial.config))
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            value = result.get(metric)
+            logger.info("trial %s: evaluation %s, dev %s %s", trial.trial_id, result.get("training_iteration"),
+                        metric, f"{value:.4f}" if isinstance(value, (int, float)) else value)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+            logger.info("trial %s finished (%d of %d trials done)", trial.trial_id, done, len(trials))
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            logger.warning("trial %s failed: %s", trial.trial_id, trial.error_file or "see its folder")
+
+    return TrialLines()
+
+
+def _short(config: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                     for key, value in sorted(config.items()) if key != "setup")
+
+
 def _new_tuner(loaded: LoadedSearch, trainable: Any, max_t: int):
     from ray import tune
 
@@ -178,14 +214,15 @@ def _new_tuner(loaded: LoadedSearch, trainable: Any, max_t: int):
     tune_config = tune.TuneConfig(
         metric=metric, mode=mode, num_samples=cfg.search.num_samples,
         search_alg=_search_algorithm(loaded), scheduler=_scheduler(loaded, max_t),
-        max_concurrent_trials=cfg.resources.max_concurrent,
         trial_name_creator=trial_name, trial_dirname_creator=trial_name,
     )
     run_config = tune.RunConfig(
         name=cfg.name, storage_path=str(loaded.storage_path),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=metric,
                                                 checkpoint_score_order=mode),
-        failure_config=tune.FailureConfig(max_failures=1), verbose=1,
+        # verbose=0: Ray's status tables (300 columns, dozens per minute) are replaced by one
+        # plain line per trial event (TrialLines).
+        failure_config=tune.FailureConfig(max_failures=1), verbose=0, callbacks=[trial_lines(metric)],
     )
     param_space = {} if cfg.search.algorithm == "optuna" else loaded.space.ray_param_space()
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)

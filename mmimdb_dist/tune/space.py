@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from ..config import ConfigError, ExperimentConfig, apply_overrides, from_dict, read_yaml
+from ..config import ConfigError, ExperimentConfig, apply_overrides, from_dict, read_config_data, read_yaml
 from ..losses import LOSS_NAMES
 from ..train.config import TrainConfig
 
@@ -411,6 +411,9 @@ class LoadedSearch:
     config: SearchConfig
     space: SearchSpace
     base: dict[str, Any]
+    # The base config's mapping as written (paths relative to where the search was started):
+    # what best_config.yaml is built from, so it moves with the project like any config.
+    base_as_written: dict[str, Any] = field(default_factory=dict)
 
     @property
     def storage_path(self) -> Path:
@@ -449,14 +452,15 @@ def load_search(path: str | Path, overrides: typing.Sequence[str] = ()) -> Loade
         if search.search.algorithm == "grid" and not grids:
             raise ConfigError("search.algorithm: grid needs at least one `grid` domain in space")
         base_path = Path(search.base_config)
-        base = resolve_paths(read_yaml(base_path))
+        base_as_written = read_config_data(base_path)
+        base = resolve_paths(base_as_written)
         _check_candidates(search, space, base)
         if search.scheduler.metric is None:
             search.scheduler.metric = search.overrides.get(
                 "train.select_metric", (base.get("train") or {}).get("select_metric", TrainConfig.select_metric))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    return LoadedSearch(path=path, config=search, space=space, base=base)
+    return LoadedSearch(path=path, config=search, space=space, base=base, base_as_written=base_as_written)
 
 
 def evaluations_per_trial(cfg: ExperimentConfig, train_samples: int, world_size: int = 1) -> int:

@@ -42,7 +42,8 @@ def main() -> None:
                    for i in batch["ids"]]
         report = {"rank": trainer.rank, "world_size": trainer.world_size,
                   "weights_sha256": trainer.weights_sha256, "dev_ids": dev_ids,
-                  "device": str(accelerator.device), "best_checkpoint": result["best_checkpoint"]}
+                  "device": str(accelerator.device), "best_checkpoint": result["best_checkpoint"],
+                  "find_unused_parameters": getattr(trainer.model, "find_unused_parameters", None)}
         (out / f"rank{trainer.rank}.json").write_text(json.dumps(report))
     finally:
         accelerator.end_training()
