@@ -157,3 +157,72 @@ def test_cli_reports_config_errors_in_one_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     assert "loader.batch_sise" in lines[0]
+
+
+# --------------------------------------------------------------------------- composition (base:)
+
+
+def test_a_config_states_only_what_differs_from_its_base(tmp_path):
+    (tmp_path / "parent.yaml").write_text(textwrap.dedent("""
+        name: parent
+        loader: {batch_size: 8, num_workers: 3}
+        model:
+          name: early_fusion
+          image: {kind: cnn, cnn_channels: [4, 8, 8, 8]}
+        train: {lr: 0.02, epochs: 3}
+    """))
+    (tmp_path / "sub").mkdir()
+    child = tmp_path / "sub" / "child.yaml"
+    child.write_text("base: ../parent.yaml\nname: child\nloader: {batch_size: 16}\n"
+                     "model: {image: {cnn_channels: [2, 2, 2, 2]}}\n")
+    cfg = load_config(child, ["train.epochs=5"])
+    assert (cfg.name, cfg.loader.batch_size, cfg.loader.num_workers) == ("child", 16, 3)  # sections merge
+    assert cfg.model.image.cnn_channels == [2, 2, 2, 2] and cfg.model.image.kind == "cnn"  # lists replace
+    assert (cfg.train.lr, cfg.train.epochs) == (0.02, 5)  # --set applies last
+
+    several = tmp_path / "several.yaml"
+    (tmp_path / "fast.yaml").write_text("train: {lr: 0.1}\n")
+    several.write_text("base: [parent.yaml, fast.yaml]\n")
+    assert load_config(several).train.lr == 0.1 and load_config(several).name == "parent"  # in order
+
+
+@pytest.mark.parametrize(("files", "message"), [
+    ({"a.yaml": "base: b.yaml\n", "b.yaml": "base: a.yaml\n"}, "leads back to itself"),
+    ({"a.yaml": "base: a.yaml\n"}, "leads back to itself"),
+    ({"a.yaml": "base: missing.yaml\n"}, "does not exist (a base is named relative to"),
+    ({"a.yaml": "base: {x: 1}\n"}, "base: expected a config file name or a list"),
+    ({"a.yaml": "base: b.yaml\n", "b.yaml": "train: {lr_rate: 1}\n"}, "unknown config key 'train.lr_rate'"),
+])
+def test_base_mistakes_are_one_line_naming_the_file(tmp_path, files, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")) as error:
+        load_config(tmp_path / "a.yaml")
+    assert str(tmp_path / "a.yaml") in str(error.value)
+
+
+def test_shipped_variants_equal_their_parent_but_for_what_they_state():
+    """The synth_* configs that name a base: resolved, they are their parent plus their own keys."""
+    import yaml
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    children = [path for path in sorted(configs.glob("synth_*.yaml"))
+                if "base" in (yaml.safe_load(path.read_text()) or {})]
+    assert len(children) >= 7
+    for path in children:
+        own = yaml.safe_load(path.read_text())
+        parent = load_config(path.parent / own.pop("base"))
+        child = load_config(path)
+
+        def walk(a, b, stated, where=""):
+            for key in a:
+                if isinstance(a[key], dict) and isinstance(stated.get(key), dict):
+                    walk(a[key], b[key], stated[key], f"{where}{key}.")
+                elif key not in stated:
+                    assert a[key] == b[key], (path.name, f"{where}{key}")
+                else:
+                    assert b[key] == stated[key], (path.name, f"{where}{key}")
+
+        from mmimdb_dist.config import to_dict
+
+        walk(to_dict(parent), to_dict(child), own)

@@ -376,3 +376,23 @@ def test_recipe_configs_build_with_tiny_stand_ins(folders) -> None:
         out = net({"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": pixels()})
         assert out["logits"].shape == (2, 23) and torch.isfinite(out["logits"]).all(), path.name
     assert {"siglip_fusion", "clip_large_fusion", "dinov2_fusion"} <= set(recipes)
+
+
+@pytest.mark.parametrize("kind", [*HF_VISION, *DUAL, "torchvision"])
+def test_every_trainable_parameter_of_a_fusion_model_gets_a_gradient(kind: str, folders) -> None:
+    """What lets DDP run without its per-step unused-parameter search (train.find_unused_parameters):
+    each image family, in a fusion model, leaves no trainable parameter out of a step."""
+    if kind in DUAL:
+        cfg = dual_config(kind, folders)
+    else:
+        image = (ImageEncoderConfig(kind="torchvision", name="resnet18", pretrained=False, patch_grid=GRID)
+                 if kind == "torchvision" else image_config(kind, folders[kind]))
+        cfg = ModelConfig(name="early_fusion", text=TextEncoderConfig(kind="bilstm", embed_dim=8, hidden=8, vocab_min_freq=1),
+                          image=image, fusion=FusionConfig(hidden=16, heads=2), modality_dropout=0.1)
+    tokens = build_token_encoder(cfg.text, ["a war movie about love"])
+    model = build_model(cfg, vocab_size=token_encoder_size(tokens), pad_id=tokens.pad_id).train()
+    ids = padded([tokens.encode("a war movie about love " * n, 512) for n in (1, 3)], tokens.pad_id)
+    out = model({"input_ids": ids, "attention_mask": (ids != tokens.pad_id).long(), "pixel_values": pixels()})
+    out["logits"].sum().backward()
+    assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
+    assert not type(model).leaves_parameters_unused

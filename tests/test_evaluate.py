@@ -110,6 +110,42 @@ def test_figures_from_arrays_and_a_torn_log(tmp_path):
     _check_png(figures.attention_maps(posters, rng.random((2, 7, 7)), ["a", "b"], tmp_path / "att.png"), 500, 300)
 
 
+def test_cooccurrence_panels_each_have_their_own_scale() -> None:
+    """A model that predicts Drama and Comedy for every movie has pair counts far above the
+    truth's: on one shared scale the true-labels panel was a single colour."""
+    from mmimdb_dist.report import figures
+
+    rng = np.random.default_rng(0)
+    truth = (rng.random((300, 23)) < 0.1).astype(int)
+    predicted = truth.copy()
+    predicted[:, :2] = 1
+    fig = figures.cooccurrence_figure(truth, predicted)
+    true_image, predicted_image, difference_image = (ax.images[0] for ax in fig.axes[:3])
+    true_pairs = truth.T @ truth
+    predicted_pairs = predicted.T @ predicted
+    off = ~np.eye(23, dtype=bool)
+    assert true_image.norm.vmax == true_pairs[off].max() < predicted_image.norm.vmax == predicted_pairs[off].max()
+    assert difference_image.norm.vmin == -difference_image.norm.vmax  # centred on no difference
+    # the diagonal (movies per genre) is written in the row labels, not left to a saturated colour
+    labels = [tick.get_text() for tick in fig.axes[0].get_yticklabels()]
+    assert labels[0] == f"Drama ({true_pairs[0, 0]})"
+
+
+def test_training_curves_draw_dev_loss_and_one_line_per_learning_rate_schedule() -> None:
+    from mmimdb_dist.report import figures
+
+    lrs = {"head": 0.01, "head_no_decay": 0.01, "encoder": 0.001}
+    records = [{"type": "train", "step": s, "loss": 1 / s, "lr": {k: v / s for k, v in lrs.items()}}
+               for s in range(1, 11)]
+    records += [{"type": "eval", "step": s, "loss": 0.5 / s, "mean_average_precision": 0.1 * s, "best": True}
+                for s in (5, 10)]
+    loss_ax, _, lr_ax = figures.training_curves_figure(records).axes[:3]
+    assert [line.get_label() for line in loss_ax.get_lines()] == ["train", "dev (fused head)"]
+    assert list(loss_ax.get_lines()[1].get_ydata()) == [0.1, 0.05]
+    # head and head_no_decay share one schedule: one line named after both, not two on top of each other
+    assert sorted(line.get_label() for line in lr_ax.get_lines()) == ["encoder", "head, head_no_decay"]
+
+
 def test_user_errors_are_one_line(run_dir, tmp_path, capsys):
     def error(argv: list[str]) -> str:
         assert main(argv) == 2

@@ -16,7 +16,7 @@ from mmimdb_dist.data.raw import (MovieSkipped, SkipReport, check_poster, iter_m
 from mmimdb_dist.errors import DataError
 from mmimdb_dist.genres import GENRES
 
-REAL_SPLIT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mmimdb_split.json"
+from real_plots import REAL_SPLIT_JSON, shared_file
 
 
 # --------------------------------------------------------------------------- fixture builder
@@ -78,7 +78,7 @@ def make_raw(tmp_path: Path, movies: dict[str, dict], splits: dict[str, list[str
 def test_real_split_file(tmp_path):
     root = tmp_path / "mmimdb"
     root.mkdir()
-    shutil.copy(REAL_SPLIT, root / "split.json")
+    shutil.copy(shared_file(REAL_SPLIT_JSON), root / "split.json")
     split = read_split(tmp_path)  # the parent of mmimdb/ is accepted too
     assert {name: len(ids) for name, ids in split.items()} == {
         "train": 15552, "dev": 2608, "test": 7799}

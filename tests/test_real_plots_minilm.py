@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not REAL_PLOTS_CSV.is_file(), reason=f"{REAL_PLOTS_CSV} not found: the real plot "
-                       "sample lives in ../shared/data beside the checkout"),
+                       "sample lives in ../shared/data beside the checkout, or set MMIMDB_SHARED_DATA"),
 ]
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import filecmp
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -82,8 +82,9 @@ def test_split_proportions_disjoint_and_id_format(split: dict[str, list[str]],
 
 
 def test_split_sizes_match_the_official_split_at_full_scale() -> None:
-    official = json.loads(
-        (Path(__file__).resolve().parents[2] / "shared/data/mmimdb_split.json").read_text())
+    from real_plots import REAL_SPLIT_JSON, shared_file
+
+    official = json.loads(shared_file(REAL_SPLIT_JSON).read_text())
     assert split_sizes(REAL_NUM_MOVIES) == {name: len(ids) for name, ids in official.items()}
     assert split_sizes(1) == {"train": 1, "dev": 0, "test": 0}
 
@@ -286,9 +287,12 @@ def test_interrupted_generation_leaves_no_split_json(tmp_path: Path) -> None:
 def test_regenerating_into_the_same_folder_is_identical(tmp_path: Path) -> None:
     root = generate_dataset(tmp_path / "x", 15, seed=2, defect_rate=0.3)
     before = _tree_bytes(root)
+    os.link(root / "split.json", tmp_path / "first_split.json")  # holds the first file's inode
+    written = (root / "split.json").stat().st_ino
     generate_dataset(tmp_path / "x", 15, seed=2, defect_rate=0.3)
     assert _tree_bytes(root) == before
-    assert filecmp.cmp(root / "split.json", root / "split.json")
+    # split.json was written again (a new file, renamed into place), not left from the first run
+    assert (root / "split.json").stat().st_ino != written
 
 
 def test_files_of_another_generation_are_reported_not_listed(tmp_path: Path, caplog) -> None:

@@ -174,3 +174,57 @@ def test_color_jitter_reaches_training_and_not_evaluation(plain_run, shards, tmp
     assert losses[0] == losses[1]
     assert losses[0] != _train_losses(plain_run)
     _assert_reloads_with_reported_dev_metrics(jittered[0])
+
+
+def test_a_training_batch_reads_nothing_back_to_the_host(shards, tmp_path):
+    """The loss stays on the device until a log line needs it: on a GPU every read-back (item,
+    float, tolist, bool, numpy) stops the CPU from queueing the next batch's kernels. Counted
+    for real around each micro-batch of a run; the one read per optimizer step (the stop and
+    non-finite agreement) and the log lines happen outside it."""
+    import contextlib
+
+    import torch
+
+    from mmimdb_dist.config import ExperimentConfig, from_dict
+    from mmimdb_dist.train.loop import Trainer, build_accelerator
+
+    methods = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__")
+
+    @contextlib.contextmanager
+    def counting_reads(counter: list[str]):
+        originals = {name: getattr(torch.Tensor, name) for name in methods}
+
+        def wrap(name):
+            def read(self, *args, **kwargs):
+                counter.append(name)
+                return originals[name](self, *args, **kwargs)
+            return read
+
+        try:
+            for name in methods:
+                setattr(torch.Tensor, name, wrap(name))
+            yield
+        finally:
+            for name, original in originals.items():
+                setattr(torch.Tensor, name, original)
+
+    class Counting(Trainer):
+        reads: list[list[str]] = []
+
+        def _train_batch(self, *args, **kwargs):
+            counter: list[str] = []
+            with counting_reads(counter):
+                super()._train_batch(*args, **kwargs)
+            self.reads.append(counter)
+
+    data = tiny_config(shards, tmp_path / "runs", "no_sync", epochs=1, grad_accum_steps=2)
+    data["model"]["modality_dropout"] = 0.2
+    cfg = from_dict(ExperimentConfig, data)
+    accelerator = build_accelerator(cfg)
+    try:
+        trainer = Counting(cfg, accelerator)
+        trainer.fit()
+    finally:
+        accelerator.end_training()
+    assert len(Counting.reads) == trainer.batches_per_epoch
+    assert all(reads == [] for reads in Counting.reads), Counting.reads[:3]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dist_scripts.train_fixtures import env, run_train, tiny_config, train_shards, write_config
+from dist_scripts.train_fixtures import env, tiny_config, train_shards, write_config
 from mmimdb_dist.config import ConfigError, load_config
 from mmimdb_dist.tune.space import load_search
 
@@ -48,7 +48,8 @@ def search_yaml(folder: Path, base: Path, name: str, **sections) -> Path:
         "search": {"algorithm": "random", "num_samples": 4, "seed": 0},
         "scheduler": {"grace_period": 1, "reduction_factor": 2},
         "resources": {"cpu": 1, "max_concurrent": 2},
-        "ray": {"num_cpus": 2},
+        # room for 3 trials at once: only resources.max_concurrent keeps it to 2
+        "ray": {"num_cpus": 3},
     }
     for key, value in sections.items():
         search[key] = {**search[key], **value} if isinstance(value, dict) and key != "space" else value
@@ -84,15 +85,20 @@ def eval_lines(run_dir: Path) -> list[str]:
 def base_config(tmp_path_factory) -> Path:
     shards = train_shards(tmp_path_factory)
     folder = tmp_path_factory.mktemp("tune")
-    return write_config(folder / "base.yaml", tiny_config(shards, folder / "runs", "base"))
+    data = tiny_config(shards, Path("runs"), "base")  # paths relative to the folder searches start from
+    data["loader"]["shards_dir"] = os.path.relpath(shards, folder)
+    return write_config(folder / "base.yaml", data)
 
 
 @pytest.fixture(scope="module")
 def search(base_config: Path) -> Path:
     config = search_yaml(base_config.parent, base_config, "fusion")
-    result = run_tune(config)
+    result = subprocess.run([*tune_command(config)[:3], "tune", "--config", str(config)], capture_output=True,
+                            text=True, timeout=SEARCH_TIMEOUT_S, env=env(), cwd=config.parent)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     experiment = base_config.parent / "searches" / "fusion"
     assert "best config:" in result.stdout
+    (experiment / "output.txt").write_text(result.stdout + result.stderr)  # read by the tests below
     return experiment
 
 
@@ -128,6 +134,29 @@ def test_four_trial_search_finishes_and_asha_stops_one(search: Path) -> None:
     assert markdown.count("\n| ") == 2 + 4  # header, rule, one line per trial
 
 
+def test_max_concurrent_limits_the_trials_running_at_once(search: Path) -> None:
+    """Ray had room for 3 trials; `resources.max_concurrent: 2` must hold them to 2. Each trial's
+    span, from its config.yaml to its last log line, lies inside its real lifetime."""
+    spans = []
+    for row in read_rows(search):
+        run_dir = Path(row["run_dir"])
+        last = max(p.stat().st_mtime for p in run_dir.rglob("*") if p.is_file())
+        spans.append(((run_dir / "config.yaml").stat().st_mtime, last))
+    running = [sum(start <= moment < end for start, end in spans) for moment, _ in spans]
+    assert max(running) == 2, spans  # two at once, never three
+
+
+def test_search_output_is_a_few_plain_lines(search: Path) -> None:
+    """One line per trial event instead of Ray's 300-column status tables."""
+    lines = (search / "output.txt").read_text().splitlines()
+    trial_lines = [line for line in lines if "mmimdb_dist.tune.runner: trial " in line]
+    assert len([line for line in trial_lines if line.endswith("started") or " started: " in line]) == 4
+    assert sum(" finished (" in line for line in trial_lines) == 4
+    assert sum(", dev mean_average_precision " in line for line in trial_lines) >= 4 + 4
+    other = [line for line in lines if line not in trial_lines]
+    assert len(other) < 40 and max(map(len, lines)) < 300, other[:40]
+
+
 def test_best_config_loads_and_trains(search: Path, tmp_path: Path) -> None:
     rows = read_rows(search)
     best = max(rows, key=lambda row: float(row["best_dev_mean_average_precision"]))
@@ -138,7 +167,13 @@ def test_best_config_loads_and_trains(search: Path, tmp_path: Path) -> None:
     assert cfg.train.lr == pytest.approx(float(best["train.lr"]))
     assert cfg.loss.name == best["loss.name"]
     assert cfg.train.epochs == 2 and cfg.train.eval_every == EVAL_EVERY
-    run_train(path, "--set", f"output_dir={tmp_path}", "--set", "train.epochs=1", "--set", "train.eval_every=epoch")
+    # the paths as the base config wrote them, relative to the folder the search started from
+    base = load_config(search.parents[1] / "base.yaml")
+    assert cfg.loader.shards_dir == base.loader.shards_dir and not Path(cfg.loader.shards_dir).is_absolute()
+    result = subprocess.run(tune_command(path)[:3] + ["train", "--config", str(path), "--set", f"output_dir={tmp_path}",
+                            "--set", "train.epochs=1", "--set", "train.eval_every=epoch"],
+                            capture_output=True, text=True, timeout=SEARCH_TIMEOUT_S, env=env(), cwd=search.parents[1])
+    assert result.returncode == 0, result.stderr[-3000:]
     final = json.loads((tmp_path / "fusion_best" / "final_metrics.json").read_text())
     assert 0.0 <= final["test"]["threshold_0.5"]["f1_macro"] <= 1.0
     assert final["last_step"] == 22

@@ -157,6 +157,23 @@ def predict_movies(bundle: InferenceBundle, movies: Iterable[MovieInput], *, dev
     bar.close()
 
 
+def predict_genres(checkpoint: str | Path, movies: Iterable[dict[str, Any]], device: str = "auto",
+                   skip_bad: bool = False) -> list[dict[str, Any]]:
+    """Genres of `movies` from a checkpoint folder alone: the Python form of `mmimdb-dist predict`.
+    Each movie is a dict with `id` and `plot` and/or `poster` (an image path); each result is
+    `predict`'s JSONL record: `genres` (above the checkpoint's dev-tuned thresholds, most probable
+    first) and every genre's probability."""
+    from ..devices import resolve_device
+    from .checkpoint import load_bundle
+
+    device = resolve_device(device)
+    bundle = load_bundle(checkpoint, device)
+    inputs = [MovieInput(id=str(movie["id"]), plot=movie.get("plot"),
+                         poster=Path(movie["poster"]) if movie.get("poster") else None,
+                         where=f"movie {movie['id']!r}") for movie in movies]
+    return list(predict_movies(bundle, inputs, device=device, skip_bad=skip_bad))
+
+
 def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> int:
     """Write records as JSONL atomically (a reader sees no file or the complete one); returns the count."""
     from ..errors import MmimdbError

@@ -64,7 +64,12 @@ def read_metrics_log(path: str | Path) -> list[dict[str, Any]]:
 
 
 def training_curves(records: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Loss, dev metrics and learning rates against the optimizer step."""
+    """Loss, dev metrics and learning rates against the optimizer step, as a PNG."""
+    return _save(training_curves_figure(records, title), path)
+
+
+def training_curves_figure(records: Sequence[dict[str, Any]], title: str = ""):
+    """The Figure of `training_curves`: panels loss (train and dev), dev metrics, learning rate."""
     train = [r for r in records if r.get("type") == "train" and r.get("loss") is not None]
     evals = [r for r in records if r.get("type") == "eval"]
     fig = _figure(13, 3.8, left=0.05, right=0.99, bottom=0.13, top=0.86, wspace=0.22)
@@ -99,7 +104,7 @@ def training_curves(records: Sequence[dict[str, Any]], path: str | Path, title: 
         loss_ax.text(0.5, 0.5, "no records in metrics.jsonl", ha="center", transform=loss_ax.transAxes)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return fig
 
 
 def learning_rate_curves(train: Sequence[dict[str, Any]]) -> dict[tuple[str, ...], list[tuple[int, float]]]:
@@ -175,7 +180,12 @@ def pr_curves(y_true: np.ndarray, y_prob: np.ndarray, thresholds: Sequence[float
 
 def cooccurrence(y_true: np.ndarray, y_pred: np.ndarray, path: str | Path, genres: Sequence[str] = GENRES,
                  title: str = "") -> Path:
-    """Genre pair counts in the labels and in the predictions, and predicted minus true.
+    """Genre pair counts in the labels and in the predictions, and predicted minus true, as a PNG."""
+    return _save(cooccurrence_figure(y_true, y_pred, genres, title), path)
+
+
+def cooccurrence_figure(y_true: np.ndarray, y_pred: np.ndarray, genres: Sequence[str] = GENRES, title: str = ""):
+    """The Figure of `cooccurrence`.
 
     Each count panel has its own colour scale, set by its largest pair count (off the
     diagonal): a model that over-predicts (every movie a Drama) would otherwise squash the
@@ -200,8 +210,8 @@ def cooccurrence(y_true: np.ndarray, y_pred: np.ndarray, path: str | Path, genre
         ax.set_yticks(ticks, [f"{genre} ({counts[i, i]})" for i, genre in enumerate(genres)], fontsize=7)
         ax.set_title(label)
         fig.colorbar(image, ax=ax, shrink=0.75, label="movies")
-    fig.suptitle(title or "genre co-occurrence (diagonal: movies per genre)")
-    return _save(fig, path)
+    fig.suptitle(title or "genre co-occurrence (diagonal: movies per genre, in the row labels)")
+    return fig
 
 
 def pair_scale(counts: np.ndarray) -> int:

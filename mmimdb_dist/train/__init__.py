@@ -17,10 +17,12 @@ The same command runs plainly on one CPU or GPU, or on every rank under `acceler
 The `train:` section of the config (`TrainConfig`) holds epochs, `lr` (heads and parts
 trained from scratch), `encoder_lr` (pretrained encoders), `weight_decay` (none on biases,
 norms and 1-d parameters), `warmup_steps` / `warmup_ratio`, `schedule` (cosine, linear,
-constant), `grad_accum_steps`, `max_grad_norm`, `mixed_precision` (no, bf16, or null for the
-launcher's choice), `compile`, `channels_last`, `eval_every` ("epoch" or N optimizer steps),
-`early_stopping_patience`, `checkpoint_every_steps`, `keep_checkpoints`, `log_every`, `seed`
-and `dist_timeout_s`. The late-fusion branch loss weight is `model.fusion.branch_loss_weight`.
+constant), `grad_accum_steps`, `max_grad_norm`, `mixed_precision` (auto: bf16 / fp16 / fp32
+from the hardware; no, bf16, fp16; or null for the launcher's choice), `compile`,
+`channels_last`, `eval_every` ("epoch" or N optimizer steps), `early_stopping_patience`,
+`checkpoint_every_steps`, `keep_checkpoints`, `log_every`, `seed`, `num_threads`,
+`dist_timeout_s`, `find_unused_parameters` (DDP's search, off for every built-in model) and the
+experiment trackers (`trackers`, `tracker_project`, `tracker_kwargs`). The late-fusion branch loss weight is `model.fusion.branch_loss_weight`.
 `loader.batch_size` is per process: the global batch is batch_size x processes x accumulation.
 
 A run writes `<output_dir>/<name>/`:
@@ -29,7 +31,11 @@ A run writes `<output_dir>/<name>/`:
     vocabulary.json      the BiLSTM's word vocabulary, built from the train split only
     metrics.jsonl        one line per logged step (loss, lr per parameter group, samples/s,
                          grad norm, peak memory), per dev evaluation, and a final line
-    tensorboard/         the same curves for TensorBoard (`tensorboard --logdir <run>`)
+    tensorboard/         the same curves for TensorBoard (`tensorboard --logdir <run>`), the
+                         figures as images, and hparams/ (the config with the test metrics)
+    evaluation/          <best>-test/: the figures of the best checkpoint on test (as `evaluate`
+                         writes them), logged to every tracker
+    trackers.json        the MLflow run id, so that a resumed run continues the same run
     checkpoints/         step-<step>-b<batches>/: Accelerate state (model, optimizer, scheduler,
                          every rank's RNG), inference/ (model.safetensors, config.yaml,
                          genres.json, tokenizer or vocabulary), files.json (sizes and
@@ -53,6 +59,7 @@ from a checkpoint's `inference/` folder alone (safetensors, no pickle).
 
 Modules: `config` (TrainConfig), `optim` (parameter groups, schedules), `tokens` (token
 encoder per run), `evaluate` (exact distributed evaluation), `checkpoint` (atomic save,
-resume, pruning, inference export), `signals` (stop on SIGTERM / SIGUSR2 with a checkpoint
-and exit status 75; stop on a non-finite loss), `loop` (the Accelerator and the trainer).
+resume, pruning, inference export), `signals` (stop on SIGTERM / SIGUSR2 / Ctrl-C with a
+checkpoint and exit status 75; stop on a non-finite loss), `tracking` (experiment trackers),
+`loop` (the Accelerator and the trainer; `train(cfg)` is the Python entry point).
 """

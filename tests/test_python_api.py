@@ -1,0 +1,48 @@
+"""The README's Python API example, run as written (on the 600-movie synthetic shards instead of
+the demo's): the functions it names exist, train, evaluate and predict, and agree."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from dist_scripts.train_fixtures import train_shards
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+def readme_example() -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Python API"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readme_python_example_trains_evaluates_and_predicts(tmp_path_factory, monkeypatch, capsys):
+    shards = train_shards(tmp_path_factory)
+    work = tmp_path_factory.mktemp("notebook")
+    (work / "configs").mkdir()
+    demo = (REPO / "configs" / "synth_demo_fusion.yaml").read_text()
+    (work / "configs" / "synth_demo_fusion.yaml").write_text(demo.replace("runs/demo/shards", str(shards)))
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    code = readme_example()
+    assert "train(cfg)" in code and "evaluate_checkpoint(" in code and "predict_genres(" in code
+    namespace: dict = {}
+    exec(compile(code, "README.md (Python API)", "exec"), namespace)  # noqa: S102 (our own README)
+
+    final, evaluation, result = namespace["final"], namespace["evaluation"], namespace["result"]
+    run_dir = work / "runs" / "notebook" / "notebook"
+    assert (run_dir / "final_metrics.json").is_file() and final["last_epoch"] == 1
+    assert evaluation.out_dir.is_dir() and (evaluation.out_dir / "metrics.json").is_file()
+    # the evaluation of the best checkpoint reproduces the test figures train() returned
+    assert evaluation.report["threshold_0.5"]["f1_macro"] == pytest.approx(
+        final["test"]["threshold_0.5"]["f1_macro"], abs=1e-6)
+    assert result["id"] == "m1" and set(result["genres"]) <= set(result["probabilities"])
+    assert abs(sum(result["probabilities"].values())) > 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("[20")]  # DeepSpeed
+    assert len(printed) == 3 and os.sep in printed[1] and printed[2].startswith("[")

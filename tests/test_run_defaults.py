@@ -1,0 +1,128 @@
+"""Defaults a cluster user relies on: precision and DDP settings chosen from the hardware and the
+model, a deterministic thread count, and progress that reads well outside a terminal."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from dist_scripts.train_fixtures import RUN_TIMEOUT_S, env, tiny_config, train_shards, write_config
+from mmimdb_dist.config import ExperimentConfig, load_config
+from mmimdb_dist.progress import PlainProgress, progress
+from mmimdb_dist.train.loop import (available_cpus, choose_num_threads, needs_unused_parameter_search,
+                                    resolve_mixed_precision)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- precision
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    if not torch.cuda.is_available():
+        assert resolve_mixed_precision("auto", deepspeed=False) == "no"  # bf16 autocast is slower on CPUs
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_mixed_precision("auto", deepspeed=False) == "bf16"  # Ampere and later
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_mixed_precision("auto", deepspeed=False) == "fp16"  # V100, T4: with loss scaling
+    assert resolve_mixed_precision("auto", deepspeed=True) is None  # the DeepSpeed JSON decides
+    for explicit in ("no", "bf16", "fp16", None):
+        assert resolve_mixed_precision(explicit, deepspeed=False) == explicit
+
+
+def test_precision_choices_are_checked():
+    from mmimdb_dist.config import ConfigError
+
+    assert load_config(None).train.mixed_precision == "auto"
+    assert load_config(None, ["train.mixed_precision=fp16"]).train.mixed_precision == "fp16"
+    with pytest.raises(ConfigError, match="train.mixed_precision: expected one of 'auto', 'no', 'bf16', 'fp16'"):
+        load_config(None, ["train.mixed_precision=fp8"])
+
+
+# --------------------------------------------------------------------------- DDP
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_no_shipped_model_asks_for_the_unused_parameter_search(path):
+    cfg = load_config(path)
+    assert needs_unused_parameter_search(cfg) is False
+
+
+def test_the_unused_parameter_search_follows_the_config_or_the_model_class(monkeypatch):
+    from mmimdb_dist.models import registry
+    from mmimdb_dist.models.fusion import EarlyFusion
+
+    assert needs_unused_parameter_search(load_config(None, ["train.find_unused_parameters=true"])) is True
+
+    class Routed(EarlyFusion):
+        leaves_parameters_unused = True
+
+    monkeypatch.setitem(registry.MODELS, "early_fusion", Routed)
+    assert needs_unused_parameter_search(load_config(None, ["model.name=early_fusion"])) is True
+    assert needs_unused_parameter_search(load_config(None, ["model.name=early_fusion",
+                                                            "train.find_unused_parameters=false"])) is False
+
+
+# --------------------------------------------------------------------------- threads
+
+
+def test_thread_count_is_the_config_then_the_environment_then_the_cpus_per_rank(monkeypatch):
+    cfg = ExperimentConfig()
+    cfg.train.num_threads = 3
+    assert choose_num_threads(cfg) == 3
+    cfg.train.num_threads = None
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    assert choose_num_threads(cfg) == 5
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert choose_num_threads(cfg) == available_cpus() <= len(__import__("os").sched_getaffinity(0))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(available_cpus() * 4))
+    assert choose_num_threads(cfg) == 1  # never 0, however many ranks share the node
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def test_plain_progress_is_log_lines_not_a_redrawn_bar(caplog):
+    with caplog.at_level(logging.INFO, logger="mmimdb_dist.progress"):
+        bar = PlainProgress(total=4, desc="epoch 0", unit="batch", interval_s=0)
+        for _ in range(4):
+            bar.update(1)
+        bar.set_postfix(loss="0.4123")
+        bar.close()
+        bar.close()  # once
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines[0].startswith("epoch 0: 1/4 batch (25%), ")
+    assert lines[-1].startswith("epoch 0: 4/4 batch (100%), ") and lines[-1].endswith("loss=0.4123")
+    assert len(lines) == 5
+    # off a terminal (pytest captures stderr), progress() gives plain lines; disabled, nothing
+    assert isinstance(progress(range(3), desc="x"), PlainProgress)
+    quiet = progress(range(3), desc="x", disable=True)
+    assert list(quiet) == [0, 1, 2] and quiet.silent
+
+
+@pytest.mark.slow
+def test_a_run_outside_a_terminal_logs_plain_progress_lines_and_no_progress_silences_them(tmp_path_factory):
+    shards = train_shards(tmp_path_factory)
+    root = tmp_path_factory.mktemp("progress")
+    outputs = {}
+    for name, flags in (("plain", []), ("quiet", ["--no-progress"])):
+        config = write_config(root / f"{name}.yaml", tiny_config(shards, root / "runs", name, epochs=1))
+        result = subprocess.run(["python", "-m", "mmimdb_dist.cli", *flags, "train", "--config", str(config)],
+                                capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env(), cwd=root)
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[name] = result.stderr
+    plain, quiet = outputs["plain"], outputs["quiet"]
+    for text in (plain, quiet):
+        assert "\r" not in text and "\x1b[" not in text  # no bar redraws in a log file
+    assert any(line.startswith("INFO mmimdb_dist.progress: epoch 0: ") and "batch (100%)" in line
+               for line in plain.splitlines()), plain[-2000:]
+    assert any("mmimdb_dist.progress: dev: " in line for line in plain.splitlines())
+    assert "mmimdb_dist.progress" not in quiet
+    # the run itself still reports at INFO
+    assert "training early_fusion" in quiet
