@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .genres import GENRES, NUM_GENRES
 
 if TYPE_CHECKING:
@@ -53,8 +53,6 @@ class BaselineConfig:
     max_iter: int = 1000
 
     def __post_init__(self) -> None:
-        from .config import ConfigError  # config.py imports this module
-
         for key in ("ngram_max", "min_df", "max_iter"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"baseline.{key}: expected an integer >= 1, got {getattr(self, key)}")

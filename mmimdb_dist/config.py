@@ -23,14 +23,12 @@ import yaml
 
 from .atomic import atomic_write_text
 from .baseline import BaselineConfig
-from .errors import MmimdbError
+from .errors import ConfigError
 from .losses import LossConfig
 from .models.config import ModelConfig
 from .train.config import TrainConfig
 
-
-class ConfigError(MmimdbError, ValueError):
-    """A configuration problem, phrased for the person who wrote the YAML or the --set."""
+__all__ = ["ConfigError", "ExperimentConfig", "load_config"]  # ConfigError's home is errors.py
 
 
 # --------------------------------------------------------------------------- schema

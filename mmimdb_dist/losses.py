@@ -14,8 +14,7 @@ the summed focal loss by the number of positives, and the ASL paper sums; both o
 the gradient.)
 
 torch is imported inside functions: the config schema imports `LossConfig` from here, and
-commands that never train must not pay for importing torch. For the same reason (config.py
-imports this module) `ConfigError` is imported where it is raised.
+commands that never train must not pay for importing torch.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     import torch
@@ -57,8 +56,6 @@ class LossConfig:
     clip: float = 0.05
 
     def __post_init__(self) -> None:
-        from .config import ConfigError
-
         if self.name not in LOSS_NAMES:
             raise ConfigError(f"loss.name: unknown loss {self.name!r}; valid: {', '.join(LOSS_NAMES)}")
         if self.pos_weight_max is not None and self.pos_weight_max <= 0:
@@ -181,8 +178,6 @@ def build_loss(cfg: LossConfig, label_counts: Sequence[int] | None = None,
     """The loss module named by `cfg`; weighted_bce needs the TRAIN split's label counts."""
     import torch
     from torch import nn
-
-    from .config import ConfigError
 
     if cfg.name not in LOSS_NAMES:  # a LossConfig mutated after construction
         raise ConfigError(f"loss.name: unknown loss {cfg.name!r}; valid: {', '.join(LOSS_NAMES)}")

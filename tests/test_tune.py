@@ -153,8 +153,12 @@ def test_search_output_is_a_few_plain_lines(search: Path) -> None:
     assert len([line for line in trial_lines if line.endswith("started") or " started: " in line]) == 4
     assert sum(" finished (" in line for line in trial_lines) == 4
     assert sum(", dev mean_average_precision " in line for line in trial_lines) >= 4 + 4
-    other = [line for line in lines if line not in trial_lines]
-    assert len(other) < 40 and max(map(len, lines)) < 300, other[:40]
+    assert max(map(len, trial_lines)) < 300
+    # no status tables (Ray draws them with box characters or +---+ rules); besides the trial lines,
+    # the results table the command prints at the end and a few lines of Ray's start-up
+    assert not [line for line in lines if "│" in line or "+--" in line or "╭" in line]
+    other = [line for line in lines if line not in trial_lines and not line.startswith("| ")]
+    assert len(other) < 25, other
 
 
 def test_best_config_loads_and_trains(search: Path, tmp_path: Path) -> None:

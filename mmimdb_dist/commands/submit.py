@@ -159,7 +159,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
     started = [run.name for run in plan.runs if complete_checkpoints(run.run_dir / "checkpoints")]
     if started:
-        from ..config import ConfigError
+        from ..errors import ConfigError
 
         raise ConfigError(f"{plan.sweep_dir}: run(s) {', '.join(started)} already hold checkpoints; give the sweep "
                           "another --name, or remove them")

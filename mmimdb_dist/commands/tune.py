@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import ConfigError
+    from ..errors import ConfigError
     from ..tune.runner import quiet_ray_environment
 
     quiet_ray_environment()  # before anything imports ray

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from ..errors import ConfigError
+
 # Names accepted by the registry; kept here (torch-free) so config validation can list them.
 MODEL_NAMES: tuple[str, ...] = (
     "text_only", "image_only", "early_fusion", "late_fusion", "attention_fusion", "gmu",
@@ -28,29 +30,23 @@ _NEEDS_TEXT = {"text_only", "early_fusion", "late_fusion", "attention_fusion", "
 _NEEDS_IMAGE = {"image_only", "early_fusion", "late_fusion", "attention_fusion", "gmu"}
 
 
-def _error(message: str) -> Exception:
-    # Imported here: mmimdb_dist.config imports this module to declare its `model` field.
-    from ..config import ConfigError
-
-    return ConfigError(message)
-
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise _error(f"{key}: unknown {value!r}; expected one of {', '.join(choices)}")
+        raise ConfigError(f"{key}: unknown {value!r}; expected one of {', '.join(choices)}")
 
 
 def _check_positive(section: str, obj: Any, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
         if value <= 0:
-            raise _error(f"{section}.{name}: expected a positive number, got {value}")
+            raise ConfigError(f"{section}.{name}: expected a positive number, got {value}")
 
 
 def _check_probability(key: str, value: float, *, below_one: bool = True) -> None:
     if not (0.0 <= value < 1.0 if below_one else 0.0 <= value <= 1.0):
         bound = "[0, 1)" if below_one else "[0, 1]"
-        raise _error(f"{key}: expected a probability in {bound}, got {value}")
+        raise ConfigError(f"{key}: expected a probability in {bound}, got {value}")
 
 
 @dataclass
@@ -94,13 +90,13 @@ class TextEncoderConfig:
         _check_probability("model.text.dropout", self.dropout)
         _check_choice("model.text.lstm_pooling", self.lstm_pooling, LSTM_POOLINGS)
         if not self.embed_init_std > 0:
-            raise _error(f"model.text.embed_init_std: expected a positive number, got {self.embed_init_std}")
+            raise ConfigError(f"model.text.embed_init_std: expected a positive number, got {self.embed_init_std}")
         _check_positive("model.text", self, "embed_dim", "hidden", "num_layers", "attention_dim",
                         "vocab_min_freq", "vocab_max_size")
         if self.freeze_layers < 0:
-            raise _error(f"model.text.freeze_layers: expected >= 0, got {self.freeze_layers}")
+            raise ConfigError(f"model.text.freeze_layers: expected >= 0, got {self.freeze_layers}")
         if self.kind in HF_KINDS and self.pretrained and self.hf_config:
-            raise _error("model.text.hf_config: architecture overrides apply to random models only; "
+            raise ConfigError("model.text.hf_config: architecture overrides apply to random models only; "
                          "set model.text.pretrained: false or remove hf_config")
 
     @property
@@ -170,33 +166,33 @@ class ImageEncoderConfig:
         _check_choice("model.image.pooling", self.pooling, IMAGE_POOLINGS)
         _check_positive("model.image", self, "patch_grid")
         if len(self.cnn_channels) != 4 or any(c <= 0 for c in self.cnn_channels):
-            raise _error(f"model.image.cnn_channels: expected 4 positive channel counts, "
+            raise ConfigError(f"model.image.cnn_channels: expected 4 positive channel counts, "
                          f"got {self.cnn_channels}")
         if self.kind == "cnn" and (self.pretrained or self.weights_path or self.freeze_until != "none"
                                    or self.freeze):
-            raise _error("model.image: the cnn kind is trained from scratch; pretrained, weights_path, "
+            raise ConfigError("model.image: the cnn kind is trained from scratch; pretrained, weights_path, "
                          "freeze and freeze_until do not apply to it")
         if self.kind in ("hf", "torchvision", "clip") and not self.name:
-            raise _error(f"model.image.name: the {self.kind} kind needs a model name "
+            raise ConfigError(f"model.image.name: the {self.kind} kind needs a model name "
                          f"({_NAME_EXAMPLES[self.kind]})")
         if self.freeze_until != "none" and self.kind not in ("resnet18", "resnet50"):
-            raise _error("model.image.freeze_until: applies to resnet18/resnet50; use freeze or "
+            raise ConfigError("model.image.freeze_until: applies to resnet18/resnet50; use freeze or "
                          "freeze_layers for other kinds")
         if self.freeze_layers < 0:
-            raise _error(f"model.image.freeze_layers: expected >= 0, got {self.freeze_layers}")
+            raise ConfigError(f"model.image.freeze_layers: expected >= 0, got {self.freeze_layers}")
         if self.freeze_layers and self.kind not in HF_KINDS:
-            raise _error("model.image.freeze_layers: applies to the hf and clip kinds (transformer "
+            raise ConfigError("model.image.freeze_layers: applies to the hf and clip kinds (transformer "
                          "blocks); use freeze (whole backbone) or freeze_until (ResNets)")
         if self.weights_path and self.kind not in ("resnet18", "resnet50"):
-            raise _error("model.image.weights_path: applies to resnet18/resnet50; hf and clip take a "
+            raise ConfigError("model.image.weights_path: applies to resnet18/resnet50; hf and clip take a "
                          "local folder as name")
         for key, values in (("pixel_mean", self.pixel_mean), ("pixel_std", self.pixel_std)):
             if values is not None and (len(values) != 3 or not all(0 < v < 10 if key == "pixel_std"
                                                                    else -10 < v < 10 for v in values)):
-                raise _error(f"model.image.{key}: expected 3 per-channel values"
+                raise ConfigError(f"model.image.{key}: expected 3 per-channel values"
                              f"{' > 0' if key == 'pixel_std' else ''}, got {values}")
         if self.hf_config and (self.kind not in HF_KINDS or self.pretrained):
-            raise _error("model.image.hf_config: architecture overrides apply to random hf/clip models "
+            raise ConfigError("model.image.hf_config: architecture overrides apply to random hf/clip models "
                          "only (pretrained: false)")
 
 
@@ -223,10 +219,10 @@ class FusionConfig:
         _check_positive("model.fusion", self, "hidden", "heads")
         _check_probability("model.fusion.dropout", self.dropout)
         if self.hidden % self.heads:
-            raise _error(f"model.fusion.heads: {self.heads} does not divide model.fusion.hidden "
+            raise ConfigError(f"model.fusion.heads: {self.heads} does not divide model.fusion.hidden "
                          f"({self.hidden})")
         if self.branch_loss_weight < 0:
-            raise _error(f"model.fusion.branch_loss_weight: expected >= 0, got {self.branch_loss_weight}")
+            raise ConfigError(f"model.fusion.branch_loss_weight: expected >= 0, got {self.branch_loss_weight}")
 
 
 @dataclass
@@ -245,13 +241,13 @@ class ModelConfig:
         _check_choice("model.name", self.name, MODEL_NAMES)
         _check_probability("model.modality_dropout", self.modality_dropout, below_one=False)
         if self.name in _NEEDS_TEXT and self.text.kind == "none":
-            raise _error(f"model.text.kind: {self.name} needs a text encoder, got 'none'")
+            raise ConfigError(f"model.text.kind: {self.name} needs a text encoder, got 'none'")
         if self.name in _NEEDS_IMAGE and self.image.kind == "none":
-            raise _error(f"model.image.kind: {self.name} needs an image encoder, got 'none'")
+            raise ConfigError(f"model.image.kind: {self.name} needs an image encoder, got 'none'")
         if self.text.kind == "clip" and not self.text.name:
-            raise _error(f"model.text.name: the clip kind needs a model name ({_NAME_EXAMPLES['clip']})")
+            raise ConfigError(f"model.text.name: the clip kind needs a model name ({_NAME_EXAMPLES['clip']})")
         if self.shares_dual_encoder and self.text.pretrained != self.image.pretrained:
-            raise _error("model.image.pretrained: the text and image towers come from one checkpoint "
+            raise ConfigError("model.image.pretrained: the text and image towers come from one checkpoint "
                          f"({self.text.name!r}); set model.text.pretrained and model.image.pretrained alike")
 
     @property

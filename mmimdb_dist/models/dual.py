@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from .config import ImageEncoderConfig, ModelConfig, TextEncoderConfig
 from .preprocess import image_preprocessing
 from .text import TextFeatures, masked_mean

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from .hub import PretrainedUnavailable, hub_offline, is_hub_name
 
 # Files a from_pretrained of a model, tokenizer or image processor reads.

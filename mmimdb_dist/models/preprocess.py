@@ -90,7 +90,7 @@ def _from_hf(cfg: ImageEncoderConfig) -> ImagePreprocessing:
 def _from_torchvision(cfg: ImageEncoderConfig) -> ImagePreprocessing:
     from torchvision.models import get_model_weights
 
-    from ..config import ConfigError
+    from ..errors import ConfigError
 
     if not cfg.pretrained:
         return IMAGENET_DEFAULT

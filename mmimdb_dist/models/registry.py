@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..data.features import FeatureSpec
 from ..data.text import HFTokenEncoder, TokenEncoder, WindowedTokenEncoder
 from ..data.vocab import Vocabulary

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from .config import TextEncoderConfig
 
 

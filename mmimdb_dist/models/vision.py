@@ -20,8 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..config import ConfigError
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .config import FREEZE_LEVELS, ImageEncoderConfig
 from .preprocess import ImagePreprocessing, image_preprocessing
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from .config import ImageEncoderConfig
 from .preprocess import image_preprocessing
 from .vision import ImageEncoderBase, ImageFeatures, feature_map_to_features, grid_from_tokens

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
+from ..errors import ConfigError
+
 SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant")
 # Dev metrics that can pick the best checkpoint; "_tuned" ones use thresholds tuned on dev itself.
 SELECT_METRICS: tuple[str, ...] = ("mean_average_precision", "roc_auc_macro", "f1_macro", "f1_micro",
@@ -15,12 +17,6 @@ PRECISIONS: tuple[str, ...] = ("auto", "no", "bf16", "fp16")
 TRACKERS: tuple[str, ...] = ("tensorboard", "mlflow", "wandb", "aim", "comet_ml", "clearml", "dvclive",
                              "swanlab", "trackio")
 
-
-def _error(message: str) -> Exception:
-    # Imported here: mmimdb_dist.config imports this module to declare its `train` field.
-    from ..config import ConfigError
-
-    return ConfigError(message)
 
 
 @dataclass
@@ -100,33 +96,33 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.seed is not None and not 0 <= self.seed < 2**32:
-            raise _error(f"train.seed: expected an integer in [0, 2**32) or null, got {self.seed}")
+            raise ConfigError(f"train.seed: expected an integer in [0, 2**32) or null, got {self.seed}")
         for name in ("epochs", "grad_accum_steps", "keep_checkpoints", "log_every", "dist_timeout_s"):
             if getattr(self, name) <= 0:
-                raise _error(f"train.{name}: expected a positive integer, got {getattr(self, name)}")
+                raise ConfigError(f"train.{name}: expected a positive integer, got {getattr(self, name)}")
         for name in ("lr", "encoder_lr"):
             if getattr(self, name) <= 0:
-                raise _error(f"train.{name}: expected a positive learning rate, got {getattr(self, name)}")
+                raise ConfigError(f"train.{name}: expected a positive learning rate, got {getattr(self, name)}")
         for name in ("weight_decay", "warmup_steps", "early_stopping_patience", "checkpoint_every_steps"):
             if getattr(self, name) < 0:
-                raise _error(f"train.{name}: expected >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"train.{name}: expected >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.warmup_ratio < 1.0:
-            raise _error(f"train.warmup_ratio: expected a value in [0, 1), got {self.warmup_ratio}")
+            raise ConfigError(f"train.warmup_ratio: expected a value in [0, 1), got {self.warmup_ratio}")
         if self.num_threads is not None and self.num_threads <= 0:
-            raise _error(f"train.num_threads: expected a positive integer or null, got {self.num_threads}")
+            raise ConfigError(f"train.num_threads: expected a positive integer or null, got {self.num_threads}")
         if self.select_metric not in SELECT_METRICS:
-            raise _error(f"train.select_metric: unknown {self.select_metric!r}; expected one of "
+            raise ConfigError(f"train.select_metric: unknown {self.select_metric!r}; expected one of "
                          f"{', '.join(SELECT_METRICS)}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
-            raise _error(f"train.max_grad_norm: expected a positive number or null, got {self.max_grad_norm}")
+            raise ConfigError(f"train.max_grad_norm: expected a positive number or null, got {self.max_grad_norm}")
         for name in self.trackers:
             if name not in TRACKERS:
-                raise _error(f"train.trackers: unknown tracker {name!r}; expected any of {', '.join(TRACKERS)}")
+                raise ConfigError(f"train.trackers: unknown tracker {name!r}; expected any of {', '.join(TRACKERS)}")
         if len(set(self.trackers)) != len(self.trackers):
-            raise _error(f"train.trackers: {self.trackers} names a tracker twice")
+            raise ConfigError(f"train.trackers: {self.trackers} names a tracker twice")
         for name in self.tracker_kwargs:
             if name not in self.trackers:
-                raise _error(f"train.tracker_kwargs: {name!r} is not one of train.trackers {self.trackers}")
+                raise ConfigError(f"train.tracker_kwargs: {name!r} is not one of train.trackers {self.trackers}")
         if self.eval_every != "epoch" and (not isinstance(self.eval_every, int) or self.eval_every <= 0):
-            raise _error(f"train.eval_every: expected 'epoch' or a positive number of steps, "
+            raise ConfigError(f"train.eval_every: expected 'epoch' or a positive number of steps, "
                          f"got {self.eval_every!r}")

@@ -14,6 +14,7 @@ nothing on a cluster node tries to reach the network.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +36,11 @@ _LENGTH_KEYS = ("train.epochs", "train.eval_every", "train.grad_accum_steps", "l
 
 
 def quiet_ray_environment() -> None:
-    """Before `import ray`: no usage statistics upload, no dashboard metrics exporter."""
+    """Before `import ray`: no usage statistics upload, no dashboard metrics exporter, and the
+    classic reporter (whose `verbose=0` is silent; the new one prints its banner and paths
+    regardless): progress is TrialLines' one line per trial event."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
 @dataclass
@@ -177,12 +181,15 @@ def trial_name(trial: Any) -> str:
     return trial.trial_id
 
 
-def trial_lines(metric: str):
-    """A Tune callback logging one line per trial event: started, each report (its dev
-    `metric`), finished, failed; what a person follows in a terminal or a Slurm log."""
+def trial_lines(metric: str, num_trials: int):
+    """A Tune callback logging one line per trial event: started (with its own values), each
+    report (its dev `metric`), finished, failed; what a person follows in a terminal or a
+    Slurm log."""
     from ray.tune import Callback
 
     class TrialLines(Callback):
+        done = 0
+
         def on_trial_start(self, iteration, trials, trial, **info):
             logger.info("trial %s started: %s", trial.trial_id, _short(trial.config))
 
@@ -192,18 +199,24 @@ def trial_lines(metric: str):
                         metric, f"{value:.4f}" if isinstance(value, (int, float)) else value)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-            logger.info("trial %s finished (%d of %d trials done)", trial.trial_id, done, len(trials))
+            self.done += 1
+            logger.info("trial %s finished (%d of %d trials done)", trial.trial_id, self.done, num_trials)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            logger.warning("trial %s failed: %s", trial.trial_id, trial.error_file or "see its folder")
+            self.done += 1
+            logger.warning("trial %s failed (%d of %d trials done): %s", trial.trial_id, self.done, num_trials,
+                           trial.error_file or "see its folder")
 
     return TrialLines()
 
 
 def _short(config: dict[str, Any]) -> str:
+    """A trial's values, the parameters of losses it does not use left out."""
+    loss = config.get("loss.name")
+    shown = {key: value for key, value in config.items()
+             if not (key.startswith("loss.") and key != "loss.name" and key.split(".")[1] != loss)}
     return ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
-                     for key, value in sorted(config.items()) if key != "setup")
+                     for key, value in sorted(shown.items()))
 
 
 def _new_tuner(loaded: LoadedSearch, trainable: Any, max_t: int):
@@ -222,7 +235,9 @@ def _new_tuner(loaded: LoadedSearch, trainable: Any, max_t: int):
                                                 checkpoint_score_order=mode),
         # verbose=0: Ray's status tables (300 columns, dozens per minute) are replaced by one
         # plain line per trial event (TrialLines).
-        failure_config=tune.FailureConfig(max_failures=1), verbose=0, callbacks=[trial_lines(metric)],
+        failure_config=tune.FailureConfig(max_failures=1), verbose=0,
+        callbacks=[trial_lines(metric, cfg.search.num_samples * math.prod(
+            len(domain.args) for domain in loaded.space.params.values() if domain.kind == "grid"))],
     )
     param_space = {} if cfg.search.algorithm == "optuna" else loaded.space.ray_param_space()
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)

@@ -63,7 +63,13 @@ def _place_tune_checkpoint(checkpoint: Any, checkpoints_dir: Path) -> None:
 
 def run_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     """The Tune function trainable (bound to `setup` with `tune.with_parameters`)."""
+    import logging
+
     from ray import tune
+
+    # Ray says "Checkpoint successfully created at ..." at INFO for every report; the driver's
+    # one line per report (runner.TrialLines) already says it.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
 
     run_root = Path(setup["runs_dir"]) / tune.get_context().get_trial_id()
     cfg = trial_config(setup, config, run_root)
