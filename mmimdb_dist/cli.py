@@ -7,6 +7,7 @@ when it runs, so `mmimdb-dist --help` and light commands do not pay for importin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
@@ -64,12 +65,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(selected)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    if args.no_progress:
-        from .progress import disable_progress
+    from .progress import progress_disabled
 
-        disable_progress()
+    # --no-progress before the command, or after it for the commands that also take it there
+    quiet = progress_disabled() if getattr(args, "no_progress", False) else contextlib.nullcontext()
     try:
-        return int(args._run(args) or 0)
+        with quiet:
+            return int(args._run(args) or 0)
     except MmimdbError as exc:
         # One line whatever the message quotes (a parser's multi-line report, a name from data).
         message = " ".join(str(exc).split())

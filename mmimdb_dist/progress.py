@@ -12,6 +12,7 @@ it is shown.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -25,9 +26,19 @@ ENV_VAR = "MMIMDB_DIST_NO_PROGRESS"
 PLAIN_INTERVAL_S = 30.0
 
 
-def disable_progress() -> None:
-    """Turn progress off for this process and the processes it starts (loader workers, ranks)."""
+@contextlib.contextmanager
+def progress_disabled() -> Iterator[None]:
+    """Progress off for this block, in this process and the processes it starts (loader workers,
+    ranks); the environment is restored after (a command run in-process leaves no trace)."""
+    before = os.environ.get(ENV_VAR)
     os.environ[ENV_VAR] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = before
 
 
 def progress_enabled() -> bool:

@@ -78,7 +78,7 @@ def test_thread_count_is_the_config_then_the_environment_then_the_cpus_per_rank(
     cfg.train.num_threads = None
     monkeypatch.setenv("OMP_NUM_THREADS", "5")
     assert choose_num_threads(cfg) == 5
-    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     assert choose_num_threads(cfg) == available_cpus() <= len(__import__("os").sched_getaffinity(0))
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(available_cpus() * 4))
@@ -104,6 +104,22 @@ def test_plain_progress_is_log_lines_not_a_redrawn_bar(caplog):
     assert isinstance(progress(range(3), desc="x"), PlainProgress)
     quiet = progress(range(3), desc="x", disable=True)
     assert list(quiet) == [0, 1, 2] and quiet.silent
+
+
+def test_no_progress_in_process_turns_progress_off_for_the_command_only(tmp_path, caplog, monkeypatch):
+    """`--no-progress` before or after the command; a command run in-process (a notebook, a
+    test) leaves the environment as it found it."""
+    from mmimdb_dist.cli import main
+    from mmimdb_dist.progress import ENV_VAR
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    with caplog.at_level(logging.INFO, logger="mmimdb_dist.progress"):
+        assert main(["--no-progress", "synth", "--out", str(tmp_path / "quiet"), "--movies", "12"]) == 0
+        assert not [r for r in caplog.records if r.name == "mmimdb_dist.progress"]
+        assert ENV_VAR not in __import__("os").environ
+        assert main(["synth", "--out", str(tmp_path / "plain"), "--movies", "12"]) == 0
+    assert [r.getMessage() for r in caplog.records if r.name == "mmimdb_dist.progress"][-1].startswith(
+        "synthetic movies: 12/12 movie (100%)")
 
 
 @pytest.mark.slow

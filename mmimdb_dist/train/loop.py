@@ -48,12 +48,12 @@ from ..outputs import check_output_dir, exclusive
 from .checkpoint import (STATE_FILE, CheckpointError, TrainerState, add_inference_files, check_fits,
                          checkpoint_name, clean_temp_folders, complete_checkpoints, prune, resolve_resume,
                          save_checkpoint)
+from .config import TRACKERS
 from .deepspeed_config import broadcast_buffers, buffers_to, deepspeed_plugin, fill_deepspeed_config, mark_boundary
 from .evaluate import Predictions, predict
 from .optim import build_optimizer, build_scheduler
 from .signals import NonFiniteLossError, StopRequests, TrainingStopped
 from .tokens import load_token_encoder
-from .config import TRACKERS
 from .tracking import TrackerWriteError, Trackers, flat_hparams
 
 logger = logging.getLogger(__name__)
@@ -313,8 +313,8 @@ class Trainer:
 
     def _log_train(self, grad_norm: torch.Tensor | float | None) -> None:
         window = self._window
-        loss = torch.stack([window["loss"].float(), torch.tensor(float(window["batches"]), device=window["loss"].device)])
-        loss = self.accelerator.reduce(loss, reduction="sum")
+        batches = torch.tensor(float(window["batches"]), device=window["loss"].device)
+        loss = self.accelerator.reduce(torch.stack([window["loss"].float(), batches]), reduction="sum")
         grad_norm = None if grad_norm is None else float(grad_norm)
         elapsed = time.perf_counter() - window["start"]
         record = {
