@@ -23,12 +23,10 @@ import yaml
 
 from .atomic import atomic_write_text
 from .baseline import BaselineConfig
-from .errors import ConfigError
+from .errors import ConfigError  # its home is errors.py; `from mmimdb_dist.config import ConfigError` works
 from .losses import LossConfig
 from .models.config import ModelConfig
 from .train.config import TrainConfig
-
-__all__ = ["ConfigError", "ExperimentConfig", "load_config"]  # ConfigError's home is errors.py
 
 
 # --------------------------------------------------------------------------- schema

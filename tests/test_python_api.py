@@ -42,7 +42,12 @@ def test_the_readme_python_example_trains_evaluates_and_predicts(tmp_path_factor
     # the evaluation of the best checkpoint reproduces the test figures train() returned
     assert evaluation.report["threshold_0.5"]["f1_macro"] == pytest.approx(
         final["test"]["threshold_0.5"]["f1_macro"], abs=1e-6)
-    assert result["id"] == "m1" and set(result["genres"]) <= set(result["probabilities"])
-    assert abs(sum(result["probabilities"].values())) > 0
+    from mmimdb_dist.genres import GENRES
+
+    probabilities = result["probabilities"]
+    assert result["id"] == "m1" and list(probabilities) == list(GENRES)
+    assert all(0.0 < p < 1.0 for p in probabilities.values())
+    ranked = [probabilities[genre] for genre in result["genres"]]
+    assert ranked == sorted(ranked, reverse=True)  # most probable first
     printed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("[20")]  # DeepSpeed
     assert len(printed) == 3 and os.sep in printed[1] and printed[2].startswith("[")

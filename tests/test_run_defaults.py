@@ -4,6 +4,7 @@ model, a deterministic thread count, and progress that reads well outside a term
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def test_thread_count_is_the_config_then_the_environment_then_the_cpus_per_rank(
     assert choose_num_threads(cfg) == 5
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
-    assert choose_num_threads(cfg) == available_cpus() <= len(__import__("os").sched_getaffinity(0))
+    assert choose_num_threads(cfg) == available_cpus() <= len(os.sched_getaffinity(0))
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(available_cpus() * 4))
     assert choose_num_threads(cfg) == 1  # never 0, however many ranks share the node
 
@@ -116,7 +117,7 @@ def test_no_progress_in_process_turns_progress_off_for_the_command_only(tmp_path
     with caplog.at_level(logging.INFO, logger="mmimdb_dist.progress"):
         assert main(["--no-progress", "synth", "--out", str(tmp_path / "quiet"), "--movies", "12"]) == 0
         assert not [r for r in caplog.records if r.name == "mmimdb_dist.progress"]
-        assert ENV_VAR not in __import__("os").environ
+        assert ENV_VAR not in os.environ
         assert main(["synth", "--out", str(tmp_path / "plain"), "--movies", "12"]) == 0
     assert [r.getMessage() for r in caplog.records if r.name == "mmimdb_dist.progress"][-1].startswith(
         "synthetic movies: 12/12 movie (100%)")

@@ -27,7 +27,7 @@ def tracked(tmp_path_factory) -> dict:
     shards = train_shards(tmp_path_factory)
     root = tmp_path_factory.mktemp("tracked")
     data = tiny_config(shards, root / "runs", "tracked", epochs=2, trackers=["tensorboard", "mlflow"],
-                       tracker_project="trackers-test")
+                       tracker_project="trackers-test", tracker_figures=True)
     config = write_config(root / "tracked.yaml", data)
     tracking_uri = f"file://{root / 'mlruns'}"
     run_env = {**env(), "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_ALLOW_FILE_STORE": "true"}

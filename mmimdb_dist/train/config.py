@@ -93,6 +93,11 @@ class TrainConfig:
     tracker_project: str = "mmimdb-dist"
     # Extra keyword arguments per tracker, e.g. {wandb: {entity: my-team, tags: [fusion]}}.
     tracker_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Draw the best checkpoint's evaluation figures at the end of the run (into
+    # <run>/evaluation/<best>-test/) and log them to the trackers: a few seconds of matplotlib
+    # per run, which a sweep of many short runs may rather skip (`mmimdb-dist evaluate` draws
+    # them for any checkpoint later).
+    tracker_figures: bool = True
 
     def __post_init__(self) -> None:
         if self.seed is not None and not 0 <= self.seed < 2**32:

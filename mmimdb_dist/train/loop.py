@@ -620,10 +620,11 @@ class Trainer:
         final = {key: value for key, value in final.items() if value is not None}
         out = self.run_dir / "evaluation" / f"{self.state.best_checkpoint}-test"
         label = f"{self.cfg.name} / {self.state.best_checkpoint} / test"
-        figures = write_figures(out, test.labels, test.probs, thresholds, reports["test"],
-                                self.run_dir / "metrics.jsonl", label, f"training of {self.cfg.name}")
+        figures = (write_figures(out, test.labels, test.probs, thresholds, reports["test"],
+                                 self.run_dir / "metrics.jsonl", label, f"training of {self.cfg.name}")
+                   if self.train_cfg.tracker_figures else [])
         try:
-            self.trackers.finish(flat_hparams(to_dict(self.cfg)), final, self.state.step, figures)
+            self.trackers.finish(final, self.state.step, figures)
         except TrackerWriteError as exc:
             raise self._log_write_failed(exc.where, exc.reason) from None
 

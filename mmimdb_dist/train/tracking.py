@@ -89,9 +89,10 @@ class Trackers:
         self.names, self.project, self.run_name, self.run_dir = list(names), project, run_name, run_dir
         self.kwargs, self.main = dict(kwargs), main
         self.active: list[Any] = []
+        self.hparams: dict[str, Any] = {}
 
-    def _failed(self, tracker: Any, exc: OSError) -> TrackerWriteError:
-        where = self.run_dir / "tensorboard" if tracker.name == "tensorboard" else f"the {tracker.name} tracker"
+    def _failed(self, name: str, exc: OSError) -> TrackerWriteError:
+        where = self.run_dir / "tensorboard" if name == "tensorboard" else f"the {name} tracker"
         return TrackerWriteError(str(where), exc.strerror or " ".join(str(exc).split())[:200])
 
     def start(self, resume_step: int, hparams: dict[str, Any]) -> None:
@@ -102,6 +103,7 @@ class Trackers:
         folder's config.yaml is the one in force."""
         if not self.main:
             return
+        self.hparams = hparams
         for name in self.names:
             try:
                 tracker = _build(name, self.project, self.run_name, self.run_dir, resume_step,
@@ -114,7 +116,7 @@ class Trackers:
                 raise TrackerWriteError("train.trackers", f"{name!r} needs its package ({exc.name or exc}); "
                                         f"pip install it, or remove {name!r} from train.trackers") from None
             except OSError as exc:
-                raise self._failed(_Named(name), exc) from None
+                raise self._failed(name, exc) from None
             if name == "mlflow":  # a resumed run continues the same MLflow run
                 self._remember("mlflow_run_id", tracker.active_run.info.run_id)
 
@@ -129,10 +131,9 @@ class Trackers:
             try:
                 tracker.log(values, step=step)
             except OSError as exc:  # TensorBoard's writer thread reports a failure on the next call
-                raise self._failed(tracker, exc) from None
+                raise self._failed(tracker.name, exc) from None
 
-    def finish(self, hparams: dict[str, Any], final: Mapping[str, float], step: int,
-               figures: Sequence[Path]) -> None:
+    def finish(self, final: Mapping[str, float], step: int, figures: Sequence[Path]) -> None:
         """The test metrics (scalars at the last step), TensorBoard's hparams with them, and the
         evaluation figures: PNG artifacts where the tracker keeps files (MLflow), images where
         it logs images (TensorBoard, W&B, Aim)."""
@@ -140,10 +141,10 @@ class Trackers:
         for tracker in self.active:
             try:
                 if tracker.name == "tensorboard":
-                    tracker.writer.add_hparams(hparams, dict(final), run_name="hparams")
+                    tracker.writer.add_hparams(self.hparams, dict(final), run_name="hparams")
                 self._log_figures(tracker, figures, step)
             except OSError as exc:
-                raise self._failed(tracker, exc) from None
+                raise self._failed(tracker.name, exc) from None
 
     @staticmethod
     def _log_figures(tracker: Any, figures: Sequence[Path], step: int) -> None:
@@ -177,7 +178,3 @@ class Trackers:
                 logger.error("closing the %s tracker failed: %s", tracker.name, exc)
         self.active = []
 
-
-class _Named:
-    def __init__(self, name: str) -> None:
-        self.name = name

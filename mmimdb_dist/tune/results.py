@@ -194,7 +194,7 @@ def best_config_text(table: SearchTable, loaded: LoadedSearch) -> str | None:
     if best is None:
         return None
     overrides = trial_overrides(loaded.config.overrides, {}, best.params)
-    cfg = build_trial_config(loaded.base_as_written or loaded.base, overrides)
+    cfg = build_trial_config(loaded.base_as_written, overrides)
     cfg.name = f"{loaded.config.name}_best"
     header = (f"# Best trial {best.trial_id} of the search {loaded.config.name} ({loaded.path}):\n"
               "# paths as in its base config, relative to the folder the search was started from\n"

@@ -413,7 +413,7 @@ class LoadedSearch:
     base: dict[str, Any]
     # The base config's mapping as written (paths relative to where the search was started):
     # what best_config.yaml is built from, so it moves with the project like any config.
-    base_as_written: dict[str, Any] = field(default_factory=dict)
+    base_as_written: dict[str, Any]
 
     @property
     def storage_path(self) -> Path:

@@ -39,7 +39,8 @@ def tiny_config(shards: Path, output_dir: Path, name: str, **train: Any) -> dict
                            "vocab_min_freq": 1, "dropout": 0.1},
                   "image": {"kind": "cnn", "cnn_channels": [8, 8, 16, 16], "patch_grid": 2},
                   "fusion": {"hidden": 32, "dropout": 0.1}},
-        "train": {"epochs": 4, "lr": 0.01, "warmup_steps": 3, "log_every": 5, **train},
+        # no end-of-run figures (seconds of matplotlib per run); tests/test_tracking.py turns them on
+        "train": {"epochs": 4, "lr": 0.01, "warmup_steps": 3, "log_every": 5, "tracker_figures": False, **train},
     }
 
 
