@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from mmimdb_dist.config import ExperimentConfig, from_dict, load_config
+from mmimdb_dist.schema import ExperimentConfig, from_dict, load_config
 
 DISTILBERT = {"model_type": "distilbert", "dim": 768, "n_layers": 6, "n_heads": 12, "hidden_dim": 3072,
               "max_position_embeddings": 512}
@@ -92,7 +92,8 @@ def trial_config(shards: Path, tokenizer: Path, runs: Path, args: argparse.Names
 
 
 def timed_trial(cfg: ExperimentConfig) -> tuple[float, dict[str, Any]]:
-    from mmimdb_dist.train.loop import run_dir_of, train
+    from mmimdb_dist.run.layout import run_dir_of
+    from mmimdb_dist.train.loop import train
 
     shutil.rmtree(run_dir_of(cfg), ignore_errors=True)
     start = time.perf_counter()

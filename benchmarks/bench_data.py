@@ -36,8 +36,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from mmimdb_dist.config import LoaderConfig, load_config
-from mmimdb_dist.data.loader import build_train_loader, to_device
+from mmimdb_dist.schema import LoaderConfig, load_config
+from mmimdb_dist.data.loader import build_train_loader
+from mmimdb_dist.data.device import to_device
 from mmimdb_dist.data.manifest import load_manifest
 from mmimdb_dist.data.shard import shard_dataset
 from mmimdb_dist.data.synth import generate_dataset

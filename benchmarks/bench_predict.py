@@ -27,7 +27,8 @@ import torch
 import yaml
 
 from mmimdb_dist.data.manifest import load_manifest
-from mmimdb_dist.inference.checkpoint import load_bundle, resolve_checkpoint
+from mmimdb_dist.run.export import load_bundle
+from mmimdb_dist.run.checkpoints import resolve_checkpoint
 from mmimdb_dist.inference.inputs import prepare, read_folder
 from mmimdb_dist.inference.predictor import predict_movies
 from mmimdb_dist.report.evaluation import _predict

@@ -54,7 +54,7 @@ def step_synth(args: argparse.Namespace) -> dict:
 
 
 def step_shard(args: argparse.Namespace) -> dict:
-    from mmimdb_dist.config import load_config
+    from mmimdb_dist.schema import load_config
     from mmimdb_dist.data.shard import shard_dataset
 
     cfg = load_config(REPO / "configs" / "synth_data.yaml",
@@ -69,7 +69,7 @@ def step_shard(args: argparse.Namespace) -> dict:
 def _loader_setup(args: argparse.Namespace):
     import dataclasses
 
-    from mmimdb_dist.config import LoaderConfig
+    from mmimdb_dist.schema import LoaderConfig
     from mmimdb_dist.data.manifest import load_manifest
     from mmimdb_dist.data.vocab import Vocabulary
 
@@ -118,7 +118,7 @@ def step_loader(args: argparse.Namespace) -> dict:
 
 
 def step_cache(args: argparse.Namespace) -> dict:
-    from mmimdb_dist.config import load_config
+    from mmimdb_dist.schema import load_config
     from mmimdb_dist.data.cache_features import cache_features
 
     cfg = load_config(REPO / "configs" / "synth_demo_fusion.yaml",

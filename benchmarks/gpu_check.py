@@ -52,7 +52,7 @@ def peak_tflops(name: str, given: float | None) -> float | None:
 
 def build_model(tiny: bool) -> torch.nn.Module:
     """configs/early_fusion.yaml's model with random weights (DistilBERT-base, ResNet-18)."""
-    from mmimdb_dist.config import load_config
+    from mmimdb_dist.schema import load_config
     from mmimdb_dist.models import build_model as build
 
     cfg = load_config(REPO / "configs" / "early_fusion.yaml").model

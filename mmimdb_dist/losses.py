@@ -13,61 +13,24 @@ learning rate tuned for one is in the right range for the others. (RetinaNet ins
 the summed focal loss by the number of positives, and the ASL paper sums; both only rescale
 the gradient.)
 
-torch is imported inside functions: the config schema imports `LossConfig` from here, and
-commands that never train must not pay for importing torch.
+The `loss:` section itself (`LossConfig`) lives in the torch-free schema.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import sigmoid_focal_loss
 
 from .errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
-
-    from .data.manifest import Manifest
+from .schema import LOSS_NAMES, LossConfig
 
 logger = logging.getLogger(__name__)
-
-LOSS_NAMES: tuple[str, ...] = ("bce", "weighted_bce", "focal", "asl")
-
-
-@dataclass
-class LossConfig:
-    """`loss:` section. Keys not used by the chosen loss are ignored."""
-
-    name: Literal["bce", "weighted_bce", "focal", "asl"] = "bce"
-    # weighted_bce: cap on pos_weight = (N - n_c) / n_c, which reaches ~100 for the rarest genres
-    # and can make their gradients dominate; null = no cap.
-    pos_weight_max: float | None = None
-    # focal: focusing exponent and positive-class weight (null = no alpha weighting).
-    gamma: float = 2.0
-    alpha: float | None = 0.25
-    # asl: focusing exponents for positives / negatives and the probability margin by which
-    # negatives are shifted down (negatives with p < clip contribute nothing).
-    gamma_pos: float = 0.0
-    gamma_neg: float = 4.0
-    clip: float = 0.05
-
-    def __post_init__(self) -> None:
-        if self.name not in LOSS_NAMES:
-            raise ConfigError(f"loss.name: unknown loss {self.name!r}; valid: {', '.join(LOSS_NAMES)}")
-        if self.pos_weight_max is not None and self.pos_weight_max <= 0:
-            raise ConfigError(f"loss.pos_weight_max: expected a positive number or null, got {self.pos_weight_max}")
-        for key in ("gamma", "gamma_pos", "gamma_neg"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"loss.{key}: expected >= 0, got {getattr(self, key)}")
-        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"loss.alpha: expected a value in [0, 1] or null, got {self.alpha}")
-        if not 0.0 <= self.clip < 1.0:
-            raise ConfigError(f"loss.clip: expected a value in [0, 1), got {self.clip}")
-
 
 # --------------------------------------------------------------------------- class weights
 
@@ -95,19 +58,11 @@ def pos_weight_from_counts(label_counts: Sequence[int], num_samples: int,
     return weights
 
 
-def pos_weight_from_manifest(manifest: Manifest, max_value: float | None = None) -> list[float]:
-    """pos_weight from a shard set's `Manifest`, reading its train split only."""
-    train = manifest.split("train")
-    return pos_weight_from_counts(train.label_counts, train.num_samples, max_value)
-
-
 # --------------------------------------------------------------------------- loss functions
 
 
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float, alpha: float | None) -> torch.Tensor:
     """Lin et al. (2017) via torchvision, averaged over all elements (see the module docstring)."""
-    from torchvision.ops import sigmoid_focal_loss
-
     # torchvision's "no alpha weighting" is alpha = -1.
     return sigmoid_focal_loss(logits, targets, alpha=-1.0 if alpha is None else alpha,
                               gamma=gamma, reduction="mean")
@@ -121,9 +76,6 @@ def asymmetric_loss(logits: torch.Tensor, targets: torch.Tensor, gamma_pos: floa
     loss = -mean(y * L+ + (1 - y) * L-). Logs come from logsigmoid where possible (exact for
     large logits); 1 - p_m = min(1 - p + clip, 1) >= clip is safe to log directly.
     """
-    import torch
-    import torch.nn.functional as F
-
     prob = torch.sigmoid(logits)
     log_pos = F.logsigmoid(logits)
     if clip > 0:
@@ -142,43 +94,24 @@ def asymmetric_loss(logits: torch.Tensor, targets: torch.Tensor, gamma_pos: floa
     return -(loss_pos + loss_neg).mean()
 
 
-@functools.cache
-def _multilabel_loss_class() -> type:
-    """Defined on first use so that importing this module does not import torch."""
-    from torch import nn
+class MultiLabelLoss(nn.Module):
+    """Wraps a loss function and its hyperparameters as a module: (logits, targets) -> scalar."""
 
-    class MultiLabelLoss(nn.Module):
-        """Wraps a loss function and its hyperparameters as a module: (logits, targets) -> scalar."""
+    def __init__(self, loss_fn: Any, **params: float | None) -> None:
+        super().__init__()
+        self.loss_fn = loss_fn
+        self.params = params
 
-        def __init__(self, loss_fn: Any, **params: float | None) -> None:
-            super().__init__()
-            self.loss_fn = loss_fn
-            self.params = params
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(logits, targets, **self.params)
 
-        def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-            return self.loss_fn(logits, targets, **self.params)
-
-        def extra_repr(self) -> str:
-            return ", ".join([self.loss_fn.__name__, *(f"{k}={v}" for k, v in self.params.items())])
-
-    # Importable (and picklable) as mmimdb_dist.losses.MultiLabelLoss through __getattr__ below.
-    MultiLabelLoss.__module__ = __name__
-    MultiLabelLoss.__qualname__ = "MultiLabelLoss"
-    return MultiLabelLoss
-
-
-def __getattr__(name: str) -> Any:
-    if name == "MultiLabelLoss":
-        return _multilabel_loss_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def extra_repr(self) -> str:
+        return ", ".join([self.loss_fn.__name__, *(f"{k}={v}" for k, v in self.params.items())])
 
 
 def build_loss(cfg: LossConfig, label_counts: Sequence[int] | None = None,
                num_samples: int | None = None) -> nn.Module:
     """The loss module named by `cfg`; weighted_bce needs the TRAIN split's label counts."""
-    import torch
-    from torch import nn
-
     if cfg.name not in LOSS_NAMES:  # a LossConfig mutated after construction
         raise ConfigError(f"loss.name: unknown loss {cfg.name!r}; valid: {', '.join(LOSS_NAMES)}")
     if cfg.name == "bce":
@@ -189,7 +122,6 @@ def build_loss(cfg: LossConfig, label_counts: Sequence[int] | None = None,
                               "(from the shard manifest)")
         weights = pos_weight_from_counts(label_counts, num_samples, cfg.pos_weight_max)
         return nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weights, dtype=torch.float32))
-    loss_class = _multilabel_loss_class()
     if cfg.name == "focal":
-        return loss_class(focal_loss, gamma=cfg.gamma, alpha=cfg.alpha)
-    return loss_class(asymmetric_loss, gamma_pos=cfg.gamma_pos, gamma_neg=cfg.gamma_neg, clip=cfg.clip)
+        return MultiLabelLoss(focal_loss, gamma=cfg.gamma, alpha=cfg.alpha)
+    return MultiLabelLoss(asymmetric_loss, gamma_pos=cfg.gamma_pos, gamma_neg=cfg.gamma_neg, clip=cfg.clip)

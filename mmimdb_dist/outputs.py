@@ -20,15 +20,11 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import MmimdbError
+from .errors import OutputError
 
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".mmimdb-dist.lock"
-
-
-class OutputError(MmimdbError):
-    """An output path that cannot or must not be written."""
 
 
 def check_output_dir(path: Path, key: str, what: str, owns: Callable[[str], bool]) -> None:

@@ -14,15 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmimdb_dist.baseline import (
-    BaselineConfig,
-    TextSplit,
-    evaluate_baseline,
-    read_raw_texts,
-    read_shard_texts,
-)
+from mmimdb_dist.data.plots import TextSplit, read_raw_texts, read_shard_texts
+from mmimdb_dist.baseline import evaluate_baseline
+from mmimdb_dist.schema import BaselineConfig
 from mmimdb_dist.cli import main
-from mmimdb_dist.config import ConfigError, load_config
+from mmimdb_dist.errors import ConfigError
+from mmimdb_dist.schema import load_config
 from mmimdb_dist.data.manifest import load_manifest
 from mmimdb_dist.data.shard import shard_dataset
 from mmimdb_dist.data.synth import generate_dataset
@@ -154,7 +151,7 @@ def test_bad_labels_name_the_shard_sample_and_key(shards, tmp_path):
         return members
 
     _rewrite_shard(shard, edit)
-    with pytest.raises(DataError, match=rf"{shard}:{state['key']}\.json: key 'labels': expected a list of 23"):
+    with pytest.raises(DataError, match=rf"{shard}: sample {state['key']}: {state['key']}\.json key 'labels': expected 23 ints 0/1"):
         read_shard_texts(broken, progress=False)
 
 
@@ -169,7 +166,7 @@ def test_sample_without_text_is_an_error(shards, tmp_path):
         return members
 
     _rewrite_shard(shard, edit)
-    with pytest.raises(DataError, match=rf"{state['key']}: sample has no \.txt member"):
+    with pytest.raises(DataError, match=rf"sample {state['key']}: missing member {state['key']}\.txt"):
         read_shard_texts(broken, progress=False)
 
 
@@ -189,7 +186,7 @@ def test_shards_holding_fewer_samples_than_the_manifest_say_so(shards, tmp_path)
 def test_missing_or_corrupt_shard_is_named(shards, tmp_path):
     broken = _copy(shards, tmp_path)
     (broken / "dev-000000.tar").unlink()
-    with pytest.raises(DataError, match=r"dev-000000\.tar: dev shard listed in the manifest is missing"):
+    with pytest.raises(DataError, match=r"dev-000000\.tar: shard listed in the manifest is missing"):
         read_shard_texts(broken, progress=False)
     shutil.copy(shards / "dev-000000.tar", broken / "dev-000000.tar")
     (broken / "train-000000.tar").write_bytes(b"this is not a tar archive" * 40)

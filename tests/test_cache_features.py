@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from dist_scripts.train_fixtures import env, run_train, tiny_config, train_shards, write_config
-from mmimdb_dist.config import ConfigError, load_config
+from mmimdb_dist.errors import ConfigError
+from mmimdb_dist.schema import load_config
 from mmimdb_dist.data.features import FeatureSpec, load_feature_set
 from mmimdb_dist.data.manifest import load_manifest
 
@@ -59,9 +60,11 @@ def test_features_equal_the_encoders_output(cached) -> None:
     from safetensors.torch import load_file
     import webdataset as wds
 
-    from mmimdb_dist.data.features import IMAGE_MEMBER, TEXT_MEMBER
+    from mmimdb_dist.data.codecs import IMAGE_MEMBER, TEXT_MEMBER
     from mmimdb_dist.data.images import decode_poster
-    from mmimdb_dist.data.loader import collate, parse_sample, to_device
+    from mmimdb_dist.data.batches import collate_samples
+    from mmimdb_dist.data.codecs import ShardCodec
+    from mmimdb_dist.data.device import to_device
     from mmimdb_dist.data.vocab import Vocabulary
     from mmimdb_dist.models import build_model
 
@@ -75,9 +78,9 @@ def test_features_equal_the_encoders_output(cached) -> None:
     source = load_manifest(cfg.loader.shards_dir)
     shard = source.split("dev").shards[0].name
     raws = list(wds.tariterators.tarfile_samples([{"url": str(source.directory / shard)}]))[:5]
-    samples = [parse_sample(raw, vocabulary, cfg.loader.max_text_length) for raw in raws]
+    samples = [ShardCodec(vocabulary, cfg.loader.max_text_length).parse(raw) for raw in raws]
     pixels = [decode_poster(s.jpeg, cfg.loader.image_size, augment=False) for s in samples]
-    batch = to_device(collate(samples, pixels, vocabulary.pad_id, 0), "cpu")
+    batch = to_device(collate_samples(samples, pixels, 0, pad_id=vocabulary.pad_id), "cpu")
     with torch.no_grad():
         text = model.text_encoder(batch["input_ids"], batch["attention_mask"])
         image = model.image_encoder(batch["pixel_values"])
@@ -131,7 +134,8 @@ def _json_members(out: Path, split: str) -> list[bytes]:
 
 def test_attention_fusion_reads_token_and_patch_sequences(cached) -> None:
     """Batches of the features loader carry padded token rows and the patch grid to the head."""
-    from mmimdb_dist.data.loader import build_eval_loader, to_device
+    from mmimdb_dist.data.loader import build_eval_loader
+    from mmimdb_dist.data.device import to_device
     from mmimdb_dist.models import build_model
 
     out, config = cached
@@ -153,7 +157,7 @@ def test_attention_fusion_reads_token_and_patch_sequences(cached) -> None:
 
 def test_attention_fusion_needs_sequences() -> None:
     from mmimdb_dist.models import build_model
-    from mmimdb_dist.models.config import ModelConfig
+    from mmimdb_dist.schema import ModelConfig
 
     pooled = FeatureSpec(text_dim=8, image_dim=8, sequences=False, dtype="float32")
     with pytest.raises(ConfigError, match="attention_fusion needs token and patch sequences"):

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from mmimdb_dist.cli import main
-from mmimdb_dist.report.compare import (CSV_COLUMNS, CompareError, compare_runs, markdown_table,
-                                        write_comparison)
+from mmimdb_dist.report.compare import CSV_COLUMNS, compare_runs, markdown_table, write_comparison
+from mmimdb_dist.errors import CompareError
 
 THRESHOLD_KEYS = ("f1_micro", "f1_macro", "f1_weighted", "f1_samples", "subset_accuracy")
 

@@ -9,15 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mmimdb_dist.config import (
-    ConfigError,
-    ExperimentConfig,
-    apply_overrides,
-    from_dict,
-    load_config,
-    parse_override,
-    save_config,
-)
+from mmimdb_dist.errors import ConfigError
+from mmimdb_dist.schema import ExperimentConfig, apply_overrides, from_dict, load_config, parse_override, save_config
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -223,6 +216,6 @@ def test_shipped_variants_equal_their_parent_but_for_what_they_state():
                 else:
                     assert b[key] == stated[key], (path.name, f"{where}{key}")
 
-        from mmimdb_dist.config import to_dict
+        from mmimdb_dist.schema import to_dict
 
         walk(to_dict(parent), to_dict(child), own)

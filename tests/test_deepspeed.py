@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dist_scripts.train_fixtures import RUN_TIMEOUT_S, env, evaluate_checkpoint, tiny_config, train_shards, write_config
+from dist_scripts.train_fixtures import RUN_TIMEOUT_S, env, evaluate_checkpoint, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -45,11 +45,6 @@ def launch(stage: int | str, config: Path, *extra: str) -> subprocess.CompletedP
 def records(run_dir: Path, kind: str) -> list[dict]:
     lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     return [r for r in map(json.loads, lines) if r["type"] == kind]
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    return train_shards(tmp_path_factory)
 
 
 def test_zero2_trains_checkpoints_and_resumes(shards, tmp_path):
@@ -160,7 +155,7 @@ def _fill(plugin, accelerator_precision: str = "no", **train):
     """fill_deepspeed_config against a real DeepSpeedPlugin, outside a launch."""
     from types import SimpleNamespace
 
-    from mmimdb_dist.config import load_config
+    from mmimdb_dist.schema import load_config
     from mmimdb_dist.train.deepspeed_config import fill_deepspeed_config
 
     cfg = load_config(REPO / "configs/synth_early_fusion.yaml",
@@ -198,7 +193,7 @@ def test_accelerate_yamls_point_at_existing_deepspeed_configs():
 
 
 def test_config_disagreements_are_refused_with_the_key_named():
-    from mmimdb_dist.config import ConfigError
+    from mmimdb_dist.errors import ConfigError
 
     with pytest.raises(ConfigError, match="gradient_accumulation_steps is 4"):
         _fill(_plugin_for("launch/deepspeed/zero2_fp32.json", gradient_accumulation_steps=4))

@@ -18,11 +18,11 @@ import torch
 
 from dist_scripts.hub_server import HubServer
 from dist_scripts.tiny_encoders import DUAL, HF_VISION, IMAGE_SIZE, STATS, TEXT_POSITIONS, save_tiny
-from mmimdb_dist.config import ConfigError
-from mmimdb_dist.models.config import FusionConfig, ImageEncoderConfig, ModelConfig, TextEncoderConfig
+from mmimdb_dist.errors import ConfigError
+from mmimdb_dist.schema import FusionConfig, ImageEncoderConfig, ModelConfig, TextEncoderConfig
 from mmimdb_dist.models.preprocess import image_preprocessing
 from mmimdb_dist.models.registry import build_model, build_token_encoder, token_encoder_size
-from mmimdb_dist.models.vision import build_image_encoder
+from mmimdb_dist.models.registry import build_image_encoder
 
 GRID = 7
 
@@ -69,7 +69,7 @@ def test_preprocessing_follows_the_backbones_image_processor(kind: str, folders)
 
 
 def test_image_size_and_statistics_are_written_into_the_config(folders) -> None:
-    from mmimdb_dist.config import ExperimentConfig, LoaderConfig
+    from mmimdb_dist.schema import ExperimentConfig, LoaderConfig
     from mmimdb_dist.models.preprocess import resolve_image_size
 
     cfg = ExperimentConfig(loader=LoaderConfig(image_size=None),
@@ -307,7 +307,7 @@ def test_prefetch_fills_the_cache_then_runs_work_offline(folders, tmp_path) -> N
         assert {"config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json"} <= fetched
     probe = (
         "import sys, torch\n"
-        "from mmimdb_dist.config import load_config\n"
+        "from mmimdb_dist.schema import load_config\n"
         "from mmimdb_dist.models.registry import build_model, build_token_encoder, token_encoder_size\n"
         "from mmimdb_dist.models.preprocess import resolve_image_size\n"
         "cfg = resolve_image_size(load_config(sys.argv[1]))\n"
@@ -346,7 +346,7 @@ def test_recipe_configs_build_with_tiny_stand_ins(folders) -> None:
     windows, fusion) as shipped."""
     from dataclasses import replace
 
-    from mmimdb_dist.config import load_config
+    from mmimdb_dist.schema import load_config
 
     recipes = []
     for path in sorted((REPO / "configs").glob("*.yaml")):

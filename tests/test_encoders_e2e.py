@@ -22,7 +22,7 @@ import torch
 from dist_scripts.report_fixtures import cli, raw_folder
 from dist_scripts.tiny_encoders import IMAGE_SIZE, STATS, TEXT_POSITIONS, save_tiny
 from dist_scripts.train_fixtures import env, run_train, tiny_config, train_command, train_shards, write_config
-from mmimdb_dist.config import load_config
+from mmimdb_dist.schema import load_config
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +65,7 @@ def test_dual_run_records_the_backbones_preprocessing_and_learns(dual) -> None:
 
 
 def test_sigkill_then_resume_gives_identical_metrics(dual, tmp_path) -> None:
-    from mmimdb_dist.train.checkpoint import TrainerState, complete_checkpoints
+    from mmimdb_dist.run.checkpoints import TrainerState, complete_checkpoints
 
     config = write_config(tmp_path / "killed.yaml",
                           dual_run_config(dual["shards"], tmp_path, "killed", dual["folder"]))
@@ -126,9 +126,11 @@ def test_predict_needs_only_the_checkpoint(dual, tmp_path) -> None:
 def test_cache_features_equal_the_dual_encoders_output(dual, tmp_path) -> None:
     import webdataset as wds
 
-    from mmimdb_dist.data.features import IMAGE_MEMBER, TEXT_MEMBER
+    from mmimdb_dist.data.codecs import IMAGE_MEMBER, TEXT_MEMBER
     from mmimdb_dist.data.images import decode_poster
-    from mmimdb_dist.data.loader import collate, parse_sample, to_device
+    from mmimdb_dist.data.batches import collate_samples
+    from mmimdb_dist.data.codecs import ShardCodec
+    from mmimdb_dist.data.device import to_device
     from mmimdb_dist.data.manifest import load_manifest
     from mmimdb_dist.models import build_model
     from mmimdb_dist.models.registry import build_token_encoder, token_encoder_size
@@ -144,9 +146,9 @@ def test_cache_features_equal_the_dual_encoders_output(dual, tmp_path) -> None:
     source = load_manifest(cfg.loader.shards_dir)
     shard = source.split("dev").shards[0].name
     raws = list(wds.tariterators.tarfile_samples([{"url": str(source.directory / shard)}]))[:4]
-    samples = [parse_sample(raw, tokens, cfg.loader.max_text_length) for raw in raws]
-    batch = to_device(collate(samples, [decode_poster(s.jpeg, IMAGE_SIZE, augment=False) for s in samples],
-                              tokens.pad_id, 0), "cpu")
+    samples = [ShardCodec(tokens, cfg.loader.max_text_length).parse(raw) for raw in raws]
+    batch = to_device(collate_samples(samples, [decode_poster(s.jpeg, IMAGE_SIZE, augment=False) for s in samples],
+                                      0, pad_id=tokens.pad_id), "cpu")
     with torch.no_grad():
         text = model.text_encoder(batch["input_ids"], batch["attention_mask"])
         image = model.image_encoder(batch["pixel_values"])

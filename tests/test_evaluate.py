@@ -12,17 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dist_scripts.report_fixtures import attention_run, best_checkpoint, cli
+from dist_scripts.report_fixtures import best_checkpoint, cli
 from mmimdb_dist.cli import main
+from mmimdb_dist.run.metrics_log import read_records
 
 pytestmark = pytest.mark.slow
 
 FIGURES = ("training_curves.png", "per_genre_f1.png", "pr_curves.png", "cooccurrence.png", "attention.png")
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    return attention_run(tmp_path_factory)
 
 
 def _check_png(path: Path, min_width: int, min_height: int) -> None:
@@ -74,7 +70,7 @@ def test_evaluate_test_split_writes_metrics_csv_and_figures(run_dir):
 
 def test_last_checkpoint_on_dev_into_another_folder(run_dir, tmp_path):
     from mmimdb_dist.report.evaluation import evaluate_checkpoint
-    from mmimdb_dist.train.checkpoint import complete_checkpoints
+    from mmimdb_dist.run.checkpoints import complete_checkpoints
 
     result = evaluate_checkpoint(run_dir, "last", "dev", out_dir=tmp_path / "report", attention_movies=0)
     assert result.checkpoint == complete_checkpoints(run_dir / "checkpoints")[-1]
@@ -94,7 +90,7 @@ def test_figures_from_arrays_and_a_torn_log(tmp_path):
     lines += [json.dumps({"type": "eval", "step": 10, "f1_macro": 0.2, "f1_micro": 0.4, "best": True}),
               '{"type": "eval", "st']  # a line torn by a crash is skipped
     log.write_text("\n".join(lines))
-    records = figures.read_metrics_log(log)
+    records = read_records(log)
     assert len(records) == 20
     _check_png(figures.training_curves(records, tmp_path / "curves.png"), 1000, 300)
 

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from dist_scripts.train_fixtures import (RUN_TIMEOUT_S, env, run_train, tiny_config, train_command,
-                                         train_shards, write_config)
+                                         write_config)
 
 pytestmark = pytest.mark.slow
 
@@ -50,11 +50,6 @@ def cli_in_process(capsys, *argv: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    return train_shards(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
 def base(shards, tmp_path_factory) -> tuple[dict, Path]:
     """(config data, run folder) of a finished 2-epoch run with a checkpoint every 5 steps, 3 kept."""
     root = tmp_path_factory.mktemp("checkpoint-base")
@@ -77,7 +72,7 @@ def copy_run(base: tuple[dict, Path], tmp_path: Path, **train) -> tuple[Path, Pa
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
-    from mmimdb_dist.train.checkpoint import complete_checkpoints
+    from mmimdb_dist.run.checkpoints import complete_checkpoints
 
     return complete_checkpoints(run_dir / "checkpoints")
 
@@ -90,7 +85,9 @@ def tree(folder: Path) -> dict[str, bytes]:
 
 
 def test_sigkill_while_a_checkpoint_is_written_leaves_the_previous_one_to_resume(shards, tmp_path):
-    from mmimdb_dist.train.checkpoint import STATE_FILE, TrainerState, verify_files
+    from mmimdb_dist.run.layout import STATE_FILE
+    from mmimdb_dist.run.checkpoints import TrainerState
+    from mmimdb_dist.run.files import verify_files
 
     data = tiny_config(shards, tmp_path / "runs", "killed", epochs=1, checkpoint_every_steps=1)
     # A wide fusion layer (some MB of weights and optimizer state) makes each save last long
@@ -160,7 +157,8 @@ def test_damaged_checkpoint_file_is_named_on_resume(base, tmp_path, damage, file
 
 
 def test_missing_trainer_state_makes_a_checkpoint_incomplete(base, tmp_path):
-    from mmimdb_dist.train.checkpoint import STATE_FILE, resolve_resume
+    from mmimdb_dist.run.layout import STATE_FILE
+    from mmimdb_dist.run.checkpoints import resolve_resume
 
     config, run_dir = copy_run(base, tmp_path)
     *_, previous, newest = checkpoints(run_dir)
@@ -176,7 +174,9 @@ def test_missing_trainer_state_makes_a_checkpoint_incomplete(base, tmp_path):
 
 
 def test_unreadable_or_foreign_trainer_state_is_named(base, tmp_path):
-    from mmimdb_dist.train.checkpoint import STATE_FILE, CheckpointError, TrainerState
+    from mmimdb_dist.run.layout import STATE_FILE
+    from mmimdb_dist.run.checkpoints import TrainerState
+    from mmimdb_dist.errors import CheckpointError
 
     state = tmp_path / STATE_FILE
     text = (checkpoints(base[1])[-1] / STATE_FILE).read_text()

@@ -26,15 +26,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_download import ArchiveServer, _mmimdb_tar_gz
-from test_raw import make_raw
+from dist_scripts.archive_server import ArchiveServer, mmimdb_tar_gz
+from dist_scripts.raw_data import make_raw, write_movie, write_split
 
 from mmimdb_dist.cli import main
-from mmimdb_dist.config import LoaderConfig, load_config
+from mmimdb_dist.schema import LoaderConfig, load_config
 from mmimdb_dist.data.loader import build_eval_loader, build_train_loader
 from mmimdb_dist.data.manifest import MANIFEST_NAME, load_manifest
 from mmimdb_dist.data.raw import read_split
-from mmimdb_dist.data.shard import shard_dataset, verify_shards
+from mmimdb_dist.data.shard import shard_dataset
+from mmimdb_dist.data.verify import verify_shards
 from mmimdb_dist.data.download import fetch_mmimdb
 from mmimdb_dist.data.synth import generate_dataset
 from mmimdb_dist.errors import DataError, DownloadError
@@ -275,7 +276,7 @@ def test_full_tmpfs_while_sharding_is_one_error_line_and_no_torn_file(synth_raw,
 
 @pytest.fixture(scope="module")
 def archive() -> bytes:
-    return _mmimdb_tar_gz()  # about 120 kB that gzip cannot shrink
+    return mmimdb_tar_gz()  # about 120 kB that gzip cannot shrink
 
 
 def download_args(server: ArchiveServer, to: Path, payload: bytes) -> list[str]:
@@ -371,7 +372,6 @@ def test_links_out_of_the_raw_folder_and_non_files_are_skipped_and_counted(tmp_p
     """A metadata file or poster that is a symbolic link out of the raw folder never reaches the
     shards; a FIFO under a movie's name is refused before it is opened (reading it would block
     forever); links inside the raw folder are followed; a JSON nested 100,000 deep is a bad JSON."""
-    from test_raw import write_movie
 
     movies = {f"00000{i:02d}": {} for i in range(1, 7)}
     raw = make_raw(tmp_path, movies, {"train": list(movies), "dev": [], "test": []})
@@ -661,7 +661,6 @@ def test_unreadable_configs_and_a_bad_log_level_are_one_line(tmp_path, capsys):
 
 
 def test_split_json_with_a_key_besides_train_dev_test_is_refused(tmp_path):
-    from test_raw import write_split
 
     root = tmp_path / "mmimdb"
     write_split(root, {"train": ["0000001"], "dev": [], "test": [], "val": ["0000002"]})

@@ -19,19 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from dist_scripts.train_fixtures import (env, run_train, tiny_config, train_command, train_shards,
-                                         write_config)
+from dist_scripts.train_fixtures import (env, run_train, tiny_config, train_command, write_config)
 
 pytestmark = pytest.mark.slow
 
 RANKS_SCRIPT = Path(__file__).parent / "dist_scripts" / "faults_signal_ranks.py"
 EPOCHS = 2
 METRIC_KEYS = ("f1_macro", "f1_micro", "mean_average_precision", "roc_auc_macro", "hamming_loss")
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    return train_shards(tmp_path_factory)
 
 
 def _free_port() -> int:
@@ -76,7 +70,7 @@ def _pid(root: Path, rank: int) -> int:
 
 
 def _checkpoint_states(run_dir: Path) -> list[dict]:
-    from mmimdb_dist.train.checkpoint import complete_checkpoints
+    from mmimdb_dist.run.checkpoints import complete_checkpoints
 
     return [json.loads((c / "trainer_state.json").read_text()) | {"name": c.name}
             for c in complete_checkpoints(run_dir / "checkpoints")]
@@ -245,7 +239,7 @@ def test_a_non_finite_loss_stops_before_the_optimizer_step_naming_the_last_good_
 
     import torch
 
-    from mmimdb_dist.train.checkpoint import load_for_inference
+    from mmimdb_dist.run.export import load_for_inference
 
     # lr 1e30: the first step is finite but throws the weights so far that the next loss is not.
     config = write_config(tmp_path / "nan.yaml",

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from mmimdb_dist.models.config import FusionConfig, ModelConfig, TextEncoderConfig
+from mmimdb_dist.schema import FusionConfig, ModelConfig, TextEncoderConfig
 from mmimdb_dist.models.registry import build_model
-from mmimdb_dist.train.config import TrainConfig
+from mmimdb_dist.schema import TrainConfig
 from mmimdb_dist.train.optim import build_optimizer
 
 VOCAB, FILLER_FROM, GENRES_PLANTED = 400, 50, 4

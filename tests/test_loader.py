@@ -19,9 +19,10 @@ import pytest
 import torch
 
 from dist_scripts.loader_fixtures import build_shards, build_tokenizer, data_root, manifest_ids
-from mmimdb_dist.config import ConfigError, LoaderConfig
-from mmimdb_dist.data.loader import (build_eval_loader, build_train_loader, jitter_colors, jitter_factors,
-                                     to_device)
+from mmimdb_dist.errors import ConfigError
+from mmimdb_dist.schema import LoaderConfig
+from mmimdb_dist.data.loader import build_eval_loader, build_train_loader
+from mmimdb_dist.data.device import jitter_colors, jitter_factors, to_device
 from mmimdb_dist.data.manifest import load_manifest
 from mmimdb_dist.data.text import HFTokenEncoder
 from mmimdb_dist.genres import NUM_GENRES

@@ -11,16 +11,12 @@ import sys
 import pytest
 import torch
 
-from mmimdb_dist.config import ConfigError, load_config
+from mmimdb_dist.errors import ConfigError
+from mmimdb_dist.schema import LossConfig, load_config
 from mmimdb_dist.data.manifest import load_manifest
 from mmimdb_dist.errors import DataError
 from mmimdb_dist.genres import GENRES, NUM_GENRES
-from mmimdb_dist.losses import (
-    LossConfig,
-    build_loss,
-    pos_weight_from_counts,
-    pos_weight_from_manifest,
-)
+from mmimdb_dist.losses import build_loss, pos_weight_from_counts
 
 LOGITS = [[0.0, 2.0, -1.0], [-1.5, 0.5, 3.0]]
 TARGETS = [[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]
@@ -195,17 +191,20 @@ def _write_manifest(directory, train_counts, train_n):
     (directory / "manifest.json").write_text(json.dumps(manifest))
 
 
-def test_pos_weight_from_manifest_reads_train_split_only(tmp_path):
+def test_weighted_bce_from_a_manifest_takes_the_train_split_only(tmp_path):
+    # What the trainer does: the loss from the manifest's train counts (dev and test differ wildly).
     counts = [50, 20, 10] + [5] * (NUM_GENRES - 3)
     _write_manifest(tmp_path, counts, 100)
-    weights = pos_weight_from_manifest(load_manifest(tmp_path))
-    assert weights[:3] == [1.0, 4.0, 9.0] and weights[3:] == [19.0] * (NUM_GENRES - 3)
-    assert pos_weight_from_manifest(load_manifest(tmp_path), max_value=8.0)[2:4] == [8.0, 8.0]
+    train = load_manifest(tmp_path).split("train")
+    loss = build_loss(LossConfig(name="weighted_bce"), train.label_counts, train.num_samples)
+    assert loss.pos_weight.tolist()[:3] == [1.0, 4.0, 9.0] and loss.pos_weight.tolist()[3:] == [19.0] * (NUM_GENRES - 3)
+    capped = build_loss(LossConfig(name="weighted_bce", pos_weight_max=8.0), train.label_counts, train.num_samples)
+    assert capped.pos_weight.tolist()[2:4] == [8.0, 8.0]
 
 
-def test_schema_modules_import_neither_torch_nor_scikit_learn():
-    # config.py imports LossConfig and BaselineConfig; every CLI command imports config.py.
-    code = ("import sys, mmimdb_dist.losses, mmimdb_dist.baseline; "
+def test_schema_and_plot_readers_import_neither_torch_nor_scikit_learn():
+    # Every CLI command loads a config; the baseline and `inspect` read plots.
+    code = ("import sys, mmimdb_dist.schema, mmimdb_dist.data.plots; "
             "print(sorted(m for m in ('torch', 'torchvision', 'sklearn') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmimdb_dist.config import ConfigError, load_config
+from mmimdb_dist.errors import ConfigError
+from mmimdb_dist.schema import load_config
 from mmimdb_dist.errors import DataError
 from mmimdb_dist.genres import NUM_GENRES
-from mmimdb_dist.models.config import (FREEZE_LEVELS, MODEL_NAMES, FusionConfig, ImageEncoderConfig,
-                                       ModelConfig, TextEncoderConfig)
+from mmimdb_dist.schema import FREEZE_LEVELS, MODEL_NAMES, FusionConfig, ImageEncoderConfig, ModelConfig, TextEncoderConfig
 from mmimdb_dist.models.registry import (MODELS, build_model, build_token_encoder, count_parameters,
                                          token_encoder_size)
 from mmimdb_dist.models.text import HFEncoder
@@ -562,7 +562,7 @@ def test_bilstm_needs_the_vocabulary() -> None:
 
 
 def test_model_config_round_trips_through_yaml(tmp_path) -> None:
-    from mmimdb_dist.config import save_config
+    from mmimdb_dist.schema import save_config
 
     cfg = load_config(REPO / "configs" / "synth_attention_fusion.yaml")
     path = save_config(cfg, tmp_path)
@@ -570,6 +570,6 @@ def test_model_config_round_trips_through_yaml(tmp_path) -> None:
 
 
 def test_importing_the_config_and_models_package_does_not_import_torch() -> None:
-    code = ("import sys, mmimdb_dist.config, mmimdb_dist.models, mmimdb_dist.models.config; "
+    code = ("import sys, mmimdb_dist.schema, mmimdb_dist.models; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

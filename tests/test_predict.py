@@ -15,22 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dist_scripts.report_fixtures import attention_run, best_checkpoint, cli, raw_folder
+from dist_scripts.report_fixtures import best_checkpoint, cli, raw_folder
 from dist_scripts.train_fixtures import evaluate_checkpoint, train_shards
 from mmimdb_dist.cli import main
 from mmimdb_dist.genres import GENRES, map_genres, multi_hot
 from mmimdb_dist.metrics import evaluation_report
-from mmimdb_dist.train.checkpoint import verify_files
+from mmimdb_dist.run.files import verify_files
 
 pytestmark = pytest.mark.slow
 
 METRICS = ("f1_micro", "f1_macro", "f1_weighted", "f1_samples", "precision_micro", "recall_macro",
            "subset_accuracy", "hamming_loss")
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    return attention_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +239,7 @@ def test_a_checkpoint_of_another_model_is_refused(run_dir, tmp_path, capsys):
 
     from mmimdb_dist.data.vocab import Vocabulary
     from mmimdb_dist.models import build_model
-    from mmimdb_dist.train.checkpoint import load_for_inference
+    from mmimdb_dist.run.export import load_for_inference
 
     _, cfg, vocab = load_for_inference(best_checkpoint(run_dir))
     cfg.model.name = "early_fusion"  # same encoders, another fusion head

@@ -13,7 +13,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mmimdb_dist.data.loader import parse_sample
+from mmimdb_dist.data.codecs import FeatureCodec, ShardCodec
 from mmimdb_dist.data.raw import MovieSkipped, load_poster, read_movie, without_lone_surrogates
 from mmimdb_dist.errors import DataError
 from mmimdb_dist.genres import GENRES
@@ -157,7 +157,7 @@ def test_parse_sample_on_any_members(raw: dict, meta: object) -> None:
     if "json" in raw and isinstance(raw["json"], str):
         raw["json"] = json.dumps(meta).encode("utf-8")
     try:
-        sample = parse_sample(raw, CharEncoder(), 64)
+        sample = ShardCodec(CharEncoder(), 64).parse(raw)
     except DataError as exc:
         assert "\n" not in str(exc)
         return
@@ -170,8 +170,6 @@ def test_parse_sample_on_any_members(raw: dict, meta: object) -> None:
        JSON_VALUES, st.sampled_from(["float32", "float16", "int64", "bool", "complex64"]),
        st.lists(st.integers(0, 5), min_size=0, max_size=3))
 def test_features_sample_on_any_members(raw: dict, meta: object, dtype: str, shape: list[int]) -> None:
-    from mmimdb_dist.data.features import FeatureStream
-
     raw = dict(raw)
     if isinstance(raw.get("json"), str):  # a real JSON document instead of random bytes
         raw["json"] = json.dumps(meta).encode("utf-8")
@@ -180,7 +178,7 @@ def test_features_sample_on_any_members(raw: dict, meta: object, dtype: str, sha
         np.save(buffer, np.ones(shape, dtype=dtype))
         raw["text.npy"] = buffer.getvalue()
     try:
-        sample = FeatureStream._parse(None, raw)  # type: ignore[arg-type]
+        sample = FeatureCodec().parse(raw)
     except DataError as exc:
         assert "\n" not in str(exc)
         return

@@ -2,74 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from mmimdb_dist.data.raw import (MovieSkipped, SkipReport, check_poster, iter_movies,
-                                  load_poster, read_movie, read_movies, read_split,
+                                  load_poster, read_movie, read_split,
                                   resolve_raw_dir)
 from mmimdb_dist.errors import DataError
 from mmimdb_dist.genres import GENRES
 
+from dist_scripts.raw_data import make_raw, read_all_movies
 from real_plots import REAL_SPLIT_JSON, shared_file
-
-
-# --------------------------------------------------------------------------- fixture builder
-
-
-def write_movie(root: Path, movie_id: str, *, plot: object = ("A plot.",),
-                genres: object = ("Drama",), title: str = "Title", year: object = 1999,
-                poster: str | None = "RGB", size: tuple[int, int] = (60, 90),
-                raw_json: bytes | None = None) -> None:
-    """One movie under `root/dataset`. `poster` is a PIL mode, "png", "empty", "truncated"
-    or None (no file); `raw_json` replaces the metadata file's bytes."""
-    dataset = root / "dataset"
-    dataset.mkdir(parents=True, exist_ok=True)
-    if raw_json is not None:
-        (dataset / f"{movie_id}.json").write_bytes(raw_json)
-    else:
-        record = {"title": title, "year": year, "genres": list(genres) if isinstance(genres, tuple)
-                  else genres, "plot": list(plot) if isinstance(plot, tuple) else plot}
-        (dataset / f"{movie_id}.json").write_text(json.dumps(record), encoding="utf-8")
-    path = dataset / f"{movie_id}.jpeg"
-    seed = int(movie_id) % 200
-    if poster is None:
-        return
-    if poster == "empty":
-        path.write_bytes(b"")
-    elif poster == "png":
-        Image.new("RGBA", size, (seed, 80, 160, 128)).save(path, format="PNG")
-    elif poster == "truncated":
-        Image.effect_noise(size, 64).convert("RGB").save(path, format="JPEG", quality=90)
-        path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
-    else:
-        colour = {"RGB": (seed, 120, 40), "CMYK": (seed, 20, 200, 10), "L": seed}[poster]
-        Image.new(poster, size, colour).save(path, format="JPEG", quality=90)
-
-
-def write_split(root: Path, split: dict[str, list[str]]) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "split.json").write_text(json.dumps(split), encoding="utf-8")
-
-
-def make_raw(tmp_path: Path, movies: dict[str, dict], splits: dict[str, list[str]] | None = None
-             ) -> Path:
-    """A raw folder `tmp_path/mmimdb` with `movies` (id -> write_movie kwargs); ids are put
-    round-robin into train/dev/test unless `splits` is given."""
-    root = tmp_path / "mmimdb"
-    for movie_id, kwargs in movies.items():
-        write_movie(root, movie_id, **kwargs)
-    if splits is None:
-        splits = {"train": [], "dev": [], "test": []}
-        for i, movie_id in enumerate(movies):
-            splits[("train", "dev", "test")[i % 3]].append(movie_id)
-    write_split(root, splits)
-    return root
 
 
 # --------------------------------------------------------------------------- split.json
@@ -151,7 +97,7 @@ def build_skip_fixture(tmp_path: Path) -> Path:
 
 def test_each_skip_reason_is_counted_and_recorded(tmp_path):
     root = build_skip_fixture(tmp_path)
-    movies, report = read_movies(root)
+    movies, report = read_all_movies(root)
     assert sorted(m.id for m in movies) == ["0000001", "0000002", "0000003"]
     expected: dict[str, int] = {}
     for _, reason in SKIP_CASES.values():
@@ -193,7 +139,7 @@ def test_without_a_report_skips_are_logged(tmp_path, caplog):
 @pytest.mark.parametrize("kind", ["png", "CMYK", "L", "RGB"])
 def test_posters_in_other_formats_become_rgb(tmp_path, kind):
     root = make_raw(tmp_path, {"0000001": {"poster": kind, "size": (50, 75)}})
-    movies, report = read_movies(root)
+    movies, report = read_all_movies(root)
     assert report.total == 0 and len(movies) == 1
     image = load_poster(movies[0])
     assert image.mode == "RGB" and image.size == (50, 75)
@@ -204,7 +150,7 @@ def test_posters_in_other_formats_become_rgb(tmp_path, kind):
 
 def test_truncated_poster_fails_full_decode(tmp_path):
     root = make_raw(tmp_path, {"0000001": {"poster": "truncated", "size": (200, 300)}})
-    movies, report = read_movies(root)  # the header is intact: the cheap check passes
+    movies, report = read_all_movies(root)  # the header is intact: the cheap check passes
     assert len(movies) == 1
     with pytest.raises(MovieSkipped) as info:
         load_poster(movies[0])
@@ -224,7 +170,7 @@ def test_check_poster_reasons(tmp_path):
 def test_plot_policies(tmp_path):
     plots = ["Short one.", "The longest summary of them all.", "Middle length one."]
     root = make_raw(tmp_path, {"0000001": {"plot": plots}})
-    by_policy = {policy: read_movies(root, plot_policy=policy)[0][0]
+    by_policy = {policy: read_all_movies(root, plot_policy=policy)[0][0]
                  for policy in ("longest", "first", "all")}
     assert by_policy["longest"].plot == plots[1]
     assert by_policy["first"].plot == plots[0]
@@ -236,7 +182,7 @@ def test_plot_policies(tmp_path):
 
 def test_plot_given_as_string_is_repaired_and_counted(tmp_path):
     root = make_raw(tmp_path, {"0000001": {"plot": "  Just one plot.  "}, "0000002": {}})
-    movies, report = read_movies(root)
+    movies, report = read_all_movies(root)
     assert [m.plot for m in movies] == ["Just one plot.", "A plot."]
     assert movies[0].num_plots == 1
     assert report.total == 0 and report.repaired == {"plot_was_string": 1}
@@ -267,5 +213,5 @@ def test_movie_fields(tmp_path):
                                 "genres": ["Horror", "Sci-Fi"], "labels": movie.labels,
                                 "num_plots": 1}
     assert sum(movie.labels) == 2
-    movies, _ = read_movies(root, splits=["train"])
+    movies, _ = read_all_movies(root, splits=["train"])
     assert [(m.id, m.year) for m in movies] == [("0000008", None)]

@@ -20,7 +20,7 @@ from real_plots import load_real_plots_split, trivial_topk_baseline
 
 from mmimdb_dist.data.vocab import Vocabulary
 from mmimdb_dist.metrics import compute_metrics, tune_thresholds
-from mmimdb_dist.models.config import FusionConfig, ModelConfig, TextEncoderConfig
+from mmimdb_dist.schema import FusionConfig, ModelConfig, TextEncoderConfig
 from mmimdb_dist.models.registry import build_model
 
 MAX_LENGTH = 200

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from real_plots import load_real_plots_split, trivial_topk_baseline
 
-from mmimdb_dist.baseline import BaselineConfig, TextSplit, build_model, evaluate_baseline
+from mmimdb_dist.data.plots import TextSplit
+from mmimdb_dist.baseline import build_model, evaluate_baseline
+from mmimdb_dist.schema import BaselineConfig
 from mmimdb_dist.metrics import compute_metrics
 
 

@@ -12,10 +12,9 @@ import pytest
 import torch
 
 from dist_scripts.train_fixtures import RUN_TIMEOUT_S, env, tiny_config, train_shards, write_config
-from mmimdb_dist.config import ExperimentConfig, load_config
+from mmimdb_dist.schema import ExperimentConfig, load_config
 from mmimdb_dist.progress import PlainProgress, progress
-from mmimdb_dist.train.loop import (available_cpus, choose_num_threads, needs_unused_parameter_search,
-                                    resolve_mixed_precision)
+from mmimdb_dist.train.accelerator import available_cpus, choose_num_threads, needs_unused_parameter_search, resolve_mixed_precision
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,7 +36,7 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
 
 
 def test_precision_choices_are_checked():
-    from mmimdb_dist.config import ConfigError
+    from mmimdb_dist.errors import ConfigError
 
     assert load_config(None).train.mixed_precision == "auto"
     assert load_config(None, ["train.mixed_precision=fp16"]).train.mixed_precision == "fp16"

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import webdataset as wds
 from PIL import Image
-from test_raw import make_raw
+from dist_scripts.raw_data import make_raw, read_all_movies
 
-from mmimdb_dist.config import ExperimentConfig, load_config
+from mmimdb_dist.schema import ExperimentConfig, load_config
 from mmimdb_dist.data.manifest import load_manifest
-from mmimdb_dist.data.raw import read_movies
-from mmimdb_dist.data.shard import shard_dataset, spread, verify_shards
+from mmimdb_dist.data.shard import shard_dataset, spread
+from mmimdb_dist.data.verify import verify_shards
 from mmimdb_dist.errors import DataError
 from mmimdb_dist.genres import GENRES
 
@@ -79,7 +79,7 @@ def sharded(raw, tmp_path_factory) -> Path:
 
 def test_manifest_matches_the_tars_and_the_raw_data(raw, sharded):
     manifest = load_manifest(sharded)
-    kept, report = read_movies(raw)
+    kept, report = read_all_movies(raw)
     kept = [m for m in kept if m.id != "0000004"]  # its poster does not decode
     assert manifest.genres == list(GENRES)
     assert manifest.settings == {"plot_policy": "longest", "poster_short_side": SHORT_SIDE,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dist_scripts.slurm_fixtures import slurm_cluster, submit_all, wait_until_done  # noqa: F401
+from dist_scripts.slurm_fixtures import submit_all, wait_until_done
 from dist_scripts.train_fixtures import env, evaluate_checkpoint, tiny_config, train_shards, write_config
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ JOB_TIMEOUT_S = 280
 
 
 @pytest.fixture(scope="module")
-def submitted(slurm_cluster, tmp_path_factory):  # noqa: F811
+def submitted(slurm_cluster, tmp_path_factory):
     shards = train_shards(tmp_path_factory)
     root = tmp_path_factory.mktemp("slurm")
     runs = root / "runs"

@@ -118,7 +118,8 @@ def test_a_resumed_run_continues_the_same_mlflow_run(tracked):
 
 
 def test_an_unknown_or_missing_tracker_is_one_line(tmp_path, capsys):
-    from mmimdb_dist.config import ConfigError, load_config
+    from mmimdb_dist.errors import ConfigError
+    from mmimdb_dist.schema import load_config
 
     with pytest.raises(ConfigError, match="train.trackers: unknown tracker 'tensorbord'"):
         load_config(None, ["train.trackers=[tensorbord]"])

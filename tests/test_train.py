@@ -17,14 +17,9 @@ import numpy as np
 import pytest
 
 from dist_scripts.train_fixtures import (env, evaluate_checkpoint, run_train, tiny_config, train_command,
-                                         train_shards, write_config)
+                                         write_config)
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    return train_shards(tmp_path_factory)
 
 
 def _final(run_dir: Path) -> dict:
@@ -47,7 +42,7 @@ def _batches_per_epoch(shards: Path) -> int:
 
 
 def _split_labels(shards: Path, split: str) -> np.ndarray:
-    from mmimdb_dist.baseline import read_shard_split_texts
+    from mmimdb_dist.data.plots import read_shard_split_texts
     from mmimdb_dist.data.manifest import load_manifest
 
     return np.array(read_shard_split_texts(load_manifest(shards).shard_paths(split), split).labels)
@@ -91,8 +86,8 @@ def test_learns_well_above_trivial_baselines(reference, shards):
 
 
 def test_run_folder_holds_config_logs_tensorboard_and_bounded_checkpoints(reference, shards):
-    from mmimdb_dist.config import load_config
-    from mmimdb_dist.train.checkpoint import TrainerState
+    from mmimdb_dist.schema import load_config
+    from mmimdb_dist.run.checkpoints import TrainerState
 
     config, run_dir = reference
     cfg = load_config(run_dir / "config.yaml")
@@ -113,6 +108,10 @@ def test_run_folder_holds_config_logs_tensorboard_and_bounded_checkpoints(refere
     # The 2 newest plus the best; no temp folder left behind.
     assert len(checkpoints) <= 3 and final["best_checkpoint"] in checkpoints
     assert not [name for name in checkpoints if name.startswith(".")]
+    # The weights are on disk once: the inference export shares Accelerate's file (two names).
+    for name in checkpoints:
+        folder = run_dir / "checkpoints" / name
+        assert (folder / "model.safetensors").stat().st_ino == (folder / "inference" / "model.safetensors").stat().st_ino
     newest = TrainerState.read(run_dir / "checkpoints" / checkpoints[-1] / "trainer_state.json")
     assert (newest.epoch, newest.batch_in_epoch, newest.step) == (3, batches_per_epoch, 4 * batches_per_epoch)
     # The best checkpoint is the one of best dev mAP (the default select_metric); ties keep the earlier.
@@ -145,7 +144,7 @@ def test_best_checkpoint_reloads_for_inference_with_the_reported_dev_metrics(ref
 
 
 def test_sigkill_mid_epoch_then_resume_auto_ends_with_identical_metrics(reference, shards, tmp_path):
-    from mmimdb_dist.train.checkpoint import TrainerState, complete_checkpoints
+    from mmimdb_dist.run.checkpoints import TrainerState, complete_checkpoints
 
     config_data = json.loads(json.dumps(__import__("yaml").safe_load(reference[0].read_text())))
     config_data["name"] = "killed"
@@ -261,8 +260,8 @@ def test_user_errors_are_one_line_and_exit_2(shards, tmp_path):
 
 def test_parameter_groups_exempt_norms_and_biases_and_slow_down_pretrained_encoders():
     from mmimdb_dist.models import build_model
-    from mmimdb_dist.models.config import ModelConfig
-    from mmimdb_dist.train.config import TrainConfig
+    from mmimdb_dist.schema import ModelConfig
+    from mmimdb_dist.schema import TrainConfig
     from mmimdb_dist.train.optim import param_groups
 
     cfg = ModelConfig(name="early_fusion")

@@ -13,14 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dist_scripts.train_fixtures import evaluate_checkpoint, run_train, tiny_config, train_shards, write_config
+from dist_scripts.train_fixtures import evaluate_checkpoint, run_train, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    return train_shards(tmp_path_factory)
 
 
 def _final(run_dir: Path) -> dict:
@@ -90,7 +85,7 @@ def local_pretrained_encoder(shards, tmp_path_factory) -> Path:
     from transformers import AutoModel, DistilBertConfig
 
     from dist_scripts.wordpiece import train_wordpiece
-    from mmimdb_dist.baseline import read_shard_split_texts
+    from mmimdb_dist.data.plots import read_shard_split_texts
     from mmimdb_dist.data.manifest import load_manifest
 
     texts = read_shard_split_texts(load_manifest(shards).shard_paths("train"), "train").texts
@@ -108,7 +103,7 @@ def test_pretrained_hf_encoder_from_a_local_folder_trains_at_its_own_lr(local_pr
     from safetensors.torch import load_file
     from transformers import AutoModel, AutoTokenizer
 
-    from mmimdb_dist.train.checkpoint import load_for_inference
+    from mmimdb_dist.run.export import load_for_inference
 
     config = tiny_config(shards, tmp_path / "runs", "hf", epochs=2, encoder_lr=5e-4, lr=0.01, log_every=5)
     config["model"]["text"] = {"kind": "hf", "name": str(local_pretrained_encoder), "pretrained": True,
@@ -145,8 +140,8 @@ def test_on_evaluation_flags_only_the_final_evaluation(shards, tmp_path):
     """The hook a Tune trial reports through: one call per dev evaluation, each after its
     checkpoint is complete, and `last` on the final one only (the trial holds that report until
     the test is written, so ASHA's stop at max_t cannot interrupt the test)."""
-    from mmimdb_dist.config import ExperimentConfig, from_dict
-    from mmimdb_dist.train.checkpoint import complete_checkpoints
+    from mmimdb_dist.schema import ExperimentConfig, from_dict
+    from mmimdb_dist.run.checkpoints import complete_checkpoints
     from mmimdb_dist.train.loop import train
 
     data = tiny_config(shards, tmp_path / "runs", "hooked", epochs=2, eval_every=10)
@@ -185,8 +180,9 @@ def test_a_training_batch_reads_nothing_back_to_the_host(shards, tmp_path):
 
     import torch
 
-    from mmimdb_dist.config import ExperimentConfig, from_dict
-    from mmimdb_dist.train.loop import Trainer, build_accelerator
+    from mmimdb_dist.schema import ExperimentConfig, from_dict
+    from mmimdb_dist.train.loop import Trainer
+    from mmimdb_dist.train.accelerator import build_accelerator
 
     methods = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__")
 

@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from dist_scripts.train_fixtures import env, tiny_config, train_shards, write_config
-from mmimdb_dist.config import ConfigError, load_config
+from mmimdb_dist.errors import ConfigError
+from mmimdb_dist.schema import load_config
 from mmimdb_dist.tune.space import load_search
 
 EVAL_EVERY = 11  # 359 train samples / batch 16 = 22 steps per epoch: 4 evaluations in 2 epochs

@@ -13,13 +13,14 @@ import json
 import pytest
 import torch
 
-from mmimdb_dist.config import load_config
+from mmimdb_dist.schema import load_config
 from mmimdb_dist.data.loader import build_eval_loader
 from mmimdb_dist.data.manifest import load_manifest
-from mmimdb_dist.data.shard import shard_dataset, verify_shards
+from mmimdb_dist.data.shard import shard_dataset
+from mmimdb_dist.data.verify import verify_shards
 from mmimdb_dist.data.synth import generate_dataset
 from mmimdb_dist.data.vocab import Vocabulary
-from mmimdb_dist.baseline import read_shard_split_texts
+from mmimdb_dist.data.plots import read_shard_split_texts
 
 POSTER_DEFECTS = ("missing_poster", "zero_byte_poster")
 

@@ -28,9 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..baseline import evaluate_baseline, read_raw_texts, read_shard_texts
-    from ..config import load_config, save_config
+    from ..baseline import evaluate_baseline
+    from ..data.plots import read_raw_texts, read_shard_texts
     from ..metrics import format_summary, write_metrics_json, write_per_genre_csv
+    from ..schema import load_config, save_config
 
     cfg = load_config(args.config, args.overrides)
     progress = not args.no_progress

@@ -20,10 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import load_config
     from ..data.cache_features import cache_features
-
     from ..devices import resolve_device
+    from ..schema import load_config
 
     device = resolve_device(args.device)
     cfg = load_config(args.config, args.overrides)

@@ -57,9 +57,10 @@ def _step(number: int, text: str) -> None:
 
 def _read_back(cfg, manifest) -> list[str]:
     """Stream every split; return problems (empty when every count matches the manifest)."""
-    from ..data.loader import build_eval_loader, build_train_loader, train_batches_per_rank
+    from ..data.loader import build_eval_loader, build_train_loader
+    from ..data.plan import train_batches_per_rank
+    from ..data.plots import read_shard_split_texts
     from ..data.vocab import Vocabulary
-    from ..baseline import read_shard_split_texts
 
     problems = []
     train_texts = read_shard_split_texts(manifest.shard_paths("train"), "train")
@@ -105,12 +106,14 @@ def margins(rows) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..baseline import evaluate_baseline, read_shard_texts
-    from ..config import load_config, save_config
-    from ..data.shard import shard_dataset, summary, verify_shards
+    from ..baseline import evaluate_baseline
+    from ..data.plots import read_shard_texts
+    from ..data.shard import shard_dataset, summary
     from ..data.synth import generate_dataset
+    from ..data.verify import verify_shards
     from ..errors import DataError
     from ..metrics import format_summary, write_metrics_json, write_per_genre_csv
+    from ..schema import load_config, save_config
 
     out: Path = args.out
     overrides = [f"data.raw_dir={out / 'data' / 'mmimdb'}", f"shard.out_dir={out / 'shards'}",
@@ -150,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.skip_training:
         from ..report.evaluation import evaluate_checkpoint
-        from ..train.loop import run_dir_of, train
+        from ..run.layout import run_dir_of
+        from ..train.loop import train
 
         configs = args.train_config or list(DEFAULT_TRAIN_CONFIGS)
         _step(6, f"train {len(configs)} models with the same recipe on the same shards")

@@ -32,27 +32,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _word_vocabulary(manifest):
-    import tarfile
-
+    from ..data.plots import iter_plots
     from ..data.vocab import Vocabulary
 
-    def train_plots():
-        for path in manifest.shard_paths("train"):
-            with tarfile.open(path) as tar:
-                for member in tar:
-                    if member.name.endswith(".txt"):
-                        yield tar.extractfile(member).read().decode("utf-8", errors="replace")
-
-    vocabulary = Vocabulary.build(train_plots())
+    # Lenient: a damaged sample is skipped here as the loader will skip it, and counted below.
+    vocabulary = Vocabulary.build(plot.text for plot in iter_plots(manifest.shard_paths("train"), strict=False))
     logger.info("word vocabulary of %d entries built from the train plots", len(vocabulary))
     return vocabulary
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import ConfigError, load_config
     from ..data.loader import build_eval_loader, build_train_loader
     from ..data.manifest import load_manifest
     from ..data.text import HFTokenEncoder
+    from ..errors import ConfigError
+    from ..schema import load_config
 
     if args.batches < 1:
         raise ConfigError(f"--batches: expected a positive number, got {args.batches}")

@@ -93,13 +93,13 @@ def is_predictions_file(path: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..devices import resolve_device
     from ..errors import MmimdbError
-    from ..inference.checkpoint import load_bundle, resolve_checkpoint
-    from ..outputs import check_output_file, exclusive_file
     from ..inference.inputs import MovieInput, read_folder, read_jsonl
     from ..inference.predictor import predict_movies, write_jsonl
-
-    from ..devices import resolve_device
+    from ..outputs import check_output_file, exclusive_file
+    from ..run.checkpoints import resolve_checkpoint
+    from ..run.export import load_bundle
 
     args.device = resolve_device(args.device)
     threshold = parse_threshold(args.threshold)

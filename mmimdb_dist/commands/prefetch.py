@@ -12,8 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import load_config
     from ..models.prefetch import prefetch
+    from ..schema import load_config
 
     cfg = load_config(args.config, args.overrides)
     fetched = prefetch(cfg)

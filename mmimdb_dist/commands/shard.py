@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from ..config import load_config
+    from ..schema import load_config
 
     cfg = load_config(args.config, args.overrides)
     sections: dict[str, dict[str, object]] = {"data": {}, "shard": {}}
@@ -62,7 +62,7 @@ def _config(args: argparse.Namespace):
 
 
 def _verify(directory: str) -> int:
-    from ..data.shard import verify_shards
+    from ..data.verify import verify_shards
 
     problems = verify_shards(directory)
     for problem in problems:

@@ -14,9 +14,15 @@ process; both wait for the job. See `mmimdb_dist.slurm` for how preemption is ha
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 from pathlib import Path
+
+from ..cli import add_config_arguments
+from ..report.compare import markdown_table
+from ..schema import parse_override
+from ..slurm.flows import submit_sweep, submit_train
+from ..slurm.options import SlurmOptions
+from ..slurm.ray_cluster import submit_tune
+from ..slurm.sweep import summarize
 
 
 def _add_resources(parser: argparse.ArgumentParser, time_default: int = 60) -> None:
@@ -44,23 +50,17 @@ def _add_resources(parser: argparse.ArgumentParser, time_default: int = 60) -> N
                        help="any other sbatch option, e.g. --sbatch exclusive=true (repeatable)")
 
 
-def _add_config(parser: argparse.ArgumentParser) -> None:
-    from ..cli import add_config_arguments
-
-    add_config_arguments(parser)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="submit_command", required=True, metavar="WHAT")
     train = sub.add_parser("train", help="one training run as a Slurm job (all nodes and GPUs of it)")
-    _add_config(train)
+    add_config_arguments(train)
     train.add_argument("--resume", choices=("auto",), default=None,
                        help="continue the run folder's newest checkpoint (needed when it already holds some)")
     train.add_argument("--wait", action="store_true", help="wait for the job and print its test metrics")
     _add_resources(train)
 
     sweep = sub.add_parser("sweep", help="a grid of overrides as one Slurm job array")
-    _add_config(sweep)
+    add_config_arguments(sweep)
     sweep.add_argument("--grid", required=True, type=Path, help="grid file (see mmimdb_dist/slurm/sweep.py)")
     sweep.add_argument("--name", default=None, help="sweep folder name (default: the grid's name)")
     sweep.add_argument("--parallel", dest="array_parallelism", type=int, default=4,
@@ -86,10 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_resources(tune, time_default=240)
 
 
-def _options(args: argparse.Namespace, job_name: str):
-    from ..config import parse_override
-    from ..slurm.options import SlurmOptions
-
+def _options(args: argparse.Namespace, job_name: str) -> SlurmOptions:
     additional = {}
     for text in args.additional:
         path, value = parse_override(text)
@@ -102,110 +99,16 @@ def _options(args: argparse.Namespace, job_name: str):
         job_name=args.job_name or job_name, additional=additional or None)
 
 
-def _submit_failed(exc: Exception):
-    from ..slurm.options import SubmitError
-
-    output = getattr(exc, "output", None) or getattr(exc, "stderr", None) or str(exc)
-    if isinstance(output, bytes):
-        output = output.decode(errors="replace")
-    return SubmitError(f"sbatch refused the job: {' '.join(str(output).split())[:500]} (is SLURM_CONF set, and is "
-                       "the controller up? `launch/slurm/status.sh` checks the single-node cluster)")
-
-
 def _train(args: argparse.Namespace) -> int:
-    # Nothing here imports torch: a submission takes a second, not the trainer's start-up.
-    from ..config import ConfigError, dump_config, load_config
-    from ..slurm.job import TrainJob, job_folder
-    from ..slurm.submission import record_submission, wait_for, where_to_look
-    from ..train.checkpoint import complete_checkpoints
-
-    cfg = load_config(args.config, args.overrides)
-    run_dir = Path(cfg.output_dir) / cfg.name  # as mmimdb_dist.train.loop.run_dir_of
-    options = _options(args, cfg.name)
-    if complete_checkpoints(run_dir / "checkpoints") and args.resume != "auto":
-        raise ConfigError(f"{run_dir / 'checkpoints'} already holds checkpoints; pass --resume auto to continue "
-                          "that run, or set another `name` / `output_dir`")
-    from ..slurm.options import build_executor
-
-    executor = build_executor(job_folder(run_dir), options)
-    from submitit.core.utils import FailedJobError  # what submitit raises when sbatch refuses
-
-    try:
-        job = executor.submit(TrainJob(dump_config(cfg), max_requeues=options.max_requeues))
-    except (subprocess.CalledProcessError, OSError, FailedJobError) as exc:
-        raise _submit_failed(exc) from None
-    record_submission(run_dir, job, options, "train", config=str(args.config), overrides=args.overrides)
-    print(where_to_look(job, run_dir, options), flush=True)
-    if args.wait or executor.cluster in ("local", "debug"):
-        from ..metrics import format_summary
-
-        result = wait_for(job)[0]
-        final = json.loads((run_dir / "final_metrics.json").read_text(encoding="utf-8"))
-        print(format_summary({"dev": final["dev"], "test": final["test"]}))
-        print(f"job {job.job_id} finished after {result['restarts']} requeue(s); best checkpoint "
-              f"{final['best_checkpoint']}; results in {run_dir / 'final_metrics.json'}")
-    return 0
+    return submit_train(args.config, args.overrides, lambda name: _options(args, name), args.resume, args.wait)
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from ..slurm.job import TrainJob
-    from ..slurm.options import build_executor
-    from ..slurm.submission import wait_for
-    from ..slurm.sweep import plan_sweep, summarize, write_sweep_record
-
-    plan = plan_sweep(args.config, args.overrides, args.grid, args.name)
-    options = _options(args, plan.name)
-    from ..train.checkpoint import complete_checkpoints
-
-    started = [run.name for run in plan.runs if complete_checkpoints(run.run_dir / "checkpoints")]
-    if started:
-        from ..errors import ConfigError
-
-        raise ConfigError(f"{plan.sweep_dir}: run(s) {', '.join(started)} already hold checkpoints; give the sweep "
-                          "another --name, or remove them")
-    folder = plan.sweep_dir / "slurm" / "%j"
-    executor = build_executor(folder, options)
-    from submitit.core.utils import FailedJobError  # what submitit raises when sbatch refuses
-
-    try:
-        with executor.batch():
-            pending = [executor.submit(TrainJob(run.config_text, max_requeues=options.max_requeues))
-                       for run in plan.runs]
-    except (subprocess.CalledProcessError, OSError, FailedJobError) as exc:
-        raise _submit_failed(exc) from None
-    for run, job in zip(plan.runs, pending):
-        run.job_id = str(job.job_id)
-    record = write_sweep_record(plan, args.config, executor.cluster, plan.sweep_dir / "slurm")
-    array_id = str(pending[0].job_id).split("_")[0]
-    print(f"submitted {len(pending)} runs as job array {array_id} (at most {options.array_parallelism} at once) "
-          f"for sweep {plan.sweep_dir}")
-    for run, job in zip(plan.runs, pending):
-        print(f"  {job.job_id}  {run.run_dir}")
-    print(f"  logs:     {plan.sweep_dir / 'slurm'}/<job id>/\n  record:   {record}\n"
-          f"  summary:  mmimdb-dist submit summary {plan.sweep_dir}", flush=True)
-    if args.wait or executor.cluster in ("local", "debug"):
-        failures = []
-        for job in pending:
-            try:
-                wait_for(job)
-            except Exception as exc:  # one failed element does not hide the others' results
-                failures.append(str(exc))
-        rows, unfinished, markdown = summarize(plan.sweep_dir)
-        from ..report.compare import markdown_table
-
-        print(markdown_table(rows))
-        print(f"wrote {markdown}")
-        if failures:
-            from ..slurm.options import SubmitError
-
-            raise SubmitError(f"{len(failures)} of {len(pending)} runs failed: " + "; ".join(failures))
-    return 0
+    return submit_sweep(args.config, args.overrides, args.grid, args.name, lambda name: _options(args, name),
+                        args.wait)
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from ..report.compare import markdown_table
-    from ..slurm.sweep import summarize
-
     rows, unfinished, markdown = summarize(args.sweep_dir, args.sort_by, args.protocol, args.split, args.out)
     print(f"{args.split} split, ranked by {rows[0]['sort_metric']}:\n")
     print(markdown_table(rows))
@@ -216,8 +119,6 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from ..slurm.ray_cluster import submit_tune
-
     return submit_tune(args, _options(args, "tune"))
 
 

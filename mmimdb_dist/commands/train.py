@@ -15,15 +15,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import load_config
     from ..metrics import format_summary
-    from ..train.checkpoint import resolve_resume
-    from ..train.loop import run_dir_of, train
+    from ..run.checkpoints import resolve_resume
+    from ..run.layout import FINAL_METRICS, checkpoints_dir_of, run_dir_of
+    from ..schema import load_config
+    from ..train.loop import train
 
     cfg = load_config(args.config, args.overrides)
     if args.resume not in (None, "auto"):
         # A mistyped path fails here, before any process group or model is set up.
-        resolve_resume(args.resume, run_dir_of(cfg) / "checkpoints")
+        resolve_resume(args.resume, checkpoints_dir_of(run_dir_of(cfg)))
     result = train(cfg, resume=args.resume)
     from accelerate.state import PartialState
 
@@ -31,5 +32,5 @@ def run(args: argparse.Namespace) -> int:
         print(format_summary({"dev": result["dev"], "test": result["test"]}))
         print(f"best checkpoint {result['best_checkpoint']} (epoch {result['best_epoch']}, "
               f"dev {result['select_metric']} {result['best_dev_metric']:.4f}); results in "
-              f"{run_dir_of(cfg) / 'final_metrics.json'}")
+              f"{run_dir_of(cfg) / FINAL_METRICS}")
     return 0

@@ -20,16 +20,31 @@ from typing import Any
 
 import numpy as np
 import torch
-import webdataset as wds
 
-from ..config import ConfigError, ExperimentConfig, save_config
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..genres import NUM_GENRES
-from .features import (ENCODERS_FILE, EncodedSample, FeatureSet, FeatureSpec, load_feature_set,
-                       write_feature_manifest, write_feature_shard)
+from ..models import build_model
+from ..models.preprocess import resolve_image_size
+from ..models.registry import build_token_encoder, token_encoder_size
+from ..outputs import claim_output_dir
+from ..progress import progress as progress_bar
+from ..schema import ExperimentConfig, save_config
+from .batches import collate_samples
+from .codecs import EncodedSample, ShardCodec
+from .device import to_device
+from .features import (
+    ENCODERS_FILE,
+    FeatureSet,
+    FeatureSpec,
+    load_feature_set,
+    write_feature_manifest,
+    write_feature_shard,
+)
 from .images import decode_poster
-from .loader import collate, parse_sample, to_device
 from .manifest import MANIFEST_NAME, SPLITS, Manifest, load_manifest
+from .plots import read_shard_split_texts
+from .shard import owns_shard_file
+from .tario import iter_samples, skip_rest_of_tar
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +58,6 @@ class Encoders:
 
 def build_frozen_encoders(cfg: ExperimentConfig, manifest: Manifest, out_dir: Path | None = None) -> Encoders:
     """The config's text and image encoders, frozen, with the run's tokenizer (saved to out_dir)."""
-    from ..baseline import read_shard_split_texts
-    from ..models import build_model
-    from ..models.registry import build_token_encoder, token_encoder_size
 
     text_cfg = cfg.model.text
     if text_cfg.brings_tokenizer and cfg.model.uses_text:
@@ -73,13 +85,10 @@ def _read_samples(path: Path, token_encoder: Any, max_length: int) -> tuple[list
     """Parsed samples of one source shard in order; bad ones skipped (counted), as the loaders do."""
     samples, skipped = [], 0
 
-    def tar_error(exc: Exception) -> bool:
-        logger.warning("%s: shard read error (rest of the shard skipped): %s", path, exc)
-        return True
-
-    for raw in wds.tariterators.tarfile_samples([{"url": str(path)}], handler=tar_error):
+    codec = ShardCodec(token_encoder, max_length)
+    for raw in iter_samples(path, on_error=skip_rest_of_tar):
         try:
-            samples.append(parse_sample(raw, token_encoder, max_length))
+            samples.append(codec.parse(raw))
         except DataError as exc:
             logger.warning("skipped: %s", exc)
             skipped += 1
@@ -96,7 +105,7 @@ def encode_batch(encoders: Encoders, samples: list[Any], image_size: int, device
     if encoders.image is not None:
         pixels = [decode_poster(s.jpeg, image_size, augment=False) if s.jpeg else
                   torch.zeros(3, image_size, image_size, dtype=torch.uint8) for s in samples]
-    batch = to_device(collate(samples, pixels, encoders.token_encoder.pad_id, 0), device)
+    batch = to_device(collate_samples(samples, pixels, 0, pad_id=encoders.token_encoder.pad_id), device)
     text = encoders.text(batch["input_ids"], batch["attention_mask"]) if encoders.text is not None else None
     image = encoders.image(batch["pixel_values"]) if encoders.image is not None else None
 
@@ -117,7 +126,6 @@ def cache_features(cfg: ExperimentConfig, out_dir: str | Path, *, sequences: boo
                    dtype: str = "float32", device: str | None = None, progress: bool = True) -> FeatureSet:
     """Write the features set of `cfg`'s encoders over `cfg.loader.shards_dir` into `out_dir`
     (new, empty or a features set, locked while it is written: mmimdb_dist/outputs.py)."""
-    from ..outputs import claim_output_dir
 
     manifest = load_manifest(cfg.loader.shards_dir)
     out = Path(out_dir)
@@ -129,18 +137,15 @@ def cache_features(cfg: ExperimentConfig, out_dir: str | Path, *, sequences: boo
 
 def owns_features_file(name: str) -> bool:
     """The names a features set's folder holds (what `cache-features --out` may replace)."""
-    from .shard import owns_shard_file
 
     return owns_shard_file(name) or name in (ENCODERS_FILE, "vocabulary.json", "tokenizer")
 
 
 def _cache_into(cfg: ExperimentConfig, manifest: Manifest, out: Path, *, sequences: bool, dtype: str,
                 device: str | None, progress: bool) -> FeatureSet:
-    from ..progress import progress as progress_bar
 
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # incomplete until the new one is written
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    from ..models.preprocess import resolve_image_size
 
     cfg = resolve_image_size(cfg)
     encoders = build_frozen_encoders(cfg, manifest, out)

@@ -23,7 +23,6 @@ Usage::
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import logging
@@ -37,7 +36,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,8 @@ from .. import __version__
 from ..atomic import atomic_write_text, fsync_dir
 from ..digest import file_sha256
 from ..errors import DownloadError
+from ..outputs import exclusive
+from ..progress import progress as progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -121,32 +122,6 @@ def archive_name(url: str) -> str:
         raise DownloadError(f"--url {url}: its path ends in {name!r}, not a file name; expected a URL "
                             "ending in the archive's name (e.g. .../mmimdb.tar.gz)")
     return name
-
-
-@contextlib.contextmanager
-def _exclusive(directory: Path) -> Iterator[None]:
-    """Hold a lock on `directory` so two runs (say, every rank of a job) never share a .part."""
-    try:
-        import fcntl
-    except ImportError:  # no flock on this platform: run unguarded
-        yield
-        return
-    lock_path = directory / LOCK_NAME
-    with open(lock_path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DownloadError(f"{lock_path}: another mmimdb-dist download is working in {directory}; "
-                                "wait for it to finish, then run again") from None
-        except OSError as exc:  # a filesystem without locks (some NFS mounts)
-            logger.warning("%s: cannot lock (%s); make sure no other download uses this folder",
-                           lock_path, exc)
-            yield
-            return
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _content_range(header: str | None) -> tuple[int | None, int | None]:
@@ -250,7 +225,6 @@ def download(url: str, directory: str | os.PathLike, sha256: str, *, retries: in
     attempt brought new bytes, so a long transfer over a flaky link still finishes.
     Waits between attempts double from `backoff` seconds (at most a minute).
     """
-    from ..progress import progress as progress_bar
 
     expected = _check_sha256(sha256)
     folder = Path(directory)
@@ -329,6 +303,12 @@ class _ArchiveTree:
     absolute link, through a loop, or through a chain of links that each look harmless alone
     (`a -> .`, `b -> a/..`). Link targets are memoised, so a hostile archive full of links
     costs linear time.
+
+    Why beside tarfile's `filter="data"` (which `extract` also applies): that filter resolves
+    links against the files already on disk, one member at a time, so a chain of links that
+    only escapes once an earlier member exists is caught mid-extraction, with part of the
+    archive already written. Resolving the archive's own links first refuses such an archive
+    before anything is extracted.
     """
 
     def __init__(self, members: list[tarfile.TarInfo]) -> None:
@@ -411,7 +391,6 @@ def extract(archive: str | os.PathLike, destination: str | os.PathLike, *, diges
     extracts again over the partial files. `required_member` names a file the archive must
     hold (checked before extracting, so a wrong archive writes nothing).
     """
-    from ..progress import progress as progress_bar
 
     archive = Path(archive)
     destination = Path(destination)
@@ -469,7 +448,8 @@ def fetch_mmimdb(to: str | os.PathLike, *, url: str = DEFAULT_URL, sha256: str =
         raise DownloadError(f"--retries: expected >= 0, got {retries}")
     destination = Path(to)
     destination.mkdir(parents=True, exist_ok=True)
-    with _exclusive(destination):
+    # Two runs (say, every rank of a job) must never share a .part.
+    with exclusive(destination, "--to", "download", lock_name=LOCK_NAME):
         archive = download(url, destination, sha256, retries=retries, timeout=timeout, backoff=backoff,
                            progress=progress)
         if not extract_archive:

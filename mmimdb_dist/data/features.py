@@ -30,31 +30,23 @@ and its member is absent. A plot-only movie (`shard.require_poster: false`) has 
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import logging
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..atomic import atomic_open, atomic_write_json
+from ..atomic import atomic_write_json
 from ..errors import DataError
-from ..genres import NUM_GENRES
+from .codecs import EncodedSample, feature_members
 from .manifest import MANIFEST_FORMAT, MANIFEST_FORMAT_VERSION, MANIFEST_NAME, Manifest, parse_manifest
-from .loader import Sample, ShardStream
+from .tario import write_sample_tar
 
 logger = logging.getLogger(__name__)
 
 FEATURES_FORMAT = "mmimdb-dist-features"
 FEATURES_FORMAT_VERSION = 1
 ENCODERS_FILE = "encoders.safetensors"
-TEXT_MEMBER, IMAGE_MEMBER = "text.npy", "image.npy"
-# Batch keys of cached features (B x (1 + L) x D and B x (1 + P) x D; row 0 pooled).
-TEXT_FEATURES, IMAGE_FEATURES = "text_features", "image_features"
 
 
 @dataclass(frozen=True)
@@ -120,150 +112,14 @@ def feature_spec(loader_cfg: Any) -> FeatureSpec | None:
     return load_feature_set(features_dir).spec if features_dir else None
 
 
-# --------------------------------------------------------------------------- reading
-
-
-@dataclass
-class FeatureSample(Sample):
-    """A cached sample: its feature rows instead of a JPEG and token ids."""
-
-    text: np.ndarray | None = None
-    image: np.ndarray | None = None
-
-    @property
-    def length(self) -> int:
-        return len(self.text) if self.text is not None else 1
-
-
-def _array(raw: dict[str, Any], member: str, where: str) -> np.ndarray:
-    if member not in raw:
-        raise DataError(f"{where}: missing member .{member}")
-    try:
-        array = np.load(io.BytesIO(raw[member]), allow_pickle=False)
-    except (ValueError, OSError, EOFError, TypeError) as exc:  # what numpy raises for foreign bytes
-        raise DataError(f"{where}: .{member} is not a .npy array ({exc})") from None
-    if array.ndim != 2 or array.shape[0] < 1:
-        raise DataError(f"{where}: .{member} has shape {array.shape}; expected rows x dim")
-    if array.dtype.kind != "f" or not np.isfinite(array).all():
-        raise DataError(f"{where}: .{member} holds {array.dtype} values, not finite floats")
-    return array
-
-
-class FeatureStream(ShardStream):
-    """The shard stream's splitting, shuffling, bucketing and exact resume, over features."""
-
-    def _parse(self, raw: dict[str, Any]) -> Sample:
-        key = str(raw.get("__key__", "?"))
-        key = key if key.isprintable() else repr(key)
-        where = f"{raw.get('__url__', '?')}: sample {key}"
-        try:
-            meta = json.loads(raw["json"])
-            labels = meta["labels"]
-        except (KeyError, TypeError, IndexError, ValueError, RecursionError) as exc:  # ValueError: not UTF-8 / JSON
-            raise DataError(f"{where}: bad or missing .json ({exc or 'nested too deeply'})") from None
-        if not isinstance(labels, list) or len(labels) != NUM_GENRES or any(v not in (0, 1) for v in labels):
-            raise DataError(f"{where}: .json key 'labels': expected {NUM_GENRES} values 0/1")
-        if TEXT_MEMBER not in raw and IMAGE_MEMBER not in raw:
-            raise DataError(f"{where}: neither .{TEXT_MEMBER} nor .{IMAGE_MEMBER}")
-        text = _array(raw, TEXT_MEMBER, where) if TEXT_MEMBER in raw else None
-        image = _array(raw, IMAGE_MEMBER, where) if IMAGE_MEMBER in raw else None
-        return FeatureSample(id=str(meta.get("id", key)), jpeg=b"", input_ids=[], labels=labels,
-                             text=text, image=image)
-
-    def _decode(self, batch: list[Sample], counter: Any) -> dict | None:
-        return collate_features(batch, counter.take())  # type: ignore[arg-type]
-
-
-def collate_features(samples: list[FeatureSample], skipped: int = 0) -> dict[str, Any]:
-    """Pad the token rows to the longest plot; `attention_mask` covers the tokens (not row 0).
-
-    Only the modalities the set holds become batch keys; a movie without poster features
-    (plot-only) gets zero rows and `image_present` false.
-    """
-    import torch
-
-    batch: dict[str, Any] = {"ids": [s.id for s in samples],
-                             "labels": torch.tensor([s.labels for s in samples], dtype=torch.float32),
-                             "skipped": skipped}
-    texts = [s.text for s in samples if s.text is not None]
-    images = [s.image for s in samples if s.image is not None]
-    sequences = any(len(a) > 1 for a in texts) or any(len(a) > 1 for a in images)
-    if texts:
-        longest = max(len(a) for a in texts)
-        text = torch.zeros(len(samples), longest, texts[0].shape[1], dtype=torch.float32)
-        mask_width = longest - 1 if sequences else 1
-        attention_mask = torch.zeros(len(samples), max(mask_width, 1), dtype=torch.int64)
-        for row, sample in enumerate(samples):
-            rows = sample.text.shape[0]
-            text[row, :rows] = torch.from_numpy(sample.text.astype(np.float32))
-            attention_mask[row, :max(rows - 1, 1) if sequences else 1] = 1
-        batch[TEXT_FEATURES], batch["attention_mask"] = text, attention_mask
-    if images:
-        image = torch.zeros(len(samples), *images[0].shape, dtype=torch.float32)
-        for row, sample in enumerate(samples):
-            if sample.image is not None:
-                image[row] = torch.from_numpy(sample.image.astype(np.float32))
-        batch[IMAGE_FEATURES] = image
-        batch["image_present"] = torch.tensor([s.image is not None for s in samples])
-    return batch
-
-
 # --------------------------------------------------------------------------- writing
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
-def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), 0, 0o644
-    tar.addfile(info, io.BytesIO(data))
-
-
-class _HashingWriter:
-    """A file object that hashes and counts what passes through it (sha256 without a re-read)."""
-
-    def __init__(self, handle: Any) -> None:
-        self.handle, self.sha = handle, hashlib.sha256()
-        self.bytes = 0
-
-    def write(self, data: bytes) -> int:
-        self.sha.update(data)
-        self.bytes += len(data)
-        return self.handle.write(data)
-
-    def tell(self) -> int:
-        return self.bytes
-
-    def flush(self) -> None:
-        self.handle.flush()
-
-
-@dataclass
-class EncodedSample:
-    id: str
-    labels: list[int]
-    text: np.ndarray | None  # None: no text encoder
-    image: np.ndarray | None  # None: no image encoder, or a plot-only movie
 
 
 def write_feature_shard(path: Path, samples: list[EncodedSample]) -> dict[str, Any]:
     """One tar, atomically, streamed to disk; returns its manifest entry."""
-    with atomic_open(path, "wb") as handle:
-        writer = _HashingWriter(handle)
-        with tarfile.open(fileobj=writer, mode="w", format=tarfile.USTAR_FORMAT) as tar:  # type: ignore[call-overload]
-            for sample in samples:
-                meta = json.dumps({"id": sample.id, "labels": sample.labels}, sort_keys=True)
-                _add_member(tar, f"{sample.id}.json", meta.encode("utf-8"))
-                if sample.text is not None:
-                    _add_member(tar, f"{sample.id}.{TEXT_MEMBER}", _npy(sample.text))
-                if sample.image is not None:
-                    _add_member(tar, f"{sample.id}.{IMAGE_MEMBER}", _npy(sample.image))
-    return {"name": path.name, "num_samples": len(samples), "sha256": writer.sha.hexdigest(),
-            "bytes": writer.bytes}
+    written = write_sample_tar(path, ((sample.id, feature_members(sample)) for sample in samples))
+    return {"name": written.name, "num_samples": written.num_samples, "sha256": written.sha256,
+            "bytes": written.bytes}
 
 
 def write_feature_manifest(out_dir: Path, source: Manifest, spec: FeatureSpec,

@@ -45,26 +45,26 @@ gather predictions at the end of evaluation rather than per batch.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import itertools
-import json
 import logging
 import math
 import random
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ..config import ConfigError, LoaderConfig
-from ..errors import DataError
-from ..genres import NUM_GENRES
+from ..errors import ConfigError, DataError
+from ..schema import LoaderConfig
+from .batches import collate_features, collate_samples
+from .codecs import FeatureCodec, Sample, ShardCodec
 from .images import decode_poster
-from .manifest import Manifest, ShardInfo
+from .manifest import Manifest
+from .plan import SlotPlan, derive_seed, plan_slot, train_batches_per_rank
+from .tario import iter_samples, skip_rest_of_tar
 from .text import TokenEncoder
 
 logger = logging.getLogger(__name__)
@@ -72,28 +72,6 @@ logger = logging.getLogger(__name__)
 # The poster side when `loader.image_size` is null and nothing resolved it from a backbone
 # (`models.preprocess.resolve_image_size` does, in train, cache-features and predict).
 DEFAULT_IMAGE_SIZE = 224
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 64-bit seed from any parts; unlike hash(), identical in every process and run."""
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little")
-
-
-@dataclass
-class Sample:
-    """A sample after tokenisation; the poster stays encoded until its batch is yielded."""
-
-    id: str
-    jpeg: bytes
-    input_ids: list[int]
-    labels: list[int]
-    # False on repeat passes, so a bad poster met again is dropped but not counted twice.
-    count_skip: bool = True
-
-    @property
-    def length(self) -> int:
-        """What length bucketing sorts by: the plot's token count."""
-        return len(self.input_ids)
 
 
 class SkipCounter:
@@ -111,168 +89,26 @@ class SkipCounter:
         return count
 
 
-@dataclass(frozen=True)
-class SlotPlan:
-    """Which shards one slot reads in one pass, and which of their samples it keeps."""
-
-    shards: list[ShardInfo]
-    # 1: keep every sample (shard-level split); else keep positions ≡ offset mod stride.
-    stride: int
-    offset: int
-
-    def keeps(self, position: int) -> bool:
-        return position % self.stride == self.offset
-
-    @property
-    def num_samples(self) -> int:
-        """Samples this slot gets in one pass, per the manifest."""
-        return len(range(self.offset, sum(s.num_samples for s in self.shards), self.stride))
-
-
-def plan_slot(shards: list[ShardInfo], rank: int, world_size: int, worker: int,
-              num_workers: int) -> SlotPlan:
-    """Split by shard where there are enough shards, by sample only where needed."""
-    slots = world_size * num_workers
-    slot = rank * num_workers + worker
-    if len(shards) >= slots:
-        return SlotPlan(shards=shards[slot::slots], stride=1, offset=0)
-    if len(shards) >= world_size:
-        return SlotPlan(shards=shards[rank::world_size], stride=num_workers, offset=worker)
-    return SlotPlan(shards=list(shards), stride=slots, offset=slot)
-
-
-def train_batches_per_rank(num_samples: int, world_size: int, batch_size: int,
-                           drop_last: bool = True) -> int:
-    per_step = world_size * batch_size
-    return num_samples // per_step if drop_last else math.ceil(num_samples / per_step)
-
-
-# --------------------------------------------------------------------------- per-sample work
-
-
-def parse_sample(raw: dict[str, Any], encoder: TokenEncoder, max_length: int) -> Sample:
-    """Raw tar members -> Sample; raises DataError naming the shard, the key and the problem."""
-    key = str(raw.get("__key__", "?"))
-    key = key if key.isprintable() else repr(key)  # a name from a tar can hold a newline
-    where = f"{raw.get('__url__', '?')}: sample {key}"
-    for member in ("txt", "json"):
-        if member not in raw:
-            raise DataError(f"{where}: missing member {key}.{member}")
-    try:
-        meta = json.loads(raw["json"])
-    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested too deeply
-        raise DataError(f"{where}: {key}.json is not valid JSON ({exc or 'nested too deeply'})") from None
-    # A plot-only movie (sharded with `shard.require_poster: false`) says so in its JSON;
-    # anywhere else a missing poster is a damaged sample.
-    posterless = isinstance(meta, dict) and meta.get("poster") is False
-    if "jpg" not in raw and not posterless:
-        raise DataError(f"{where}: missing member {key}.jpg")
-    labels = meta.get("labels") if isinstance(meta, dict) else None
-    if (not isinstance(labels, list) or len(labels) != NUM_GENRES
-            or any(v not in (0, 1) for v in labels)):
-        raise DataError(f"{where}: {key}.json key 'labels': expected {NUM_GENRES} values 0/1, "
-                        f"got {labels!r:.80}")
-    try:
-        text = raw["txt"].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{where}: {key}.txt is not UTF-8 ({exc})") from None
-    ids = encoder.encode(text, max_length)
-    if not ids:
-        raise DataError(f"{where}: {key}.txt gives no tokens")
-    return Sample(id=str(meta.get("id", key)), jpeg=b"" if posterless else raw["jpg"], input_ids=ids,
-                  labels=labels)
-
-
-def collate(samples: list[Sample], pixels: list[torch.Tensor] | None, pad_id: int, skipped: int) -> dict:
-    """Samples -> batch dict (see docs/ARCHITECTURE.md), padded to the longest plot.
-
-    `pixels` None: a batch without posters (a model that reads plots only). A plot-only
-    movie's poster is all zeros with `image_present` false, which the models replace by
-    their learned "missing poster" embedding.
-    """
-    longest = max(len(s.input_ids) for s in samples)
-    input_ids = torch.full((len(samples), longest), pad_id, dtype=torch.int64)
-    attention_mask = torch.zeros((len(samples), longest), dtype=torch.int64)
-    for row, sample in enumerate(samples):
-        n = len(sample.input_ids)
-        input_ids[row, :n] = torch.tensor(sample.input_ids, dtype=torch.int64)
-        attention_mask[row, :n] = 1
-    batch = {
-        "ids": [s.id for s in samples],
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "labels": torch.tensor([s.labels for s in samples], dtype=torch.float32),
-        "skipped": skipped,
-    }
-    if pixels is not None:
-        batch["pixel_values"] = torch.stack(pixels)
-        batch["image_present"] = torch.tensor([bool(s.jpeg) for s in samples])
-    return batch
-
-
-def to_device(batch: dict, device: torch.device | str, dtype: torch.dtype = torch.float32, *,
-              color_jitter: float = 0.0, jitter_seed: int = 0) -> dict:
-    """Move a batch to `device`; uint8 pixels become `dtype` pixels in [0, 1] there.
-
-    Normalisation is the image encoder's (each backbone has its own mean and std, see
-    models/preprocess.py). `color_jitter` > 0 applies brightness, contrast and saturation
-    jitter of that strength (as torchvision's ColorJitter(s, s, s), in a fixed order) on the
-    device, where it costs next to nothing. Factors are drawn per sample from (jitter_seed,
-    sample id), so pass e.g. `derive_seed(seed, epoch)` and a resumed epoch jitters exactly
-    as the original.
-    """
-    out = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
-           for k, v in batch.items()}
-    for key in ("text_features", "image_features"):  # cached encoder outputs (data.features)
-        if key in out:
-            out[key] = out[key].to(dtype)
-    if "pixel_values" in out:
-        pixels = out["pixel_values"].to(dtype).mul_(1 / 255)
-        if color_jitter > 0:
-            pixels = jitter_colors(pixels, jitter_factors(batch["ids"], color_jitter, jitter_seed))
-        out["pixel_values"] = pixels
-    out["labels"] = out["labels"].to(dtype)
-    return out
-
-
-# torchvision's rgb_to_grayscale weights, so the jitter matches its ColorJitter.
-_GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
-
-
-def jitter_factors(ids: list[str], strength: float, seed: int) -> torch.Tensor:
-    """3 × B factors (brightness, contrast, saturation) in [1 - strength, 1 + strength]."""
-    return torch.tensor([[random.Random(derive_seed(seed, sample_id, kind)).uniform(1 - strength, 1 + strength)
-                          for sample_id in ids] for kind in ("brightness", "contrast", "saturation")],
-                        dtype=torch.float64)
-
-
-def jitter_colors(pixels: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """Brightness, contrast, saturation jitter of float pixels in [0, 1], B × 3 × H × W, in place."""
-    brightness, contrast, saturation = factors.to(pixels.device, pixels.dtype).view(3, -1, 1, 1, 1)
-    weights = torch.tensor(_GRAY_WEIGHTS, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
-    pixels.mul_(brightness).clamp_(0, 1)
-    gray_mean = (pixels * weights).sum(1, keepdim=True).mean((2, 3), keepdim=True)
-    pixels.sub_(gray_mean).mul_(contrast).add_(gray_mean).clamp_(0, 1)
-    gray = (pixels * weights).sum(1, keepdim=True)
-    return pixels.sub_(gray).mul_(saturation).add_(gray).clamp_(0, 1)
-
-
 # --------------------------------------------------------------------------- the stream
 
 
-class ShardStream(IterableDataset):
-    """The per-worker pipeline; one instance serves a train epoch or an eval pass."""
+class SampleStream(IterableDataset):
+    """The per-worker pipeline; one instance serves a train epoch or an eval pass.
 
-    def __init__(self, cfg: LoaderConfig, manifest: Manifest, split: str, encoder: TokenEncoder,
-                 *, rank: int, world_size: int, train: bool, epoch: int = 0, seed: int = 0,
+    The `codec` knows the sample format (shards or cached features, `data/codecs.py`); the
+    stream's splitting, shuffling, bucketing and exact resume are the same for both.
+    """
+
+    def __init__(self, cfg: LoaderConfig, manifest: Manifest, split: str, codec: ShardCodec | FeatureCodec,
+                 collate: Callable[..., dict], *, rank: int, world_size: int, train: bool, epoch: int = 0, seed: int = 0,
                  num_batches: int = 0, skip_batches: int = 0, images: bool = True) -> None:
         self.cfg = cfg
         # False for a model without an image encoder: posters are then never decoded.
-        self.images = images
+        self.images = images and codec.posters
         self.split = split
         self.shards = list(manifest.split(split).shards)
         self.directory = Path(manifest.directory)
-        self.encoder = encoder
+        self.codec, self.collate = codec, collate
         self.rank, self.world_size = rank, world_size
         self.train, self.epoch, self.seed = train, epoch, seed
         self.num_batches, self.skip_batches = num_batches, skip_batches
@@ -283,22 +119,18 @@ class ShardStream(IterableDataset):
 
     def _read(self, plan: SlotPlan, counter: SkipCounter, count_skips: bool) -> Iterator[Sample]:
         """Parsed samples of one pass of a slot; bad ones are skipped and counted."""
-        def tar_error(exc: Exception) -> bool:
-            logger.warning("shard read error (rest of the shard skipped): %s", exc)
-            return True
-
         position = 0
         for shard in plan.shards:
             path = self.directory / shard.name
             read = 0
-            for raw in wds.tariterators.tarfile_samples([{"url": str(path)}], handler=tar_error):
+            for raw in iter_samples(path, on_error=skip_rest_of_tar):
                 read += 1
                 mine = plan.keeps(position)
                 position += 1
                 if not mine:
                     continue
                 try:
-                    sample = self._parse(raw)
+                    sample = self.codec.parse(raw)
                 except DataError as exc:
                     if count_skips:
                         counter.add(1, str(exc))
@@ -313,9 +145,6 @@ class ShardStream(IterableDataset):
                 if count_skips and plan.offset == 0:
                     counter.add(missing, f"{path}: {read} of {shard.num_samples} samples "
                                          "readable (truncated or corrupt shard)")
-
-    def _parse(self, raw: dict[str, Any]) -> Sample:
-        return parse_sample(raw, self.encoder, self.cfg.max_text_length)
 
     # -- batching
 
@@ -349,8 +178,8 @@ class ShardStream(IterableDataset):
         yield from self._cut(pool[:full], rng)
 
     def _decode(self, batch: list[Sample], counter: SkipCounter) -> dict | None:
-        if not self.images:  # the model reads plots only: no poster is decoded
-            return collate(batch, None, self.encoder.pad_id, counter.take())
+        if not self.images:  # plots or cached features only: no poster is decoded
+            return self.collate(batch, None, counter.take())
         samples, pixels = [], []
         augment = self.train and self.cfg.augment
         for sample in batch:
@@ -373,7 +202,7 @@ class ShardStream(IterableDataset):
                                 f"({', '.join(s.id for s in batch)}); check the set with "
                                 "`mmimdb-dist shard --verify`")
             return None
-        return collate(samples, pixels, self.encoder.pad_id, counter.take())
+        return self.collate(samples, pixels, counter.take())
 
     # -- per worker
 
@@ -436,9 +265,9 @@ class ShardStream(IterableDataset):
 
 
 class StreamingLoader:
-    """A DataLoader over a ShardStream with a known length and a running skip count."""
+    """A DataLoader over a SampleStream with a known length and a running skip count."""
 
-    def __init__(self, stream: ShardStream, num_workers: int, length: int) -> None:
+    def __init__(self, stream: SampleStream, num_workers: int, length: int) -> None:
         self.stream = stream
         self.length = length
         self.skipped = 0
@@ -476,13 +305,12 @@ class StreamingLoader:
 # --------------------------------------------------------------------------- builders
 
 
-def _stream_class(cfg: LoaderConfig) -> type[ShardStream]:
-    """Shards, or cached encoder features when `loader.features_dir` is set (same splitting)."""
-    if getattr(cfg, "features_dir", None):
-        from .features import FeatureStream
-
-        return FeatureStream
-    return ShardStream
+def _format(cfg: LoaderConfig, token_encoder: TokenEncoder) -> tuple[ShardCodec | FeatureCodec, Callable[..., dict]]:
+    """(codec, collate) of shards, or of cached encoder features when `loader.features_dir` is set."""
+    if cfg.features_dir:
+        return FeatureCodec(), collate_features
+    return ShardCodec(token_encoder, cfg.max_text_length), functools.partial(collate_samples,
+                                                                             pad_id=token_encoder.pad_id)
 
 
 def _check_rank(rank: int, world_size: int) -> None:
@@ -503,9 +331,9 @@ def build_train_loader(cfg: LoaderConfig, manifest: Manifest, token_encoder: Tok
     if not 0 <= skip_batches <= num_batches:
         raise ConfigError(f"skip_batches {skip_batches}: expected 0..{num_batches} "
                           "(batches per rank per epoch)")
-    stream = _stream_class(cfg)(cfg, manifest, "train", token_encoder, rank=rank, world_size=world_size,
-                         train=True, epoch=epoch, seed=seed, num_batches=num_batches,
-                         skip_batches=skip_batches, images=images)
+    stream = SampleStream(cfg, manifest, "train", *_format(cfg, token_encoder), rank=rank, world_size=world_size,
+                          train=True, epoch=epoch, seed=seed, num_batches=num_batches,
+                          skip_batches=skip_batches, images=images)
     return StreamingLoader(stream, cfg.num_workers, num_batches - skip_batches)
 
 
@@ -518,6 +346,6 @@ def build_eval_loader(cfg: LoaderConfig, manifest: Manifest, split: str,
     workers = max(cfg.num_workers, 1)
     length = sum(math.ceil(plan_slot(shards, rank, world_size, w, workers).num_samples / cfg.eval_batch_size)
                  for w in range(workers))
-    stream = _stream_class(cfg)(cfg, manifest, split, token_encoder, rank=rank, world_size=world_size,
-                         train=False, images=images)
+    stream = SampleStream(cfg, manifest, split, *_format(cfg, token_encoder), rank=rank, world_size=world_size,
+                           train=False, images=images)
     return StreamingLoader(stream, cfg.num_workers, length)

@@ -28,6 +28,7 @@ from typing import Literal
 
 from ..errors import DataError
 from ..genres import map_genres, multi_hot
+from ..progress import progress as progress_bar
 from .manifest import SPLITS, SkippedMovie
 
 log = logging.getLogger(__name__)
@@ -449,7 +450,6 @@ def iter_movies(raw_dir: str | Path, splits: Iterable[str] = SPLITS, plot_policy
             raise DataError(f"unknown split {name!r}: expected one of {', '.join(SPLITS)}")
     pairs = [(movie_id, name) for name in splits for movie_id in split_ids[name]]
     if progress:
-        from ..progress import progress as progress_bar
 
         pairs = progress_bar(pairs, desc="reading metadata", unit="movie")
     for movie_id, name in pairs:
@@ -462,10 +462,3 @@ def iter_movies(raw_dir: str | Path, splits: Iterable[str] = SPLITS, plot_policy
             report.add(skip.record)
     if own_report and report.total:
         log.warning("%s: %s", root, report.summary())
-
-
-def read_movies(raw_dir: str | Path, splits: Iterable[str] = SPLITS, plot_policy: str = "longest",
-                strict: bool = False, progress: bool = False) -> tuple[list[Movie], SkipReport]:
-    report = SkipReport()
-    movies = list(iter_movies(raw_dir, splits, plot_policy, strict, report, progress))
-    return movies, report

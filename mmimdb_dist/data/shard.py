@@ -19,36 +19,43 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import io
-import json
 import logging
 import math
 import os
 import random
 import re
-import tarfile
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_bytes, atomic_write_json
-from ..config import ExperimentConfig, save_config
-from ..digest import file_sha256
+from ..atomic import atomic_write_json
 from ..errors import DataError
 from ..genres import GENRES, NUM_GENRES
-from .manifest import (MANIFEST_NAME, SPLITS, Manifest, ShardInfo, SkippedMovie, SplitInfo,
-                       load_manifest)
-from .raw import (BAD_POSTER, MISSING_POSTER, Movie, MovieSkipped, SkipReport, iter_movies, load_poster,
-                  read_movie, read_split, resolve_raw_dir)
+from ..outputs import claim_output_dir
+from ..progress import progress as progress_bar
+from ..schema import ExperimentConfig, save_config
+from .codecs import shard_members
+from .manifest import MANIFEST_NAME, SPLITS, Manifest, ShardInfo, SkippedMovie, SplitInfo
+from .raw import (
+    BAD_POSTER,
+    MISSING_POSTER,
+    Movie,
+    MovieSkipped,
+    SkipReport,
+    iter_movies,
+    load_poster,
+    read_movie,
+    read_split,
+    resolve_raw_dir,
+)
+from .tario import write_sample_tar
 
 log = logging.getLogger(__name__)
 
 SHARD_NAME = re.compile(r"(train|dev|test)-(\d{6})\.tar")
-SAMPLE_MEMBERS = ("jpg", "txt", "json")  # the order of a sample's members in the tar
-KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 # atomic.py's temporary files: ".<final name>.<random>.tmp"
 TEMP_FILE = re.compile(r"\..+\.tmp")
 
@@ -125,17 +132,6 @@ def encode_poster(movie: Movie, short_side: int, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.type = tarfile.REGTYPE
-    tar.addfile(info, io.BytesIO(data))
-
-
 @contextlib.contextmanager
 def _writing(path: Path) -> Iterator[None]:
     """A failed write (full disk, size limit, no permission) becomes a one-line DataError
@@ -149,17 +145,19 @@ def _writing(path: Path) -> Iterator[None]:
 
 def write_shard(task: ShardTask) -> ShardResult:
     """Encode a shard's posters and write its tar atomically (runs in a worker process)."""
-    buffer = io.BytesIO()
     label_counts = [0] * NUM_GENRES
     skipped: list[SkippedMovie] = []
-    written = 0
     posterless = 0
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+
+    def samples() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
+        nonlocal posterless
         for movie_id in task.ids:
             try:
                 movie = read_movie(task.raw_dir, movie_id, task.split, task.plot_policy,
                                    require_poster=task.require_poster)
                 jpeg = encode_poster(movie, task.poster_short_side, task.jpeg_quality)
+            except OSError as exc:  # kept apart from the tar's own write errors (_writing)
+                raise DataError(f"{task.raw_dir}: movie {movie_id}: cannot read ({exc.strerror or exc})") from None
             except MovieSkipped as skip:
                 if not task.require_poster and skip.record.reason in (MISSING_POSTER, BAD_POSTER):
                     jpeg = None  # kept as a plot-only movie
@@ -169,24 +167,16 @@ def write_shard(task: ShardTask) -> ShardResult:
                 else:
                     skipped.append(skip.record)
                     continue
-            metadata = movie.metadata()
-            if jpeg is None:
-                metadata["poster"] = False
-                posterless += 1
-            meta = json.dumps(metadata, sort_keys=True, ensure_ascii=False)
-            members = {"jpg": jpeg, "txt": movie.plot.encode("utf-8"), "json": meta.encode("utf-8")}
-            for ext in SAMPLE_MEMBERS:
-                if members[ext] is not None:
-                    _add_member(tar, f"{movie.id}.{ext}", members[ext])
+            posterless += jpeg is None
             for i, flag in enumerate(movie.labels):
                 label_counts[i] += flag
-            written += 1
-    data = buffer.getvalue()
+            yield movie.id, shard_members(movie, jpeg)
+
     path = Path(task.out_dir) / task.name
     with _writing(path):
-        atomic_write_bytes(path, data)
-    info = ShardInfo(name=task.name, num_samples=written, sha256=hashlib.sha256(data).hexdigest(),
-                     bytes=len(data))
+        written = write_sample_tar(path, samples())
+    info = ShardInfo(name=written.name, num_samples=written.num_samples, sha256=written.sha256,
+                     bytes=written.bytes)
     return ShardResult(split=task.split, info=info, label_counts=label_counts, skipped=skipped,
                        posterless=posterless)
 
@@ -216,7 +206,6 @@ def _usable_ids(cfg: ExperimentConfig) -> tuple[dict[str, list[str]], SkipReport
 
 
 def _run_tasks(tasks: list[ShardTask], workers: int, total: int) -> list[ShardResult]:
-    from ..progress import progress as progress_bar
 
     results: list[ShardResult] = []
     with progress_bar(total=total, desc="encoding posters", unit="poster") as progress:
@@ -254,7 +243,6 @@ def shard_dataset(cfg: ExperimentConfig) -> Manifest:
 
     The output folder must be new, empty or a shard set (anything else is refused untouched),
     and is locked for the whole run (see mmimdb_dist/outputs.py)."""
-    from ..outputs import claim_output_dir
 
     out_dir = Path(cfg.shard.out_dir)
     read_split(cfg.data.raw_dir)  # fail on a bad split.json before touching the output folder
@@ -337,95 +325,3 @@ def summary(manifest: Manifest) -> str:
 
 
 # --------------------------------------------------------------------------- verify
-
-
-def _check_tar(path: Path) -> tuple[int, list[int] | None, list[str]]:
-    """(samples, label counts or None if unreadable, problems) from reading the tar itself."""
-    problems: list[str] = []
-    members: dict[str, set[str]] = {}
-    order: list[str] = []
-    posterless: set[str] = set()  # plot-only samples (their JSON says "poster": false)
-    label_counts: list[int] | None = [0] * NUM_GENRES
-    try:
-        with tarfile.open(path, mode="r:") as tar:
-            for member in tar:
-                key, dot, ext = member.name.partition(".")
-                if not member.isfile() or not dot or not KEY_PATTERN.fullmatch(key) \
-                        or ext not in SAMPLE_MEMBERS:
-                    problems.append(f"{path}: unexpected member {member.name!r}")
-                    continue
-                if key not in members:
-                    members[key] = set()
-                    order.append(key)
-                elif order[-1] != key or ext in members[key]:
-                    problems.append(f"{path}: member {member.name!r} repeated or out of place")
-                members[key].add(ext)
-                if ext == "json" and label_counts is not None:
-                    label_counts = _add_labels(tar, member, label_counts, path, problems, posterless, key)
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        problems.append(f"{path}: not a readable tar file: {exc}")
-        return len(members), None, problems
-    for key in order:
-        missing = [ext for ext in SAMPLE_MEMBERS
-                   if ext not in members[key] and not (ext == "jpg" and key in posterless)]
-        if missing:
-            problems.append(f"{path}: sample {key!r} lacks {', '.join('.' + m for m in missing)}")
-    return len(members), label_counts, problems
-
-
-def _add_labels(tar: tarfile.TarFile, member: tarfile.TarInfo, counts: list[int], path: Path,
-                problems: list[str], posterless: set[str], key: str) -> list[int] | None:
-    handle = tar.extractfile(member)
-    try:
-        meta = json.loads(handle.read().decode("utf-8")) if handle else None
-        labels = meta["labels"]
-        if meta.get("poster") is False:
-            posterless.add(key)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        labels = exc
-    if not isinstance(labels, list) or len(labels) != NUM_GENRES \
-            or any(v not in (0, 1) or isinstance(v, bool) for v in labels):
-        problems.append(f"{path}: {member.name}: expected 'labels' of {NUM_GENRES} 0/1 ints")
-        return None
-    return [c + v for c, v in zip(counts, labels)]
-
-
-def verify_shards(shards_dir: str | Path) -> list[str]:
-    """Every problem found re-checking a shard set against its manifest; empty means OK."""
-    directory = Path(shards_dir)
-    try:
-        manifest = load_manifest(directory)
-    except DataError as exc:
-        return [str(exc)]
-    directory = manifest.directory
-    problems: list[str] = []
-    listed = set()
-    for split, info in manifest.splits.items():
-        split_labels: list[int] | None = [0] * NUM_GENRES
-        for shard in info.shards:
-            listed.add(shard.name)
-            path = directory / shard.name
-            if not path.is_file():
-                problems.append(f"{path}: missing (listed in {MANIFEST_NAME} for split {split!r})")
-                split_labels = None
-                continue
-            size = path.stat().st_size
-            if size != shard.bytes:
-                problems.append(f"{path}: {size} bytes, manifest says {shard.bytes}")
-            if file_sha256(path) != shard.sha256:
-                problems.append(f"{path}: sha256 differs from the manifest (content changed)")
-            count, labels, tar_problems = _check_tar(path)
-            problems += tar_problems
-            if count != shard.num_samples:
-                problems.append(f"{path}: {count} samples in the tar, manifest says "
-                                f"{shard.num_samples}")
-            split_labels = None if labels is None or split_labels is None else \
-                [a + b for a, b in zip(split_labels, labels)]
-        if split_labels is not None and split_labels != info.label_counts:
-            problems.append(f"{directory / MANIFEST_NAME}: label_counts of split {split!r} "
-                            f"differ from the labels in its shards ({split_labels})")
-    for path in sorted(directory.glob("*.tar")):
-        if path.name not in listed:
-            problems.append(f"{path}: tar file not listed in {MANIFEST_NAME} "
-                            "(a glob over this folder would pick it up)")
-    return problems

@@ -10,31 +10,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import DataError
+from .features import load_feature_set
 from .manifest import Manifest, load_manifest
+from .text import HFTokenEncoder
+from .vocab import Vocabulary
 
 
 def load_training_manifest(loader_cfg: Any) -> Manifest:
     """The manifest the loaders read: the features set's when `features_dir` is set."""
     if getattr(loader_cfg, "features_dir", None):
-        from .features import load_feature_set
-
         return load_feature_set(loader_cfg.features_dir).manifest
     return load_manifest(loader_cfg.shards_dir)
 
 
-def feature_spec(loader_cfg: Any):
-    """The FeatureSpec of the features set, or None for a run on shards."""
-    from .features import feature_spec as spec
-
-    return spec(loader_cfg)
-
-
 def features_token_encoder(features_dir: str | Path) -> Any:
     """The tokenizer saved with a features set (the BiLSTM vocabulary or a Hugging Face one)."""
-    from ..errors import DataError
-    from .text import HFTokenEncoder
-    from .vocab import Vocabulary
-
     directory = Path(features_dir)
     if (directory / "vocabulary.json").is_file():
         return Vocabulary.load(directory / "vocabulary.json")

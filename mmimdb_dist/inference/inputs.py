@@ -29,11 +29,7 @@ from typing import Any
 import torch
 
 from ..data.raw import Movie, MovieSkipped, check_poster, choose_plot, without_lone_surrogates
-from ..errors import DataError
-
-
-class InputError(DataError):
-    """A movie given to predict that cannot be read or prepared."""
+from ..errors import InputError
 
 
 @dataclass

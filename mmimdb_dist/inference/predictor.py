@@ -21,41 +21,20 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_open
-from ..data.loader import to_device
-from ..genres import GENRES, NUM_GENRES
-from .checkpoint import InferenceBundle
-from .inputs import InputError, MovieInput, PreparedMovie, Preparer
+from ..data.batches import collate_prepared
+from ..data.device import to_device
+from ..errors import InputError
+from ..genres import GENRES
+from ..run.export import InferenceBundle
+from .inputs import MovieInput, PreparedMovie, Preparer
 
 logger = logging.getLogger(__name__)
-
-
-def collate(movies: list[PreparedMovie], pad_id: int, image_size: int) -> dict[str, Any]:
-    """Prepared movies -> a model batch (see docs/ARCHITECTURE.md) with presence flags."""
-    size = len(movies)
-    batch: dict[str, Any] = {"ids": [m.id for m in movies],
-                             "labels": torch.zeros(size, NUM_GENRES, dtype=torch.float32)}
-    text_present = torch.tensor([m.input_ids is not None for m in movies])
-    if text_present.any():
-        longest = max(len(m.input_ids) for m in movies if m.input_ids is not None)
-        input_ids = torch.full((size, longest), pad_id, dtype=torch.int64)
-        attention_mask = torch.zeros((size, longest), dtype=torch.int64)
-        for row, movie in enumerate(movies):
-            if movie.input_ids is not None:
-                input_ids[row, :len(movie.input_ids)] = torch.tensor(movie.input_ids, dtype=torch.int64)
-                attention_mask[row, :len(movie.input_ids)] = 1
-        batch.update(input_ids=input_ids, attention_mask=attention_mask, text_present=text_present)
-    image_present = torch.tensor([m.pixels is not None for m in movies])
-    if image_present.any():
-        blank = torch.zeros(3, image_size, image_size, dtype=torch.uint8)
-        batch["pixel_values"] = torch.stack([m.pixels if m.pixels is not None else blank for m in movies])
-        batch["image_present"] = image_present
-    return batch
 
 
 @torch.no_grad()
 def predict_batch(bundle: InferenceBundle, movies: list[PreparedMovie], device: str = "cpu") -> np.ndarray:
     """Probabilities (len(movies) x 23) of prepared movies."""
-    batch = collate(movies, bundle.token_encoder.pad_id, bundle.cfg.loader.image_size)
+    batch = collate_prepared(movies, bundle.token_encoder.pad_id, bundle.cfg.loader.image_size)
     if "pixel_values" in batch:
         batch = to_device(batch, device)  # the eval path's normalisation, bit for bit
     else:
@@ -164,7 +143,7 @@ def predict_genres(checkpoint: str | Path, movies: Iterable[dict[str, Any]], dev
     `predict`'s JSONL record: `genres` (above the checkpoint's dev-tuned thresholds, most probable
     first) and every genre's probability."""
     from ..devices import resolve_device
-    from .checkpoint import load_bundle
+    from ..run.export import load_bundle
 
     device = resolve_device(device)
     bundle = load_bundle(checkpoint, device)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..data.features import IMAGE_FEATURES, TEXT_FEATURES, FeatureSpec
+from ..data.codecs import IMAGE_FEATURES, TEXT_FEATURES
+from ..data.features import FeatureSpec
 from .text import TextFeatures
 from .vision import ImageFeatures
 

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .config import ImageEncoderConfig, ModelConfig, TextEncoderConfig
+from ..schema import ImageEncoderConfig, ModelConfig, TextEncoderConfig
+from .hub import load_hf_config, load_pretrained
 from .preprocess import image_preprocessing
 from .text import TextFeatures, masked_mean
 from .vision import ImageEncoderBase, ImageFeatures
@@ -33,8 +34,6 @@ from .vision_hf import freeze_vision_layers, tokens_to_features
 def load_dual_model(key: str, name: str, pretrained: bool, hf_config: dict[str, Any]) -> nn.Module:
     """The whole CLIP-family model of `name` (pretrained, or random from its architecture)."""
     from transformers import AutoConfig, AutoModel
-
-    from .hub import load_hf_config, load_pretrained
 
     try:
         if pretrained:

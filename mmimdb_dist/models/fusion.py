@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..genres import NUM_GENRES
-from .config import ModelConfig
+from ..schema import ModelConfig
 from .text import TextFeatures, masked_mean
 from .vision import ImageFeatures
 

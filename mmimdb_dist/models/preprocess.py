@@ -19,7 +19,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .config import ImageEncoderConfig
+from ..errors import ConfigError
+from ..schema import ImageEncoderConfig
+from .hub import load_hf_config, load_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +65,6 @@ def _triple(values: Any, fallback: tuple[float, float, float]) -> tuple[float, f
 def _from_hf(cfg: ImageEncoderConfig) -> ImagePreprocessing:
     from transformers import AutoImageProcessor
 
-    from .hub import load_hf_config, load_pretrained
-
     key = "model.image.name"
     try:
         processor = load_pretrained(key, cfg.name, AutoImageProcessor.from_pretrained,
@@ -89,8 +89,6 @@ def _from_hf(cfg: ImageEncoderConfig) -> ImagePreprocessing:
 
 def _from_torchvision(cfg: ImageEncoderConfig) -> ImagePreprocessing:
     from torchvision.models import get_model_weights
-
-    from ..errors import ConfigError
 
     if not cfg.pretrained:
         return IMAGENET_DEFAULT

@@ -6,16 +6,26 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from ..errors import ConfigError
 from ..data.features import FeatureSpec
 from ..data.text import HFTokenEncoder, TokenEncoder, WindowedTokenEncoder
 from ..data.vocab import Vocabulary
+from ..errors import ConfigError
+from ..schema import ImageEncoderConfig, ModelConfig, TextEncoderConfig
 from .cached import cached_encoders
-from .config import ModelConfig, TextEncoderConfig
-from .fusion import (AttentionFusion, EarlyFusion, GatedMultimodalUnit, LateFusion,
-                     MultimodalClassifier, UnimodalClassifier)
-from .text import build_text_encoder
-from .vision import build_image_encoder
+from .dual import build_dual_encoders, build_dual_image_encoder, build_dual_text_encoder, text_window
+from .fusion import (
+    AttentionFusion,
+    EarlyFusion,
+    GatedMultimodalUnit,
+    LateFusion,
+    MultimodalClassifier,
+    UnimodalClassifier,
+)
+from .hub import load_hf_config
+from .text import BiLSTMEncoder, HFEncoder
+from .vision import ResNetEncoder, SimpleCNNEncoder
+from .vision_hf import HFVisionEncoder
+from .vision_torchvision import TorchvisionEncoder
 
 MODELS: dict[str, type[MultimodalClassifier]] = {
     "text_only": UnimodalClassifier,
@@ -25,6 +35,35 @@ MODELS: dict[str, type[MultimodalClassifier]] = {
     "attention_fusion": AttentionFusion,
     "gmu": GatedMultimodalUnit,
 }
+
+
+def build_image_encoder(cfg: ImageEncoderConfig) -> nn.Module:
+    """The encoder of `cfg.kind` (the clip kind is built in models/dual.py with its text tower)."""
+    if cfg.kind in ("resnet18", "resnet50"):
+        return ResNetEncoder(cfg)
+    if cfg.kind == "cnn":
+        return SimpleCNNEncoder(cfg)
+    if cfg.kind == "torchvision":
+        return TorchvisionEncoder(cfg)
+    if cfg.kind == "hf":
+        return HFVisionEncoder(cfg)
+    if cfg.kind == "clip":
+        return build_dual_image_encoder(cfg)
+    raise ConfigError(f"model.image.kind: cannot build {cfg.kind!r}")
+
+
+def build_text_encoder(cfg: TextEncoderConfig, *, vocab_size: int | None = None,
+                       pad_id: int | None = None) -> nn.Module:
+    if cfg.kind == "bilstm":
+        if vocab_size is None or pad_id is None:
+            raise ConfigError("model.text.kind: bilstm needs the vocabulary's size and pad id "
+                              "(build a Vocabulary from the train split first)")
+        return BiLSTMEncoder(cfg, vocab_size, pad_id)
+    if cfg.kind == "hf":
+        return HFEncoder(cfg, vocab_size, pad_id)
+    if cfg.kind == "clip":
+        return build_dual_text_encoder(cfg, pad_id)
+    raise ConfigError(f"model.text.kind: cannot build {cfg.kind!r}; expected bilstm, hf or clip")
 
 
 def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, pad_id: int | None = None,
@@ -52,8 +91,6 @@ def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, pad_id: int 
                                   f"holds none (cache it with a config whose model has a {kind} encoder)")
         return model_cls(cfg, text if cfg.uses_text else None, image if cfg.uses_image else None)
     if cfg.shares_dual_encoder:  # one CLIP-family checkpoint, loaded once, both towers
-        from .dual import build_dual_encoders
-
         text_encoder, image_encoder = build_dual_encoders(cfg, pad_id)
         return model_cls(cfg, text_encoder, image_encoder)
     if cfg.uses_text:
@@ -76,8 +113,6 @@ def build_token_encoder(cfg: TextEncoderConfig, train_texts: Iterable[str] = ())
     if cfg.kind == "hf":
         return HFTokenEncoder.from_pretrained(cfg.name)
     if cfg.kind == "clip":
-        from .dual import text_window
-        from .hub import load_hf_config
 
         config = load_hf_config("model.text.name", cfg.name, **cfg.hf_config)
         return WindowedTokenEncoder(HFTokenEncoder.from_pretrained(cfg.name).tokenizer, text_window(config))

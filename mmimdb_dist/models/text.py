@@ -15,7 +15,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..errors import ConfigError
-from .config import TextEncoderConfig
+from ..schema import TextEncoderConfig
+from .hub import load_pretrained
 
 
 class TextFeatures(NamedTuple):
@@ -144,8 +145,6 @@ def load_hf_model(cfg: TextEncoderConfig, vocab_size: int | None, pad_id: int | 
     """
     from transformers import AutoConfig, AutoModel
 
-    from .hub import load_pretrained
-
     if cfg.pretrained:
         try:
             model = load_pretrained("model.text.name", cfg.name, AutoModel.from_pretrained)
@@ -195,19 +194,3 @@ def freeze_hf_layers(model: nn.Module, num_frozen: int) -> list[nn.Module]:
     for module in frozen:
         module.requires_grad_(False)
     return frozen
-
-
-def build_text_encoder(cfg: TextEncoderConfig, *, vocab_size: int | None = None,
-                       pad_id: int | None = None) -> nn.Module:
-    if cfg.kind == "bilstm":
-        if vocab_size is None or pad_id is None:
-            raise ConfigError("model.text.kind: bilstm needs the vocabulary's size and pad id "
-                              "(build a Vocabulary from the train split first)")
-        return BiLSTMEncoder(cfg, vocab_size, pad_id)
-    if cfg.kind == "hf":
-        return HFEncoder(cfg, vocab_size, pad_id)
-    if cfg.kind == "clip":
-        from .dual import build_dual_text_encoder
-
-        return build_dual_text_encoder(cfg, pad_id)
-    raise ConfigError(f"model.text.kind: cannot build {cfg.kind!r}; expected bilstm, hf or clip")

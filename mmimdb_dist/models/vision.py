@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError
-from .config import FREEZE_LEVELS, ImageEncoderConfig
+from ..schema import FREEZE_LEVELS, ImageEncoderConfig
 from .preprocess import ImagePreprocessing, image_preprocessing
 
 
@@ -166,24 +166,3 @@ class SimpleCNNEncoder(ImageEncoderBase):
 
     def forward(self, pixel_values: torch.Tensor) -> ImageFeatures:
         return feature_map_to_features(self.features(self.normalize(pixel_values)), self.patch_grid)
-
-
-def build_image_encoder(cfg: ImageEncoderConfig) -> nn.Module:
-    """The encoder of `cfg.kind` (the clip kind is built in models/dual.py with its text tower)."""
-    if cfg.kind in ("resnet18", "resnet50"):
-        return ResNetEncoder(cfg)
-    if cfg.kind == "cnn":
-        return SimpleCNNEncoder(cfg)
-    if cfg.kind == "torchvision":
-        from .vision_torchvision import TorchvisionEncoder
-
-        return TorchvisionEncoder(cfg)
-    if cfg.kind == "hf":
-        from .vision_hf import HFVisionEncoder
-
-        return HFVisionEncoder(cfg)
-    if cfg.kind == "clip":
-        from .dual import build_dual_image_encoder
-
-        return build_dual_image_encoder(cfg)
-    raise ConfigError(f"model.image.kind: cannot build {cfg.kind!r}")

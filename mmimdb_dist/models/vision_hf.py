@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .config import ImageEncoderConfig
+from ..schema import ImageEncoderConfig
+from .hub import load_hf_config, load_pretrained
 from .preprocess import image_preprocessing
 from .vision import ImageEncoderBase, ImageFeatures, feature_map_to_features, grid_from_tokens
 
@@ -27,8 +28,6 @@ from .vision import ImageEncoderBase, ImageFeatures, feature_map_to_features, gr
 def load_hf_vision_model(cfg: ImageEncoderConfig) -> nn.Module:
     """Pretrained weights of `cfg.name`, or a random model of its (or `hf_config`'s) architecture."""
     from transformers import AutoConfig, AutoModel
-
-    from .hub import load_hf_config, load_pretrained
 
     key = "model.image.name"
     try:

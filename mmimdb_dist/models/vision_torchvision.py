@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .config import ImageEncoderConfig
+from ..schema import ImageEncoderConfig
+from .hub import PREFETCH_ADVICE
 from .preprocess import image_preprocessing
 from .vision import ImageEncoderBase, ImageFeatures, feature_map_to_features, grid_from_tokens
 
@@ -55,7 +56,6 @@ def _build(cfg: ImageEncoderConfig) -> nn.Module:
     try:
         return get_model(cfg.name, weights=weights)
     except (OSError, RuntimeError) as exc:  # offline node, proxy, truncated cache file
-        from .hub import PREFETCH_ADVICE
 
         raise ConfigError(f"model.image.name: cannot fetch torchvision's {weights} ({exc}); "
                           f"{PREFETCH_ADVICE}") from None

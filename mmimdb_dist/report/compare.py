@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_text
-from ..errors import MmimdbError
+from ..errors import CompareError
+from ..run.layout import FINAL_METRICS
 
-TRAINED_RESULTS = "final_metrics.json"
+TRAINED_RESULTS = FINAL_METRICS
 BASELINE_RESULTS = "metrics.json"
 CSV_NAME = "model_comparison.csv"
 MARKDOWN_NAME = "model_comparison.md"
@@ -62,10 +63,6 @@ _TABLE = (
     ("num_parameters", "parameters", "count"), ("train_seconds", "train time", "seconds"),
     ("train_samples_per_s", "samples/s", "rate"),
 )
-
-
-class CompareError(MmimdbError):
-    """A folder that holds no finished run, or a metric that cannot rank."""
 
 
 def sort_key_name(sort_by: str, protocol: str = "threshold_0.5") -> str:

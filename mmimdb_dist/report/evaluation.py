@@ -24,14 +24,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.loader import build_eval_loader, to_device
-from ..data.manifest import load_manifest
+from ..data.device import to_device
+from ..data.loader import build_eval_loader
+from ..data.manifest import MANIFEST_NAME, load_manifest
 from ..data.sources import load_training_manifest
 from ..errors import DataError
 from ..genres import GENRES
-from ..inference.checkpoint import InferenceBundle, load_bundle, resolve_checkpoint
-from ..metrics import evaluation_report, tune_thresholds, write_metrics_json, write_per_genre_csv
-from ..train.evaluate import Predictions, merge, predict_local
+from ..metrics import write_metrics_json, write_per_genre_csv
+from ..run.checkpoints import resolve_checkpoint
+from ..run.export import InferenceBundle, load_bundle
+from ..run.layout import EVALUATION_DIR, INFERENCE_DIR, METRICS_LOG, PER_GENRE_CSV, run_dir_of_checkpoint
+from ..run.metrics_log import read_records
+from ..run.predictions import evaluate_split
+from ..run.protocol import protocol_report
 from . import figures
 
 logger = logging.getLogger(__name__)
@@ -48,19 +53,6 @@ class Evaluation:
     split: str
     report: dict[str, Any]
     figures: list[Path] = field(default_factory=list)
-
-
-def run_dir_of_checkpoint(checkpoint: Path) -> Path | None:
-    """`<run>/checkpoints/<name>` -> `<run>`; None for a checkpoint kept elsewhere."""
-    parent = checkpoint.resolve().parent
-    return parent.parent if parent.name == "checkpoints" else None
-
-
-def _predict(bundle: InferenceBundle, manifest, split: str, device: str, progress: bool) -> Predictions:
-    loader = build_eval_loader(bundle.cfg.loader, manifest, split, bundle.token_encoder, rank=0, world_size=1,
-                               images=bundle.cfg.model.uses_image)
-    local = predict_local(bundle.model, loader, torch.device(device), progress=progress, desc=split)
-    return merge([local], manifest.split(split).num_samples, f"{manifest.path} split {split!r}")
 
 
 @torch.no_grad()
@@ -106,7 +98,7 @@ def write_figures(out: Path, labels: np.ndarray, probs: np.ndarray, thresholds: 
     out.mkdir(parents=True, exist_ok=True)
     written = []
     if metrics_log is not None and metrics_log.is_file():
-        written.append(figures.training_curves(figures.read_metrics_log(metrics_log), out / "training_curves.png",
+        written.append(figures.training_curves(read_records(metrics_log), out / "training_curves.png",
                                                training_title))
     written.append(figures.per_genre_f1(report, out / "per_genre_f1.png", f"F1 per genre: {label}"))
     written.append(figures.pr_curves(labels, probs, thresholds, out / "pr_curves.png"))
@@ -132,29 +124,34 @@ def evaluate_checkpoint(run_dir: str | Path | None, checkpoint: str = "best", sp
         manifest = load_training_manifest(bundle.cfg.loader)
     else:
         shards = Path(shards_dir if shards_dir is not None else bundle.cfg.loader.shards_dir)
-        if not (shards / "manifest.json").is_file():
+        if not (shards / MANIFEST_NAME).is_file():
             raise DataError(f"{shards}: no manifest.json (the run's loader.shards_dir); pass --shards DIR "
                             "with the shard set the run was trained on")
         manifest = load_manifest(shards)
 
-    dev = _predict(bundle, manifest, "dev", device, progress)
-    evaluated = dev if split == "dev" else _predict(bundle, manifest, split, device, progress)
-    thresholds = tune_thresholds(dev.labels, dev.probs)
-    report = evaluation_report(evaluated.labels, evaluated.probs, thresholds)
+    def predictions(name: str):
+        return evaluate_split(bundle.model, bundle.cfg, manifest, name, bundle.token_encoder, device=device,
+                              progress=progress)
 
-    name = folder.resolve().name if folder.name != "inference" else folder.resolve().parent.name
-    out = Path(out_dir) if out_dir is not None else (run or folder) / "evaluation" / f"{name}-{split}"
+    dev = predictions("dev")
+    evaluated = dev if split == "dev" else predictions(split)
+    protocol = protocol_report(dev.labels, dev.probs, {} if split == "dev" else {split: (evaluated.labels,
+                                                                                        evaluated.probs)})
+    thresholds, report = protocol["thresholds"], protocol[split]
+
+    name = folder.resolve().name if folder.name != INFERENCE_DIR else folder.resolve().parent.name
+    out = Path(out_dir) if out_dir is not None else (run or folder) / EVALUATION_DIR / f"{name}-{split}"
     out.mkdir(parents=True, exist_ok=True)
     write_metrics_json(out / "metrics.json", {
         "checkpoint": str(folder), "split": split, "model": bundle.cfg.model.name,
         "shards": str(manifest.path), "num_samples": len(evaluated.ids), "skipped": evaluated.skipped,
         "thresholds_tuned_on": "dev" + (" (the evaluated split itself: optimistic)" if split == "dev" else ""),
         split: report})
-    write_per_genre_csv(out / "per_genre.csv", {split: report})
+    write_per_genre_csv(out / PER_GENRE_CSV, {split: report})
 
     label = f"{run.name if run else folder.name} / {name} / {split}"
     written = write_figures(out, evaluated.labels, evaluated.probs, thresholds, report,
-                            run / "metrics.jsonl" if run is not None else None, label,
+                            run / METRICS_LOG if run is not None else None, label,
                             f"training of {run.name}" if run is not None else "")
     # Cached features hold no posters to draw the attention over.
     if attention_movies > 0 and bundle.cfg.model.name == "attention_fusion" and not features_dir:

@@ -20,7 +20,6 @@ worker processes alike. Each figure is rendered to memory and written atomically
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,19 +47,6 @@ def _save(fig, path: str | Path) -> Path:
     fig.savefig(buffer, format="png", dpi=DPI)
     atomic_write_bytes(path, buffer.getvalue())
     return Path(path)
-
-
-def read_metrics_log(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a `metrics.jsonl`; a line torn by a crash is skipped."""
-    records = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
 
 
 def training_curves(records: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:

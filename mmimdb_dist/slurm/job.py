@@ -61,12 +61,13 @@ class TrainJob(submitit.helpers.Checkpointable):
     def config(self):
         import yaml
 
-        from ..config import ExperimentConfig, from_dict
+        from ..schema import ExperimentConfig, from_dict
 
         return from_dict(ExperimentConfig, yaml.safe_load(self.config_text))
 
     def __call__(self) -> dict[str, Any]:
-        from ..train.loop import run_dir_of, train
+        from ..run.layout import run_dir_of
+        from ..train.loop import train
         from ..train.signals import TrainingStopped
         from .distributed import export_torch_distributed, limit_threads
 

@@ -11,13 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import MmimdbError
+from ..errors import SubmitError
 
 Cluster = Literal["slurm", "local", "debug"]
-
-
-class SubmitError(MmimdbError):
-    """A submission that cannot be made as asked (options, grid, missing Slurm)."""
 
 
 @dataclass

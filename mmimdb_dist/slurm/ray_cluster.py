@@ -32,8 +32,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from submitit.core.utils import FailedJobError  # what submitit raises when sbatch refuses
 
+from ..tune.space import load_search
 from .options import SlurmOptions, build_executor
+from .submission import record_submission, submit_failed, wait_for, where_to_look
 
 logger = logging.getLogger(__name__)
 
@@ -200,10 +203,6 @@ def _write_token(folder: Path) -> Path:
 
 def submit_tune(args: argparse.Namespace, options: SlurmOptions) -> int:
     """Submit the Ray cluster job; print where to look (and wait when asked)."""
-    from .submission import record_submission, wait_for, where_to_look
-
-    from ..tune.space import load_search
-
     config = Path(args.config)
     load_search(config, args.overrides)  # a mistake in the search fails here, not in the job
     out = Path(args.out)
@@ -211,15 +210,11 @@ def submit_tune(args: argparse.Namespace, options: SlurmOptions) -> int:
     # One task per node whatever the GPU count: Ray schedules the node's GPUs among trials.
     executor = build_executor(folder, options, tasks_per_node=1)
     token_file = _write_token(out.resolve() / "slurm")
-    from submitit.core.utils import FailedJobError  # what submitit raises when sbatch refuses
-
     try:
         job = executor.submit(RayTuneJob(str(config.resolve()), args.overrides, str(out.resolve() / "slurm"),
                                          str(token_file), resume=getattr(args, "resume", False)))
     except (subprocess.CalledProcessError, OSError, FailedJobError) as exc:
-        from ..commands.submit import _submit_failed
-
-        raise _submit_failed(exc) from None
+        raise submit_failed(exc) from None
     record_submission(out, job, options, "tune", config=str(config), overrides=args.overrides)
     print(where_to_look(job, out, options, tasks=1, results="results.md in the search's storage_path folder"),
           flush=True)

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_json
-from .options import SlurmOptions, SubmitError
+from ..errors import SubmitError
+from ..run.layout import FINAL_METRICS
+from .options import SlurmOptions
 
 RECORD = "submissions.json"
 
@@ -42,7 +44,7 @@ def where_to_look(job: Any, run_dir: Path, options: SlurmOptions, tasks: int | N
              f"  all tasks:      {Path(paths.folder)}/"]
     if type(job).__name__ == "SlurmJob":
         lines.append(f"  follow:         squeue -j {job.job_id}; sacct -j {job.job_id}; tail -f {paths.stderr}")
-    lines.append(f"  results:        {results or run_dir / 'final_metrics.json'} once it finishes")
+    lines.append(f"  results:        {results or run_dir / FINAL_METRICS} once it finishes")
     return "\n".join(lines)
 
 
@@ -57,3 +59,12 @@ def wait_for(job: Any) -> list[Any]:
         errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Stopped)\b", line)]
         reason = (errors or lines or [type(exc).__name__])[-1]
         raise SubmitError(f"job {job.job_id} did not finish: {reason}; see {job.paths.stderr}") from None
+
+
+def submit_failed(exc: Exception) -> SubmitError:
+    """The one line for a job that sbatch (or submitit) refused."""
+    output = getattr(exc, "output", None) or getattr(exc, "stderr", None) or str(exc)
+    if isinstance(output, bytes):
+        output = output.decode(errors="replace")
+    return SubmitError(f"sbatch refused the job: {' '.join(str(output).split())[:500]} (is SLURM_CONF set, and is "
+                       "the controller up? `launch/slurm/status.sh` checks the single-node cluster)")

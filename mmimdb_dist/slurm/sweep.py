@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_json
-from ..config import ConfigError, dump_config, load_config, read_yaml
-from .options import SubmitError
+from ..errors import ConfigError, SubmitError
+from ..schema import dump_config, load_config, read_yaml
 
 SWEEP_RECORD = "sweep.json"
 

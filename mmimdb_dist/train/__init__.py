@@ -25,27 +25,10 @@ from the hardware; no, bf16, fp16; or null for the launcher's choice), `compile`
 experiment trackers (`trackers`, `tracker_project`, `tracker_kwargs`). The late-fusion branch loss weight is `model.fusion.branch_loss_weight`.
 `loader.batch_size` is per process: the global batch is batch_size x processes x accumulation.
 
-A run writes `<output_dir>/<name>/`:
-
-    config.yaml          the resolved config
-    vocabulary.json      the BiLSTM's word vocabulary, built from the train split only
-    metrics.jsonl        one line per logged step (loss, lr per parameter group, samples/s,
-                         grad norm, peak memory), per dev evaluation, and a final line
-    tensorboard/         the same curves for TensorBoard (`tensorboard --logdir <run>`), the
-                         figures as images, and hparams/ (the config with the test metrics)
-    evaluation/          <best>-test/: the figures of the best checkpoint on test (as `evaluate`
-                         writes them), logged to every tracker
-    trackers.json        the MLflow run id, so that a resumed run continues the same run
-    checkpoints/         step-<step>-b<batches>/: Accelerate state (model, optimizer, scheduler,
-                         every rank's RNG), inference/ (model.safetensors, config.yaml,
-                         genres.json, tokenizer or vocabulary), files.json (sizes and
-                         SHA-256, checked on resume) and trainer_state.json (written last);
-                         the `keep_checkpoints` newest plus the best are kept; at the end the
-                         best one's inference/ gains thresholds.json (tuned on dev)
-                         and preprocessing.json (the shard set's poster and plot settings)
-    final_metrics.json   dev and test metrics of the BEST checkpoint, at threshold 0.5 and with
-                         thresholds tuned on dev (test never tunes on itself)
-    per_genre.csv        per-genre precision, recall and F1 under both protocols
+A run writes `<output_dir>/<name>/`: config, vocabulary, metrics.jsonl, TensorBoard and tracker
+files, checkpoints with their `inference/` export, final_metrics.json and per_genre.csv (the
+layout, file by file, is in `mmimdb_dist/run/layout.py`; writing and reading each part is
+the run layer's, `mmimdb_dist/run/`).
 
 Model selection and early stopping use `train.select_metric`, dev mAP by default: it needs no
 threshold, so it keeps rising while a model is still too under-confident to pass 0.5 (F1 at
@@ -57,9 +40,10 @@ optimizer, scheduler, RNG, epoch, step and the position in the epoch, and ends w
 metrics as an uninterrupted run. `load_for_inference(checkpoint)` rebuilds a trained model
 from a checkpoint's `inference/` folder alone (safetensors, no pickle).
 
-Modules: `config` (TrainConfig), `optim` (parameter groups, schedules), `tokens` (token
-encoder per run), `evaluate` (exact distributed evaluation), `checkpoint` (atomic save,
-resume, pruning, inference export), `signals` (stop on SIGTERM / SIGUSR2 / Ctrl-C with a
-checkpoint and exit status 75; stop on a non-finite loss), `tracking` (experiment trackers),
-`loop` (the Accelerator and the trainer; `train(cfg)` is the Python entry point).
+Modules: `accelerator` (threads, precision, DDP options, the Accelerator), `optim` (parameter
+groups, schedules), `tokens` (token encoder per run), `signals` (stop on SIGTERM / SIGUSR2 /
+Ctrl-C with a checkpoint and exit status 75; stop on a non-finite loss), `tracking`
+(experiment trackers), `deepspeed_config`, `loop` (the trainer; `train(cfg)` is the Python
+entry point). The `train:` section is `schema/train.py`; checkpoints, the metrics log and
+the evaluation protocol are the run layer's (`mmimdb_dist/run/`).
 """

@@ -21,7 +21,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..config import ConfigError, ExperimentConfig
+from ..errors import ConfigError
+from ..schema import ExperimentConfig
 
 
 def deepspeed_plugin(accelerator: Any) -> Any | None:

@@ -20,41 +20,65 @@ epoch-end checkpoints hold no pending gradients.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-import os
 import resource
 import shutil
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import load, set_seed
+from accelerate.utils.constants import RNG_STATE_NAME
 
-from ..atomic import atomic_write_text
-from ..config import ConfigError, ExperimentConfig, dump_config, save_config, to_dict
-from ..data.loader import build_eval_loader, build_train_loader, derive_seed, to_device, train_batches_per_rank
-from ..data.sources import feature_spec, load_training_manifest
-from ..errors import DataError, MmimdbError
+from ..data.device import to_device
+from ..data.features import feature_spec
+from ..data.loader import build_train_loader
+from ..data.plan import derive_seed, train_batches_per_rank
+from ..data.sources import load_training_manifest
+from ..errors import CheckpointError, ConfigError, DataError, LogWriteError, NonFiniteLossError, TrackerWriteError
 from ..genres import GENRES
 from ..losses import build_loss
-from ..metrics import (compute_metrics, evaluation_report, tune_thresholds, write_metrics_json,
-                       write_per_genre_csv)
+from ..metrics import compute_metrics, tune_thresholds, write_metrics_json, write_per_genre_csv
 from ..models import build_model
+from ..models.preprocess import resolve_image_size
+from ..models.registry import count_parameters
 from ..outputs import check_output_dir, exclusive
-from .checkpoint import (STATE_FILE, CheckpointError, TrainerState, add_inference_files, check_fits,
-                         checkpoint_name, clean_temp_folders, complete_checkpoints, prune, resolve_resume,
-                         save_checkpoint)
-from .config import TRACKERS
+from ..progress import progress as progress_bar
+from ..report.evaluation import write_figures
+from ..run.checkpoints import (
+    TrainerState,
+    check_fits,
+    checkpoint_name,
+    clean_temp_folders,
+    complete_checkpoints,
+    prune,
+    resolve_resume,
+    save_checkpoint,
+)
+from ..run.export import add_inference_files
+from ..run.layout import (
+    EVALUATION_DIR,
+    FINAL_METRICS,
+    METRICS_LOG,
+    PER_GENRE_CSV,
+    STATE_FILE,
+    checkpoints_dir_of,
+    owns_run_file,
+    run_dir_of,
+)
+from ..run.metrics_log import append_record, truncate_after
+from ..run.predictions import Predictions, evaluate_split
+from ..run.protocol import protocol_report
+from ..schema import ExperimentConfig, dump_config, save_config, to_dict
+from .accelerator import build_accelerator, choose_num_threads
 from .deepspeed_config import broadcast_buffers, buffers_to, deepspeed_plugin, fill_deepspeed_config, mark_boundary
-from .evaluate import Predictions, predict
 from .optim import build_optimizer, build_scheduler
-from .signals import NonFiniteLossError, StopRequests, TrainingStopped
+from .signals import StopRequests, TrainingStopped
 from .tokens import load_token_encoder
-from .tracking import TrackerWriteError, Trackers, flat_hparams
+from .tracking import Trackers, flat_hparams
 
 logger = logging.getLogger(__name__)
 
@@ -72,87 +96,6 @@ def dev_metrics(labels, probs) -> dict[str, Any]:
     return metrics
 
 
-def choose_num_threads(cfg: ExperimentConfig) -> int:
-    """torch threads for this process: `train.num_threads`, else OMP_NUM_THREADS (set by the
-    user, or by a Slurm job from its CPUs per task), else the CPUs it may run on (its affinity
-    mask) shared among the ranks of this node."""
-    if cfg.train.num_threads is not None:
-        return cfg.train.num_threads
-    from_env = os.environ.get("OMP_NUM_THREADS", "")
-    if from_env.isdigit() and int(from_env) > 0:
-        return int(from_env)
-    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(1, available_cpus() // max(1, local_ranks))
-
-
-def available_cpus() -> int:
-    """CPUs this process may really use: its affinity mask (taskset, Slurm's cpuset), capped
-    by a cgroup v2 CPU quota (a container's `--cpus`), which the affinity mask does not show."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, int(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return cpus
-
-
-def resolve_mixed_precision(setting: str | None, deepspeed: bool) -> str | None:
-    """`train.mixed_precision` as Accelerate takes it. `auto`: bf16 on a GPU with bf16 units
-    (Ampere and later), fp16 with loss scaling on older GPUs, fp32 on CPU, where bf16 autocast
-    is slower than fp32 on most processors; under DeepSpeed its JSON decides (None)."""
-    if setting != "auto":
-        return setting
-    if deepspeed:
-        return None
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"
-
-
-def needs_unused_parameter_search(cfg: ExperimentConfig) -> bool:
-    """`train.find_unused_parameters`, or what the model class says (see that key)."""
-    if cfg.train.find_unused_parameters is not None:
-        return cfg.train.find_unused_parameters
-    from ..models.registry import MODELS
-
-    return bool(getattr(MODELS.get(cfg.model.name), "leaves_parameters_unused", False))
-
-
-def build_accelerator(cfg: ExperimentConfig):
-    """The Accelerator of a run, configured from the YAML rather than from launcher flags."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, parse_flag_from_env
-
-    cuda = torch.cuda.is_available()
-    # gloo without CUDA: DeepSpeed would otherwise ask for its CPU backend (oneCCL). Only for
-    # launched processes: a backend on a plain single process makes Accelerate look for a
-    # process group that was never started.
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    handlers = [
-        InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.dist_timeout_s),
-                               backend="gloo" if launched and not cuda else None),
-        # Off unless the model can leave parameters without a gradient: the search walks the
-        # autograd graph after every backward (see train.find_unused_parameters).
-        DistributedDataParallelKwargs(find_unused_parameters=needs_unused_parameter_search(cfg)),
-    ]
-    # Accumulation is done by the trainer and the scheduler stepped once per optimizer step
-    # (Accelerate would otherwise step it once per process, for loaders it splits itself).
-    # cpu=True would turn DeepSpeed off: its engine finds the CPU by itself.
-    deepspeed = parse_flag_from_env("ACCELERATE_USE_DEEPSPEED")
-    return Accelerator(mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision, deepspeed),
-                       cpu=not cuda and not deepspeed, kwargs_handlers=handlers,
-                       step_scheduler_with_optimizer=False)
-
-
-def run_dir_of(cfg: ExperimentConfig) -> Path:
-    return Path(cfg.output_dir) / cfg.name
-
-
 def _memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -164,8 +107,6 @@ class Trainer:
 
     def __init__(self, cfg: ExperimentConfig, accelerator: Any,
                  on_evaluation: Callable[[dict[str, Any]], None] | None = None) -> None:
-        from accelerate.utils import set_seed
-
         # Called on every rank after each dev evaluation's checkpoint is complete (Ray Tune
         # reports through it); it receives the eval record plus `checkpoint` (its folder) and
         # `last` (true for the final evaluation of the run).
@@ -176,7 +117,7 @@ class Trainer:
         self.train_cfg = cfg.train
         self.seed = cfg.train.seed if cfg.train.seed is not None else cfg.seed
         self.run_dir = run_dir_of(cfg)
-        self.checkpoints_dir = self.run_dir / "checkpoints"
+        self.checkpoints_dir = checkpoints_dir_of(self.run_dir)
         self.config_text = dump_config(cfg)
         self.main = accelerator.is_main_process
         self.rank, self.world_size = accelerator.process_index, accelerator.num_processes
@@ -204,8 +145,7 @@ class Trainer:
         # Every classifier starts at the train genre frequencies, not at p = 0.5 for all 23
         # genres (whose first epoch would be spent learning the priors).
         model.init_output_bias(torch.tensor(train.label_counts, dtype=torch.float32) / train.num_samples)
-        self.num_parameters = sum(p.numel() for p in model.parameters())
-        self.trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        self.trainable_parameters, self.num_parameters = count_parameters(model)
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.loss_fn = build_loss(cfg.loss, train.label_counts, train.num_samples).to(accelerator.device)
@@ -265,10 +205,9 @@ class Trainer:
         """One JSON line in metrics.jsonl (an append-only log, flushed per line)."""
         if not self.main:
             return
-        path = self.run_dir / "metrics.jsonl"
+        path = self.run_dir / METRICS_LOG
         try:
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record, sort_keys=True) + "\n")
+            append_record(path, record)
         except OSError as exc:  # a torn last line is dropped on resume (_truncate_log)
             raise self._log_write_failed(path, exc.strerror or str(exc)) from None
 
@@ -283,8 +222,6 @@ class Trainer:
         """Accelerate resumes without the RNG state when its file does not load, saying so only at
         INFO; the data order, augmentation and dropout of the rest of the run then differ from an
         uninterrupted one. Say it where it is seen."""
-        from accelerate.utils import load
-        from accelerate.utils.constants import RNG_STATE_NAME
 
         path = checkpoint / f"{RNG_STATE_NAME}_{self.rank}.pkl"
         try:
@@ -298,18 +235,8 @@ class Trainer:
 
     def _truncate_log(self, batches_seen: int) -> None:
         """On resume, drop log lines written after the checkpoint (they are about to be redone)."""
-        path = self.run_dir / "metrics.jsonl"
-        if not self.main or not path.is_file():
-            return
-        kept = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by the crash that interrupted the run
-            if record.get("batches_seen", 0) <= batches_seen:
-                kept.append(line)
-        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+        if self.main:
+            truncate_after(self.run_dir / METRICS_LOG, batches_seen)
 
     def _log_train(self, grad_norm: torch.Tensor | float | None) -> None:
         window = self._window
@@ -336,11 +263,8 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
 
     def predict_split(self, split: str) -> Predictions:
-        loader = build_eval_loader(self.cfg.loader, self.manifest, split, self.token_encoder,
-                                   rank=self.rank, world_size=self.world_size,
-                                   images=self.cfg.model.uses_image)
-        return predict(self.accelerator, self.model, loader, self.manifest.split(split).num_samples,
-                       f"{self.manifest.path} split {split!r}", self.input_dtype, desc=split)
+        return evaluate_split(self.model, self.cfg, self.manifest, split, self.token_encoder,
+                              accelerator=self.accelerator, input_dtype=self.input_dtype)
 
     def dev_loss(self, predictions: Predictions) -> float | None:
         """The training loss (weighted BCE or focal, with the train split's class weights) of the
@@ -463,8 +387,6 @@ class Trainer:
         return self._train_loader(epoch, start).start()
 
     def _train_epoch(self, epoch: int, start: int, progress: bool) -> None:
-        from ..progress import progress as progress_bar
-
         cfg, state, accum = self.train_cfg, self.state, self.train_cfg.grad_accum_steps
         num_batches = self.batches_per_epoch
         batches = self._epoch_batches(epoch, start)
@@ -545,7 +467,7 @@ class Trainer:
         """Logs of an earlier start that died before its first checkpoint describe steps this
         start is about to redo: appending to them would show every step twice."""
         if self.main:
-            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            (self.run_dir / METRICS_LOG).unlink(missing_ok=True)
             shutil.rmtree(self.run_dir / "tensorboard", ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
@@ -611,17 +533,15 @@ class Trainer:
         writes them)."""
         if not self.trackers.active:
             return
-        from ..report.evaluation import write_figures
-
         final = {f"test/{key}{suffix}": reports["test"][protocol][key]
                  for protocol, suffix in (("threshold_0.5", ""), ("tuned_on_dev", "_tuned"))
                  for key in ("f1_macro", "f1_micro")}
         final["test/mean_average_precision"] = reports["test"]["threshold_0.5"].get("mean_average_precision")
         final = {key: value for key, value in final.items() if value is not None}
-        out = self.run_dir / "evaluation" / f"{self.state.best_checkpoint}-test"
+        out = self.run_dir / EVALUATION_DIR / f"{self.state.best_checkpoint}-test"
         label = f"{self.cfg.name} / {self.state.best_checkpoint} / test"
         figures = (write_figures(out, test.labels, test.probs, thresholds, reports["test"],
-                                 self.run_dir / "metrics.jsonl", label, f"training of {self.cfg.name}")
+                                 self.run_dir / METRICS_LOG, label, f"training of {self.cfg.name}")
                    if self.train_cfg.tracker_figures else [])
         try:
             self.trackers.finish(final, self.state.step, figures)
@@ -636,9 +556,9 @@ class Trainer:
         best = self.checkpoints_dir / state.best_checkpoint
         self.accelerator.load_state(str(best))
         dev, test = self.predict_split("dev"), self.predict_split("test")
-        thresholds = tune_thresholds(dev.labels, dev.probs)
-        reports = {"dev": evaluation_report(dev.labels, dev.probs, thresholds),
-                   "test": evaluation_report(test.labels, test.probs, thresholds)}
+        protocol = protocol_report(dev.labels, dev.probs, {"test": (test.labels, test.probs)})
+        thresholds = protocol["thresholds"]
+        reports = {"dev": protocol["dev"], "test": protocol["test"]}
         if self.main:  # the best checkpoint then carries all that `mmimdb-dist predict` needs
             add_inference_files(best, {
                 "thresholds.json": {"genres": list(GENRES), "thresholds": [float(t) for t in thresholds],
@@ -656,8 +576,8 @@ class Trainer:
             **reports,
         }
         if self.main:
-            write_metrics_json(self.run_dir / "final_metrics.json", result)
-            write_per_genre_csv(self.run_dir / "per_genre.csv", reports)
+            write_metrics_json(self.run_dir / FINAL_METRICS, result)
+            write_per_genre_csv(self.run_dir / PER_GENRE_CSV, reports)
             self._track_final(reports, test, thresholds)
             self._log_record({"type": "final", "batches_seen": state.batches_seen, "step": state.step,
                               "best_checkpoint": state.best_checkpoint,
@@ -667,20 +587,6 @@ class Trainer:
         return result
 
 
-class LogWriteError(MmimdbError):
-    """metrics.jsonl or the TensorBoard log could not be written (a full disk, a lost mount)."""
-
-
-# What a run folder holds: the trainer's files, `evaluate`'s reports, a Slurm job's records.
-RUN_FILES = frozenset({"checkpoints", "config.yaml", "evaluation", "final_metrics.json", "metrics.jsonl",
-                       "per_genre.csv", "tensorboard", "vocabulary.json", "slurm", "submissions.json",
-                       "trackers.json"}) | frozenset(TRACKERS)  # a tracker given a folder writes <run>/<its name>
-
-
-def owns_run_file(name: str) -> bool:
-    return name in RUN_FILES or (name.startswith(".") and name.endswith(".tmp"))
-
-
 def train(cfg: ExperimentConfig, resume: str | None = None,
           on_evaluation: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run `cfg` to the end on this process (one of many under a launcher); always tears down."""
@@ -688,8 +594,6 @@ def train(cfg: ExperimentConfig, resume: str | None = None,
     logging.getLogger("accelerate").setLevel(max(logging.WARNING, logging.getLogger().level))
     torch.set_num_threads(choose_num_threads(cfg))
     if not cfg.loader.features_dir:  # a null image size becomes the backbone's, before it is saved
-        from ..models.preprocess import resolve_image_size
-
         cfg = resolve_image_size(cfg)
     accelerator = build_accelerator(cfg)
     if not accelerator.is_main_process:

@@ -13,8 +13,7 @@ import math
 import torch
 from torch import nn
 
-from ..models.config import ModelConfig
-from .config import TrainConfig
+from ..schema import ModelConfig, TrainConfig
 
 
 def pretrained_modules(model: nn.Module, model_cfg: ModelConfig) -> list[nn.Module]:

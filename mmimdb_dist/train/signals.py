@@ -28,8 +28,6 @@ import threading
 from types import FrameType
 from typing import Any
 
-from ..errors import MmimdbError
-
 logger = logging.getLogger(__name__)
 
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
@@ -49,10 +47,6 @@ class TrainingStopped(SystemExit):
 
     def __str__(self) -> str:
         return self.message
-
-
-class NonFiniteLossError(MmimdbError):
-    """The loss of a batch was NaN or infinite; training stops before the optimizer uses it."""
 
 
 class StopRequests:

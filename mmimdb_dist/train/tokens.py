@@ -13,10 +13,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ..config import ExperimentConfig
 from ..data.manifest import Manifest
-
-VOCABULARY_FILE = "vocabulary.json"
+from ..run.layout import VOCABULARY_FILE
+from ..schema import ExperimentConfig
 
 
 def load_token_encoder(cfg: ExperimentConfig, manifest: Manifest, run_dir: Path,
@@ -37,7 +36,7 @@ def load_token_encoder(cfg: ExperimentConfig, manifest: Manifest, run_dir: Path,
         return encoder, token_encoder_size(encoder)
     path = run_dir / VOCABULARY_FILE
     if accelerator.is_main_process and not path.is_file():
-        from ..baseline import read_shard_split_texts
+        from ..data.plots import read_shard_split_texts
 
         texts = read_shard_split_texts(manifest.shard_paths("train"), "train").texts
         build_token_encoder(dataclasses.replace(text_cfg, kind="bilstm"), texts).save(path)

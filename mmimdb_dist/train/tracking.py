@@ -21,20 +21,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import MmimdbError
+from ..errors import TrackerWriteError
 
 logger = logging.getLogger(__name__)
 
 FIGURE_DIR = "figures"
-
-
-class TrackerWriteError(MmimdbError):
-    """A tracker could not record what the run gave it: `where` (its log folder or name) and
-    `reason` (the OS's or the tracker's words)."""
-
-    def __init__(self, where: str, reason: str) -> None:
-        super().__init__(f"{where}: {reason}")
-        self.where, self.reason = where, reason
 
 
 def flat_hparams(config: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:

@@ -19,10 +19,27 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_text
-from ..config import dump_config
+from ..run.layout import FINAL_METRICS, METRICS_LOG
+from ..run.metrics_log import read_records
+from ..schema import dump_config
 from .space import LoadedSearch, build_trial_config, trial_overrides
 
 FINISHED, STOPPED, ERROR, INCOMPLETE = "finished", "stopped_by_asha", "error", "incomplete"
+
+
+# A search folder: <storage_path>/<name>/runs/<trial id>/run/ is each trial's run folder.
+RUNS_DIR = "runs"
+RUN_NAME = "run"
+
+
+@dataclass
+class SearchOutcome:
+    experiment_dir: Path
+    results_csv: Path
+    results_md: Path
+    best_config: Path | None
+    num_trials: int
+
 
 
 @dataclass
@@ -57,7 +74,7 @@ class SearchTable:
 
 
 def _test_f1(run_dir: Path) -> float | None:
-    path = run_dir / "final_metrics.json"
+    path = run_dir / FINAL_METRICS
     if not path.is_file():
         return None
     data = json.loads(path.read_text(encoding="utf-8"))
@@ -65,18 +82,7 @@ def _test_f1(run_dir: Path) -> float | None:
 
 
 def _eval_records(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line torn by a kill
-        if record.get("type") == "eval":
-            records.append(record)
-    return records
+    return read_records(run_dir / METRICS_LOG, kind="eval")
 
 
 def _error_line(error: Any) -> str:
@@ -89,9 +95,6 @@ def _error_line(error: Any) -> str:
 
 def collect_results(results: Any, loaded: LoadedSearch, max_t: int) -> SearchTable:
     """Rows from Ray Tune's ResultGrid plus each trial's own run folder."""
-    from .runner import RUNS_DIR
-    from .trainable import RUN_NAME
-
     metric, mode = loaded.config.scheduler.metric, loaded.config.scheduler.mode
     rows = []
     for result in results:
@@ -205,8 +208,6 @@ def best_config_text(table: SearchTable, loaded: LoadedSearch) -> str | None:
 
 
 def write_results(table: SearchTable, loaded: LoadedSearch):
-    from .runner import SearchOutcome
-
     directory = loaded.experiment_dir
     csv_path, md_path = directory / "results.csv", directory / "results.md"
     atomic_write_text(csv_path, to_csv(table))

@@ -16,20 +16,19 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_text
-from ..config import ConfigError, dump_config
-from .results import collect_results, write_results
+from ..errors import ConfigError
+from ..schema import dump_config
+from .results import RUNS_DIR, SearchOutcome, collect_results, write_results
 from .space import LoadedSearch, build_trial_config, evaluations_per_trial
+from .trainable import run_trial
 
 logger = logging.getLogger(__name__)
 
 SEARCH_FILE = "search.yaml"
 TRIAL_DRIVER_CPU = 0.01
-RUNS_DIR = "runs"
 # Searched keys that change how many evaluations a trial makes (ASHA's max_t).
 _LENGTH_KEYS = ("train.epochs", "train.eval_every", "train.grad_accum_steps", "loader.batch_size",
                 "loader.drop_last", "loader.shards_dir", "loader.features_dir")
@@ -41,15 +40,6 @@ def quiet_ray_environment() -> None:
     regardless): progress is TrialLines' one line per trial event."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-
-
-@dataclass
-class SearchOutcome:
-    experiment_dir: Path
-    results_csv: Path
-    results_md: Path
-    best_config: Path | None
-    num_trials: int
 
 
 def _max_t(loaded: LoadedSearch) -> int:
@@ -74,9 +64,8 @@ def _search_algorithm(loaded: LoadedSearch):
         if importlib.util.find_spec("optuna") is None:
             raise ConfigError(f"{loaded.path}: search.algorithm: optuna is not installed "
                               "(pip install 'mmimdb-dist[tune]', or choose random or grid)")
-        from ray.tune.search.optuna import OptunaSearch
-
         from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
 
         scheduler = loaded.config.scheduler
         searcher = OptunaSearch(space=loaded.space.optuna_define_by_run(), metric=scheduler.metric,
@@ -107,8 +96,6 @@ def _scheduler(loaded: LoadedSearch, max_t: int):
 
 def _trainable(loaded: LoadedSearch):
     from ray import tune
-
-    from .trainable import run_trial
 
     res = loaded.config.resources
     setup: dict[str, Any] = {

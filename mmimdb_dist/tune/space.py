@@ -22,13 +22,21 @@ import dataclasses
 import difflib
 import math
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any
 
-from ..config import ConfigError, ExperimentConfig, apply_overrides, from_dict, read_config_data, read_yaml
-from ..losses import LOSS_NAMES
-from ..train.config import TrainConfig
+from ..errors import ConfigError
+from ..schema import (
+    LOSS_NAMES,
+    ExperimentConfig,
+    SearchConfig,
+    TrainConfig,
+    apply_overrides,
+    from_dict,
+    read_config_data,
+    read_yaml,
+)
 
 DOMAINS: tuple[str, ...] = ("choice", "grid", "uniform", "loguniform", "randint")
 # The parameters each loss reads (LossConfig fields); a loss not listed here reads none.
@@ -39,101 +47,6 @@ LOSS_PARAMS: dict[str, tuple[str, ...]] = {
     "asl": ("gamma_pos", "gamma_neg", "clip"),
 }
 LOSS_KEY = "loss.name"
-
-
-@dataclass
-class SearchAlgorithmConfig:
-    """How configurations are proposed."""
-
-    # random: Ray's BasicVariantGenerator drawing from the domains; grid: every combination
-    # of the `grid` domains (num_samples times); optuna: TPE with conditional loss parameters.
-    algorithm: Literal["random", "grid", "optuna"] = "random"
-    # Trials to run (for grid: repetitions of the whole grid).
-    num_samples: int = 8
-    # Seed of the searcher, so a search proposes the same trials when run again.
-    seed: Optional[int] = 0
-
-
-@dataclass
-class SchedulerConfig:
-    """ASHA early stopping on a dev metric reported after every evaluation."""
-
-    # asha: AsyncHyperBandScheduler; fifo: every trial runs to the end.
-    name: Literal["asha", "fifo"] = "asha"
-    # A key of the trainer's dev evaluation record; null: the trials' own `train.select_metric`
-    # (from the overrides or the base config), so Tune ranks trials as the trainer picks checkpoints.
-    metric: Optional[Literal["mean_average_precision", "roc_auc_macro", "f1_macro", "f1_micro",
-                             "f1_macro_tuned", "f1_micro_tuned"]] = None
-    mode: Literal["max", "min"] = "max"
-    # Rungs are in dev evaluations (`train.eval_every` sets how often they happen).
-    grace_period: int = 1
-    reduction_factor: float = 2.0
-    # Evaluations of a complete trial; null: computed from the base config and the data.
-    max_t: Optional[int] = None
-
-
-@dataclass
-class ResourcesConfig:
-    """What one trial gets, and how many run at once."""
-
-    cpu: float = 1.0
-    gpu: float = 0.0
-    # Trials running at the same time (null: as many as the resources allow).
-    max_concurrent: Optional[int] = None
-    # > 1: each trial is a Ray Train TorchTrainer with this many workers (one process per
-    # worker, `cpu`/`gpu` each), running the Accelerate trainer distributed.
-    workers: int = 1
-
-
-@dataclass
-class RayConfig:
-    """The local Ray started when no `--address` is given."""
-
-    # CPUs / GPUs Ray may hand out (null CPUs: every core of the machine; null GPUs: Ray counts them).
-    num_cpus: Optional[int] = None
-    num_gpus: Optional[int] = None
-
-
-@dataclass
-class SearchConfig:
-    """One search: `mmimdb-dist tune --config configs/tune/<name>.yaml`."""
-
-    name: str = "search"
-    # The training config every trial starts from (relative to the working directory).
-    base_config: str = ""
-    # Fixed changes to the base config for every trial (dotted keys), e.g. train.epochs: 2.
-    overrides: dict[str, Any] = field(default_factory=dict)
-    # Dotted key -> {domain: args}; `loss` -> {loss name: {parameter: domain or value}}.
-    space: dict[str, Any] = field(default_factory=dict)
-    search: SearchAlgorithmConfig = field(default_factory=SearchAlgorithmConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
-    # Searches are written to <storage_path>/<name>/ (made absolute: Ray requires it).
-    storage_path: str = "runs/tune"
-
-    def __post_init__(self) -> None:
-        if self.search.num_samples <= 0:
-            raise ConfigError(f"search.num_samples: expected a positive integer, got {self.search.num_samples}")
-        if self.scheduler.grace_period <= 0:
-            raise ConfigError(f"scheduler.grace_period: expected a positive integer, "
-                              f"got {self.scheduler.grace_period}")
-        if self.scheduler.reduction_factor <= 1:
-            raise ConfigError(f"scheduler.reduction_factor: expected a number > 1, "
-                              f"got {self.scheduler.reduction_factor}")
-        if self.scheduler.max_t is not None and self.scheduler.max_t <= 0:
-            raise ConfigError(f"scheduler.max_t: expected a positive integer or null, got {self.scheduler.max_t}")
-        res = self.resources
-        if res.cpu < 0 or res.gpu < 0 or res.cpu + res.gpu == 0:
-            raise ConfigError(f"resources: expected cpu >= 0 and gpu >= 0, not both 0; got cpu {res.cpu}, "
-                              f"gpu {res.gpu}")
-        if res.workers <= 0:
-            raise ConfigError(f"resources.workers: expected a positive integer, got {res.workers}")
-        if res.max_concurrent is not None and res.max_concurrent <= 0:
-            raise ConfigError(f"resources.max_concurrent: expected a positive integer or null, "
-                              f"got {res.max_concurrent}")
-        if not self.base_config:
-            raise ConfigError("base_config: expected the path of a training config (configs/*.yaml)")
 
 
 # --------------------------------------------------------------------------- domains

@@ -20,16 +20,15 @@ and Tune hears of its evaluations through Ray Train's `TuneReportCallback`.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
+from .results import RUN_NAME
 from .space import build_trial_config, trial_overrides
 
 # Keys of the trainer's eval record that are not metrics.
 _NOT_METRICS = {"type", "split", "checkpoint", "last"}
-RUN_NAME = "run"
 
 
 def metrics_of(record: dict[str, Any]) -> dict[str, Any]:
@@ -48,7 +47,8 @@ def trial_config(setup: dict[str, Any], config: dict[str, Any], run_root: Path):
 
 def _place_tune_checkpoint(checkpoint: Any, checkpoints_dir: Path) -> None:
     """Copy Tune's last checkpoint of this trial under the trainer's name for it."""
-    from ..train.checkpoint import STATE_FILE, TrainerState, checkpoint_name
+    from ..run.checkpoints import TrainerState, checkpoint_name
+    from ..run.layout import STATE_FILE
 
     with checkpoint.as_directory() as folder:
         state = TrainerState.read(Path(folder) / STATE_FILE)
@@ -77,11 +77,13 @@ def run_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         _run_distributed(cfg, setup, run_root)
         return
 
-    from ..train.checkpoint import complete_checkpoints
-    from ..train.loop import run_dir_of, train
+    from ..run.checkpoints import complete_checkpoints
+    from ..run.layout import METRICS_LOG, checkpoints_dir_of, run_dir_of
+    from ..run.metrics_log import read_records
+    from ..train.loop import train
 
     run_dir = run_dir_of(cfg)
-    checkpoints_dir = run_dir / "checkpoints"
+    checkpoints_dir = checkpoints_dir_of(run_dir)
     restored = tune.get_checkpoint()
     if not complete_checkpoints(checkpoints_dir):
         if restored is not None:
@@ -107,8 +109,7 @@ def run_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     if not reported:
         # Resumed after its last evaluation (killed while testing): no new evaluation ran, but
         # Tune needs the metric in the trial's final result, so the last one is said again.
-        records = map(json.loads, (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines())
-        evals = [record for record in records if record["type"] == "eval"]
+        evals = read_records(run_dir / METRICS_LOG, kind="eval")
         if evals:
             tune.report(metrics_of(evals[-1]))
 
@@ -120,7 +121,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker: the Accelerate trainer, one rank each."""
     import ray.train
 
-    from ..config import ExperimentConfig, from_dict
+    from ..schema import ExperimentConfig, from_dict
     from ..train.loop import train
 
     cfg = from_dict(ExperimentConfig, loop_config["config"])
@@ -147,7 +148,7 @@ def _run_distributed(cfg: Any, setup: dict[str, Any], run_root: Path) -> None:
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from ..config import to_dict
+    from ..schema import to_dict
 
     gpu = setup["gpu"]
     scaling = ScalingConfig(num_workers=setup["workers"], use_gpu=gpu > 0,

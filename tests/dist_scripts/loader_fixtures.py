@@ -23,7 +23,7 @@ def data_root(tmp_path_factory) -> Path:
 def build_shards(root: Path, num_movies: int = NUM_MOVIES, samples_per_shard: int = SAMPLES_PER_SHARD,
                  name: str = "shards") -> Path:
     """synth -> shard, the real path; returns the shard folder (cached under `root`)."""
-    from mmimdb_dist.config import load_config
+    from mmimdb_dist.schema import load_config
     from mmimdb_dist.data.shard import shard_dataset
     from mmimdb_dist.data.synth import generate_dataset
 

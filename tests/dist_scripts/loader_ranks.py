@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from mmimdb_dist.config import LoaderConfig
-from mmimdb_dist.data.loader import build_eval_loader, build_train_loader, to_device
+from mmimdb_dist.schema import LoaderConfig
+from mmimdb_dist.data.loader import build_eval_loader, build_train_loader
+from mmimdb_dist.data.device import to_device
 from mmimdb_dist.data.manifest import load_manifest
 from mmimdb_dist.data.vocab import Vocabulary
 

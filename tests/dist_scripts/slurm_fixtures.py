@@ -25,9 +25,9 @@ def _script(name: str, folder: Path, *args: str, timeout: float = START_TIMEOUT_
                           timeout=timeout, env={**os.environ, "MMIMDB_SLURM_DIR": str(folder)})
 
 
-@pytest.fixture(scope="module")
-def slurm_cluster():
-    """SLURM_CONF of a usable single-node cluster, exported to this process and its children."""
+def start_slurm_cluster():
+    """SLURM_CONF of a usable single-node cluster, exported to this process and its children
+    (a generator: the `slurm_cluster` fixture of conftest.py yields from it)."""
     folder = Path(os.environ.get("MMIMDB_SLURM_DIR", "/tmp/mmimdb-dist-slurm"))
     started = False
     if _script("status.sh", folder, timeout=60).returncode != 0:

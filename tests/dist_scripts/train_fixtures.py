@@ -72,7 +72,7 @@ def evaluate_checkpoint(checkpoint: Path, split: str):
 
     from mmimdb_dist.data.loader import build_eval_loader
     from mmimdb_dist.data.manifest import load_manifest
-    from mmimdb_dist.train.checkpoint import load_for_inference
+    from mmimdb_dist.run.export import load_for_inference
     from mmimdb_dist.train.evaluate import merge, predict_local
 
     model, cfg, encoder = load_for_inference(checkpoint)

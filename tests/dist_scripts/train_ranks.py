@@ -12,9 +12,10 @@ import json
 import sys
 from pathlib import Path
 
-from mmimdb_dist.config import load_config
+from mmimdb_dist.schema import load_config
 from mmimdb_dist.data.loader import build_eval_loader
-from mmimdb_dist.train.loop import Trainer, build_accelerator
+from mmimdb_dist.train.loop import Trainer
+from mmimdb_dist.train.accelerator import build_accelerator
 
 
 class RecordingTrainer(Trainer):

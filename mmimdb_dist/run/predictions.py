@@ -1,4 +1,8 @@
-"""Distributed evaluation that counts every sample exactly once.
+"""A split's predictions: every sample exactly once, on one process or across ranks.
+
+Every evaluation of a model (the trainer's dev evaluations and final test, `evaluate`, a
+Tune trial through the trainer, the tests) goes through `evaluate_split`; its report is
+`run/protocol.py`'s.
 
 Eval loaders give each rank a different share of the split, so ranks end with different
 numbers of batches. Gathering per batch (`gather_for_metrics` inside the loop) would then
@@ -12,12 +16,17 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from accelerate.utils import gather_object
 
-from ..data.loader import StreamingLoader, to_device
+from ..data.device import to_device
+from ..data.loader import StreamingLoader, build_eval_loader
+from ..data.manifest import Manifest
 from ..errors import DataError
+from ..progress import progress as progress_bar
 
 
 @dataclass
@@ -37,8 +46,6 @@ def predict_local(model: torch.nn.Module, loader: StreamingLoader, device: torch
                   input_dtype: torch.dtype = torch.float32, autocast=contextlib.nullcontext,
                   progress: bool = False, desc: str = "eval") -> Predictions:
     """This rank's predictions over its share of an eval loader."""
-    from ..progress import progress as progress_bar
-
     was_training = model.training
     model.eval()
     ids: list[str] = []
@@ -76,12 +83,22 @@ def merge(parts: list[Predictions], expected: int, where: str) -> Predictions:
                        logits=np.stack([rows[i][2] for i in ids]) if with_logits else None)
 
 
-def predict(accelerator, model: torch.nn.Module, loader: StreamingLoader, expected: int,
-            where: str, input_dtype: torch.dtype = torch.float32, desc: str = "eval") -> Predictions:
-    """Every sample of the split once, on every rank (all ranks must call this)."""
-    from accelerate.utils import gather_object
+def evaluate_split(model: torch.nn.Module, cfg: Any, manifest: Manifest, split: str, token_encoder: Any, *,
+                   accelerator: Any = None, device: str | torch.device = "cpu",
+                   input_dtype: torch.dtype = torch.float32, progress: bool = False) -> Predictions:
+    """Every sample of `split` once, rows sorted by id, checked against the manifest.
 
+    With an `accelerator`, each rank predicts its share (in its autocast) and the shares are
+    gathered once, after the loop: every rank must call this. Without one, this process
+    reads the whole split on `device`.
+    """
+    rank, world_size = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    loader = build_eval_loader(cfg.loader, manifest, split, token_encoder, rank=rank, world_size=world_size,
+                               images=cfg.model.uses_image)
+    expected, where = manifest.split(split).num_samples, f"{manifest.path} split {split!r}"
+    if accelerator is None:
+        local = predict_local(model, loader, torch.device(device), progress=progress, desc=split)
+        return merge([local], expected, where)
     local = predict_local(model, loader, accelerator.device, input_dtype, accelerator.autocast,
-                          progress=accelerator.is_local_main_process, desc=desc)
-    parts = gather_object([local]) if accelerator.num_processes > 1 else [local]
-    return merge(parts, expected, where)
+                          progress=accelerator.is_local_main_process, desc=split)
+    return merge(gather_object([local]) if world_size > 1 else [local], expected, where)

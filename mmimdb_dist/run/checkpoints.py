@@ -33,21 +33,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError, safe_open
+
 from ..atomic import atomic_write_json, fsync_dir
-from ..digest import file_sha256
-from ..errors import MmimdbError
+from ..errors import CheckpointError
+from .export import encoder_architectures, export_for_inference
+from .files import file_listing, read_json, verify_files
+from .layout import ACCELERATE_WEIGHTS, CHECKPOINTS_DIR, FILES_FILE, FINAL_METRICS, INFERENCE_DIR, STATE_FILE
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "trainer_state.json"
-FILES_FILE = "files.json"
-INFERENCE_DIR = "inference"
-COMPILED_PREFIX = "_orig_mod."
 _NAME = re.compile(r"^step-(\d+)-b(\d+)$")
-
-
-class CheckpointError(MmimdbError):
-    """A checkpoint that is missing, incomplete or does not fit the configured run."""
 
 
 @dataclass
@@ -125,72 +121,36 @@ def prune(checkpoints_dir: Path, keep: int, protect: set[str]) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def encoder_architectures(model: Any) -> dict[str, Any]:
-    """The Hugging Face configs of a model's encoders by export folder name (`text_encoder`,
-    `image_encoder`): with them a checkpoint rebuilds offline, without the pretrained files."""
-    found = {}
-    for folder in ("text_encoder", "image_encoder"):
-        encoder = getattr(model, folder, None)
-        inner = getattr(encoder, "model", None) or getattr(encoder, "tower", None)
-        config = getattr(encoder, "dual_config", None) or getattr(inner, "config", None)
-        if config is not None and hasattr(config, "save_pretrained"):
-            found[folder] = config
-    return found
-
-
-def export_for_inference(folder: Path, state_dict: dict[str, Any], config_text: str,
-                         token_encoder: Any, architectures: dict[str, Any] | None = None) -> None:
-    """Pure tensors (safetensors), the config and the token encoder: enough to rebuild and predict."""
-    from safetensors.torch import save_file
-
-    from ..atomic import atomic_write_text
-    from ..data.vocab import Vocabulary
-    from ..genres import GENRES
-
-    folder.mkdir(parents=True, exist_ok=True)
-    # Cloned so tensors that share storage (tied weights) save as separate entries. A
-    # torch.compile'd model names its tensors `_orig_mod.<name>`: the export uses the plain
-    # module's names, so it loads into a model built from the config, compiled or not.
-    tensors = {k.removeprefix(COMPILED_PREFIX): v.detach().to("cpu").contiguous().clone()
-               for k, v in state_dict.items()}
-    save_file(tensors, str(folder / "model.safetensors"))
-    atomic_write_text(folder / "config.yaml", config_text)
-    atomic_write_json(folder / "genres.json", list(GENRES))
-    if isinstance(token_encoder, Vocabulary):
-        token_encoder.save(folder / "vocabulary.json")
-    else:
-        token_encoder.tokenizer.save_pretrained(str(folder / "tokenizer"))
-    for name, architecture in (architectures or {}).items():  # rebuilt offline from these
-        architecture.save_pretrained(str(folder / name))
-
-
-def _file_listing(folder: Path) -> dict[str, dict[str, Any]]:
-    return {path.relative_to(folder).as_posix(): {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
-            for path in sorted(folder.rglob("*")) if path.is_file()}
-
-
-def verify_files(checkpoint: Path, within: str | None = None,
-                 advice: str = "resume from an earlier checkpoint") -> None:
-    """Every file listed in `files.json` (or only those under `within/`) is there with its
-    saved size and digest; `advice` ends each error (resuming and predicting differ there)."""
-    listing_path = checkpoint / FILES_FILE
-    try:
-        listing = json.loads(listing_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{listing_path}: unreadable file listing ({exc}); {advice}") from None
-    for name, expected in sorted(listing.items()):
-        if within is not None and not name.startswith(f"{within}/"):
-            continue
-        path = checkpoint / name
-        if not path.is_file():
-            raise CheckpointError(f"{path}: missing (listed in {FILES_FILE}); {advice}")
-        size = path.stat().st_size
-        if size != expected["bytes"]:
-            cause = "truncated" if size < expected["bytes"] else "changed since it was saved"
-            raise CheckpointError(f"{path}: {size} bytes, expected {expected['bytes']} ({cause}); {advice}")
-        if file_sha256(path) != expected["sha256"]:
-            raise CheckpointError(f"{path}: content differs from the SHA-256 in {FILES_FILE} (corrupted); "
-                                  f"{advice}")
+def resolve_checkpoint(run_dir: str | Path | None, which: str = "best") -> Path:
+    """`best` / `last` checkpoint of `run_dir`, or a checkpoint folder given by path."""
+    if which not in ("best", "last"):
+        path = Path(which)
+        if not path.exists() and run_dir is not None and (Path(run_dir) / CHECKPOINTS_DIR / which).exists():
+            path = Path(run_dir) / CHECKPOINTS_DIR / which
+        if not path.is_dir():
+            raise CheckpointError(f"--checkpoint {which}: not a checkpoint folder (expected best, last, "
+                                  f"or a folder holding {INFERENCE_DIR}/ or model.safetensors)")
+        return path
+    if run_dir is None:
+        raise CheckpointError(f"--checkpoint {which} needs --run RUN_DIR (or give a checkpoint folder)")
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: run folder does not exist")
+    found = complete_checkpoints(run_dir / CHECKPOINTS_DIR)
+    if not found:
+        raise CheckpointError(f"{run_dir / 'checkpoints'}: no complete checkpoint (has the run been trained?)")
+    if which == "last":
+        return found[-1]
+    final = run_dir / FINAL_METRICS
+    name = read_json(final).get("best_checkpoint") if final.is_file() else None
+    if name is None:  # training still going or stopped: the best so far
+        name = read_json(found[-1] / STATE_FILE).get("best_checkpoint")
+    if not name:
+        raise CheckpointError(f"{run_dir}: no best checkpoint recorded yet (no dev evaluation so far); "
+                              "use --checkpoint last")
+    if not (run_dir / CHECKPOINTS_DIR / name / STATE_FILE).is_file():
+        raise CheckpointError(f"{run_dir / 'checkpoints' / name}: the best checkpoint is missing or incomplete")
+    return run_dir / CHECKPOINTS_DIR / name
 
 
 def check_fits(checkpoint: Path, state: TrainerState, world_size: int,
@@ -202,8 +162,6 @@ def check_fits(checkpoint: Path, state: TrainerState, world_size: int,
             f"processes of this run); the data position cannot carry over to another world size, so "
             f"resume with {state.world_size} process(es) or start a new run")
     verify_files(checkpoint)
-    from safetensors import safe_open
-
     weights = checkpoint / INFERENCE_DIR / "model.safetensors"
     with safe_open(str(weights), framework="pt") as handle:
         saved = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
@@ -220,6 +178,33 @@ def check_fits(checkpoint: Path, state: TrainerState, world_size: int,
                               f"the checkpoint is of another model")
 
 
+def share_weights_file(accelerate_file: Path, export_file: Path) -> bool:
+    """Make the export's weights the same file as Accelerate's when they hold the same tensors.
+
+    Accelerate's `save_state` writes the unwrapped model's weights as `model.safetensors`, and
+    the `inference/` export writes them again: every checkpoint would hold them twice. When
+    both have the same names, shapes and values (DDP and single-process runs; not DeepSpeed,
+    which saves its own shards, nor a model whose names Accelerate changes), the export becomes
+    a hard link to Accelerate's file: one copy on disk, two names, each loadable alone (copying
+    the `inference/` folder elsewhere copies the bytes). True when linked.
+    """
+    if not accelerate_file.is_file():
+        return False
+    with safe_open(str(accelerate_file), framework="pt") as saved, safe_open(str(export_file), framework="pt") as ours:
+        if set(saved.keys()) != set(ours.keys()):
+            return False
+        if any(not saved.get_tensor(k).equal(ours.get_tensor(k)) for k in ours.keys()):
+            return False
+    linked = export_file.with_name(f".{export_file.name}.link")
+    linked.unlink(missing_ok=True)
+    try:
+        os.link(accelerate_file, linked)
+    except OSError:  # a filesystem without hard links keeps both copies
+        return False
+    os.replace(linked, export_file)
+    return True
+
+
 def save_checkpoint(accelerator: Any, model: Any, checkpoints_dir: Path, state: TrainerState,
                     config_text: str, token_encoder: Any) -> Path:
     """Save on every rank into a temp folder; the main rank completes and renames it.
@@ -227,8 +212,6 @@ def save_checkpoint(accelerator: Any, model: Any, checkpoints_dir: Path, state: 
     A failed write (a full disk) removes the temp folder and is reported as one error; the
     checkpoints already there are untouched.
     """
-    from safetensors import SafetensorError
-
     name = checkpoint_name(state)
     final = checkpoints_dir / name
     tmp = checkpoints_dir / f".tmp-{name}"
@@ -244,7 +227,8 @@ def save_checkpoint(accelerator: Any, model: Any, checkpoints_dir: Path, state: 
             unwrapped = accelerator.unwrap_model(model)
             export_for_inference(tmp / INFERENCE_DIR, state_dict, config_text, token_encoder,
                                  encoder_architectures(unwrapped))
-            atomic_write_json(tmp / FILES_FILE, _file_listing(tmp))
+            share_weights_file(tmp / ACCELERATE_WEIGHTS, tmp / INFERENCE_DIR / ACCELERATE_WEIGHTS)
+            atomic_write_json(tmp / FILES_FILE, file_listing(tmp))
             atomic_write_json(tmp / STATE_FILE, dataclasses.asdict(state))
             if final.exists():
                 shutil.rmtree(final)
@@ -260,87 +244,8 @@ def save_checkpoint(accelerator: Any, model: Any, checkpoints_dir: Path, state: 
     return final
 
 
-def add_inference_files(checkpoint: Path, documents: dict[str, Any]) -> None:
-    """Write JSON `documents` into a complete checkpoint's `inference/` and list them in files.json.
-
-    The final evaluation adds what only exists once training is over (the dev-tuned
-    thresholds, the shard preprocessing), so the best checkpoint alone is enough to predict.
-    Each file is written atomically before files.json names it: a crash in between leaves
-    an extra file that nothing checks, never a listing that names a missing file.
-    """
-    listing_path = checkpoint / FILES_FILE
-    try:
-        listing = json.loads(listing_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{listing_path}: unreadable file listing ({exc})") from None
-    for name, document in documents.items():
-        path = checkpoint / INFERENCE_DIR / name
-        atomic_write_json(path, document)
-        listing[f"{INFERENCE_DIR}/{name}"] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
-    atomic_write_json(listing_path, dict(sorted(listing.items())))
-
-
 def clean_temp_folders(checkpoints_dir: Path) -> None:
     """Remove leftovers of saves interrupted by a crash."""
     if checkpoints_dir.is_dir():
         for path in checkpoints_dir.glob(".tmp-*"):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def load_for_inference(checkpoint: str | Path, device: str = "cpu") -> tuple[Any, Any, Any]:
-    """(model in eval mode, ExperimentConfig, token encoder) from a checkpoint folder.
-
-    Accepts the checkpoint folder or its `inference/` folder. The weights are read with
-    safetensors (no pickle), so a checkpoint from elsewhere cannot run code when loaded.
-    """
-    from safetensors.torch import load_file
-
-    from ..config import load_config
-    from ..data.sources import feature_spec
-    from ..data.text import HFTokenEncoder
-    from ..data.vocab import Vocabulary
-    from ..models import build_model
-
-    folder = Path(checkpoint)
-    if (folder / INFERENCE_DIR).is_dir():
-        folder = folder / INFERENCE_DIR
-    weights = folder / "model.safetensors"
-    if not weights.is_file():
-        raise CheckpointError(f"{folder}: no model.safetensors (expected a checkpoint folder "
-                              f"or its {INFERENCE_DIR}/ folder)")
-    cfg = load_config(folder / "config.yaml")
-    if (folder / "vocabulary.json").is_file():
-        token_encoder: Any = Vocabulary.load(folder / "vocabulary.json")
-        vocab_size: int | None = len(token_encoder)
-    else:
-        token_encoder = HFTokenEncoder.from_pretrained(folder / "tokenizer")
-        vocab_size = None
-        if cfg.model.text.kind == "clip" and cfg.model.uses_text:  # plots cut into the tower's windows
-            from ..data.text import WindowedTokenEncoder
-            from ..models.dual import text_window
-            from ..models.hub import load_hf_config
-
-            window = text_window(load_hf_config("model.text.name", str(folder / "text_encoder")))
-            token_encoder = WindowedTokenEncoder(token_encoder.tokenizer, window)
-    # Architectures from the saved configs; the weights come from the safetensors file.
-    shared = cfg.model.shares_dual_encoder
-    for part, section in (("text_encoder", cfg.model.text), ("image_encoder", cfg.model.image)):
-        if (folder / part).is_dir():
-            section.name = str(folder / ("image_encoder" if shared else part))
-            section.hf_config = {}
-    cfg.model.text.pretrained = cfg.model.text.kind == "bilstm" and cfg.model.text.pretrained
-    if cfg.model.image.kind != "cnn":
-        cfg.model.image.pretrained = False
-        cfg.model.image.weights_path = None
-    # A head trained on cached features (loader.features_dir) reads that set's feature rows.
-    model = build_model(cfg.model, vocab_size=vocab_size, pad_id=token_encoder.pad_id,
-                        features=feature_spec(cfg.loader))
-    try:
-        missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
-    except RuntimeError as exc:  # shapes of another model under the same tensor names
-        reason = " ".join(str(exc).split())[:300]
-        raise CheckpointError(f"{weights}: does not fit the model of its config.yaml ({reason})") from None
-    if missing or unexpected:
-        raise CheckpointError(f"{weights}: does not fit the model of its config.yaml "
-                              f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
-    return model.to(device).eval(), cfg, token_encoder

@@ -1,0 +1,59 @@
+"""Host -> device transfer of a batch, and the colour jitter done there.
+
+Posters cross as uint8 (4× fewer bytes than float32) and become floats in [0, 1] on the
+device; normalisation is each image encoder's own (models/preprocess.py).
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+import torchvision.transforms.v2.functional as F
+
+from .plan import derive_seed
+
+
+def to_device(batch: dict, device: torch.device | str, dtype: torch.dtype = torch.float32, *,
+              color_jitter: float = 0.0, jitter_seed: int = 0) -> dict:
+    """Move a batch to `device`; uint8 pixels become `dtype` pixels in [0, 1] there.
+
+    Normalisation is the image encoder's (each backbone has its own mean and std, see
+    models/preprocess.py). `color_jitter` > 0 applies brightness, contrast and saturation
+    jitter of that strength (as torchvision's ColorJitter(s, s, s), in a fixed order) on the
+    device, where it costs next to nothing. Factors are drawn per sample from (jitter_seed,
+    sample id), so pass e.g. `derive_seed(seed, epoch)` and a resumed epoch jitters exactly
+    as the original.
+    """
+    out = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+           for k, v in batch.items()}
+    for key in ("text_features", "image_features"):  # cached encoder outputs (data.features)
+        if key in out:
+            out[key] = out[key].to(dtype)
+    if "pixel_values" in out:
+        pixels = out["pixel_values"].to(dtype).mul_(1 / 255)
+        if color_jitter > 0:
+            pixels = jitter_colors(pixels, jitter_factors(batch["ids"], color_jitter, jitter_seed))
+        out["pixel_values"] = pixels
+    out["labels"] = out["labels"].to(dtype)
+    return out
+
+
+def jitter_factors(ids: list[str], strength: float, seed: int) -> torch.Tensor:
+    """3 × B factors (brightness, contrast, saturation) in [1 - strength, 1 + strength]."""
+    return torch.tensor([[random.Random(derive_seed(seed, sample_id, kind)).uniform(1 - strength, 1 + strength)
+                          for sample_id in ids] for kind in ("brightness", "contrast", "saturation")],
+                        dtype=torch.float64)
+
+
+def jitter_colors(pixels: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Brightness, contrast, saturation jitter of float pixels in [0, 1], B × 3 × H × W, in place.
+
+    torchvision's functional ops in ColorJitter's order, one factor triple per sample (they
+    take a scalar factor, hence the loop over the batch).
+    """
+    for row, (brightness, contrast, saturation) in enumerate(factors.T.tolist()):
+        image = F.adjust_brightness(pixels[row], brightness)
+        image = F.adjust_contrast(image, contrast)
+        pixels[row] = F.adjust_saturation(image, saturation)
+    return pixels

@@ -1,0 +1,229 @@
+"""A checkpoint's `inference/` export: written with every checkpoint, loaded with nothing else.
+
+`inference/` holds `model.safetensors` (the unwrapped state dict), the resolved `config.yaml`,
+`genres.json`, the token encoder (`vocabulary.json` or `tokenizer/`), the Hugging Face configs
+of pretrained encoders (`text_encoder/`, `image_encoder/`: rebuilt offline from them), and in
+the best checkpoint of a finished run `thresholds.json` and `preprocessing.json`.
+
+Nothing is unpickled: weights are safetensors, everything else JSON or YAML (safe loader).
+Files listed in the checkpoint's `files.json` are checked (size, SHA-256) first, so a
+truncated or swapped file is named instead of failing deep inside a loader; only the
+`inference/` files are checked, since a prediction never reads the optimizer state.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError
+
+from ..atomic import atomic_write_json, atomic_write_text
+from ..data.vocab import Vocabulary
+from ..errors import CheckpointError
+from ..genres import GENRES
+from ..schema import load_config
+from .files import add_listed_json, read_json, verify_files
+from .layout import FILES_FILE, INFERENCE_DIR
+
+# A torch.compile'd model names its tensors `_orig_mod.<name>`.
+COMPILED_PREFIX = "_orig_mod."
+
+logger = logging.getLogger(__name__)
+
+THRESHOLDS_FILE = "thresholds.json"
+PREPROCESSING_FILE = "preprocessing.json"
+
+
+@dataclass
+class InferenceBundle:
+    """A loaded model with everything needed to prepare its inputs and read its outputs."""
+
+    checkpoint: Path
+    model: Any
+    cfg: Any
+    token_encoder: Any
+    # Per-genre thresholds (GENRES order); 0.5 everywhere when the checkpoint has none.
+    thresholds: np.ndarray
+    thresholds_source: str
+    # How `mmimdb-dist shard` turned raw movies into samples for this model's training.
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def uses_text(self) -> bool:
+        return self.cfg.model.uses_text
+
+    @property
+    def uses_image(self) -> bool:
+        return self.cfg.model.uses_image
+
+
+def encoder_architectures(model: Any) -> dict[str, Any]:
+    """The Hugging Face configs of a model's encoders by export folder name (`text_encoder`,
+    `image_encoder`): with them a checkpoint rebuilds offline, without the pretrained files."""
+    found = {}
+    for folder in ("text_encoder", "image_encoder"):
+        encoder = getattr(model, folder, None)
+        inner = getattr(encoder, "model", None) or getattr(encoder, "tower", None)
+        config = getattr(encoder, "dual_config", None) or getattr(inner, "config", None)
+        if config is not None and hasattr(config, "save_pretrained"):
+            found[folder] = config
+    return found
+
+
+def export_for_inference(folder: Path, state_dict: dict[str, Any], config_text: str,
+                         token_encoder: Any, architectures: dict[str, Any] | None = None) -> None:
+    """Pure tensors (safetensors), the config and the token encoder: enough to rebuild and predict."""
+    from safetensors.torch import save_file  # torch: imported when a model is saved or loaded, not with
+    #                                          the run layer (`submit` looks up checkpoints without it)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    # Cloned so tensors that share storage (tied weights) save as separate entries. A
+    # torch.compile'd model names its tensors `_orig_mod.<name>`: the export uses the plain
+    # module's names, so it loads into a model built from the config, compiled or not.
+    tensors = {k.removeprefix(COMPILED_PREFIX): v.detach().to("cpu").contiguous().clone()
+               for k, v in state_dict.items()}
+    save_file(tensors, str(folder / "model.safetensors"))
+    atomic_write_text(folder / "config.yaml", config_text)
+    atomic_write_json(folder / "genres.json", list(GENRES))
+    if isinstance(token_encoder, Vocabulary):
+        token_encoder.save(folder / "vocabulary.json")
+    else:
+        token_encoder.tokenizer.save_pretrained(str(folder / "tokenizer"))
+    for name, architecture in (architectures or {}).items():  # rebuilt offline from these
+        architecture.save_pretrained(str(folder / name))
+
+
+def add_inference_files(checkpoint: Path, documents: dict[str, Any]) -> None:
+    """JSON documents into a complete checkpoint's `inference/`, listed in its files.json.
+
+    The final evaluation adds what only exists once training is over (the dev-tuned
+    thresholds, the shard preprocessing), so the best checkpoint alone is enough to predict.
+    """
+    add_listed_json(checkpoint, {f"{INFERENCE_DIR}/{name}": document for name, document in documents.items()})
+
+
+def _check_genres(path: Path, genres: Any) -> None:
+    if genres != list(GENRES):
+        raise CheckpointError(f"{path}: genres {genres!r:.120} are not this toolkit's 23 MM-IMDb genres "
+                              "in their order; the checkpoint is of another model")
+
+
+def _thresholds(folder: Path) -> tuple[np.ndarray, str]:
+    path = folder / THRESHOLDS_FILE
+    if not path.is_file():
+        logger.warning("%s: no %s (only the best checkpoint of a finished run has one); "
+                       "genres are marked at threshold 0.5", folder, THRESHOLDS_FILE)
+        return np.full(len(GENRES), 0.5), "0.5 (the checkpoint has no tuned thresholds)"
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected an object with 'genres' and 'thresholds'")
+    _check_genres(path, data.get("genres"))
+    values = data.get("thresholds")
+    if (not isinstance(values, list) or len(values) != len(GENRES)
+            or not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in values)):
+        raise CheckpointError(f"{path}: key 'thresholds': expected {len(GENRES)} numbers in [0, 1]")
+    return np.asarray(values, dtype=np.float64), f"tuned per genre on the {data.get('tuned_on', 'dev split')}"
+
+
+def _preprocessing(folder: Path, cfg: Any) -> dict[str, Any]:
+    path = folder / PREPROCESSING_FILE
+    if path.is_file():
+        data = read_json(path)
+        keys = ("plot_policy", "poster_short_side", "jpeg_quality")
+        if not isinstance(data, dict) or any(key not in data for key in keys):
+            raise CheckpointError(f"{path}: expected the keys {', '.join(keys)}")
+        return data
+    logger.warning("%s: no %s; posters and plots are prepared with the config's shard and data "
+                   "settings, which may differ from those of the shards it was trained on", folder,
+                   PREPROCESSING_FILE)
+    return {"plot_policy": cfg.data.plot_policy, "poster_short_side": cfg.shard.poster_short_side,
+            "jpeg_quality": cfg.shard.jpeg_quality}
+
+
+def load_bundle(checkpoint: str | Path, device: str = "cpu") -> InferenceBundle:
+    """Verify, then load a checkpoint folder (or its `inference/` folder) for prediction."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_dir():
+        raise CheckpointError(f"{checkpoint}: not a checkpoint folder")
+    folder = checkpoint / INFERENCE_DIR if (checkpoint / INFERENCE_DIR).is_dir() else checkpoint
+    for name in ("model.safetensors", "config.yaml", "genres.json"):
+        if not (folder / name).is_file():
+            raise CheckpointError(f"{folder}: no {name} (expected a checkpoint folder or its "
+                                  f"{INFERENCE_DIR}/ folder)")
+    if folder != checkpoint and (checkpoint / FILES_FILE).is_file():
+        verify_files(checkpoint, within=INFERENCE_DIR,
+                     advice="the checkpoint was damaged or its files replaced by another model's file; "
+                            "use the checkpoint as training saved it")
+    _check_genres(folder / "genres.json", read_json(folder / "genres.json"))
+    weights = folder / "model.safetensors"
+    try:
+        model, cfg, token_encoder = load_for_inference(folder, device)
+    except SafetensorError as exc:
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({exc}); "
+                              "the file is truncated or corrupt") from None
+    thresholds, source = _thresholds(folder)
+    return InferenceBundle(checkpoint=checkpoint, model=model, cfg=cfg, token_encoder=token_encoder,
+                           thresholds=thresholds, thresholds_source=source,
+                           preprocessing=_preprocessing(folder, cfg))
+
+
+def load_for_inference(checkpoint: str | Path, device: str = "cpu") -> tuple[Any, Any, Any]:
+    """(model in eval mode, ExperimentConfig, token encoder) from a checkpoint folder.
+
+    Accepts the checkpoint folder or its `inference/` folder. The weights are read with
+    safetensors (no pickle), so a checkpoint from elsewhere cannot run code when loaded.
+    """
+    # torch and transformers are imported when a model is built, not with the run layer.
+    from safetensors.torch import load_file
+
+    from ..data.features import feature_spec
+    from ..data.text import HFTokenEncoder
+    from ..models import build_model
+
+    folder = Path(checkpoint)
+    if (folder / INFERENCE_DIR).is_dir():
+        folder = folder / INFERENCE_DIR
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise CheckpointError(f"{folder}: no model.safetensors (expected a checkpoint folder "
+                              f"or its {INFERENCE_DIR}/ folder)")
+    cfg = load_config(folder / "config.yaml")
+    if (folder / "vocabulary.json").is_file():
+        token_encoder: Any = Vocabulary.load(folder / "vocabulary.json")
+        vocab_size: int | None = len(token_encoder)
+    else:
+        token_encoder = HFTokenEncoder.from_pretrained(folder / "tokenizer")
+        vocab_size = None
+        if cfg.model.text.kind == "clip" and cfg.model.uses_text:  # plots cut into the tower's windows
+            from ..data.text import WindowedTokenEncoder
+            from ..models.dual import text_window
+            from ..models.hub import load_hf_config
+
+            window = text_window(load_hf_config("model.text.name", str(folder / "text_encoder")))
+            token_encoder = WindowedTokenEncoder(token_encoder.tokenizer, window)
+    # Architectures from the saved configs; the weights come from the safetensors file.
+    shared = cfg.model.shares_dual_encoder
+    for part, section in (("text_encoder", cfg.model.text), ("image_encoder", cfg.model.image)):
+        if (folder / part).is_dir():
+            section.name = str(folder / ("image_encoder" if shared else part))
+            section.hf_config = {}
+    cfg.model.text.pretrained = cfg.model.text.kind == "bilstm" and cfg.model.text.pretrained
+    if cfg.model.image.kind != "cnn":
+        cfg.model.image.pretrained = False
+        cfg.model.image.weights_path = None
+    # A head trained on cached features (loader.features_dir) reads that set's feature rows.
+    model = build_model(cfg.model, vocab_size=vocab_size, pad_id=token_encoder.pad_id,
+                        features=feature_spec(cfg.loader))
+    try:
+        missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    except RuntimeError as exc:  # shapes of another model under the same tensor names
+        reason = " ".join(str(exc).split())[:300]
+        raise CheckpointError(f"{weights}: does not fit the model of its config.yaml ({reason})") from None
+    if missing or unexpected:
+        raise CheckpointError(f"{weights}: does not fit the model of its config.yaml "
+                              f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return model.to(device).eval(), cfg, token_encoder

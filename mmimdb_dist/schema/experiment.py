@@ -1,0 +1,39 @@
+"""The whole configuration of one run: every section, the seed and where the run is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+from .baseline import BaselineConfig
+from .data import DataConfig, LoaderConfig, ShardConfig
+from .loss import LossConfig
+from .model import ModelConfig
+from .train import TrainConfig
+
+
+@dataclass
+class ExperimentConfig:
+    """The whole configuration of one run."""
+
+    name: str = "default"
+    seed: int = 0
+    # Runs are written to <output_dir>/<name>/.
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    shard: ShardConfig = field(default_factory=ShardConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.seed < 2**32:  # numpy's and torch's seeding accept exactly this range
+            raise ConfigError(f"seed: expected an integer in [0, 2**32), got {self.seed}")
+        # Runs are written to <output_dir>/<name>: a name must not lead out of output_dir.
+        parts = self.name.replace("\\", "/").split("/")
+        if (not self.name or self.name.startswith(("/", "~")) or "\x00" in self.name
+                or any(part in ("", ".", "..") for part in parts)):
+            raise ConfigError(f"name: {self.name!r}: expected a relative path inside output_dir "
+                              "(no leading / or ~, no empty, '.' or '..' parts)")

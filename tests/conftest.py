@@ -1,0 +1,34 @@
+"""Fixtures shared by several test files; their builders live in dist_scripts/.
+
+Each expensive one (a shard set, a trained run, a Slurm cluster) is built once per session
+or module and reused; a test file that needs different data defines a fixture of the same
+name, which takes precedence over these for that file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dist_scripts.report_fixtures import attention_run
+from dist_scripts.slurm_fixtures import start_slurm_cluster
+from dist_scripts.train_fixtures import train_shards
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    """The trainer tests' 600-movie synthetic shard set (built once per session)."""
+    return train_shards(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """One tiny trained attention-fusion run (trained once per session) for the report tests."""
+    return attention_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    """SLURM_CONF of a usable single-node cluster, exported to this process and its children."""
+    yield from start_slurm_cluster()
