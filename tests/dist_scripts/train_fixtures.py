@@ -67,15 +67,11 @@ def run_train(config: Path, *extra: str, check: bool = True) -> subprocess.Compl
 
 
 def evaluate_checkpoint(checkpoint: Path, split: str):
-    """A plain single-process fp32 evaluation of a checkpoint's inference export."""
-    import torch
-
-    from mmimdb_dist.data.loader import build_eval_loader
+    """A plain single-process fp32 evaluation of a checkpoint's inference export, through the
+    same `evaluate_split` as the trainer and `mmimdb-dist evaluate`."""
     from mmimdb_dist.data.manifest import load_manifest
     from mmimdb_dist.run.export import load_for_inference
-    from mmimdb_dist.train.evaluate import merge, predict_local
+    from mmimdb_dist.run.predictions import evaluate_split
 
     model, cfg, encoder = load_for_inference(checkpoint)
-    manifest = load_manifest(cfg.loader.shards_dir)
-    loader = build_eval_loader(cfg.loader, manifest, split, encoder, rank=0, world_size=1)
-    return merge([predict_local(model, loader, torch.device("cpu"))], manifest.split(split).num_samples, split)
+    return evaluate_split(model, cfg, load_manifest(cfg.loader.shards_dir), split, encoder)
