@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from dist_scripts.train_fixtures import RUN_TIMEOUT_S, env, evaluate_checkpoint, tiny_config, write_config
+from mmimdb_dist.run.metrics_log import read_records
+from mmimdb_dist.run.layout import METRICS_LOG
 
 pytestmark = pytest.mark.slow
 
@@ -43,8 +45,7 @@ def launch(stage: int | str, config: Path, *extra: str) -> subprocess.CompletedP
 
 
 def records(run_dir: Path, kind: str) -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    return [r for r in map(json.loads, lines) if r["type"] == kind]
+    return read_records(run_dir / METRICS_LOG, kind)
 
 
 def test_zero2_trains_checkpoints_and_resumes(shards, tmp_path):

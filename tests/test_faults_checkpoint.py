@@ -23,6 +23,8 @@ import yaml
 
 from dist_scripts.train_fixtures import (RUN_TIMEOUT_S, env, run_train, tiny_config, train_command,
                                          write_config)
+from mmimdb_dist.run.metrics_log import read_records
+from mmimdb_dist.run.layout import METRICS_LOG
 
 pytestmark = pytest.mark.slow
 
@@ -129,8 +131,8 @@ def test_sigkill_while_a_checkpoint_is_written_leaves_the_previous_one_to_resume
     assert not [p for p in checkpoints_dir.iterdir() if p.name.startswith(".")]
     newest = TrainerState.read(checkpoints(run_dir)[-1] / STATE_FILE)
     assert newest.step > previous.step and newest.epoch == 0
-    steps = [r for r in (run_dir / "metrics.jsonl").read_text().splitlines() if '"train"' in r]
-    assert len(steps) == len(set(steps))
+    steps = [(r["step"], r["batches_seen"]) for r in read_records(run_dir / METRICS_LOG, "train")]
+    assert steps and len(steps) == len(set(steps))
 
 
 # --------------------------------------------------------------------------- damaged checkpoints

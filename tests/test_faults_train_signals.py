@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from dist_scripts.train_fixtures import (env, run_train, tiny_config, train_command, write_config)
+from mmimdb_dist.run.metrics_log import read_records
+from mmimdb_dist.run.layout import METRICS_LOG
 
 pytestmark = pytest.mark.slow
 
@@ -49,18 +51,12 @@ def _launch(root: Path, config: Path, *extra: str) -> subprocess.Popen:
 
 def _wait_for_step(process: subprocess.Popen, run_dir: Path, step: int, timeout: float = 240) -> None:
     """Until metrics.jsonl logs a train step >= `step` (the run is then mid-epoch 0)."""
-    log = run_dir / "metrics.jsonl"
+    log = run_dir / METRICS_LOG
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, "the run ended before it could be signalled"
-        if log.is_file():
-            for line in log.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line being written
-                if record["type"] == "train" and record["step"] >= step:
-                    return
+        if any(record["step"] >= step for record in read_records(log, "train")):  # a line being written is skipped
+            return
         time.sleep(0.05)
     raise AssertionError(f"no train step {step} logged in {log} within {timeout} s")
 
@@ -128,8 +124,7 @@ def test_a_stop_signal_checkpoints_at_the_step_boundary_exits_75_and_resume_matc
     result = run_train(config, "--resume", "auto")
     assert "stopped by" not in result.stderr
     _assert_same_final_metrics(_final(run_dir), _final(tmp_path / "runs" / "reference"))
-    train_steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-                   if json.loads(line)["type"] == "train"]
+    train_steps = [record["step"] for record in read_records(run_dir / METRICS_LOG, "train")]
     assert train_steps == sorted(set(train_steps))
 
 

@@ -21,6 +21,8 @@ import yaml
 
 from dist_scripts.slurm_fixtures import submit_all, wait_until_done
 from dist_scripts.train_fixtures import env, evaluate_checkpoint, tiny_config, train_shards, write_config
+from mmimdb_dist.run.metrics_log import read_records
+from mmimdb_dist.run.layout import METRICS_LOG
 
 pytestmark = pytest.mark.slow
 
@@ -87,8 +89,7 @@ def _wait_until_training(run_dir: Path, job_id: str, timeout: float = 240) -> in
     """Seconds the job has run once its trainer logged a step (metrics.jsonl)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        log = run_dir / "metrics.jsonl"
-        if log.is_file() and '"type": "train"' in log.read_text():
+        if read_records(run_dir / METRICS_LOG, "train"):
             minutes, _, seconds = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%M"], capture_output=True,
                                                  text=True, check=True, timeout=60).stdout.strip().rpartition(":")
             return int(minutes or 0) * 60 + int(seconds)
@@ -131,8 +132,7 @@ def test_a_run_that_reaches_its_time_limit_is_requeued_and_ends_with_the_uninter
             for key in METRIC_KEYS:
                 assert resumed[split][protocol][key] == pytest.approx(uninterrupted[split][protocol][key],
                                                                       abs=1e-6), (split, protocol, key)
-    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-             if json.loads(line)["type"] == "train"]
+    steps = [record["step"] for record in read_records(run_dir / METRICS_LOG, "train")]
     assert steps == sorted(set(steps))  # the resumed attempt dropped what it redid
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from dist_scripts.train_fixtures import RUN_TIMEOUT_S, env, tiny_config, train_command, train_shards, write_config
+from mmimdb_dist.run.metrics_log import read_records
+from mmimdb_dist.run.layout import METRICS_LOG
 
 pytestmark = pytest.mark.slow
 
@@ -63,15 +65,14 @@ def test_mlflow_holds_config_scalars_test_metrics_and_figures(tracked):
     metrics = run.data.metrics
     assert metrics["test/f1_macro"] == pytest.approx(final["test"]["threshold_0.5"]["f1_macro"], abs=1e-9)
     assert metrics["test/f1_macro_tuned"] == pytest.approx(final["test"]["tuned_on_dev"]["f1_macro"], abs=1e-9)
-    records = [json.loads(line) for line in (tracked["run_dir"] / "metrics.jsonl").read_text().splitlines()]
-    evals = [r for r in records if r["type"] == "eval"]
+    evals = read_records(tracked["run_dir"] / METRICS_LOG, "eval")
     dev_map = client.get_metric_history(run.info.run_id, "dev/mean_average_precision")
     assert [(m.step, m.value) for m in dev_map] == [(r["step"], pytest.approx(r["mean_average_precision"]))
                                                     for r in evals]
     dev_loss = client.get_metric_history(run.info.run_id, "dev/loss")
     assert len(dev_loss) == len(evals) and all(m.value > 0 for m in dev_loss)
     train_steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
-    assert train_steps == [r["step"] for r in records if r["type"] == "train"]
+    assert train_steps == [r["step"] for r in read_records(tracked["run_dir"] / METRICS_LOG, "train")]
 
     artifacts = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "figures")}
     assert artifacts == FIGURES

@@ -18,6 +18,8 @@ import pytest
 
 from dist_scripts.train_fixtures import (env, evaluate_checkpoint, run_train, tiny_config, train_command,
                                          write_config)
+from mmimdb_dist.run.metrics_log import read_records
+from mmimdb_dist.run.layout import METRICS_LOG
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +29,7 @@ def _final(run_dir: Path) -> dict:
 
 
 def _records(run_dir: Path, kind: str) -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["type"] == kind]
+    return read_records(run_dir / METRICS_LOG, kind)
 
 
 def _num_samples(shards: Path, split: str) -> int:

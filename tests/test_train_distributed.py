@@ -17,6 +17,8 @@ import pytest
 
 from dist_scripts.loader_fixtures import manifest_ids
 from dist_scripts.train_fixtures import RUN_TIMEOUT_S, env, evaluate_checkpoint, tiny_config, train_shards, write_config
+from mmimdb_dist.run.metrics_log import read_records
+from mmimdb_dist.run.layout import METRICS_LOG
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +80,7 @@ def test_two_process_metrics_equal_a_one_process_evaluation_of_the_same_checkpoi
     final = json.loads((run_dir / "final_metrics.json").read_text())
     assert final["world_size"] == 2
     # Per rank: floor(train / (2 ranks x 16)) batches per epoch; one evaluation per epoch.
-    evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = read_records(run_dir / METRICS_LOG)
     train_count = len(manifest_ids(shards, "train"))
     assert [r["step"] for r in evals if r["type"] == "eval"] == [
         (train_count // 32) * epoch for epoch in range(1, EPOCHS + 1)]

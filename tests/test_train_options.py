@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from dist_scripts.train_fixtures import evaluate_checkpoint, run_train, tiny_config, write_config
+from mmimdb_dist.run.metrics_log import read_records
+from mmimdb_dist.run.layout import METRICS_LOG
 
 pytestmark = pytest.mark.slow
 
@@ -23,8 +25,7 @@ def _final(run_dir: Path) -> dict:
 
 
 def _train_losses(run_dir: Path) -> list[float]:
-    records = map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-    return [r["loss"] for r in records if r["type"] == "train"]
+    return [r["loss"] for r in read_records(run_dir / METRICS_LOG, "train")]
 
 
 def _one_epoch(shards: Path, root: Path, name: str, color_jitter: float = 0.0, **train) -> Path:
@@ -113,8 +114,7 @@ def test_pretrained_hf_encoder_from_a_local_folder_trains_at_its_own_lr(local_pr
     run_dir = tmp_path / "runs" / "hf"
 
     # The encoder is "pretrained", so it gets encoder_lr; the heads get lr (cosine after warmup).
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    train = [r for r in records if r["type"] == "train"]
+    train = read_records(run_dir / METRICS_LOG, "train")
     assert {"encoder", "encoder_no_decay", "head", "head_no_decay"} == set(train[0]["lr"])
     for record in train:  # cosine reaches 0 at the very last step
         assert record["lr"]["head"] == record["lr"]["encoder"] == 0 or record["lr"]["encoder"] / record["lr"]["head"] == pytest.approx(5e-4 / 0.01)

@@ -23,6 +23,8 @@ from dist_scripts.train_fixtures import env, tiny_config, train_shards, write_co
 from mmimdb_dist.errors import ConfigError
 from mmimdb_dist.schema import load_config
 from mmimdb_dist.tune.space import load_search
+from mmimdb_dist.run.metrics_log import read_records
+from mmimdb_dist.run.layout import METRICS_LOG
 
 EVAL_EVERY = 11  # 359 train samples / batch 16 = 22 steps per epoch: 4 evaluations in 2 epochs
 SEARCH_TIMEOUT_S = 420
@@ -76,10 +78,8 @@ def read_rows(experiment: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def eval_lines(run_dir: Path) -> list[str]:
-    path = run_dir / "metrics.jsonl"
-    return [line for line in path.read_text(encoding="utf-8").splitlines()
-            if json.loads(line).get("type") == "eval"]
+def eval_records(run_dir: Path) -> list[dict]:
+    return read_records(run_dir / METRICS_LOG, "eval")
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_four_trial_search_finishes_and_asha_stops_one(search: Path) -> None:
         assert 1 <= int(row["evaluations"]) < max_t
     for row in rows:
         run_dir = Path(row["run_dir"])
-        evals = [json.loads(line) for line in eval_lines(run_dir)]
+        evals = eval_records(run_dir)
         # Every dev evaluation of the trainer was reported, and the table's best is theirs.
         assert len(evals) >= int(row["evaluations"])
         assert float(row["best_dev_mean_average_precision"]) == pytest.approx(
@@ -199,7 +199,7 @@ def test_killed_search_resumes(base_config: Path) -> None:
     try:
         while time.monotonic() < deadline:
             run_dirs = list(runs.glob("*/run")) if runs.is_dir() else []
-            if any(eval_lines(d) and list(d.glob("checkpoints/step-*/trainer_state.json"))
+            if any(eval_records(d) and list(d.glob("checkpoints/step-*/trainer_state.json"))
                    for d in run_dirs if (d / "metrics.jsonl").is_file()):
                 break
             assert process.poll() is None, "the search ended before it could be killed"
@@ -211,7 +211,7 @@ def test_killed_search_resumes(base_config: Path) -> None:
         process.wait()
     assert not (experiment / "results.csv").exists()
     killed = [d for d in runs.glob("*/run") if list(d.glob("checkpoints/step-*/trainer_state.json"))][0]
-    before = eval_lines(killed)
+    before = eval_records(killed)
     assert len(before) == 1
 
     run_tune(config, "--resume")
@@ -219,10 +219,10 @@ def test_killed_search_resumes(base_config: Path) -> None:
     assert len(rows) == 1
     assert rows[0]["status"] == "finished", rows
     assert Path(rows[0]["run_dir"]).resolve() == killed.resolve()
-    after = eval_lines(killed)
+    after = eval_records(killed)
     assert after[: len(before)] == before  # the trial continued; nothing was re-evaluated
     for row in rows:
-        steps = [json.loads(line)["step"] for line in eval_lines(Path(row["run_dir"]))]
+        steps = [record["step"] for record in eval_records(Path(row["run_dir"]))]
         assert steps == [11, 22]
         assert row["evaluations"] == "2"
         assert row["loss.name"] in ("focal", "weighted_bce", "asl")
