@@ -152,7 +152,7 @@ class CharEncoder:
 @SETTINGS
 @given(st.dictionaries(st.sampled_from(["txt", "json", "jpg", "__key__"]), st.binary(max_size=80) | TEXT),
        JSON_VALUES)
-def test_parse_sample_on_any_members(raw: dict, meta: object) -> None:
+def test_shard_codec_on_any_members(raw: dict, meta: object) -> None:
     raw = dict(raw)
     if "json" in raw and isinstance(raw["json"], str):
         raw["json"] = json.dumps(meta).encode("utf-8")
@@ -169,7 +169,7 @@ def test_parse_sample_on_any_members(raw: dict, meta: object) -> None:
                        st.binary(max_size=120) | TEXT),
        JSON_VALUES, st.sampled_from(["float32", "float16", "int64", "bool", "complex64"]),
        st.lists(st.integers(0, 5), min_size=0, max_size=3))
-def test_features_sample_on_any_members(raw: dict, meta: object, dtype: str, shape: list[int]) -> None:
+def test_feature_codec_on_any_members(raw: dict, meta: object, dtype: str, shape: list[int]) -> None:
     raw = dict(raw)
     if isinstance(raw.get("json"), str):  # a real JSON document instead of random bytes
         raw["json"] = json.dumps(meta).encode("utf-8")

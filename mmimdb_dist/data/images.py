@@ -5,7 +5,7 @@ Why this shape: posters were already resized at sharding time (short side
 (`torchvision.io.decode_image`), crops and resizes it in one uint8 op
 (`transforms.v2.functional.resized_crop`, about twice as fast as PIL's resize here), and
 hands over uint8 pixels. Normalisation (and any colour jitter) happens on the device in
-`loader.to_device`, where it is nearly free, instead of turning every pixel into float32 in
+`data.device.to_device`, where it is nearly free, instead of turning every pixel into float32 in
 a worker and copying four times the bytes.
 
 Augmentation randomness comes from a seed per sample, not from a running generator, so a
