@@ -87,7 +87,7 @@ def write_sample_tar(path: Path, samples: Iterable[tuple[str, Members]]) -> Writ
 
 
 def skip_rest_of_tar(exc: Exception) -> bool:
-    """`on_error` of the training readers: a damaged tail is logged and the rest skipped."""
+    """`on_error` of the training readers: the damage is logged (naming the tar) and the rest skipped."""
     logger.warning("shard read error (rest of the shard skipped): %s", exc)
     return True
 
@@ -95,8 +95,8 @@ def skip_rest_of_tar(exc: Exception) -> bool:
 def iter_samples(path: Path, on_error: Callable[[Exception], bool] | None = None) -> Iterator[dict[str, Any]]:
     """The samples of one tar as WebDataset dicts: `__key__`, `__url__` and one bytes value per ext.
 
-    `on_error` None: an unreadable or truncated tar is a DataError naming the file. Otherwise
-    it is called with the error and reading stops; the samples read before it are yielded,
+    `on_error` None: an unreadable or truncated tar raises a DataError naming the file. Otherwise
+    it is called with that DataError and reading stops; the samples read before it are yielded,
     the last one possibly incomplete (the loaders count the ones the manifest promised but
     the tar no longer holds). The grouping is WebDataset's (`tarfile_samples`), read with
     tarfile directly so that readers of plots need neither webdataset nor torch.
@@ -106,7 +106,7 @@ def iter_samples(path: Path, on_error: Callable[[Exception], bool] | None = None
             raise DataError(f"{path}: shard listed in the manifest is missing")
 
         def on_error(exc: Exception) -> bool:
-            raise DataError(f"{path}: not a readable tar shard: {exc}") from None
+            raise exc
 
     url = str(path)
     current: dict[str, Any] | None = None
@@ -123,12 +123,12 @@ def iter_samples(path: Path, on_error: Callable[[Exception], bool] | None = None
                         yield current
                     current = {"__key__": key, "__url__": url}
                 if ext in current:
-                    if not on_error(ValueError(f"{path}: {member.name}: member repeated in its sample")):
+                    if not on_error(DataError(f"{path}: {member.name}: member repeated in its sample")):
                         break
                     continue
                 current[ext] = data
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:  # zlib: a damaged .tar.gz
-        on_error(exc)
+        on_error(DataError(f"{path}: not a readable tar shard: {exc}"))
     if current is not None:  # the last sample, possibly cut short by the damage (its parse says so)
         yield current
 
