@@ -19,7 +19,6 @@ def derive_seed(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little")
 
 
-
 @dataclass(frozen=True)
 class SlotPlan:
     """Which shards one slot reads in one pass, and which of their samples it keeps."""

@@ -39,8 +39,6 @@ class PosterSpec:
     defect: str | None = None
 
 
-
-
 def _muted_colour(rng: np.random.Generator) -> np.ndarray:
     grey = rng.uniform(70, 190)
     return np.clip(grey + rng.normal(0, 18, 3), 0, 255)

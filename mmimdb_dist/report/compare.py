@@ -26,7 +26,7 @@ from typing import Any
 
 from ..atomic import atomic_write_text
 from ..errors import CompareError
-from ..run.layout import FINAL_METRICS
+from ..run.layout import CONFIG_FILE, FINAL_METRICS
 
 TRAINED_RESULTS = FINAL_METRICS
 BASELINE_RESULTS = "metrics.json"
@@ -113,7 +113,7 @@ def expand_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
 def _model_name(run_dir: Path, results: dict[str, Any]) -> str:
     if isinstance(results.get("model"), str):  # the baseline names itself
         return results["model"]
-    config = run_dir / "config.yaml"
+    config = run_dir / CONFIG_FILE
     try:
         import yaml
 

@@ -12,7 +12,8 @@ A run writes `<output_dir>/<name>/`:
                          writes them), logged to every tracker
     trackers.json        the MLflow run id, so that a resumed run continues the same run
     checkpoints/         step-<step>-b<batches>/: Accelerate state (model, optimizer, scheduler,
-                         every rank's RNG), inference/ (model.safetensors, config.yaml,
+                         every rank's RNG), inference/ (model.safetensors: the same file as
+                         Accelerate's where the tensors are the same, a hard link; config.yaml,
                          genres.json, tokenizer or vocabulary), files.json (sizes and
                          SHA-256, checked on resume) and trainer_state.json (written last);
                          the `keep_checkpoints` newest plus the best are kept; at the end the

@@ -30,7 +30,6 @@ _NEEDS_TEXT = {"text_only", "early_fusion", "late_fusion", "attention_fusion", "
 _NEEDS_IMAGE = {"image_only", "early_fusion", "late_fusion", "attention_fusion", "gmu"}
 
 
-
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{key}: unknown {value!r}; expected one of {', '.join(choices)}")

@@ -18,7 +18,6 @@ TRACKERS: tuple[str, ...] = ("tensorboard", "mlflow", "wandb", "aim", "comet_ml"
                              "swanlab", "trackio")
 
 
-
 @dataclass
 class TrainConfig:
     """Optimisation, precision, evaluation cadence and checkpointing of one run."""

@@ -60,8 +60,10 @@ from ..run.checkpoints import (
 )
 from ..run.export import add_inference_files
 from ..run.layout import (
+    CONFIG_FILE,
     EVALUATION_DIR,
     FINAL_METRICS,
+    INFERENCE_DIR,
     METRICS_LOG,
     PER_GENRE_CSV,
     STATE_FILE,
@@ -491,7 +493,7 @@ class Trainer:
             reason = " ".join(str(exc).split())
             raise CheckpointError(f"{checkpoint}: does not fit the configured run ({reason})") from None
         self.state = state
-        saved_config = checkpoint / "inference" / "config.yaml"
+        saved_config = checkpoint / INFERENCE_DIR / CONFIG_FILE
         if saved_config.is_file() and saved_config.read_text(encoding="utf-8") != self.config_text and self.main:
             logger.warning("resuming %s with a config that differs from the one it was saved with", checkpoint)
         self._truncate_log(self.state.batches_seen)

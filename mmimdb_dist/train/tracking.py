@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TrackerWriteError
+from ..run.layout import TRACKERS_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +60,6 @@ def _build(name: str, project: str, run_name: str, run_dir: Path, resume_step: i
     if tracker_class.requires_logging_directory:
         return tracker_class(project, str(run_dir / name), **kwargs)
     return tracker_class(project, **kwargs)
-
-
-TRACKERS_FILE = "trackers.json"
 
 
 def _remembered(run_dir: Path) -> dict[str, str]:

@@ -41,7 +41,6 @@ class SearchOutcome:
     num_trials: int
 
 
-
 @dataclass
 class TrialRow:
     trial_id: str
