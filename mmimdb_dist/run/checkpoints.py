@@ -178,33 +178,6 @@ def check_fits(checkpoint: Path, state: TrainerState, world_size: int,
                               f"the checkpoint is of another model")
 
 
-def share_weights_file(accelerate_file: Path, export_file: Path) -> bool:
-    """Make the export's weights the same file as Accelerate's when they hold the same tensors.
-
-    Accelerate's `save_state` writes the unwrapped model's weights as `model.safetensors`, and
-    the `inference/` export writes them again: every checkpoint would hold them twice. When
-    both have the same names, shapes and values (DDP and single-process runs; not DeepSpeed,
-    which saves its own shards, nor a model whose names Accelerate changes), the export becomes
-    a hard link to Accelerate's file: one copy on disk, two names, each loadable alone (copying
-    the `inference/` folder elsewhere copies the bytes). True when linked.
-    """
-    if not accelerate_file.is_file():
-        return False
-    with safe_open(str(accelerate_file), framework="pt") as saved, safe_open(str(export_file), framework="pt") as ours:
-        if set(saved.keys()) != set(ours.keys()):
-            return False
-        if any(not saved.get_tensor(k).equal(ours.get_tensor(k)) for k in ours.keys()):
-            return False
-    linked = export_file.with_name(f".{export_file.name}.link")
-    linked.unlink(missing_ok=True)
-    try:
-        os.link(accelerate_file, linked)
-    except OSError:  # a filesystem without hard links keeps both copies
-        return False
-    os.replace(linked, export_file)
-    return True
-
-
 def save_checkpoint(accelerator: Any, model: Any, checkpoints_dir: Path, state: TrainerState,
                     config_text: str, token_encoder: Any) -> Path:
     """Save on every rank into a temp folder; the main rank completes and renames it.
@@ -226,8 +199,7 @@ def save_checkpoint(accelerator: Any, model: Any, checkpoints_dir: Path, state: 
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
             export_for_inference(tmp / INFERENCE_DIR, state_dict, config_text, token_encoder,
-                                 encoder_architectures(unwrapped))
-            share_weights_file(tmp / ACCELERATE_WEIGHTS, tmp / INFERENCE_DIR / ACCELERATE_WEIGHTS)
+                                 encoder_architectures(unwrapped), same_weights_as=tmp / ACCELERATE_WEIGHTS)
             atomic_write_json(tmp / FILES_FILE, file_listing(tmp))
             atomic_write_json(tmp / STATE_FILE, dataclasses.asdict(state))
             if final.exists():

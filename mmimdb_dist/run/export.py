@@ -14,12 +14,13 @@ truncated or swapped file is named instead of failing deep inside a loader; only
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..data.vocab import Vocabulary
@@ -75,18 +76,28 @@ def encoder_architectures(model: Any) -> dict[str, Any]:
 
 
 def export_for_inference(folder: Path, state_dict: dict[str, Any], config_text: str,
-                         token_encoder: Any, architectures: dict[str, Any] | None = None) -> None:
-    """Pure tensors (safetensors), the config and the token encoder: enough to rebuild and predict."""
+                         token_encoder: Any, architectures: dict[str, Any] | None = None,
+                         same_weights_as: Path | None = None) -> None:
+    """Pure tensors (safetensors), the config and the token encoder: enough to rebuild and predict.
+
+    `same_weights_as`: a weights file already written at this moment (Accelerate's
+    `model.safetensors` of the same checkpoint). When it holds exactly these tensors (names
+    and values: DDP and single-process runs; not DeepSpeed, which saves its own shards, nor a
+    model whose names Accelerate changes), the export is a hard link to it, not a second copy:
+    one copy on disk, two names, each loadable alone (copying `inference/` copies the bytes).
+    """
     from safetensors.torch import save_file  # torch: imported when a model is saved or loaded, not with
     #                                          the run layer (`submit` looks up checkpoints without it)
 
     folder.mkdir(parents=True, exist_ok=True)
-    # Cloned so tensors that share storage (tied weights) save as separate entries. A
-    # torch.compile'd model names its tensors `_orig_mod.<name>`: the export uses the plain
+    # A torch.compile'd model names its tensors `_orig_mod.<name>`: the export uses the plain
     # module's names, so it loads into a model built from the config, compiled or not.
-    tensors = {k.removeprefix(COMPILED_PREFIX): v.detach().to("cpu").contiguous().clone()
-               for k, v in state_dict.items()}
-    save_file(tensors, str(folder / "model.safetensors"))
+    tensors = {k.removeprefix(COMPILED_PREFIX): v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    weights = folder / "model.safetensors"
+    if not (same_weights_as is not None and _holds_exactly(same_weights_as, tensors)
+            and _hard_link(same_weights_as, weights)):
+        # Cloned so tensors that share storage (tied weights) save as separate entries.
+        save_file({k: v.clone() for k, v in tensors.items()}, str(weights))
     atomic_write_text(folder / "config.yaml", config_text)
     atomic_write_json(folder / "genres.json", list(GENRES))
     if isinstance(token_encoder, Vocabulary):
@@ -95,6 +106,21 @@ def export_for_inference(folder: Path, state_dict: dict[str, Any], config_text: 
         token_encoder.tokenizer.save_pretrained(str(folder / "tokenizer"))
     for name, architecture in (architectures or {}).items():  # rebuilt offline from these
         architecture.save_pretrained(str(folder / name))
+
+
+def _holds_exactly(path: Path, tensors: dict[str, Any]) -> bool:
+    if not path.is_file():
+        return False
+    with safe_open(str(path), framework="pt") as saved:
+        return set(saved.keys()) == set(tensors) and all(saved.get_tensor(k).equal(v) for k, v in tensors.items())
+
+
+def _hard_link(source: Path, target: Path) -> bool:
+    try:
+        os.link(source, target)
+    except OSError:  # a filesystem without hard links: the caller writes a copy
+        return False
+    return True
 
 
 def add_inference_files(checkpoint: Path, documents: dict[str, Any]) -> None:
