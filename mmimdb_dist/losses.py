@@ -29,6 +29,7 @@ from torchvision.ops import sigmoid_focal_loss
 
 from .errors import ConfigError, DataError
 from .schema import LOSS_NAMES, LossConfig
+from .schema import MULTICLASS_LOSSES, MULTILABEL_LOSSES
 
 logger = logging.getLogger(__name__)
 
@@ -109,11 +110,37 @@ class MultiLabelLoss(nn.Module):
         return ", ".join([self.loss_fn.__name__, *(f"{k}={v}" for k, v in self.params.items())])
 
 
+class MulticlassCrossEntropy(nn.Module):
+    """Softmax cross-entropy for one-hot targets (B x C, as every sample format carries labels),
+    with optional label smoothing: the loss of a multiclass task."""
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, targets.argmax(dim=1), label_smoothing=self.label_smoothing)
+
+    def extra_repr(self) -> str:
+        return f"label_smoothing={self.label_smoothing}"
+
+
+def check_loss_fits(cfg: LossConfig, task: str, where: str) -> None:
+    """One line when the loss does not fit the data's task kind (a multi-label loss on a
+    multiclass set, or the reverse)."""
+    fitting = MULTICLASS_LOSSES if task == "multiclass" else MULTILABEL_LOSSES
+    if cfg.name not in fitting:
+        raise ConfigError(f"loss.name: {cfg.name!r} does not fit the {task} task of {where}; "
+                          f"expected one of {', '.join(fitting)}")
+
+
 def build_loss(cfg: LossConfig, label_counts: Sequence[int] | None = None,
                num_samples: int | None = None) -> nn.Module:
     """The loss module named by `cfg`; weighted_bce needs the TRAIN split's label counts."""
     if cfg.name not in LOSS_NAMES:  # a LossConfig mutated after construction
         raise ConfigError(f"loss.name: unknown loss {cfg.name!r}; valid: {', '.join(LOSS_NAMES)}")
+    if cfg.name == "cross_entropy":
+        return MulticlassCrossEntropy(cfg.label_smoothing)
     if cfg.name == "bce":
         return nn.BCEWithLogitsLoss()
     if cfg.name == "weighted_bce":

@@ -51,7 +51,7 @@ def shard_run(shards, tmp_path_factory) -> Path:
     return out
 
 
-def test_shard_run_writes_config_metrics_and_per_genre_csv(shards, shard_run, capsys):
+def test_shard_run_writes_config_metrics_and_per_label_csv(shards, shard_run, capsys):
     manifest = load_manifest(shards)
     metrics = json.loads((shard_run / "metrics.json").read_text())
     assert metrics["model"] == "tfidf_logreg"
@@ -61,16 +61,16 @@ def test_shard_run_writes_config_metrics_and_per_genre_csv(shards, shard_run, ca
         report = metrics[split]
         assert set(report) == {"threshold_0.5", "tuned_on_dev", "thresholds"}
         assert report["threshold_0.5"]["num_samples"] == manifest.split(split).num_samples
-        assert [g["genre"] for g in report["tuned_on_dev"]["per_genre"]] == list(GENRES)
+        assert [g["label"] for g in report["tuned_on_dev"]["per_label"]] == list(GENRES)
     thresholds = metrics["dev"]["thresholds"]
     assert len(thresholds) == NUM_GENRES and all(0 < t < 1 for t in thresholds)
     # One set of thresholds, from dev, applied to both splits.
     assert metrics["test"]["thresholds"] == thresholds
-    assert [g["threshold"] for g in metrics["test"]["tuned_on_dev"]["per_genre"]] == thresholds
+    assert [g["threshold"] for g in metrics["test"]["tuned_on_dev"]["per_label"]] == thresholds
     # On dev itself, a genre with enough dev positives for a threshold of its own can only match
     # or beat 0.5; the rarer ones share one threshold (see metrics.tune_thresholds).
     shared = set()
-    for tuned, at_half in zip(metrics["dev"]["tuned_on_dev"]["per_genre"], metrics["dev"]["threshold_0.5"]["per_genre"]):
+    for tuned, at_half in zip(metrics["dev"]["tuned_on_dev"]["per_label"], metrics["dev"]["threshold_0.5"]["per_label"]):
         if tuned["support"] >= MIN_DEV_POSITIVES:
             assert tuned["f1"] >= at_half["f1"] - 1e-12
         else:
@@ -78,8 +78,8 @@ def test_shard_run_writes_config_metrics_and_per_genre_csv(shards, shard_run, ca
     assert len(shared) <= 1
     assert all(THRESHOLD_BOUNDS[0] <= t <= THRESHOLD_BOUNDS[1] for t in thresholds)
 
-    rows = list(csv.DictReader((shard_run / "per_genre.csv").open()))
-    assert [(r["split"], r["genre"]) for r in rows] == [(s, g) for s in ("dev", "test") for g in GENRES]
+    rows = list(csv.DictReader((shard_run / "per_label.csv").open()))
+    assert [(r["split"], r["label"]) for r in rows] == [(s, g) for s in ("dev", "test") for g in GENRES]
     assert [int(r["support"]) for r in rows if r["split"] == "test"] == manifest.split("test").label_counts
 
     resolved = load_config(shard_run / "config.yaml")

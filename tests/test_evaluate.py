@@ -18,7 +18,7 @@ from mmimdb_dist.run.metrics_log import read_records
 
 pytestmark = pytest.mark.slow
 
-FIGURES = ("training_curves.png", "per_genre_f1.png", "pr_curves.png", "cooccurrence.png", "attention.png")
+FIGURES = ("training_curves.png", "per_label_f1.png", "pr_curves.png", "cooccurrence.png", "attention.png")
 
 
 def _check_png(path: Path, min_width: int, min_height: int) -> None:
@@ -51,18 +51,18 @@ def test_evaluate_test_split_writes_metrics_csv_and_figures(run_dir):
             final[protocol]["mean_average_precision"], abs=1e-6)
     assert report["test"]["thresholds"] == final["thresholds"]  # tuned on dev, as in training
 
-    with open(out / "per_genre.csv", newline="") as handle:
+    with open(out / "per_label.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 23 and {row["split"] for row in rows} == {"test"}
     assert [float(row["threshold_tuned"]) for row in rows] == pytest.approx(final["thresholds"])
-    assert [int(row["support"]) for row in rows] == [g["support"] for g in final["threshold_0.5"]["per_genre"]]
+    assert [int(row["support"]) for row in rows] == [g["support"] for g in final["threshold_0.5"]["per_label"]]
     assert [float(row["f1_tuned"]) for row in rows] == pytest.approx(
-        [g["f1"] for g in final["tuned_on_dev"]["per_genre"]], abs=1e-4)
+        [g["f1"] for g in final["tuned_on_dev"]["per_label"]], abs=1e-4)
 
     for name in FIGURES:
         assert f"figure: {out / name}" in result.stdout
     _check_png(out / "training_curves.png", 1000, 300)
-    _check_png(out / "per_genre_f1.png", 1000, 350)
+    _check_png(out / "per_label_f1.png", 1000, 350)
     _check_png(out / "pr_curves.png", 1200, 700)
     _check_png(out / "cooccurrence.png", 1500, 500)
     _check_png(out / "attention.png", 1000, 300)
@@ -99,7 +99,7 @@ def test_figures_from_arrays_and_a_torn_log(tmp_path):
     truth[:, 22] = 0  # a genre with no positive is drawn as such, not an error
     probs = np.clip(truth * 0.4 + rng.random((120, 23)) * 0.6, 0, 1)
     report = evaluation_report(truth, probs, [0.4] * 23)
-    _check_png(figures.per_genre_f1(report, tmp_path / "f1.png"), 1000, 350)
+    _check_png(figures.per_label_f1(report, tmp_path / "f1.png"), 1000, 350)
     _check_png(figures.pr_curves(truth, probs, [0.4] * 23, tmp_path / "pr.png"), 1200, 700)
     _check_png(figures.cooccurrence(truth, (probs >= 0.5).astype(int), tmp_path / "co.png"), 1500, 500)
     posters = rng.integers(0, 255, (2, 3, 48, 48), dtype=np.uint8)

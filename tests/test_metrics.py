@@ -17,7 +17,7 @@ from mmimdb_dist.metrics import (
     format_summary,
     tune_thresholds,
     write_metrics_json,
-    write_per_genre_csv,
+    write_per_label_csv,
 )
 
 NAMES3 = ("A", "B", "C")
@@ -32,24 +32,24 @@ def test_three_by_three_case_by_hand():
     assert m["precision_micro"] == pytest.approx(3 / 4)
     assert m["recall_micro"] == pytest.approx(3 / 5)
     # Per genre: A TP2 FP1 -> F1 4/5; B TP1 FN1 -> 2/3; C TP0 FN1 -> 0.
-    assert [g["f1"] for g in m["per_genre"]] == pytest.approx([4 / 5, 2 / 3, 0.0])
+    assert [g["f1"] for g in m["per_label"]] == pytest.approx([4 / 5, 2 / 3, 0.0])
     assert m["f1_macro"] == pytest.approx((4 / 5 + 2 / 3) / 3)
     assert m["f1_samples"] == pytest.approx(2 / 3)  # every movie: 1 hit of 2 (true or predicted)
     assert m["subset_accuracy"] == 0.0
     assert m["hamming_loss"] == pytest.approx(3 / 9)
-    assert [g["support"] for g in m["per_genre"]] == [2, 2, 1]
-    assert [g["threshold"] for g in m["per_genre"]] == [0.5, 0.5, 0.5]
+    assert [g["support"] for g in m["per_label"]] == [2, 2, 1]
+    assert [g["threshold"] for g in m["per_label"]] == [0.5, 0.5, 0.5]
     # Every positive outranks every negative of its genre.
-    assert m["roc_auc_macro"] == 1.0 and m["roc_auc_genres_skipped"] == 0
+    assert m["roc_auc_macro"] == 1.0 and m["roc_auc_labels_skipped"] == 0
     assert m["mean_average_precision"] == 1.0
     assert m["num_samples"] == 3
 
 
-def test_per_genre_thresholds_change_predictions():
+def test_per_label_thresholds_change_predictions():
     m = compute_metrics(TRUE3, PROB3, thresholds=[0.5, 0.25, 0.35], genres=NAMES3)
     # Now B predicts [0,1,1] and C [1,0,0]: all exact except A's false positive.
     assert m["f1_micro"] == pytest.approx(2 * 5 / (2 * 5 + 1))
-    assert m["per_genre"][2]["threshold"] == 0.35 and m["per_genre"][2]["f1"] == 1.0
+    assert m["per_label"][2]["threshold"] == 0.35 and m["per_label"][2]["f1"] == 1.0
 
 
 def _random_case(seed: int, n: int = 200):
@@ -68,7 +68,7 @@ def test_matches_scikit_learn_on_random_case():
     assert m["roc_auc_macro"] == pytest.approx(roc_auc_score(y_true, y_prob, average="macro"))
     assert m["roc_auc_micro"] == pytest.approx(roc_auc_score(y_true, y_prob, average="micro"))
     assert m["mean_average_precision"] == pytest.approx(average_precision_score(y_true, y_prob, average="macro"))
-    assert [g["genre"] for g in m["per_genre"]] == list(GENRES)
+    assert [g["label"] for g in m["per_label"]] == list(GENRES)
 
 
 def test_degenerate_genres_are_skipped_and_counted():
@@ -80,19 +80,19 @@ def test_degenerate_genres_are_skipped_and_counted():
         warnings.simplefilter("error")  # nothing may fall back on a warning
         m = compute_metrics(y_true, y_prob)
     defined = [g for g in range(NUM_GENRES) if g not in (5, 9)]
-    assert m["roc_auc_genres_skipped"] == 2
+    assert m["roc_auc_labels_skipped"] == 2
     assert m["roc_auc_macro"] == pytest.approx(roc_auc_score(y_true[:, defined], y_prob[:, defined]))
     with_positives = [g for g in range(NUM_GENRES) if g != 5]
-    assert m["average_precision_genres_skipped"] == 1
+    assert m["average_precision_labels_skipped"] == 1
     assert m["mean_average_precision"] == pytest.approx(
         average_precision_score(y_true[:, with_positives], y_prob[:, with_positives]))
-    assert m["per_genre"][5]["support"] == 0 and m["per_genre"][5]["f1"] == 0.0
+    assert m["per_label"][5]["support"] == 0 and m["per_label"][5]["f1"] == 0.0
 
 
 def test_all_genres_degenerate_gives_none_not_a_crash():
     m = compute_metrics([[0, 0], [0, 0]], [[0.2, 0.7], [0.1, 0.4]], genres=("A", "B"))
     assert m["roc_auc_macro"] is None and m["roc_auc_micro"] is None and m["mean_average_precision"] is None
-    assert m["roc_auc_genres_skipped"] == 2 and m["f1_micro"] == 0.0
+    assert m["roc_auc_labels_skipped"] == 2 and m["f1_micro"] == 0.0
 
 
 def test_bad_inputs_are_explained():
@@ -121,16 +121,16 @@ def test_tuned_thresholds_improve_dev_f1_and_fall_back_for_empty_genres():
     assert len(set(shared)) == 1 and thresholds[2] == shared[2]
     at_half = compute_metrics(y_true, y_prob, 0.5, genres=NAMES3)
     tuned = compute_metrics(y_true, y_prob, thresholds, genres=NAMES3)
-    assert at_half["per_genre"][0]["f1"] == 0.0 and tuned["per_genre"][0]["f1"] == 1.0
-    assert tuned["per_genre"][1]["f1"] == 1.0 > at_half["per_genre"][1]["f1"]
+    assert at_half["per_label"][0]["f1"] == 0.0 and tuned["per_label"][0]["f1"] == 1.0
+    assert tuned["per_label"][1]["f1"] == 1.0 > at_half["per_label"][1]["f1"]
     assert tuned["f1_micro"] > at_half["f1_micro"] and tuned["f1_macro"] > at_half["f1_macro"]
 
 
 def test_tuning_never_loses_to_half_on_dev():
     y_true, y_prob = _random_case(3)
     thresholds = tune_thresholds(y_true, y_prob, min_positives=1)
-    at_half = compute_metrics(y_true, y_prob, 0.5)["per_genre"]
-    tuned = compute_metrics(y_true, y_prob, thresholds)["per_genre"]
+    at_half = compute_metrics(y_true, y_prob, 0.5)["per_label"]
+    tuned = compute_metrics(y_true, y_prob, thresholds)["per_label"]
     assert all(t["f1"] >= h["f1"] - 1e-12 for t, h in zip(tuned, at_half))
 
 
@@ -159,8 +159,8 @@ def test_rare_genres_share_one_bounded_threshold_instead_of_predicting_every_mov
     assert thresholds[1] != alone[1] and 0.05 <= thresholds[1] <= 0.95
     assert (y_prob[:, 1] >= thresholds[1]).mean() == 0.0
     tuned = compute_metrics(y_true, y_prob, thresholds, genres=NAMES3)
-    assert tuned["genres_per_movie_predicted"] < 2 * tuned["genres_per_movie_true"]
-    assert tuned["genres_per_movie_true"] == pytest.approx(y_true.sum(1).mean())
+    assert tuned["labels_per_sample_predicted"] < 2 * tuned["labels_per_sample_true"]
+    assert tuned["labels_per_sample_true"] == pytest.approx(y_true.sum(1).mean())
 
 
 def test_report_applies_dev_thresholds_to_the_evaluated_split(tmp_path):
@@ -182,12 +182,12 @@ def test_report_applies_dev_thresholds_to_the_evaluated_split(tmp_path):
     assert loaded["splits"]["test"]["tuned_on_dev"]["f1_micro"] == pytest.approx(report["tuned_on_dev"]["f1_micro"])
     assert not list((tmp_path / "out").glob(".*.tmp"))
 
-    csv_path = write_per_genre_csv(tmp_path / "out" / "per_genre.csv", reports)
+    csv_path = write_per_label_csv(tmp_path / "out" / "per_label.csv", reports)
     rows = list(csv.DictReader(csv_path.open()))
     assert len(rows) == 2 * NUM_GENRES
-    drama_test = next(r for r in rows if r["split"] == "test" and r["genre"] == "Drama")
+    drama_test = next(r for r in rows if r["split"] == "test" and r["label"] == "Drama")
     assert float(drama_test["threshold_tuned"]) == pytest.approx(thresholds[0])
-    assert float(drama_test["f1_tuned"]) == pytest.approx(report["tuned_on_dev"]["per_genre"][0]["f1"], abs=1e-4)
+    assert float(drama_test["f1_tuned"]) == pytest.approx(report["tuned_on_dev"]["per_label"][0]["f1"], abs=1e-4)
     assert int(drama_test["support"]) == int(test_true[:, 0].sum())
 
     summary = format_summary(reports)

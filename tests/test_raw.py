@@ -196,7 +196,7 @@ def test_genres_mapped_dropped_and_unknown(tmp_path, caplog):
         (movie,) = list(iter_movies(root, report=report))
     assert movie.genres == ["Drama", "Sci-Fi", "Western"]  # GENRES order
     assert movie.labels == [int(g in movie.genres) for g in GENRES]
-    assert report.unknown_genres == {"Cooking": 1}
+    assert report.unknown_labels == {"Cooking": 1}
     assert report.total == 0
     assert "Cooking" in caplog.text and "Adult" not in caplog.text
 

@@ -112,13 +112,13 @@ def train_and_evaluate() -> None:
     test_probs = predict(model, vocab, data.test_texts)
     shared = compute_metrics(data.test_labels, test_probs, threshold)
     at_half = compute_metrics(data.test_labels, test_probs)
-    per_genre = compute_metrics(data.test_labels, test_probs, tune_thresholds(dev_labels, dev_probs))
+    per_label = compute_metrics(data.test_labels, test_probs, tune_thresholds(dev_labels, dev_probs))
 
     print(f"\nreal plots, held-out {len(data.test_texts)} movies (BiLSTM: train {len(train_texts)}, "
           f"dev {len(dev_texts)}, vocabulary {len(vocab)}, best epoch {best[2]} of {EPOCHS})")
     print(f"  trivial top-k (best k)       micro-F1 {trivial['micro_f1']:.4f}  macro-F1 {trivial['macro_f1']:.4f}")
     for label, metrics in ((f"shared threshold {threshold:.2f} (dev)", shared), ("threshold 0.5", at_half),
-                           ("per-genre thresholds (dev)", per_genre)):
+                           ("per-genre thresholds (dev)", per_label)):
         print(f"  BiLSTM {label:<28} micro-F1 {metrics['f1_micro']:.4f}  macro-F1 {metrics['f1_macro']:.4f}"
               f"  mAP {metrics['mean_average_precision']:.4f}  ROC-AUC {metrics['roc_auc_macro']:.4f}")
 

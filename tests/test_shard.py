@@ -120,7 +120,7 @@ def test_skipped_movies_are_in_the_manifest(sharded):
     assert by_id["0000004"].file == "dataset/0000004.jpeg"  # relative to the raw folder
     assert "decode" in by_id["0000004"].detail
     assert manifest.repaired == {"plot_was_string": 1}
-    assert manifest.unknown_genres == {"Cooking": 1}
+    assert manifest.unknown_labels == {"Cooking": 1}
 
 
 def test_shard_count_sizes_and_mixing(raw, sharded):

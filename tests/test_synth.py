@@ -164,7 +164,7 @@ def test_genres_are_learnable_with_evidence_split_between_modalities(
     text_train, text_test = vectorizer.fit_transform(train_text), vectorizer.transform(test_text)
     seen = y_train.sum(axis=0) > 0
 
-    def per_genre_f1(x_train, x_test) -> np.ndarray:
+    def per_label_f1(x_train, x_test) -> np.ndarray:
         model = OneVsRestClassifier(
             LogisticRegression(C=4.0, solver="liblinear", class_weight="balanced"))
         model.fit(x_train, y_train[:, seen])
@@ -172,9 +172,9 @@ def test_genres_are_learnable_with_evidence_split_between_modalities(
         predicted[:, seen] = model.predict(x_test)
         return f1_score(y_test, predicted, average=None, zero_division=0)
 
-    text_f1 = per_genre_f1(text_train, text_test)
-    image_f1 = per_genre_f1(train_image, test_image)
-    fusion_f1 = per_genre_f1(hstack([text_train, csr_matrix(train_image)]).tocsr(),
+    text_f1 = per_label_f1(text_train, text_test)
+    image_f1 = per_label_f1(train_image, test_image)
+    fusion_f1 = per_label_f1(hstack([text_train, csr_matrix(train_image)]).tocsr(),
                              hstack([text_test, csr_matrix(test_image)]).tocsr())
 
     def group_mean(f1: np.ndarray, modality: str) -> float:

@@ -20,7 +20,7 @@ from mmimdb_dist.run.layout import METRICS_LOG
 
 pytestmark = pytest.mark.slow
 
-FIGURES = {"cooccurrence.png", "per_genre_f1.png", "pr_curves.png", "training_curves.png"}
+FIGURES = {"cooccurrence.png", "per_label_f1.png", "pr_curves.png", "training_curves.png"}
 
 
 @pytest.fixture(scope="module")

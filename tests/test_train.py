@@ -46,7 +46,7 @@ def _split_labels(shards: Path, split: str) -> np.ndarray:
     from mmimdb_dist.data.plots import read_shard_split_texts
     from mmimdb_dist.data.manifest import load_manifest
 
-    return np.array(read_shard_split_texts(load_manifest(shards).shard_paths(split), split).labels)
+    return np.array(read_shard_split_texts(load_manifest(shards), split).labels)
 
 
 # --------------------------------------------------------------------------- the reference run

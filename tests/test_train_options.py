@@ -89,7 +89,7 @@ def local_pretrained_encoder(shards, tmp_path_factory) -> Path:
     from mmimdb_dist.data.plots import read_shard_split_texts
     from mmimdb_dist.data.manifest import load_manifest
 
-    texts = read_shard_split_texts(load_manifest(shards).shard_paths("train"), "train").texts
+    texts = read_shard_split_texts(load_manifest(shards), "train").texts
     folder = tmp_path_factory.mktemp("pretrained-distilbert")
     fast = train_wordpiece(texts, folder, vocab_size=600)
     torch.manual_seed(0)

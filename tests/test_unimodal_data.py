@@ -57,7 +57,7 @@ def test_plot_only_movies_are_kept_counted_and_verified(raw) -> None:
     assert verify_shards(cfg.shard.out_dir) == []
 
     manifest = load_manifest(cfg.shard.out_dir)
-    vocabulary = Vocabulary.build(read_shard_split_texts(manifest.shard_paths("train"), "train").texts)
+    vocabulary = Vocabulary.build(read_shard_split_texts(manifest, "train").texts)
     seen_without = set()
     for split in ("train", "dev", "test"):
         for batch in build_eval_loader(cfg.loader, manifest, split, vocabulary, rank=0, world_size=1):
@@ -72,7 +72,7 @@ def test_plot_only_movies_are_kept_counted_and_verified(raw) -> None:
 def test_a_text_only_loader_decodes_no_poster(raw, monkeypatch) -> None:
     root, _ = raw
     cfg, manifest = _shard(root, "text_only", require_poster=False)
-    vocabulary = Vocabulary.build(read_shard_split_texts(manifest.shard_paths("train"), "train").texts)
+    vocabulary = Vocabulary.build(read_shard_split_texts(manifest, "train").texts)
 
     def never(*args, **kwargs):
         raise AssertionError("a poster was decoded for a text-only loader")

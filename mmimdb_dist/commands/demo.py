@@ -63,7 +63,7 @@ def _read_back(cfg, manifest) -> list[str]:
     from ..data.vocab import Vocabulary
 
     problems = []
-    train_texts = read_shard_split_texts(manifest.shard_paths("train"), "train")
+    train_texts = read_shard_split_texts(manifest, "train")
     vocabulary = Vocabulary.build(train_texts.texts)
     for split in ("dev", "test"):
         seen: list[str] = []
@@ -107,12 +107,13 @@ def margins(rows) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..baseline import evaluate_baseline
+    from ..data.manifest import load_manifest
     from ..data.plots import read_shard_texts
     from ..data.shard import shard_dataset, summary
     from ..data.synth import generate_dataset
     from ..data.verify import verify_shards
     from ..errors import DataError
-    from ..metrics import format_summary, write_metrics_json, write_per_genre_csv
+    from ..metrics import format_summary, write_metrics_json, write_per_label_csv
     from ..schema import load_config, save_config
 
     out: Path = args.out
@@ -142,11 +143,11 @@ def run(args: argparse.Namespace) -> int:
 
     _step(5, "classical baseline: TF-IDF + logistic regression on plots")
     splits = read_shard_texts(cfg.loader.shards_dir, progress=False)
-    results = evaluate_baseline(splits, cfg.baseline, cfg.seed)
+    results = evaluate_baseline(splits, cfg.baseline, cfg.seed, load_manifest(cfg.loader.shards_dir).labels)
     baseline_dir = out / "baseline"
     save_config(cfg, baseline_dir)
     write_metrics_json(baseline_dir / "metrics.json", results)
-    write_per_genre_csv(baseline_dir / "per_genre.csv", {"dev": results["dev"], "test": results["test"]})
+    write_per_label_csv(baseline_dir / "per_label.csv", {"dev": results["dev"], "test": results["test"]})
     print(format_summary({"dev": results["dev"], "test": results["test"]}))
     compared = [baseline_dir]
     evaluation = None

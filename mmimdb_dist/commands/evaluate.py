@@ -1,6 +1,6 @@
 """`mmimdb-dist evaluate --run RUN_DIR [--checkpoint best|last|PATH] --split dev|test`.
 
-Writes metrics.json (threshold 0.5 and per-genre thresholds tuned on dev), per_genre.csv
+Writes metrics.json (threshold 0.5 and per-genre thresholds tuned on dev), per_label.csv
 and the figures (training curves, per-genre F1, precision-recall curves, genre
 co-occurrence, attention over the poster for attention fusion) into
 `RUN_DIR/evaluation/<checkpoint>-<split>/` or `--out`. Runs on one process.
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
                                  progress=not args.no_progress, attention_movies=args.attention_movies)
     print(f"{result.checkpoint} on {args.split}:")
     print(format_summary({args.split: result.report}))
-    print(f"report: {result.out_dir}/ (metrics.json, per_genre.csv)")
+    print(f"report: {result.out_dir}/ (metrics.json, per_label.csv)")
     for path in result.figures:
         print(f"figure: {path}")
     return 0

@@ -1,4 +1,4 @@
-"""`mmimdb-dist predict`: genres of new movies from a trained checkpoint alone.
+"""`mmimdb-dist predict`: labels (genres, for MM-IMDb) of new samples from a trained checkpoint alone.
 
 One movie:      mmimdb-dist predict --run runs/X --plot "A detective ..." --poster poster.jpeg
 Leave out --plot or --poster to predict from the other modality (fusion models).
@@ -41,11 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", default="tuned", metavar="tuned|X",
                         help="decision rule: 'tuned' (default) applies the thresholds tuned on dev that "
                              "the checkpoint carries (0.5 where it has none); a number X in (0, 1) "
-                             "applies X to every genre, e.g. 0.5")
+                             "applies X to every label, e.g. 0.5")
 
 
 def parse_threshold(choice: str) -> float | None:
-    """None for 'tuned', else the one threshold for every genre (checked before a model loads)."""
+    """None for 'tuned', else the one threshold for every label (checked before a model loads)."""
     from ..errors import MmimdbError
 
     if choice == "tuned":
@@ -60,26 +60,33 @@ def parse_threshold(choice: str) -> float | None:
 
 
 def apply_threshold(bundle, value: float | None) -> None:
-    """Replace the bundle's tuned thresholds by `value` for every genre (None keeps them)."""
+    """Replace the bundle's tuned thresholds by `value` for every label (None keeps them); a
+    multiclass model has none to replace (its answer is the most probable class)."""
     import numpy as np
 
+    from ..errors import MmimdbError
+
     if value is not None:
+        if bundle.labels.multiclass:
+            raise MmimdbError("--threshold: this model is multiclass and answers with its most probable "
+                              "class; it has no thresholds")
         bundle.thresholds = np.full(len(bundle.thresholds), value)
-        bundle.thresholds_source = f"{value:g} for every genre (--threshold)"
+        bundle.thresholds_source = f"{value:g} for every label (--threshold)"
 
 
 def _print_table(record: dict, bundle) -> None:
-    from ..genres import GENRES
-
-    thresholds = dict(zip(GENRES, bundle.thresholds))
+    thresholds = dict(zip(bundle.labels.names, bundle.thresholds))
     probabilities = sorted(record["probabilities"].items(), key=lambda item: -item[1])
-    print(f"{'':2}{'genre':<12} {'probability':>11} {'threshold':>9}")
-    for genre, probability in probabilities:
-        mark = "*" if genre in record["genres"] else " "
-        print(f"{mark:2}{genre:<12} {probability:11.4f} {thresholds[genre]:9.2f}")
+    width = max(12, *(len(name) for name in bundle.labels.names))
+    multiclass = bundle.labels.multiclass
+    print(f"{'':2}{'label':<{width}} {'probability':>11}" + ("" if multiclass else f" {'threshold':>9}"))
+    for name, probability in probabilities:
+        mark = "*" if name in record["labels"] else " "
+        print(f"{mark:2}{name:<{width}} {probability:11.4f}" + ("" if multiclass else f" {thresholds[name]:9.2f}"))
     missing = f"; missing: {', '.join(record['missing'])}" if record.get("missing") else ""
-    print(f"* above its threshold ({bundle.thresholds_source}){missing}")
-    print(f"predicted: {', '.join(record['genres']) or '(none)'}")
+    print(("* the most probable class" if multiclass else f"* above its threshold ({bundle.thresholds_source})")
+          + missing)
+    print(f"predicted: {', '.join(record['labels']) or '(none)'}")
 
 
 def is_predictions_file(path: Path) -> bool:

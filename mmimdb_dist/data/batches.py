@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..genres import NUM_GENRES
 from .codecs import IMAGE_FEATURES, TEXT_FEATURES, FeatureSample, Sample
 
 if TYPE_CHECKING:
@@ -85,7 +84,7 @@ def collate_features(samples: list[FeatureSample], pixels: None = None, skipped:
     return batch
 
 
-def collate_prepared(movies: list[PreparedMovie], pad_id: int, image_size: int) -> dict[str, Any]:
+def collate_prepared(movies: list[PreparedMovie], pad_id: int, image_size: int, num_labels: int) -> dict[str, Any]:
     """Movies prepared for `predict` -> a batch with presence flags (no labels to learn from).
 
     A batch where some movie lacks a plot or a poster carries `text_present` /
@@ -93,7 +92,7 @@ def collate_prepared(movies: list[PreparedMovie], pad_id: int, image_size: int) 
     """
     size = len(movies)
     batch: dict[str, Any] = {"ids": [m.id for m in movies],
-                             "labels": torch.zeros(size, NUM_GENRES, dtype=torch.float32)}
+                             "labels": torch.zeros(size, num_labels, dtype=torch.float32)}
     text_present = torch.tensor([m.input_ids is not None for m in movies])
     if text_present.any():
         input_ids, attention_mask = pad_token_rows([m.input_ids for m in movies], pad_id)

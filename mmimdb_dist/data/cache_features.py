@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
-from ..genres import NUM_GENRES
 from ..models import build_model
 from ..models.preprocess import resolve_image_size
 from ..models.registry import build_token_encoder, token_encoder_size
@@ -63,10 +62,11 @@ def build_frozen_encoders(cfg: ExperimentConfig, manifest: Manifest, out_dir: Pa
     if text_cfg.brings_tokenizer and cfg.model.uses_text:
         token_encoder = build_token_encoder(text_cfg)
     else:  # the BiLSTM's vocabulary; an image-only run keeps one too, as the trainer does
-        texts = read_shard_split_texts(manifest.shard_paths("train"), "train").texts
+        texts = read_shard_split_texts(manifest, "train").texts
         token_encoder = build_token_encoder(dataclasses.replace(text_cfg, kind="bilstm"), texts)
     torch.manual_seed(cfg.train.seed if cfg.train.seed is not None else cfg.seed)
-    model = build_model(cfg.model, vocab_size=token_encoder_size(token_encoder), pad_id=token_encoder.pad_id)
+    model = build_model(cfg.model, num_labels=len(manifest.labels), vocab_size=token_encoder_size(token_encoder),
+                        pad_id=token_encoder.pad_id)
     model.eval().requires_grad_(False)
     if out_dir is not None:
         from safetensors.torch import save_file
@@ -81,11 +81,11 @@ def build_frozen_encoders(cfg: ExperimentConfig, manifest: Manifest, out_dir: Pa
     return Encoders(model.text_encoder, model.image_encoder, token_encoder)
 
 
-def _read_samples(path: Path, token_encoder: Any, max_length: int) -> tuple[list[Any], int]:
+def _read_samples(path: Path, token_encoder: Any, max_length: int, num_labels: int) -> tuple[list[Any], int]:
     """Parsed samples of one source shard in order; bad ones skipped (counted), as the loaders do."""
     samples, skipped = [], 0
 
-    codec = ShardCodec(token_encoder, max_length)
+    codec = ShardCodec(token_encoder, max_length, num_labels)
     for raw in iter_samples(path, on_error=skip_rest_of_tar):
         try:
             samples.append(codec.parse(raw))
@@ -160,10 +160,10 @@ def _cache_into(cfg: ExperimentConfig, manifest: Manifest, out: Path, *, sequenc
     total = sum(manifest.split(s).num_samples for s in SPLITS)
     bar = progress_bar(total=total, desc="cache-features", unit="movie", disable=not progress)
     for split in SPLITS:
-        shards, counts, written = [], [0] * NUM_GENRES, 0
+        shards, counts, written = [], [0] * len(manifest.labels), 0
         for shard in manifest.split(split).shards:
             samples, skipped = _read_samples(manifest.directory / shard.name, encoders.token_encoder,
-                                             cfg.loader.max_text_length)
+                                             cfg.loader.max_text_length, len(manifest.labels))
             skipped_total += skipped + max(shard.num_samples - len(samples) - skipped, 0)
             encoded = []
             for start in range(0, len(samples), batch_size):

@@ -21,10 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import DataError
-from ..genres import NUM_GENRES
 
 if TYPE_CHECKING:
-    from .raw import Movie
     from .text import TokenEncoder
 
 SHARD_MEMBERS = ("jpg", "txt", "json")  # the order of a shard sample's members in its tar
@@ -33,11 +31,14 @@ TEXT_MEMBER, IMAGE_MEMBER = "text.npy", "image.npy"
 TEXT_FEATURES, IMAGE_FEATURES = "text_features", "image_features"
 
 
-def check_labels(labels: Any, where: str) -> list[int]:
-    """The one label rule of every format: 23 ints, each 0 or 1, in `genres.GENRES` order."""
-    if (not isinstance(labels, list) or len(labels) != NUM_GENRES
+def check_labels(labels: Any, where: str, num_labels: int | None) -> list[int]:
+    """The one label rule of every format: one int 0/1 per label of the set's label set, in
+    its order (`num_labels` None: a reader without a manifest at hand, any non-empty length)."""
+    expected = f"{num_labels} ints 0/1" if num_labels is not None else "a non-empty list of ints 0/1"
+    if (not isinstance(labels, list) or not labels
+            or (num_labels is not None and len(labels) != num_labels)
             or any(type(v) is not int or v not in (0, 1) for v in labels)):
-        raise DataError(f"{where} key 'labels': expected {NUM_GENRES} ints 0/1, got {labels!r:.80}")
+        raise DataError(f"{where} key 'labels': expected {expected}, got {labels!r:.80}")
     return labels
 
 
@@ -87,17 +88,18 @@ class Plot:
     posterless: bool
 
 
-def shard_members(movie: Movie, jpeg: bytes | None) -> list[tuple[str, bytes]]:
-    """A movie's shard members; `jpeg` None keeps it as a plot-only sample (`"poster": false`)."""
-    metadata = movie.metadata()
+def shard_members(metadata: dict[str, Any], text: str, jpeg: bytes | None) -> list[tuple[str, bytes]]:
+    """A sample's shard members from its source record's metadata (`labels` among them) and
+    text; `jpeg` None keeps it as a text-only sample (`"poster": false`)."""
+    metadata = dict(metadata)
     if jpeg is None:
         metadata["poster"] = False
     meta = json.dumps(metadata, sort_keys=True, ensure_ascii=False)
-    members = {"jpg": jpeg, "txt": movie.plot.encode("utf-8"), "json": meta.encode("utf-8")}
+    members = {"jpg": jpeg, "txt": text.encode("utf-8"), "json": meta.encode("utf-8")}
     return [(ext, members[ext]) for ext in SHARD_MEMBERS if members[ext] is not None]
 
 
-def decode_plot(raw: dict[str, Any]) -> Plot:
+def decode_plot(raw: dict[str, Any], num_labels: int | None = None) -> Plot:
     """The plot, labels and id of a shard sample; its poster member is not read."""
     key, where = sample_where(raw)
     if "txt" not in raw:
@@ -106,7 +108,8 @@ def decode_plot(raw: dict[str, Any]) -> Plot:
     # A plot-only movie (sharded with `shard.require_poster: false`) says so in its JSON;
     # anywhere else a missing poster is a damaged sample.
     posterless = isinstance(meta, dict) and meta.get("poster") is False
-    labels = check_labels(meta.get("labels") if isinstance(meta, dict) else None, f"{where}: {key}.json")
+    labels = check_labels(meta.get("labels") if isinstance(meta, dict) else None, f"{where}: {key}.json",
+                          num_labels)
     try:
         text = raw["txt"].decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -121,11 +124,11 @@ class ShardCodec:
 
     posters = True
 
-    def __init__(self, encoder: TokenEncoder, max_length: int) -> None:
-        self.encoder, self.max_length = encoder, max_length
+    def __init__(self, encoder: TokenEncoder, max_length: int, num_labels: int | None = None) -> None:
+        self.encoder, self.max_length, self.num_labels = encoder, max_length, num_labels
 
     def parse(self, raw: dict[str, Any]) -> Sample:
-        plot = decode_plot(raw)
+        plot = decode_plot(raw, self.num_labels)
         if "jpg" not in raw and not plot.posterless:
             key, where = sample_where(raw)
             raise DataError(f"{where}: missing member {key}.jpg")
@@ -195,10 +198,14 @@ class FeatureCodec:
 
     posters = False
 
+    def __init__(self, num_labels: int | None = None) -> None:
+        self.num_labels = num_labels
+
     def parse(self, raw: dict[str, Any]) -> FeatureSample:
         key, where = sample_where(raw)
         meta = _json_member(raw, key, where)
-        labels = check_labels(meta.get("labels") if isinstance(meta, dict) else None, f"{where}: {key}.json")
+        labels = check_labels(meta.get("labels") if isinstance(meta, dict) else None, f"{where}: {key}.json",
+                              self.num_labels)
         if TEXT_MEMBER not in raw and IMAGE_MEMBER not in raw:
             raise DataError(f"{where}: neither .{TEXT_MEMBER} nor .{IMAGE_MEMBER}")
         text = _array(raw, TEXT_MEMBER, where) if TEXT_MEMBER in raw else None

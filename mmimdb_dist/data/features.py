@@ -100,8 +100,9 @@ def load_feature_set(features_dir: str | Path) -> FeatureSet:
     if features.get("dtype") not in ("float32", "float16"):
         raise _reader_fail(path, "features.dtype", "'float32' or 'float16'", features.get("dtype"))
     # Everything else is the shard manifest schema, checked by its own reader.
-    manifest = parse_manifest({**data, "format": MANIFEST_FORMAT, "format_version": MANIFEST_FORMAT_VERSION},
-                              directory)
+    # (a features set made before label sets were data holds MM-IMDb's genres under "genres")
+    version = MANIFEST_FORMAT_VERSION if "labels" in data else 1
+    manifest = parse_manifest({**data, "format": MANIFEST_FORMAT, "format_version": version}, directory)
     spec = FeatureSpec(features["text_dim"], features["image_dim"], features["sequences"], features["dtype"])
     return FeatureSet(manifest=manifest, spec=spec, source=dict(features.get("source") or {}))
 
@@ -127,7 +128,7 @@ def write_feature_manifest(out_dir: Path, source: Manifest, spec: FeatureSpec,
                            extra: dict[str, Any]) -> Path:
     document = {
         "format": FEATURES_FORMAT, "format_version": FEATURES_FORMAT_VERSION,
-        "genres": list(source.genres),
+        "labels": source.labels.to_dict(),
         "settings": dict(source.settings),
         "features": {"text_dim": spec.text_dim, "image_dim": spec.image_dim, "sequences": spec.sequences,
                      "dtype": spec.dtype, "source": {"shards_dir": str(source.directory), **extra}},

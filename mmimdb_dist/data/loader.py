@@ -305,12 +305,15 @@ class StreamingLoader:
 # --------------------------------------------------------------------------- builders
 
 
-def _format(cfg: LoaderConfig, token_encoder: TokenEncoder) -> tuple[ShardCodec | FeatureCodec, Callable[..., dict]]:
-    """(codec, collate) of shards, or of cached encoder features when `loader.features_dir` is set."""
+def _format(cfg: LoaderConfig, token_encoder: TokenEncoder,
+            manifest: Manifest) -> tuple[ShardCodec | FeatureCodec, Callable[..., dict]]:
+    """(codec, collate) of shards, or of cached encoder features when `loader.features_dir` is set;
+    each sample's labels are checked against the width of the set's label set."""
+    num_labels = len(manifest.labels)
     if cfg.features_dir:
-        return FeatureCodec(), collate_features
-    return ShardCodec(token_encoder, cfg.max_text_length), functools.partial(collate_samples,
-                                                                             pad_id=token_encoder.pad_id)
+        return FeatureCodec(num_labels), collate_features
+    return ShardCodec(token_encoder, cfg.max_text_length, num_labels), functools.partial(
+        collate_samples, pad_id=token_encoder.pad_id)
 
 
 def _check_rank(rank: int, world_size: int) -> None:
@@ -331,7 +334,7 @@ def build_train_loader(cfg: LoaderConfig, manifest: Manifest, token_encoder: Tok
     if not 0 <= skip_batches <= num_batches:
         raise ConfigError(f"skip_batches {skip_batches}: expected 0..{num_batches} "
                           "(batches per rank per epoch)")
-    stream = SampleStream(cfg, manifest, "train", *_format(cfg, token_encoder), rank=rank, world_size=world_size,
+    stream = SampleStream(cfg, manifest, "train", *_format(cfg, token_encoder, manifest), rank=rank, world_size=world_size,
                           train=True, epoch=epoch, seed=seed, num_batches=num_batches,
                           skip_batches=skip_batches, images=images)
     return StreamingLoader(stream, cfg.num_workers, num_batches - skip_batches)
@@ -346,6 +349,6 @@ def build_eval_loader(cfg: LoaderConfig, manifest: Manifest, split: str,
     workers = max(cfg.num_workers, 1)
     length = sum(math.ceil(plan_slot(shards, rank, world_size, w, workers).num_samples / cfg.eval_batch_size)
                  for w in range(workers))
-    stream = SampleStream(cfg, manifest, split, *_format(cfg, token_encoder), rank=rank, world_size=world_size,
+    stream = SampleStream(cfg, manifest, split, *_format(cfg, token_encoder, manifest), rank=rank, world_size=world_size,
                            train=False, images=images)
     return StreamingLoader(stream, cfg.num_workers, length)

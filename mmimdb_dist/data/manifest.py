@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
-from ..genres import GENRES, NUM_GENRES
+from ..labels import LabelSet
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "mmimdb-dist-shards"
-MANIFEST_FORMAT_VERSION = 1
+MANIFEST_FORMAT_VERSION = 2
+# Version 1 held MM-IMDb's 23 genres under "genres", always multi-label; it is still read.
+READABLE_FORMAT_VERSIONS = (1, 2)
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 
 
@@ -70,15 +72,17 @@ class Manifest:
     """A shard set: where its shards are, how they were made, and what was left out."""
 
     directory: Path
-    genres: list[str]
+    labels: LabelSet
     settings: dict[str, Any]
     splits: dict[str, SplitInfo]
     skipped_counts: dict[str, int] = field(default_factory=dict)
     skipped: list[SkippedMovie] = field(default_factory=list)
-    # Kept movies whose raw record needed a fix-up (e.g. a plot given as a string), and raw
-    # genre strings that were ignored as unknown: counts, so nothing changes silently.
+    # Kept samples whose raw record needed a fix-up (e.g. a plot given as a string), and raw
+    # label strings outside the label set that were ignored: counts, so nothing changes silently.
     repaired: dict[str, int] = field(default_factory=dict)
-    unknown_genres: dict[str, int] = field(default_factory=dict)
+    unknown_labels: dict[str, int] = field(default_factory=dict)
+    # Labels left out of the label set for too few train samples (`data.min_label_count`).
+    dropped_labels: dict[str, int] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -101,13 +105,14 @@ class Manifest:
         return {
             "format": MANIFEST_FORMAT,
             "format_version": MANIFEST_FORMAT_VERSION,
-            "genres": list(self.genres),
+            "labels": self.labels.to_dict(),
             "settings": dict(self.settings),
             "splits": {name: info.to_dict() for name, info in self.splits.items()},
             "skipped": {"count_by_reason": dict(self.skipped_counts),
                         "movies": [m.to_dict() for m in self.skipped],
                         "repaired": dict(self.repaired),
-                        "unknown_genres": dict(self.unknown_genres)},
+                        "unknown_labels": dict(self.unknown_labels),
+                        **({"dropped_labels": dict(self.dropped_labels)} if self.dropped_labels else {})},
         }
 
 
@@ -175,7 +180,7 @@ def _read_shard(reader: _Reader, obj: Any, where: str) -> ShardInfo:
                      sha256=sha, bytes=reader.integer(obj, "bytes", where))
 
 
-def _read_split(reader: _Reader, obj: dict[str, Any], where: str) -> SplitInfo:
+def _read_split(reader: _Reader, obj: dict[str, Any], where: str, num_labels: int) -> SplitInfo:
     shards_raw = reader.get(obj, "shards", where)
     if not isinstance(shards_raw, list):
         raise reader.fail(f"{where}.shards", "a list of shard entries", shards_raw)
@@ -185,7 +190,7 @@ def _read_split(reader: _Reader, obj: dict[str, Any], where: str) -> SplitInfo:
     if total != num_samples:
         raise reader.fail(f"{where}.num_samples", f"the sum of its shards' num_samples ({total})",
                           num_samples)
-    label_counts = reader.int_list(obj, "label_counts", where, NUM_GENRES)
+    label_counts = reader.int_list(obj, "label_counts", where, num_labels)
     return SplitInfo(num_samples=num_samples, shards=shards, label_counts=label_counts)
 
 
@@ -198,18 +203,18 @@ def parse_manifest(data: Any, directory: Path) -> Manifest:
     if fmt != MANIFEST_FORMAT:
         raise reader.fail("format", repr(MANIFEST_FORMAT), fmt)
     version = reader.get(data, "format_version", "")
-    if version != MANIFEST_FORMAT_VERSION:
-        raise reader.fail("format_version", str(MANIFEST_FORMAT_VERSION), version)
-    genres = reader.get(data, "genres", "")
-    if genres != list(GENRES):
-        raise reader.fail("genres", f"the {NUM_GENRES} genres of mmimdb_dist.genres.GENRES in order",
-                          genres)
+    if version not in READABLE_FORMAT_VERSIONS or isinstance(version, bool):
+        raise reader.fail("format_version", " or ".join(map(str, READABLE_FORMAT_VERSIONS)), version)
+    if version == 1:
+        labels = LabelSet.from_dict({"names": reader.get(data, "genres", "")}, f"{reader.path}: key 'genres'")
+    else:
+        labels = LabelSet.from_dict(reader.mapping(data, "labels"), f"{reader.path}: key 'labels'")
     settings = reader.mapping(data, "settings")
     splits_raw = reader.mapping(data, "splits")
     splits: dict[str, SplitInfo] = {}
     for name in SPLITS:
         split_obj = reader.mapping(splits_raw, name, "splits")
-        splits[name] = _read_split(reader, split_obj, f"splits.{name}")
+        splits[name] = _read_split(reader, split_obj, f"splits.{name}", len(labels))
     names = [s.name for info in splits.values() for s in info.shards]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -231,10 +236,14 @@ def parse_manifest(data: Any, directory: Path) -> Manifest:
         skipped.append(SkippedMovie(**{k: reader.string(movie, k, where)
                                        for k in ("id", "split", "reason", "file", "detail")}))
     extras = {}
-    for key in ("repaired", "unknown_genres"):  # optional: informative counts only
-        extra = reader.mapping(skipped_raw, key, "skipped") if key in skipped_raw else {}
-        extras[key] = {name: reader.integer(extra, name, f"skipped.{key}") for name in extra}
-    return Manifest(directory=Path(directory), genres=list(genres), settings=dict(settings),
+    for key in ("repaired", "unknown_labels", "dropped_labels"):  # optional: informative counts only
+        if key == "unknown_labels" and "unknown_genres" in skipped_raw:  # format version 1
+            key_in_file = "unknown_genres"
+        else:
+            key_in_file = key
+        extra = reader.mapping(skipped_raw, key_in_file, "skipped") if key_in_file in skipped_raw else {}
+        extras[key] = {name: reader.integer(extra, name, f"skipped.{key_in_file}") for name in extra}
+    return Manifest(directory=Path(directory), labels=labels, settings=dict(settings),
                     splits=splits, skipped_counts=counts, skipped=skipped, **extras)
 
 

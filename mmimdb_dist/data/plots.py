@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..genres import NUM_GENRES
 from ..progress import progress as progress_bar
 from .codecs import Plot, decode_plot
-from .manifest import SPLITS, load_manifest
-from .raw import SkipReport, iter_movies
+from .manifest import SPLITS, Manifest, load_manifest
+from .raw import MMIMDB_LABELS, SkipReport, iter_movies
 from .tario import iter_samples, skip_rest_of_tar
 
 logger = logging.getLogger(__name__)
@@ -27,22 +26,22 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TextSplit:
-    """Plots and labels (columns in GENRES order) of one split."""
+    """Plots and labels (columns in the label set's order) of one split."""
 
     ids: list[str]
     texts: list[str]
-    labels: np.ndarray  # int64, N x 23
+    labels: np.ndarray  # int64, N x number of labels
 
     def __len__(self) -> int:
         return len(self.texts)
 
 
-def _text_split(ids: list[str], texts: list[str], labels: list[list[int]]) -> TextSplit:
-    array = np.asarray(labels, dtype=np.int64).reshape(len(labels), NUM_GENRES)
+def _text_split(ids: list[str], texts: list[str], labels: list[list[int]], num_labels: int) -> TextSplit:
+    array = np.asarray(labels, dtype=np.int64).reshape(len(labels), num_labels)
     return TextSplit(ids=ids, texts=texts, labels=array)
 
 
-def iter_plots(shard_paths: list[Path], strict: bool = True) -> Iterator[Plot]:
+def iter_plots(shard_paths: list[Path], strict: bool = True, num_labels: int | None = None) -> Iterator[Plot]:
     """The plots of every sample in `shard_paths`, in shard order (posters not decoded).
 
     `strict=False` skips what the loaders skip (a damaged sample, a truncated shard's tail)
@@ -51,17 +50,18 @@ def iter_plots(shard_paths: list[Path], strict: bool = True) -> Iterator[Plot]:
     for path in shard_paths:
         for raw in iter_samples(path, on_error=None if strict else skip_rest_of_tar):
             try:
-                yield decode_plot(raw)
+                yield decode_plot(raw, num_labels)
             except DataError as exc:
                 if strict:
                     raise
                 logger.warning("skipped: %s", exc)
 
 
-def read_shard_split_texts(shard_paths: list[Path], split: str) -> TextSplit:
-    """Plot text and labels of every sample in `shard_paths`, in shard order (posters not decoded)."""
-    plots = list(iter_plots(shard_paths))
-    return _text_split([p.id for p in plots], [p.text for p in plots], [p.labels for p in plots])
+def read_shard_split_texts(manifest: Manifest, split: str) -> TextSplit:
+    """Plot text and labels of every sample of `split`, in shard order (posters not decoded)."""
+    num_labels = len(manifest.labels)
+    plots = list(iter_plots(manifest.shard_paths(split), num_labels=num_labels))
+    return _text_split([p.id for p in plots], [p.text for p in plots], [p.labels for p in plots], num_labels)
 
 
 def read_shard_texts(shards_dir: str | Path, progress: bool = True) -> dict[str, TextSplit]:
@@ -69,7 +69,7 @@ def read_shard_texts(shards_dir: str | Path, progress: bool = True) -> dict[str,
     manifest = load_manifest(shards_dir)
     splits: dict[str, TextSplit] = {}
     for split in progress_bar(SPLITS, desc="reading shard texts", unit="split", disable=not progress):
-        data = read_shard_split_texts(manifest.shard_paths(split), split)
+        data = read_shard_split_texts(manifest, split)
         expected = manifest.split(split).num_samples
         if len(data) != expected:
             raise DataError(f"{manifest.path}: splits.{split}.num_samples says {expected} samples, "
@@ -94,4 +94,4 @@ def read_raw_texts(raw_dir: str | Path, plot_policy: str = "longest", strict: bo
         labels.append(movie.labels)
     if report.total:
         logger.warning("%s: %s", raw_dir, report.summary())
-    return {split: _text_split(*rows[split]) for split in SPLITS}, report
+    return {split: _text_split(*rows[split], len(MMIMDB_LABELS)) for split in SPLITS}, report

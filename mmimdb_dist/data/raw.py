@@ -27,11 +27,15 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import DataError
-from ..genres import map_genres, multi_hot
+from ..genres import GENRES, map_genres, multi_hot
+from ..labels import LabelSet
 from ..progress import progress as progress_bar
 from .manifest import SPLITS, SkippedMovie
 
 log = logging.getLogger(__name__)
+
+# The label set of every shard set made from MM-IMDb: its 23 genres in frequency order.
+MMIMDB_LABELS = LabelSet(GENRES, "multilabel")
 
 PlotPolicy = Literal["longest", "first", "all"]
 PLOT_POLICIES: tuple[str, ...] = ("longest", "first", "all")
@@ -153,7 +157,7 @@ class SkipReport:
     # Accepted with a fix-up, e.g. a plot given as a string instead of a list.
     repaired: Counter[str] = field(default_factory=Counter)
     # Raw genre strings that are neither one of the 23 nor one of the dropped 4.
-    unknown_genres: Counter[str] = field(default_factory=Counter)
+    unknown_labels: Counter[str] = field(default_factory=Counter)
 
     def add(self, record: SkippedMovie) -> None:
         self.counts[record.reason] += 1
@@ -163,7 +167,7 @@ class SkipReport:
         for record in other.movies:
             self.add(record)
         self.repaired.update(other.repaired)
-        self.unknown_genres.update(other.unknown_genres)
+        self.unknown_labels.update(other.unknown_labels)
 
     @property
     def total(self) -> int:
@@ -299,7 +303,7 @@ def _genres(movie_id: str, split: str, path: Path, data: dict,
     if unknown:
         log.warning("%s: unknown genre(s) %s ignored", path, ", ".join(map(repr, unknown)))
         if report is not None:
-            report.unknown_genres.update(unknown)
+            report.unknown_labels.update(unknown)
     if not kept:
         raise MovieSkipped(movie_id, split, NO_GENRE, path,
                            f"key 'genres': none of {raw!r:.80} is one of the 23 benchmark genres")
@@ -341,19 +345,28 @@ def load_poster(movie: Movie, min_short_side: int | None = None):
     both sides stay at least `min_short_side`, so a later resize loses nothing.
     Returns a PIL image; raises MovieSkipped (BAD_POSTER) when the file does not decode.
     """
-    from PIL import Image, ImageOps
-
     checked_file(movie.id, movie.split, movie.poster_path, MISSING_POSTER, poster=True)
     try:
-        with Image.open(movie.poster_path) as image:
+        return decode_image(movie.poster_path, min_short_side)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise MovieSkipped(movie.id, movie.split, BAD_POSTER, movie.poster_path,
+                           f"poster does not decode: {exc}") from None
+
+
+def decode_image(path: Path, min_short_side: int | None = None):
+    """An image file decoded fully as RGB (see `load_poster`), for any source; raises OSError,
+    ValueError (a decompression bomb among them) or SyntaxError when it does not decode."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as image:
             if min_short_side:
                 image.draft(None, (min_short_side, min_short_side))
             image.load()
             image = ImageOps.exif_transpose(image)
             return to_rgb(image)
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
-        raise MovieSkipped(movie.id, movie.split, BAD_POSTER, movie.poster_path,
-                           f"poster does not decode: {exc}") from None
+    except Image.DecompressionBombError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def to_rgb(image):

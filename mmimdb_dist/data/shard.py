@@ -1,4 +1,4 @@
-"""Raw MM-IMDb -> WebDataset tar shards + `manifest.json`, and `verify_shards`.
+"""A source (raw MM-IMDb, or a table: `data.source`) -> WebDataset tar shards + `manifest.json`.
 
 Why reshard at all: training reads 25,959 small JSON files and full-size posters otherwise,
 which is slow on network filesystems and re-decodes every poster every epoch. Shards are
@@ -25,7 +25,8 @@ import math
 import os
 import random
 import re
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Any
 
 from ..atomic import atomic_write_json
 from ..errors import DataError
-from ..genres import GENRES, NUM_GENRES
+from ..labels import LabelSet
 from ..outputs import claim_output_dir
 from ..progress import progress as progress_bar
 from ..schema import ExperimentConfig, save_config
@@ -42,6 +43,7 @@ from .manifest import MANIFEST_NAME, SPLITS, Manifest, ShardInfo, SkippedMovie, 
 from .raw import (
     BAD_POSTER,
     MISSING_POSTER,
+    MMIMDB_LABELS,
     Movie,
     MovieSkipped,
     SkipReport,
@@ -51,6 +53,7 @@ from .raw import (
     read_split,
     resolve_raw_dir,
 )
+from .table import SPLIT_FILE, TableShardTask, plan_table, spool_file, table_samples
 from .tario import write_sample_tar
 
 log = logging.getLogger(__name__)
@@ -106,21 +109,32 @@ class ShardTask:
     strict: bool
     require_poster: bool = True
 
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
 
 @dataclass
 class ShardResult:
     split: str
-    info: ShardInfo
     label_counts: list[int]
+    info: ShardInfo | None = None
     skipped: list[SkippedMovie] = field(default_factory=list)
     posterless: int = 0
+    # Label names outside the label set, met in this shard's records (counted, then dropped).
+    unknown_labels: Counter[str] = field(default_factory=Counter)
 
 
 def encode_poster(movie: Movie, short_side: int, quality: int) -> bytes:
     """Resize so the short side is `short_side` (Lanczos) and encode as baseline JPEG."""
+    return resize_and_encode(load_poster(movie, min_short_side=short_side), short_side, quality)
+
+
+def resize_and_encode(image: Any, short_side: int, quality: int) -> bytes:
+    """A decoded RGB image resized so its short side is `short_side` (Lanczos), as baseline JPEG:
+    the one poster encoding of every source, so the same image gives the same bytes."""
     from PIL import Image
 
-    image = load_poster(movie, min_short_side=short_side)
     width, height = image.size
     scale = short_side / min(width, height)
     size = (max(short_side, round(width * scale)), max(short_side, round(height * scale)))
@@ -145,7 +159,7 @@ def _writing(path: Path) -> Iterator[None]:
 
 def write_shard(task: ShardTask) -> ShardResult:
     """Encode a shard's posters and write its tar atomically (runs in a worker process)."""
-    label_counts = [0] * NUM_GENRES
+    label_counts = [0] * len(MMIMDB_LABELS)
     skipped: list[SkippedMovie] = []
     posterless = 0
 
@@ -170,7 +184,7 @@ def write_shard(task: ShardTask) -> ShardResult:
             posterless += jpeg is None
             for i, flag in enumerate(movie.labels):
                 label_counts[i] += flag
-            yield movie.id, shard_members(movie, jpeg)
+            yield movie.id, shard_members(movie.metadata(), movie.plot, jpeg)
 
     path = Path(task.out_dir) / task.name
     with _writing(path):
@@ -181,14 +195,25 @@ def write_shard(task: ShardTask) -> ShardResult:
                        posterless=posterless)
 
 
+def write_table_shard(task: TableShardTask) -> ShardResult:
+    """A table shard: its rows read back from the spool, images encoded, the tar written atomically."""
+    result = ShardResult(split=task.split, label_counts=[0] * len(task.labels))
+    path = Path(task.out_dir) / task.name
+    with _writing(path):
+        written = write_sample_tar(path, table_samples(task, result))
+    result.info = ShardInfo(name=written.name, num_samples=written.num_samples, sha256=written.sha256,
+                            bytes=written.bytes)
+    return result
+
+
 # --------------------------------------------------------------------------- the whole set
 
 
 def _clean_stale_files(out_dir: Path, keep: set[str]) -> None:
     """Remove temp files of an interrupted run and shards that the new set does not have."""
     for path in out_dir.iterdir():
-        stale_shard = SHARD_NAME.fullmatch(path.name) and path.name not in keep
-        if path.is_file() and (stale_shard or TEMP_FILE.fullmatch(path.name)):
+        stale = bool(SHARD_NAME.fullmatch(path.name) or TEMP_FILE.fullmatch(path.name)) and path.name not in keep
+        if path.is_file() and stale:
             log.info("removing stale %s", path)
             path.unlink()
 
@@ -205,21 +230,22 @@ def _usable_ids(cfg: ExperimentConfig) -> tuple[dict[str, list[str]], SkipReport
     return ids, report
 
 
-def _run_tasks(tasks: list[ShardTask], workers: int, total: int) -> list[ShardResult]:
+def _run_tasks(tasks: list[Any], write: Callable[[Any], ShardResult], workers: int,
+               total: int) -> list[ShardResult]:
 
     results: list[ShardResult] = []
     with progress_bar(total=total, desc="encoding posters", unit="poster") as progress:
         if workers <= 1:
             for task in tasks:
-                results.append(write_shard(task))
-                progress.update(len(task.ids))
+                results.append(write(task))
+                progress.update(task.size)
             return results
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(write_shard, task): task for task in tasks}
+            futures = {pool.submit(write, task): task for task in tasks}
             try:
                 for future in as_completed(futures):
                     results.append(future.result())
-                    progress.update(len(futures[future].ids))
+                    progress.update(futures[future].size)
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
@@ -235,7 +261,8 @@ def settings_of(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def owns_shard_file(name: str) -> bool:
     """The names a shard set's folder holds (what `shard --out` may find there and replace)."""
-    return bool(SHARD_NAME.fullmatch(name) or TEMP_FILE.fullmatch(name)) or name in (MANIFEST_NAME, "config.yaml")
+    return (bool(SHARD_NAME.fullmatch(name) or TEMP_FILE.fullmatch(name))
+            or name in (MANIFEST_NAME, "config.yaml", SPLIT_FILE))
 
 
 def shard_dataset(cfg: ExperimentConfig) -> Manifest:
@@ -245,36 +272,90 @@ def shard_dataset(cfg: ExperimentConfig) -> Manifest:
     and is locked for the whole run (see mmimdb_dist/outputs.py)."""
 
     out_dir = Path(cfg.shard.out_dir)
-    read_split(cfg.data.raw_dir)  # fail on a bad split.json before touching the output folder
+    if cfg.data.source == "mmimdb":
+        read_split(cfg.data.raw_dir)  # fail on a bad split.json before touching the output folder
     with claim_output_dir(out_dir, "--out", "shard", "a shard set", owns_shard_file):
         return _shard_into(cfg, out_dir)
 
 
-def _shard_into(cfg: ExperimentConfig, out_dir: Path) -> Manifest:
+@dataclass
+class ShardPlan:
+    """What a source hands the writer: tasks for worker processes (and the function that writes
+    one), the label set, what was skipped before any shard was written, and where skipped
+    records' paths are made relative to."""
+
+    tasks: list[Any]
+    write: Callable[[Any], ShardResult]
+    labels: LabelSet
+    report: SkipReport
+    root: Path
+    settings: dict[str, Any]
+    dropped_labels: dict[str, int] = field(default_factory=dict)
+
+
+def _mmimdb_plan(cfg: ExperimentConfig, out_dir: Path) -> ShardPlan:
     ids, report = _usable_ids(cfg)
     root = resolve_raw_dir(cfg.data.raw_dir)
-    for split in ("train", "dev"):
-        if not ids[split]:
-            log.warning("split %r has no usable movie: training needs train and dev samples "
-                        "(a run on this set will stop with an error before its first step)", split)
-
     tasks: list[ShardTask] = []
     for split in SPLITS:
         count = num_shards(len(ids[split]), cfg.shard.samples_per_shard, cfg.shard.min_shards)
         chunks = spread(shuffled(ids[split], cfg.seed, split), count)
         tasks += [ShardTask(split=split, name=shard_name(split, i), ids=chunk, raw_dir=str(root),
-                            plot_policy=cfg.data.plot_policy, out_dir=str(out_dir), poster_short_side=cfg.shard.poster_short_side,
+                            plot_policy=cfg.data.plot_policy, out_dir=str(out_dir),
+                            poster_short_side=cfg.shard.poster_short_side,
                             jpeg_quality=cfg.shard.jpeg_quality, strict=cfg.data.strict,
                             require_poster=cfg.shard.require_poster)
                   for i, chunk in enumerate(chunks)]
+    return ShardPlan(tasks=tasks, write=write_shard, labels=MMIMDB_LABELS, report=report, root=root,
+                     settings=settings_of(cfg))
 
+
+def _table_plan(cfg: ExperimentConfig, out_dir: Path, spool: Path) -> ShardPlan:
+    plan = plan_table(cfg, out_dir, spool)
+    table = Path(cfg.data.table)  # type: ignore[arg-type]
+    report = SkipReport()
+    for record in plan.skipped:
+        report.add(record)
+    tasks: list[TableShardTask] = []
+    for split, ranges in plan.splits.items():
+        for index, (low, size) in enumerate(ranges):
+            high = ranges[index + 1][0] if index + 1 < len(ranges) else None
+            tasks.append(TableShardTask(
+                split=split, name=shard_name(split, index), size=size, spool=str(spool), low=low, high=high,
+                table_dir=str(table.parent), table=str(table), labels=plan.label_set,
+                poster_short_side=cfg.shard.poster_short_side, jpeg_quality=cfg.shard.jpeg_quality,
+                require_image=cfg.shard.require_poster, has_image_column=bool(cfg.data.columns.image),
+                strict=cfg.data.strict, out_dir=str(out_dir)))
+    settings = {**settings_of(cfg), "source": "table", "table": table.name,
+                "split": "generated" if plan.generated_split else "column",
+                **({"split_fractions": list(cfg.data.split_fractions)} if plan.generated_split else {}),
+                "min_label_count": cfg.data.min_label_count}
+    return ShardPlan(tasks=tasks, write=write_table_shard, labels=plan.label_set, report=report,
+                     root=table.parent, settings=settings, dropped_labels=plan.dropped_labels)
+
+
+def _shard_into(cfg: ExperimentConfig, out_dir: Path) -> Manifest:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # no manifest until the set is consistent
-    _clean_stale_files(out_dir, keep={task.name for task in tasks})
+    with spool_file(out_dir) as spool:
+        plan = _table_plan(cfg, out_dir, spool) if cfg.data.source == "table" else _mmimdb_plan(cfg, out_dir)
+        return _write_shards(cfg, out_dir, plan, keep={spool.name})
+
+
+def _write_shards(cfg: ExperimentConfig, out_dir: Path, plan: ShardPlan, keep: set[str]) -> Manifest:
+    tasks, report, root = plan.tasks, plan.report, plan.root
+    sizes: Counter[str] = Counter()
+    for task in tasks:
+        sizes[task.split] += task.size
+    for split in ("train", "dev"):
+        if not sizes[split]:
+            log.warning("split %r has no usable sample: training needs train and dev samples "
+                        "(a run on this set will stop with an error before its first step)", split)
+    _clean_stale_files(out_dir, keep={task.name for task in tasks} | keep)
 
     workers = cfg.shard.workers or os.cpu_count() or 1
-    total = sum(len(task.ids) for task in tasks)
-    results = {r.info.name: r for r in _run_tasks(tasks, min(workers, len(tasks)), total)}
+    total = sum(task.size for task in tasks)
+    results = {r.info.name: r for r in _run_tasks(tasks, plan.write, min(workers, len(tasks)), total)}
 
     splits: dict[str, SplitInfo] = {}
     for split in SPLITS:
@@ -287,14 +368,16 @@ def _shard_into(cfg: ExperimentConfig, out_dir: Path) -> Manifest:
                 report.add(record)
             if r.posterless:
                 report.repaired["kept_without_poster"] += r.posterless
+            report.unknown_labels.update(r.unknown_labels)
 
     split_order = {name: i for i, name in enumerate(SPLITS)}
     skipped = sorted((_relative_to_raw(m, root) for m in report.movies),
-                     key=lambda m: (split_order[m.split], m.id, m.reason))
-    manifest = Manifest(directory=out_dir, genres=list(GENRES), settings=settings_of(cfg),
+                     key=lambda m: (split_order.get(m.split, -1), m.id, m.reason, m.file))
+    manifest = Manifest(directory=out_dir, labels=plan.labels, settings=plan.settings,
                         splits=splits, skipped_counts=dict(sorted(report.counts.items())),
                         skipped=skipped, repaired=dict(sorted(report.repaired.items())),
-                        unknown_genres=dict(sorted(report.unknown_genres.items())))
+                        unknown_labels=dict(sorted(report.unknown_labels.items())),
+                        dropped_labels=dict(sorted(plan.dropped_labels.items())))
     with _writing(out_dir / "config.yaml"):
         save_config(cfg, out_dir)
     with _writing(out_dir / MANIFEST_NAME):
@@ -318,9 +401,13 @@ def summary(manifest: Manifest) -> str:
     lines.append(f"  skipped {sum(counts.values())}: {skipped}")
     if manifest.repaired:
         lines.append("  repaired (kept): " + ", ".join(f"{k} {n}" for k, n in manifest.repaired.items()))
-    if manifest.unknown_genres:
-        lines.append("  unknown genres (ignored): "
-                     + ", ".join(f"{k!r} {n}" for k, n in manifest.unknown_genres.items()))
+    lines.append(f"  labels: {manifest.labels.describe()}")
+    if manifest.unknown_labels:
+        lines.append("  unknown labels (ignored): "
+                     + ", ".join(f"{k!r} {n}" for k, n in manifest.unknown_labels.items()))
+    if manifest.dropped_labels:
+        lines.append(f"  labels dropped (fewer train rows than data.min_label_count): "
+                     + ", ".join(f"{k!r} {n}" for k, n in manifest.dropped_labels.items()))
     return "\n".join(lines)
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from ..digest import file_sha256
 from ..errors import DataError
-from ..genres import NUM_GENRES
 from .codecs import SHARD_MEMBERS, check_labels
 from .manifest import MANIFEST_NAME, load_manifest
 from .tario import iter_members
@@ -22,13 +21,13 @@ from .tario import iter_members
 KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def _check_tar(path: Path) -> tuple[int, list[int] | None, list[str]]:
+def _check_tar(path: Path, num_labels: int) -> tuple[int, list[int] | None, list[str]]:
     """(samples, label counts or None if unreadable, problems) from reading the tar itself."""
     problems: list[str] = []
     members: dict[str, set[str]] = {}
     order: list[str] = []
     posterless: set[str] = set()  # plot-only samples (their JSON says "poster": false)
-    label_counts: list[int] | None = [0] * NUM_GENRES
+    label_counts: list[int] | None = [0] * num_labels
     try:
         for name, is_file, data in iter_members(path, read=lambda name: name.endswith(".json")):
             key, dot, ext = name.partition(".")
@@ -60,7 +59,7 @@ def _add_labels(data: bytes, counts: list[int], where: str, problems: list[str],
         meta = json.loads(data.decode("utf-8"))
         if isinstance(meta, dict) and meta.get("poster") is False:
             posterless.add(key)
-        labels = check_labels(meta.get("labels") if isinstance(meta, dict) else None, where)
+        labels = check_labels(meta.get("labels") if isinstance(meta, dict) else None, where, len(counts))
     except (ValueError, DataError) as exc:  # ValueError: not UTF-8 or not JSON
         problems.append(str(exc) if isinstance(exc, DataError) else f"{where}: not valid JSON ({exc})")
         return None
@@ -78,7 +77,7 @@ def verify_shards(shards_dir: str | Path) -> list[str]:
     problems: list[str] = []
     listed = set()
     for split, info in manifest.splits.items():
-        split_labels: list[int] | None = [0] * NUM_GENRES
+        split_labels: list[int] | None = [0] * len(manifest.labels)
         for shard in info.shards:
             listed.add(shard.name)
             path = directory / shard.name
@@ -91,7 +90,7 @@ def verify_shards(shards_dir: str | Path) -> list[str]:
                 problems.append(f"{path}: {size} bytes, manifest says {shard.bytes}")
             if file_sha256(path) != shard.sha256:
                 problems.append(f"{path}: sha256 differs from the manifest (content changed)")
-            count, labels, tar_problems = _check_tar(path)
+            count, labels, tar_problems = _check_tar(path, len(manifest.labels))
             problems += tar_problems
             if count != shard.num_samples:
                 problems.append(f"{path}: {count} samples in the tar, manifest says "

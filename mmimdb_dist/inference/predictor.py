@@ -24,8 +24,8 @@ from ..atomic import atomic_open
 from ..data.batches import collate_prepared
 from ..data.device import to_device
 from ..errors import InputError
-from ..genres import GENRES
 from ..run.export import InferenceBundle
+from ..run.predictions import probabilities
 from .inputs import MovieInput, PreparedMovie, Preparer
 
 logger = logging.getLogger(__name__)
@@ -33,22 +33,26 @@ logger = logging.getLogger(__name__)
 
 @torch.no_grad()
 def predict_batch(bundle: InferenceBundle, movies: list[PreparedMovie], device: str = "cpu") -> np.ndarray:
-    """Probabilities (len(movies) x 23) of prepared movies."""
-    batch = collate_prepared(movies, bundle.token_encoder.pad_id, bundle.cfg.loader.image_size)
+    """Probabilities (len(movies) x labels) of prepared movies."""
+    batch = collate_prepared(movies, bundle.token_encoder.pad_id, bundle.cfg.loader.image_size, len(bundle.labels))
     if "pixel_values" in batch:
         batch = to_device(batch, device)  # the eval path's normalisation, bit for bit
     else:
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     logits = bundle.model(batch)["logits"]
-    return torch.sigmoid(logits.float()).cpu().numpy()
+    return probabilities(logits, bundle.labels.multiclass).cpu().numpy()
 
 
-def result_record(movie_id: str, probs: np.ndarray, thresholds: np.ndarray,
+def result_record(movie_id: str, probs: np.ndarray, bundle: InferenceBundle,
                   missing: list[str]) -> dict[str, Any]:
-    """One output line: predicted genres (most probable first) and every genre's probability."""
-    above = [i for i in np.argsort(-probs, kind="stable") if probs[i] >= thresholds[i]]
-    record: dict[str, Any] = {"id": movie_id, "genres": [GENRES[i] for i in above],
-                              "probabilities": {g: float(p) for g, p in zip(GENRES, probs)}}
+    """One output line in the model's own label names: `labels`, the predicted ones (those above
+    the dev-tuned thresholds, most probable first; the most probable class alone for a
+    multiclass model), and every label's probability."""
+    names = bundle.labels.names
+    order = np.argsort(-probs, kind="stable")
+    above = order[:1] if bundle.labels.multiclass else [i for i in order if probs[i] >= bundle.thresholds[i]]
+    record: dict[str, Any] = {"id": movie_id, "labels": [names[i] for i in above],
+                              "probabilities": {g: float(p) for g, p in zip(names, probs)}}
     if missing:
         record["missing"] = missing
     return record
@@ -106,7 +110,7 @@ def predict_movies(bundle: InferenceBundle, movies: Iterable[MovieInput], *, dev
         if pending:
             probs = predict_batch(bundle, [movie for _, movie in pending], device)
             for (index, movie), row in zip(pending, probs):
-                out[index] = result_record(movie.id, row, bundle.thresholds, _missing(bundle, movie))
+                out[index] = result_record(movie.id, row, bundle, _missing(bundle, movie))
             pending.clear()
         while next_index in out:
             yield out.pop(next_index)
@@ -136,12 +140,14 @@ def predict_movies(bundle: InferenceBundle, movies: Iterable[MovieInput], *, dev
     bar.close()
 
 
-def predict_genres(checkpoint: str | Path, movies: Iterable[dict[str, Any]], device: str = "auto",
+def predict_labels(checkpoint: str | Path, movies: Iterable[dict[str, Any]], device: str = "auto",
                    skip_bad: bool = False) -> list[dict[str, Any]]:
-    """Genres of `movies` from a checkpoint folder alone: the Python form of `mmimdb-dist predict`.
-    Each movie is a dict with `id` and `plot` and/or `poster` (an image path); each result is
-    `predict`'s JSONL record: `genres` (above the checkpoint's dev-tuned thresholds, most probable
-    first) and every genre's probability."""
+    """Labels of `movies` (any samples: a text and/or an image each) from a checkpoint folder
+    alone: the Python form of `mmimdb-dist predict`. Each item is a dict with `id` and `plot`
+    (its text) and/or `poster` (an image path); each result is `predict`'s JSONL record:
+    `labels` (in the model's label names: above the checkpoint's dev-tuned thresholds, most
+    probable first; the most probable class of a multiclass model) and every label's
+    probability."""
     from ..devices import resolve_device
     from ..run.export import load_bundle
 
@@ -167,3 +173,7 @@ def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> int:
         raise MmimdbError(f"{path}: cannot write the predictions ({exc.strerror or exc}); nothing was "
                           "written there") from None
     return count
+
+
+# The name this function had when the toolkit served MM-IMDb's genres alone.
+predict_genres = predict_labels

@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..genres import NUM_GENRES
 from ..schema import ModelConfig
 from .text import TextFeatures, masked_mean
 from .vision import ImageFeatures
@@ -34,10 +33,10 @@ class ClassifierHead(nn.Module):
     small outputs, sends weak gradients back to the encoders, and can lose its ReLU units to
     one large early step, so a from-scratch model sat at the genre priors for epochs. The
     MLP adds the interactions between features (between modalities, for the fusions).
-    `output_bias` holds the 23 genre biases (set to the train log-odds by the trainer).
+    `output_bias` holds one bias per label (set to the train log-odds by the trainer).
     """
 
-    def __init__(self, in_dim: int, hidden: int, dropout: float, out_dim: int = NUM_GENRES) -> None:
+    def __init__(self, in_dim: int, hidden: int, dropout: float, out_dim: int) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(in_dim, out_dim, bias=False)
@@ -50,7 +49,7 @@ class ClassifierHead(nn.Module):
         return self.linear(features) + self.mlp(features) + self.output_bias
 
 
-def mlp_head(in_dim: int, hidden: int, dropout: float, out_dim: int = NUM_GENRES) -> ClassifierHead:
+def mlp_head(in_dim: int, hidden: int, dropout: float, out_dim: int) -> ClassifierHead:
     return ClassifierHead(in_dim, hidden, dropout, out_dim)
 
 
@@ -81,8 +80,10 @@ class MultimodalClassifier(nn.Module):
     leaves_parameters_unused = False
 
     def __init__(self, cfg: ModelConfig, text_encoder: nn.Module | None,
-                 image_encoder: nn.Module | None) -> None:
+                 image_encoder: nn.Module | None, num_labels: int) -> None:
         super().__init__()
+        # The output width: one logit per label of the data's label set (the shard manifest's).
+        self.num_labels = num_labels
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
         self.modality_dropout = cfg.modality_dropout
@@ -102,13 +103,15 @@ class MultimodalClassifier(nn.Module):
         return self.head(text, image)
 
     @torch.no_grad()
-    def init_output_bias(self, positive_rate: torch.Tensor) -> None:
-        """Start every classifier at the train genre frequencies (bias = log-odds of the rate).
+    def init_output_bias(self, positive_rate: torch.Tensor, multiclass: bool = False) -> None:
+        """Start every classifier at the train label frequencies: bias = log-odds of the rate
+        (sigmoid outputs), or the log of the class prior (softmax outputs, `multiclass`).
 
-        With 23 imbalanced genres a zero bias predicts p = 0.5 for all of them; the first
+        With many imbalanced labels a zero bias predicts p = 0.5 for all of them; the first
         epoch is then spent learning the priors instead of reading plots and posters.
         """
-        log_odds = torch.logit(positive_rate.float().clamp(1e-4, 1 - 1e-4))
+        rate = positive_rate.float().clamp(1e-4, 1 - 1e-4)
+        log_odds = torch.log(rate) if multiclass else torch.logit(rate)
         for module in self.modules():
             if isinstance(module, ClassifierHead):
                 module.output_bias.copy_(log_odds.to(module.output_bias))
@@ -184,9 +187,9 @@ class UnimodalClassifier(MultimodalClassifier):
     """Text-only or image-only: the pooled vector of the one encoder into an MLP head."""
 
     def __init__(self, cfg: ModelConfig, text_encoder: nn.Module | None,
-                 image_encoder: nn.Module | None) -> None:
-        super().__init__(cfg, text_encoder, image_encoder)
-        self.classifier = mlp_head(self.text_dim or self.image_dim, cfg.fusion.hidden, cfg.fusion.dropout)
+                 image_encoder: nn.Module | None, num_labels: int) -> None:
+        super().__init__(cfg, text_encoder, image_encoder, num_labels)
+        self.classifier = mlp_head(self.text_dim or self.image_dim, cfg.fusion.hidden, cfg.fusion.dropout, self.num_labels)
 
     def head(self, text: TextFeatures | None, image: ImageFeatures | None) -> dict[str, Any]:
         pooled = text.pooled if text is not None else image.pooled
@@ -196,12 +199,12 @@ class UnimodalClassifier(MultimodalClassifier):
 class EarlyFusion(MultimodalClassifier):
     """Project both pooled vectors to the same width, concatenate, classify with an MLP."""
 
-    def __init__(self, cfg: ModelConfig, text_encoder: nn.Module, image_encoder: nn.Module) -> None:
-        super().__init__(cfg, text_encoder, image_encoder)
+    def __init__(self, cfg: ModelConfig, text_encoder: nn.Module, image_encoder: nn.Module, num_labels: int) -> None:
+        super().__init__(cfg, text_encoder, image_encoder, num_labels)
         hidden = cfg.fusion.hidden
         self.text_proj = nn.Sequential(nn.Linear(self.text_dim, hidden), nn.LayerNorm(hidden))
         self.image_proj = nn.Sequential(nn.Linear(self.image_dim, hidden), nn.LayerNorm(hidden))
-        self.classifier = mlp_head(2 * hidden, hidden, cfg.fusion.dropout)
+        self.classifier = mlp_head(2 * hidden, hidden, cfg.fusion.dropout, self.num_labels)
 
     def head(self, text: TextFeatures, image: ImageFeatures) -> dict[str, Any]:
         fused = torch.cat([self.text_proj(text.pooled), self.image_proj(image.pooled)], dim=-1)
@@ -215,10 +218,10 @@ class LateFusion(MultimodalClassifier):
     (`branch_loss_weight`), which keeps each branch a classifier in its own right.
     """
 
-    def __init__(self, cfg: ModelConfig, text_encoder: nn.Module, image_encoder: nn.Module) -> None:
-        super().__init__(cfg, text_encoder, image_encoder)
-        self.text_classifier = mlp_head(self.text_dim, cfg.fusion.hidden, cfg.fusion.dropout)
-        self.image_classifier = mlp_head(self.image_dim, cfg.fusion.hidden, cfg.fusion.dropout)
+    def __init__(self, cfg: ModelConfig, text_encoder: nn.Module, image_encoder: nn.Module, num_labels: int) -> None:
+        super().__init__(cfg, text_encoder, image_encoder, num_labels)
+        self.text_classifier = mlp_head(self.text_dim, cfg.fusion.hidden, cfg.fusion.dropout, self.num_labels)
+        self.image_classifier = mlp_head(self.image_dim, cfg.fusion.hidden, cfg.fusion.dropout, self.num_labels)
         self.branch_weight_logits = nn.Parameter(torch.zeros(2))
         self.branch_loss_weight = cfg.fusion.branch_loss_weight
 
@@ -243,8 +246,8 @@ class AttentionFusion(MultimodalClassifier):
     features in the classifier input, so that no encoder part sits idle.
     """
 
-    def __init__(self, cfg: ModelConfig, text_encoder: nn.Module, image_encoder: nn.Module) -> None:
-        super().__init__(cfg, text_encoder, image_encoder)
+    def __init__(self, cfg: ModelConfig, text_encoder: nn.Module, image_encoder: nn.Module, num_labels: int) -> None:
+        super().__init__(cfg, text_encoder, image_encoder, num_labels)
         hidden, heads, dropout = cfg.fusion.hidden, cfg.fusion.heads, cfg.fusion.dropout
         self.text_proj = nn.Linear(self.text_dim, hidden)
         self.image_proj = nn.Linear(self.image_dim, hidden)
@@ -254,7 +257,7 @@ class AttentionFusion(MultimodalClassifier):
         self.image_norm = nn.LayerNorm(hidden)
         self.summary_proj = nn.Sequential(nn.Linear(self.text_dim + self.image_dim, hidden),
                                           nn.LayerNorm(hidden))
-        self.classifier = mlp_head(3 * hidden, hidden, dropout)
+        self.classifier = mlp_head(3 * hidden, hidden, dropout, self.num_labels)
 
     def head(self, text: TextFeatures, image: ImageFeatures) -> dict[str, Any]:
         words = self.text_proj(text.tokens)
@@ -279,13 +282,13 @@ class GatedMultimodalUnit(MultimodalClassifier):
     The gate `z` is returned: its mean says how much the model leans on the plot.
     """
 
-    def __init__(self, cfg: ModelConfig, text_encoder: nn.Module, image_encoder: nn.Module) -> None:
-        super().__init__(cfg, text_encoder, image_encoder)
+    def __init__(self, cfg: ModelConfig, text_encoder: nn.Module, image_encoder: nn.Module, num_labels: int) -> None:
+        super().__init__(cfg, text_encoder, image_encoder, num_labels)
         hidden = cfg.fusion.hidden
         self.text_hidden = nn.Linear(self.text_dim, hidden, bias=False)
         self.image_hidden = nn.Linear(self.image_dim, hidden, bias=False)
         self.gate = nn.Linear(self.text_dim + self.image_dim, hidden, bias=False)
-        self.classifier = mlp_head(hidden, hidden, cfg.fusion.dropout)
+        self.classifier = mlp_head(hidden, hidden, cfg.fusion.dropout, self.num_labels)
 
     def head(self, text: TextFeatures, image: ImageFeatures) -> dict[str, Any]:
         h_text = torch.tanh(self.text_hidden(text.pooled))

@@ -66,9 +66,10 @@ def build_text_encoder(cfg: TextEncoderConfig, *, vocab_size: int | None = None,
     raise ConfigError(f"model.text.kind: cannot build {cfg.kind!r}; expected bilstm, hf or clip")
 
 
-def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, pad_id: int | None = None,
-                features: FeatureSpec | None = None) -> MultimodalClassifier:
-    """Build `cfg.name` with its encoders.
+def build_model(cfg: ModelConfig, *, num_labels: int, vocab_size: int | None = None,
+                pad_id: int | None = None, features: FeatureSpec | None = None) -> MultimodalClassifier:
+    """Build `cfg.name` with its encoders and one output per label (`num_labels`: the size of
+    the data's label set, from the shard manifest or a checkpoint's export).
 
     `vocab_size` and `pad_id` come from the tokenizer (`build_token_encoder`, then
     `token_encoder_size(encoder)` and `encoder.pad_id`): required for the BiLSTM; for a random
@@ -89,15 +90,15 @@ def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, pad_id: int 
             if needed and encoder is None:
                 raise ConfigError(f"loader.features_dir: {cfg.name} reads {kind} features, but the features set "
                                   f"holds none (cache it with a config whose model has a {kind} encoder)")
-        return model_cls(cfg, text if cfg.uses_text else None, image if cfg.uses_image else None)
+        return model_cls(cfg, text if cfg.uses_text else None, image if cfg.uses_image else None, num_labels)
     if cfg.shares_dual_encoder:  # one CLIP-family checkpoint, loaded once, both towers
         text_encoder, image_encoder = build_dual_encoders(cfg, pad_id)
-        return model_cls(cfg, text_encoder, image_encoder)
+        return model_cls(cfg, text_encoder, image_encoder, num_labels)
     if cfg.uses_text:
         text_encoder = build_text_encoder(cfg.text, vocab_size=vocab_size, pad_id=pad_id)
     if cfg.uses_image:
         image_encoder = build_image_encoder(cfg.image)
-    return model_cls(cfg, text_encoder, image_encoder)
+    return model_cls(cfg, text_encoder, image_encoder, num_labels)
 
 
 def build_token_encoder(cfg: TextEncoderConfig, train_texts: Iterable[str] = ()) -> TokenEncoder:

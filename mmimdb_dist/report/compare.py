@@ -12,6 +12,10 @@ threshold appears twice, `f1_macro@0.5` and `f1_macro@tuned`; ROC-AUC and mAP ar
 computed from the probabilities alone and appear once. Ranking by a threshold-dependent
 metric uses the protocol asked for (`threshold_0.5` by default: the literature's fixed
 threshold, which needs no tuning split).
+
+A multiclass run (a label set of the `multiclass` kind) has no thresholds: its report is the
+arg-max's, which fills both protocol columns of a threshold-dependent metric, and its rows
+add `accuracy` and `top5_accuracy`. Runs of different task kinds are not ranked together.
 """
 
 from __future__ import annotations
@@ -36,15 +40,16 @@ MARKDOWN_NAME = "model_comparison.md"
 PROTOCOLS = {"threshold_0.5": "0.5", "tuned_on_dev": "tuned"}
 # Threshold-dependent metrics (one column per protocol), then threshold-free ones.
 THRESHOLD_METRICS = ("f1_micro", "f1_macro", "f1_weighted", "f1_samples", "subset_accuracy",
-                     "genres_per_movie_predicted")
-RANKING_METRICS = ("roc_auc_macro", "mean_average_precision", "genres_per_movie_true")
+                     "labels_per_sample_predicted")
+RANKING_METRICS = ("roc_auc_macro", "mean_average_precision", "labels_per_sample_true", "accuracy",
+                   "top5_accuracy")
 COST_COLUMNS = ("num_parameters", "train_seconds", "train_samples_per_s")
 LOWER_IS_BETTER = {"num_parameters", "train_seconds"}
 ALIASES = {"roc_auc": "roc_auc_macro", "auc": "roc_auc_macro", "map": "mean_average_precision",
            "mAP": "mean_average_precision", "samples_per_s": "train_samples_per_s",
            "parameters": "num_parameters", "params": "num_parameters"}
 
-CSV_COLUMNS = ("rank", "run", "model", "split",
+CSV_COLUMNS = ("rank", "run", "model", "split", "task",
                *(f"{m}@{p}" for p in PROTOCOLS.values() for m in THRESHOLD_METRICS),
                *RANKING_METRICS, *COST_COLUMNS, "path")
 
@@ -57,9 +62,17 @@ _TABLE = (
     ("f1_weighted@tuned", "weighted-F1 tuned", "metric"), ("f1_samples@tuned", "samples-F1 tuned", "metric"),
     ("roc_auc_macro", "ROC-AUC", "metric"), ("mean_average_precision", "mAP", "metric"),
     ("subset_accuracy@0.5", "subset acc. @0.5", "metric"), ("subset_accuracy@tuned", "subset acc. tuned", "metric"),
-    ("genres_per_movie_predicted@0.5", "genres/movie @0.5", "ratio"),
-    ("genres_per_movie_predicted@tuned", "genres/movie tuned", "ratio"),
-    ("genres_per_movie_true", "genres/movie true", "ratio"),
+    ("labels_per_sample_predicted@0.5", "labels/sample @0.5", "ratio"),
+    ("labels_per_sample_predicted@tuned", "labels/sample tuned", "ratio"),
+    ("labels_per_sample_true", "labels/sample true", "ratio"),
+    ("num_parameters", "parameters", "count"), ("train_seconds", "train time", "seconds"),
+    ("train_samples_per_s", "samples/s", "rate"),
+)
+_MULTICLASS_TABLE = (
+    ("rank", "#", "int"), ("run", "run", "text"), ("model", "model", "text"),
+    ("accuracy", "accuracy", "metric"), ("top5_accuracy", "top-5 acc.", "metric"),
+    ("f1_macro@0.5", "macro-F1", "metric"), ("f1_weighted@0.5", "weighted-F1", "metric"),
+    ("roc_auc_macro", "ROC-AUC", "metric"), ("mean_average_precision", "mAP", "metric"),
     ("num_parameters", "parameters", "count"), ("train_seconds", "train time", "seconds"),
     ("train_samples_per_s", "samples/s", "rate"),
 )
@@ -134,15 +147,18 @@ def read_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CompareError(f"{path}: not readable JSON ({exc})") from None
     report = results.get(split) if isinstance(results, dict) else None
-    if not isinstance(report, dict) or any(not isinstance(report.get(p), dict) for p in PROTOCOLS):
-        raise CompareError(f"{path}: key {split!r}: expected a report with {' and '.join(PROTOCOLS)}")
+    multiclass = isinstance(report, dict) and isinstance(report.get("argmax"), dict)
+    if not isinstance(report, dict) or (not multiclass and any(not isinstance(report.get(p), dict)
+                                                               for p in PROTOCOLS)):
+        raise CompareError(f"{path}: key {split!r}: expected a report with {' and '.join(PROTOCOLS)} "
+                           "(or argmax, of a multiclass run)")
     row: dict[str, Any] = {"rank": None, "run": run_dir.name, "model": _model_name(run_dir, results),
-                           "split": split}
+                           "split": split, "task": "multiclass" if multiclass else "multilabel"}
     for protocol, suffix in PROTOCOLS.items():
-        for metric in THRESHOLD_METRICS:
-            row[f"{metric}@{suffix}"] = report[protocol].get(metric)
+        for metric in THRESHOLD_METRICS:  # a multiclass answer is the same under either protocol
+            row[f"{metric}@{suffix}"] = report["argmax" if multiclass else protocol].get(metric)
     for metric in RANKING_METRICS:
-        row[metric] = report["threshold_0.5"].get(metric)
+        row[metric] = report["argmax" if multiclass else "threshold_0.5"].get(metric)
     for column in COST_COLUMNS:
         row[column] = results.get(column)
     row["path"] = str(run_dir)
@@ -174,6 +190,11 @@ def compare_runs(run_dirs: Sequence[str | Path], sort_by: str = "f1_macro",
     rows = [read_run(run_dir, split) for run_dir in expand_run_dirs(run_dirs)]
     if not rows:
         raise CompareError("no run folders given")
+    tasks = {row["task"] for row in rows}
+    if len(tasks) > 1:
+        first = {task: next(row["path"] for row in rows if row["task"] == task) for task in sorted(tasks)}
+        raise CompareError("runs of a multiclass and a multi-label task cannot be ranked together "
+                           f"(e.g. {first['multiclass']} and {first['multilabel']})")
     return [{**row, "sort_metric": key} for row in rank_rows(rows, key)]
 
 
@@ -197,10 +218,11 @@ def _cell(value: Any, kind: str) -> str:
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """A GitHub-flavoured Markdown table of the rows, in their order."""
     numeric = {"int", "metric", "ratio", "count", "seconds", "rate"}
-    lines = ["| " + " | ".join(header for _, header, _ in _TABLE) + " |",
-             "| " + " | ".join("---:" if kind in numeric else "---" for _, _, kind in _TABLE) + " |"]
+    table = _MULTICLASS_TABLE if rows and rows[0].get("task") == "multiclass" else _TABLE
+    lines = ["| " + " | ".join(header for _, header, _ in table) + " |",
+             "| " + " | ".join("---:" if kind in numeric else "---" for _, _, kind in table) + " |"]
     for row in rows:
-        lines.append("| " + " | ".join(_cell(row.get(key), kind) for key, _, kind in _TABLE) + " |")
+        lines.append("| " + " | ".join(_cell(row.get(key), kind) for key, _, kind in table) + " |")
     return "\n".join(lines)
 
 
@@ -220,10 +242,13 @@ def write_comparison(rows: Sequence[dict[str, Any]], out_dir: str | Path) -> tup
     atomic_write_text(csv_path, _csv_text(rows))
     split = rows[0]["split"] if rows else "test"
     sort_metric = rows[0].get("sort_metric", "?") if rows else "?"
-    tuned = ("per-genre thresholds tuned on dev and applied to test" if split == "test"
-             else "per-genre thresholds tuned on dev itself (optimistic)")
-    header = (f"# Model comparison\n\n{split} split; ranked by `{sort_metric}`. `@0.5`: threshold 0.5 "
-              f"for every genre; `tuned`: {tuned}. "
+    tuned = ("per-label thresholds tuned on dev and applied to test" if split == "test"
+             else "per-label thresholds tuned on dev itself (optimistic)")
+    if rows and rows[0].get("task") == "multiclass":
+        protocols = "Multiclass: each answer is the most probable class (no thresholds). "
+    else:
+        protocols = f"`@0.5`: threshold 0.5 for every label; `tuned`: {tuned}. "
+    header = (f"# Model comparison\n\n{split} split; ranked by `{sort_metric}`. {protocols}"
               "Train time and samples/s cover the training epochs, not evaluation.\n\n")
     atomic_write_text(md_path, header + markdown_table(rows) + "\n")
     return csv_path, md_path

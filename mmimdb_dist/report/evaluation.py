@@ -1,4 +1,4 @@
-"""Evaluate one checkpoint of a run on dev or test: metrics, per-genre CSV and figures.
+"""Evaluate one checkpoint of a run on dev or test: metrics, per-label CSV and figures.
 
 One process, the plain eval path: the checkpoint's `inference/` export is loaded (no
 Accelerate, no optimizer), the split is streamed once through the eval loader, and the
@@ -9,8 +9,10 @@ reports dev-tuned figures on dev itself, which are optimistic and labelled so.
 Output folder (default `<run>/evaluation/<checkpoint>-<split>/`):
 
     metrics.json        {split: {"threshold_0.5", "tuned_on_dev", "thresholds"}, ...}
-    per_genre.csv       precision, recall, F1, support and tuned threshold per genre
-    training_curves.png, per_genre_f1.png, pr_curves.png, cooccurrence.png
+                        (a multiclass model: {split: {"argmax", "thresholds": null}})
+    per_label.csv       precision, recall, F1, support and tuned threshold per label
+    training_curves.png, per_label_f1.png, pr_curves.png, cooccurrence.png
+                        (a multiclass model: confusion.png instead of the last two)
     attention.png       attention fusion only: text-to-poster attention over a few posters
 """
 
@@ -29,13 +31,13 @@ from ..data.loader import build_eval_loader
 from ..data.manifest import MANIFEST_NAME, load_manifest
 from ..data.sources import load_training_manifest
 from ..errors import DataError
-from ..genres import GENRES
-from ..metrics import write_metrics_json, write_per_genre_csv
+from ..labels import LabelSet
+from ..metrics import write_metrics_json, write_per_label_csv
 from ..run.checkpoints import resolve_checkpoint
 from ..run.export import InferenceBundle, load_bundle
-from ..run.layout import EVALUATION_DIR, INFERENCE_DIR, METRICS_LOG, PER_GENRE_CSV, run_dir_of_checkpoint
+from ..run.layout import EVALUATION_DIR, INFERENCE_DIR, METRICS_LOG, PER_LABEL_CSV, run_dir_of_checkpoint
 from ..run.metrics_log import read_records
-from ..run.predictions import evaluate_split
+from ..run.predictions import evaluate_split, probabilities
 from ..run.protocol import protocol_report
 from . import figures
 
@@ -72,15 +74,17 @@ def attention_sample(bundle: InferenceBundle, manifest, split: str, count: int, 
         mask = batch["attention_mask"].to(device).float()  # B x L, real plot tokens
         per_word = attention.float().mean(1)  # B x L x P, mean over heads
         weights = (per_word * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        probs = torch.sigmoid(outputs["logits"].float()).cpu().numpy()
+        probs = probabilities(outputs["logits"], bundle.labels.multiclass).cpu().numpy()
+        names = bundle.labels.names
         for row in range(len(batch["ids"])):
             if len(posters) == count:
                 break
             posters.append(batch["pixel_values"][row].numpy())
             maps.append(weights[row].cpu().numpy().reshape(grid, grid))
-            truth = [g for g, flag in zip(GENRES, batch["labels"][row].tolist()) if flag]
+            truth = [g for g, flag in zip(names, batch["labels"][row].tolist()) if flag]
             order = np.argsort(-probs[row], kind="stable")  # most probable first
-            predicted = [GENRES[i] for i in order if probs[row][i] >= thresholds[i]]
+            predicted = ([names[order[0]]] if bundle.labels.multiclass
+                         else [names[i] for i in order if probs[row][i] >= thresholds[i]])
             captions.append(f"{batch['ids'][row]}\ntrue: {', '.join(truth[:4])}\n"
                             f"predicted: {', '.join(predicted[:4]) or '-'}")
         if len(posters) == count:
@@ -90,21 +94,28 @@ def attention_sample(bundle: InferenceBundle, manifest, split: str, count: int, 
     return np.stack(posters), np.stack(maps), captions
 
 
-def write_figures(out: Path, labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray,
-                  report: dict[str, Any], metrics_log: Path | None, label: str, training_title: str) -> list[Path]:
+def write_figures(out: Path, labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray | None,
+                  report: dict[str, Any], metrics_log: Path | None, label: str, training_title: str,
+                  label_set: LabelSet) -> list[Path]:
     """The figures of one evaluated split into `out` (`evaluate` and the trainer's final
     evaluation write the same set): training curves (when the run's log is there), F1 per
-    genre, precision-recall per genre, genre co-occurrence."""
+    label, and precision-recall per label with label co-occurrence (multi-label) or the
+    confusion matrix (multiclass); axes carry the label set's names."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     if metrics_log is not None and metrics_log.is_file():
         written.append(figures.training_curves(read_records(metrics_log), out / "training_curves.png",
                                                training_title))
-    written.append(figures.per_genre_f1(report, out / "per_genre_f1.png", f"F1 per genre: {label}"))
-    written.append(figures.pr_curves(labels, probs, thresholds, out / "pr_curves.png"))
+    written.append(figures.per_label_f1(report, out / "per_label_f1.png", f"F1 per label: {label}"))
+    if label_set.multiclass:
+        written.append(figures.confusion(report["argmax"]["confusion_matrix"], label_set.names,
+                                         out / "confusion.png", f"confusion matrix: {label}"))
+        return written
+    assert thresholds is not None  # a multi-label report always has them
+    written.append(figures.pr_curves(labels, probs, thresholds, out / "pr_curves.png", label_set.names))
     predicted = (probs >= thresholds).astype(np.int64)
-    written.append(figures.cooccurrence(labels, predicted, out / "cooccurrence.png",
-                                        title=f"genre co-occurrence: {label}"))
+    written.append(figures.cooccurrence(labels, predicted, out / "cooccurrence.png", label_set.names,
+                                        title=f"label co-occurrence: {label}"))
     return written
 
 
@@ -128,6 +139,7 @@ def evaluate_checkpoint(run_dir: str | Path | None, checkpoint: str = "best", sp
             raise DataError(f"{shards}: no manifest.json (the run's loader.shards_dir); pass --shards DIR "
                             "with the shard set the run was trained on")
         manifest = load_manifest(shards)
+    bundle.labels.check_same(manifest.labels, f"checkpoint {folder}", f"the shard set {manifest.path}")
 
     def predictions(name: str):
         return evaluate_split(bundle.model, bundle.cfg, manifest, name, bundle.token_encoder, device=device,
@@ -136,7 +148,8 @@ def evaluate_checkpoint(run_dir: str | Path | None, checkpoint: str = "best", sp
     dev = predictions("dev")
     evaluated = dev if split == "dev" else predictions(split)
     protocol = protocol_report(dev.labels, dev.probs, {} if split == "dev" else {split: (evaluated.labels,
-                                                                                        evaluated.probs)})
+                                                                                        evaluated.probs)},
+                               bundle.labels)
     thresholds, report = protocol["thresholds"], protocol[split]
 
     name = folder.resolve().name if folder.name != INFERENCE_DIR else folder.resolve().parent.name
@@ -147,12 +160,12 @@ def evaluate_checkpoint(run_dir: str | Path | None, checkpoint: str = "best", sp
         "shards": str(manifest.path), "num_samples": len(evaluated.ids), "skipped": evaluated.skipped,
         "thresholds_tuned_on": "dev" + (" (the evaluated split itself: optimistic)" if split == "dev" else ""),
         split: report})
-    write_per_genre_csv(out / PER_GENRE_CSV, {split: report})
+    write_per_label_csv(out / PER_LABEL_CSV, {split: report})
 
     label = f"{run.name if run else folder.name} / {name} / {split}"
     written = write_figures(out, evaluated.labels, evaluated.probs, thresholds, report,
                             run / METRICS_LOG if run is not None else None, label,
-                            f"training of {run.name}" if run is not None else "")
+                            f"training of {run.name}" if run is not None else "", bundle.labels)
     # Cached features hold no posters to draw the attention over.
     if attention_movies > 0 and bundle.cfg.model.name == "attention_fusion" and not features_dir:
         sample = attention_sample(bundle, manifest, split, attention_movies, thresholds, device)

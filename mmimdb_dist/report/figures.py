@@ -6,7 +6,7 @@ worker processes alike. Each figure is rendered to memory and written atomically
 
 * `training_curves`: train and dev loss, dev metrics per evaluation (the best one marked)
   and the learning rate of each distinct schedule, from a run's `metrics.jsonl`.
-* `per_genre_f1`: F1 per genre at threshold 0.5 and at the tuned thresholds, with support.
+* `per_label_f1`: F1 per genre at threshold 0.5 and at the tuned thresholds, with support.
 * `pr_curves`: one precision-recall curve per genre, with average precision and the
   operating points of both protocols.
 * `cooccurrence`: how often each pair of genres appears together in the true labels and
@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_write_bytes
-from ..genres import GENRES
 
 DPI = 110
 
@@ -105,28 +104,66 @@ def learning_rate_curves(train: Sequence[dict[str, Any]]) -> dict[tuple[str, ...
     return {tuple(group): list(points) for points, group in curves.items()}
 
 
-def per_genre_f1(report: dict[str, Any], path: str | Path, title: str = "") -> Path:
-    """Grouped bars: F1 per genre at 0.5 and tuned; genre labels carry their support."""
+def per_label_f1(report: dict[str, Any], path: str | Path, title: str = "") -> Path:
+    """Grouped bars: F1 per label at 0.5 and tuned (one bar per class, at the arg-max, for a
+    multiclass report); the tick labels carry each label's support."""
+    if "argmax" in report:
+        return _per_class_f1(report["argmax"], path, title)
     fixed, tuned = report["threshold_0.5"], report["tuned_on_dev"]
-    names = [g["genre"] for g in fixed["per_genre"]]
+    names = [g["label"] for g in fixed["per_label"]]
     x = np.arange(len(names))
     fig = _figure(13, 4.5, left=0.05, right=0.99, bottom=0.25, top=0.93)
     ax = fig.subplots()
-    ax.bar(x - 0.2, [g["f1"] for g in fixed["per_genre"]], 0.4, label=f"threshold 0.5 (macro {fixed['f1_macro']:.3f})",
+    ax.bar(x - 0.2, [g["f1"] for g in fixed["per_label"]], 0.4, label=f"threshold 0.5 (macro {fixed['f1_macro']:.3f})",
            color="tab:blue")
-    ax.bar(x + 0.2, [g["f1"] for g in tuned["per_genre"]], 0.4,
+    ax.bar(x + 0.2, [g["f1"] for g in tuned["per_label"]], 0.4,
            label=f"tuned on dev (macro {tuned['f1_macro']:.3f})", color="tab:orange")
-    ax.set_xticks(x, [f"{n}\n{g['support']}" for n, g in zip(names, fixed["per_genre"])], fontsize=7,
+    ax.set_xticks(x, [f"{n}\n{g['support']}" for n, g in zip(names, fixed["per_label"])], fontsize=7,
                   rotation=60, ha="right")
-    ax.set(ylabel="F1", ylim=(0, 1), title=title or "F1 per genre (label: genre, support)")
+    ax.set(ylabel="F1", ylim=(0, 1), title=title or "F1 per label (tick: label, support)")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 
 
+def _per_class_f1(metrics: dict[str, Any], path: str | Path, title: str) -> Path:
+    rows = metrics["per_label"]
+    x = np.arange(len(rows))
+    fig = _figure(max(6, 0.55 * len(rows) + 2), 4.5, left=0.07, right=0.99, bottom=0.25, top=0.93)
+    ax = fig.subplots()
+    ax.bar(x, [r["f1"] for r in rows], 0.6, color="tab:blue",
+           label=f"arg-max (macro {metrics['f1_macro']:.3f}, accuracy {metrics['accuracy']:.3f})")
+    ax.set_xticks(x, [f"{r['label']}\n{r['support']}" for r in rows], fontsize=7, rotation=60, ha="right")
+    ax.set(ylabel="F1", ylim=(0, 1), title=title or "F1 per class (tick: class, support)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def confusion(matrix: Sequence[Sequence[int]], names: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """The confusion matrix of a multiclass report, rows (true class) normalised to 1, counts
+    written in the cells: the figure a multiclass task has instead of label co-occurrence."""
+    counts = np.asarray(matrix, dtype=np.int64)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    side = max(5.0, 0.5 * len(names) + 2)
+    fig = _figure(side + 1, side, left=0.2, right=0.98, bottom=0.2, top=0.92)
+    ax = fig.subplots()
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ticks = np.arange(len(names))
+    ax.set_xticks(ticks, names, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(ticks, names, fontsize=7)
+    for (row, column), count in np.ndenumerate(counts):
+        if count:
+            ax.text(column, row, str(count), ha="center", va="center", fontsize=6,
+                    color="white" if rates[row, column] > 0.5 else "black")
+    ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix (share of each true class)")
+    fig.colorbar(image, ax=ax, shrink=0.75, label="share of the true class")
+    return _save(fig, path)
+
+
 def pr_curves(y_true: np.ndarray, y_prob: np.ndarray, thresholds: Sequence[float], path: str | Path,
-              genres: Sequence[str] = GENRES, title: str = "") -> Path:
-    """Small multiples: each genre's precision-recall curve, AP, and the 0.5 / tuned points."""
+              genres: Sequence[str], title: str = "") -> Path:
+    """Small multiples: each label's precision-recall curve, AP, and the 0.5 / tuned points."""
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
     columns = 6
@@ -159,18 +196,18 @@ def pr_curves(y_true: np.ndarray, y_prob: np.ndarray, thresholds: Sequence[float
         ax.tick_params(labelsize=7)
     fig.supxlabel("recall")
     fig.supylabel("precision")
-    fig.suptitle(title or "precision-recall per genre (circle: threshold 0.5, square: tuned; dotted: base rate)",
+    fig.suptitle(title or "precision-recall per label (circle: threshold 0.5, square: tuned; dotted: base rate)",
                  fontsize=10)
     return _save(fig, path)
 
 
-def cooccurrence(y_true: np.ndarray, y_pred: np.ndarray, path: str | Path, genres: Sequence[str] = GENRES,
+def cooccurrence(y_true: np.ndarray, y_pred: np.ndarray, path: str | Path, genres: Sequence[str],
                  title: str = "") -> Path:
-    """Genre pair counts in the labels and in the predictions, and predicted minus true, as a PNG."""
+    """Label pair counts in the labels and in the predictions, and predicted minus true, as a PNG."""
     return _save(cooccurrence_figure(y_true, y_pred, genres, title), path)
 
 
-def cooccurrence_figure(y_true: np.ndarray, y_pred: np.ndarray, genres: Sequence[str] = GENRES, title: str = ""):
+def cooccurrence_figure(y_true: np.ndarray, y_pred: np.ndarray, genres: Sequence[str], title: str = ""):
     """The Figure of `cooccurrence`.
 
     Each count panel has its own colour scale, set by its largest pair count (off the
@@ -195,8 +232,8 @@ def cooccurrence_figure(y_true: np.ndarray, y_pred: np.ndarray, genres: Sequence
         ax.set_xticks(ticks, genres, rotation=90, fontsize=7)
         ax.set_yticks(ticks, [f"{genre} ({counts[i, i]})" for i, genre in enumerate(genres)], fontsize=7)
         ax.set_title(label)
-        fig.colorbar(image, ax=ax, shrink=0.75, label="movies")
-    fig.suptitle(title or "genre co-occurrence (diagonal: movies per genre, in the row labels)")
+        fig.colorbar(image, ax=ax, shrink=0.75, label="samples")
+    fig.suptitle(title or "label co-occurrence (diagonal: samples per label, in the row labels)")
     return fig
 
 

@@ -37,6 +37,7 @@ from safetensors import SafetensorError, safe_open
 
 from ..atomic import atomic_write_json, fsync_dir
 from ..errors import CheckpointError
+from ..labels import LabelSet
 from .export import encoder_architectures, export_for_inference
 from .files import file_listing, read_json, verify_files
 from .layout import ACCELERATE_WEIGHTS, CHECKPOINTS_DIR, FILES_FILE, FINAL_METRICS, INFERENCE_DIR, STATE_FILE
@@ -179,7 +180,7 @@ def check_fits(checkpoint: Path, state: TrainerState, world_size: int,
 
 
 def save_checkpoint(accelerator: Any, model: Any, checkpoints_dir: Path, state: TrainerState,
-                    config_text: str, token_encoder: Any) -> Path:
+                    config_text: str, token_encoder: Any, labels: LabelSet) -> Path:
     """Save on every rank into a temp folder; the main rank completes and renames it.
 
     A failed write (a full disk) removes the temp folder and is reported as one error; the
@@ -198,7 +199,7 @@ def save_checkpoint(accelerator: Any, model: Any, checkpoints_dir: Path, state: 
         accelerator.wait_for_everyone()  # every rank's files are in before they are listed
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
-            export_for_inference(tmp / INFERENCE_DIR, state_dict, config_text, token_encoder,
+            export_for_inference(tmp / INFERENCE_DIR, state_dict, config_text, token_encoder, labels,
                                  encoder_architectures(unwrapped), same_weights_as=tmp / ACCELERATE_WEIGHTS)
             atomic_write_json(tmp / FILES_FILE, file_listing(tmp))
             atomic_write_json(tmp / STATE_FILE, dataclasses.asdict(state))

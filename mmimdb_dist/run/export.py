@@ -1,7 +1,7 @@
 """A checkpoint's `inference/` export: written with every checkpoint, loaded with nothing else.
 
 `inference/` holds `model.safetensors` (the unwrapped state dict), the resolved `config.yaml`,
-`genres.json`, the token encoder (`vocabulary.json` or `tokenizer/`), the Hugging Face configs
+`labels.json` (the label set it answers in: names and task), the token encoder (`vocabulary.json` or `tokenizer/`), the Hugging Face configs
 of pretrained encoders (`text_encoder/`, `image_encoder/`: rebuilt offline from them), and in
 the best checkpoint of a finished run `thresholds.json` and `preprocessing.json`.
 
@@ -24,8 +24,8 @@ from safetensors import SafetensorError, safe_open
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..data.vocab import Vocabulary
-from ..errors import CheckpointError
-from ..genres import GENRES
+from ..errors import CheckpointError, DataError
+from ..labels import LabelSet
 from ..schema import load_config
 from .files import add_listed_json, read_json, verify_files
 from .layout import FILES_FILE, INFERENCE_DIR
@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 THRESHOLDS_FILE = "thresholds.json"
 PREPROCESSING_FILE = "preprocessing.json"
+LABELS_FILE = "labels.json"
+# Exports written before label sets were data: a JSON list of MM-IMDb's genre names.
+LEGACY_LABELS_FILE = "genres.json"
 
 
 @dataclass
@@ -47,7 +50,10 @@ class InferenceBundle:
     model: Any
     cfg: Any
     token_encoder: Any
-    # Per-genre thresholds (GENRES order); 0.5 everywhere when the checkpoint has none.
+    # The label set the model answers in (names in output order, task kind).
+    labels: LabelSet
+    # Per-label thresholds (the label set's order); 0.5 everywhere when the checkpoint has none,
+    # unused by a multiclass model (its answer is the arg-max).
     thresholds: np.ndarray
     thresholds_source: str
     # How `mmimdb-dist shard` turned raw movies into samples for this model's training.
@@ -76,7 +82,7 @@ def encoder_architectures(model: Any) -> dict[str, Any]:
 
 
 def export_for_inference(folder: Path, state_dict: dict[str, Any], config_text: str,
-                         token_encoder: Any, architectures: dict[str, Any] | None = None,
+                         token_encoder: Any, labels: LabelSet, architectures: dict[str, Any] | None = None,
                          same_weights_as: Path | None = None) -> None:
     """Pure tensors (safetensors), the config and the token encoder: enough to rebuild and predict.
 
@@ -99,7 +105,7 @@ def export_for_inference(folder: Path, state_dict: dict[str, Any], config_text: 
         # Cloned so tensors that share storage (tied weights) save as separate entries.
         save_file({k: v.clone() for k, v in tensors.items()}, str(weights))
     atomic_write_text(folder / "config.yaml", config_text)
-    atomic_write_json(folder / "genres.json", list(GENRES))
+    atomic_write_json(folder / LABELS_FILE, labels.to_dict())
     if isinstance(token_encoder, Vocabulary):
         token_encoder.save(folder / "vocabulary.json")
     else:
@@ -132,27 +138,40 @@ def add_inference_files(checkpoint: Path, documents: dict[str, Any]) -> None:
     add_listed_json(checkpoint, {f"{INFERENCE_DIR}/{name}": document for name, document in documents.items()})
 
 
-def _check_genres(path: Path, genres: Any) -> None:
-    if genres != list(GENRES):
-        raise CheckpointError(f"{path}: genres {genres!r:.120} are not this toolkit's 23 MM-IMDb genres "
-                              "in their order; the checkpoint is of another model")
+def read_label_set(folder: Path) -> LabelSet:
+    """The label set of an `inference/` folder: `labels.json`, or an older export's `genres.json`."""
+    path = folder / LABELS_FILE
+    try:
+        if path.is_file():
+            return LabelSet.from_dict(read_json(path), str(path))
+        legacy = folder / LEGACY_LABELS_FILE
+        if legacy.is_file():
+            return LabelSet.from_dict({"names": read_json(legacy)}, str(legacy))
+    except DataError as exc:
+        raise CheckpointError(str(exc)) from None
+    raise CheckpointError(f"{folder}: no {LABELS_FILE} (expected a checkpoint folder or its {INFERENCE_DIR}/ folder)")
 
 
-def _thresholds(folder: Path) -> tuple[np.ndarray, str]:
+def _thresholds(folder: Path, labels: LabelSet) -> tuple[np.ndarray, str]:
+    if labels.multiclass:
+        return np.full(len(labels), 0.5), "none (multiclass: the most probable class)"
     path = folder / THRESHOLDS_FILE
     if not path.is_file():
         logger.warning("%s: no %s (only the best checkpoint of a finished run has one); "
-                       "genres are marked at threshold 0.5", folder, THRESHOLDS_FILE)
-        return np.full(len(GENRES), 0.5), "0.5 (the checkpoint has no tuned thresholds)"
+                       "labels are marked at threshold 0.5", folder, THRESHOLDS_FILE)
+        return np.full(len(labels), 0.5), "0.5 (the checkpoint has no tuned thresholds)"
     data = read_json(path)
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected an object with 'genres' and 'thresholds'")
-    _check_genres(path, data.get("genres"))
+        raise CheckpointError(f"{path}: expected an object with 'labels' and 'thresholds'")
+    names = data.get("labels", data.get("genres"))  # "genres": written before label sets were data
+    if names != list(labels.names):
+        raise CheckpointError(f"{path}: key 'labels': expected the checkpoint's {len(labels)} labels in "
+                              f"order, got {names!r:.120}")
     values = data.get("thresholds")
-    if (not isinstance(values, list) or len(values) != len(GENRES)
+    if (not isinstance(values, list) or len(values) != len(labels)
             or not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in values)):
-        raise CheckpointError(f"{path}: key 'thresholds': expected {len(GENRES)} numbers in [0, 1]")
-    return np.asarray(values, dtype=np.float64), f"tuned per genre on the {data.get('tuned_on', 'dev split')}"
+        raise CheckpointError(f"{path}: key 'thresholds': expected {len(labels)} numbers in [0, 1]")
+    return np.asarray(values, dtype=np.float64), f"tuned per label on the {data.get('tuned_on', 'dev split')}"
 
 
 def _preprocessing(folder: Path, cfg: Any) -> dict[str, Any]:
@@ -176,7 +195,7 @@ def load_bundle(checkpoint: str | Path, device: str = "cpu") -> InferenceBundle:
     if not checkpoint.is_dir():
         raise CheckpointError(f"{checkpoint}: not a checkpoint folder")
     folder = checkpoint / INFERENCE_DIR if (checkpoint / INFERENCE_DIR).is_dir() else checkpoint
-    for name in ("model.safetensors", "config.yaml", "genres.json"):
+    for name in ("model.safetensors", "config.yaml"):
         if not (folder / name).is_file():
             raise CheckpointError(f"{folder}: no {name} (expected a checkpoint folder or its "
                                   f"{INFERENCE_DIR}/ folder)")
@@ -184,16 +203,16 @@ def load_bundle(checkpoint: str | Path, device: str = "cpu") -> InferenceBundle:
         verify_files(checkpoint, within=INFERENCE_DIR,
                      advice="the checkpoint was damaged or its files replaced by another model's file; "
                             "use the checkpoint as training saved it")
-    _check_genres(folder / "genres.json", read_json(folder / "genres.json"))
+    labels = read_label_set(folder)
     weights = folder / "model.safetensors"
     try:
         model, cfg, token_encoder = load_for_inference(folder, device)
     except SafetensorError as exc:
         raise CheckpointError(f"{weights}: not a readable safetensors file ({exc}); "
                               "the file is truncated or corrupt") from None
-    thresholds, source = _thresholds(folder)
+    thresholds, source = _thresholds(folder, labels)
     return InferenceBundle(checkpoint=checkpoint, model=model, cfg=cfg, token_encoder=token_encoder,
-                           thresholds=thresholds, thresholds_source=source,
+                           labels=labels, thresholds=thresholds, thresholds_source=source,
                            preprocessing=_preprocessing(folder, cfg))
 
 
@@ -242,8 +261,8 @@ def load_for_inference(checkpoint: str | Path, device: str = "cpu") -> tuple[Any
         cfg.model.image.pretrained = False
         cfg.model.image.weights_path = None
     # A head trained on cached features (loader.features_dir) reads that set's feature rows.
-    model = build_model(cfg.model, vocab_size=vocab_size, pad_id=token_encoder.pad_id,
-                        features=feature_spec(cfg.loader))
+    model = build_model(cfg.model, num_labels=len(read_label_set(folder)), vocab_size=vocab_size,
+                        pad_id=token_encoder.pad_id, features=feature_spec(cfg.loader))
     try:
         missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
     except RuntimeError as exc:  # shapes of another model under the same tensor names

@@ -21,7 +21,7 @@ A run writes `<output_dir>/<name>/`:
                          and preprocessing.json (the shard set's poster and plot settings)
     final_metrics.json   dev and test metrics of the BEST checkpoint, at threshold 0.5 and with
                          thresholds tuned on dev (test never tunes on itself)
-    per_genre.csv        per-genre precision, recall and F1 under both protocols
+    per_label.csv        per-genre precision, recall and F1 under both protocols
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ CONFIG_FILE = "config.yaml"
 VOCABULARY_FILE = "vocabulary.json"
 METRICS_LOG = "metrics.jsonl"
 FINAL_METRICS = "final_metrics.json"
-PER_GENRE_CSV = "per_genre.csv"
+PER_LABEL_CSV = "per_label.csv"
 EVALUATION_DIR = "evaluation"
 TRACKERS_FILE = "trackers.json"
 CHECKPOINTS_DIR = "checkpoints"
@@ -48,7 +48,7 @@ ACCELERATE_WEIGHTS = "model.safetensors"
 
 # What a run folder holds: the trainer's files, `evaluate`'s reports, a Slurm job's records.
 RUN_FILES = frozenset({CHECKPOINTS_DIR, CONFIG_FILE, EVALUATION_DIR, FINAL_METRICS, METRICS_LOG,
-                       PER_GENRE_CSV, "tensorboard", VOCABULARY_FILE, "slurm", "submissions.json",
+                       PER_LABEL_CSV, "tensorboard", VOCABULARY_FILE, "slurm", "submissions.json",
                        TRACKERS_FILE}) | frozenset(TRACKERS)  # a tracker given a folder writes <run>/<its name>
 
 

@@ -35,16 +35,23 @@ class Predictions:
     loss in the training loss's own terms needs them: probabilities saturate at 0 and 1)."""
 
     ids: list[str]
-    probs: np.ndarray  # N x 23, float32
-    labels: np.ndarray  # N x 23, 0/1
+    probs: np.ndarray  # N x labels, float32 (softmax rows for a multiclass task)
+    labels: np.ndarray  # N x labels, 0/1
     skipped: int = 0
-    logits: np.ndarray | None = None  # N x 23, float32
+    logits: np.ndarray | None = None  # N x labels, float32
+
+
+def probabilities(logits: torch.Tensor, multiclass: bool) -> torch.Tensor:
+    """A model's outputs as probabilities: softmax over the classes of a multiclass task,
+    one sigmoid per label of a multi-label one."""
+    return torch.softmax(logits.float(), dim=-1) if multiclass else torch.sigmoid(logits.float())
 
 
 @torch.no_grad()
 def predict_local(model: torch.nn.Module, loader: StreamingLoader, device: torch.device,
                   input_dtype: torch.dtype = torch.float32, autocast=contextlib.nullcontext,
-                  progress: bool = False, desc: str = "eval") -> Predictions:
+                  progress: bool = False, desc: str = "eval", *, num_labels: int,
+                  multiclass: bool = False) -> Predictions:
     """This rank's predictions over its share of an eval loader."""
     was_training = model.training
     model.eval()
@@ -58,10 +65,9 @@ def predict_local(model: torch.nn.Module, loader: StreamingLoader, device: torch
         logits_parts.append(logits.float().cpu().numpy())
         labels.append(batch["labels"].float().cpu().numpy().astype(np.int64))
     model.train(was_training)
-    width = 23 if not logits_parts else logits_parts[0].shape[1]
-    all_logits = np.concatenate(logits_parts) if logits_parts else np.zeros((0, width), np.float32)
-    return Predictions(ids=ids, probs=torch.sigmoid(torch.from_numpy(all_logits)).numpy(),
-                       labels=np.concatenate(labels) if labels else np.zeros((0, width), np.int64),
+    all_logits = np.concatenate(logits_parts) if logits_parts else np.zeros((0, num_labels), np.float32)
+    return Predictions(ids=ids, probs=probabilities(torch.from_numpy(all_logits), multiclass).numpy(),
+                       labels=np.concatenate(labels) if labels else np.zeros((0, num_labels), np.int64),
                        skipped=loader.skipped, logits=all_logits)
 
 
@@ -96,9 +102,10 @@ def evaluate_split(model: torch.nn.Module, cfg: Any, manifest: Manifest, split: 
     loader = build_eval_loader(cfg.loader, manifest, split, token_encoder, rank=rank, world_size=world_size,
                                images=cfg.model.uses_image)
     expected, where = manifest.split(split).num_samples, f"{manifest.path} split {split!r}"
+    task = {"num_labels": len(manifest.labels), "multiclass": manifest.labels.multiclass}
     if accelerator is None:
-        local = predict_local(model, loader, torch.device(device), progress=progress, desc=split)
+        local = predict_local(model, loader, torch.device(device), progress=progress, desc=split, **task)
         return merge([local], expected, where)
     local = predict_local(model, loader, accelerator.device, input_dtype, accelerator.autocast,
-                          progress=accelerator.is_local_main_process, desc=split)
+                          progress=accelerator.is_local_main_process, desc=split, **task)
     return merge(gather_object([local]) if world_size > 1 else [local], expected, where)

@@ -10,9 +10,11 @@ from .baseline import (  # noqa: F401
 )
 from .data import (  # noqa: F401
     MAX_TEXT_LENGTH,
+    TABLE_SUFFIXES,
     DataConfig,
     LoaderConfig,
     ShardConfig,
+    TableColumns,
 )
 from .experiment import (  # noqa: F401
     ExperimentConfig,
@@ -32,6 +34,8 @@ from .loading import (  # noqa: F401
 )
 from .loss import (  # noqa: F401
     LOSS_NAMES,
+    MULTICLASS_LOSSES,
+    MULTILABEL_LOSSES,
     LossConfig,
 )
 from .model import (  # noqa: F401
@@ -58,6 +62,8 @@ from .train import (  # noqa: F401
     PRECISIONS,
     SCHEDULES,
     SELECT_METRICS,
+    SELECT_METRICS_BY_TASK,
     TRACKERS,
     TrainConfig,
+    check_select_metric,
 )

@@ -1,23 +1,106 @@
-"""`data:`, `shard:` and `loader:` sections: the raw layout, the shards, the streaming loaders."""
+"""`data:`, `shard:` and `loader:` sections: the source data, the shards, the streaming loaders."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union
 
 from ..errors import ConfigError
+
+TABLE_SUFFIXES: tuple[str, ...] = (".csv", ".tsv", ".jsonl", ".parquet")
+
+
+@dataclass
+class TableColumns:
+    """`data.columns`: which columns of a table are the id, the text, the image, the labels and
+    the split (`data.source: table`)."""
+
+    # The sample id; null: the row number (1 for the first data row).
+    id: Optional[str] = None
+    # One column, or several joined with a blank line (e.g. [title, body]).
+    text: Union[str, list[str], None] = None
+    # A path to the image, relative to the table's folder; null: a text-only table.
+    image: Optional[str] = None
+    # One column holding the labels (a JSON list, or a string split on `data.label_separator`),
+    # or a list of 0/1 columns, one per label (their names are the labels).
+    labels: Union[str, list[str], None] = None
+    # train / dev / test per row; null: a seeded split stratified by label (`data.split_fractions`).
+    split: Optional[str] = None
+
+    @property
+    def text_columns(self) -> list[str]:
+        return [self.text] if isinstance(self.text, str) else list(self.text or [])
+
+    @property
+    def label_columns(self) -> list[str]:
+        return [self.labels] if isinstance(self.labels, str) else list(self.labels or [])
+
+    @property
+    def one_hot_labels(self) -> bool:
+        """Labels given as 0/1 columns (a list), not as one column of names."""
+        return isinstance(self.labels, list)
 
 
 @dataclass
 class DataConfig:
-    """Where the raw MM-IMDb lives and how a raw movie becomes one sample."""
+    """Where the source data lives and how a record becomes one sample.
 
+    `source: mmimdb` reads MM-IMDb's raw layout (`raw_dir`); `source: table` reads a table of
+    any dataset (`table`, `columns`): its label set comes from its train split."""
+
+    source: Literal["mmimdb", "table"] = "mmimdb"
     # Folder holding split.json and dataset/ (the `mmimdb/` folder of the archive).
     raw_dir: str = "data/synth/mmimdb"
     # MM-IMDb gives several plot summaries per movie; which text becomes the sample.
     plot_policy: Literal["longest", "first", "all"] = "longest"
-    # Turn a skipped movie (no plot, no poster, no kept genre, ...) into an error.
+    # Turn a skipped record (no plot, no poster, no kept genre, ...) into an error.
     strict: bool = False
+    # source: table. A .csv, .tsv, .jsonl or .parquet file; image paths resolve against its folder.
+    table: Optional[str] = None
+    columns: TableColumns = field(default_factory=TableColumns)
+    # Splits a label column's string into labels (a JSON list in the cell is read as one).
+    label_separator: str = "|"
+    # train/dev/test fractions of the generated split (no split column); written as split.json
+    # beside the shards.
+    split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    # multilabel: any number of labels per row (binary: one label); multiclass: exactly one.
+    task: Literal["multilabel", "multiclass"] = "multilabel"
+    # Labels with fewer train rows are dropped (and reported in the manifest).
+    min_label_count: int = 1
+    # The label set in this order; null: the train split's labels by frequency, ties by name.
+    labels: Optional[list[str]] = None
+
+    def __post_init__(self) -> None:
+        if self.source != "table":
+            return
+        if not self.table:
+            raise ConfigError("data.table: expected the path of a .csv, .tsv, .jsonl or .parquet table "
+                              "(data.source is table)")
+        if not self.table.lower().endswith(TABLE_SUFFIXES):
+            raise ConfigError(f"data.table: {self.table!r}: expected a file ending in {', '.join(TABLE_SUFFIXES)}")
+        columns = self.columns
+        if not columns.text_columns:
+            raise ConfigError("data.columns.text: expected the text column (or a list of them)")
+        if not columns.label_columns:
+            raise ConfigError("data.columns.labels: expected the label column, or a list of 0/1 columns")
+        named = [c for c in (columns.id, *columns.text_columns, columns.image, *columns.label_columns,
+                             columns.split) if c is not None]
+        if any(not isinstance(c, str) or not c for c in named):
+            raise ConfigError(f"data.columns: expected non-empty column names, got {named}")
+        if self.task == "multiclass" and columns.one_hot_labels and len(columns.label_columns) < 2:
+            raise ConfigError("data.columns.labels: a multiclass task needs at least 2 classes "
+                              "(one 0/1 column is a binary task: data.task multilabel)")
+        if not self.label_separator:
+            raise ConfigError("data.label_separator: expected a non-empty string")
+        fractions = self.split_fractions
+        if (len(fractions) != 3 or any(f < 0 for f in fractions) or fractions[0] <= 0
+                or abs(sum(fractions) - 1.0) > 1e-6):
+            raise ConfigError(f"data.split_fractions: expected 3 fractions (train, dev, test) >= 0 that sum "
+                              f"to 1, train above 0, got {fractions}")
+        if self.min_label_count < 1:
+            raise ConfigError(f"data.min_label_count: expected a positive integer, got {self.min_label_count}")
+        if self.labels is not None and (not self.labels or len(set(self.labels)) != len(self.labels)):
+            raise ConfigError(f"data.labels: expected distinct label names, got {self.labels}")
 
 
 @dataclass

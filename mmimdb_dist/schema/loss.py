@@ -1,4 +1,4 @@
-"""`loss:` section: which multi-label loss, and its parameters."""
+"""`loss:` section: which loss, and its parameters (multi-label losses, or cross-entropy for a multiclass task)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,17 @@ from typing import Literal
 
 from ..errors import ConfigError
 
-LOSS_NAMES: tuple[str, ...] = ("bce", "weighted_bce", "focal", "asl")
+LOSS_NAMES: tuple[str, ...] = ("bce", "weighted_bce", "focal", "asl", "cross_entropy")
+# The losses of each task kind (the shard manifest says which kind a set is).
+MULTILABEL_LOSSES: tuple[str, ...] = ("bce", "weighted_bce", "focal", "asl")
+MULTICLASS_LOSSES: tuple[str, ...] = ("cross_entropy",)
 
 
 @dataclass
 class LossConfig:
     """`loss:` section. Keys not used by the chosen loss are ignored."""
 
-    name: Literal["bce", "weighted_bce", "focal", "asl"] = "bce"
+    name: Literal["bce", "weighted_bce", "focal", "asl", "cross_entropy"] = "bce"
     # weighted_bce: cap on pos_weight = (N - n_c) / n_c, which reaches ~100 for the rarest genres
     # and can make their gradients dominate; null = no cap.
     pos_weight_max: float | None = None
@@ -26,6 +29,8 @@ class LossConfig:
     gamma_pos: float = 0.0
     gamma_neg: float = 4.0
     clip: float = 0.05
+    # cross_entropy (multiclass tasks): probability mass spread evenly over all classes.
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         if self.name not in LOSS_NAMES:
@@ -37,5 +42,7 @@ class LossConfig:
                 raise ConfigError(f"loss.{key}: expected >= 0, got {getattr(self, key)}")
         if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"loss.alpha: expected a value in [0, 1] or null, got {self.alpha}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"loss.label_smoothing: expected a value in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= self.clip < 1.0:
             raise ConfigError(f"loss.clip: expected a value in [0, 1), got {self.clip}")

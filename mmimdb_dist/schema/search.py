@@ -30,7 +30,8 @@ class SchedulerConfig:
     # A key of the trainer's dev evaluation record; null: the trials' own `train.select_metric`
     # (from the overrides or the base config), so Tune ranks trials as the trainer picks checkpoints.
     metric: Optional[Literal["mean_average_precision", "roc_auc_macro", "f1_macro", "f1_micro",
-                             "f1_macro_tuned", "f1_micro_tuned"]] = None
+                             "f1_macro_tuned", "f1_micro_tuned", "accuracy", "f1_weighted",
+                             "top5_accuracy"]] = None
     mode: Literal["max", "min"] = "max"
     # Rungs are in dev evaluations (`train.eval_every` sets how often they happen).
     grace_period: int = 1

@@ -8,9 +8,23 @@ from typing import Any, Literal, Optional, Union
 from ..errors import ConfigError
 
 SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant")
-# Dev metrics that can pick the best checkpoint; "_tuned" ones use thresholds tuned on dev itself.
-SELECT_METRICS: tuple[str, ...] = ("mean_average_precision", "roc_auc_macro", "f1_macro", "f1_micro",
-                                   "f1_macro_tuned", "f1_micro_tuned")
+# Dev metrics that can pick the best checkpoint, by the data's task kind; "_tuned" ones use
+# thresholds tuned on dev itself (multi-label only: a multiclass answer has no threshold).
+SELECT_METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
+    "multilabel": ("mean_average_precision", "roc_auc_macro", "f1_macro", "f1_micro", "f1_macro_tuned",
+                   "f1_micro_tuned"),
+    "multiclass": ("mean_average_precision", "roc_auc_macro", "f1_macro", "f1_micro", "accuracy",
+                   "f1_weighted", "top5_accuracy"),
+}
+SELECT_METRICS: tuple[str, ...] = tuple(dict.fromkeys(m for ms in SELECT_METRICS_BY_TASK.values() for m in ms))
+
+
+def check_select_metric(metric: str, task: str, where: str, key: str = "train.select_metric") -> None:
+    """One line when a selection metric does not exist for the data's task kind."""
+    fitting = SELECT_METRICS_BY_TASK[task]
+    if metric not in fitting:
+        raise ConfigError(f"{key}: {metric!r} is not a metric of the {task} task of {where}; "
+                          f"expected one of {', '.join(fitting)}")
 PRECISIONS: tuple[str, ...] = ("auto", "no", "bf16", "fp16")
 # Experiment trackers Accelerate knows by name (`log_with`); each but tensorboard is an extra
 # (pip install mlflow-skinny / wandb / aim / ...).
@@ -57,7 +71,8 @@ class TrainConfig:
     # still under-confident (it predicts Drama alone), so runs stopped and kept early weights
     # although the ranking of genres was still improving. See SELECT_METRICS.
     select_metric: Literal["mean_average_precision", "roc_auc_macro", "f1_macro", "f1_micro",
-                           "f1_macro_tuned", "f1_micro_tuned"] = "mean_average_precision"
+                           "f1_macro_tuned", "f1_micro_tuned", "accuracy", "f1_weighted",
+                           "top5_accuracy"] = "mean_average_precision"
     # Stop after this many evaluations without a better `select_metric` (0: never stop early).
     early_stopping_patience: int = 0
     # Also checkpoint every N optimizer steps (0: only at evaluations), so a killed run

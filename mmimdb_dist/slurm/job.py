@@ -29,6 +29,8 @@ from typing import Any
 
 import submitit
 
+from ..run.protocol import primary_report
+
 logger = logging.getLogger(__name__)
 
 
@@ -84,8 +86,8 @@ class TrainJob(submitit.helpers.Checkpointable):
             raise
         return {"run_dir": str(run_dir_of(cfg)), "rank": placement.rank, "world_size": placement.world_size,
                 "best_checkpoint": result["best_checkpoint"], "last_step": result["last_step"],
-                "test_f1_macro": result["test"]["threshold_0.5"]["f1_macro"],
-                "test_f1_micro": result["test"]["threshold_0.5"]["f1_micro"], "restarts": restarts()}
+                "test_f1_macro": primary_report(result["test"])["f1_macro"],
+                "test_f1_micro": primary_report(result["test"])["f1_micro"], "restarts": restarts()}
 
     def _after_stop(self, stop: Any, rank: int) -> None:
         """Every rank's checkpoint is complete here; rank 0 requeues, once."""

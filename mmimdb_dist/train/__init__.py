@@ -26,7 +26,7 @@ experiment trackers (`trackers`, `tracker_project`, `tracker_kwargs`). The late-
 `loader.batch_size` is per process: the global batch is batch_size x processes x accumulation.
 
 A run writes `<output_dir>/<name>/`: config, vocabulary, metrics.jsonl, TensorBoard and tracker
-files, checkpoints with their `inference/` export, final_metrics.json and per_genre.csv (the
+files, checkpoints with their `inference/` export, final_metrics.json and per_label.csv (the
 layout, file by file, is in `mmimdb_dist/run/layout.py`; writing and reading each part is
 the run layer's, `mmimdb_dist/run/`).
 

@@ -39,9 +39,15 @@ from ..data.loader import build_train_loader
 from ..data.plan import derive_seed, train_batches_per_rank
 from ..data.sources import load_training_manifest
 from ..errors import CheckpointError, ConfigError, DataError, LogWriteError, NonFiniteLossError, TrackerWriteError
-from ..genres import GENRES
-from ..losses import build_loss
-from ..metrics import compute_metrics, tune_thresholds, write_metrics_json, write_per_genre_csv
+from ..labels import LabelSet
+from ..losses import build_loss, check_loss_fits
+from ..metrics import (
+    compute_metrics,
+    compute_multiclass_metrics,
+    tune_thresholds,
+    write_metrics_json,
+    write_per_label_csv,
+)
 from ..models import build_model
 from ..models.preprocess import resolve_image_size
 from ..models.registry import count_parameters
@@ -58,14 +64,14 @@ from ..run.checkpoints import (
     resolve_resume,
     save_checkpoint,
 )
-from ..run.export import add_inference_files
+from ..run.export import add_inference_files, read_label_set
 from ..run.layout import (
     CONFIG_FILE,
     EVALUATION_DIR,
     FINAL_METRICS,
     INFERENCE_DIR,
     METRICS_LOG,
-    PER_GENRE_CSV,
+    PER_LABEL_CSV,
     STATE_FILE,
     checkpoints_dir_of,
     owns_run_file,
@@ -73,8 +79,9 @@ from ..run.layout import (
 )
 from ..run.metrics_log import append_record, truncate_after
 from ..run.predictions import Predictions, evaluate_split
-from ..run.protocol import protocol_report
+from ..run.protocol import primary_report, protocol_report
 from ..schema import ExperimentConfig, dump_config, save_config, to_dict
+from ..schema import check_select_metric
 from .accelerator import build_accelerator, choose_num_threads
 from .deepspeed_config import broadcast_buffers, buffers_to, deepspeed_plugin, fill_deepspeed_config, mark_boundary
 from .optim import build_optimizer, build_scheduler
@@ -84,16 +91,22 @@ from .tracking import Trackers, flat_hparams
 
 logger = logging.getLogger(__name__)
 
-# What every dev evaluation records (and TensorBoard shows); `train.select_metric` is one of them.
-EVAL_KEYS = ("f1_macro", "f1_micro", "f1_macro_tuned", "f1_micro_tuned", "mean_average_precision",
-             "roc_auc_macro")
+# What every dev evaluation records (and TensorBoard shows), by task kind; `train.select_metric`
+# is one of them (schema.train.SELECT_METRICS_BY_TASK).
+EVAL_KEYS = {"multilabel": ("f1_macro", "f1_micro", "f1_macro_tuned", "f1_micro_tuned", "mean_average_precision",
+                            "roc_auc_macro"),
+             "multiclass": ("accuracy", "top5_accuracy", "f1_macro", "f1_weighted", "f1_micro",
+                            "mean_average_precision", "roc_auc_macro")}
 
 
-def dev_metrics(labels, probs) -> dict[str, Any]:
+def dev_metrics(labels, probs, label_set: LabelSet) -> dict[str, Any]:
     """Dev metrics at 0.5, plus macro/micro-F1 under thresholds tuned on this same dev split
-    (an optimistic figure, meant for choosing checkpoints, never for reporting)."""
-    metrics = compute_metrics(labels, probs)
-    tuned = compute_metrics(labels, probs, tune_thresholds(labels, probs))
+    (an optimistic figure, meant for choosing checkpoints, never for reporting); for a
+    multiclass label set the arg-max metrics."""
+    if label_set.multiclass:
+        return compute_multiclass_metrics(labels, probs, label_set.names)
+    metrics = compute_metrics(labels, probs, genres=label_set.names)
+    tuned = compute_metrics(labels, probs, tune_thresholds(labels, probs), label_set.names)
     metrics["f1_macro_tuned"], metrics["f1_micro_tuned"] = tuned["f1_macro"], tuned["f1_micro"]
     return metrics
 
@@ -131,6 +144,12 @@ class Trainer:
                 raise DataError(f"{self.manifest.path}: the {split} split holds no sample; a run trains on "
                                 "train, selects its checkpoint on dev and reports on test, so each needs movies")
         self.features = feature_spec(cfg.loader)
+        # The label set and task kind travel with the data: they fix the output width, the
+        # loss and the metrics (a loss or selection metric of the other kind is one line).
+        self.labels = self.manifest.labels
+        check_loss_fits(cfg.loss, self.labels.task, str(self.manifest.path))
+        check_select_metric(cfg.train.select_metric, self.labels.task, str(self.manifest.path))
+        self.eval_keys = EVAL_KEYS[self.labels.task]
         # The run folder is new, or a run's (resumed, restarted); anything else is refused on
         # every rank alike, and the main rank holds its lock until the run ends (outputs.py).
         self._folder_lock = contextlib.ExitStack()
@@ -141,12 +160,13 @@ class Trainer:
         self.token_encoder, vocab_size = load_token_encoder(cfg, self.manifest, self.run_dir, accelerator)
 
         set_seed(self.seed)  # initialisation, dropout and modality dropout
-        model = build_model(cfg.model, vocab_size=vocab_size, pad_id=self.token_encoder.pad_id,
-                            features=self.features)
+        model = build_model(cfg.model, num_labels=len(self.labels), vocab_size=vocab_size,
+                            pad_id=self.token_encoder.pad_id, features=self.features)
         train = self.manifest.split("train")
-        # Every classifier starts at the train genre frequencies, not at p = 0.5 for all 23
-        # genres (whose first epoch would be spent learning the priors).
-        model.init_output_bias(torch.tensor(train.label_counts, dtype=torch.float32) / train.num_samples)
+        # Every classifier starts at the train label frequencies, not at p = 0.5 for every
+        # label (whose first epoch would be spent learning the priors).
+        model.init_output_bias(torch.tensor(train.label_counts, dtype=torch.float32) / train.num_samples,
+                               multiclass=self.labels.multiclass)
         self.trainable_parameters, self.num_parameters = count_parameters(model)
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -284,7 +304,7 @@ class Trainer:
         if self.deepspeed and self.world_size > 1:
             broadcast_buffers(self.model)  # the statistics the checkpoint about to be saved holds
         dev = self.predict_split("dev")
-        metrics = dev_metrics(dev.labels, dev.probs)
+        metrics = dev_metrics(dev.labels, dev.probs, self.labels)
         metrics["loss"] = self.dev_loss(dev)
         value = metrics[self.train_cfg.select_metric]
         value = float("-inf") if value is None else value
@@ -300,13 +320,15 @@ class Trainer:
             state.stopped_early = bool(patience and state.evals_since_best >= patience)
         record = {"type": "eval", "split": "dev", "epoch": state.epoch, "step": state.step,
                   "batches_seen": state.batches_seen, "best": improved, "skipped": dev.skipped,
-                  **{k: metrics[k] for k in (*EVAL_KEYS, "loss")}}
+                  **{k: metrics[k] for k in (*self.eval_keys, "loss")}}
         self._log_record(record)
-        self._scalars({f"dev/{key}": metrics[key] for key in (*EVAL_KEYS, "loss")}, state.step)
+        self._scalars({f"dev/{key}": metrics[key] for key in (*self.eval_keys, "loss")}, state.step)
         if self.main:
-            logger.info("epoch %d step %d: dev mAP %.4f macro-F1 %.4f micro-F1 %.4f (at 0.5)%s%s", state.epoch,
+            second = ("accuracy %.4f" % metrics["accuracy"] if self.labels.multiclass
+                      else "micro-F1 %.4f (at 0.5)" % metrics["f1_micro"])
+            logger.info("epoch %d step %d: dev mAP %.4f macro-F1 %.4f %s%s%s", state.epoch,
                         state.step, metrics["mean_average_precision"] or 0.0, metrics["f1_macro"],
-                        metrics["f1_micro"], f" (best {self.train_cfg.select_metric})" if improved else "",
+                        second, f" (best {self.train_cfg.select_metric})" if improved else "",
                         " -> early stop" if state.stopped_early else "")
         return record
 
@@ -314,7 +336,7 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         save_checkpoint(self.accelerator, self.model, self.checkpoints_dir, self.state,
-                        self.config_text, self.token_encoder)
+                        self.config_text, self.token_encoder, self.labels)
         if self.main:
             protect = {self.state.best_checkpoint} if self.state.best_checkpoint else set()
             prune(self.checkpoints_dir, self.train_cfg.keep_checkpoints, protect)
@@ -486,6 +508,8 @@ class Trainer:
             return
         state = TrainerState.read(checkpoint / STATE_FILE)
         check_fits(checkpoint, state, self.world_size, self.param_shapes)
+        read_label_set(checkpoint / INFERENCE_DIR).check_same(self.labels, f"checkpoint {checkpoint}",
+                                                              f"the data {self.manifest.path}")
         self._check_rng_state(checkpoint)
         try:
             self.accelerator.load_state(str(checkpoint))
@@ -535,15 +559,16 @@ class Trainer:
         writes them)."""
         if not self.trackers.active:
             return
-        final = {f"test/{key}{suffix}": reports["test"][protocol][key]
-                 for protocol, suffix in (("threshold_0.5", ""), ("tuned_on_dev", "_tuned"))
-                 for key in ("f1_macro", "f1_micro")}
-        final["test/mean_average_precision"] = reports["test"]["threshold_0.5"].get("mean_average_precision")
+        suffixes = {"threshold_0.5": "", "tuned_on_dev": "_tuned", "argmax": ""}
+        keys = ("accuracy", "f1_macro", "f1_weighted") if self.labels.multiclass else ("f1_macro", "f1_micro")
+        final = {f"test/{key}{suffixes[protocol]}": reports["test"][protocol][key]
+                 for protocol in self.labels.protocols for key in keys}
+        final["test/mean_average_precision"] = primary_report(reports["test"]).get("mean_average_precision")
         final = {key: value for key, value in final.items() if value is not None}
         out = self.run_dir / EVALUATION_DIR / f"{self.state.best_checkpoint}-test"
         label = f"{self.cfg.name} / {self.state.best_checkpoint} / test"
         figures = (write_figures(out, test.labels, test.probs, thresholds, reports["test"],
-                                 self.run_dir / METRICS_LOG, label, f"training of {self.cfg.name}")
+                                 self.run_dir / METRICS_LOG, label, f"training of {self.cfg.name}", self.labels)
                    if self.train_cfg.tracker_figures else [])
         try:
             self.trackers.finish(final, self.state.step, figures)
@@ -558,14 +583,16 @@ class Trainer:
         best = self.checkpoints_dir / state.best_checkpoint
         self.accelerator.load_state(str(best))
         dev, test = self.predict_split("dev"), self.predict_split("test")
-        protocol = protocol_report(dev.labels, dev.probs, {"test": (test.labels, test.probs)})
+        protocol = protocol_report(dev.labels, dev.probs, {"test": (test.labels, test.probs)}, self.labels)
         thresholds = protocol["thresholds"]
         reports = {"dev": protocol["dev"], "test": protocol["test"]}
         if self.main:  # the best checkpoint then carries all that `mmimdb-dist predict` needs
-            add_inference_files(best, {
-                "thresholds.json": {"genres": list(GENRES), "thresholds": [float(t) for t in thresholds],
-                                    "tuned_on": f"dev split of {self.manifest.path}"},
-                "preprocessing.json": dict(self.manifest.settings)})
+            documents: dict[str, Any] = {"preprocessing.json": dict(self.manifest.settings)}
+            if thresholds is not None:  # a multiclass model answers with its arg-max
+                documents["thresholds.json"] = {"labels": list(self.labels.names),
+                                                "thresholds": [float(t) for t in thresholds],
+                                                "tuned_on": f"dev split of {self.manifest.path}"}
+            add_inference_files(best, documents)
         result = {
             "select_metric": self.train_cfg.select_metric,
             "best_checkpoint": state.best_checkpoint, "best_epoch": state.best_epoch,
@@ -579,12 +606,13 @@ class Trainer:
         }
         if self.main:
             write_metrics_json(self.run_dir / FINAL_METRICS, result)
-            write_per_genre_csv(self.run_dir / PER_GENRE_CSV, reports)
+            write_per_label_csv(self.run_dir / PER_LABEL_CSV, reports)
             self._track_final(reports, test, thresholds)
             self._log_record({"type": "final", "batches_seen": state.batches_seen, "step": state.step,
                               "best_checkpoint": state.best_checkpoint,
-                              "test_f1_macro": reports["test"]["threshold_0.5"]["f1_macro"],
-                              "test_f1_macro_tuned": reports["test"]["tuned_on_dev"]["f1_macro"]})
+                              "test_f1_macro": primary_report(reports["test"])["f1_macro"],
+                              **({"test_accuracy": reports["test"]["argmax"]["accuracy"]} if self.labels.multiclass
+                                 else {"test_f1_macro_tuned": reports["test"]["tuned_on_dev"]["f1_macro"]})})
         self.accelerator.wait_for_everyone()
         return result
 

@@ -38,7 +38,7 @@ def load_token_encoder(cfg: ExperimentConfig, manifest: Manifest, run_dir: Path,
     if accelerator.is_main_process and not path.is_file():
         from ..data.plots import read_shard_split_texts
 
-        texts = read_shard_split_texts(manifest.shard_paths("train"), "train").texts
+        texts = read_shard_split_texts(manifest, "train").texts
         build_token_encoder(dataclasses.replace(text_cfg, kind="bilstm"), texts).save(path)
     accelerator.wait_for_everyone()
     vocabulary = Vocabulary.load(path)

@@ -21,6 +21,7 @@ from typing import Any
 from ..atomic import atomic_write_text
 from ..run.layout import FINAL_METRICS, METRICS_LOG
 from ..run.metrics_log import read_records
+from ..run.protocol import primary_report
 from ..schema import dump_config
 from .space import LoadedSearch, build_trial_config, trial_overrides
 
@@ -77,7 +78,7 @@ def _test_f1(run_dir: Path) -> float | None:
     if not path.is_file():
         return None
     data = json.loads(path.read_text(encoding="utf-8"))
-    return data["test"]["threshold_0.5"]["f1_macro"]
+    return primary_report(data["test"])["f1_macro"]
 
 
 def _eval_records(run_dir: Path) -> list[dict[str, Any]]:

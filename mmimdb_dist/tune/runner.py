@@ -21,6 +21,7 @@ from typing import Any
 from ..atomic import atomic_write_text
 from ..errors import ConfigError
 from ..schema import dump_config
+from ..schema import check_select_metric
 from .results import RUNS_DIR, SearchOutcome, collect_results, write_results
 from .space import LoadedSearch, build_trial_config, evaluations_per_trial
 from .trainable import run_trial
@@ -40,6 +41,20 @@ def quiet_ray_environment() -> None:
     regardless): progress is TrialLines' one line per trial event."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def _check_metric_fits(loaded: LoadedSearch) -> None:
+    """The ranking metric exists for the data's task kind (multi-label or multiclass): one
+    line now, not a failed trial per sample of the space."""
+    from ..data.sources import load_training_manifest
+
+    cfg = build_trial_config(loaded.base, loaded.config.overrides)
+    manifest = load_training_manifest(cfg.loader)
+    try:
+        check_select_metric(loaded.config.scheduler.metric, manifest.labels.task, str(manifest.path),
+                            "scheduler.metric")
+    except ConfigError as exc:
+        raise ConfigError(f"{loaded.path}: {exc}") from None
 
 
 def _max_t(loaded: LoadedSearch) -> int:
@@ -137,6 +152,7 @@ def run_search(loaded: LoadedSearch, resume: bool = False, address: str | None =
     if not resume and exists:
         raise ConfigError(f"{experiment_dir} already holds a search; pass --resume to continue it, "
                           "or set another `name` or `storage_path`")
+    _check_metric_fits(loaded)
     max_t = _max_t(loaded)
     _start_ray(loaded, address)
     try:

@@ -45,6 +45,7 @@ LOSS_PARAMS: dict[str, tuple[str, ...]] = {
     "weighted_bce": ("pos_weight_max",),
     "focal": ("gamma", "alpha"),
     "asl": ("gamma_pos", "gamma_neg", "clip"),
+    "cross_entropy": ("label_smoothing",),
 }
 LOSS_KEY = "loss.name"
 
@@ -260,6 +261,7 @@ def resolve_paths(data: dict[str, Any]) -> dict[str, Any]:
     absolute("loader", "shards_dir")
     absolute("loader", "features_dir")
     absolute("data", "raw_dir")
+    absolute("data", "table")
     if isinstance(out.get("output_dir"), str):
         out["output_dir"] = str(Path(out["output_dir"]).expanduser().resolve())
     model = out.get("model") or {}
