@@ -14,6 +14,7 @@ from PIL import Image
 
 from dist_scripts.report_fixtures import best_checkpoint, cli
 from mmimdb_dist.cli import main
+from mmimdb_dist.genres import GENRES
 from mmimdb_dist.run.metrics_log import read_records
 
 pytestmark = pytest.mark.slow
@@ -98,10 +99,10 @@ def test_figures_from_arrays_and_a_torn_log(tmp_path):
     truth = (rng.random((120, 23)) < 0.2).astype(int)
     truth[:, 22] = 0  # a genre with no positive is drawn as such, not an error
     probs = np.clip(truth * 0.4 + rng.random((120, 23)) * 0.6, 0, 1)
-    report = evaluation_report(truth, probs, [0.4] * 23)
+    report = evaluation_report(truth, probs, [0.4] * 23, GENRES)
     _check_png(figures.per_label_f1(report, tmp_path / "f1.png"), 1000, 350)
-    _check_png(figures.pr_curves(truth, probs, [0.4] * 23, tmp_path / "pr.png"), 1200, 700)
-    _check_png(figures.cooccurrence(truth, (probs >= 0.5).astype(int), tmp_path / "co.png"), 1500, 500)
+    _check_png(figures.pr_curves(truth, probs, [0.4] * 23, tmp_path / "pr.png", GENRES), 1200, 700)
+    _check_png(figures.cooccurrence(truth, (probs >= 0.5).astype(int), tmp_path / "co.png", GENRES), 1500, 500)
     posters = rng.integers(0, 255, (2, 3, 48, 48), dtype=np.uint8)
     _check_png(figures.attention_maps(posters, rng.random((2, 7, 7)), ["a", "b"], tmp_path / "att.png"), 500, 300)
 
@@ -115,7 +116,7 @@ def test_cooccurrence_panels_each_have_their_own_scale() -> None:
     truth = (rng.random((300, 23)) < 0.1).astype(int)
     predicted = truth.copy()
     predicted[:, :2] = 1
-    fig = figures.cooccurrence_figure(truth, predicted)
+    fig = figures.cooccurrence_figure(truth, predicted, GENRES)
     true_image, predicted_image, difference_image = (ax.images[0] for ax in fig.axes[:3])
     true_pairs = truth.T @ truth
     predicted_pairs = predicted.T @ predicted

@@ -62,7 +62,7 @@ def _random_case(seed: int, n: int = 200):
 def test_matches_scikit_learn_on_random_case():
     y_true, y_prob = _random_case(1)
     y_pred = (y_prob >= 0.5).astype(int)
-    m = compute_metrics(y_true, y_prob)
+    m = compute_metrics(y_true, y_prob, genres=GENRES)
     for average in ("micro", "macro", "weighted", "samples"):
         assert m[f"f1_{average}"] == pytest.approx(f1_score(y_true, y_pred, average=average, zero_division=0))
     assert m["roc_auc_macro"] == pytest.approx(roc_auc_score(y_true, y_prob, average="macro"))
@@ -98,7 +98,7 @@ def test_all_genres_degenerate_gives_none_not_a_crash():
 def test_bad_inputs_are_explained():
     with pytest.raises(ValueError, match="same N x G shape"):
         compute_metrics([[1, 0]], [[0.1, 0.2, 0.3]], genres=("A", "B"))
-    with pytest.raises(ValueError, match="2 label columns but 3 genre names"):
+    with pytest.raises(ValueError, match="2 label columns but 3 label names"):
         compute_metrics([[1, 0]], [[0.1, 0.2]], genres=NAMES3)
     with pytest.raises(ValueError, match="thresholds: expected a number or 3 values"):
         compute_metrics(TRUE3, PROB3, thresholds=[0.5, 0.5], genres=NAMES3)
@@ -167,15 +167,15 @@ def test_report_applies_dev_thresholds_to_the_evaluated_split(tmp_path):
     dev_true, dev_prob = _random_case(4)
     test_true, test_prob = _random_case(5)
     thresholds = tune_thresholds(dev_true, dev_prob)
-    report = evaluation_report(test_true, test_prob, thresholds)
+    report = evaluation_report(test_true, test_prob, thresholds, GENRES)
     assert set(report) == {"threshold_0.5", "tuned_on_dev", "thresholds"}
     assert report["thresholds"] == pytest.approx(list(thresholds))
-    assert report["tuned_on_dev"] == compute_metrics(test_true, test_prob, thresholds)
-    assert report["threshold_0.5"] == compute_metrics(test_true, test_prob, 0.5)
+    assert report["tuned_on_dev"] == compute_metrics(test_true, test_prob, thresholds, GENRES)
+    assert report["threshold_0.5"] == compute_metrics(test_true, test_prob, 0.5, GENRES)
     # Not re-tuned on test: the thresholds optimal on test are different ones.
     assert not np.allclose(tune_thresholds(test_true, test_prob), thresholds)
 
-    reports = {"dev": evaluation_report(dev_true, dev_prob, thresholds), "test": report}
+    reports = {"dev": evaluation_report(dev_true, dev_prob, thresholds, GENRES), "test": report}
     json_path = write_metrics_json(tmp_path / "out" / "metrics.json", {"splits": reports, "note": float("nan")})
     loaded = json.loads(json_path.read_text())
     assert loaded["note"] is None

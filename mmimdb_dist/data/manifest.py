@@ -10,6 +10,7 @@ file and the key, rather than deep inside a data-loader worker.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,11 @@ MANIFEST_FORMAT_VERSION = 2
 # Version 1 held MM-IMDb's 23 genres under "genres", always multi-label; it is still read.
 READABLE_FORMAT_VERSIONS = (1, 2)
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
+
+
+def num_shards(num_samples: int, samples_per_shard: int, min_shards: int) -> int:
+    """Shards of a split, whatever the source: enough for `samples_per_shard`, at least `min_shards`."""
+    return max(min_shards, math.ceil(num_samples / samples_per_shard))
 
 
 @dataclass(frozen=True)

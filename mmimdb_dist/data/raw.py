@@ -17,6 +17,7 @@ is usable and dropping the movie would change the benchmark's sample count for n
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -24,7 +25,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ..errors import DataError
 from ..genres import GENRES, map_genres, multi_hot
@@ -367,6 +368,22 @@ def decode_image(path: Path, min_short_side: int | None = None):
             return to_rgb(image)
     except Image.DecompressionBombError as exc:
         raise ValueError(str(exc)) from None
+
+
+def resize_and_encode(image: Any, short_side: int, quality: int) -> bytes:
+    """A decoded RGB image resized so its short side is `short_side` (Lanczos), as baseline JPEG:
+    the one poster encoding of every source, so the same image gives the same bytes."""
+    from PIL import Image
+
+    width, height = image.size
+    scale = short_side / min(width, height)
+    size = (max(short_side, round(width * scale)), max(short_side, round(height * scale)))
+    if size != image.size:
+        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality, optimize=False, progressive=False,
+               subsampling="4:2:0")
+    return buffer.getvalue()
 
 
 def to_rgb(image):

@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import io
 import logging
-import math
 import os
 import random
 import re
@@ -39,7 +38,7 @@ from ..outputs import claim_output_dir
 from ..progress import progress as progress_bar
 from ..schema import ExperimentConfig, save_config
 from .codecs import shard_members
-from .manifest import MANIFEST_NAME, SPLITS, Manifest, ShardInfo, SkippedMovie, SplitInfo
+from .manifest import MANIFEST_NAME, SPLITS, Manifest, ShardInfo, SkippedMovie, SplitInfo, num_shards
 from .raw import (
     BAD_POSTER,
     MISSING_POSTER,
@@ -51,6 +50,7 @@ from .raw import (
     load_poster,
     read_movie,
     read_split,
+    resize_and_encode,
     resolve_raw_dir,
 )
 from .table import SPLIT_FILE, TableShardTask, plan_table, spool_file, table_samples
@@ -65,10 +65,6 @@ TEMP_FILE = re.compile(r"\..+\.tmp")
 
 def shard_name(split: str, index: int) -> str:
     return f"{split}-{index:06d}.tar"
-
-
-def num_shards(num_samples: int, samples_per_shard: int, min_shards: int) -> int:
-    return max(min_shards, math.ceil(num_samples / samples_per_shard))
 
 
 def spread(items: list[Any], parts: int) -> list[list[Any]]:
@@ -128,22 +124,6 @@ class ShardResult:
 def encode_poster(movie: Movie, short_side: int, quality: int) -> bytes:
     """Resize so the short side is `short_side` (Lanczos) and encode as baseline JPEG."""
     return resize_and_encode(load_poster(movie, min_short_side=short_side), short_side, quality)
-
-
-def resize_and_encode(image: Any, short_side: int, quality: int) -> bytes:
-    """A decoded RGB image resized so its short side is `short_side` (Lanczos), as baseline JPEG:
-    the one poster encoding of every source, so the same image gives the same bytes."""
-    from PIL import Image
-
-    width, height = image.size
-    scale = short_side / min(width, height)
-    size = (max(short_side, round(width * scale)), max(short_side, round(height * scale)))
-    if size != image.size:
-        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality, optimize=False, progressive=False,
-               subsampling="4:2:0")
-    return buffer.getvalue()
 
 
 @contextlib.contextmanager

@@ -45,7 +45,8 @@ from ..atomic import atomic_open
 from ..errors import DataError
 from ..labels import LabelSet, frequency_order
 from ..progress import progress as progress_bar
-from .manifest import SPLITS, SkippedMovie
+from .manifest import SPLITS, SkippedMovie, num_shards
+from .raw import ID_PATTERN, MovieSkipped, decode_image, resize_and_encode
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +77,6 @@ SPLIT_SPELLINGS = {"train": "train", "training": "train", "dev": "dev", "val": "
 ID_CHARS = "letters, digits, '_' or '-'"
 
 
-class RowSkipped(DataError):
-    """A row that cannot become a sample; `record` says why (and is what the manifest lists)."""
-
-    def __init__(self, record: SkippedMovie) -> None:
-        super().__init__(f"{record.file}: {record.detail}")
-        self.record = record
-
-    def __reduce__(self):  # picklable, so a shard worker can raise it
-        return (RowSkipped, (self.record,))
-
-
 @dataclass(frozen=True)
 class TableRow:
     """One usable row: its labels still as names (the label set is known only after all rows)."""
@@ -103,9 +93,10 @@ def _where(path: Path, line: int) -> str:
     return f"{path}:{line}"
 
 
-def _skip(path: Path, line: int, sample_id: str, split: str, reason: str, detail: str) -> RowSkipped:
-    return RowSkipped(SkippedMovie(id=sample_id, split=split, reason=reason, file=_where(path, line),
-                                   detail=detail))
+def _skip(path: Path, line: int, sample_id: str, split: str, reason: str, detail: str) -> MovieSkipped:
+    """A row that cannot become a sample: the skip signal of every source (its record is what
+    the manifest lists), naming the table and the line."""
+    return MovieSkipped(sample_id, split, reason, _where(path, line), detail)
 
 
 # --------------------------------------------------------------------------- reading rows
@@ -179,7 +170,9 @@ def _iter_delimited(path: Path, delimiter: str, wanted: list[str]):
                 yield line, None, f"not UTF-8 text ({exc.reason} at byte {exc.start}); the rest of the table is unread"
                 return
             except csv.Error as exc:
-                yield line, None, f"malformed line ({exc})"
+                # An unclosed quote runs on to the end of the table: say how far it reached.
+                reach = f"; lines {line}-{reader.line_num} are unread" if reader.line_num > line else ""
+                yield line, None, f"malformed line ({exc}){reach}"
                 continue
             if not values or values == [""]:
                 continue  # a blank line
@@ -291,7 +284,7 @@ def _flag(value: Any) -> int | None:
 
 
 class RowParser:
-    """Turns one table row into a TableRow, or a RowSkipped naming the line and the reason."""
+    """Turns one table row into a TableRow, or a MovieSkipped naming the line and the reason."""
 
     def __init__(self, cfg: Any, path: Path) -> None:
         self.data, self.columns, self.path = cfg.data, cfg.data.columns, path
@@ -311,8 +304,6 @@ class RowParser:
         return SPLIT_SPELLINGS[spelled]
 
     def parse(self, line: int, row: dict[str, Any]) -> TableRow:
-        from .raw import ID_PATTERN
-
         columns = self.columns
         split = self.split_of(row, line)
         shown_split = split or "?"
@@ -522,7 +513,7 @@ def _read_into_spool(cfg: Any, path: Path, spool: Spool) -> tuple[list[SkippedMo
             if earlier is not None:
                 raise _skip(path, line, parsed.id, parsed.split or "?", DUPLICATE_ID,
                             f"id {parsed.id!r} is also on line {earlier} (the first one is kept)")
-        except RowSkipped as skip:
+        except MovieSkipped as skip:
             if cfg.data.strict:
                 raise DataError(f"{skip} (strict mode: a row that cannot become a sample is an error)") from None
             skipped.append(skip.record)
@@ -555,8 +546,6 @@ def _label_set(cfg: Any, spool: Spool) -> tuple[LabelSet, dict[str, int]]:
 
 def plan_table(cfg: Any, out_dir: Path, spool_path: Path) -> TablePlan:
     """Passes 1-3 (rows into the spool, the split, the label set) and the shards' key ranges."""
-    from .shard import num_shards
-
     path = Path(cfg.data.table)
     spool = Spool(spool_path)
     try:
@@ -604,10 +593,8 @@ def _image_path(table_dir: Path, value: str) -> Path:
 
 
 def load_table_image(task: TableShardTask, sample_id: str, line: int, value: str) -> Any:
-    """The decoded RGB image of a row, or RowSkipped (outside the folder, missing, not a regular
+    """The decoded RGB image of a row, or MovieSkipped (outside the folder, missing, not a regular
     file, not an image)."""
-    from .raw import decode_image
-
     table = Path(task.table)
     try:
         path = _image_path(Path(task.table_dir), value)
@@ -645,7 +632,6 @@ def _vector(task: TableShardTask, sample_id: str, line: int, names: list[str],
 def table_samples(task: TableShardTask, result: Any) -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
     """The shard members of the task's rows, in seeded order; skips go into `result`."""
     from .codecs import shard_members
-    from .shard import resize_and_encode
 
     spool = Spool(Path(task.spool), readonly=True)
     query = "SELECT id, line, text, image, labels FROM rows WHERE split = ? AND key >= ?"
@@ -664,7 +650,7 @@ def table_samples(task: TableShardTask, result: Any) -> Iterator[tuple[str, list
                                              task.poster_short_side, task.jpeg_quality)
                 elif task.has_image_column and task.require_image:
                     raise _skip(Path(task.table), line, sample_id, task.split, MISSING_IMAGE, "no image path")
-            except RowSkipped as skip:
+            except MovieSkipped as skip:
                 keep_text_only = (not task.require_image and skip.record.reason in (MISSING_IMAGE, BAD_IMAGE))
                 if not keep_text_only:
                     if task.strict:
