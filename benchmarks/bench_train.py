@@ -100,7 +100,7 @@ class StepRunner:
     def __init__(self, cfg: ExperimentConfig, device: torch.device, bf16: bool) -> None:
         torch.manual_seed(0)
         self.cfg, self.device = cfg, device
-        self.model = build_model(cfg.model, vocab_size=VOCAB_SIZE, pad_id=0).to(device).train()
+        self.model = build_model(cfg.model, num_labels=23, vocab_size=VOCAB_SIZE, pad_id=0).to(device).train()
         self.optimizer = build_optimizer(self.model, cfg.model, cfg.train)
         counts = [100] * len(GENRES)  # weighted losses need train counts; any positive ones do here
         self.loss_fn = build_loss(cfg.loss, counts, 1000).to(device)

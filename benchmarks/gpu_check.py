@@ -62,7 +62,7 @@ def build_model(tiny: bool) -> torch.nn.Module:
     if tiny:
         cfg.text.hf_config.update(dim=32, n_layers=2, n_heads=2, hidden_dim=64)
         cfg.fusion.hidden = 32
-    return build(cfg, pad_id=0)
+    return build(cfg, num_labels=23, pad_id=0)  # MM-IMDb's 23 genres
 
 
 def synthetic_batch(batch_size: int, seq_len: int, image_size: int, device: torch.device,

@@ -71,7 +71,7 @@ def test_features_equal_the_encoders_output(cached) -> None:
     out, config = cached
     cfg = load_config(out / "config.yaml")
     vocabulary = Vocabulary.load(out / "vocabulary.json")
-    model = build_model(cfg.model, vocab_size=len(vocabulary), pad_id=vocabulary.pad_id).eval()
+    model = build_model(cfg.model, num_labels=23, vocab_size=len(vocabulary), pad_id=vocabulary.pad_id).eval()
     missing, unexpected = model.load_state_dict(load_file(str(out / "encoders.safetensors")), strict=False)
     assert not unexpected and all(not k.startswith(("text_encoder.", "image_encoder.")) for k in missing)
 
@@ -147,7 +147,7 @@ def test_attention_fusion_reads_token_and_patch_sequences(cached) -> None:
     batch = batches[0]
     assert batch["text_features"].shape[1] == batch["attention_mask"].shape[1] + 1
     assert batch["image_features"].shape[1:] == (1 + PATCHES, 16)
-    model = build_model(cfg.model, features=features.spec).eval()
+    model = build_model(cfg.model, num_labels=23, features=features.spec).eval()
     with torch.no_grad():
         outputs = model(batch)
     assert outputs["logits"].shape == (len(batch["ids"]), 23)
@@ -161,8 +161,8 @@ def test_attention_fusion_needs_sequences() -> None:
 
     pooled = FeatureSpec(text_dim=8, image_dim=8, sequences=False, dtype="float32")
     with pytest.raises(ConfigError, match="attention_fusion needs token and patch sequences"):
-        build_model(ModelConfig(name="attention_fusion"), features=pooled)
-    model = build_model(ModelConfig(name="gmu"), features=pooled)
+        build_model(ModelConfig(name="attention_fusion"), num_labels=23, features=pooled)
+    model = build_model(ModelConfig(name="gmu"), num_labels=23, features=pooled)
     batch = {"text_features": torch.randn(3, 1, 8), "attention_mask": torch.ones(3, 1, dtype=torch.long),
              "image_features": torch.randn(3, 1, 8)}
     assert model(batch)["logits"].shape == (3, 23)

@@ -205,7 +205,7 @@ def test_dual_text_encoder_averages_its_windows_and_ignores_padding_windows(kind
     cfg = dual_config(kind, folders)
     tokens = build_token_encoder(cfg.text)
     torch.manual_seed(0)
-    model = build_model(cfg, vocab_size=token_encoder_size(tokens), pad_id=tokens.pad_id).eval()
+    model = build_model(cfg, num_labels=23, vocab_size=token_encoder_size(tokens), pad_id=tokens.pad_id).eval()
     text = model.text_encoder
     plot = tokens.encode("A lonely soldier falls in love with a spy during the war. " * 2, 512)
     windows = len(plot) // TEXT_POSITIONS
@@ -228,7 +228,7 @@ def test_one_checkpoint_serves_both_towers_with_its_weights(kind: str, folders) 
     cfg = dual_config(kind, folders)
     assert cfg.shares_dual_encoder
     tokens = build_token_encoder(cfg.text)
-    model = build_model(cfg, vocab_size=token_encoder_size(tokens), pad_id=tokens.pad_id)
+    model = build_model(cfg, num_labels=23, vocab_size=token_encoder_size(tokens), pad_id=tokens.pad_id)
     saved = load_file(str(folders[kind] / "model.safetensors"))
     state = model.state_dict()
     checked = 0
@@ -247,7 +247,7 @@ def test_one_checkpoint_serves_both_towers_with_its_weights(kind: str, folders) 
 def test_attention_fusion_over_dual_windows_and_patches(kind: str, folders) -> None:
     cfg = dual_config(kind, folders, name="attention_fusion")
     tokens = build_token_encoder(cfg.text)
-    model = build_model(cfg, vocab_size=token_encoder_size(tokens), pad_id=tokens.pad_id)
+    model = build_model(cfg, num_labels=23, vocab_size=token_encoder_size(tokens), pad_id=tokens.pad_id)
     ids = padded([tokens.encode("war " * n, 512) for n in (1, 12)], tokens.pad_id)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": pixels()}
     out = model(batch)
@@ -312,7 +312,7 @@ def test_prefetch_fills_the_cache_then_runs_work_offline(folders, tmp_path) -> N
         "from mmimdb_dist.models.preprocess import resolve_image_size\n"
         "cfg = resolve_image_size(load_config(sys.argv[1]))\n"
         "tok = build_token_encoder(cfg.model.text)\n"
-        "m = build_model(cfg.model, vocab_size=token_encoder_size(tok), pad_id=tok.pad_id)\n"
+        "m = build_model(cfg.model, num_labels=23, vocab_size=token_encoder_size(tok), pad_id=tok.pad_id)\n"
         "print(cfg.loader.image_size, tok.window, round(float(m.image_encoder.pixel_mean[0, 0]), 4))\n")
     offline = {**env, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens there
     result = subprocess.run([sys.executable, "-c", probe, str(config)], capture_output=True, text=True,
@@ -372,7 +372,7 @@ def test_recipe_configs_build_with_tiny_stand_ins(folders) -> None:
             vocab_size, pad_id = token_encoder_size(tokens), tokens.pad_id
         else:
             ids, vocab_size, pad_id = torch.randint(1, 90, (2, 12)), 100, 0
-        net = build_model(model, vocab_size=vocab_size, pad_id=pad_id)
+        net = build_model(model, num_labels=23, vocab_size=vocab_size, pad_id=pad_id)
         out = net({"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": pixels()})
         assert out["logits"].shape == (2, 23) and torch.isfinite(out["logits"]).all(), path.name
     assert {"siglip_fusion", "clip_large_fusion", "dinov2_fusion"} <= set(recipes)
@@ -390,7 +390,7 @@ def test_every_trainable_parameter_of_a_fusion_model_gets_a_gradient(kind: str, 
         cfg = ModelConfig(name="early_fusion", text=TextEncoderConfig(kind="bilstm", embed_dim=8, hidden=8, vocab_min_freq=1),
                           image=image, fusion=FusionConfig(hidden=16, heads=2), modality_dropout=0.1)
     tokens = build_token_encoder(cfg.text, ["a war movie about love"])
-    model = build_model(cfg, vocab_size=token_encoder_size(tokens), pad_id=tokens.pad_id).train()
+    model = build_model(cfg, num_labels=23, vocab_size=token_encoder_size(tokens), pad_id=tokens.pad_id).train()
     ids = padded([tokens.encode("a war movie about love " * n, 512) for n in (1, 3)], tokens.pad_id)
     out = model({"input_ids": ids, "attention_mask": (ids != tokens.pad_id).long(), "pixel_values": pixels()})
     out["logits"].sum().backward()

@@ -142,7 +142,7 @@ def test_cache_features_equal_the_dual_encoders_output(dual, tmp_path) -> None:
     assert cfg.loader.image_size == IMAGE_SIZE
     tokens = build_token_encoder(cfg.model.text)
     torch.manual_seed(0)
-    model = build_model(cfg.model, vocab_size=token_encoder_size(tokens), pad_id=tokens.pad_id).eval()
+    model = build_model(cfg.model, num_labels=23, vocab_size=token_encoder_size(tokens), pad_id=tokens.pad_id).eval()
     source = load_manifest(cfg.loader.shards_dir)
     shard = source.split("dev").shards[0].name
     raws = list(wds.tariterators.tarfile_samples([{"url": str(source.directory / shard)}]))[:4]

@@ -50,7 +50,7 @@ def test_default_bilstm_recipe_finds_planted_cue_words_within_120_steps() -> Non
     cfg = ModelConfig(name="text_only", text=TextEncoderConfig(kind="bilstm", embed_dim=32, hidden=32),
                       fusion=FusionConfig(hidden=32))
     train_cfg = TrainConfig()
-    model = build_model(cfg, vocab_size=VOCAB, pad_id=0)
+    model = build_model(cfg, num_labels=23, vocab_size=VOCAB, pad_id=0)
     model.init_output_bias(torch.full((23,), 0.05).index_fill(0, torch.arange(GENRES_PLANTED), 0.3))
     optimizer = build_optimizer(model, cfg, train_cfg)
     model.train()

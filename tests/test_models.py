@@ -49,7 +49,7 @@ def tiny_config(name: str, text_kind: str = "bilstm", pooling: str = "mean", dro
 
 def tiny_model(name: str, **kwargs) -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model(tiny_config(name, **kwargs), vocab_size=VOCAB_SIZE, pad_id=PAD_ID)
+    return build_model(tiny_config(name, **kwargs), num_labels=23, vocab_size=VOCAB_SIZE, pad_id=PAD_ID)
 
 
 def make_batch(lengths: list[int], extra_padding: int = 0, image_size: int = 64, seed: int = 0) -> dict:
@@ -417,7 +417,7 @@ def test_hf_encoder_with_a_local_tokenizer_end_to_end(wordpiece_folder: Path, po
     cfg = replace(tiny_config("text_only", text_kind="hf", pooling=pooling), text=replace(
         tiny_config("text_only", text_kind="hf", pooling=pooling).text, name=str(wordpiece_folder)))
     torch.manual_seed(0)
-    model = build_model(cfg, vocab_size=len(tokenizer), pad_id=encoder.pad_id)
+    model = build_model(cfg, num_labels=23, vocab_size=len(tokenizer), pad_id=encoder.pad_id)
     assert model.text_encoder.model.get_input_embeddings().num_embeddings == len(tokenizer)
     width = max(map(len, ids))
     batch = {"input_ids": torch.tensor([s + [encoder.pad_id] * (width - len(s)) for s in ids]),
@@ -437,7 +437,7 @@ def test_token_encoder_built_from_the_text_config(wordpiece_folder: Path) -> Non
     assert token_encoder_size(vocab) == len(vocab) and token_encoder_size(wordpiece) == 400
     for cfg, encoder in ((bilstm, vocab), (hf_cfg, wordpiece)):
         model_cfg = replace(tiny_config("text_only"), text=cfg)
-        model = build_model(model_cfg, vocab_size=token_encoder_size(encoder), pad_id=encoder.pad_id)
+        model = build_model(model_cfg, num_labels=23, vocab_size=token_encoder_size(encoder), pad_id=encoder.pad_id)
         ids = encoder.encode(plots[1], max_length=16)
         batch = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
         assert eval_logits(model, batch).shape == (1, NUM_GENRES)
@@ -516,7 +516,7 @@ def test_every_model_config_is_present() -> None:
 def test_registry_builds_every_config(path: Path) -> None:
     cfg = load_config(path).model
     torch.manual_seed(0)
-    model = build_model(offline(cfg), vocab_size=VOCAB_SIZE, pad_id=PAD_ID)
+    model = build_model(offline(cfg), num_labels=23, vocab_size=VOCAB_SIZE, pad_id=PAD_ID)
     assert type(model) is MODELS[cfg.name]
     assert (model.text_encoder is not None) == cfg.uses_text
     assert (model.image_encoder is not None) == cfg.uses_image
@@ -533,7 +533,7 @@ def test_registry_rejects_unknown_names() -> None:
     cfg = tiny_config("gmu")
     cfg.name = "transformer_fusion"  # mutated after validation: the registry checks again
     with pytest.raises(ConfigError) as info:
-        build_model(cfg, vocab_size=VOCAB_SIZE, pad_id=PAD_ID)
+        build_model(cfg, num_labels=23, vocab_size=VOCAB_SIZE, pad_id=PAD_ID)
     assert "transformer_fusion" in str(info.value) and all(n in str(info.value) for n in MODEL_NAMES)
     with pytest.raises(ConfigError, match="model.text.kind: unknown 'lstm'; expected one of bilstm, hf"):
         load_config(None, ["model.text.kind=lstm"])
@@ -558,7 +558,7 @@ def test_invalid_model_configs_name_the_key(overrides: list[str], message: str) 
 
 def test_bilstm_needs_the_vocabulary() -> None:
     with pytest.raises(ConfigError, match="bilstm needs the vocabulary"):
-        build_model(tiny_config("text_only"))
+        build_model(tiny_config("text_only"), num_labels=23)
 
 
 def test_model_config_round_trips_through_yaml(tmp_path) -> None:

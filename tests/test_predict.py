@@ -243,7 +243,7 @@ def test_a_checkpoint_of_another_model_is_refused(run_dir, tmp_path, capsys):
 
     _, cfg, vocab = load_for_inference(best_checkpoint(run_dir))
     cfg.model.name = "early_fusion"  # same encoders, another fusion head
-    other = build_model(cfg.model, vocab_size=len(vocab), pad_id=Vocabulary.pad_id)
+    other = build_model(cfg.model, num_labels=23, vocab_size=len(vocab), pad_id=Vocabulary.pad_id)
     weights = {k: v.contiguous() for k, v in other.state_dict().items()}
 
     bare = _copy_checkpoint(run_dir, tmp_path, inference_only=True)

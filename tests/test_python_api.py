@@ -31,7 +31,7 @@ def test_the_readme_python_example_trains_evaluates_and_predicts(tmp_path_factor
     monkeypatch.chdir(work)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     code = readme_example()
-    assert "train(cfg)" in code and "evaluate_checkpoint(" in code and "predict_genres(" in code
+    assert "train(cfg)" in code and "evaluate_checkpoint(" in code and "predict_labels(" in code
     namespace: dict = {}
     exec(compile(code, "README.md (Python API)", "exec"), namespace)  # noqa: S102 (our own README)
 
@@ -47,7 +47,10 @@ def test_the_readme_python_example_trains_evaluates_and_predicts(tmp_path_factor
     probabilities = result["probabilities"]
     assert result["id"] == "m1" and list(probabilities) == list(GENRES)
     assert all(0.0 < p < 1.0 for p in probabilities.values())
-    ranked = [probabilities[genre] for genre in result["genres"]]
+    from mmimdb_dist.inference.predictor import predict_genres, predict_labels
+
+    assert predict_genres is predict_labels  # the earlier name still works
+    ranked = [probabilities[genre] for genre in result["labels"]]
     assert ranked == sorted(ranked, reverse=True)  # most probable first
     printed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("[20")]  # DeepSpeed
     assert len(printed) == 3 and os.sep in printed[1] and printed[2].startswith("[")

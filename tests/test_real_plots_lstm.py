@@ -86,7 +86,7 @@ def train_and_evaluate() -> None:
                                                                attention_dim=32, dropout=0.2),
                       fusion=FusionConfig(hidden=128, dropout=0.2))
     vocab = Vocabulary.build(train_texts, min_freq=cfg.text.vocab_min_freq, max_size=cfg.text.vocab_max_size)
-    model = build_model(cfg, vocab_size=len(vocab), pad_id=vocab.pad_id)
+    model = build_model(cfg, num_labels=23, vocab_size=len(vocab), pad_id=vocab.pad_id)
     labels = torch.tensor(train_labels, dtype=torch.float32)
     model.init_output_bias(labels.mean(0))
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=1e-4)

@@ -88,3 +88,11 @@ def test_every_user_facing_error_lives_in_errors_py():
                     ast.unparse(base).endswith(("Error", "Exception", "Unavailable")) for base in node.bases):
                 elsewhere.append(f"{path.relative_to(PACKAGE)}:{node.name}")
     assert elsewhere == []
+
+
+def test_only_the_mmimdb_source_knows_the_23_genres():
+    """The label set is data: after the shard step every module reads it from a manifest or a
+    checkpoint, so only MM-IMDb's raw reader and its synthetic twin may import `genres`."""
+    paths = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    importers = sorted(name for name, path in paths.items() if "mmimdb_dist.genres" in _imports(path, set(paths)))
+    assert importers == ["mmimdb_dist.data.raw", "mmimdb_dist.data.synth"]

@@ -269,7 +269,7 @@ def test_parameter_groups_exempt_norms_and_biases_and_slow_down_pretrained_encod
     cfg.text.embed_dim, cfg.text.hidden, cfg.text.attention_dim = 8, 8, 8
     cfg.image.kind, cfg.image.cnn_channels = "cnn", [4, 4, 4, 4]
     cfg.fusion.hidden = 8
-    model = build_model(cfg, vocab_size=50, pad_id=0)
+    model = build_model(cfg, num_labels=23, vocab_size=50, pad_id=0)
     train = TrainConfig(lr=1e-3, encoder_lr=1e-5, weight_decay=0.05)
     groups = {g["name"]: g for g in param_groups(model, cfg, train)}
     assert set(groups) == {"head", "head_no_decay"}  # nothing pretrained here
