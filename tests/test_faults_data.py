@@ -499,13 +499,13 @@ def test_empty_dev_split_warns_when_sharding_and_stops_training_before_its_first
     out = tmp_path / "set"
     with caplog.at_level("WARNING"):
         assert main(shard_args(raw, out, 32, 4)) == 0
-    assert any("split 'dev' has no usable movie" in r.getMessage() for r in caplog.records)
+    assert any("split 'dev' has no usable sample" in r.getMessage() for r in caplog.records)
     runs = tmp_path / "runs"
     assert main(["train", "--config", str(REPO_CONFIGS / "synth_cnn_image.yaml"), "--set", f"loader.shards_dir={out}",
                  "--set", f"output_dir={runs}", "--set", "loader.num_workers=0"]) == 2
     (line,) = error_lines(capsys.readouterr().err)
     assert line.endswith(f"{out / MANIFEST_NAME}: the dev split holds no sample; a run trains on train, selects "
-                         "its checkpoint on dev and reports on test, so each needs movies")
+                         "its checkpoint on dev and reports on test, so each needs samples")
     assert not any(runs.rglob("checkpoints"))
 
 

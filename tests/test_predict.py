@@ -74,8 +74,8 @@ def test_batch_predict_on_the_test_split_reproduces_the_evaluated_metrics(run_di
     # The marked genres are exactly those at or above their tuned threshold, most probable first.
     for record in test_predictions.values():
         expected = [g for g, t in zip(GENRES, thresholds) if record["probabilities"][g] >= t]
-        assert sorted(record["genres"]) == sorted(expected)
-        marked = [record["probabilities"][g] for g in record["genres"]]
+        assert sorted(record["labels"]) == sorted(expected)
+        marked = [record["probabilities"][g] for g in record["labels"]]
         assert marked == sorted(marked, reverse=True)
         assert "missing" not in record
 
@@ -94,7 +94,7 @@ def test_worker_processes_give_the_same_records(run_dir, raw, test_predictions, 
     for record in records:  # (this process runs torch with more threads: float noise only)
         expected = test_predictions[record["id"]]
         assert record["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
-        assert record["genres"] == expected["genres"]
+        assert record["labels"] == expected["labels"]
 
 
 def test_jsonl_with_a_missing_plot_or_poster(run_dir, raw, test_predictions, tmp_path):
@@ -132,10 +132,10 @@ def test_one_movie_prints_every_genre_with_the_predicted_ones_marked(run_dir, ra
     rows = [line for line in result.stdout.splitlines() if line[2:].split(" ")[0] in GENRES]
     assert len(rows) == len(GENRES)
     marked = {line[2:].split()[0] for line in rows if line.startswith("*")}
-    assert marked == set(test_predictions[movie_id]["genres"])
+    assert marked == set(test_predictions[movie_id]["labels"])
     shown = [float(line.split()[-2]) for line in rows]
     assert shown == sorted(shown, reverse=True)
-    assert f"predicted: {', '.join(test_predictions[movie_id]['genres']) or '(none)'}" in result.stdout
+    assert f"predicted: {', '.join(test_predictions[movie_id]['labels']) or '(none)'}" in result.stdout
 
 
 # --------------------------------------------------------------------------- bad input
@@ -190,7 +190,7 @@ def test_bad_batch_inputs_name_the_file_and_line(run_dir, raw, tmp_path, capsys)
     assert main(["predict", "--run", str(run_dir), "--input", str(jsonl), "--output",
                  str(tmp_path / "out.jsonl"), "--skip-bad"]) == 0
     records = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert "genres" in records[0] and "looks truncated" in records[1]["error"] and len(records) == 2
+    assert "labels" in records[0] and "looks truncated" in records[1]["error"] and len(records) == 2
 
     jsonl.write_text(good + "\n" + json.dumps({"id": "2", "plot": ["", " "]}) + "\n")
     line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--input", str(jsonl),
@@ -201,7 +201,7 @@ def test_bad_batch_inputs_name_the_file_and_line(run_dir, raw, tmp_path, capsys)
                  str(tmp_path / "out.jsonl"), "--skip-bad"]) == 0
     records = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == ["1", "2"]
-    assert "genres" in records[0] and "plot is empty" in records[1]["error"]
+    assert "labels" in records[0] and "plot is empty" in records[1]["error"]
 
     folder = tmp_path / "folder"
     folder.mkdir()
@@ -257,9 +257,21 @@ def test_a_checkpoint_of_another_model_is_refused(run_dir, tmp_path, capsys):
     assert f"{full / 'inference' / 'model.safetensors'}:" in line and "replaced by another model's file" in line
 
     labels = _copy_checkpoint(run_dir, tmp_path / "labels", inference_only=True)
-    (labels / "genres.json").write_text(json.dumps(["Drama", "Comedy"]))
+    (labels / "labels.json").write_text(json.dumps({"names": ["Drama", "Comedy"], "task": "multilabel"}))
     line = _one_error_line(capsys, ["predict", "--checkpoint", str(labels), "--plot", "a heist in Paris"])
-    assert f"{labels / 'genres.json'}:" in line and "another model" in line
+    assert f"{labels / 'model.safetensors'}: does not fit the model of its config.yaml and labels.json (2 labels)" in line
+    (labels / "labels.json").write_text(json.dumps({"names": ["Drama", "Drama"]}))
+    line = _one_error_line(capsys, ["predict", "--checkpoint", str(labels), "--plot", "a heist in Paris"])
+    assert line.endswith(f"{labels / 'labels.json'}: label set: label 'Drama' appears twice")
+
+    # an export written before label sets were data (genres.json, MM-IMDb's genres) still loads
+    legacy = _copy_checkpoint(run_dir, tmp_path / "legacy", inference_only=True)
+    (legacy / "labels.json").unlink()
+    (legacy / "genres.json").write_text(json.dumps(list(GENRES)))
+    thresholds = json.loads((legacy / "thresholds.json").read_text())
+    thresholds["genres"] = thresholds.pop("labels")
+    (legacy / "thresholds.json").write_text(json.dumps(thresholds))
+    assert main(["predict", "--checkpoint", str(legacy), "--plot", "a heist in Paris", "--json"]) == 0
 
 
 def test_bad_input_exits_2_with_one_line_from_a_real_process(run_dir, bad_files):
@@ -276,14 +288,14 @@ def test_threshold_choice_tuned_half_or_a_number(run_dir, raw, test_predictions,
     result = cli("predict", "--run", str(run_dir), "--input", str(raw), "--split", "test", "--output", str(out),
                  "--threshold", "0.5")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "(thresholds 0.5 for every genre (--threshold))" in result.stdout
+    assert "(thresholds 0.5 for every label (--threshold))" in result.stdout
     at_half = {record["id"]: record for record in map(json.loads, out.read_text().splitlines())}
     assert at_half.keys() == test_predictions.keys()
     changed = 0
     for movie_id, record in at_half.items():
         assert record["probabilities"] == test_predictions[movie_id]["probabilities"]
-        assert set(record["genres"]) == {g for g, p in record["probabilities"].items() if p >= 0.5}
-        changed += record["genres"] != test_predictions[movie_id]["genres"]
+        assert set(record["labels"]) == {g for g, p in record["probabilities"].items() if p >= 0.5}
+        changed += record["labels"] != test_predictions[movie_id]["labels"]
     assert changed > 0  # the tuned thresholds are not all 0.5
     for bad in ("0", "1.5", "half"):
         line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--plot", "a man", "--threshold", bad])
@@ -340,6 +352,6 @@ def test_jsonl_with_surrogates_or_deep_nesting_is_skipped_and_the_rest_written(r
     assert f"{jsonl}:2: a string holds a lone UTF-16 surrogate escape" in line
     assert main(["predict", "--run", str(run_dir), "--input", str(jsonl), "--output", str(out), "--skip-bad"]) == 0
     records = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
-    assert len(records) == 4 and "genres" in records[0]
+    assert len(records) == 4 and "labels" in records[0]
     assert "lone UTF-16 surrogate" in records[1]["error"] and "lone UTF-16 surrogate" in records[2]["error"]
     assert records[3]["error"].endswith(":4: JSON nested too deeply to read")

@@ -87,6 +87,17 @@ def test_multiclass_fusion_beats_each_modality_and_tfidf_on_the_same_shards(mult
         assert results["fusion"]["accuracy"] > results[other]["accuracy"], other
     assert len(results["fusion"]["confusion_matrix"]) == len(LABEL_CUES)
 
+    # predict answers with the most probable class, in the table's own names; no thresholds
+    shown = _cli("predict", "--run", str(tmp_path / "runs" / "fusion"), "--plot", "a quiet text", "--json",
+                 cwd=tmp_path)
+    record = json.loads(shown.stdout)
+    assert len(record["labels"]) == 1 and record["labels"][0] == max(record["probabilities"],
+                                                                     key=record["probabilities"].get)
+    assert sum(record["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)  # a softmax
+    refused = _cli("predict", "--run", str(tmp_path / "runs" / "fusion"), "--plot", "x", "--threshold", "0.3",
+                   cwd=tmp_path, check=False)
+    assert refused.returncode == 2 and "this model is multiclass" in refused.stderr
+
     # compare ranks multiclass runs on their own columns, and refuses to mix task kinds
     compared = _cli("compare", str(tmp_path / "runs"), str(tmp_path / "tfidf"), "--out", str(tmp_path / "cmp"),
                     cwd=tmp_path)
@@ -196,3 +207,22 @@ def test_tune_on_cached_features_of_a_multiclass_table(multiclass_shards, tmp_pa
     refused = _cli("tune", "--config", str(path), cwd=tmp_path, check=False)
     assert refused.returncode == 2 and "scheduler.metric: 'f1_micro_tuned' is not a metric of the multiclass" \
         in refused.stderr
+
+
+def test_a_multiclass_table_under_zero2(multiclass_shards, tmp_path):
+    """DeepSpeed ZeRO-2 on 2 gloo processes, the project's own launch config, a table's shards."""
+    repo = Path(__file__).resolve().parents[1]
+    config = _config(multiclass_shards, tmp_path, "zero2", "early_fusion", True, epochs=1)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--use_deepspeed",
+               "--config_file", "launch/accelerate/zero2_cpu.yaml", "--num_processes", "2",
+               "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
+               "-m", "mmimdb_dist.cli", "--log-level", "WARNING", "train", "--config", str(config)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env(), cwd=repo)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    final = json.loads((tmp_path / "runs" / "zero2" / "final_metrics.json").read_text())
+    assert final["world_size"] == 2 and set(final["test"]) == {"argmax", "thresholds"}
+    assert final["test"]["argmax"]["num_samples"] == json.loads(
+        (multiclass_shards / "manifest.json").read_text())["splits"]["test"]["num_samples"]
+    export = tmp_path / "runs" / "zero2" / "checkpoints" / final["best_checkpoint"] / "inference"
+    assert json.loads((export / "labels.json").read_text())["task"] == "multiclass"
+    assert not (export / "thresholds.json").exists()

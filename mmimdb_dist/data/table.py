@@ -384,7 +384,7 @@ class Spool:
             path.unlink(missing_ok=True)
             self.db = sqlite3.connect(str(path))
             self.db.executescript(
-                "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16000;"
+                "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-4000; PRAGMA temp_store=FILE;"
                 "CREATE TABLE rows (id TEXT PRIMARY KEY, line INTEGER, split TEXT, stratum TEXT, "
                 "key TEXT, text TEXT, image TEXT, labels TEXT);")
 

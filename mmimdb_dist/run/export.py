@@ -261,14 +261,15 @@ def load_for_inference(checkpoint: str | Path, device: str = "cpu") -> tuple[Any
         cfg.model.image.pretrained = False
         cfg.model.image.weights_path = None
     # A head trained on cached features (loader.features_dir) reads that set's feature rows.
-    model = build_model(cfg.model, num_labels=len(read_label_set(folder)), vocab_size=vocab_size,
-                        pad_id=token_encoder.pad_id, features=feature_spec(cfg.loader))
+    labels = read_label_set(folder)
+    model = build_model(cfg.model, num_labels=len(labels), vocab_size=vocab_size, pad_id=token_encoder.pad_id,
+                        features=feature_spec(cfg.loader))
+    fits = f"does not fit the model of its config.yaml and {LABELS_FILE} ({len(labels)} labels)"
     try:
         missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
     except RuntimeError as exc:  # shapes of another model under the same tensor names
         reason = " ".join(str(exc).split())[:300]
-        raise CheckpointError(f"{weights}: does not fit the model of its config.yaml ({reason})") from None
+        raise CheckpointError(f"{weights}: {fits} ({reason})") from None
     if missing or unexpected:
-        raise CheckpointError(f"{weights}: does not fit the model of its config.yaml "
-                              f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise CheckpointError(f"{weights}: {fits} (missing {missing[:5]}, unexpected {unexpected[:5]})")
     return model.to(device).eval(), cfg, token_encoder

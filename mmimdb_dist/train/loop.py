@@ -142,7 +142,7 @@ class Trainer:
         for split in ("train", "dev", "test"):  # before a whole epoch is spent, not after
             if self.manifest.split(split).num_samples == 0:
                 raise DataError(f"{self.manifest.path}: the {split} split holds no sample; a run trains on "
-                                "train, selects its checkpoint on dev and reports on test, so each needs movies")
+                                "train, selects its checkpoint on dev and reports on test, so each needs samples")
         self.features = feature_spec(cfg.loader)
         # The label set and task kind travel with the data: they fix the output width, the
         # loss and the metrics (a loss or selection metric of the other kind is one line).
