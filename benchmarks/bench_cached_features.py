@@ -35,7 +35,7 @@ DISTILBERT = {"model_type": "distilbert", "dim": 768, "n_layers": 6, "n_heads": 
 
 def build_data(work: Path, movies: int) -> Path:
     from mmimdb_dist.data.shard import shard_dataset
-    from mmimdb_dist.data.synth import generate_dataset
+    from mmimdb_dist.data.sources.mmimdb.synth import generate_dataset
 
     shards = work / "shards"
     if (shards / "manifest.json").is_file():

@@ -41,7 +41,7 @@ from mmimdb_dist.data.loader import build_train_loader
 from mmimdb_dist.data.device import to_device
 from mmimdb_dist.data.manifest import load_manifest
 from mmimdb_dist.data.shard import shard_dataset
-from mmimdb_dist.data.synth import generate_dataset
+from mmimdb_dist.data.sources.mmimdb.synth import generate_dataset
 from mmimdb_dist.data.vocab import Vocabulary
 
 

@@ -45,7 +45,7 @@ def _disk_mb(folder: Path) -> float:
 
 
 def step_synth(args: argparse.Namespace) -> dict:
-    from mmimdb_dist.data.synth import generate_dataset
+    from mmimdb_dist.data.sources.mmimdb.synth import generate_dataset
 
     start = time.perf_counter()
     root = generate_dataset(Path(args.out), args.movies, seed=0, workers=args.workers)

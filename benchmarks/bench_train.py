@@ -32,7 +32,7 @@ from tqdm import tqdm
 from mmimdb_dist.atomic import atomic_write_text
 from mmimdb_dist.schema import ExperimentConfig, load_config
 from mmimdb_dist.data.device import to_device
-from mmimdb_dist.genres import GENRES
+from mmimdb_dist.data.sources.mmimdb.genres import GENRES
 from mmimdb_dist.losses import build_loss
 from mmimdb_dist.models import build_model
 from mmimdb_dist.train.optim import build_optimizer

@@ -2,8 +2,8 @@
 
 All in one module with no imports, so any layer (the torch-free schema, the data readers,
 the trainer) can raise them without an import cycle. Two internal signals stay beside the
-records they carry and never reach the user as such: `data.raw.MovieSkipped` (a movie or table row the
-shard writer counts as skipped) and `data.download._CutShort` (a connection to retry).
+records they carry and never reach the user as such: `data.sources.common.SampleSkipped` (a movie or
+table row the shard writer counts as skipped) and `data.sources.mmimdb.download._CutShort` (a connection to retry).
 """
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import f1_score
 
-from mmimdb_dist.genres import GENRES
+from mmimdb_dist.data.sources.mmimdb.genres import GENRES
 
 # The read-only real-data samples: ../shared/data beside the checkout (CI has it), or the folder
 # MMIMDB_SHARED_DATA names. A clone without them skips the tests that read them, saying how to

@@ -22,9 +22,9 @@ from mmimdb_dist.errors import ConfigError
 from mmimdb_dist.schema import load_config
 from mmimdb_dist.data.manifest import load_manifest
 from mmimdb_dist.data.shard import shard_dataset
-from mmimdb_dist.data.synth import generate_dataset
+from mmimdb_dist.data.sources.mmimdb.synth import generate_dataset
 from mmimdb_dist.errors import DataError
-from mmimdb_dist.genres import GENRES, NUM_GENRES
+from mmimdb_dist.data.sources.mmimdb.genres import GENRES, NUM_GENRES
 from mmimdb_dist.metrics import MIN_DEV_POSITIVES, THRESHOLD_BOUNDS
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from dist_scripts.archive_server import SPLIT, ArchiveServer, add_file, mmimdb_tar_gz
-from mmimdb_dist.data.extract import EXTRACTED_MARKER, extract
-from mmimdb_dist.data.download import LOCK_NAME, download, fetch_mmimdb
+from mmimdb_dist.data.sources.mmimdb.extract import EXTRACTED_MARKER, extract
+from mmimdb_dist.data.sources.mmimdb.download import LOCK_NAME, download, fetch_mmimdb
 from mmimdb_dist.errors import DownloadError, OutputError
 
 @pytest.fixture(scope="module")

@@ -98,7 +98,7 @@ def test_sigkill_then_resume_gives_identical_metrics(dual, tmp_path) -> None:
 def test_predict_needs_only_the_checkpoint(dual, tmp_path) -> None:
     """The pretrained folder moved away: predict rebuilds both towers from the export and
     reproduces the trainer's test metrics on the raw movies."""
-    from mmimdb_dist.genres import map_genres, multi_hot
+    from mmimdb_dist.data.sources.mmimdb.genres import map_genres, multi_hot
     from mmimdb_dist.metrics import compute_metrics
 
     moved = dual["folder"].with_name("moved-away")

@@ -14,7 +14,7 @@ from PIL import Image
 
 from dist_scripts.report_fixtures import best_checkpoint, cli
 from mmimdb_dist.cli import main
-from mmimdb_dist.genres import GENRES
+from mmimdb_dist.data.sources.mmimdb.genres import GENRES
 from mmimdb_dist.run.metrics_log import read_records
 
 pytestmark = pytest.mark.slow

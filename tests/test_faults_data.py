@@ -33,11 +33,11 @@ from mmimdb_dist.cli import main
 from mmimdb_dist.schema import LoaderConfig, load_config
 from mmimdb_dist.data.loader import build_eval_loader, build_train_loader
 from mmimdb_dist.data.manifest import MANIFEST_NAME, load_manifest
-from mmimdb_dist.data.raw import read_split
+from mmimdb_dist.data.sources.mmimdb.raw import read_split
 from mmimdb_dist.data.shard import shard_dataset
 from mmimdb_dist.data.verify import verify_shards
-from mmimdb_dist.data.download import fetch_mmimdb
-from mmimdb_dist.data.synth import generate_dataset
+from mmimdb_dist.data.sources.mmimdb.download import fetch_mmimdb
+from mmimdb_dist.data.sources.mmimdb.synth import generate_dataset
 from mmimdb_dist.errors import DataError, DownloadError
 
 NUM_MOVIES = 240

@@ -1,4 +1,4 @@
-from mmimdb_dist.genres import DROPPED_GENRES, GENRES, NUM_GENRES, canonical_genre, map_genres, multi_hot
+from mmimdb_dist.data.sources.mmimdb.genres import DROPPED_GENRES, GENRES, NUM_GENRES, canonical_genre, map_genres, multi_hot
 
 
 def test_genre_list_is_the_benchmark_list():

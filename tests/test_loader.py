@@ -25,7 +25,7 @@ from mmimdb_dist.data.loader import build_eval_loader, build_train_loader
 from mmimdb_dist.data.device import jitter_colors, jitter_factors, to_device
 from mmimdb_dist.data.manifest import load_manifest
 from mmimdb_dist.data.text import HFTokenEncoder
-from mmimdb_dist.genres import NUM_GENRES
+from mmimdb_dist.data.sources.mmimdb.genres import NUM_GENRES
 
 
 @pytest.fixture(scope="module")

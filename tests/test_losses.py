@@ -13,7 +13,7 @@ from mmimdb_dist.errors import ConfigError
 from mmimdb_dist.schema import LossConfig, load_config
 from mmimdb_dist.data.manifest import load_manifest
 from mmimdb_dist.errors import DataError
-from mmimdb_dist.genres import GENRES, NUM_GENRES
+from mmimdb_dist.data.sources.mmimdb.genres import GENRES, NUM_GENRES
 from mmimdb_dist.losses import build_loss, pos_weight_from_counts
 
 LOGITS = [[0.0, 2.0, -1.0], [-1.5, 0.5, 3.0]]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from mmimdb_dist.genres import GENRES, NUM_GENRES
+from mmimdb_dist.data.sources.mmimdb.genres import GENRES, NUM_GENRES
 from mmimdb_dist.metrics import (
     compute_metrics,
     evaluation_report,

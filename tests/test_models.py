@@ -18,7 +18,7 @@ import torch
 from mmimdb_dist.errors import ConfigError
 from mmimdb_dist.schema import load_config
 from mmimdb_dist.errors import DataError
-from mmimdb_dist.genres import NUM_GENRES
+from mmimdb_dist.data.sources.mmimdb.genres import NUM_GENRES
 from mmimdb_dist.schema import FREEZE_LEVELS, MODEL_NAMES, FusionConfig, ImageEncoderConfig, ModelConfig, TextEncoderConfig
 from mmimdb_dist.models.registry import (MODELS, build_model, build_token_encoder, count_parameters,
                                          token_encoder_size)

@@ -18,7 +18,7 @@ import pytest
 from dist_scripts.report_fixtures import best_checkpoint, cli, raw_folder
 from dist_scripts.train_fixtures import evaluate_checkpoint, train_shards
 from mmimdb_dist.cli import main
-from mmimdb_dist.genres import GENRES, map_genres, multi_hot
+from mmimdb_dist.data.sources.mmimdb.genres import GENRES, map_genres, multi_hot
 from mmimdb_dist.metrics import evaluation_report
 from mmimdb_dist.run.files import verify_files
 

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mmimdb_dist.data.codecs import FeatureCodec, ShardCodec
-from mmimdb_dist.data.raw import MovieSkipped, load_poster, read_movie, without_lone_surrogates
+from mmimdb_dist.data.sources.mmimdb.raw import SampleSkipped, load_poster, read_movie, without_lone_surrogates
 from mmimdb_dist.errors import DataError
-from mmimdb_dist.genres import GENRES
+from mmimdb_dist.data.sources.mmimdb.genres import GENRES
 from mmimdb_dist.inference.inputs import _jsonl_movie
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -52,7 +52,7 @@ def _read(json_bytes: bytes) -> None:
     root = _raw_folder(json_bytes)
     try:
         movie = read_movie(root, "0000001", "train")
-    except MovieSkipped as skip:
+    except SampleSkipped as skip:
         assert skip.record.reason and str(root) in str(skip.record.file)
         return
     utf8_safe([movie.plot, movie.title, movie.genres])
@@ -125,7 +125,7 @@ def posters(draw) -> tuple[bytes, str, bool]:
 @SETTINGS
 @given(posters())
 def test_any_poster_mode_and_depth_becomes_rgb_with_its_contrast(poster: tuple[bytes, str, bool]) -> None:
-    from mmimdb_dist.data.raw import Movie
+    from mmimdb_dist.data.sources.mmimdb.raw import Movie
 
     data, mode, varied = poster
     root = _raw_folder(b"{}")

@@ -42,7 +42,7 @@ def test_the_readme_python_example_trains_evaluates_and_predicts(tmp_path_factor
     # the evaluation of the best checkpoint reproduces the test figures train() returned
     assert evaluation.report["threshold_0.5"]["f1_macro"] == pytest.approx(
         final["test"]["threshold_0.5"]["f1_macro"], abs=1e-6)
-    from mmimdb_dist.genres import GENRES
+    from mmimdb_dist.data.sources.mmimdb.genres import GENRES
 
     probabilities = result["probabilities"]
     assert result["id"] == "m1" and list(probabilities) == list(GENRES)

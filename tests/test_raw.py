@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from mmimdb_dist.data.raw import (MovieSkipped, SkipReport, check_poster, iter_movies,
+from mmimdb_dist.data.sources.mmimdb.raw import (SampleSkipped, SkipReport, check_poster, iter_movies,
                                   load_poster, read_movie, read_split,
                                   resolve_raw_dir)
 from mmimdb_dist.errors import DataError
-from mmimdb_dist.genres import GENRES
+from mmimdb_dist.data.sources.mmimdb.genres import GENRES
 
 from dist_scripts.raw_data import make_raw, read_all_movies
 from real_plots import REAL_SPLIT_JSON, shared_file
@@ -127,7 +127,7 @@ def test_strict_mode_names_the_file(tmp_path):
 
 def test_without_a_report_skips_are_logged(tmp_path, caplog):
     root = make_raw(tmp_path, {"0000001": {}, "0000002": {"poster": None}})
-    with caplog.at_level(logging.WARNING, logger="mmimdb_dist.data.raw"):
+    with caplog.at_level(logging.WARNING, logger="mmimdb_dist.data.sources.mmimdb.raw"):
         movies = list(iter_movies(root))
     assert [m.id for m in movies] == ["0000001"]
     assert "missing_poster 1" in caplog.text
@@ -152,14 +152,14 @@ def test_truncated_poster_fails_full_decode(tmp_path):
     root = make_raw(tmp_path, {"0000001": {"poster": "truncated", "size": (200, 300)}})
     movies, report = read_all_movies(root)  # the header is intact: the cheap check passes
     assert len(movies) == 1
-    with pytest.raises(MovieSkipped) as info:
+    with pytest.raises(SampleSkipped) as info:
         load_poster(movies[0])
     assert info.value.record.reason == "bad_poster"
     assert "0000001.jpeg" in info.value.record.file
 
 
 def test_check_poster_reasons(tmp_path):
-    with pytest.raises(MovieSkipped) as info:
+    with pytest.raises(SampleSkipped) as info:
         check_poster("0000001", "train", tmp_path / "none.jpeg")
     assert info.value.record.reason == "missing_poster"
 
@@ -192,7 +192,7 @@ def test_genres_mapped_dropped_and_unknown(tmp_path, caplog):
     root = make_raw(tmp_path, {"0000001": {
         "genres": ["Western", "Adult", "drama", "Science Fiction", "Cooking", "Talk-Show"]}})
     report = SkipReport()
-    with caplog.at_level(logging.WARNING, logger="mmimdb_dist.data.raw"):
+    with caplog.at_level(logging.WARNING, logger="mmimdb_dist.data.sources.mmimdb.raw"):
         (movie,) = list(iter_movies(root, report=report))
     assert movie.genres == ["Drama", "Sci-Fi", "Western"]  # GENRES order
     assert movie.labels == [int(g in movie.genres) for g in GENRES]

@@ -24,7 +24,7 @@ from mmimdb_dist.baseline import evaluate_baseline
 from mmimdb_dist.data.manifest import load_manifest
 from mmimdb_dist.data.plots import TextSplit, read_shard_texts
 from mmimdb_dist.data.shard import shard_dataset
-from mmimdb_dist.genres import GENRES
+from mmimdb_dist.data.sources.mmimdb.genres import GENRES
 from mmimdb_dist.schema import load_config
 
 pytestmark = pytest.mark.skipif(not REAL_PLOTS_CSV.is_file(), reason=f"{REAL_PLOTS_CSV} not found: the real plot "

@@ -15,10 +15,11 @@ from dist_scripts.raw_data import make_raw, read_all_movies
 
 from mmimdb_dist.schema import ExperimentConfig, load_config
 from mmimdb_dist.data.manifest import load_manifest
-from mmimdb_dist.data.shard import shard_dataset, spread
+from mmimdb_dist.data.shard import shard_dataset
+from mmimdb_dist.data.sources.mmimdb.shards import spread
 from mmimdb_dist.data.verify import verify_shards
 from mmimdb_dist.errors import DataError
-from mmimdb_dist.genres import GENRES
+from mmimdb_dist.data.sources.mmimdb.genres import GENRES
 
 SHORT_SIDE = 48
 NUM_GOOD = 40
@@ -315,7 +316,7 @@ DEFECT_OUTCOME = {  # synthetic defect -> reason it is skipped for (None: kept)
 
 
 def test_synthetic_defects_are_skipped_or_repaired_as_planted(tmp_path):
-    from mmimdb_dist.data.synth import generate_dataset
+    from mmimdb_dist.data.sources.mmimdb.synth import generate_dataset
 
     root = generate_dataset(tmp_path / "synth", num_movies=45, seed=5, defect_rate=0.2)
     planted = json.loads((root / "defects.json").read_text())["movies"]

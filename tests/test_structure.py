@@ -78,7 +78,7 @@ def test_light_modules_do_not_import_heavy_libraries(modules: str, heavy: tuple[
 
 def test_every_user_facing_error_lives_in_errors_py():
     # Internal signals that carry their own records stay beside them (see errors.py).
-    internal = {"MovieSkipped", "_CutShort"}
+    internal = {"SampleSkipped", "_CutShort"}
     elsewhere = []
     for path in PACKAGE.rglob("*.py"):
         if path.name == "errors.py" and path.parent == PACKAGE:
@@ -94,5 +94,5 @@ def test_only_the_mmimdb_source_knows_the_23_genres():
     """The label set is data: after the shard step every module reads it from a manifest or a
     checkpoint, so only MM-IMDb's raw reader and its synthetic twin may import `genres`."""
     paths = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
-    importers = sorted(name for name, path in paths.items() if "mmimdb_dist.genres" in _imports(path, set(paths)))
-    assert importers == ["mmimdb_dist.data.raw", "mmimdb_dist.data.synth"]
+    importers = sorted(name for name, path in paths.items() if "mmimdb_dist.data.sources.mmimdb.genres" in _imports(path, set(paths)))
+    assert importers == ["mmimdb_dist.data.sources.mmimdb.raw", "mmimdb_dist.data.sources.mmimdb.synth"]

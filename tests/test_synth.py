@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmimdb_dist.data.synth import DEFECT_KINDS, generate_dataset, split_sizes
-from mmimdb_dist.data.synth_cues import GENRE_CUE_WORDS, GENRE_MODALITY, REAL_GENRE_COUNTS, REAL_NUM_MOVIES
-from mmimdb_dist.genres import DROPPED_GENRES, GENRES, map_genres, multi_hot
+from mmimdb_dist.data.sources.mmimdb.synth import DEFECT_KINDS, generate_dataset, split_sizes
+from mmimdb_dist.data.sources.mmimdb.synth_cues import GENRE_CUE_WORDS, GENRE_MODALITY, REAL_GENRE_COUNTS, REAL_NUM_MOVIES
+from mmimdb_dist.data.sources.mmimdb.genres import DROPPED_GENRES, GENRES, map_genres, multi_hot
 
 NUM_MOVIES = 600
 

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mmimdb_dist.data.manifest import load_manifest, parse_manifest
+from mmimdb_dist.data.manifest import parse_manifest
 from mmimdb_dist.data.plots import read_shard_texts
 from mmimdb_dist.data.shard import shard_dataset
-from mmimdb_dist.data.synth_table import LABEL_CUES, generate_table
+from mmimdb_dist.data.sources.synth_table import LABEL_CUES, generate_table
 from mmimdb_dist.data.verify import verify_shards
 from mmimdb_dist.errors import ConfigError, DataError
 from mmimdb_dist.labels import LabelSet
@@ -26,7 +26,7 @@ from mmimdb_dist.schema import load_config
 
 
 def table_config(table: Path, out: Path, *overrides: str, labels: str = "labels", image: str | None = "image"):
-    sets = [f"data.source=table", f"data.table={table}", "data.columns.id=id", "data.columns.text=text",
+    sets = ["data.source=table", f"data.table={table}", "data.columns.id=id", "data.columns.text=text",
             f"data.columns.labels={labels}", f"shard.out_dir={out}", "shard.workers=1",
             "shard.samples_per_shard=40", "shard.min_shards=2", "shard.poster_short_side=64"]
     if image:

@@ -18,7 +18,7 @@ import yaml
 
 from dist_scripts.train_fixtures import RUN_TIMEOUT_S, env, tiny_config, write_config
 from mmimdb_dist.data.shard import shard_dataset
-from mmimdb_dist.data.synth_table import LABEL_CUES, generate_table
+from mmimdb_dist.data.sources.synth_table import LABEL_CUES, generate_table
 from mmimdb_dist.schema import load_config
 
 pytestmark = pytest.mark.slow

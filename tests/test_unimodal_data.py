@@ -18,7 +18,7 @@ from mmimdb_dist.data.loader import build_eval_loader
 from mmimdb_dist.data.manifest import load_manifest
 from mmimdb_dist.data.shard import shard_dataset
 from mmimdb_dist.data.verify import verify_shards
-from mmimdb_dist.data.synth import generate_dataset
+from mmimdb_dist.data.sources.mmimdb.synth import generate_dataset
 from mmimdb_dist.data.vocab import Vocabulary
 from mmimdb_dist.data.plots import read_shard_split_texts
 

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from ..baseline import evaluate_baseline
     from ..data.manifest import load_manifest
     from ..data.plots import read_raw_texts, read_shard_texts
-    from ..data.raw import MMIMDB_LABELS
+    from ..data.sources.mmimdb.raw import MMIMDB_LABELS
     from ..metrics import format_summary, write_metrics_json, write_per_label_csv
     from ..schema import load_config, save_config
 

@@ -127,8 +127,8 @@ def run(args: argparse.Namespace) -> int:
     from ..data.manifest import load_manifest
     from ..data.plots import read_shard_texts
     from ..data.shard import shard_dataset, summary
-    from ..data.synth import generate_dataset
-    from ..data.synth_table import generate_table
+    from ..data.sources.mmimdb.synth import generate_dataset
+    from ..data.sources.synth_table import generate_table
     from ..data.verify import verify_shards
     from ..errors import DataError
     from ..metrics import format_summary, write_metrics_json, write_per_label_csv

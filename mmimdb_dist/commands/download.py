@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..data.download import DEFAULT_SHA256, DEFAULT_URL
+from ..data.sources.mmimdb.download import DEFAULT_SHA256, DEFAULT_URL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.download import fetch_mmimdb
+    from ..data.sources.mmimdb.download import fetch_mmimdb
 
     result = fetch_mmimdb(args.to, url=args.url, sha256=args.sha256, retries=args.retries,
                           timeout=args.timeout, extract_archive=not args.no_extract)

@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.synth import generate_dataset
-    from ..data.synth_table import generate_table
+    from ..data.sources.mmimdb.synth import generate_dataset
+    from ..data.sources.synth_table import generate_table
 
     if args.format == "table":
         print(generate_table(args.out, args.movies, seed=args.seed, task=args.task,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,12 @@ MANIFEST_FORMAT_VERSION = 2
 # Version 1 held MM-IMDb's 23 genres under "genres", always multi-label; it is still read.
 READABLE_FORMAT_VERSIONS = (1, 2)
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
+# Every source names its shards alike: <split>-<6 digits>.tar.
+SHARD_NAME = re.compile(r"(train|dev|test)-(\d{6})\.tar")
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:06d}.tar"
 
 
 def num_shards(num_samples: int, samples_per_shard: int, min_shards: int) -> int:

@@ -18,7 +18,7 @@ from ..errors import DataError
 from ..progress import progress as progress_bar
 from .codecs import Plot, decode_plot
 from .manifest import SPLITS, Manifest, load_manifest
-from .raw import MMIMDB_LABELS, SkipReport, iter_movies
+from .sources.mmimdb.raw import MMIMDB_LABELS, SkipReport, iter_movies
 from .tario import iter_samples, skip_rest_of_tar
 
 logger = logging.getLogger(__name__)

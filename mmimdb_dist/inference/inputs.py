@@ -8,7 +8,7 @@ to the JSONL file's folder).
 Preparation is the training path's, step for step: the plot is chosen among the
 summaries with the shard set's `plot_policy` and stripped; the poster is decoded whatever
 its format, resized to the shard set's short side and re-encoded as JPEG with its quality
-(`mmimdb_dist.data.shard.encode_poster`), then decoded and centre-cropped like the eval
+(`mmimdb_dist.data.sources.mmimdb.shards.encode_poster`), then decoded and centre-cropped like the eval
 loader does (`decode_poster`). Skipping the JPEG round trip would feed the model slightly
 different pixels than it was evaluated on.
 
@@ -28,7 +28,10 @@ from typing import Any
 
 import torch
 
-from ..data.raw import Movie, MovieSkipped, check_poster, choose_plot, without_lone_surrogates
+from ..data.images import decode_poster
+from ..data.sources.common import SampleSkipped
+from ..data.sources.mmimdb.raw import Movie, check_poster, choose_plot, without_lone_surrogates
+from ..data.sources.mmimdb.shards import encode_poster
 from ..errors import InputError
 
 
@@ -66,15 +69,13 @@ def _choose_plot(plot: str | list[str] | None, policy: str, where: str) -> str |
 
 def prepare_poster(path: Path, preprocessing: dict[str, Any], image_size: int) -> torch.Tensor:
     """Poster file -> 3 x image_size x image_size uint8, through the shard and eval-loader steps."""
-    from ..data.images import decode_poster
-    from ..data.shard import encode_poster
 
     movie = Movie(id=path.stem, split="predict", title="", year=None, plot="", genres=[], labels=[],
                   num_plots=0, poster_path=path)
     try:
         check_poster(movie.id, movie.split, path)
         jpeg = encode_poster(movie, int(preprocessing["poster_short_side"]), int(preprocessing["jpeg_quality"]))
-    except MovieSkipped as exc:  # "<file>: <problem>"
+    except SampleSkipped as exc:  # "<file>: <problem>"
         raise InputError(str(exc)) from None
     return decode_poster(jpeg, image_size, augment=False)
 

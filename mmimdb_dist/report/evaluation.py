@@ -29,7 +29,7 @@ import torch
 from ..data.device import to_device
 from ..data.loader import build_eval_loader
 from ..data.manifest import MANIFEST_NAME, load_manifest
-from ..data.sources import load_training_manifest
+from ..data.training_data import load_training_manifest
 from ..errors import DataError
 from ..labels import LabelSet
 from ..metrics import write_metrics_json, write_per_label_csv

@@ -37,7 +37,7 @@ from ..data.device import to_device
 from ..data.features import feature_spec
 from ..data.loader import build_train_loader
 from ..data.plan import derive_seed, train_batches_per_rank
-from ..data.sources import load_training_manifest
+from ..data.training_data import load_training_manifest
 from ..errors import CheckpointError, ConfigError, DataError, LogWriteError, NonFiniteLossError, TrackerWriteError
 from ..labels import LabelSet
 from ..losses import build_loss, check_loss_fits

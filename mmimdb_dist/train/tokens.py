@@ -27,7 +27,7 @@ def load_token_encoder(cfg: ExperimentConfig, manifest: Manifest, run_dir: Path,
     text_cfg = cfg.model.text
     if cfg.loader.features_dir:
         # Training on cached features: the tokenizer that made them goes with the run.
-        from ..data.sources import features_token_encoder
+        from ..data.training_data import features_token_encoder
 
         encoder = features_token_encoder(cfg.loader.features_dir)
         return encoder, token_encoder_size(encoder)

@@ -46,7 +46,7 @@ def quiet_ray_environment() -> None:
 def _check_metric_fits(loaded: LoadedSearch) -> None:
     """The ranking metric exists for the data's task kind (multi-label or multiclass): one
     line now, not a failed trial per sample of the space."""
-    from ..data.sources import load_training_manifest
+    from ..data.training_data import load_training_manifest
 
     cfg = build_trial_config(loaded.base, loaded.config.overrides)
     manifest = load_training_manifest(cfg.loader)
@@ -65,7 +65,7 @@ def _max_t(loaded: LoadedSearch) -> int:
     if searched:
         raise ConfigError(f"{loaded.path}: scheduler.max_t: space.{searched[0]} changes the number of "
                           "evaluations per trial; set scheduler.max_t (evaluations of the longest trial)")
-    from ..data.sources import train_samples
+    from ..data.training_data import train_samples
 
     cfg = build_trial_config(loaded.base, loaded.config.overrides)
     return evaluations_per_trial(cfg, train_samples(cfg), loaded.config.resources.workers)

@@ -25,7 +25,7 @@ def build_shards(root: Path, num_movies: int = NUM_MOVIES, samples_per_shard: in
     """synth -> shard, the real path; returns the shard folder (cached under `root`)."""
     from mmimdb_dist.schema import load_config
     from mmimdb_dist.data.shard import shard_dataset
-    from mmimdb_dist.data.synth import generate_dataset
+    from mmimdb_dist.data.sources.mmimdb.synth import generate_dataset
 
     shards = root / name
     if (shards / "manifest.json").is_file():

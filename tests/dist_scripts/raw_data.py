@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from mmimdb_dist.data.raw import SPLITS, Movie, SkipReport, iter_movies
+from mmimdb_dist.data.sources.mmimdb.raw import SPLITS, Movie, SkipReport, iter_movies
 
 
 

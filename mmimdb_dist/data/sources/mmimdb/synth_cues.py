@@ -3,7 +3,7 @@
 The real dataset's statistics (split sizes, genre frequencies, plot lengths, poster sizes),
 and the modality split that makes fusion worth learning: for each genre, whether its cue is
 in the plot (cue words), on the poster (a shape in the genre's colour), or weakly in both
-(see `data/synth.py` for the whole design).
+(see `synth.py` beside this module for the whole design).
 """
 
 from __future__ import annotations

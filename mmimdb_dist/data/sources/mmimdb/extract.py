@@ -19,9 +19,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_text
-from ..errors import DownloadError
-from ..progress import progress as progress_bar
+from ....atomic import atomic_write_text
+from ....errors import DownloadError
+from ....progress import progress as progress_bar
 
 logger = logging.getLogger(__name__)
 

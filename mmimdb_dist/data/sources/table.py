@@ -41,12 +41,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_open
-from ..errors import DataError
-from ..labels import LabelSet, frequency_order
-from ..progress import progress as progress_bar
-from .manifest import SPLITS, SkippedMovie, num_shards
-from .raw import ID_PATTERN, MovieSkipped, decode_image, resize_and_encode
+from ...atomic import atomic_open
+from ...errors import DataError
+from ...labels import LabelSet, frequency_order
+from ...progress import progress as progress_bar
+from ..codecs import shard_members
+from ..manifest import SPLITS, ShardInfo, SkippedMovie, num_shards, shard_name
+from ..tario import write_sample_tar
+from .common import (
+    ID_PATTERN,
+    SampleSkipped,
+    ShardPlan,
+    ShardResult,
+    SkipReport,
+    decode_image,
+    resize_and_encode,
+    shard_settings,
+    writing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +105,10 @@ def _where(path: Path, line: int) -> str:
     return f"{path}:{line}"
 
 
-def _skip(path: Path, line: int, sample_id: str, split: str, reason: str, detail: str) -> MovieSkipped:
+def _skip(path: Path, line: int, sample_id: str, split: str, reason: str, detail: str) -> SampleSkipped:
     """A row that cannot become a sample: the skip signal of every source (its record is what
     the manifest lists), naming the table and the line."""
-    return MovieSkipped(sample_id, split, reason, _where(path, line), detail)
+    return SampleSkipped(sample_id, split, reason, _where(path, line), detail)
 
 
 # --------------------------------------------------------------------------- reading rows
@@ -284,7 +296,7 @@ def _flag(value: Any) -> int | None:
 
 
 class RowParser:
-    """Turns one table row into a TableRow, or a MovieSkipped naming the line and the reason."""
+    """Turns one table row into a TableRow, or a SampleSkipped naming the line and the reason."""
 
     def __init__(self, cfg: Any, path: Path) -> None:
         self.data, self.columns, self.path = cfg.data, cfg.data.columns, path
@@ -513,7 +525,7 @@ def _read_into_spool(cfg: Any, path: Path, spool: Spool) -> tuple[list[SkippedMo
             if earlier is not None:
                 raise _skip(path, line, parsed.id, parsed.split or "?", DUPLICATE_ID,
                             f"id {parsed.id!r} is also on line {earlier} (the first one is kept)")
-        except MovieSkipped as skip:
+        except SampleSkipped as skip:
             if cfg.data.strict:
                 raise DataError(f"{skip} (strict mode: a row that cannot become a sample is an error)") from None
             skipped.append(skip.record)
@@ -593,7 +605,7 @@ def _image_path(table_dir: Path, value: str) -> Path:
 
 
 def load_table_image(task: TableShardTask, sample_id: str, line: int, value: str) -> Any:
-    """The decoded RGB image of a row, or MovieSkipped (outside the folder, missing, not a regular
+    """The decoded RGB image of a row, or SampleSkipped (outside the folder, missing, not a regular
     file, not an image)."""
     table = Path(task.table)
     try:
@@ -629,9 +641,8 @@ def _vector(task: TableShardTask, sample_id: str, line: int, names: list[str],
     return task.labels.multi_hot(kept)
 
 
-def table_samples(task: TableShardTask, result: Any) -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
+def table_samples(task: TableShardTask, result: ShardResult) -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
     """The shard members of the task's rows, in seeded order; skips go into `result`."""
-    from .codecs import shard_members
 
     spool = Spool(Path(task.spool), readonly=True)
     query = "SELECT id, line, text, image, labels FROM rows WHERE split = ? AND key >= ?"
@@ -650,7 +661,7 @@ def table_samples(task: TableShardTask, result: Any) -> Iterator[tuple[str, list
                                              task.poster_short_side, task.jpeg_quality)
                 elif task.has_image_column and task.require_image:
                     raise _skip(Path(task.table), line, sample_id, task.split, MISSING_IMAGE, "no image path")
-            except MovieSkipped as skip:
+            except SampleSkipped as skip:
                 keep_text_only = (not task.require_image and skip.record.reason in (MISSING_IMAGE, BAD_IMAGE))
                 if not keep_text_only:
                     if task.strict:
@@ -678,3 +689,42 @@ def spool_file(out_dir: Path) -> Iterator[Path]:
         yield path
     finally:
         path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- the plan the writer runs
+
+
+def write_table_shard(task: TableShardTask) -> ShardResult:
+    """A table shard: its rows read back from the spool, images encoded, the tar written atomically."""
+    result = ShardResult(split=task.split, label_counts=[0] * len(task.labels))
+    path = Path(task.out_dir) / task.name
+    with writing(path):
+        written = write_sample_tar(path, table_samples(task, result))
+    result.info = ShardInfo(name=written.name, num_samples=written.num_samples, sha256=written.sha256,
+                            bytes=written.bytes)
+    return result
+
+
+def table_plan(cfg: Any, out_dir: Path, spool: Path) -> ShardPlan:
+    """The shards of the table `data.table`, its rows spooled in `spool`: its label set is its own."""
+    plan = plan_table(cfg, out_dir, spool)
+    table = Path(cfg.data.table)  # type: ignore[arg-type]
+    report = SkipReport()
+    for record in plan.skipped:
+        report.add(record)
+    tasks: list[TableShardTask] = []
+    for split, ranges in plan.splits.items():
+        for index, (low, size) in enumerate(ranges):
+            high = ranges[index + 1][0] if index + 1 < len(ranges) else None
+            tasks.append(TableShardTask(
+                split=split, name=shard_name(split, index), size=size, spool=str(spool), low=low, high=high,
+                table_dir=str(table.parent), table=str(table), labels=plan.label_set,
+                poster_short_side=cfg.shard.poster_short_side, jpeg_quality=cfg.shard.jpeg_quality,
+                require_image=cfg.shard.require_poster, has_image_column=bool(cfg.data.columns.image),
+                strict=cfg.data.strict, out_dir=str(out_dir)))
+    settings = {**shard_settings(cfg), "source": "table", "table": table.name,
+                "split": "generated" if plan.generated_split else "column",
+                **({"split_fractions": list(cfg.data.split_fractions)} if plan.generated_split else {}),
+                "min_label_count": cfg.data.min_label_count}
+    return ShardPlan(tasks=tasks, write=write_table_shard, labels=plan.label_set, report=report,
+                     root=table.parent, settings=settings, dropped_labels=plan.dropped_labels)

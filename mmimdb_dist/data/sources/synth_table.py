@@ -25,12 +25,12 @@ import logging
 import random
 from pathlib import Path
 
-from ..atomic import atomic_open
-from ..errors import DataError
-from ..progress import progress as progress_bar
-from .synth import _plot  # the filler text of the synthetic plots
-from .synth_cues import GENRE_CUE_WORDS, GENRE_MODALITY
-from .synth_posters import PosterSpec, write_poster
+from ...atomic import atomic_open
+from ...errors import DataError
+from ...progress import progress as progress_bar
+from .mmimdb.synth import _plot  # the filler text of the synthetic plots
+from .mmimdb.synth_cues import GENRE_CUE_WORDS, GENRE_MODALITY
+from .mmimdb.synth_posters import PosterSpec, write_poster
 
 log = logging.getLogger(__name__)
 

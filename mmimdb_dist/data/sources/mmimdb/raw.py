@@ -17,21 +17,20 @@ is usable and dropping the movie would change the benchmark's sample count for n
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import re
-from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from ..errors import DataError
-from ..genres import GENRES, map_genres, multi_hot
-from ..labels import LabelSet
-from ..progress import progress as progress_bar
-from .manifest import SPLITS, SkippedMovie
+from ....errors import DataError
+from ....labels import LabelSet
+from ....progress import progress as progress_bar
+from ...manifest import SPLITS
+from ..common import ID_PATTERN, SampleSkipped, SkipReport, decode_image
+from .genres import GENRES, map_genres, multi_hot
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +40,6 @@ MMIMDB_LABELS = LabelSet(GENRES, "multilabel")
 PlotPolicy = Literal["longest", "first", "all"]
 PLOT_POLICIES: tuple[str, ...] = ("longest", "first", "all")
 
-# Ids become WebDataset keys and file names: no dots (webdataset splits keys at the first
-# dot), no path separators, no whitespace.
-ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 
 # Skip reasons, as they appear in SkipReport.counts and in the manifest.
 MISSING_JSON = "missing_json"
@@ -136,52 +132,8 @@ class Movie:
                 "labels": list(self.labels), "num_plots": self.num_plots}
 
 
-class MovieSkipped(DataError):
-    """A movie that cannot become a sample; `reason` is one of the skip reasons above."""
-
-    def __init__(self, movie_id: str, split: str, reason: str, file: Path | str, detail: str):
-        super().__init__(f"{file}: {detail}")
-        self.record = SkippedMovie(id=movie_id, split=split, reason=reason, file=str(file),
-                                   detail=detail)
-
-    def __reduce__(self):  # picklable, so a shard worker process can raise it
-        r = self.record
-        return (MovieSkipped, (r.id, r.split, r.reason, r.file, r.detail))
-
-
-@dataclass
-class SkipReport:
-    """What the reader left out (and why), and what it repaired."""
-
-    counts: Counter[str] = field(default_factory=Counter)
-    movies: list[SkippedMovie] = field(default_factory=list)
-    # Accepted with a fix-up, e.g. a plot given as a string instead of a list.
-    repaired: Counter[str] = field(default_factory=Counter)
-    # Raw genre strings that are neither one of the 23 nor one of the dropped 4.
-    unknown_labels: Counter[str] = field(default_factory=Counter)
-
-    def add(self, record: SkippedMovie) -> None:
-        self.counts[record.reason] += 1
-        self.movies.append(record)
-
-    def merge(self, other: SkipReport) -> None:
-        for record in other.movies:
-            self.add(record)
-        self.repaired.update(other.repaired)
-        self.unknown_labels.update(other.unknown_labels)
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    def summary(self) -> str:
-        if not self.total:
-            return "skipped: none"
-        return "skipped: " + ", ".join(f"{reason} {n}" for reason, n in sorted(self.counts.items()))
-
-
 def checked_file(movie_id: str, split: str, path: Path, missing: str, *, poster: bool = False) -> None:
-    """`path` is a regular file inside the raw folder, or MovieSkipped says why not.
+    """`path` is a regular file inside the raw folder, or SampleSkipped says why not.
 
     A symbolic link may point anywhere inside the raw folder (`dataset/..`), never outside it:
     its bytes would end up in the shards. A FIFO, device or folder under a movie's name is
@@ -195,16 +147,16 @@ def checked_file(movie_id: str, split: str, path: Path, missing: str, *, poster:
         if stat.S_ISLNK(info.st_mode):
             target, root = path.resolve(), path.parent.parent.resolve()
             if not target.is_relative_to(root):
-                raise MovieSkipped(movie_id, split, BAD_POSTER if poster else LINK_OUTSIDE, path,
+                raise SampleSkipped(movie_id, split, BAD_POSTER if poster else LINK_OUTSIDE, path,
                                    f"a symbolic link to {target}, outside the raw folder {root}")
             info = target.stat()
     except FileNotFoundError:
-        raise MovieSkipped(movie_id, split, missing, path,
+        raise SampleSkipped(movie_id, split, missing, path,
                            "poster file missing" if poster else "metadata file missing") from None
     except (OSError, RuntimeError) as exc:  # a link loop, a permission error
-        raise MovieSkipped(movie_id, split, BAD_POSTER if poster else BAD_JSON, path, f"cannot read: {exc}") from None
+        raise SampleSkipped(movie_id, split, BAD_POSTER if poster else BAD_JSON, path, f"cannot read: {exc}") from None
     if not stat.S_ISREG(info.st_mode):
-        raise MovieSkipped(movie_id, split, BAD_POSTER if poster else NOT_REGULAR, path,
+        raise SampleSkipped(movie_id, split, BAD_POSTER if poster else NOT_REGULAR, path,
                            "not a regular file (a FIFO, device or folder)")
 
 
@@ -213,21 +165,21 @@ def _read_json(movie_id: str, split: str, path: Path) -> dict:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise MovieSkipped(movie_id, split, MISSING_JSON, path, "metadata file missing") from None
+        raise SampleSkipped(movie_id, split, MISSING_JSON, path, "metadata file missing") from None
     except OSError as exc:
-        raise MovieSkipped(movie_id, split, BAD_JSON, path, f"cannot read: {exc}") from None
+        raise SampleSkipped(movie_id, split, BAD_JSON, path, f"cannot read: {exc}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise MovieSkipped(movie_id, split, NOT_UTF8, path, f"not UTF-8 text: {exc}") from None
+        raise SampleSkipped(movie_id, split, NOT_UTF8, path, f"not UTF-8 text: {exc}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise MovieSkipped(movie_id, split, BAD_JSON, path, f"not valid JSON: {exc}") from None
+        raise SampleSkipped(movie_id, split, BAD_JSON, path, f"not valid JSON: {exc}") from None
     except RecursionError:
-        raise MovieSkipped(movie_id, split, BAD_JSON, path, "JSON nested too deeply to read") from None
+        raise SampleSkipped(movie_id, split, BAD_JSON, path, "JSON nested too deeply to read") from None
     if not isinstance(data, dict):
-        raise MovieSkipped(movie_id, split, BAD_JSON, path,
+        raise SampleSkipped(movie_id, split, BAD_JSON, path,
                            f"expected a JSON object, got {type(data).__name__}")
     return data
 
@@ -265,7 +217,7 @@ def without_lone_surrogates(value: object) -> tuple[object, bool]:
 def _plots(movie_id: str, split: str, path: Path, data: dict,
            report: SkipReport | None) -> list[str]:
     if "plot" not in data:
-        raise MovieSkipped(movie_id, split, NO_PLOT, path, "key 'plot' missing")
+        raise SampleSkipped(movie_id, split, NO_PLOT, path, "key 'plot' missing")
     plots = data["plot"]
     if isinstance(plots, str):
         plots = [plots]
@@ -274,11 +226,11 @@ def _plots(movie_id: str, split: str, path: Path, data: dict,
         log.warning("%s: key 'plot' is a string, expected a list of strings; used as one summary",
                     path)
     if not isinstance(plots, list) or not all(isinstance(p, str) for p in plots):
-        raise MovieSkipped(movie_id, split, BAD_PLOT, path,
+        raise SampleSkipped(movie_id, split, BAD_PLOT, path,
                            f"key 'plot': expected a list of strings, got {plots!r:.80}")
     plots = [p.strip() for p in plots if p.strip()]
     if not plots:
-        raise MovieSkipped(movie_id, split, NO_PLOT, path, "key 'plot': no non-empty summary")
+        raise SampleSkipped(movie_id, split, NO_PLOT, path, "key 'plot': no non-empty summary")
     return plots
 
 
@@ -296,9 +248,9 @@ def _genres(movie_id: str, split: str, path: Path, data: dict,
             report: SkipReport | None) -> list[str]:
     raw = data.get("genres")
     if raw is None:
-        raise MovieSkipped(movie_id, split, NO_GENRE, path, "key 'genres' missing")
+        raise SampleSkipped(movie_id, split, NO_GENRE, path, "key 'genres' missing")
     if not isinstance(raw, list) or not all(isinstance(g, str) for g in raw):
-        raise MovieSkipped(movie_id, split, BAD_GENRES, path,
+        raise SampleSkipped(movie_id, split, BAD_GENRES, path,
                            f"key 'genres': expected a list of strings, got {raw!r:.80}")
     kept, unknown = map_genres(raw)
     if unknown:
@@ -306,7 +258,7 @@ def _genres(movie_id: str, split: str, path: Path, data: dict,
         if report is not None:
             report.unknown_labels.update(unknown)
     if not kept:
-        raise MovieSkipped(movie_id, split, NO_GENRE, path,
+        raise SampleSkipped(movie_id, split, NO_GENRE, path,
                            f"key 'genres': none of {raw!r:.80} is one of the 23 benchmark genres")
     return kept
 
@@ -328,13 +280,13 @@ def check_poster(movie_id: str, split: str, path: Path) -> None:
     checked_file(movie_id, split, path, MISSING_POSTER, poster=True)
     size = path.stat().st_size
     if size == 0:
-        raise MovieSkipped(movie_id, split, BAD_POSTER, path, "poster file is empty (0 bytes)")
+        raise SampleSkipped(movie_id, split, BAD_POSTER, path, "poster file is empty (0 bytes)")
     try:
         with Image.open(path) as image:
             image.size  # noqa: B018 (the header is parsed on open)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
             Image.DecompressionBombError) as exc:
-        raise MovieSkipped(movie_id, split, BAD_POSTER, path,
+        raise SampleSkipped(movie_id, split, BAD_POSTER, path,
                            f"not an image PIL can read: {exc}") from None
 
 
@@ -344,93 +296,19 @@ def load_poster(movie: Movie, min_short_side: int | None = None):
     With `min_short_side`, the JPEG decoder may scale down by a power of two while it
     decodes (PIL's `draft`), which is much cheaper than decoding full size and resizing;
     both sides stay at least `min_short_side`, so a later resize loses nothing.
-    Returns a PIL image; raises MovieSkipped (BAD_POSTER) when the file does not decode.
+    Returns a PIL image; raises SampleSkipped (BAD_POSTER) when the file does not decode.
     """
     checked_file(movie.id, movie.split, movie.poster_path, MISSING_POSTER, poster=True)
     try:
         return decode_image(movie.poster_path, min_short_side)
     except (OSError, ValueError, SyntaxError) as exc:
-        raise MovieSkipped(movie.id, movie.split, BAD_POSTER, movie.poster_path,
+        raise SampleSkipped(movie.id, movie.split, BAD_POSTER, movie.poster_path,
                            f"poster does not decode: {exc}") from None
-
-
-def decode_image(path: Path, min_short_side: int | None = None):
-    """An image file decoded fully as RGB (see `load_poster`), for any source; raises OSError,
-    ValueError (a decompression bomb among them) or SyntaxError when it does not decode."""
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as image:
-            if min_short_side:
-                image.draft(None, (min_short_side, min_short_side))
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return to_rgb(image)
-    except Image.DecompressionBombError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def resize_and_encode(image: Any, short_side: int, quality: int) -> bytes:
-    """A decoded RGB image resized so its short side is `short_side` (Lanczos), as baseline JPEG:
-    the one poster encoding of every source, so the same image gives the same bytes."""
-    from PIL import Image
-
-    width, height = image.size
-    scale = short_side / min(width, height)
-    size = (max(short_side, round(width * scale)), max(short_side, round(height * scale)))
-    if size != image.size:
-        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality, optimize=False, progressive=False,
-               subsampling="4:2:0")
-    return buffer.getvalue()
-
-
-def to_rgb(image):
-    """RGB on a white background for images with transparency; plain conversion otherwise.
-
-    High-bit-depth grayscale (16-bit "I;16*"/"I" PNGs and TIFFs, float "F") is rescaled to
-    8 bits first: PIL's own conversion clips it at 255, which turns a 16-bit poster white and
-    a [0, 1] float one black, without a word.
-    """
-    from PIL import Image
-
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        image = _to_8bit_gray(image)
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return image.convert("RGB")
-
-
-def _to_8bit_gray(image):
-    """An "I;16*", "I" or "F" image as 8-bit "L": 16-bit ranges divided by 257, float images in
-    [0, 1] times 255, anything else (HDR floats, 32-bit integers) scaled by its own maximum."""
-    import numpy as np
-    from PIL import Image
-
-    pixels = np.asarray(image, dtype=np.float64)
-    if not np.isfinite(pixels).all():
-        pixels = np.nan_to_num(pixels, nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = float(pixels.min(initial=0.0)), float(pixels.max(initial=0.0))
-    if image.mode == "F" and low >= 0.0 and high <= 1.0:
-        pixels = pixels * 255.0
-    elif high > 65535.0 or low < 0.0:
-        pixels = (pixels - min(low, 0.0)) / max(high - min(low, 0.0), 1e-12) * 255.0
-    elif high > 255.0 or image.mode.startswith("I;16"):
-        pixels = pixels / 257.0
-    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), mode="L")
 
 
 def read_movie(raw_dir: str | Path, movie_id: str, split: str, plot_policy: str = "longest",
                report: SkipReport | None = None, require_poster: bool = True) -> Movie:
-    """One movie, or MovieSkipped naming the file and the problem.
+    """One movie, or SampleSkipped naming the file and the problem.
 
     `raw_dir` is the folder holding split.json and dataset/. `report`, when given, collects
     repairs and unknown genres (the skip itself is the exception).
@@ -449,7 +327,7 @@ def read_movie(raw_dir: str | Path, movie_id: str, split: str, plot_policy: str 
     poster_path = dataset / f"{movie_id}.jpeg"
     try:
         check_poster(movie_id, split, poster_path)
-    except MovieSkipped:
+    except SampleSkipped:
         if require_poster:
             raise
         # Kept as a plot-only movie: the shard writer finds the poster unusable and says so.
@@ -485,7 +363,7 @@ def iter_movies(raw_dir: str | Path, splits: Iterable[str] = SPLITS, plot_policy
     for movie_id, name in pairs:
         try:
             yield read_movie(root, movie_id, name, plot_policy, report, require_poster)
-        except MovieSkipped as skip:
+        except SampleSkipped as skip:
             if strict:
                 raise DataError(f"{skip} (strict mode: a movie that cannot become a sample "
                                 "is an error)") from None

@@ -8,7 +8,7 @@ over 8 GB. Only a file whose digest matches is renamed to its final name; one th
 match is moved aside to `DIR/<name>.bad`, so the next run starts clean and the suspect bytes
 are still there to inspect.
 
-Extraction (`data/extract.py`) refuses any member that could land outside DIR; a marker
+Extraction (`extract.py` beside this module) refuses any member that could land outside DIR; a marker
 records the digest of the archive fully extracted, so a re-run skips the work.
 
 Usage::
@@ -35,12 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..atomic import fsync_dir
-from ..digest import file_sha256
-from ..errors import DownloadError
-from ..outputs import exclusive
-from ..progress import progress as progress_bar
+from .... import __version__
+from ....atomic import fsync_dir
+from ....digest import file_sha256
+from ....errors import DownloadError
+from ....outputs import exclusive
+from ....progress import progress as progress_bar
 from .extract import check_free_space, extract
 
 logger = logging.getLogger(__name__)

@@ -52,10 +52,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic import atomic_write_json, atomic_write_text
-from ..errors import DataError
-from ..genres import DROPPED_GENRES, GENRES
-from ..progress import progress as progress_bar
+from ....atomic import atomic_write_json, atomic_write_text
+from ....errors import DataError
+from .genres import DROPPED_GENRES, GENRES
+from ....progress import progress as progress_bar
 from .synth_cues import (
     CUE_PROB,
     DROPPED_GENRE_PROB,

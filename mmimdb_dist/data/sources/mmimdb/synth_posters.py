@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
-from ..atomic import atomic_write_bytes
+from ....atomic import atomic_write_bytes
 from .synth_cues import POSTER_ASPECT_RANGE, POSTER_CUES, POSTER_WIDTH_RANGE
 
 # (width, height) of the shared film-grain tile; every poster is a crop of it.
