@@ -64,7 +64,7 @@ def test_batch_predict_on_the_test_split_reproduces_the_evaluated_metrics(run_di
     probs = np.array([[test_predictions[i]["probabilities"][g] for g in GENRES] for i in evaluated.ids])
     np.testing.assert_allclose(probs, evaluated.probs, rtol=0, atol=1e-5)
 
-    report = evaluation_report(_raw_labels(raw, evaluated.ids), probs, thresholds)
+    report = evaluation_report(_raw_labels(raw, evaluated.ids), probs, thresholds, GENRES)
     for protocol in ("threshold_0.5", "tuned_on_dev"):
         for key in METRICS:
             assert report[protocol][key] == pytest.approx(final[protocol][key], abs=1e-12), (protocol, key)
