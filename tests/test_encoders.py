@@ -396,3 +396,20 @@ def test_every_trainable_parameter_of_a_fusion_model_gets_a_gradient(kind: str, 
     out["logits"].sum().backward()
     assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
     assert not type(model).leaves_parameters_unused
+
+
+@pytest.mark.parametrize("kind", ("vit", "clip"))
+def test_a_checkpoint_saved_in_half_precision_loads_in_float32(kind: str, folders, tmp_path) -> None:
+    """transformers 5 loads weights in the dtype they were saved in: an fp16 checkpoint would
+    train without an fp32 master copy (and fp16 loss scaling refuses half-precision weights)."""
+    from transformers import AutoModel
+
+    half = tmp_path / f"{kind}-fp16"
+    AutoModel.from_pretrained(str(folders[kind])).half().save_pretrained(str(half))
+    for name in ("preprocessor_config.json", "tokenizer_config.json", "vocab.json", "merges.txt",
+                 "special_tokens_map.json"):
+        if (folders[kind] / name).is_file():
+            (half / name).write_bytes((folders[kind] / name).read_bytes())
+    assert AutoModel.from_pretrained(str(half)).dtype == torch.float16  # what "auto" would give
+    encoder = build_image_encoder(image_config(kind, half))
+    assert {p.dtype for p in encoder.parameters()} == {torch.float32}

@@ -14,7 +14,15 @@ import torch
 from dist_scripts.train_fixtures import RUN_TIMEOUT_S, env, tiny_config, train_shards, write_config
 from mmimdb_dist.schema import ExperimentConfig, load_config
 from mmimdb_dist.progress import PlainProgress, progress
-from mmimdb_dist.train.accelerator import available_cpus, choose_num_threads, needs_unused_parameter_search, resolve_mixed_precision
+from mmimdb_dist.train.accelerator import (
+    available_cpus,
+    choose_num_threads,
+    launcher_conflict,
+    local_device_capability,
+    needs_unused_parameter_search,
+    precision_for_capability,
+    resolve_mixed_precision,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,17 +30,31 @@ REPO = Path(__file__).resolve().parents[1]
 # --------------------------------------------------------------------------- precision
 
 
-def test_auto_precision_follows_the_hardware(monkeypatch):
+def test_auto_precision_follows_the_compute_capability_of_the_ranks_device(monkeypatch):
     if not torch.cuda.is_available():
-        assert resolve_mixed_precision("auto", deepspeed=False) == "no"  # bf16 autocast is slower on CPUs
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert resolve_mixed_precision("auto", deepspeed=False) == "bf16"  # Ampere and later
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert resolve_mixed_precision("auto", deepspeed=False) == "fp16"  # V100, T4: with loss scaling
-    assert resolve_mixed_precision("auto", deepspeed=True) is None  # the DeepSpeed JSON decides
+        assert local_device_capability() is None
+        assert resolve_mixed_precision("auto", False, local_device_capability()) == "no"  # slower on CPUs
+    # bf16 tensor cores from Ampere (8.0) on; V100 (7.0) and T4 (7.5) emulate bf16, which
+    # torch.cuda.is_bf16_supported() counts as support: fp16 with loss scaling there.
+    for capability, expected in (((7, 0), "fp16"), ((7, 5), "fp16"), ((8, 0), "bf16"), ((8, 6), "bf16"),
+                                 ((9, 0), "bf16"), ((10, 0), "bf16"), (None, "no")):
+        assert precision_for_capability(capability) == expected, capability
+        assert resolve_mixed_precision("auto", False, capability) == expected
+    assert resolve_mixed_precision("auto", True, (9, 0)) is None  # the DeepSpeed JSON decides
     for explicit in ("no", "bf16", "fp16", None):
-        assert resolve_mixed_precision(explicit, deepspeed=False) == explicit
+        assert resolve_mixed_precision(explicit, False, (7, 0)) == explicit
+
+
+def test_a_launcher_precision_the_config_overrides_is_one_line(monkeypatch):
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    assert launcher_conflict("auto", "bf16") is None
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # the launcher's default: no request
+    assert launcher_conflict("auto", "bf16") is None
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    assert launcher_conflict("auto", "fp16") is None
+    assert launcher_conflict(None, None) is None  # null follows the launcher
+    assert launcher_conflict("auto", "bf16") == ("train.mixed_precision: 'auto' gives 'bf16'; the launcher's 'fp16' "
+                                                 "is not used (set train.mixed_precision: null to follow the launcher)")
 
 
 def test_precision_choices_are_checked():

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..schema import ImageEncoderConfig, ModelConfig, TextEncoderConfig
-from .hub import load_hf_config, load_pretrained
+from .hub import load_hf_config, load_pretrained_model
 from .preprocess import image_preprocessing
 from .text import TextFeatures, masked_mean
 from .vision import ImageEncoderBase, ImageFeatures
@@ -37,7 +37,7 @@ def load_dual_model(key: str, name: str, pretrained: bool, hf_config: dict[str, 
 
     try:
         if pretrained:
-            model = load_pretrained(key, name, AutoModel.from_pretrained)
+            model = load_pretrained_model(key, name)
         else:
             overrides = dict(hf_config)
             config = (AutoConfig.for_model(**overrides) if "model_type" in overrides

@@ -93,6 +93,16 @@ def load_pretrained(key: str, name: str, load: Callable[..., T], filename: str =
                                     f"internet, {PREFETCH_ADVICE}") from None
 
 
+def load_pretrained_model(key: str, name: str) -> Any:
+    """A Hugging Face model's pretrained weights, always in float32: transformers 5 loads a
+    checkpoint in the dtype it was saved in (`dtype="auto"`), and a model saved in fp16 or bf16
+    would then train without an fp32 master copy (AdamW on half-precision weights; fp16 loss
+    scaling refuses them). Mixed precision comes from autocast, not from the weights."""
+    from transformers import AutoModel
+
+    return load_pretrained(key, name, lambda src, **kw: AutoModel.from_pretrained(src, dtype="float32", **kw))
+
+
 def load_hf_config(key: str, name: str, **overrides: Any) -> Any:
     from transformers import AutoConfig
 

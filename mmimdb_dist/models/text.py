@@ -16,7 +16,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..errors import ConfigError
 from ..schema import TextEncoderConfig
-from .hub import load_pretrained
+from .hub import load_pretrained, load_pretrained_model
 
 
 class TextFeatures(NamedTuple):
@@ -147,7 +147,7 @@ def load_hf_model(cfg: TextEncoderConfig, vocab_size: int | None, pad_id: int | 
 
     if cfg.pretrained:
         try:
-            model = load_pretrained("model.text.name", cfg.name, AutoModel.from_pretrained)
+            model = load_pretrained_model("model.text.name", cfg.name)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"model.text.name: cannot load pretrained encoder {cfg.name!r}: expected "
                               f"a local model folder or a reachable hub name ({exc})") from exc

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..schema import ImageEncoderConfig
-from .hub import load_hf_config, load_pretrained
+from .hub import load_hf_config, load_pretrained_model
 from .preprocess import image_preprocessing
 from .vision import ImageEncoderBase, ImageFeatures, feature_map_to_features, grid_from_tokens
 
@@ -32,7 +32,7 @@ def load_hf_vision_model(cfg: ImageEncoderConfig) -> nn.Module:
     key = "model.image.name"
     try:
         if cfg.pretrained:
-            return load_pretrained(key, cfg.name, AutoModel.from_pretrained)
+            return load_pretrained_model(key, cfg.name)
         overrides = dict(cfg.hf_config)
         config = (AutoConfig.for_model(**overrides) if "model_type" in overrides
                   else load_hf_config(key, cfg.name, **overrides))

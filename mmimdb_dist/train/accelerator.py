@@ -6,6 +6,7 @@ the hardware, so a run behaves the same under `accelerate launch`, Slurm or plai
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +17,8 @@ from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwar
 
 from ..models.registry import MODELS
 from ..schema import ExperimentConfig
+
+logger = logging.getLogger(__name__)
 
 
 def choose_num_threads(cfg: ExperimentConfig) -> int:
@@ -47,17 +50,45 @@ def available_cpus() -> int:
     return cpus
 
 
-def resolve_mixed_precision(setting: str | None, deepspeed: bool) -> str | None:
-    """`train.mixed_precision` as Accelerate takes it. `auto`: bf16 on a GPU with bf16 units
-    (Ampere and later), fp16 with loss scaling on older GPUs, fp32 on CPU, where bf16 autocast
-    is slower than fp32 on most processors; under DeepSpeed its JSON decides (None)."""
+def precision_for_capability(capability: tuple[int, int] | None) -> str:
+    """What `auto` picks for a device: bf16 from compute capability 8.0 (Ampere and later have
+    bf16 tensor cores), fp16 with loss scaling below it (V100 7.0, T4 7.5: there bf16 is only
+    emulated, which `torch.cuda.is_bf16_supported()` counts as support), and fp32 without a GPU
+    (None), where bf16 autocast is slower than fp32 on most processors."""
+    if capability is None:
+        return "no"
+    return "bf16" if tuple(capability) >= (8, 0) else "fp16"
+
+
+def local_device_capability() -> tuple[int, int] | None:
+    """The compute capability of this rank's own GPU (LOCAL_RANK), read without making another
+    GPU current: every rank asking about GPU 0 would open a CUDA context there. None on CPU."""
+    if not torch.cuda.is_available():  # GPU-only branch below: reached on a CUDA machine alone
+        return None
+    index = int(os.environ.get("LOCAL_RANK", "0")) % max(1, torch.cuda.device_count())
+    return tuple(torch.cuda.get_device_capability(index))  # type: ignore[return-value]
+
+
+def resolve_mixed_precision(setting: str | None, deepspeed: bool,
+                            capability: tuple[int, int] | None = None) -> str | None:
+    """`train.mixed_precision` as Accelerate takes it. `auto`: `precision_for_capability` of this
+    rank's device; under DeepSpeed its JSON decides (None). Explicit values pass through."""
     if setting != "auto":
         return setting
     if deepspeed:
         return None
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"
+    return precision_for_capability(capability)
+
+
+def launcher_conflict(setting: str | None, resolved: str | None) -> str | None:
+    """One line when the launcher asked for a precision (`accelerate launch --mixed_precision`, or
+    its config file) that the experiment config overrides, else None. The launcher's default,
+    `no`, is no request: `auto` decides then without a word."""
+    asked = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if setting is None or asked in (None, "", "no") or resolved in (None, asked):
+        return None
+    return (f"train.mixed_precision: {setting!r} gives {resolved!r}; the launcher's {asked!r} is not used "
+            "(set train.mixed_precision: null to follow the launcher)")
 
 
 def needs_unused_parameter_search(cfg: ExperimentConfig) -> bool:
@@ -85,6 +116,9 @@ def build_accelerator(cfg: ExperimentConfig):
     # (Accelerate would otherwise step it once per process, for loaders it splits itself).
     # cpu=True would turn DeepSpeed off: its engine finds the CPU by itself.
     deepspeed = parse_flag_from_env("ACCELERATE_USE_DEEPSPEED")
-    return Accelerator(mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision, deepspeed),
-                       cpu=not cuda and not deepspeed, kwargs_handlers=handlers,
+    precision = resolve_mixed_precision(cfg.train.mixed_precision, deepspeed, local_device_capability())
+    conflict = launcher_conflict(cfg.train.mixed_precision, precision)
+    if conflict and int(os.environ.get("RANK", "0")) == 0:
+        logger.warning(conflict)
+    return Accelerator(mixed_precision=precision, cpu=not cuda and not deepspeed, kwargs_handlers=handlers,
                        step_scheduler_with_optimizer=False)
