@@ -224,3 +224,32 @@ def test_a_training_batch_reads_nothing_back_to_the_host(shards, tmp_path):
         accelerator.end_training()
     assert len(Counting.reads) == trainer.batches_per_epoch
     assert all(reads == [] for reads in Counting.reads), Counting.reads[:3]
+
+
+def test_a_step_skipped_by_loss_scaling_does_not_advance_the_schedule():
+    """fp16 loss scaling skips a step whose gradients overflowed. Accelerate reports it through
+    `optimizer_step_was_skipped` (its optimizer wrapper around a real GradScaler, here torch's
+    CPU one); the trainer steps the scheduler only when that is false."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.optimizer import AcceleratedOptimizer
+
+    from mmimdb_dist.train.loop import Trainer
+
+    accelerator = Accelerator(cpu=True)
+    model = torch.nn.Linear(3, 1)
+    scaler = torch.amp.GradScaler("cpu")
+    optimizer = AcceleratedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), scaler=scaler)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer.optimizer, lambda step: 1.0 / (1 + step))
+    accelerator._optimizers.append(optimizer)
+    trainer = Trainer.__new__(Trainer)  # the step alone: its collaborators, not a run
+    trainer.accelerator, trainer.optimizer, trainer.scheduler = accelerator, optimizer, scheduler
+    trainer.train_cfg = type("TrainCfg", (), {"max_grad_norm": None})()
+    trainer.model = model
+
+    scaler.scale(model(torch.ones(1, 3)).sum() * float("inf")).backward()  # overflow: skipped
+    trainer._optimizer_step()
+    assert accelerator.optimizer_step_was_skipped and scheduler.last_epoch == 0
+    scaler.scale(model(torch.ones(1, 3)).sum()).backward()  # a finite step: taken
+    trainer._optimizer_step()
+    assert not accelerator.optimizer_step_was_skipped and scheduler.last_epoch == 1

@@ -264,7 +264,8 @@ class Trainer:
         window = self._window
         batches = torch.tensor(float(window["batches"]), device=window["loss"].device)
         loss = self.accelerator.reduce(torch.stack([window["loss"].float(), batches]), reduction="sum")
-        grad_norm = None if grad_norm is None else float(grad_norm)
+        # An overflowed fp16 step has an infinite norm, which JSON cannot hold: logged as null.
+        grad_norm = None if grad_norm is None or not math.isfinite(float(grad_norm)) else float(grad_norm)
         elapsed = time.perf_counter() - window["start"]
         record = {
             "type": "train", "epoch": self.state.epoch, "step": self.state.step,
@@ -388,7 +389,10 @@ class Trainer:
         if self.train_cfg.max_grad_norm is not None:
             grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.train_cfg.max_grad_norm)
         self.optimizer.step()
-        self.scheduler.step()
+        # fp16 loss scaling (GPU only: Accelerate has no GradScaler on CPU) skips a step whose
+        # gradients overflowed; the schedule waits for the step that is really taken.
+        if not self.accelerator.optimizer_step_was_skipped:
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm
 
