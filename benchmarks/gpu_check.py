@@ -248,8 +248,9 @@ def main() -> int:
         print("smoke run complete; run this on a GPU node for the table")
         return 0
 
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+    from mmimdb_dist.train.accelerator import apply_backend_policy
+
+    apply_backend_policy(images=True)  # the trainer's own policy: its "fp32" row is what a run does
     name = torch.cuda.get_device_name(0)
     peak = peak_tflops(name, args.peak_tflops)
     gpus = torch.cuda.device_count()

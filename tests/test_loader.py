@@ -117,6 +117,8 @@ def test_device_color_jitter_matches_torchvision_and_is_seeded_per_sample(shards
         expected = F.adjust_saturation(F.adjust_contrast(F.adjust_brightness(
             pixels[row], brightness), contrast), saturation)
         assert torch.allclose(jittered[row], expected, atol=1e-6)
+        single = jitter_colors(pixels.float()[row:row + 1].clone(), factors[:, row:row + 1])  # float32, as trained
+        assert torch.allclose(single[0], expected.float(), atol=1e-5)
 
     moved = to_device(batch, "cpu", torch.float64, color_jitter=0.4, jitter_seed=3)
     assert torch.allclose(moved["pixel_values"], jittered)

@@ -91,6 +91,17 @@ def launcher_conflict(setting: str | None, resolved: str | None) -> str | None:
             "(set train.mixed_precision: null to follow the launcher)")
 
 
+def apply_backend_policy(images: bool) -> None:
+    """The one policy for a GPU's math modes, applied by the trainer and by the GPU kit alike:
+    TF32 for fp32 matmuls and convolutions (Ampere and later; what fp32 runs at there, ~1e-3
+    relative error, far under what training notices), and cuDNN's algorithm search when the
+    model reads posters (their size is fixed, so the search runs once per shape; text batches
+    vary in length and go through matmuls, which it does not concern). No effect without CUDA."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = images and torch.cuda.is_available()
+
+
 def needs_unused_parameter_search(cfg: ExperimentConfig) -> bool:
     """`train.find_unused_parameters`, or what the model class says (see that key)."""
     if cfg.train.find_unused_parameters is not None:
@@ -116,6 +127,7 @@ def build_accelerator(cfg: ExperimentConfig):
     # (Accelerate would otherwise step it once per process, for loaders it splits itself).
     # cpu=True would turn DeepSpeed off: its engine finds the CPU by itself.
     deepspeed = parse_flag_from_env("ACCELERATE_USE_DEEPSPEED")
+    apply_backend_policy(images=cfg.model.uses_image)
     precision = resolve_mixed_precision(cfg.train.mixed_precision, deepspeed, local_device_capability())
     conflict = launcher_conflict(cfg.train.mixed_precision, precision)
     if conflict and int(os.environ.get("RANK", "0")) == 0:
