@@ -34,7 +34,8 @@ def to_device(batch: dict, device: torch.device | str, dtype: torch.dtype = torc
         if color_jitter > 0:
             pixels = jitter_colors(pixels, jitter_factors(batch["ids"], color_jitter, jitter_seed))
         out["pixel_values"] = pixels
-    out["labels"] = out["labels"].to(dtype)
+    if "labels" in out:  # evaluation keeps its labels on the host
+        out["labels"] = out["labels"].to(dtype)
     return out
 
 

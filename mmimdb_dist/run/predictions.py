@@ -52,20 +52,25 @@ def predict_local(model: torch.nn.Module, loader: StreamingLoader, device: torch
                   input_dtype: torch.dtype = torch.float32, autocast=contextlib.nullcontext,
                   progress: bool = False, desc: str = "eval", *, num_labels: int,
                   multiclass: bool = False) -> Predictions:
-    """This rank's predictions over its share of an eval loader."""
+    """This rank's predictions over its share of an eval loader.
+
+    Labels stay on the host (they never need the device), and the logits stay on the device
+    until the loop ends: one copy back per evaluation, not a host sync per batch."""
     was_training = model.training
     model.eval()
     ids: list[str] = []
-    logits_parts, labels = [], []
+    logits_parts: list[torch.Tensor] = []
+    labels: list[np.ndarray] = []
     for batch in progress_bar(loader.start(), total=len(loader), desc=desc, unit="batch", disable=not progress):
+        labels.append(batch.pop("labels").numpy().astype(np.int64))
         batch = to_device(batch, device, input_dtype)
         with autocast():
             logits = model(batch)["logits"]
         ids.extend(batch["ids"])
-        logits_parts.append(logits.float().cpu().numpy())
-        labels.append(batch["labels"].float().cpu().numpy().astype(np.int64))
+        logits_parts.append(logits.float())
     model.train(was_training)
-    all_logits = np.concatenate(logits_parts) if logits_parts else np.zeros((0, num_labels), np.float32)
+    all_logits = (torch.cat(logits_parts).cpu().numpy() if logits_parts
+                  else np.zeros((0, num_labels), np.float32))
     return Predictions(ids=ids, probs=probabilities(torch.from_numpy(all_logits), multiclass).numpy(),
                        labels=np.concatenate(labels) if labels else np.zeros((0, num_labels), np.int64),
                        skipped=loader.skipped, logits=all_logits)
