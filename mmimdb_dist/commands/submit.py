@@ -7,8 +7,11 @@
     mmimdb-dist submit tune --config configs/tune/X.yaml --nodes 2 --gpus-per-node 4 --time 600
 
 Every process that submits needs Slurm's configuration (SLURM_CONF, when it is not in
-/etc/slurm). `--cluster local` runs the same job as local processes, `--cluster debug` in this
-process; both wait for the job. See `mmimdb_dist.slurm` for how preemption is handled.
+/etc/slurm); where Slurm is not reachable, a submission is one error line saying what was tried,
+never a run on the machine it was made from (a login node). `--cluster local` runs the same job
+as local processes on this machine on purpose (left running in the background, or waited for
+with --wait, as a Slurm job), `--cluster debug` in this process (always waited for). See
+`mmimdb_dist.slurm` for how preemption is handled.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from ..slurm.sweep import summarize
 def _add_resources(parser: argparse.ArgumentParser, time_default: int = 60) -> None:
     group = parser.add_argument_group("resources (per job, or per array element)")
     group.add_argument("--cluster", choices=("slurm", "local", "debug"), default=None,
-                       help="where the job runs (default: Slurm when its commands are here, else local)")
+                       help="where the job runs (default: slurm; without a reachable Slurm that is one error "
+                            "line: local or debug run the job on this machine on purpose)")
     group.add_argument("--nodes", type=int, default=1, help="nodes (default: 1)")
     group.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node, one task each (default: 0)")
     group.add_argument("--tasks-per-node", type=int, default=None,

@@ -22,7 +22,7 @@ from ..run.layout import FINAL_METRICS, checkpoints_dir_of, run_dir_of
 from ..schema import dump_config, load_config
 from .job import TrainJob, job_folder
 from .options import SlurmOptions, build_executor
-from .submission import record_submission, submit_failed, wait_for, where_to_look
+from .submission import must_wait, record_submission, submit_failed, wait_for, where_to_look
 from .sweep import plan_sweep, summarize, write_sweep_record
 
 
@@ -42,7 +42,7 @@ def submit_train(config: str | Path, overrides: list[str], options_for: Callable
         raise submit_failed(exc) from None
     record_submission(run_dir, job, options, "train", config=str(config), overrides=overrides)
     print(where_to_look(job, run_dir, options), flush=True)
-    if wait or executor.cluster in ("local", "debug"):
+    if must_wait(executor.cluster, wait, [job]):
         from ..metrics import format_summary  # scikit-learn takes seconds: only a waited job prints metrics
 
         result = wait_for(job)[0]
@@ -80,7 +80,7 @@ def submit_sweep(config: str | Path, overrides: list[str], grid: Path, name: str
         print(f"  {job.job_id}  {run.run_dir}")
     print(f"  logs:     {plan.sweep_dir / 'slurm'}/<job id>/\n  record:   {record}\n"
           f"  summary:  mmimdb-dist submit summary {plan.sweep_dir}", flush=True)
-    if wait or executor.cluster in ("local", "debug"):
+    if must_wait(executor.cluster, wait, pending):
         failures = []
         for job in pending:
             try:

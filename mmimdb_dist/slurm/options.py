@@ -7,11 +7,16 @@ scheduler) or the calling process (`debug`: for a debugger, no signals).
 
 from __future__ import annotations
 
+import logging
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import SubmitError
+
+logger = logging.getLogger(__name__)
 
 Cluster = Literal["slurm", "local", "debug"]
 
@@ -20,7 +25,7 @@ Cluster = Literal["slurm", "local", "debug"]
 class SlurmOptions:
     """Resources of one job (or of each element of an array)."""
 
-    cluster: Cluster | None = None  # None: Slurm when its commands are here, else local
+    cluster: Cluster | None = None  # None: Slurm; never this machine unless `local` or `debug` says so
     nodes: int = 1
     gpus_per_node: int = 0
     # One task per GPU; without GPUs, the CPU processes per node (gloo between them).
@@ -70,6 +75,40 @@ class SlurmOptions:
         return self.nodes * self.tasks
 
 
+def slurm_unreachable(timeout_s: float = 20.0) -> str | None:
+    """Why Slurm cannot take a job from here (what was tried), or None when it can: `sbatch` on
+    PATH and a controller that answers `sinfo`."""
+    if shutil.which("sbatch") is None:
+        return "no sbatch on PATH"
+    try:
+        done = subprocess.run(["sinfo", "--noheader", "--format=%P"], capture_output=True, text=True,
+                              timeout=timeout_s)
+    except FileNotFoundError:
+        return "sbatch is on PATH but sinfo is not"
+    except subprocess.TimeoutExpired:
+        return f"sinfo got no answer from the controller in {timeout_s:.0f} s"
+    if done.returncode != 0:
+        reason = " ".join((done.stderr or done.stdout).split())[:200] or f"exit {done.returncode}"
+        return f"sinfo failed: {reason}"
+    return None
+
+
+def resolve_cluster(requested: str | None) -> str:
+    """Where a job goes. Slurm unless `local` or `debug` is asked for: a submission never runs on
+    the machine it was made from (a cluster's login node) because Slurm happened to be
+    unreachable. Running here on purpose is said before anything starts."""
+    if requested in ("local", "debug"):
+        logger.warning("--cluster %s: the job runs on this machine, not on a Slurm cluster%s", requested,
+                       " (in this process, for a debugger)" if requested == "debug" else " (local processes)")
+        return requested
+    reason = slurm_unreachable()
+    if reason is not None:
+        raise SubmitError(f"Slurm is not reachable from here ({reason}); on a cluster, submit from a node with "
+                          "Slurm's commands and SLURM_CONF, or pass --cluster local to run the job on this "
+                          "machine on purpose (--cluster debug: in this process)")
+    return "slurm"
+
+
 def build_executor(folder: str | Path, options: SlurmOptions, tasks_per_node: int | None = None):
     """A submitit AutoExecutor for `options`, writing its scripts and logs under `folder`.
 
@@ -80,12 +119,13 @@ def build_executor(folder: str | Path, options: SlurmOptions, tasks_per_node: in
     """
     import submitit
 
+    cluster = resolve_cluster(options.cluster)
     try:
-        executor = submitit.AutoExecutor(folder=str(folder), cluster=options.cluster,
+        executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster,
                                          slurm_max_num_timeout=options.max_requeues,
                                          local_max_num_timeout=options.max_requeues)
     except (ValueError, RuntimeError) as exc:
-        raise SubmitError(f"--cluster {options.cluster}: {exc}") from None
+        raise SubmitError(f"--cluster {cluster}: {exc}") from None
     parameters: dict[str, Any] = {
         "name": options.job_name, "timeout_min": options.time_min, "nodes": options.nodes,
         "tasks_per_node": tasks_per_node or options.tasks, "gpus_per_node": options.gpus_per_node,

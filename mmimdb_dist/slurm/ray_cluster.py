@@ -36,7 +36,7 @@ from submitit.core.utils import FailedJobError  # what submitit raises when sbat
 
 from ..tune.space import load_search
 from .options import SlurmOptions, build_executor
-from .submission import record_submission, submit_failed, wait_for, where_to_look
+from .submission import must_wait, record_submission, submit_failed, wait_for, where_to_look
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def submit_tune(args: argparse.Namespace, options: SlurmOptions) -> int:
     record_submission(out, job, options, "tune", config=str(config), overrides=args.overrides)
     print(where_to_look(job, out, options, tasks=1, results="results.md in the search's storage_path folder"),
           flush=True)
-    if args.wait or executor.cluster in ("local", "debug"):
+    if must_wait(executor.cluster, args.wait, [job]):
         wait_for(job)
         print(f"job {job.job_id}: the search finished")
     return 0

@@ -48,6 +48,18 @@ def where_to_look(job: Any, run_dir: Path, options: SlurmOptions, tasks: int | N
     return "\n".join(lines)
 
 
+def must_wait(cluster: str, wait: bool, jobs: list[Any]) -> bool:
+    """Whether the submitting command waits for `jobs`: when asked (`--wait`), and always under
+    `debug` (its job runs in this process, when waited for). A `local` job not waited for runs on
+    in the background, as a Slurm job would, and outlives this command."""
+    if cluster == "local" and not wait:
+        for job in jobs:
+            job._cancel_at_deletion = False  # submitit cancels a local job it forgets otherwise
+        print("the job runs on in the background on this machine (--cluster local); --wait waits for it",
+              flush=True)
+    return wait or cluster == "debug"
+
+
 def wait_for(job: Any) -> list[Any]:
     """Block until the job is done; every task's result, or a SubmitError naming the log to read."""
     from submitit.core.utils import FailedJobError, UncompletedJobError
