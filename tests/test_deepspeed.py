@@ -32,14 +32,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(stage: int | str, config: Path, *extra: str) -> subprocess.CompletedProcess:
+def launch(stage: int | str, config: Path, *extra: str, timeout_s: int = RUN_TIMEOUT_S) -> subprocess.CompletedProcess:
     """`stage`: 2 or 3 for the project's CPU launch configs, or the path of another one."""
     launch_config = f"launch/accelerate/zero{stage}_cpu.yaml" if isinstance(stage, int) else stage
     command = [sys.executable, "-m", "accelerate.commands.launch", "--use_deepspeed",
                "--config_file", launch_config, "--num_processes", "2",
                "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
                "-m", "mmimdb_dist.cli", "--log-level", "WARNING", "train", "--config", str(config), *extra]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env(), cwd=REPO)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env(), cwd=REPO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -204,3 +204,46 @@ def test_config_disagreements_are_refused_with_the_key_named():
         _fill(_plugin_for("launch/deepspeed/zero2_fp32.json"), accelerator_precision="no", mixed_precision="bf16")
     # null leaves precision to the JSON
     assert _fill(_plugin_for("launch/deepspeed/zero2.json"), accelerator_precision="bf16", mixed_precision="null")
+
+
+def test_zero3_evaluates_uneven_shares_with_every_parameter_sharded(shards, tmp_path):
+    """Under ZeRO-3 every forward gathers the sharded weights from all ranks, so ranks must run
+    the same number of forwards. Here no parameter stays whole (persistence threshold 0) and the
+    two ranks' shares of dev and test differ in batches: the rank with fewer pads with repeat
+    forwards whose outputs are dropped, and the metrics are those of a 1-process evaluation."""
+    import yaml
+
+    from dist_scripts.loader_fixtures import manifest_ids
+    from mmimdb_dist.data.loader import build_eval_loader
+    from mmimdb_dist.data.manifest import load_manifest
+    from mmimdb_dist.data.vocab import Vocabulary
+    from mmimdb_dist.schema import load_config
+
+    ds = json.loads((REPO / "launch/deepspeed/zero3_fp32.json").read_text())
+    # nothing kept whole or kept gathered between forwards: every forward gathers every weight
+    ds["zero_optimization"].update(stage3_param_persistence_threshold=0, stage3_max_live_parameters=0,
+                                   stage3_max_reuse_distance=0, stage3_prefetch_bucket_size=0)
+    (tmp_path / "zero3_sharded.json").write_text(json.dumps(ds))
+    launch_config = yaml.safe_load((REPO / "launch/accelerate/zero3_cpu.yaml").read_text())
+    launch_config["deepspeed_config"]["deepspeed_config_file"] = str(tmp_path / "zero3_sharded.json")
+    (tmp_path / "zero3_sharded.yaml").write_text(yaml.safe_dump(launch_config))
+    config = write_config(tmp_path / "sharded.yaml", tiny_config(shards, tmp_path / "runs", "sharded", epochs=1,
+                                                                   log_every=2))
+    cfg = load_config(config)
+    manifest = load_manifest(shards)
+    vocabulary = Vocabulary.build(["a b c"])
+    lengths = [len(build_eval_loader(cfg.loader, manifest, "dev", vocabulary, rank=r, world_size=2))
+               for r in range(2)]
+    assert lengths[0] != lengths[1], lengths  # dev's shares really are uneven in batches
+
+    launch(str(tmp_path / "zero3_sharded.yaml"), config, timeout_s=150)
+    run_dir = tmp_path / "runs" / "sharded"
+    final = json.loads((run_dir / "final_metrics.json").read_text())
+    assert final["world_size"] == 2
+    assert final["test"]["threshold_0.5"]["num_samples"] == len(set(manifest_ids(shards, "test")))
+    checkpoint = run_dir / "checkpoints" / final["best_checkpoint"]
+    dev = evaluate_checkpoint(checkpoint, "dev")
+    from mmimdb_dist.metrics import compute_metrics
+
+    assert compute_metrics(dev.labels, dev.probs)["mean_average_precision"] == pytest.approx(
+        final["dev"]["threshold_0.5"]["mean_average_precision"], abs=1e-4)

@@ -7,7 +7,10 @@ Tune trial through the trainer, the tests) goes through `evaluate_split`; its re
 Eval loaders give each rank a different share of the split, so ranks end with different
 numbers of batches. Gathering per batch (`gather_for_metrics` inside the loop) would then
 hang or pad; instead each rank collects its (ids, probabilities, labels) and they are
-gathered once, as Python objects, after the loop. The result is de-duplicated by id,
+gathered once, as Python objects, after the loop. The forwards themselves must pair up too:
+under ZeRO-3 each one gathers the sharded weights from every rank, and a DDP forward may sync
+buffers. So the ranks first agree on the largest batch count, and a rank with fewer batches
+runs padding forwards (a batch of its split again, outputs dropped) until it has made as many. The result is de-duplicated by id,
 sorted by id (so any world size yields the same arrays in the same order), and checked
 against the manifest: every sample is either predicted or counted as skipped bad data.
 """
@@ -15,6 +18,8 @@ against the manifest: every sample is either predicted or counted as skipped bad
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +56,8 @@ def probabilities(logits: torch.Tensor, multiclass: bool) -> torch.Tensor:
 def predict_local(model: torch.nn.Module, loader: StreamingLoader, device: torch.device,
                   input_dtype: torch.dtype = torch.float32, autocast=contextlib.nullcontext,
                   progress: bool = False, desc: str = "eval", *, num_labels: int,
-                  multiclass: bool = False) -> Predictions:
+                  multiclass: bool = False, forwards: int = 0,
+                  padding_batch: Callable[[], dict[str, Any]] | None = None) -> Predictions:
     """This rank's predictions over its share of an eval loader.
 
     Labels stay on the host (they never need the device), and the logits stay on the device
@@ -61,6 +67,7 @@ def predict_local(model: torch.nn.Module, loader: StreamingLoader, device: torch
     ids: list[str] = []
     logits_parts: list[torch.Tensor] = []
     labels: list[np.ndarray] = []
+    last: dict[str, Any] | None = None
     for batch in progress_bar(loader.start(), total=len(loader), desc=desc, unit="batch", disable=not progress):
         labels.append(batch.pop("labels").numpy().astype(np.int64))
         batch = to_device(batch, device, input_dtype)
@@ -68,6 +75,14 @@ def predict_local(model: torch.nn.Module, loader: StreamingLoader, device: torch
             logits = model(batch)["logits"]
         ids.extend(batch["ids"])
         logits_parts.append(logits.float())
+        last = batch
+    # Padding forwards, so this rank makes `forwards` of them like every other (outputs dropped).
+    for _ in range(forwards - len(logits_parts)):
+        if last is None:
+            assert padding_batch is not None, "a rank with no batch of its own needs a padding batch"
+            last = to_device(padding_batch(), device, input_dtype)
+        with autocast():
+            model(last)
     model.train(was_training)
     all_logits = (torch.cat(logits_parts).cpu().numpy() if logits_parts
                   else np.zeros((0, num_labels), np.float32))
@@ -111,6 +126,18 @@ def evaluate_split(model: torch.nn.Module, cfg: Any, manifest: Manifest, split: 
     if accelerator is None:
         local = predict_local(model, loader, torch.device(device), progress=progress, desc=split, **task)
         return merge([local], expected, where)
+    forwards = len(loader)
+    if world_size > 1:  # one collective: the largest batch count, which every rank will run
+        counts = accelerator.gather(torch.tensor([forwards], device=accelerator.device))
+        forwards = int(counts.max())
+
+    def padding_batch() -> dict[str, Any]:
+        """One sample of the split, read on this process alone (a rank whose share is empty)."""
+        solo = build_eval_loader(dataclasses.replace(cfg.loader, num_workers=0), manifest, split,
+                                 token_encoder, rank=0, world_size=1, images=cfg.model.uses_image)
+        return next(iter(solo.start()))
+
     local = predict_local(model, loader, accelerator.device, input_dtype, accelerator.autocast,
-                          progress=accelerator.is_local_main_process, desc=split, **task)
+                          progress=accelerator.is_local_main_process, desc=split, **task,
+                          forwards=forwards, padding_batch=padding_batch)
     return merge(gather_object([local]) if world_size > 1 else [local], expected, where)
