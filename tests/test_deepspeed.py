@@ -247,3 +247,24 @@ def test_zero3_evaluates_uneven_shares_with_every_parameter_sharded(shards, tmp_
 
     assert compute_metrics(dev.labels, dev.probs)["mean_average_precision"] == pytest.approx(
         final["dev"]["threshold_0.5"]["mean_average_precision"], abs=1e-4)
+
+
+def test_a_non_finite_loss_under_zero2_stops_before_deepspeed_steps(shards, tmp_path):
+    """DeepSpeed takes its optimizer step inside the backward of a group's last micro-batch, so
+    the ranks' finiteness agreement must come before that backward: the engine then never steps
+    on the non-finite loss, its weights stay finite, and the error line's "no step was taken"
+    is true."""
+    config = write_config(tmp_path / "nan.yaml", tiny_config(shards, tmp_path / "runs", "nan", epochs=1, lr=1e30,
+                                                               warmup_steps=0, max_grad_norm=None))
+    script = Path(__file__).parent / "dist_scripts" / "nonfinite_ranks.py"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--use_deepspeed",
+               "--config_file", "launch/accelerate/zero2_cpu.yaml", "--num_processes", "2",
+               "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
+               str(script), str(config), str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env(), cwd=REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    for report in reports:
+        assert report["error"] and "no step was taken with it" in report["error"], report
+        assert report["engine_steps"] == report["trainer_steps"], report  # DeepSpeed took no extra step
+        assert report["weights_finite"], report

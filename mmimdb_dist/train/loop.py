@@ -343,7 +343,12 @@ class Trainer:
             prune(self.checkpoints_dir, self.train_cfg.keep_checkpoints, protect)
         self.accelerator.wait_for_everyone()
 
-    def _train_batch(self, batch: dict, group_size: int, sync: bool) -> None:
+    def _train_batch(self, batch: dict, group_size: int, sync: bool) -> tuple[bool, bool] | None:
+        """Forward and backward of one micro-batch. Returns the ranks' agreement (stop, non-finite)
+        when it had to be reached here: under DeepSpeed the backward of a group's last micro-batch
+        takes the optimizer step itself (`engine.step` inside `accelerator.backward`), so the
+        ranks agree before that backward, and a non-finite loss stops the run with no step taken
+        (otherwise they agree after it, before `_optimizer_step`, in `_train_epoch`)."""
         loader_cfg = self.cfg.loader
         jitter = loader_cfg.color_jitter if loader_cfg.augment else 0.0
         batch = to_device(batch, self.accelerator.device, self.input_dtype, color_jitter=jitter,
@@ -361,22 +366,32 @@ class Trainer:
             if branch_logits:
                 weight = self.cfg.model.fusion.branch_loss_weight
                 loss = loss + weight * sum(self.loss_fn(b.float(), labels) for b in branch_logits.values())
+            agreement = None
+            if sync and self.deepspeed:
+                self._step_losses.append(loss.detach())
+                agreement = self.stop_requests.agreed(self.accelerator, self._step_non_finite())
+                if agreement[1]:
+                    self._find_non_finite(pending=1)
+                    self._fail_non_finite()
             self.accelerator.backward(loss / group_size)
         loss = loss.detach()
-        self._step_losses.append(loss)
+        if agreement is None:
+            self._step_losses.append(loss)
         self._window["loss"] = self._window["loss"] + loss
         self._window["batches"] += 1
         self._window["samples"] += len(batch["ids"])
         self.state.samples_trained += len(batch["ids"]) * self.world_size
+        return agreement
 
     def _step_non_finite(self) -> torch.Tensor:
         """Whether any loss of this optimizer step is NaN or infinite, as a device tensor (read
         on the host only in the stop agreement that precedes every step)."""
         return ~torch.isfinite(torch.stack(self._step_losses)).all()
 
-    def _find_non_finite(self) -> None:
-        """Which batch of the step gave the first non-finite loss (read once, on failure)."""
-        first_batch = self.state.batches_seen - len(self._step_losses) + 1
+    def _find_non_finite(self, pending: int = 0) -> None:
+        """Which batch of the step gave the first non-finite loss (read once, on failure);
+        `pending`: batches of the step not yet counted in `batches_seen`."""
+        first_batch = self.state.batches_seen + pending - len(self._step_losses) + 1
         for offset, loss in enumerate(self._step_losses):
             value = float(loss)
             if not math.isfinite(value):
@@ -429,13 +444,13 @@ class Trainer:
             group_start = position - position % accum
             group_size = min(accum, num_batches - group_start)
             sync = position + 1 == group_start + group_size
-            self._train_batch(batch, group_size, sync)
+            agreement = self._train_batch(batch, group_size, sync)
             position += 1
             state.batch_in_epoch, state.batches_seen = position, state.batches_seen + 1
             bar.update(1)
             if not sync:
                 continue
-            stop, non_finite = self.stop_requests.agreed(self.accelerator, self._step_non_finite())
+            stop, non_finite = agreement or self.stop_requests.agreed(self.accelerator, self._step_non_finite())
             if non_finite:
                 self._find_non_finite()
                 self._fail_non_finite()
