@@ -350,8 +350,19 @@ def test_jsonl_with_surrogates_or_deep_nesting_is_skipped_and_the_rest_written(r
     out = tmp_path / "out.jsonl"
     line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--input", str(jsonl), "--output", str(out)])
     assert f"{jsonl}:2: a string holds a lone UTF-16 surrogate escape" in line
+    capsys.readouterr()
     assert main(["predict", "--run", str(run_dir), "--input", str(jsonl), "--output", str(out), "--skip-bad"]) == 0
+    assert "1 movies predicted, 3 skipped (their lines hold the error)" in capsys.readouterr().out
     records = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     assert len(records) == 4 and "labels" in records[0]
     assert "lone UTF-16 surrogate" in records[1]["error"] and "lone UTF-16 surrogate" in records[2]["error"]
     assert records[3]["error"].endswith(":4: JSON nested too deeply to read")
+
+
+
+@pytest.mark.parametrize("flag, value", [("--batch-size", "0"), ("--workers", "-2"), ("--batch-size", "many")])
+def test_counts_below_their_minimum_are_one_line(run_dir, tmp_path, flag, value):
+    result = cli("predict", "--run", str(run_dir), "--plot", "a heist", flag, value)
+    assert result.returncode == 2 and result.stdout == ""
+    [line] = [x for x in result.stderr.splitlines() if x.strip()][-1:]
+    assert f"argument {flag}: expected an integer" in line, result.stderr

@@ -97,6 +97,11 @@ def test_multiclass_fusion_beats_each_modality_and_tfidf_on_the_same_shards(mult
     refused = _cli("predict", "--run", str(tmp_path / "runs" / "fusion"), "--plot", "x", "--threshold", "0.3",
                    cwd=tmp_path, check=False)
     assert refused.returncode == 2 and "this model is multiclass" in refused.stderr
+    # a poster given to a text-only model is said to be unused, not silently dropped
+    image = next((multiclass_shards.parent / "data" / "images").glob("*.jpg"))
+    text_only = _cli("predict", "--run", str(tmp_path / "runs" / "text"), "--plot", "a text", "--poster", str(image),
+                     cwd=tmp_path)
+    assert f"--poster {image}: this model reads no image (text_only); the poster is not used" in text_only.stderr
 
     # compare ranks multiclass runs on their own columns, and refuses to mix task kinds
     compared = _cli("compare", str(tmp_path / "runs"), str(tmp_path / "tfidf"), "--out", str(tmp_path / "cmp"),

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,10 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-bad", action="store_true",
                         help="batch mode: a movie that cannot be read becomes an error record "
                              "instead of stopping the run")
-    parser.add_argument("--workers", type=int, default=0,
+    parser.add_argument("--workers", type=_count(0), default=0,
                         help="batch mode: processes preparing posters while the model runs "
                              "(default: 0, all in this process)")
-    parser.add_argument("--batch-size", type=int, default=None,
+    parser.add_argument("--batch-size", type=_count(1), default=None,
                         help="movies per forward pass (default: the run's loader.eval_batch_size)")
     parser.add_argument("--device", default="auto",
                         help="torch device: auto (cuda if available, the default), cpu, cuda:N")
@@ -42,6 +45,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="decision rule: 'tuned' (default) applies the thresholds tuned on dev that "
                              "the checkpoint carries (0.5 where it has none); a number X in (0, 1) "
                              "applies X to every label, e.g. 0.5")
+
+
+def _count(minimum: int):
+    """An argparse type: an integer of at least `minimum` (`--batch-size 0` and `--workers -2`
+    are one error line, not a run that divides by zero or hangs)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer of at least {minimum}, got {value}")
+        return value
+    return parse
 
 
 def parse_threshold(choice: str) -> float | None:
@@ -123,6 +140,9 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = resolve_checkpoint(args.run, args.checkpoint)
     bundle = load_bundle(checkpoint, args.device)
     apply_threshold(bundle, threshold)
+    if args.poster is not None and not bundle.uses_image:
+        logger.warning("--poster %s: this model reads no image (%s); the poster is not used",
+                       args.poster, bundle.cfg.model.name)
     if single:
         movie = MovieInput(id="movie", plot=args.plot, poster=args.poster,
                            where=str(args.poster) if args.plot is None else "--plot")
@@ -144,8 +164,17 @@ def run(args: argparse.Namespace) -> int:
     records = predict_movies(bundle, movies, device=args.device, batch_size=args.batch_size,
                              skip_bad=args.skip_bad, workers=args.workers, progress=sys.stderr.isatty(),
                              total=len(movies))
+    errors = 0
+
+    def counted(records):
+        nonlocal errors
+        for record in records:
+            errors += "error" in record
+            yield record
+
     with exclusive_file(args.output, "--output", "predict"):
-        count = write_jsonl(records, args.output)
-    print(f"{count} movies predicted with {checkpoint} (thresholds {bundle.thresholds_source}) "
+        count = write_jsonl(counted(records), args.output)
+    skipped = f", {errors} skipped (their lines hold the error)" if errors else ""
+    print(f"{count - errors} movies predicted{skipped} with {checkpoint} (thresholds {bundle.thresholds_source}) "
           f"-> {args.output}")
     return 0
