@@ -1,3 +1,3 @@
-"""mmimdb-dist: distributed multimodal movie-genre classification on MM-IMDb."""
+"""mmimdb-dist: distributed multimodal (text + image) classification; MM-IMDb is its flagship dataset."""
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""mmimdb-dist: distributed multimodal movie-genre classification on MM-IMDb.
+"""mmimdb-dist: distributed multimodal (text + image) classification; MM-IMDb is its flagship dataset.
 
 Each subcommand lives in its own module under `mmimdb_dist.commands` and is imported only
 when it runs, so `mmimdb-dist --help` and light commands do not pay for importing torch.
@@ -18,14 +18,14 @@ from .errors import MmimdbError
 # name -> (module under mmimdb_dist.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "download": ("download", "fetch and safely extract the MM-IMDb archive (resumable, checksummed)"),
-    "synth": ("synth", "generate a synthetic dataset in MM-IMDb's raw layout"),
-    "shard": ("shard", "reshard raw MM-IMDb into WebDataset tar shards with a manifest (or --verify)"),
+    "synth": ("synth", "generate a synthetic dataset: MM-IMDb's raw layout, or a table with labels of its own"),
+    "shard": ("shard", "shard raw MM-IMDb or a table into WebDataset tar shards with a manifest (or --verify)"),
     "inspect": ("inspect", "stream batches from a shard set and report what the loaders produce"),
-    "baseline": ("baseline", "TF-IDF + one-vs-rest logistic regression on plots (classical baseline)"),
+    "baseline": ("baseline", "TF-IDF + logistic regression on the texts (classical baseline)"),
     "train": ("train", "train a configured model on the shards, on one device or under accelerate launch"),
-    "evaluate": ("evaluate", "evaluate a run's checkpoint on dev or test: metrics, per-genre CSV and figures"),
-    "compare": ("compare", "rank finished runs in one table (CSV and Markdown), at 0.5 and tuned thresholds"),
-    "predict": ("predict", "genres of new movies from a run's checkpoint: one plot/poster, a folder or JSONL"),
+    "evaluate": ("evaluate", "evaluate a run's checkpoint on dev or test: metrics, per-label CSV and figures"),
+    "compare": ("compare", "rank finished runs in one table (CSV and Markdown), at 0.5 and tuned thresholds (or arg-max)"),
+    "predict": ("predict", "labels of new samples from a run's checkpoint: one text/image, a folder or JSONL"),
     "prefetch": ("prefetch", "download the encoders, tokenizers and processors a config needs, for offline nodes"),
     "cache-features": ("cache_features", "run frozen encoders once over the shards and store their features"),
     "tune": ("tune", "Ray Tune search over fusion hyperparameters and the loss (ASHA on the trials' dev select_metric)"),
