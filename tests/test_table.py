@@ -101,7 +101,8 @@ def test_one_hot_columns_text_only_and_a_split_column(tmp_path):
     manifest = shard_dataset(cfg)
     assert set(manifest.labels.names) == {"cat", "dog"}
     assert manifest.split("dev").num_samples == 18 and manifest.split("test").num_samples == 18
-    assert "repaired" not in manifest.to_dict()["skipped"] or not manifest.repaired  # text-only: nothing repaired
+    assert manifest.repaired == {}  # a text-only table: no sample counted as kept without its image
+    assert manifest.settings["split"] == "column" and not manifest.skipped_counts
     text = read_shard_texts(tmp_path / "s", progress=False)["train"]
     assert any(t.startswith("T0\n\nthe animal number 0") for t in text.texts)
 

@@ -428,15 +428,16 @@ def _assign_splits(spool: Spool, fractions: list[float], label_counts: Counter[s
     """A seeded split stratified by each row's rarest label (ties by name): per group, rows in
     seeded-hash order go to train, dev and test by `fractions` (rounded, the rest to test)."""
     db = spool.db
-    updates = []
-    for sample_id, labels in db.execute("SELECT id, labels FROM rows"):
-        names = json.loads(labels)
-        stratum = min(names, key=lambda n: (label_counts[n], n)) if names else ""
-        updates.append((stratum, sample_id))
-        if len(updates) >= 10_000:
-            db.executemany("UPDATE rows SET stratum = ? WHERE id = ?", updates)
-            updates.clear()
-    db.executemany("UPDATE rows SET stratum = ? WHERE id = ?", updates)
+    last = 0
+    while True:  # in rowid blocks, each read whole before it is updated (no update under a live scan)
+        block = db.execute("SELECT rowid, labels FROM rows WHERE rowid > ? ORDER BY rowid LIMIT 10000",
+                           (last,)).fetchall()
+        if not block:
+            break
+        db.executemany("UPDATE rows SET stratum = ? WHERE rowid = ?",
+                       [(min(names, key=lambda n: (label_counts[n], n)) if names else "", rowid)
+                        for rowid, names in ((r, json.loads(labels)) for r, labels in block)])
+        last = block[-1][0]
     sizes = dict(db.execute("SELECT stratum, COUNT(*) FROM rows GROUP BY stratum").fetchall())
     cursor = db.execute("SELECT id, stratum FROM rows ORDER BY stratum, key")
     updates, position, current = [], 0, None
