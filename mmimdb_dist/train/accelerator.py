@@ -127,6 +127,11 @@ def build_accelerator(cfg: ExperimentConfig):
     # (Accelerate would otherwise step it once per process, for loaders it splits itself).
     # cpu=True would turn DeepSpeed off: its engine finds the CPU by itself.
     deepspeed = parse_flag_from_env("ACCELERATE_USE_DEEPSPEED")
+    if not cuda:
+        # Accelerate imports DeepSpeed (when installed) to unwrap a model; without a GPU its
+        # accelerator detection then warns, in every process and every Tune trial, that it
+        # "was unable to detect" one. Saying CPU up front is what it would pick anyway.
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     apply_backend_policy(images=cfg.model.uses_image)
     precision = resolve_mixed_precision(cfg.train.mixed_precision, deepspeed, local_device_capability())
     conflict = launcher_conflict(cfg.train.mixed_precision, precision)
