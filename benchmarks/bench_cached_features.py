@@ -29,8 +29,14 @@ import torch
 
 from mmimdb_dist.schema import ExperimentConfig, from_dict, load_config
 
-DISTILBERT = {"model_type": "distilbert", "dim": 768, "n_layers": 6, "n_heads": 12, "hidden_dim": 3072,
-              "max_position_embeddings": 512}
+DISTILBERT = {
+    "model_type": "distilbert",
+    "dim": 768,
+    "n_layers": 6,
+    "n_heads": 12,
+    "hidden_dim": 3072,
+    "max_position_embeddings": 512,
+}
 
 
 def build_data(work: Path, movies: int) -> Path:
@@ -43,8 +49,17 @@ def build_data(work: Path, movies: int) -> Path:
     raw = work / "raw"
     if not (raw / "mmimdb" / "split.json").is_file():
         generate_dataset(raw, movies, seed=0, workers=2)
-    shard_dataset(load_config(None, [f"data.raw_dir={raw / 'mmimdb'}", f"shard.out_dir={shards}",
-                                     "shard.samples_per_shard=32", "shard.min_shards=2"]))
+    shard_dataset(
+        load_config(
+            None,
+            [
+                f"data.raw_dir={raw / 'mmimdb'}",
+                f"shard.out_dir={shards}",
+                "shard.samples_per_shard=32",
+                "shard.min_shards=2",
+            ],
+        )
+    )
     return shards
 
 
@@ -68,26 +83,49 @@ def build_tokenizer(work: Path, shards: Path) -> Path:
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tokenizer.train_from_iterator(plots, trainers.WordPieceTrainer(vocab_size=8000, special_tokens=special))
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                            sep_token="[SEP]", mask_token="[MASK]").save_pretrained(str(folder))
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    ).save_pretrained(str(folder))
     return folder
 
 
 def trial_config(shards: Path, tokenizer: Path, runs: Path, args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "name": "trial", "seed": 0, "output_dir": str(runs),
-        "loader": {"shards_dir": str(shards), "batch_size": args.batch_size, "eval_batch_size": 32,
-                   "num_workers": 1, "image_size": 224, "max_text_length": args.max_text_length,
-                   "augment": False, "shuffle_buffer": 128},
-        "model": {"name": "early_fusion",
-                  "text": {"kind": "hf", "name": str(tokenizer), "pretrained": False, "hf_config": DISTILBERT,
-                           "freeze_layers": DISTILBERT["n_layers"], "pooling": "cls"},
-                  "image": {"kind": "resnet18", "pretrained": False, "freeze_until": "layer4"},
-                  "fusion": {"hidden": 256, "dropout": 0.1}},
+        "name": "trial",
+        "seed": 0,
+        "output_dir": str(runs),
+        "loader": {
+            "shards_dir": str(shards),
+            "batch_size": args.batch_size,
+            "eval_batch_size": 32,
+            "num_workers": 1,
+            "image_size": 224,
+            "max_text_length": args.max_text_length,
+            "augment": False,
+            "shuffle_buffer": 128,
+        },
+        "model": {
+            "name": "early_fusion",
+            "text": {
+                "kind": "hf",
+                "name": str(tokenizer),
+                "pretrained": False,
+                "hf_config": DISTILBERT,
+                "freeze_layers": DISTILBERT["n_layers"],
+                "pooling": "cls",
+            },
+            "image": {"kind": "resnet18", "pretrained": False, "freeze_until": "layer4"},
+            "fusion": {"hidden": 256, "dropout": 0.1},
+        },
         "loss": {"name": "weighted_bce", "pos_weight_max": 10.0},
-        "train": {"epochs": args.epochs, "lr": 1e-3, "eval_every": "epoch", "log_every": 10,
-                  "keep_checkpoints": 1},
+        "train": {"epochs": args.epochs, "lr": 1e-3, "eval_every": "epoch", "log_every": 10, "keep_checkpoints": 1},
     }
 
 
@@ -120,36 +158,54 @@ def main() -> None:
     base = trial_config(shards, tokenizer, work / "runs", args)
     cfg = from_dict(ExperimentConfig, base)
 
-    from mmimdb_dist.data.cache_features import cache_features
+    from mmimdb_dist.models.cache_features import cache_features
 
     end_to_end, e2e_result = timed_trial(cfg)
     features = work / "features"
     start = time.perf_counter()
     cache_features(cfg, features, progress=False)
     caching = time.perf_counter() - start
-    cached_cfg = from_dict(ExperimentConfig, {**base, "name": "trial_cached",
-                                              "loader": {**base["loader"], "features_dir": str(features)}})
+    cached_cfg = from_dict(
+        ExperimentConfig, {**base, "name": "trial_cached", "loader": {**base["loader"], "features_dir": str(features)}}
+    )
     cached, cached_result = timed_trial(cached_cfg)
 
     ratio = end_to_end / cached
     break_even = caching / max(end_to_end - cached, 1e-9)
     manifest = json.loads((shards / "manifest.json").read_text())
     counts = {name: split["num_samples"] for name, split in manifest["splits"].items()}
-    print(f"data: {counts} synthetic movies; {args.epochs} epochs, batch {args.batch_size}, "
-          f"{args.max_text_length} tokens, 224 px; torch threads {torch.get_num_threads()}")
+    print(
+        f"data: {counts} synthetic movies; {args.epochs} epochs, batch {args.batch_size}, "
+        f"{args.max_text_length} tokens, 224 px; torch threads {torch.get_num_threads()}"
+    )
     print(f"end-to-end trial (frozen DistilBERT-base + ResNet-18 run every step): {end_to_end:8.1f} s")
     print(f"trial on cached features (head only):                               {cached:8.2f} s")
     print(f"speed-up per trial:                                                 {ratio:8.1f}x")
-    print(f"one-off cache-features run:                                         {caching:8.1f} s "
-          f"(pays for itself after {break_even:.1f} trials)")
+    print(
+        f"one-off cache-features run:                                         {caching:8.1f} s "
+        f"(pays for itself after {break_even:.1f} trials)"
+    )
     for name, result in (("end to end", e2e_result), ("cached", cached_result)):
-        print(f"  {name:10s}: best dev macro-F1 {result['best_dev_f1_macro']:.4f}, test macro-F1 "
-              f"{result['test']['threshold_0.5']['f1_macro']:.4f}, trainable parameters "
-              f"{result['trainable_parameters']:,} of {result['num_parameters']:,}")
+        print(
+            f"  {name:10s}: best dev macro-F1 {result['best_dev_f1_macro']:.4f}, test macro-F1 "
+            f"{result['test']['threshold_0.5']['f1_macro']:.4f}, trainable parameters "
+            f"{result['trainable_parameters']:,} of {result['num_parameters']:,}"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "end_to_end_s": end_to_end, "cached_s": cached, "cache_features_s": caching, "ratio": ratio,
-            "movies": counts, "epochs": args.epochs, "threads": torch.get_num_threads()}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "end_to_end_s": end_to_end,
+                    "cached_s": cached,
+                    "cache_features_s": caching,
+                    "ratio": ratio,
+                    "movies": counts,
+                    "epochs": args.epochs,
+                    "threads": torch.get_num_threads(),
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -36,13 +36,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from mmimdb_dist.schema import LoaderConfig, load_config
-from mmimdb_dist.data.loader import build_train_loader
 from mmimdb_dist.data.device import to_device
+from mmimdb_dist.data.loader import build_train_loader
 from mmimdb_dist.data.manifest import load_manifest
 from mmimdb_dist.data.shard import shard_dataset
 from mmimdb_dist.data.sources.mmimdb.synth import generate_dataset
 from mmimdb_dist.data.vocab import Vocabulary
+from mmimdb_dist.schema import LoaderConfig, load_config
 
 
 def prepare(work: Path, movies: int, workers: int) -> tuple[Path, Path]:
@@ -52,8 +52,7 @@ def prepare(work: Path, movies: int, workers: int) -> tuple[Path, Path]:
         generate_dataset(work / "raw", movies, seed=0, workers=workers)
     shards = work / "shards"
     if not (shards / "manifest.json").is_file():
-        cfg = load_config(None, [f"data.raw_dir={raw}", f"shard.out_dir={shards}",
-                                 f"shard.workers={workers}"])
+        cfg = load_config(None, [f"data.raw_dir={raw}", f"shard.out_dir={shards}", f"shard.workers={workers}"])
         shard_dataset(cfg)
     folder = work / "folder"
     if not (folder / "done").is_file():
@@ -83,11 +82,16 @@ class FolderDataset(Dataset):
 
         self.movies = sorted(p for p in folder.iterdir() if p.is_dir())
         self.encoder, self.max_length = encoder, max_length
-        self.transform = transforms.Compose([
-            transforms.Resize(256), transforms.RandomCrop(image_size), transforms.RandomHorizontalFlip(),
-            transforms.ColorJitter(0.4, 0.4, 0.4), transforms.ToTensor(),
-            transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-        ])
+        self.transform = transforms.Compose(
+            [
+                transforms.Resize(256),
+                transforms.RandomCrop(image_size),
+                transforms.RandomHorizontalFlip(),
+                transforms.ColorJitter(0.4, 0.4, 0.4),
+                transforms.ToTensor(),
+                transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.movies)
@@ -100,18 +104,24 @@ class FolderDataset(Dataset):
         labels = json.loads((movie / "labels.json").read_text())
         with Image.open(movie / "poster.jpg") as image:
             pixels = self.transform(image.convert("RGB"))
-        return {"input_ids": self.encoder.encode(text, self.max_length), "pixel_values": pixels,
-                "labels": torch.tensor(labels, dtype=torch.float32)}
+        return {
+            "input_ids": self.encoder.encode(text, self.max_length),
+            "pixel_values": pixels,
+            "labels": torch.tensor(labels, dtype=torch.float32),
+        }
 
 
 def pad_collate(samples: list[dict]) -> dict:
     longest = max(len(s["input_ids"]) for s in samples)
     input_ids = torch.zeros(len(samples), longest, dtype=torch.int64)
     for row, sample in enumerate(samples):
-        input_ids[row, :len(sample["input_ids"])] = torch.tensor(sample["input_ids"])
-    return {"input_ids": input_ids, "attention_mask": (input_ids != 0).long(),
-            "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
-            "labels": torch.stack([s["labels"] for s in samples])}
+        input_ids[row, : len(sample["input_ids"])] = torch.tensor(sample["input_ids"])
+    return {
+        "input_ids": input_ids,
+        "attention_mask": (input_ids != 0).long(),
+        "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
+        "labels": torch.stack([s["labels"] for s in samples]),
+    }
 
 
 def time_batches(batches, num_batches: int, desc: str, move: bool) -> tuple[int, float]:
@@ -129,8 +139,10 @@ def time_batches(batches, num_batches: int, desc: str, move: bool) -> tuple[int,
 def mean_padded_length(cfg: LoaderConfig, manifest, encoder, bucket: bool) -> float:
     """Mean token width of the train batches of one epoch (images shrunk: only text matters)."""
     cfg = dataclasses.replace(cfg, bucket_by_length=bucket, image_size=16, augment=False)
-    widths = [batch["input_ids"].shape[1]
-              for batch in build_train_loader(cfg, manifest, encoder, rank=0, world_size=1, epoch=0, seed=0)]
+    widths = [
+        batch["input_ids"].shape[1]
+        for batch in build_train_loader(cfg, manifest, encoder, rank=0, world_size=1, epoch=0, seed=0)
+    ]
     return sum(widths) / len(widths)
 
 
@@ -154,10 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         shards, folder = prepare(args.work_dir, args.movies, max(args.workers, 1))
         manifest = load_manifest(shards)
-        encoder = Vocabulary.build((folder / p.name / "plot.txt").read_text()
-                                   for p in folder.iterdir() if p.is_dir())
-        cfg = LoaderConfig(batch_size=args.batch_size, num_workers=args.workers,
-                           image_size=args.image_size, max_text_length=args.max_text_length)
+        encoder = Vocabulary.build((folder / p.name / "plot.txt").read_text() for p in folder.iterdir() if p.is_dir())
+        cfg = LoaderConfig(
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            image_size=args.image_size,
+            max_text_length=args.max_text_length,
+        )
 
         baseline_set = FolderDataset(folder, encoder, args.max_text_length, args.image_size)
         num_batches = len(build_train_loader(cfg, manifest, encoder, rank=0, world_size=1, epoch=0, seed=0))
@@ -166,40 +181,64 @@ def main(argv: list[str] | None = None) -> int:
         # Interleaved repeats, best of each kept: the machine may be shared, and the best run
         # is the one least disturbed by other processes.
         for repeat in range(args.repeats):
-            baseline = DataLoader(baseline_set, batch_size=args.batch_size, shuffle=True,
-                                  num_workers=args.workers, collate_fn=pad_collate, drop_last=True)
+            baseline = DataLoader(
+                baseline_set,
+                batch_size=args.batch_size,
+                shuffle=True,
+                num_workers=args.workers,
+                collate_fn=pad_collate,
+                drop_last=True,
+            )
             runs["baseline"].append(time_batches(baseline, num_batches, "folder baseline", move=False))
             for name, move in (("shards", False), ("shards_cpu", True)):
-                loader = build_train_loader(cfg, manifest, encoder, rank=0, world_size=1,
-                                            epoch=repeat, seed=0)
+                loader = build_train_loader(cfg, manifest, encoder, rank=0, world_size=1, epoch=repeat, seed=0)
                 runs[name].append(time_batches(loader, num_batches, name, move=move))
                 skipped += loader.skipped
             rates = {name: n / t for name, (n, t) in ((k, v[-1]) for k, v in runs.items())}
-            print(f"  run {repeat + 1}: " + ", ".join(f"{name} {rate:.1f} samples/s" for name, rate in rates.items())
-                  + f"; shards / baseline {rates['shards'] / rates['baseline']:.2f}x", flush=True)
+            print(
+                f"  run {repeat + 1}: "
+                + ", ".join(f"{name} {rate:.1f} samples/s" for name, rate in rates.items())
+                + f"; shards / baseline {rates['shards'] / rates['baseline']:.2f}x",
+                flush=True,
+            )
         (base_samples, base_s), (shard_samples, shard_s), (cpu_samples, cpu_s) = (
-            min(runs[name], key=lambda run: run[1] / run[0]) for name in ("baseline", "shards", "shards_cpu"))
+            min(runs[name], key=lambda run: run[1] / run[0]) for name in ("baseline", "shards", "shards_cpu")
+        )
 
         cores = max(args.workers, 1)
         base_rate, shard_rate = base_samples / base_s, shard_samples / shard_s
         padded_on = mean_padded_length(cfg, manifest, encoder, True)
         padded_off = mean_padded_length(cfg, manifest, encoder, False)
-        print(f"data pipeline: {args.movies} synthetic movies, {shard_samples} train samples, "
-              f"batch {args.batch_size}, {args.workers} workers, image {args.image_size}, "
-              f"torch threads {torch.get_num_threads()}, best of {args.repeats}")
-        print(f"  folder baseline: {base_samples} samples in {base_s:.2f} s = {base_rate:.1f} samples/s "
-              f"= {base_rate / cores:.1f} samples/s per worker")
-        print(f"  shards:          {shard_samples} samples in {shard_s:.2f} s = {shard_rate:.1f} samples/s "
-              f"= {shard_rate / cores:.1f} samples/s per worker")
-        print(f"  shards + to_device (jitter, normalise) on CPU: {cpu_samples} samples in {cpu_s:.2f} s = "
-              f"{cpu_samples / cpu_s:.1f} samples/s")
-        ratios = sorted((ns / ts) / (nb / tb) for (nb, tb), (ns, ts) in zip(runs["baseline"], runs["shards"]))
+        print(
+            f"data pipeline: {args.movies} synthetic movies, {shard_samples} train samples, "
+            f"batch {args.batch_size}, {args.workers} workers, image {args.image_size}, "
+            f"torch threads {torch.get_num_threads()}, best of {args.repeats}"
+        )
+        print(
+            f"  folder baseline: {base_samples} samples in {base_s:.2f} s = {base_rate:.1f} samples/s "
+            f"= {base_rate / cores:.1f} samples/s per worker"
+        )
+        print(
+            f"  shards:          {shard_samples} samples in {shard_s:.2f} s = {shard_rate:.1f} samples/s "
+            f"= {shard_rate / cores:.1f} samples/s per worker"
+        )
+        print(
+            f"  shards + to_device (jitter, normalise) on CPU: {cpu_samples} samples in {cpu_s:.2f} s = "
+            f"{cpu_samples / cpu_s:.1f} samples/s"
+        )
+        ratios = sorted(
+            (ns / ts) / (nb / tb) for (nb, tb), (ns, ts) in zip(runs["baseline"], runs["shards"], strict=True)
+        )
         print(f"  median of the per-run ratios: {ratios[len(ratios) // 2]:.2f}x")
-        print(f"  ratio shards / baseline (same workers, so also per core): {shard_rate / base_rate:.2f}x "
-              f"({cpu_samples / cpu_s / base_rate:.2f}x with jitter and normalisation on the CPU)")
-        print(f"  mean padded length per batch (word tokens, max {args.max_text_length}): "
-              f"{padded_off:.1f} without bucketing, {padded_on:.1f} with bucketing "
-              f"({100 * (1 - padded_on / padded_off):.0f}% less)")
+        print(
+            f"  ratio shards / baseline (same workers, so also per core): {shard_rate / base_rate:.2f}x "
+            f"({cpu_samples / cpu_s / base_rate:.2f}x with jitter and normalisation on the CPU)"
+        )
+        print(
+            f"  mean padded length per batch (word tokens, max {args.max_text_length}): "
+            f"{padded_off:.1f} without bucketing, {padded_on:.1f} with bucketing "
+            f"({100 * (1 - padded_on / padded_off):.0f}% less)"
+        )
         print(f"  skipped samples: {skipped}")
     finally:
         if temp is not None:

@@ -22,8 +22,9 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,27 +55,43 @@ class Recipe:
 def _siglip_so400m() -> Any:
     from transformers import SiglipConfig
 
-    common = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16)
-    return SiglipConfig(text_config=dict(common, max_position_embeddings=64, vocab_size=32000),
-                        vision_config=dict(common, image_size=384, patch_size=14))
+    common = {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16}
+    return SiglipConfig(
+        text_config=dict(common, max_position_embeddings=64, vocab_size=32000),
+        vision_config=dict(common, image_size=384, patch_size=14),
+    )
 
 
 def _clip_large() -> Any:
     from transformers import CLIPConfig
 
-    return CLIPConfig(text_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                       num_attention_heads=12, max_position_embeddings=77),
-                      vision_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                                         num_attention_heads=16, image_size=224, patch_size=14),
-                      projection_dim=768)
+    return CLIPConfig(
+        text_config={
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "max_position_embeddings": 77,
+        },
+        vision_config={
+            "hidden_size": 1024,
+            "intermediate_size": 4096,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+            "image_size": 224,
+            "patch_size": 14,
+        },
+        projection_dim=768,
+    )
 
 
 def _windows(window: int, specials: int) -> int:
     return math.ceil(MEDIAN_PLOT_PIECES / (window - specials))
 
 
-def dual_recipe(name: str, config_path: str, make_config: Callable[[], Any], specials: int,
-                vision_frozen: int, text_frozen: int) -> Recipe:
+def dual_recipe(
+    name: str, config_path: str, make_config: Callable[[], Any], specials: int, vision_frozen: int, text_frozen: int
+) -> Recipe:
     from transformers import AutoModel
 
     config = make_config()
@@ -85,11 +102,18 @@ def dual_recipe(name: str, config_path: str, make_config: Callable[[], Any], spe
     def tower(part: str) -> Callable[[], nn.Module]:
         return lambda: getattr(AutoModel.from_config(config), part)
 
-    image = Tower(tower("vision_model"), lambda d: {"pixel_values": torch.zeros(1, 3, size, size, device=d)},
-                  config.vision_config.num_hidden_layers, vision_frozen)
-    text = Tower(tower("text_model"),
-                 lambda d: {"input_ids": torch.ones(windows, window, dtype=torch.long, device=d)},
-                 config.text_config.num_hidden_layers, text_frozen)
+    image = Tower(
+        tower("vision_model"),
+        lambda d: {"pixel_values": torch.zeros(1, 3, size, size, device=d)},
+        config.vision_config.num_hidden_layers,
+        vision_frozen,
+    )
+    text = Tower(
+        tower("text_model"),
+        lambda d: {"input_ids": torch.ones(windows, window, dtype=torch.long, device=d)},
+        config.text_config.num_hidden_layers,
+        text_frozen,
+    )
     return Recipe(name, config_path, image, text)
 
 
@@ -100,8 +124,12 @@ def baseline_recipe() -> Recipe:
 
     length = MEDIAN_PLOT_PIECES + 2
     image = Tower(lambda: resnet18(), lambda d: {"x": torch.zeros(1, 3, 224, 224, device=d)}, 5, 3)
-    text = Tower(lambda: AutoModel.from_config(DistilBertConfig()),
-                 lambda d: {"input_ids": torch.ones(1, length, dtype=torch.long, device=d)}, 6, 2)
+    text = Tower(
+        lambda: AutoModel.from_config(DistilBertConfig()),
+        lambda d: {"input_ids": torch.ones(1, length, dtype=torch.long, device=d)},
+        6,
+        2,
+    )
     return Recipe("distilbert + resnet18", "configs/early_fusion.yaml", image, text)
 
 
@@ -110,11 +138,20 @@ def dinov2_recipe() -> Recipe:
     from transformers import AutoModel, BertConfig, Dinov2Config
 
     length = min(MEDIAN_PLOT_PIECES + 2, 256)
-    image = Tower(lambda: AutoModel.from_config(Dinov2Config(image_size=224, patch_size=14)),
-                  lambda d: {"pixel_values": torch.zeros(1, 3, 224, 224, device=d)}, 12, 6)
-    text = Tower(lambda: AutoModel.from_config(BertConfig(hidden_size=384, num_hidden_layers=6,
-                                                          num_attention_heads=12, intermediate_size=1536)),
-                 lambda d: {"input_ids": torch.ones(1, length, dtype=torch.long, device=d)}, 6, 0)
+    image = Tower(
+        lambda: AutoModel.from_config(Dinov2Config(image_size=224, patch_size=14)),
+        lambda d: {"pixel_values": torch.zeros(1, 3, 224, 224, device=d)},
+        12,
+        6,
+    )
+    text = Tower(
+        lambda: AutoModel.from_config(
+            BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+        ),
+        lambda d: {"input_ids": torch.ones(1, length, dtype=torch.long, device=d)},
+        6,
+        0,
+    )
     return Recipe("minilm + dinov2-base", "configs/dinov2_fusion.yaml", image, text)
 
 
@@ -122,8 +159,7 @@ RECIPES: dict[str, Callable[[], Recipe]] = {
     "baseline": baseline_recipe,
     "dinov2": dinov2_recipe,
     "clip": lambda: dual_recipe("clip-vit-large-patch14", "configs/clip_large_fusion.yaml", _clip_large, 2, 12, 6),
-    "siglip": lambda: dual_recipe("siglip-so400m-patch14-384", "configs/siglip_fusion.yaml", _siglip_so400m,
-                                  1, 14, 14),
+    "siglip": lambda: dual_recipe("siglip-so400m-patch14-384", "configs/siglip_fusion.yaml", _siglip_so400m, 1, 14, 14),
 }
 
 
@@ -161,18 +197,23 @@ def main() -> None:
     parser.add_argument("--no-cpu", action="store_true", help="skip the CPU timing (FLOP counts only)")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; H100 estimates at "
-          f"{args.mfu:.0%} of {H100_BF16_FLOPS / 1e12:.0f} TFLOP/s bf16 (an assumption, not a measurement)")
-    header = ("| recipe | params | GFLOP/movie (poster + plot) | CPU s/movie | CPU GFLOP/s "
-              "| cache features, H100 | fine-tune 5 epochs, H100 |")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; H100 estimates at "
+        f"{args.mfu:.0%} of {H100_BF16_FLOPS / 1e12:.0f} TFLOP/s bf16 (an assumption, not a measurement)"
+    )
+    header = (
+        "| recipe | params | GFLOP/movie (poster + plot) | CPU s/movie | CPU GFLOP/s "
+        "| cache features, H100 | fine-tune 5 epochs, H100 |"
+    )
     rows = [header, "|" + "---|" * 7]
     for key in args.only or list(RECIPES):
         recipe = RECIPES[key]()
         image_flops, image_params = count_flops(recipe.image)
         text_flops, text_params = count_flops(recipe.text)
         forward = image_flops + text_flops
-        trainable_share = sum(f * (1 - t.frozen_layers / t.layers)
-                              for f, t in ((image_flops, recipe.image), (text_flops, recipe.text)))
+        trainable_share = sum(
+            f * (1 - t.frozen_layers / t.layers) for f, t in ((image_flops, recipe.image), (text_flops, recipe.text))
+        )
         train_step = forward + 2 * trainable_share
         cache = MOVIES * forward
         finetune = recipe.epochs * (TRAIN * train_step + DEV * forward) + (DEV + TEST) * forward
@@ -181,9 +222,11 @@ def main() -> None:
         if not args.no_cpu:
             seconds = cpu_seconds(recipe.image, args.repeats) + cpu_seconds(recipe.text, args.repeats)
             cpu, rate = f"{seconds:.2f}", f"{forward / seconds / 1e9:.0f}"
-        rows.append(f"| {recipe.name} (`{recipe.config}`) | {(image_params + text_params) / 1e6:.0f} M "
-                    f"| {forward / 1e9:.1f} ({image_flops / 1e9:.1f} + {text_flops / 1e9:.1f}) | {cpu} | {rate} "
-                    f"| {hours(cache, args.mfu) * 3600:.0f} s | {hours(finetune, args.mfu) * 60:.1f} min |")
+        rows.append(
+            f"| {recipe.name} (`{recipe.config}`) | {(image_params + text_params) / 1e6:.0f} M "
+            f"| {forward / 1e9:.1f} ({image_flops / 1e9:.1f} + {text_flops / 1e9:.1f}) | {cpu} | {rate} "
+            f"| {hours(cache, args.mfu) * 3600:.0f} s | {hours(finetune, args.mfu) * 60:.1f} min |"
+        )
         print(rows[-1], flush=True)
     print("\n".join(["", *rows]))
 

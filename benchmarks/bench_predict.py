@@ -27,11 +27,11 @@ import torch
 import yaml
 
 from mmimdb_dist.data.manifest import load_manifest
-from mmimdb_dist.run.export import load_bundle
-from mmimdb_dist.run.checkpoints import resolve_checkpoint
 from mmimdb_dist.inference.inputs import prepare, read_folder
 from mmimdb_dist.inference.predictor import predict_movies
 from mmimdb_dist.report.evaluation import _predict
+from mmimdb_dist.run.checkpoints import resolve_checkpoint
+from mmimdb_dist.run.export import load_bundle
 
 
 def main() -> None:
@@ -49,9 +49,11 @@ def main() -> None:
     raw = args.raw or Path(yaml.safe_load((manifest.path.parent / "config.yaml").read_text())["data"]["raw_dir"])
     movies = list(read_folder(raw, args.split))
     count = len(movies)
-    print(f"{args.run}: {bundle.cfg.model.name}, {args.split} split, {count} movies, image size "
-          f"{bundle.cfg.loader.image_size}, eval batch {bundle.cfg.loader.eval_batch_size}, "
-          f"{args.threads} torch thread(s)")
+    print(
+        f"{args.run}: {bundle.cfg.model.name}, {args.split} split, {count} movies, image size "
+        f"{bundle.cfg.loader.image_size}, eval batch {bundle.cfg.loader.eval_batch_size}, "
+        f"{args.threads} torch thread(s)"
+    )
 
     def shards() -> float:
         start = time.perf_counter()
@@ -74,15 +76,16 @@ def main() -> None:
     for repeat in range(args.repeats):
         for name, run in (("shards", shards), ("raw", raw_files), ("prepare", preparation)):
             results[name].append(run())
-        print(f"  run {repeat + 1}: shards {results['shards'][-1]:.1f}, raw files {results['raw'][-1]:.1f}, "
-              f"preparation alone {results['prepare'][-1]:.1f} movies/s")
-    ratios = [raw / shard for raw, shard in zip(results["raw"], results["shards"])]
+        print(
+            f"  run {repeat + 1}: shards {results['shards'][-1]:.1f}, raw files {results['raw'][-1]:.1f}, "
+            f"preparation alone {results['prepare'][-1]:.1f} movies/s"
+        )
+    ratios = [raw / shard for raw, shard in zip(results["raw"], results["shards"], strict=True)]
     print(f"\n| path | movies/s (best of {args.repeats}) |\n| --- | ---: |")
     print(f"| evaluate: eval loader over shards (baseline) | {max(results['shards']):.1f} |")
     print(f"| predict: raw files, shard-equivalent preparation | {max(results['raw']):.1f} |")
     print(f"| predict's preparation alone (no model) | {max(results['prepare']):.1f} |")
-    print(f"\nraw / shards: per-run {', '.join(f'{r:.2f}x' for r in ratios)}; median "
-          f"{statistics.median(ratios):.2f}x")
+    print(f"\nraw / shards: per-run {', '.join(f'{r:.2f}x' for r in ratios)}; median {statistics.median(ratios):.2f}x")
 
 
 if __name__ == "__main__":

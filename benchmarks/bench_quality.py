@@ -24,8 +24,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SYNTH_MODELS = ("synth_bilstm_text", "synth_cnn_image", "synth_early_fusion", "synth_late_fusion",
-                "synth_gmu", "synth_attention_fusion")
+SYNTH_MODELS = (
+    "synth_bilstm_text",
+    "synth_cnn_image",
+    "synth_early_fusion",
+    "synth_late_fusion",
+    "synth_gmu",
+    "synth_attention_fusion",
+)
 
 
 def cli(*args: str) -> None:
@@ -50,8 +56,15 @@ def synthetic(shards: Path, out: Path) -> str:
     runs.append(out / "baseline")
     for name in SYNTH_MODELS:
         start = time.perf_counter()
-        cli("train", "--config", f"configs/{name}.yaml", "--set", f"loader.shards_dir={shards}",
-            "--set", f"output_dir={out / 'runs'}")
+        cli(
+            "train",
+            "--config",
+            f"configs/{name}.yaml",
+            "--set",
+            f"loader.shards_dir={shards}",
+            "--set",
+            f"output_dir={out / 'runs'}",
+        )
         print(f"  {name}: {time.perf_counter() - start:.0f} s", flush=True)
         runs.append(out / "runs" / name)
     return table(runs, out, f"configs/synth_* on {shards} (test split)")
@@ -63,16 +76,37 @@ def real_plots(csv_path: Path, out: Path, epochs: int, max_length: int) -> str:
 
     raw = plots.write_real_plots_raw(out / "raw", csv_path)
     shards = out / "shards"
-    cli("shard", "--set", f"data.raw_dir={raw}", "--set", f"shard.out_dir={shards}",
-        "--set", "shard.require_poster=false", "--set", "shard.samples_per_shard=128",
-        "--set", "shard.min_shards=2")
+    cli(
+        "shard",
+        "--set",
+        f"data.raw_dir={raw}",
+        "--set",
+        f"shard.out_dir={shards}",
+        "--set",
+        "shard.require_poster=false",
+        "--set",
+        "shard.samples_per_shard=128",
+        "--set",
+        "shard.min_shards=2",
+    )
     cli("baseline", "--shards", str(shards), "--out", str(out / "baseline"), "--no-progress")
-    common = ["--set", f"loader.shards_dir={shards}", "--set", f"output_dir={out / 'runs'}",
-              "--set", f"train.epochs={epochs}", "--set", f"loader.max_text_length={max_length}"]
+    common = [
+        "--set",
+        f"loader.shards_dir={shards}",
+        "--set",
+        f"output_dir={out / 'runs'}",
+        "--set",
+        f"train.epochs={epochs}",
+        "--set",
+        f"loader.max_text_length={max_length}",
+    ]
     cli("train", "--config", "configs/minilm_text.yaml", *common)
     cli("train", "--config", "configs/bilstm_text.yaml", *common, "--set", "train.lr=0.01")
-    return table([out / "baseline", out / "runs" / "minilm_text", out / "runs" / "bilstm_text"], out,
-                 f"text models on real plots, held-out fifth ({epochs} epochs, {max_length} tokens)")
+    return table(
+        [out / "baseline", out / "runs" / "minilm_text", out / "runs" / "bilstm_text"],
+        out,
+        f"text models on real plots, held-out fifth ({epochs} epochs, {max_length} tokens)",
+    )
 
 
 def main() -> None:
@@ -88,8 +122,9 @@ def main() -> None:
     if args.shards is not None:
         synthetic(args.shards.resolve(), (args.out / "synthetic").resolve())
     if args.real_plots_csv is not None:
-        real_plots(args.real_plots_csv.resolve(), (args.out / "real_plots").resolve(), args.real_epochs,
-                   args.real_max_length)
+        real_plots(
+            args.real_plots_csv.resolve(), (args.out / "real_plots").resolve(), args.real_epochs, args.real_max_length
+        )
 
 
 if __name__ == "__main__":

@@ -54,11 +54,13 @@ def step_synth(args: argparse.Namespace) -> dict:
 
 
 def step_shard(args: argparse.Namespace) -> dict:
-    from mmimdb_dist.schema import load_config
     from mmimdb_dist.data.shard import shard_dataset
+    from mmimdb_dist.schema import load_config
 
-    cfg = load_config(REPO / "configs" / "synth_data.yaml",
-                      [f"data.raw_dir={args.raw}", f"shard.out_dir={args.out}", f"shard.workers={args.workers}"])
+    cfg = load_config(
+        REPO / "configs" / "synth_data.yaml",
+        [f"data.raw_dir={args.raw}", f"shard.out_dir={args.out}", f"shard.workers={args.workers}"],
+    )
     start = time.perf_counter()
     manifest = shard_dataset(cfg)
     seconds = time.perf_counter() - start
@@ -69,13 +71,19 @@ def step_shard(args: argparse.Namespace) -> dict:
 def _loader_setup(args: argparse.Namespace):
     import dataclasses
 
-    from mmimdb_dist.schema import LoaderConfig
     from mmimdb_dist.data.manifest import load_manifest
     from mmimdb_dist.data.vocab import Vocabulary
+    from mmimdb_dist.schema import LoaderConfig
 
     manifest = load_manifest(args.shards)
-    cfg = LoaderConfig(shards_dir=args.shards, batch_size=32, eval_batch_size=64, num_workers=args.workers,
-                       image_size=args.image_size, max_text_length=256)
+    cfg = LoaderConfig(
+        shards_dir=args.shards,
+        batch_size=32,
+        eval_batch_size=64,
+        num_workers=args.workers,
+        image_size=args.image_size,
+        max_text_length=256,
+    )
     vocabulary = Vocabulary.build(["the a of in to and movie story"], min_freq=1)
     return dataclasses.replace(cfg), manifest, vocabulary
 
@@ -110,19 +118,27 @@ def step_loader(args: argparse.Namespace) -> dict:
     del prefetched
 
     start = time.perf_counter()
-    evaluated = sum(len(batch["ids"]) for batch in build_eval_loader(cfg, manifest, "test", vocabulary,
-                                                                      rank=0, world_size=1))
+    evaluated = sum(
+        len(batch["ids"]) for batch in build_eval_loader(cfg, manifest, "test", vocabulary, rank=0, world_size=1)
+    )
     eval_seconds = time.perf_counter() - start
-    return {"train_per_s": samples / epoch_seconds, "train_samples": samples, "cold_gap_s": cold_gap,
-            "prefetched_gap_s": prefetched_gap, "eval_per_s": evaluated / eval_seconds, "eval_samples": evaluated}
+    return {
+        "train_per_s": samples / epoch_seconds,
+        "train_samples": samples,
+        "cold_gap_s": cold_gap,
+        "prefetched_gap_s": prefetched_gap,
+        "eval_per_s": evaluated / eval_seconds,
+        "eval_samples": evaluated,
+    }
 
 
 def step_cache(args: argparse.Namespace) -> dict:
+    from mmimdb_dist.models.cache_features import cache_features
     from mmimdb_dist.schema import load_config
-    from mmimdb_dist.data.cache_features import cache_features
 
-    cfg = load_config(REPO / "configs" / "synth_demo_fusion.yaml",
-                      [f"loader.shards_dir={args.shards}", "train.num_threads=1"])
+    cfg = load_config(
+        REPO / "configs" / "synth_demo_fusion.yaml", [f"loader.shards_dir={args.shards}", "train.num_threads=1"]
+    )
     start = time.perf_counter()
     features = cache_features(cfg, args.out, sequences=False, device="cpu", progress=False)
     seconds = time.perf_counter() - start
@@ -167,11 +183,16 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    print(f"{os.cpu_count()} CPU cores, {args.workers} workers, posters at {args.image_size} px; "
-          "each step in its own process", flush=True)
-    header = ("| movies | synth movies/s | raw KB/movie | shard movies/s | shard peak RSS MB | shard KB/movie "
-              "| loader samples/s | loader peak RSS MB | epoch gap cold / prefetched (s) | eval samples/s "
-              "| cache-features movies/s |")
+    print(
+        f"{os.cpu_count()} CPU cores, {args.workers} workers, posters at {args.image_size} px; "
+        "each step in its own process",
+        flush=True,
+    )
+    header = (
+        "| movies | synth movies/s | raw KB/movie | shard movies/s | shard peak RSS MB | shard KB/movie "
+        "| loader samples/s | loader peak RSS MB | epoch gap cold / prefetched (s) | eval samples/s "
+        "| cache-features movies/s |"
+    )
     rows = [header, "|" + "---:|" * 11]
     for size in args.sizes:
         folder = args.work / str(size)
@@ -181,11 +202,13 @@ def main() -> None:
         shard = run_step("shard", raw=folder / "raw", out=folder / "shards", workers=args.workers)
         loader = run_step("loader", shards=folder / "shards", workers=args.workers, image_size=args.image_size)
         cache = run_step("cache", shards=folder / "shards", out=folder / "features")
-        rows.append(f"| {size:,} | {synth['per_s']:.0f} | {synth['disk_mb'] * 1024 / size:.0f} "
-                    f"| {shard['per_s']:.0f} | {shard['peak_rss_mb']:.0f} | {shard['disk_mb'] * 1024 / shard['kept']:.1f} "
-                    f"| {loader['train_per_s']:.0f} | {loader['peak_rss_mb']:.0f} "
-                    f"| {loader['cold_gap_s']:.2f} / {loader['prefetched_gap_s']:.3f} | {loader['eval_per_s']:.0f} "
-                    f"| {cache['per_s']:.0f} |")
+        rows.append(
+            f"| {size:,} | {synth['per_s']:.0f} | {synth['disk_mb'] * 1024 / size:.0f} "
+            f"| {shard['per_s']:.0f} | {shard['peak_rss_mb']:.0f} | {shard['disk_mb'] * 1024 / shard['kept']:.1f} "
+            f"| {loader['train_per_s']:.0f} | {loader['peak_rss_mb']:.0f} "
+            f"| {loader['cold_gap_s']:.2f} / {loader['prefetched_gap_s']:.3f} | {loader['eval_per_s']:.0f} "
+            f"| {cache['per_s']:.0f} |"
+        )
         print(rows[-1], flush=True)
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)

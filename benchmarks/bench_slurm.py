@@ -57,8 +57,9 @@ def _timed(command: list[str], cwd: Path) -> tuple[float, str]:
 
 
 def _sacct_times(job_id: str) -> tuple[float, float]:
-    out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "Submit,Start,End"],
-                         capture_output=True, text=True, check=True).stdout.split()[0]
+    out = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "Submit,Start,End"], capture_output=True, text=True, check=True
+    ).stdout.split()[0]
     submit, start, end = (datetime.fromisoformat(value) for value in out.split("|"))
     return (start - submit).total_seconds(), (end - start).total_seconds()
 
@@ -84,8 +85,10 @@ def main() -> None:
             if kind == "direct":
                 elapsed, _ = _timed([*cli, "train", "--config", str(config)], work)
             else:
-                elapsed, stdout = _timed([*cli, "submit", "train", "--config", str(config), "--cluster", "slurm",
-                                          "--time", "10", "--wait"], work)
+                elapsed, stdout = _timed(
+                    [*cli, "submit", "train", "--config", str(config), "--cluster", "slurm", "--time", "10", "--wait"],
+                    work,
+                )
                 job_id = stdout.split("submitted job ")[1].split()[0]
                 time.sleep(2)  # the end time reaches the accounting database a moment later
                 queue, in_job = _sacct_times(job_id)
@@ -102,8 +105,10 @@ def main() -> None:
     print(f"| of which in the queue (sacct Submit to Start) | {median['queue']:.1f} |")
     print(f"| of which the job (sacct Start to End) | {median['in_job']:.1f} |")
     print(f"| trainer's train_seconds, direct / job | {median['train_direct']:.1f} / {median['train_job']:.1f} |")
-    print(f"\njob / direct, end to end: {median['job'] / median['direct']:.2f}x; "
-          f"added by Slurm and submitit: {median['job'] - median['direct']:.1f} s per run")
+    print(
+        f"\njob / direct, end to end: {median['job'] / median['direct']:.2f}x; "
+        f"added by Slurm and submitit: {median['job'] - median['direct']:.1f} s per run"
+    )
 
 
 if __name__ == "__main__":

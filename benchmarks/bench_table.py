@@ -24,9 +24,27 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-LABELS = [f"label {chr(0x3b1 + i)}" for i in range(12)]  # "label α", "label β", ...
-WORDS = ("river", "stone", "letter", "garden", "window", "harbour", "bridge", "silence", "promise",
-         "shadow", "market", "summer", "winter", "forest", "desert", "engine", "signal", "ladder")
+LABELS = [f"label {chr(0x3B1 + i)}" for i in range(12)]  # "label α", "label β", ...
+WORDS = (
+    "river",
+    "stone",
+    "letter",
+    "garden",
+    "window",
+    "harbour",
+    "bridge",
+    "silence",
+    "promise",
+    "shadow",
+    "market",
+    "summer",
+    "winter",
+    "forest",
+    "desert",
+    "engine",
+    "signal",
+    "ladder",
+)
 
 
 def write_table(path: Path, rows: int) -> None:
@@ -45,16 +63,30 @@ def shard_step(table: str, out: str) -> dict:
     from mmimdb_dist.data.shard import shard_dataset
     from mmimdb_dist.schema import load_config
 
-    cfg = load_config(None, ["data.source=table", f"data.table={table}", "data.columns.id=id",
-                             "data.columns.text=text", "data.columns.labels=labels", f"shard.out_dir={out}",
-                             "shard.workers=1", "shard.samples_per_shard=2000"])
+    cfg = load_config(
+        None,
+        [
+            "data.source=table",
+            f"data.table={table}",
+            "data.columns.id=id",
+            "data.columns.text=text",
+            "data.columns.labels=labels",
+            f"shard.out_dir={out}",
+            "shard.workers=1",
+            "shard.samples_per_shard=2000",
+        ],
+    )
     start = time.perf_counter()
     manifest = shard_dataset(cfg)
     seconds = time.perf_counter() - start
     rows = sum(manifest.num_samples.values())
-    return {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "shards": sum(len(info.shards) for info in manifest.splits.values())}
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "rows_per_s": rows / seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "shards": sum(len(info.shards) for info in manifest.splits.values()),
+    }
 
 
 def main() -> None:
@@ -73,17 +105,25 @@ def main() -> None:
         folder.mkdir(parents=True)
         table = folder / "items.csv"
         write_table(table, size)
-        output = subprocess.run([sys.executable, __file__, "--child", str(table), str(folder / "shards")],
-                                check=True, capture_output=True, text=True, cwd=REPO)
+        output = subprocess.run(
+            [sys.executable, __file__, "--child", str(table), str(folder / "shards")],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
         result = json.loads(output.stdout.strip().splitlines()[-1])
         result["table_mb"] = table.stat().st_size / 2**20
         results.append(result)
         shutil.rmtree(folder, ignore_errors=True)
     base = results[0]["peak_rss_mb"]
-    print(f"{'rows':>10} {'table MB':>9} {'shards':>7} {'seconds':>8} {'rows/s':>8} {'peak RSS MB':>12} {'vs smallest':>12}")
+    columns = ("table MB", 9), ("shards", 7), ("seconds", 8), ("rows/s", 8), ("peak RSS MB", 12), ("vs smallest", 12)
+    print(f"{'rows':>10} " + " ".join(f"{name:>{width}}" for name, width in columns))
     for r in results:
-        print(f"{r['rows']:>10,} {r['table_mb']:>9.1f} {r['shards']:>7} {r['seconds']:>8.1f} {r['rows_per_s']:>8,.0f} "
-              f"{r['peak_rss_mb']:>12.1f} {r['peak_rss_mb'] / base:>11.2f}x")
+        print(
+            f"{r['rows']:>10,} {r['table_mb']:>9.1f} {r['shards']:>7} {r['seconds']:>8.1f} {r['rows_per_s']:>8,.0f} "
+            f"{r['peak_rss_mb']:>12.1f} {r['peak_rss_mb'] / base:>11.2f}x"
+        )
 
 
 if __name__ == "__main__":

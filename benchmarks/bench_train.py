@@ -30,16 +30,15 @@ import torch
 from tqdm import tqdm
 
 from mmimdb_dist.atomic import atomic_write_text
-from mmimdb_dist.schema import ExperimentConfig, load_config
 from mmimdb_dist.data.device import to_device
 from mmimdb_dist.data.sources.mmimdb.genres import GENRES
 from mmimdb_dist.losses import build_loss
-from mmimdb_dist.models import build_model
+from mmimdb_dist.models.registry import build_model
+from mmimdb_dist.schema import ExperimentConfig, load_config
 from mmimdb_dist.train.optim import build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIGS = ("configs/synth_bilstm_text.yaml", "configs/synth_cnn_image.yaml",
-                   "configs/synth_early_fusion.yaml")
+DEFAULT_CONFIGS = ("configs/synth_bilstm_text.yaml", "configs/synth_cnn_image.yaml", "configs/synth_early_fusion.yaml")
 # Dense bf16 tensor-core peaks (no sparsity), TFLOP/s, matched against torch.cuda.get_device_name().
 # Order matters: the first key found in the name wins ("H100 PCIe" before "H100").
 PEAK_BF16_TFLOPS = {
@@ -150,8 +149,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(config: str, cfg: ExperimentConfig, device: torch.device, bf16: bool, warmup: int,
-            steps: int) -> Result:
+def measure(config: str, cfg: ExperimentConfig, device: torch.device, bf16: bool, warmup: int, steps: int) -> Result:
     runner = StepRunner(cfg, device, bf16)
     generator = torch.Generator().manual_seed(0)
     batches = [synthetic_batch(cfg, generator) for _ in range(4)]
@@ -167,11 +165,18 @@ def measure(config: str, cfg: ExperimentConfig, device: torch.device, bf16: bool
         times.append(time.perf_counter() - start)
     step_s = statistics.median(times)
     peak = peak_bf16_flops(device)
-    return Result(config=config, model=cfg.model.name, precision="bf16" if bf16 else "fp32",
-                  batch_size=cfg.loader.batch_size, samples_per_s=cfg.loader.batch_size / step_s,
-                  step_ms=step_s * 1e3, gflop_per_step=flops / 1e9, achieved_tflops=flops / step_s / 1e12,
-                  mfu=flops / step_s / peak if peak else None,
-                  note="" if runner.onednn else "without oneDNN (its LSTM rejected bf16)")
+    return Result(
+        config=config,
+        model=cfg.model.name,
+        precision="bf16" if bf16 else "fp32",
+        batch_size=cfg.loader.batch_size,
+        samples_per_s=cfg.loader.batch_size / step_s,
+        step_ms=step_s * 1e3,
+        gflop_per_step=flops / 1e9,
+        achieved_tflops=flops / step_s / 1e12,
+        mfu=flops / step_s / peak if peak else None,
+        note="" if runner.onednn else "without oneDNN (its LSTM rejected bf16)",
+    )
 
 
 def device_name(device: torch.device) -> str:
@@ -182,13 +187,17 @@ def device_name(device: torch.device) -> str:
 
 def print_table(results: list[Result], device: torch.device) -> None:
     print(f"\ntrain-step throughput on {device_name(device)} (median step; bf16 ratio against fp32 of the same run)")
-    print(f"{'model':<14} {'precision':<9} {'batch':>5} {'samples/s':>10} {'step ms':>9} {'GFLOP/step':>11} "
-          f"{'TFLOP/s':>8} {'MFU':>7} {'vs fp32':>8}")
+    print(
+        f"{'model':<14} {'precision':<9} {'batch':>5} {'samples/s':>10} {'step ms':>9} {'GFLOP/step':>11} "
+        f"{'TFLOP/s':>8} {'MFU':>7} {'vs fp32':>8}"
+    )
     for r in results:
         mfu = f"{100 * r.mfu:.1f}%" if r.mfu is not None else "n/a"
         ratio = f"{r.ratio_to_fp32:.2f}x" if r.ratio_to_fp32 is not None else "1.00x"
-        print(f"{r.model:<14} {r.precision:<9} {r.batch_size:>5} {r.samples_per_s:>10.1f} {r.step_ms:>9.1f} "
-              f"{r.gflop_per_step:>11.2f} {r.achieved_tflops:>8.3f} {mfu:>7} {ratio:>8}  {r.note}")
+        print(
+            f"{r.model:<14} {r.precision:<9} {r.batch_size:>5} {r.samples_per_s:>10.1f} {r.step_ms:>9.1f} "
+            f"{r.gflop_per_step:>11.2f} {r.achieved_tflops:>8.3f} {mfu:>7} {ratio:>8}  {r.note}"
+        )
 
 
 def main() -> None:
@@ -198,8 +207,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=None, help="override loader.batch_size")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice); 1 is steadier on a shared machine")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice); 1 is steadier on a shared machine",
+    )
     parser.add_argument("--quick", action="store_true", help="a few steps only, to check the script runs")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
@@ -219,8 +232,12 @@ def main() -> None:
         results += [fp32, bf16]
     print_table(results, device)
     if args.json:
-        payload = {"device": device_name(device), "steps": args.steps, "warmup": args.warmup,
-                   "results": [asdict(r) for r in results]}
+        payload = {
+            "device": device_name(device),
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "results": [asdict(r) for r in results],
+        }
         atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
 
 

@@ -52,8 +52,8 @@ def peak_tflops(name: str, given: float | None) -> float | None:
 
 def build_model(tiny: bool) -> torch.nn.Module:
     """configs/early_fusion.yaml's model with random weights (DistilBERT-base, ResNet-18)."""
+    from mmimdb_dist.models.registry import build_model as build
     from mmimdb_dist.schema import load_config
-    from mmimdb_dist.models import build_model as build
 
     cfg = load_config(REPO / "configs" / "early_fusion.yaml").model
     cfg.text.pretrained = False
@@ -65,8 +65,7 @@ def build_model(tiny: bool) -> torch.nn.Module:
     return build(cfg, num_labels=23, pad_id=0)  # MM-IMDb's 23 genres
 
 
-def synthetic_batch(batch_size: int, seq_len: int, image_size: int, device: torch.device,
-                    vocab: int = 30522) -> dict:
+def synthetic_batch(batch_size: int, seq_len: int, image_size: int, device: torch.device, vocab: int = 30522) -> dict:
     gen = torch.Generator().manual_seed(0)
     return {
         "ids": [str(i) for i in range(batch_size)],
@@ -91,8 +90,9 @@ def forward_flops(model: torch.nn.Module, batch: dict) -> float:
 def time_steps(model, optimizer, batch, steps: int, autocast_dtype, warmup: int = 3) -> float:
     """Seconds per train step (forward, BCE loss, backward, AdamW), synchronised at both ends."""
     device = batch["input_ids"].device
-    autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
+    )
 
     def step():
         with autocast:
@@ -116,8 +116,12 @@ def time_steps(model, optimizer, batch, steps: int, autocast_dtype, warmup: int 
 
 def single_device_rows(args, device: torch.device, tiny: bool) -> list[dict]:
     rows = []
-    variants = [("fp32", None, False, False), ("bf16", torch.bfloat16, False, False),
-                ("bf16 + compile", torch.bfloat16, True, False), ("bf16 + channels_last", torch.bfloat16, False, True)]
+    variants = [
+        ("fp32", None, False, False),
+        ("bf16", torch.bfloat16, False, False),
+        ("bf16 + compile", torch.bfloat16, True, False),
+        ("bf16 + channels_last", torch.bfloat16, False, True),
+    ]
     flops = None
     for name, dtype, compile_model, channels_last in variants:
         torch.manual_seed(0)
@@ -131,9 +135,18 @@ def single_device_rows(args, device: torch.device, tiny: bool) -> list[dict]:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
         if compile_model:  # on CPU (the smoke run) trace only: inductor's C++ build takes minutes
             model = torch.compile(model, backend="inductor" if device.type == "cuda" else "aot_eager")
-        seconds = time_steps(model, optimizer, batch, args.steps, dtype, warmup=args.warmup + (5 if compile_model else 0))
-        rows.append({"variant": name, "processes": 1, "samples_per_s": args.batch_size / seconds,
-                     "step_ms": 1000 * seconds, "flops_per_sample": flops})
+        seconds = time_steps(
+            model, optimizer, batch, args.steps, dtype, warmup=args.warmup + (5 if compile_model else 0)
+        )
+        rows.append(
+            {
+                "variant": name,
+                "processes": 1,
+                "samples_per_s": args.batch_size / seconds,
+                "step_ms": 1000 * seconds,
+                "flops_per_sample": flops,
+            }
+        )
         print(f"  {name}: {args.batch_size / seconds:,.0f} samples/s ({1000 * seconds:.1f} ms/step)", flush=True)
         del model, optimizer
         if device.type == "cuda":
@@ -162,9 +175,14 @@ def distributed_child(args) -> None:
     else:
         import deepspeed
 
-        config = {"train_micro_batch_size_per_gpu": args.batch_size, "gradient_accumulation_steps": 1,
-                  "bf16": {"enabled": True}, "zero_optimization": {"stage": 2, "overlap_comm": True},
-                  "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}}, "steps_per_print": 10**9}
+        config = {
+            "train_micro_batch_size_per_gpu": args.batch_size,
+            "gradient_accumulation_steps": 1,
+            "bf16": {"enabled": True},
+            "zero_optimization": {"stage": 2, "overlap_comm": True},
+            "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
+            "steps_per_print": 10**9,
+        }
         engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config)
         batch["pixel_values"] = batch["pixel_values"].to(torch.bfloat16)
 
@@ -191,9 +209,24 @@ def launch_distributed(kind: str, processes: int, args) -> dict | None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
-               f"--master_port={port}", __file__, "--child", kind, "--batch-size", str(args.batch_size),
-               "--seq-len", str(args.seq_len), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={processes}",
+        f"--master_port={port}",
+        __file__,
+        "--child",
+        kind,
+        "--batch-size",
+        str(args.batch_size),
+        "--seq-len",
+        str(args.seq_len),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     if result.returncode != 0 or not lines:
@@ -206,16 +239,23 @@ def launch_distributed(kind: str, processes: int, args) -> dict | None:
 
 
 def table(rows: list[dict], flops: float, peak: float | None, device_name: str, args) -> str:
-    lines = [f"GPU run kit on {device_name}: train step of the DistilBERT + ResNet-18 early fusion model, batch "
-             f"{args.batch_size} per GPU, plots of {args.seq_len} word pieces, {args.image_size} px posters; "
-             f"{flops / 1e9:.1f} GFLOP forward per sample; MFU against {peak or '?'} TFLOP/s dense bf16 per GPU.",
-             "", "    python benchmarks/gpu_check.py" + (f" --steps {args.steps}" if args.steps != 20 and peak else ""), "",
-             "| variant | processes | samples/s | samples/s per GPU | step (ms) | MFU |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"GPU run kit on {device_name}: train step of the DistilBERT + ResNet-18 early fusion model, batch "
+        f"{args.batch_size} per GPU, plots of {args.seq_len} word pieces, {args.image_size} px posters; "
+        f"{flops / 1e9:.1f} GFLOP forward per sample; MFU against {peak or '?'} TFLOP/s dense bf16 per GPU.",
+        "",
+        "    python benchmarks/gpu_check.py" + (f" --steps {args.steps}" if args.steps != 20 and peak else ""),
+        "",
+        "| variant | processes | samples/s | samples/s per GPU | step (ms) | MFU |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for row in rows:
         per_gpu = row["samples_per_s"] / row["processes"]
         mfu = f"{100 * 3 * flops * per_gpu / (peak * 1e12):.1f} %" if peak else "n/a"
-        lines.append(f"| {row['variant']} | {row['processes']} | {row['samples_per_s']:,.0f} | {per_gpu:,.0f} | "
-                     f"{row['step_ms']:.1f} | {mfu} |")
+        lines.append(
+            f"| {row['variant']} | {row['processes']} | {row['samples_per_s']:,.0f} | {per_gpu:,.0f} | "
+            f"{row['step_ms']:.1f} | {mfu} |"
+        )
     single = next((r for r in rows if r["variant"] == "bf16"), None)
     ddp = next((r for r in rows if r["variant"].startswith("bf16 DDP")), None)
     if single and ddp:
@@ -239,8 +279,11 @@ def main() -> int:
         return 0
 
     if not torch.cuda.is_available():
-        print("no CUDA GPU on this machine: nothing to measure. Smoke run of every single-device variant "
-              "on CPU at a tiny size (the code paths, not figures):", flush=True)
+        print(
+            "no CUDA GPU on this machine: nothing to measure. Smoke run of every single-device variant "
+            "on CPU at a tiny size (the code paths, not figures):",
+            flush=True,
+        )
         args.batch_size, args.seq_len, args.image_size, args.steps, args.warmup = 2, 16, 64, 1, 1
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
         rows = single_device_rows(args, torch.device("cpu"), tiny=True)

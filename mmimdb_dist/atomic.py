@@ -41,8 +41,7 @@ def fsync_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb", durable: bool = True,
-                **kwargs: Any) -> Iterator[IO]:
+def atomic_open(path: str | os.PathLike, mode: str = "wb", durable: bool = True, **kwargs: Any) -> Iterator[IO]:
     """Open a temporary sibling of `path` for writing; rename it onto `path` on success.
 
     `durable=False` skips the fsyncs: still never torn if the process dies, but not safe
@@ -83,5 +82,4 @@ def atomic_write_text(path: str | os.PathLike, text: str, durable: bool = True) 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, durable: bool = True) -> None:
     """Deterministic JSON (sorted keys, fixed indent) so re-runs give identical bytes."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
-                      durable=durable)
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", durable=durable)

@@ -41,13 +41,22 @@ MODEL_NAME = "tfidf_logreg"
 def build_model(cfg: BaselineConfig, seed: int = 0, multiclass: bool = False) -> Any:
     """TF-IDF (sublinear tf, word 1..ngram_max-grams) -> one logistic regression per label
     (`multiclass`: one multinomial logistic regression over the classes)."""
-    vectorizer = TfidfVectorizer(ngram_range=(1, cfg.ngram_max), sublinear_tf=True, min_df=cfg.min_df,
-                                 max_features=cfg.max_features, strip_accents="unicode", dtype=np.float32)
+    vectorizer = TfidfVectorizer(
+        ngram_range=(1, cfg.ngram_max),
+        sublinear_tf=True,
+        min_df=cfg.min_df,
+        max_features=cfg.max_features,
+        strip_accents="unicode",
+        dtype=np.float32,
+    )
     if multiclass:
-        return make_pipeline(vectorizer, LogisticRegression(C=cfg.C, class_weight=cfg.class_weight,
-                                                            max_iter=cfg.max_iter, random_state=seed))
-    classifier = LogisticRegression(C=cfg.C, class_weight=cfg.class_weight, solver="liblinear",
-                                    max_iter=cfg.max_iter, random_state=seed)
+        return make_pipeline(
+            vectorizer,
+            LogisticRegression(C=cfg.C, class_weight=cfg.class_weight, max_iter=cfg.max_iter, random_state=seed),
+        )
+    classifier = LogisticRegression(
+        C=cfg.C, class_weight=cfg.class_weight, solver="liblinear", max_iter=cfg.max_iter, random_state=seed
+    )
     return make_pipeline(vectorizer, OneVsRestClassifier(classifier))
 
 
@@ -61,15 +70,18 @@ def _label_set(splits: Mapping[str, TextSplit], label_set: LabelSet | None) -> L
 def _check_trainable(splits: Mapping[str, TextSplit], names: tuple[str, ...]) -> None:
     for split in SPLITS:
         if split not in splits or len(splits[split]) == 0:
-            raise DataError(f"{split} split has no samples: the baseline trains on train, tunes "
-                            "thresholds on dev and evaluates on dev and test")
+            raise DataError(
+                f"{split} split has no samples: the baseline trains on train, tunes "
+                "thresholds on dev and evaluates on dev and test"
+            )
     empty = [names[g] for g in range(len(names)) if splits["train"].labels[:, g].sum() == 0]
     if empty:
         logger.warning("no training positive for %s: the baseline never predicts them", ", ".join(empty))
 
 
-def fit_predict(splits: Mapping[str, TextSplit], cfg: BaselineConfig, seed: int = 0,
-                label_set: LabelSet | None = None) -> dict[str, Any]:
+def fit_predict(
+    splits: Mapping[str, TextSplit], cfg: BaselineConfig, seed: int = 0, label_set: LabelSet | None = None
+) -> dict[str, Any]:
     """Fit on train; return label probabilities (N x labels) for dev and test, and the fit's cost.
 
     A label with no training positive gets a constant 0 probability (scikit-learn's
@@ -98,25 +110,32 @@ def fit_predict(splits: Mapping[str, TextSplit], cfg: BaselineConfig, seed: int 
         full[:, model[-1].classes_] = probs
         return full
 
-    return {"probabilities": {split: predict(splits[split].texts) for split in ("dev", "test")},
-            "num_parameters": (num_features + 1) * len(label_set), "train_seconds": seconds}
+    return {
+        "probabilities": {split: predict(splits[split].texts) for split in ("dev", "test")},
+        "num_parameters": (num_features + 1) * len(label_set),
+        "train_seconds": seconds,
+    }
 
 
-def evaluate_baseline(splits: Mapping[str, TextSplit], cfg: BaselineConfig, seed: int = 0,
-                      label_set: LabelSet | None = None) -> dict[str, Any]:
+def evaluate_baseline(
+    splits: Mapping[str, TextSplit], cfg: BaselineConfig, seed: int = 0, label_set: LabelSet | None = None
+) -> dict[str, Any]:
     """Train on train, tune thresholds on dev, evaluate dev and test under both protocols (the
     arg-max for a multiclass label set). `label_set` None: numbered multi-label columns."""
     label_set = _label_set(splits, label_set)
     fitted = fit_predict(splits, cfg, seed, label_set)
     probabilities = fitted["probabilities"]
-    report = protocol_report(splits["dev"].labels, probabilities["dev"],
-                             {"test": (splits["test"].labels, probabilities["test"])}, label_set)
+    report = protocol_report(
+        splits["dev"].labels, probabilities["dev"], {"test": (splits["test"].labels, probabilities["test"])}, label_set
+    )
     seconds = fitted["train_seconds"]
     return {
         "model": MODEL_NAME,
         "num_samples": {split: len(splits[split]) for split in SPLITS},
-        "num_parameters": fitted["num_parameters"], "trainable_parameters": fitted["num_parameters"],
+        "num_parameters": fitted["num_parameters"],
+        "trainable_parameters": fitted["num_parameters"],
         "train_seconds": seconds,
         "train_samples_per_s": len(splits["train"]) / seconds if seconds > 0 else None,
-        "dev": report["dev"], "test": report["test"],
+        "dev": report["dev"],
+        "test": report["test"],
     }

@@ -24,11 +24,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "baseline": ("baseline", "TF-IDF + logistic regression on the texts (classical baseline)"),
     "train": ("train", "train a configured model on the shards, on one device or under accelerate launch"),
     "evaluate": ("evaluate", "evaluate a run's checkpoint on dev or test: metrics, per-label CSV and figures"),
-    "compare": ("compare", "rank finished runs in one table (CSV and Markdown), at 0.5 and tuned thresholds (or arg-max)"),
+    "compare": (
+        "compare",
+        "rank finished runs in one table (CSV and Markdown), at 0.5 and tuned thresholds (or arg-max)",
+    ),
     "predict": ("predict", "labels of new samples from a run's checkpoint: one text/image, a folder or JSONL"),
     "prefetch": ("prefetch", "download the encoders, tokenizers and processors a config needs, for offline nodes"),
     "cache-features": ("cache_features", "run frozen encoders once over the shards and store their features"),
-    "tune": ("tune", "Ray Tune search over fusion hyperparameters and the loss (ASHA on the trials' dev select_metric)"),
+    "tune": (
+        "tune",
+        "Ray Tune search over fusion hyperparameters and the loss (ASHA on the trials' dev select_metric)",
+    ),
     "submit": ("submit", "send training runs, sweeps and Tune searches to Slurm through submitit"),
     "demo": ("demo", "the embedded default end to end: synth -> shard -> verify -> read back -> baseline -> fusion"),
 }
@@ -36,19 +42,32 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", help="YAML experiment config (see configs/)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set loader.batch_size=16 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set loader.batch_size=16 (repeatable)",
+    )
 
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     """All subcommands are listed; only the `selected` one's module is imported."""
     parser = argparse.ArgumentParser(prog="mmimdb-dist", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-level", default="INFO", type=str.upper,
-                        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
-                        help="logging level (default: INFO)")
-    parser.add_argument("--no-progress", action="store_true",
-                        help="no progress bars or progress lines (bars are drawn only when stderr is a "
-                             "terminal; elsewhere progress is a plain log line every 30 s)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        help="logging level (default: INFO)",
+    )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars or progress lines (bars are drawn only when stderr is a "
+        "terminal; elsewhere progress is a plain log line every 30 s)",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)

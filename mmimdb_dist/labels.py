@@ -26,8 +26,7 @@ from .errors import DataError
 
 TASKS: tuple[str, ...] = ("multilabel", "multiclass")
 # The reports of a split, by task: names of its protocols, the first one the primary one.
-PROTOCOLS: dict[str, tuple[str, ...]] = {"multilabel": ("threshold_0.5", "tuned_on_dev"),
-                                         "multiclass": ("argmax",)}
+PROTOCOLS: dict[str, tuple[str, ...]] = {"multilabel": ("threshold_0.5", "tuned_on_dev"), "multiclass": ("argmax",)}
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ class LabelSet:
         return vector
 
     def names_of(self, vector: Sequence[int]) -> list[str]:
-        return [name for name, flag in zip(self.names, vector) if flag]
+        return [name for name, flag in zip(self.names, vector, strict=True) if flag]
 
     def to_dict(self) -> dict[str, Any]:
         return {"names": list(self.names), "task": self.task}
@@ -102,14 +101,18 @@ class LabelSet:
         if self.task != other.task:
             difference = f"task {self.task} vs {other.task}"
         else:
-            position = next((i for i, (a, b) in enumerate(zip(self.names, other.names)) if a != b),
-                            min(len(self.names), len(other.names)))
+            position = next(
+                (i for i, (a, b) in enumerate(zip(self.names, other.names, strict=False)) if a != b),
+                min(len(self.names), len(other.names)),
+            )
             first = self.names[position] if position < len(self.names) else "(none)"
             second = other.names[position] if position < len(other.names) else "(none)"
             difference = f"first difference at label {position}: {first!r} vs {second!r}"
-        raise DataError(f"{mine} has {len(self.names)} {self.task} labels, {theirs} has "
-                        f"{len(other.names)} {other.task} labels ({difference}): a model answers "
-                        "in the label set it was trained on")
+        raise DataError(
+            f"{mine} has {len(self.names)} {self.task} labels, {theirs} has "
+            f"{len(other.names)} {other.task} labels ({difference}): a model answers "
+            "in the label set it was trained on"
+        )
 
 
 def frequency_order(counts: dict[str, int]) -> list[str]:

@@ -28,16 +28,16 @@ from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
 from .errors import ConfigError, DataError
-from .schema import LOSS_NAMES, LossConfig
-from .schema import MULTICLASS_LOSSES, MULTILABEL_LOSSES
+from .schema import LOSS_NAMES, MULTICLASS_LOSSES, MULTILABEL_LOSSES, LossConfig
 
 logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- class weights
 
 
-def pos_weight_from_counts(label_counts: Sequence[int], num_samples: int,
-                           max_value: float | None = None) -> list[float]:
+def pos_weight_from_counts(
+    label_counts: Sequence[int], num_samples: int, max_value: float | None = None
+) -> list[float]:
     """pos_weight_c = (N - n_c) / n_c: the negatives-to-positives odds of each genre.
 
     With it, the positives of a genre weigh as much in total as its negatives. Counts must
@@ -65,12 +65,12 @@ def pos_weight_from_counts(label_counts: Sequence[int], num_samples: int,
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float, alpha: float | None) -> torch.Tensor:
     """Lin et al. (2017) via torchvision, averaged over all elements (see the module docstring)."""
     # torchvision's "no alpha weighting" is alpha = -1.
-    return sigmoid_focal_loss(logits, targets, alpha=-1.0 if alpha is None else alpha,
-                              gamma=gamma, reduction="mean")
+    return sigmoid_focal_loss(logits, targets, alpha=-1.0 if alpha is None else alpha, gamma=gamma, reduction="mean")
 
 
-def asymmetric_loss(logits: torch.Tensor, targets: torch.Tensor, gamma_pos: float, gamma_neg: float,
-                    clip: float) -> torch.Tensor:
+def asymmetric_loss(
+    logits: torch.Tensor, targets: torch.Tensor, gamma_pos: float, gamma_neg: float, clip: float
+) -> torch.Tensor:
     """Asymmetric loss of Ridnik et al. (2021), averaged over all elements.
 
     L+ = (1 - p)^gamma_pos * log(p),  L- = p_m^gamma_neg * log(1 - p_m),  p_m = max(p - clip, 0),
@@ -130,12 +130,12 @@ def check_loss_fits(cfg: LossConfig, task: str, where: str) -> None:
     multiclass set, or the reverse)."""
     fitting = MULTICLASS_LOSSES if task == "multiclass" else MULTILABEL_LOSSES
     if cfg.name not in fitting:
-        raise ConfigError(f"loss.name: {cfg.name!r} does not fit the {task} task of {where}; "
-                          f"expected one of {', '.join(fitting)}")
+        raise ConfigError(
+            f"loss.name: {cfg.name!r} does not fit the {task} task of {where}; expected one of {', '.join(fitting)}"
+        )
 
 
-def build_loss(cfg: LossConfig, label_counts: Sequence[int] | None = None,
-               num_samples: int | None = None) -> nn.Module:
+def build_loss(cfg: LossConfig, label_counts: Sequence[int] | None = None, num_samples: int | None = None) -> nn.Module:
     """The loss module named by `cfg`; weighted_bce needs the TRAIN split's label counts."""
     if cfg.name not in LOSS_NAMES:  # a LossConfig mutated after construction
         raise ConfigError(f"loss.name: unknown loss {cfg.name!r}; valid: {', '.join(LOSS_NAMES)}")
@@ -145,8 +145,9 @@ def build_loss(cfg: LossConfig, label_counts: Sequence[int] | None = None,
         return nn.BCEWithLogitsLoss()
     if cfg.name == "weighted_bce":
         if label_counts is None or num_samples is None:
-            raise ConfigError("loss.name: weighted_bce needs the train split's label_counts and num_samples "
-                              "(from the shard manifest)")
+            raise ConfigError(
+                "loss.name: weighted_bce needs the train split's label_counts and num_samples (from the shard manifest)"
+            )
         weights = pos_weight_from_counts(label_counts, num_samples, cfg.pos_weight_max)
         return nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weights, dtype=torch.float32))
     if cfg.name == "focal":

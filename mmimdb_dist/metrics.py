@@ -55,7 +55,9 @@ def _names(names: Sequence[str] | None, width: int) -> Sequence[str]:
     return names if names is not None else [str(i) for i in range(width)]
 
 
-def _check_inputs(y_true: Any, y_prob: Any, genres: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray, Sequence[str]]:
+def _check_inputs(
+    y_true: Any, y_prob: Any, genres: Sequence[str] | None
+) -> tuple[np.ndarray, np.ndarray, Sequence[str]]:
     y_true = np.asarray(y_true)
     y_prob = np.asarray(y_prob, dtype=np.float64)
     if y_true.ndim != 2 or y_true.shape != y_prob.shape:
@@ -85,8 +87,12 @@ def _defined_columns(y_true: np.ndarray) -> np.ndarray:
     return np.flatnonzero((positives > 0) & (positives < y_true.shape[0]))
 
 
-def compute_metrics(y_true: Any, y_prob: Any, thresholds: float | Sequence[float] | np.ndarray = DEFAULT_THRESHOLD,
-                    genres: Sequence[str] | None = None) -> dict[str, Any]:
+def compute_metrics(
+    y_true: Any,
+    y_prob: Any,
+    thresholds: float | Sequence[float] | np.ndarray = DEFAULT_THRESHOLD,
+    genres: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """All multi-label metrics of one split under one set of thresholds (a label is predicted
     when p >= t)."""
     y_true, y_prob, genres = _check_inputs(y_true, y_prob, genres)
@@ -111,12 +117,15 @@ def compute_metrics(y_true: Any, y_prob: Any, thresholds: float | Sequence[float
         "recall_micro": float(recall_score(y_true, y_pred, average="micro", **zero)),
         "recall_macro": float(recall_score(y_true, y_pred, average="macro", **zero)),
         "roc_auc_micro": float(roc_auc_score(flat_true, y_prob.ravel())) if micro_auc_defined else None,
-        "roc_auc_macro": (float(roc_auc_score(y_true[:, defined], y_prob[:, defined], average="macro"))
-                          if defined.size else None),
+        "roc_auc_macro": (
+            float(roc_auc_score(y_true[:, defined], y_prob[:, defined], average="macro")) if defined.size else None
+        ),
         "roc_auc_labels_skipped": int(len(genres) - defined.size),
-        "mean_average_precision": (float(average_precision_score(y_true[:, with_positives],
-                                                                 y_prob[:, with_positives], average="macro"))
-                                   if with_positives.size else None),
+        "mean_average_precision": (
+            float(average_precision_score(y_true[:, with_positives], y_prob[:, with_positives], average="macro"))
+            if with_positives.size
+            else None
+        ),
         "average_precision_labels_skipped": int(len(genres) - with_positives.size),
         "subset_accuracy": float(accuracy_score(y_true, y_pred)),
         # Beside each other, these show a protocol that predicts too many labels per sample.
@@ -124,15 +133,20 @@ def compute_metrics(y_true: Any, y_prob: Any, thresholds: float | Sequence[float
         "labels_per_sample_predicted": float(y_pred.sum(axis=1).mean()),
         "hamming_loss": float(hamming_loss(y_true, y_pred)),
         "per_label": [
-            {"label": name, "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-             "support": int(support[i]), "threshold": float(cuts[i])}
+            {
+                "label": name,
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+                "threshold": float(cuts[i]),
+            }
             for i, name in enumerate(genres)
         ],
     }
 
 
-def _best_threshold(true_pos: np.ndarray, predicted: np.ndarray, positives: int,
-                    grid: np.ndarray) -> float:
+def _best_threshold(true_pos: np.ndarray, predicted: np.ndarray, positives: int, grid: np.ndarray) -> float:
     """The grid value of highest F1 (ties: the one closest to 0.5, the least extreme)."""
     # F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (predicted positives + actual positives)
     f1 = 2 * true_pos / np.maximum(predicted + positives, 1)
@@ -140,8 +154,12 @@ def _best_threshold(true_pos: np.ndarray, predicted: np.ndarray, positives: int,
     return float(grid[best[np.argmin(np.abs(grid[best] - DEFAULT_THRESHOLD))]])
 
 
-def tune_thresholds(y_true_dev: Any, y_prob_dev: Any, grid: Sequence[float] | np.ndarray = THRESHOLD_GRID,
-                    min_positives: int = MIN_DEV_POSITIVES) -> np.ndarray:
+def tune_thresholds(
+    y_true_dev: Any,
+    y_prob_dev: Any,
+    grid: Sequence[float] | np.ndarray = THRESHOLD_GRID,
+    min_positives: int = MIN_DEV_POSITIVES,
+) -> np.ndarray:
     """Thresholds tuned on dev that cannot degenerate on a small dev split.
 
     A genre with at least `min_positives` dev positives gets the threshold of its best dev
@@ -192,31 +210,43 @@ def compute_multiclass_metrics(y_true: Any, y_prob: Any, names: Sequence[str] | 
         "f1_micro": float(f1_score(truth, predicted, average="micro", **zero)),
         "precision_macro": float(precision_score(truth, predicted, average="macro", **zero)),
         "recall_macro": float(recall_score(truth, predicted, average="macro", **zero)),
-        "roc_auc_macro": (float(roc_auc_score(y_true[:, defined], y_prob[:, defined], average="macro"))
-                          if defined.size else None),
+        "roc_auc_macro": (
+            float(roc_auc_score(y_true[:, defined], y_prob[:, defined], average="macro")) if defined.size else None
+        ),
         "roc_auc_labels_skipped": int(len(names) - defined.size),
-        "mean_average_precision": (float(average_precision_score(y_true[:, with_positives],
-                                                                 y_prob[:, with_positives], average="macro"))
-                                   if with_positives.size else None),
+        "mean_average_precision": (
+            float(average_precision_score(y_true[:, with_positives], y_prob[:, with_positives], average="macro"))
+            if with_positives.size
+            else None
+        ),
         "average_precision_labels_skipped": int(len(names) - with_positives.size),
         "confusion_matrix": confusion_matrix(truth, predicted, labels=classes).tolist(),
         "per_label": [
-            {"label": name, "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-             "support": int(support[i])}
+            {
+                "label": name,
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i, name in enumerate(names)
         ],
     }
 
 
-def evaluation_report(y_true: Any, y_prob: Any, dev_thresholds: Sequence[float] | np.ndarray | None,
-                      genres: Sequence[str] | None = None, task: str = "multilabel") -> dict[str, Any]:
+def evaluation_report(
+    y_true: Any,
+    y_prob: Any,
+    dev_thresholds: Sequence[float] | np.ndarray | None,
+    genres: Sequence[str] | None = None,
+    task: str = "multilabel",
+) -> dict[str, Any]:
     """The protocols of one split: for a multi-label task both (`dev_thresholds` must come from
     `tune_thresholds` on dev); for a multiclass one the arg-max (no thresholds)."""
     if task == "multiclass":
         return {"argmax": compute_multiclass_metrics(y_true, y_prob, genres), "thresholds": None}
     genres = _names(genres, np.asarray(y_true).shape[-1])
-    thresholds = _thresholds_array(dev_thresholds if dev_thresholds is not None else DEFAULT_THRESHOLD,
-                                   len(genres))
+    thresholds = _thresholds_array(dev_thresholds if dev_thresholds is not None else DEFAULT_THRESHOLD, len(genres))
     return {
         "threshold_0.5": compute_metrics(y_true, y_prob, DEFAULT_THRESHOLD, genres),
         "tuned_on_dev": compute_metrics(y_true, y_prob, thresholds, genres),
@@ -242,8 +272,18 @@ def write_metrics_json(path: str | Path, metrics: Mapping[str, Any]) -> Path:
     return Path(path)
 
 
-PER_LABEL_COLUMNS = ("split", "label", "support", "threshold_tuned", "precision_at_0.5", "recall_at_0.5",
-                     "f1_at_0.5", "precision_tuned", "recall_tuned", "f1_tuned")
+PER_LABEL_COLUMNS = (
+    "split",
+    "label",
+    "support",
+    "threshold_tuned",
+    "precision_at_0.5",
+    "recall_at_0.5",
+    "f1_at_0.5",
+    "precision_tuned",
+    "recall_tuned",
+    "f1_tuned",
+)
 MULTICLASS_COLUMNS = ("split", "label", "support", "precision", "recall", "f1")
 
 
@@ -256,14 +296,22 @@ def write_per_label_csv(path: str | Path, reports: Mapping[str, Mapping[str, Any
     for split, report in reports.items():
         if multiclass:
             for row in report["argmax"]["per_label"]:
-                writer.writerow([split, row["label"], row["support"],
-                                 *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1"))])
+                writer.writerow(
+                    [split, row["label"], row["support"], *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1"))]
+                )
             continue
         fixed, tuned = report["threshold_0.5"]["per_label"], report["tuned_on_dev"]["per_label"]
-        for at_half, at_tuned in zip(fixed, tuned):
-            writer.writerow([split, at_half["label"], at_half["support"], f"{at_tuned['threshold']:.2f}",
-                             *(f"{at_half[k]:.4f}" for k in ("precision", "recall", "f1")),
-                             *(f"{at_tuned[k]:.4f}" for k in ("precision", "recall", "f1"))])
+        for at_half, at_tuned in zip(fixed, tuned, strict=True):
+            writer.writerow(
+                [
+                    split,
+                    at_half["label"],
+                    at_half["support"],
+                    f"{at_tuned['threshold']:.2f}",
+                    *(f"{at_half[k]:.4f}" for k in ("precision", "recall", "f1")),
+                    *(f"{at_tuned[k]:.4f}" for k in ("precision", "recall", "f1")),
+                ]
+            )
     atomic_write_text(path, buffer.getvalue())
     return Path(path)
 
@@ -279,14 +327,18 @@ def format_summary(reports: Mapping[str, Mapping[str, Any]]) -> str:
         lines = [f"{'split':<6} {'accuracy':>9} {'top-5':>7} {'macro-F1':>9} {'weighted-F1':>12} {'mAP':>7}"]
         for split, report in reports.items():
             m = report["argmax"]
-            lines.append(f"{split:<6} {m['accuracy']:9.4f} {_figure(m['top5_accuracy'], 7)} {m['f1_macro']:9.4f} "
-                         f"{m['f1_weighted']:12.4f} {_figure(m['mean_average_precision'], 7)}")
+            lines.append(
+                f"{split:<6} {m['accuracy']:9.4f} {_figure(m['top5_accuracy'], 7)} {m['f1_macro']:9.4f} "
+                f"{m['f1_weighted']:12.4f} {_figure(m['mean_average_precision'], 7)}"
+            )
         return "\n".join(lines)
     lines = [f"{'split':<6} {'protocol':<14} {'micro-F1':>9} {'macro-F1':>9} {'mAP':>7} {'labels/sample (true)':>21}"]
     for split, report in reports.items():
         for protocol in ("threshold_0.5", "tuned_on_dev"):
             m = report[protocol]
             per_sample = f"{m['labels_per_sample_predicted']:.2f} ({m['labels_per_sample_true']:.2f})"
-            lines.append(f"{split:<6} {protocol:<14} {m['f1_micro']:9.4f} {m['f1_macro']:9.4f} "
-                         f"{_figure(m['mean_average_precision'], 7)} {per_sample:>21}")
+            lines.append(
+                f"{split:<6} {protocol:<14} {m['f1_micro']:9.4f} {m['f1_macro']:9.4f} "
+                f"{_figure(m['mean_average_precision'], 7)} {per_sample:>21}"
+            )
     return "\n".join(lines)

@@ -40,8 +40,10 @@ def check_output_dir(path: Path, key: str, what: str, owns: Callable[[str], bool
     foreign = sorted(name for name in os.listdir(path) if name != LOCK_NAME and not owns(name))
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise OutputError(f"{key} {path}: holds files that are not {what} ({shown}); choose an empty or "
-                          "new folder (nothing there was changed)")
+        raise OutputError(
+            f"{key} {path}: holds files that are not {what} ({shown}); choose an empty or "
+            "new folder (nothing there was changed)"
+        )
 
 
 @contextlib.contextmanager
@@ -54,23 +56,26 @@ def exclusive(path: Path, key: str, command: str, lock_name: str = LOCK_NAME) ->
         return
     lock_path = path / lock_name
     try:
-        handle = open(lock_path, "a")
+        handle = open(lock_path, "a")  # noqa: SIM115 (the `with handle:` below holds it for the lock's life)
     except OSError as exc:
         raise OutputError(f"{key} {path}: cannot create its lock file ({exc.strerror or exc})") from None
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise OutputError(f"{key} {path}: another mmimdb-dist {command} is writing there "
-                              f"({lock_path} is locked); wait for it to finish") from None
+            raise OutputError(
+                f"{key} {path}: another mmimdb-dist {command} is writing there "
+                f"({lock_path} is locked); wait for it to finish"
+            ) from None
         except OSError as exc:  # a filesystem without locks (some NFS mounts)
             logger.warning("%s: cannot lock (%s); make sure no other command writes into %s", lock_path, exc, path)
         yield
 
 
 @contextlib.contextmanager
-def claim_output_dir(path: str | Path, key: str, command: str, what: str,
-                     owns: Callable[[str], bool]) -> Iterator[Path]:
+def claim_output_dir(
+    path: str | Path, key: str, command: str, what: str, owns: Callable[[str], bool]
+) -> Iterator[Path]:
     """`check_output_dir`, then `exclusive` for the duration of the block."""
     folder = Path(path)
     check_output_dir(folder, key, what, owns)

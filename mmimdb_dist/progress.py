@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from tqdm import tqdm
+
 logger = logging.getLogger("mmimdb_dist.progress")
 
 ENV_VAR = "MMIMDB_DIST_NO_PROGRESS"
@@ -45,9 +47,18 @@ def progress_enabled() -> bool:
     return os.environ.get(ENV_VAR, "") not in ("1", "true", "yes")
 
 
-def progress(iterable: Iterable[Any] | None = None, *, total: int | None = None, desc: str = "",
-             unit: str = "it", initial: int = 0, disable: bool = False, leave: bool = False,
-             interval_s: float | None = None, **bar_options: Any) -> Any:
+def progress(
+    iterable: Iterable[Any] | None = None,
+    *,
+    total: int | None = None,
+    desc: str = "",
+    unit: str = "it",
+    initial: int = 0,
+    disable: bool = False,
+    leave: bool = False,
+    interval_s: float | None = None,
+    **bar_options: Any,
+) -> Any:
     """A tqdm bar on a terminal, a `PlainProgress` elsewhere; both iterate `iterable` and take
     `update`, `set_postfix` and `close`. `disable` (e.g. not the main rank) turns it off."""
     if iterable is not None and total is None and hasattr(iterable, "__len__"):
@@ -55,20 +66,33 @@ def progress(iterable: Iterable[Any] | None = None, *, total: int | None = None,
     if disable or not progress_enabled():
         return PlainProgress(iterable, total=total, desc=desc, unit=unit, initial=initial, silent=True)
     if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial, leave=leave,
-                    dynamic_ncols=True, **bar_options)
-    return PlainProgress(iterable, total=total, desc=desc, unit=unit, initial=initial,
-                         interval_s=PLAIN_INTERVAL_S if interval_s is None else interval_s)
+        return tqdm(
+            iterable, total=total, desc=desc, unit=unit, initial=initial, leave=leave, dynamic_ncols=True, **bar_options
+        )
+    return PlainProgress(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        initial=initial,
+        interval_s=PLAIN_INTERVAL_S if interval_s is None else interval_s,
+    )
 
 
 class PlainProgress:
     """Progress as log lines: `desc: 120/480 movie (25%), 41.2 movie/s, loss=0.4123`."""
 
-    def __init__(self, iterable: Iterable[Any] | None = None, *, total: int | None = None, desc: str = "",
-                 unit: str = "it", initial: int = 0, interval_s: float = PLAIN_INTERVAL_S,
-                 silent: bool = False) -> None:
+    def __init__(
+        self,
+        iterable: Iterable[Any] | None = None,
+        *,
+        total: int | None = None,
+        desc: str = "",
+        unit: str = "it",
+        initial: int = 0,
+        interval_s: float = PLAIN_INTERVAL_S,
+        silent: bool = False,
+    ) -> None:
         self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
         self.n = self._start_n = initial
         self.interval_s, self.silent = interval_s, silent

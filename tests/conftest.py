@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from dist_scripts.report_fixtures import attention_run
 from dist_scripts.slurm_fixtures import start_slurm_cluster
 from dist_scripts.train_fixtures import train_shards

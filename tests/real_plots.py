@@ -31,10 +31,14 @@ def shared_file(path: Path) -> Path:
     if not path.is_file():
         import pytest
 
-        pytest.skip(f"{path.name} not found in {path.parent}: it is real MM-IMDb test material kept outside "
-                    "the project (../shared/data beside the checkout); set MMIMDB_SHARED_DATA to the folder "
-                    "holding it to run this test")
+        pytest.skip(
+            f"{path.name} not found in {path.parent}: it is real MM-IMDb test material kept outside "
+            "the project (../shared/data beside the checkout); set MMIMDB_SHARED_DATA to the folder "
+            "holding it to run this test"
+        )
     return path
+
+
 HOLDOUT_FRACTION = 0.2
 SPLIT_SEED = 0
 
@@ -69,12 +73,13 @@ def read_real_plots(path: Path = REAL_PLOTS_CSV) -> tuple[list[str], np.ndarray]
     return texts, np.asarray(labels, dtype=np.int64)
 
 
-def load_real_plots_split(path: Path = REAL_PLOTS_CSV, holdout_fraction: float = HOLDOUT_FRACTION,
-                          seed: int = SPLIT_SEED) -> RealPlotsSplit:
+def load_real_plots_split(
+    path: Path = REAL_PLOTS_CSV, holdout_fraction: float = HOLDOUT_FRACTION, seed: int = SPLIT_SEED
+) -> RealPlotsSplit:
     """The same held-out fifth on every call (fixed seed), so figures are comparable across models."""
     texts, labels = read_real_plots(path)
     order = np.random.default_rng(seed).permutation(len(texts))
-    n_test = int(round(len(texts) * holdout_fraction))
+    n_test = round(len(texts) * holdout_fraction)
     test_idx, train_idx = order[:n_test], order[n_test:]
     return RealPlotsSplit(
         train_texts=[texts[i] for i in train_idx],
@@ -84,8 +89,7 @@ def load_real_plots_split(path: Path = REAL_PLOTS_CSV, holdout_fraction: float =
     )
 
 
-def trivial_topk_baseline(train_labels: np.ndarray, test_labels: np.ndarray,
-                          ks: tuple[int, ...] = (1, 2, 3)) -> dict:
+def trivial_topk_baseline(train_labels: np.ndarray, test_labels: np.ndarray, ks: tuple[int, ...] = (1, 2, 3)) -> dict:
     """Micro and macro F1 of predicting the k most frequent training genres for every movie.
 
     Returns the best micro and best macro F1 over `ks` (each maximised separately, which makes
@@ -118,16 +122,18 @@ def write_real_plots_raw(out_dir: Path, path: Path = REAL_PLOTS_CSV) -> Path:
 
     data = load_real_plots_split(path)
     n_dev = len(data.train_texts) // 5
-    parts = {"train": (data.train_texts[n_dev:], data.train_labels[n_dev:]),
-             "dev": (data.train_texts[:n_dev], data.train_labels[:n_dev]),
-             "test": (data.test_texts, data.test_labels)}
+    parts = {
+        "train": (data.train_texts[n_dev:], data.train_labels[n_dev:]),
+        "dev": (data.train_texts[:n_dev], data.train_labels[:n_dev]),
+        "test": (data.test_texts, data.test_labels),
+    }
     root = out_dir / "mmimdb"
     (root / "dataset").mkdir(parents=True, exist_ok=True)
     split: dict[str, list[str]] = {}
     number = 1
     for name, (texts, labels) in parts.items():
         split[name] = []
-        for text, row in zip(texts, labels):
+        for text, row in zip(texts, labels, strict=True):
             movie_id = f"{number:07d}"
             number += 1
             genres = [GENRES[i] for i in np.flatnonzero(row)]

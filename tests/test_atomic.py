@@ -24,10 +24,14 @@ def test_replaces_whole_file(tmp_path):
 def test_error_mid_write_keeps_old_file_and_leaves_no_temp(tmp_path):
     target = tmp_path / "ckpt.bin"
     target.write_bytes(b"old")
-    with pytest.raises(RuntimeError):
+
+    def write_then_fail() -> None:
         with atomic_open(target, "wb") as handle:
             handle.write(b"partial")
             raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        write_then_fail()
     assert target.read_bytes() == b"old"
     assert sorted(os.listdir(tmp_path)) == ["ckpt.bin"]
 
@@ -52,6 +56,5 @@ def test_file_size_limit_mid_write_leaves_nothing_under_the_final_name(tmp_path)
 
 
 def test_read_modes_are_refused(tmp_path):
-    with pytest.raises(ValueError):
-        with atomic_open(tmp_path / "x", "rb"):
-            pass
+    with pytest.raises(ValueError, match="writes only"), atomic_open(tmp_path / "x", "rb"):
+        pass

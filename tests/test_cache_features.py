@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from dist_scripts.train_fixtures import env, run_train, tiny_config, train_shards, write_config
-from mmimdb_dist.errors import ConfigError
-from mmimdb_dist.schema import load_config
+
 from mmimdb_dist.data.features import FeatureSpec, load_feature_set
 from mmimdb_dist.data.manifest import load_manifest
+from mmimdb_dist.errors import ConfigError
+from mmimdb_dist.schema import load_config
 
 PATCHES = 4  # tiny_config's CNN: patch_grid 2
 
@@ -28,9 +28,25 @@ def cached(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("features")
     config = write_config(folder / "tiny.yaml", tiny_config(shards, folder / "runs", "head", epochs=3))
     out = folder / "features"
-    result = subprocess.run([sys.executable, "-m", "mmimdb_dist.cli", "--log-level", "WARNING", "cache-features",
-                             "--config", str(config), "--out", str(out)],
-                            capture_output=True, text=True, timeout=300, env=env(), cwd=folder)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mmimdb_dist.cli",
+            "--log-level",
+            "WARNING",
+            "cache-features",
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env(),
+        cwd=folder,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"--set loader.features_dir={out}" in result.stdout
     return out, config
@@ -57,23 +73,23 @@ def test_features_mirror_the_shards(cached) -> None:
 
 def test_features_equal_the_encoders_output(cached) -> None:
     """Rows of a cached dev shard equal the saved encoders run on the same movies."""
-    from safetensors.torch import load_file
     import webdataset as wds
+    from safetensors.torch import load_file
 
-    from mmimdb_dist.data.codecs import IMAGE_MEMBER, TEXT_MEMBER
-    from mmimdb_dist.data.images import decode_poster
     from mmimdb_dist.data.batches import collate_samples
-    from mmimdb_dist.data.codecs import ShardCodec
+    from mmimdb_dist.data.codecs import IMAGE_MEMBER, TEXT_MEMBER, ShardCodec
     from mmimdb_dist.data.device import to_device
+    from mmimdb_dist.data.images import decode_poster
     from mmimdb_dist.data.vocab import Vocabulary
-    from mmimdb_dist.models import build_model
+    from mmimdb_dist.models.registry import build_model
 
-    out, config = cached
+    out, _config = cached
     cfg = load_config(out / "config.yaml")
     vocabulary = Vocabulary.load(out / "vocabulary.json")
     model = build_model(cfg.model, num_labels=23, vocab_size=len(vocabulary), pad_id=vocabulary.pad_id).eval()
     missing, unexpected = model.load_state_dict(load_file(str(out / "encoders.safetensors")), strict=False)
-    assert not unexpected and all(not k.startswith(("text_encoder.", "image_encoder.")) for k in missing)
+    assert not unexpected
+    assert all(not k.startswith(("text_encoder.", "image_encoder.")) for k in missing)
 
     source = load_manifest(cfg.loader.shards_dir)
     shard = source.split("dev").shards[0].name
@@ -102,9 +118,21 @@ def test_features_equal_the_encoders_output(cached) -> None:
 def test_fusion_head_learns_on_cached_features(cached, tmp_path: Path) -> None:
     """A GMU head on the cached features beats the constant predictor on held-out test movies."""
     out, config = cached
-    run_train(config, "--set", f"loader.features_dir={out}", "--set", f"output_dir={tmp_path}",
-              "--set", "model.name=gmu", "--set", "loss.name=weighted_bce",
-              "--set", "loader.batch_size=8", "--set", "train.lr=0.01")
+    run_train(
+        config,
+        "--set",
+        f"loader.features_dir={out}",
+        "--set",
+        f"output_dir={tmp_path}",
+        "--set",
+        "model.name=gmu",
+        "--set",
+        "loss.name=weighted_bce",
+        "--set",
+        "loader.batch_size=8",
+        "--set",
+        "train.lr=0.01",
+    )
     final = json.loads((tmp_path / "head" / "final_metrics.json").read_text())
     test = final["test"]["threshold_0.5"]
     labels = np.array([json.loads(raw)["labels"] for raw in _json_members(out, "test")])
@@ -134,9 +162,9 @@ def _json_members(out: Path, split: str) -> list[bytes]:
 
 def test_attention_fusion_reads_token_and_patch_sequences(cached) -> None:
     """Batches of the features loader carry padded token rows and the patch grid to the head."""
-    from mmimdb_dist.data.loader import build_eval_loader
     from mmimdb_dist.data.device import to_device
-    from mmimdb_dist.models import build_model
+    from mmimdb_dist.data.loader import build_eval_loader
+    from mmimdb_dist.models.registry import build_model
 
     out, config = cached
     cfg = load_config(config, [f"loader.features_dir={out}", "model.name=attention_fusion"])
@@ -156,18 +184,24 @@ def test_attention_fusion_reads_token_and_patch_sequences(cached) -> None:
 
 
 def test_attention_fusion_needs_sequences() -> None:
-    from mmimdb_dist.models import build_model
+    from mmimdb_dist.models.registry import build_model
     from mmimdb_dist.schema import ModelConfig
 
     pooled = FeatureSpec(text_dim=8, image_dim=8, sequences=False, dtype="float32")
     with pytest.raises(ConfigError, match="attention_fusion needs token and patch sequences"):
         build_model(ModelConfig(name="attention_fusion"), num_labels=23, features=pooled)
     model = build_model(ModelConfig(name="gmu"), num_labels=23, features=pooled)
-    batch = {"text_features": torch.randn(3, 1, 8), "attention_mask": torch.ones(3, 1, dtype=torch.long),
-             "image_features": torch.randn(3, 1, 8)}
+    batch = {
+        "text_features": torch.randn(3, 1, 8),
+        "attention_mask": torch.ones(3, 1, dtype=torch.long),
+        "image_features": torch.randn(3, 1, 8),
+    }
     assert model(batch)["logits"].shape == (3, 23)
-    raw = {"input_ids": torch.ones(3, 5, dtype=torch.long), "attention_mask": torch.ones(3, 5, dtype=torch.long),
-           "pixel_values": torch.zeros(3, 3, 32, 32)}
+    raw = {
+        "input_ids": torch.ones(3, 5, dtype=torch.long),
+        "attention_mask": torch.ones(3, 5, dtype=torch.long),
+        "pixel_values": torch.zeros(3, 3, 32, 32),
+    }
     with pytest.raises(ValueError, match="trained on cached encoder features"):
         model(raw)  # never silently read as two missing modalities
 
@@ -179,7 +213,7 @@ def test_features_folder_without_manifest_is_refused(tmp_path: Path) -> None:
         load_feature_set(tmp_path)
 
 
-@pytest.mark.parametrize("model, unused", [("text_only", "image"), ("image_only", "text")])
+@pytest.mark.parametrize(("model", "unused"), [("text_only", "image"), ("image_only", "text")])
 def test_a_unimodal_config_caches_its_one_encoder_and_trains_on_it(cached, tmp_path: Path, model, unused) -> None:
     """A text-only (image-only) config caches plot (poster) features alone; a head of that kind
     trains on them, and a fusion head asking for the missing modality is one clear error."""
@@ -187,9 +221,26 @@ def test_a_unimodal_config_caches_its_one_encoder_and_trains_on_it(cached, tmp_p
     out = tmp_path / "features"
     kind_off = [f"model.{unused}.kind=none"]
     base = ["--set", f"model.name={model}", *[a for k in kind_off for a in ("--set", k)]]
-    result = subprocess.run([sys.executable, "-m", "mmimdb_dist.cli", "--log-level", "WARNING", "cache-features",
-                             "--config", str(config), "--out", str(out), *base],
-                            capture_output=True, text=True, timeout=300, env=env(), cwd=tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mmimdb_dist.cli",
+            "--log-level",
+            "WARNING",
+            "cache-features",
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+            *base,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env(),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     spec = load_feature_set(out).spec
     assert (spec.text_dim, spec.image_dim) == ((64, 0) if model == "text_only" else (0, 16))
@@ -200,8 +251,24 @@ def test_a_unimodal_config_caches_its_one_encoder_and_trains_on_it(cached, tmp_p
     run_train(config, "--set", f"loader.features_dir={out}", "--set", f"output_dir={tmp_path}", *base)
     final = json.loads((tmp_path / "head" / "final_metrics.json").read_text())
     assert final["test"]["threshold_0.5"]["num_samples"] == load_feature_set(out).manifest.split("test").num_samples
-    refused = subprocess.run([sys.executable, "-m", "mmimdb_dist.cli", "train", "--config", str(config),
-                              "--set", f"loader.features_dir={out}", "--set", f"output_dir={tmp_path / 'no'}"],
-                             capture_output=True, text=True, timeout=300, env=env(), cwd=tmp_path)
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mmimdb_dist.cli",
+            "train",
+            "--config",
+            str(config),
+            "--set",
+            f"loader.features_dir={out}",
+            "--set",
+            f"output_dir={tmp_path / 'no'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env(),
+        cwd=tmp_path,
+    )
     assert refused.returncode == 2
     assert f"reads {unused} features, but the features set holds none" in refused.stderr

@@ -27,11 +27,14 @@ def test_defaults_load_without_a_file():
 
 
 def test_yaml_values_and_overrides_apply(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         name: exp1
         loader: {batch_size: 8, num_workers: 0}
         data: {plot_policy: first}
-    """)
+    """,
+    )
     cfg = load_config(path, ["loader.batch_size=16", "shard.poster_short_side=128", "seed=7"])
     assert cfg.name == "exp1"
     assert cfg.loader.batch_size == 16  # override wins over the file
@@ -125,7 +128,7 @@ def test_missing_file_is_a_clear_error(tmp_path):
 
 def test_resolved_config_round_trips(tmp_path):
     cfg = load_config(None, ["loader.batch_size=4", "name=roundtrip"])
-    written = save_config(cfg, tmp_path / "run")
+    written = save_config(cfg, tmp_path / "run" / "config.yaml")
     assert written.name == "config.yaml"
     assert load_config(written) == cfg
     assert not [p for p in written.parent.iterdir() if p.name.endswith(".tmp")]
@@ -142,9 +145,20 @@ def test_every_shipped_config_loads():
 
 def test_cli_reports_config_errors_in_one_line(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "mmimdb_dist.cli", "shard", "--raw", str(tmp_path), "--out",
-         str(tmp_path / "s"), "--set", "loader.batch_sise=3"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mmimdb_dist.cli",
+            "shard",
+            "--raw",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "s"),
+            "--set",
+            "loader.batch_sise=3",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -156,36 +170,44 @@ def test_cli_reports_config_errors_in_one_line(tmp_path):
 
 
 def test_a_config_states_only_what_differs_from_its_base(tmp_path):
-    (tmp_path / "parent.yaml").write_text(textwrap.dedent("""
+    (tmp_path / "parent.yaml").write_text(
+        textwrap.dedent("""
         name: parent
         loader: {batch_size: 8, num_workers: 3}
         model:
           name: early_fusion
           image: {kind: cnn, cnn_channels: [4, 8, 8, 8]}
         train: {lr: 0.02, epochs: 3}
-    """))
+    """)
+    )
     (tmp_path / "sub").mkdir()
     child = tmp_path / "sub" / "child.yaml"
-    child.write_text("base: ../parent.yaml\nname: child\nloader: {batch_size: 16}\n"
-                     "model: {image: {cnn_channels: [2, 2, 2, 2]}}\n")
+    child.write_text(
+        "base: ../parent.yaml\nname: child\nloader: {batch_size: 16}\nmodel: {image: {cnn_channels: [2, 2, 2, 2]}}\n"
+    )
     cfg = load_config(child, ["train.epochs=5"])
     assert (cfg.name, cfg.loader.batch_size, cfg.loader.num_workers) == ("child", 16, 3)  # sections merge
-    assert cfg.model.image.cnn_channels == [2, 2, 2, 2] and cfg.model.image.kind == "cnn"  # lists replace
+    assert cfg.model.image.cnn_channels == [2, 2, 2, 2]
+    assert cfg.model.image.kind == "cnn"
     assert (cfg.train.lr, cfg.train.epochs) == (0.02, 5)  # --set applies last
 
     several = tmp_path / "several.yaml"
     (tmp_path / "fast.yaml").write_text("train: {lr: 0.1}\n")
     several.write_text("base: [parent.yaml, fast.yaml]\n")
-    assert load_config(several).train.lr == 0.1 and load_config(several).name == "parent"  # in order
+    assert load_config(several).train.lr == 0.1
+    assert load_config(several).name == "parent"
 
 
-@pytest.mark.parametrize(("files", "message"), [
-    ({"a.yaml": "base: b.yaml\n", "b.yaml": "base: a.yaml\n"}, "leads back to itself"),
-    ({"a.yaml": "base: a.yaml\n"}, "leads back to itself"),
-    ({"a.yaml": "base: missing.yaml\n"}, "does not exist (a base is named relative to"),
-    ({"a.yaml": "base: {x: 1}\n"}, "base: expected a config file name or a list"),
-    ({"a.yaml": "base: b.yaml\n", "b.yaml": "train: {lr_rate: 1}\n"}, "unknown config key 'train.lr_rate'"),
-])
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"a.yaml": "base: b.yaml\n", "b.yaml": "base: a.yaml\n"}, "leads back to itself"),
+        ({"a.yaml": "base: a.yaml\n"}, "leads back to itself"),
+        ({"a.yaml": "base: missing.yaml\n"}, "does not exist (a base is named relative to"),
+        ({"a.yaml": "base: {x: 1}\n"}, "base: expected a config file name or a list"),
+        ({"a.yaml": "base: b.yaml\n", "b.yaml": "train: {lr_rate: 1}\n"}, "unknown config key 'train.lr_rate'"),
+    ],
+)
 def test_base_mistakes_are_one_line_naming_the_file(tmp_path, files, message):
     for name, text in files.items():
         (tmp_path / name).write_text(text)
@@ -199,15 +221,16 @@ def test_shipped_variants_equal_their_parent_but_for_what_they_state():
     import yaml
 
     configs = Path(__file__).resolve().parents[1] / "configs"
-    children = [path for path in sorted(configs.glob("synth_*.yaml"))
-                if "base" in (yaml.safe_load(path.read_text()) or {})]
+    children = [
+        path for path in sorted(configs.glob("synth_*.yaml")) if "base" in (yaml.safe_load(path.read_text()) or {})
+    ]
     assert len(children) >= 7
     for path in children:
         own = yaml.safe_load(path.read_text())
         parent = load_config(path.parent / own.pop("base"))
         child = load_config(path)
 
-        def walk(a, b, stated, where=""):
+        def walk(a, b, stated, where="", path=path):
             for key in a:
                 if isinstance(a[key], dict) and isinstance(stated.get(key), dict):
                     walk(a[key], b[key], stated[key], f"{where}{key}.")

@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from dist_scripts.train_fixtures import RUN_TIMEOUT_S, env, evaluate_checkpoint, tiny_config, write_config
-from mmimdb_dist.run.metrics_log import read_records
+
 from mmimdb_dist.run.layout import METRICS_LOG
+from mmimdb_dist.run.metrics_log import read_records
 
 pytestmark = pytest.mark.slow
 
@@ -35,10 +35,28 @@ def _free_port() -> int:
 def launch(stage: int | str, config: Path, *extra: str, timeout_s: int = RUN_TIMEOUT_S) -> subprocess.CompletedProcess:
     """`stage`: 2 or 3 for the project's CPU launch configs, or the path of another one."""
     launch_config = f"launch/accelerate/zero{stage}_cpu.yaml" if isinstance(stage, int) else stage
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--use_deepspeed",
-               "--config_file", launch_config, "--num_processes", "2",
-               "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
-               "-m", "mmimdb_dist.cli", "--log-level", "WARNING", "train", "--config", str(config), *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--use_deepspeed",
+        "--config_file",
+        launch_config,
+        "--num_processes",
+        "2",
+        "--main_process_ip",
+        "127.0.0.1",
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "mmimdb_dist.cli",
+        "--log-level",
+        "WARNING",
+        "train",
+        "--config",
+        str(config),
+        *extra,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env(), cwd=REPO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -51,28 +69,32 @@ def records(run_dir: Path, kind: str) -> list[dict]:
 def test_zero2_trains_checkpoints_and_resumes(shards, tmp_path):
     run_dir = tmp_path / "runs" / "zero2"
     # warmup then cosine: the logged learning rates show the scheduler reaches the ZeRO optimizer
-    base = tiny_config(shards, tmp_path / "runs", "zero2", epochs=2, log_every=1, grad_accum_steps=2,
-                       max_grad_norm=0.5)
+    base = tiny_config(shards, tmp_path / "runs", "zero2", epochs=2, log_every=1, grad_accum_steps=2, max_grad_norm=0.5)
     launch(2, write_config(tmp_path / "zero2.yaml", base))
 
     final = json.loads((run_dir / "final_metrics.json").read_text())
-    assert final["world_size"] == 2 and final["mixed_precision"] == "no"
+    assert final["world_size"] == 2
+    assert final["mixed_precision"] == "no"
     train = records(run_dir, "train")
     losses = [r["loss"] for r in train]
     # (the classifier starts at the genre priors, so the first losses are already the priors' entropy)
     assert sum(losses[-3:]) / 3 < 0.95 * sum(losses[:3]) / 3, losses
     lrs = [r["lr"]["head"] for r in train]
-    assert lrs[0] < lrs[2] and lrs[-1] < max(lrs), lrs  # warmup, then decay
+    assert lrs[0] < lrs[2], lrs
+    assert lrs[-1] < max(lrs), lrs  # warmup, then decay
     # DeepSpeed clips and reports the norm of the step it took
     assert all(r["grad_norm"] is not None and r["grad_norm"] > 0 for r in train)
     # accumulation groups of 2 batches: steps = ceil(batches / 2) per epoch
     evals = records(run_dir, "eval")
-    assert len(evals) == 2 and evals[-1]["step"] == train[-1]["step"]
+    assert len(evals) == 2
+    assert evals[-1]["step"] == train[-1]["step"]
     assert train[-1]["batches_seen"] in (2 * train[-1]["step"], 2 * train[-1]["step"] - 2)
 
     checkpoint = run_dir / "checkpoints" / final["best_checkpoint"]
     assert sorted(p.name for p in (checkpoint / "pytorch_model").glob("*optim_states.pt")) == [
-        "zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+        "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "zero_pp_rank_1_mp_rank_00_optim_states.pt",
+    ]
     # the inference export is the trained model: a plain 1-process evaluation reproduces dev
     dev = evaluate_checkpoint(checkpoint, "dev")
     from mmimdb_dist.metrics import compute_metrics
@@ -85,16 +107,18 @@ def test_zero2_trains_checkpoints_and_resumes(shards, tmp_path):
     assert logged["mean_average_precision"] == pytest.approx(reported["mean_average_precision"], abs=1e-6)
     assert logged["f1_macro"] == pytest.approx(reported["f1_macro"], abs=1e-6)
     assert compute_metrics(dev.labels, dev.probs)["mean_average_precision"] == pytest.approx(
-        reported["mean_average_precision"], abs=1e-4)
+        reported["mean_average_precision"], abs=1e-4
+    )
 
     # a longer run resumes from the newest checkpoint instead of starting over
     newest_step = train[-1]["step"]
     longer = write_config(tmp_path / "zero2.yaml", {**base, "train": {**base["train"], "epochs": 3}})
     launch(2, longer, "--resume", "auto")
     train_after = records(run_dir, "train")
-    assert train_after[:len(train)] == train  # history up to the checkpoint is kept as is
-    resumed = train_after[len(train):]
-    assert resumed and resumed[0]["step"] == newest_step + 1
+    assert train_after[: len(train)] == train  # history up to the checkpoint is kept as is
+    resumed = train_after[len(train) :]
+    assert resumed
+    assert resumed[0]["step"] == newest_step + 1
     # the optimizer state came back: the first resumed loss continues the curve, no restart spike
     assert resumed[0]["loss"] < losses[0] * 0.9
     assert json.loads((run_dir / "final_metrics.json").read_text())["last_epoch"] == 2
@@ -102,8 +126,9 @@ def test_zero2_trains_checkpoints_and_resumes(shards, tmp_path):
 
 def test_zero3_fp32_trains_and_exports_gathered_weights(shards, tmp_path):
     run_dir = tmp_path / "runs" / "zero3"
-    launch(3, write_config(tmp_path / "zero3.yaml", tiny_config(shards, tmp_path / "runs", "zero3", epochs=1,
-                                                                  log_every=2)))
+    launch(
+        3, write_config(tmp_path / "zero3.yaml", tiny_config(shards, tmp_path / "runs", "zero3", epochs=1, log_every=2))
+    )
     final = json.loads((run_dir / "final_metrics.json").read_text())
     checkpoint = run_dir / "checkpoints" / final["best_checkpoint"]
     # parameters are partitioned: each rank saved its own shard of them
@@ -119,7 +144,6 @@ def test_zero3_fp32_trains_and_exports_gathered_weights(shards, tmp_path):
     assert losses[-1] < losses[0], losses
 
 
-
 def test_zero2_bf16_casts_inputs_and_buffers_and_learns(shards, tmp_path):
     """DeepSpeed's own bf16 mode (zero2.json, the GPU config) on CPU: the model runs in bf16
     without autocast, so the trainer feeds it bf16 pixels and bf16 BatchNorm statistics."""
@@ -130,8 +154,10 @@ def test_zero2_bf16_casts_inputs_and_buffers_and_learns(shards, tmp_path):
     launch_config["deepspeed_config"]["deepspeed_config_file"] = str(REPO / "launch/deepspeed/zero2.json")
     launch_yaml = tmp_path / "zero2_bf16_cpu.yaml"
     launch_yaml.write_text(yaml.safe_dump(launch_config))
-    launch(str(launch_yaml), write_config(tmp_path / "bf16.yaml",
-                                          tiny_config(shards, tmp_path / "runs", "bf16", epochs=1, log_every=2)))
+    launch(
+        str(launch_yaml),
+        write_config(tmp_path / "bf16.yaml", tiny_config(shards, tmp_path / "runs", "bf16", epochs=1, log_every=2)),
+    )
     run_dir = tmp_path / "runs" / "bf16"
     final = json.loads((run_dir / "final_metrics.json").read_text())
     assert final["mixed_precision"] == "bf16"
@@ -140,7 +166,7 @@ def test_zero2_bf16_casts_inputs_and_buffers_and_learns(shards, tmp_path):
     assert min(losses[-2:]) < losses[0], losses
     exported = run_dir / "checkpoints" / final["best_checkpoint"] / "inference" / "model.safetensors"
     with safe_open(str(exported), "pt") as weights:
-        dtypes = {str(weights.get_slice(name).get_dtype()) for name in weights.keys()}
+        dtypes = {str(weights.get_slice(name).get_dtype()) for name in weights}
     assert "BF16" in dtypes
 
 
@@ -159,15 +185,23 @@ def _fill(plugin, accelerator_precision: str = "no", **train):
     from mmimdb_dist.schema import load_config
     from mmimdb_dist.train.deepspeed_config import fill_deepspeed_config
 
-    cfg = load_config(REPO / "configs/synth_early_fusion.yaml",
-                      [f"train.{key}={value}" for key, value in train.items()])
+    cfg = load_config(
+        REPO / "configs/synth_early_fusion.yaml", [f"train.{key}={value}" for key, value in train.items()]
+    )
     accelerator = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin), mixed_precision=accelerator_precision)
     fill_deepspeed_config(accelerator, cfg)
     return plugin.deepspeed_config
 
 
-@pytest.mark.parametrize("path", ["launch/deepspeed/zero2.json", "launch/deepspeed/zero3.json",
-                                  "launch/deepspeed/zero2_fp32.json", "launch/deepspeed/zero3_fp32.json"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "launch/deepspeed/zero2.json",
+        "launch/deepspeed/zero3.json",
+        "launch/deepspeed/zero2_fp32.json",
+        "launch/deepspeed/zero3_fp32.json",
+    ],
+)
 def test_launch_configs_resolve_from_the_experiment_config(path):
     filled = _fill(_plugin_for(path), max_grad_norm=0.25, grad_accum_steps=4)
     assert filled["train_micro_batch_size_per_gpu"] == 32  # loader.batch_size of the config
@@ -212,8 +246,8 @@ def test_zero3_evaluates_uneven_shares_with_every_parameter_sharded(shards, tmp_
     two ranks' shares of dev and test differ in batches: the rank with fewer pads with repeat
     forwards whose outputs are dropped, and the metrics are those of a 1-process evaluation."""
     import yaml
-
     from dist_scripts.loader_fixtures import manifest_ids
+
     from mmimdb_dist.data.loader import build_eval_loader
     from mmimdb_dist.data.manifest import load_manifest
     from mmimdb_dist.data.vocab import Vocabulary
@@ -221,19 +255,23 @@ def test_zero3_evaluates_uneven_shares_with_every_parameter_sharded(shards, tmp_
 
     ds = json.loads((REPO / "launch/deepspeed/zero3_fp32.json").read_text())
     # nothing kept whole or kept gathered between forwards: every forward gathers every weight
-    ds["zero_optimization"].update(stage3_param_persistence_threshold=0, stage3_max_live_parameters=0,
-                                   stage3_max_reuse_distance=0, stage3_prefetch_bucket_size=0)
+    ds["zero_optimization"].update(
+        stage3_param_persistence_threshold=0,
+        stage3_max_live_parameters=0,
+        stage3_max_reuse_distance=0,
+        stage3_prefetch_bucket_size=0,
+    )
     (tmp_path / "zero3_sharded.json").write_text(json.dumps(ds))
     launch_config = yaml.safe_load((REPO / "launch/accelerate/zero3_cpu.yaml").read_text())
     launch_config["deepspeed_config"]["deepspeed_config_file"] = str(tmp_path / "zero3_sharded.json")
     (tmp_path / "zero3_sharded.yaml").write_text(yaml.safe_dump(launch_config))
-    config = write_config(tmp_path / "sharded.yaml", tiny_config(shards, tmp_path / "runs", "sharded", epochs=1,
-                                                                   log_every=2))
+    config = write_config(
+        tmp_path / "sharded.yaml", tiny_config(shards, tmp_path / "runs", "sharded", epochs=1, log_every=2)
+    )
     cfg = load_config(config)
     manifest = load_manifest(shards)
     vocabulary = Vocabulary.build(["a b c"])
-    lengths = [len(build_eval_loader(cfg.loader, manifest, "dev", vocabulary, rank=r, world_size=2))
-               for r in range(2)]
+    lengths = [len(build_eval_loader(cfg.loader, manifest, "dev", vocabulary, rank=r, world_size=2)) for r in range(2)]
     assert lengths[0] != lengths[1], lengths  # dev's shares really are uneven in batches
 
     launch(str(tmp_path / "zero3_sharded.yaml"), config, timeout_s=150)
@@ -246,7 +284,8 @@ def test_zero3_evaluates_uneven_shares_with_every_parameter_sharded(shards, tmp_
     from mmimdb_dist.metrics import compute_metrics
 
     assert compute_metrics(dev.labels, dev.probs)["mean_average_precision"] == pytest.approx(
-        final["dev"]["threshold_0.5"]["mean_average_precision"], abs=1e-4)
+        final["dev"]["threshold_0.5"]["mean_average_precision"], abs=1e-4
+    )
 
 
 def test_a_non_finite_loss_under_zero2_stops_before_deepspeed_steps(shards, tmp_path):
@@ -254,17 +293,33 @@ def test_a_non_finite_loss_under_zero2_stops_before_deepspeed_steps(shards, tmp_
     the ranks' finiteness agreement must come before that backward: the engine then never steps
     on the non-finite loss, its weights stay finite, and the error line's "no step was taken"
     is true."""
-    config = write_config(tmp_path / "nan.yaml", tiny_config(shards, tmp_path / "runs", "nan", epochs=1, lr=1e30,
-                                                               warmup_steps=0, max_grad_norm=None))
+    config = write_config(
+        tmp_path / "nan.yaml",
+        tiny_config(shards, tmp_path / "runs", "nan", epochs=1, lr=1e30, warmup_steps=0, max_grad_norm=None),
+    )
     script = Path(__file__).parent / "dist_scripts" / "nonfinite_ranks.py"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--use_deepspeed",
-               "--config_file", "launch/accelerate/zero2_cpu.yaml", "--num_processes", "2",
-               "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
-               str(script), str(config), str(tmp_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--use_deepspeed",
+        "--config_file",
+        "launch/accelerate/zero2_cpu.yaml",
+        "--num_processes",
+        "2",
+        "--main_process_ip",
+        "127.0.0.1",
+        "--main_process_port",
+        str(_free_port()),
+        str(script),
+        str(config),
+        str(tmp_path),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env(), cwd=REPO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
     for report in reports:
-        assert report["error"] and "no step was taken with it" in report["error"], report
+        assert report["error"], report
+        assert "no step was taken with it" in report["error"], report
         assert report["engine_steps"] == report["trainer_steps"], report  # DeepSpeed took no extra step
         assert report["weights_finite"], report

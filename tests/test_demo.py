@@ -23,15 +23,21 @@ pytestmark = pytest.mark.slow
 
 def test_demo_ranks_fusion_first_under_both_protocols(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    result = subprocess.run([sys.executable, "-m", "mmimdb_dist.cli", "demo", "--out", str(out), "--movies", "1200",
-                             "--workers", "2"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "mmimdb_dist.cli", "demo", "--out", str(out), "--movies", "1200", "--workers", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {row["run"]: row for row in csv.DictReader((out / "model_comparison.csv").open())}
     assert set(rows) == {"baseline", "synth_demo_text", "synth_demo_image", "synth_demo_fusion"}
     print()
     for name, row in rows.items():
-        print(f"  {name:<18} macro-F1 @0.5 {float(row['f1_macro@0.5']):.4f}  tuned {float(row['f1_macro@tuned']):.4f}"
-              f"  mAP {float(row['mean_average_precision']):.4f}")
+        print(
+            f"  {name:<18} macro-F1 @0.5 {float(row['f1_macro@0.5']):.4f}  tuned {float(row['f1_macro@tuned']):.4f}"
+            f"  mAP {float(row['mean_average_precision']):.4f}"
+        )
     fusion = rows.pop("synth_demo_fusion")
     for protocol in ("0.5", "tuned"):
         key = f"f1_macro@{protocol}"

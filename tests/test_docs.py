@@ -51,7 +51,7 @@ def test_every_path_test_and_module_name_a_doc_mentions_exists(doc: Path):
     for quoted in re.findall(r"`([^`\n]+)`|\]\(([^)\s]+)\)", text):
         for span in quoted:
             for match in PATH.finditer(span):
-                path, after = match.group().rstrip(".,"), span[match.end():match.end() + 1]
+                path, after = match.group().rstrip(".,"), span[match.end() : match.end() + 1]
                 pattern = after in ("*", "{", "<")  # a family of files (`configs/synth_*`), not one
                 if not pattern and not PLACEHOLDER.search(path) and not (REPO / path).exists():
                     missing.append(path)

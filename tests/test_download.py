@@ -14,11 +14,12 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from dist_scripts.archive_server import SPLIT, ArchiveServer, add_file, mmimdb_tar_gz
-from mmimdb_dist.data.sources.mmimdb.extract import EXTRACTED_MARKER, extract
+
 from mmimdb_dist.data.sources.mmimdb.download import LOCK_NAME, download, fetch_mmimdb
+from mmimdb_dist.data.sources.mmimdb.extract import EXTRACTED_MARKER, extract
 from mmimdb_dist.errors import DownloadError, OutputError
+
 
 @pytest.fixture(scope="module")
 def payload() -> bytes:
@@ -42,7 +43,11 @@ def test_full_download_extracts_the_layout_and_a_rerun_does_nothing(tmp_path: Pa
         assert not (tmp_path / "mmimdb.tar.gz.part").exists()
         assert json.loads((raw / "split.json").read_text()) == SPLIT
         assert sorted(p.name for p in (raw / "dataset").iterdir()) == [
-            "0000001.jpeg", "0000001.json", "0000002.jpeg", "0000002.json"]
+            "0000001.jpeg",
+            "0000001.json",
+            "0000002.jpeg",
+            "0000002.json",
+        ]
         assert (tmp_path / EXTRACTED_MARKER).read_text().strip() == _sha(payload)
         assert server.bytes_served == [len(payload)]
         assert "Range" not in server.requests[0]
@@ -63,8 +68,7 @@ def test_marker_without_the_raw_folder_extracts_again(tmp_path: Path, payload: b
     assert len(server.requests) == 1
 
 
-def test_a_second_run_into_the_same_folder_is_refused_while_one_holds_it(tmp_path: Path,
-                                                                        payload: bytes) -> None:
+def test_a_second_run_into_the_same_folder_is_refused_while_one_holds_it(tmp_path: Path, payload: bytes) -> None:
     with ArchiveServer(payload) as server, open(tmp_path / LOCK_NAME, "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(OutputError, match="another mmimdb-dist download is writing there"):
@@ -77,8 +81,7 @@ def test_a_second_run_into_the_same_folder_is_refused_while_one_holds_it(tmp_pat
 def test_cut_connection_resumes_with_a_range_request(tmp_path: Path, payload: bytes) -> None:
     cut = 50_000
     with ArchiveServer(payload, cut_after=cut) as server:
-        archive = download(server.url, tmp_path, _sha(payload), retries=2, timeout=5.0, backoff=0.0,
-                           progress=False)
+        archive = download(server.url, tmp_path, _sha(payload), retries=2, timeout=5.0, backoff=0.0, progress=False)
     assert archive.read_bytes() == payload
     assert len(server.requests) == 2
     assert server.requests[1]["Range"] == f"bytes={cut}-"
@@ -88,8 +91,7 @@ def test_cut_connection_resumes_with_a_range_request(tmp_path: Path, payload: by
 def test_stalled_server_times_out_and_the_retry_resumes(tmp_path: Path, payload: bytes) -> None:
     stall = 25_000
     with ArchiveServer(payload, stall_after=stall) as server:
-        archive = download(server.url, tmp_path, _sha(payload), retries=1, timeout=1.0, backoff=0.0,
-                           progress=False)
+        archive = download(server.url, tmp_path, _sha(payload), retries=1, timeout=1.0, backoff=0.0, progress=False)
     assert archive.read_bytes() == payload
     assert server.requests[1]["Range"] == f"bytes={stall}-"
     assert server.bytes_served == [stall, len(payload) - stall]
@@ -100,7 +102,8 @@ def test_rerun_after_giving_up_resumes_the_part_file(tmp_path: Path, payload: by
     with ArchiveServer(payload, cut_after=cut) as server:
         with pytest.raises(DownloadError) as error:
             download(server.url, tmp_path, _sha(payload), retries=0, timeout=5.0, backoff=0.0, progress=False)
-        assert server.url in str(error.value) and "run again to resume" in str(error.value)
+        assert server.url in str(error.value)
+        assert "run again to resume" in str(error.value)
         assert (tmp_path / "mmimdb.tar.gz.part").read_bytes() == payload[:cut]
         assert not (tmp_path / "mmimdb.tar.gz").exists()
 
@@ -138,22 +141,20 @@ def test_part_file_longer_than_the_archive_starts_again(tmp_path: Path, payload:
     assert server.bytes_served == [0, len(payload)]
 
 
-def test_checksum_mismatch_names_file_and_digests_and_leaves_no_final_file(tmp_path: Path,
-                                                                          payload: bytes) -> None:
+def test_checksum_mismatch_names_file_and_digests_and_leaves_no_final_file(tmp_path: Path, payload: bytes) -> None:
     wrong = "0" * 64
-    with ArchiveServer(payload) as server:
-        with pytest.raises(DownloadError) as error:
-            download(server.url, tmp_path, wrong, retries=0, timeout=5.0, progress=False)
+    with ArchiveServer(payload) as server, pytest.raises(DownloadError) as error:
+        download(server.url, tmp_path, wrong, retries=0, timeout=5.0, progress=False)
     message = str(error.value)
     assert str(tmp_path / "mmimdb.tar.gz") in message
-    assert wrong in message and _sha(payload) in message
+    assert wrong in message
+    assert _sha(payload) in message
     assert not (tmp_path / "mmimdb.tar.gz").exists()
     assert not (tmp_path / "mmimdb.tar.gz.part").exists()
     assert (tmp_path / "mmimdb.tar.gz.bad").read_bytes() == payload
 
 
-def test_existing_final_file_with_wrong_digest_is_an_error_not_a_download(tmp_path: Path,
-                                                                          payload: bytes) -> None:
+def test_existing_final_file_with_wrong_digest_is_an_error_not_a_download(tmp_path: Path, payload: bytes) -> None:
     (tmp_path / "mmimdb.tar.gz").write_bytes(b"not the archive")
     with ArchiveServer(payload) as server:
         with pytest.raises(DownloadError) as error:
@@ -161,7 +162,8 @@ def test_existing_final_file_with_wrong_digest_is_an_error_not_a_download(tmp_pa
         assert server.requests == []
     message = str(error.value)
     assert str(tmp_path / "mmimdb.tar.gz") in message
-    assert _sha(b"not the archive") in message and _sha(payload) in message
+    assert _sha(b"not the archive") in message
+    assert _sha(payload) in message
     assert (tmp_path / "mmimdb.tar.gz").read_bytes() == b"not the archive"
 
 
@@ -232,7 +234,8 @@ def test_hostile_archive_extracts_nothing_and_names_the_member(tmp_path: Path, c
     with pytest.raises(DownloadError) as error:
         extract(archive, destination, digest="d" * 64, progress=False)
     message = str(error.value)
-    assert str(archive) in message and repr(bad_member) in message
+    assert str(archive) in message
+    assert repr(bad_member) in message
     assert list(destination.iterdir()) == []
     assert list(outside.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dest", "hostile.tar.gz", "outside"]
@@ -255,19 +258,24 @@ def test_archive_without_split_json_is_refused_before_extracting(tmp_path: Path)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         add_file(tar, "other/readme.txt", b"hello")
-    with ArchiveServer(buffer.getvalue()) as server:
-        with pytest.raises(DownloadError, match="mmimdb/split.json"):
-            _fetch(server, tmp_path, buffer.getvalue())
+    with ArchiveServer(buffer.getvalue()) as server, pytest.raises(DownloadError, match="mmimdb/split.json"):
+        _fetch(server, tmp_path, buffer.getvalue())
     assert not (tmp_path / "other").exists()
     assert not (tmp_path / EXTRACTED_MARKER).exists()
 
 
 def test_links_inside_the_destination_are_extracted(tmp_path: Path) -> None:
     archive = tmp_path / "links.tar.gz"
-    archive.write_bytes(mmimdb_tar_gz([("symlink", "mmimdb/latest.json", "dataset/0000001.json"),
-                                        ("hardlink", "mmimdb/copy.json", "mmimdb/dataset/0000002.json"),
-                                        ("symlink", "mmimdb/posters", "./dataset"),
-                                        ("symlink", "mmimdb/first.jpeg", "posters/../posters/0000001.jpeg")]))
+    archive.write_bytes(
+        mmimdb_tar_gz(
+            [
+                ("symlink", "mmimdb/latest.json", "dataset/0000001.json"),
+                ("hardlink", "mmimdb/copy.json", "mmimdb/dataset/0000002.json"),
+                ("symlink", "mmimdb/posters", "./dataset"),
+                ("symlink", "mmimdb/first.jpeg", "posters/../posters/0000001.jpeg"),
+            ]
+        )
+    )
     destination = extract(archive, tmp_path / "dest", progress=False)
     raw = destination / "mmimdb"
     assert (raw / "latest.json").is_symlink()
@@ -280,8 +288,9 @@ def test_links_inside_the_destination_are_extracted(tmp_path: Path) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mmimdb_dist.cli", "download", *args],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "mmimdb_dist.cli", "download", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_cli_downloads_and_prints_the_raw_folder(tmp_path: Path, payload: bytes) -> None:
@@ -298,5 +307,7 @@ def test_cli_checksum_mismatch_exits_2_with_one_error_line(tmp_path: Path, paylo
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1
-    assert errors[0].startswith("mmimdb-dist download: error: ") and "SHA-256 mismatch" in errors[0]
-    assert not (tmp_path / "mmimdb.tar.gz").exists() and not (tmp_path / "mmimdb").exists()
+    assert errors[0].startswith("mmimdb-dist download: error: ")
+    assert "SHA-256 mismatch" in errors[0]
+    assert not (tmp_path / "mmimdb.tar.gz").exists()
+    assert not (tmp_path / "mmimdb").exists()

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from dist_scripts.report_fixtures import cli, raw_folder
 from dist_scripts.tiny_encoders import IMAGE_SIZE, STATS, TEXT_POSITIONS, save_tiny
 from dist_scripts.train_fixtures import env, run_train, tiny_config, train_command, train_shards, write_config
+
 from mmimdb_dist.schema import load_config
 
 pytestmark = pytest.mark.slow
@@ -34,11 +34,14 @@ def _final(run_dir: Path) -> dict:
 
 
 def dual_run_config(shards: Path, root: Path, name: str, model_folder: Path) -> dict:
-    config = tiny_config(shards, root / "runs", name, epochs=2, checkpoint_every_steps=5, keep_checkpoints=2,
-                         lr=0.003, encoder_lr=0.001)
+    config = tiny_config(
+        shards, root / "runs", name, epochs=2, checkpoint_every_steps=5, keep_checkpoints=2, lr=0.003, encoder_lr=0.001
+    )
     config["loader"].update(image_size=None, max_text_length=4 * TEXT_POSITIONS)
-    config["model"].update(text={"kind": "clip", "name": str(model_folder)},
-                           image={"kind": "clip", "name": str(model_folder), "patch_grid": 2})
+    config["model"].update(
+        text={"kind": "clip", "name": str(model_folder)},
+        image={"kind": "clip", "name": str(model_folder), "patch_grid": 2},
+    )
     return config
 
 
@@ -67,11 +70,11 @@ def test_dual_run_records_the_backbones_preprocessing_and_learns(dual) -> None:
 def test_sigkill_then_resume_gives_identical_metrics(dual, tmp_path) -> None:
     from mmimdb_dist.run.checkpoints import TrainerState, complete_checkpoints
 
-    config = write_config(tmp_path / "killed.yaml",
-                          dual_run_config(dual["shards"], tmp_path, "killed", dual["folder"]))
+    config = write_config(tmp_path / "killed.yaml", dual_run_config(dual["shards"], tmp_path, "killed", dual["folder"]))
     run_dir = tmp_path / "runs" / "killed"
-    process = subprocess.Popen(train_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=env(), cwd=tmp_path)
+    process = subprocess.Popen(
+        train_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(), cwd=tmp_path
+    )
     killed_at = None
     try:
         deadline = time.monotonic() + 240
@@ -85,14 +88,16 @@ def test_sigkill_then_resume_gives_identical_metrics(dual, tmp_path) -> None:
         process.send_signal(signal.SIGKILL)
     finally:
         process.wait(timeout=30)
-    assert killed_at is not None and process.returncode == -signal.SIGKILL
+    assert killed_at is not None
+    assert process.returncode == -signal.SIGKILL
     run_train(config, "--resume", "auto")
     resumed, uninterrupted = _final(run_dir), _final(dual["run_dir"])
     assert resumed["best_checkpoint"] == uninterrupted["best_checkpoint"]
     for split in ("dev", "test"):
         for key in METRICS:
             assert resumed[split]["threshold_0.5"][key] == pytest.approx(
-                uninterrupted[split]["threshold_0.5"][key], abs=1e-6), (split, key)
+                uninterrupted[split]["threshold_0.5"][key], abs=1e-6
+            ), (split, key)
 
 
 def test_predict_needs_only_the_checkpoint(dual, tmp_path) -> None:
@@ -106,8 +111,9 @@ def test_predict_needs_only_the_checkpoint(dual, tmp_path) -> None:
     try:
         raw = raw_folder(dual["shards"])
         out = tmp_path / "test.jsonl"
-        result = cli("predict", "--run", str(dual["run_dir"]), "--input", str(raw), "--split", "test",
-                     "--output", str(out))
+        result = cli(
+            "predict", "--run", str(dual["run_dir"]), "--input", str(raw), "--split", "test", "--output", str(out)
+        )
         assert result.returncode == 0, result.stderr[-3000:]
     finally:
         shutil.move(moved, dual["folder"])
@@ -126,14 +132,13 @@ def test_predict_needs_only_the_checkpoint(dual, tmp_path) -> None:
 def test_cache_features_equal_the_dual_encoders_output(dual, tmp_path) -> None:
     import webdataset as wds
 
-    from mmimdb_dist.data.codecs import IMAGE_MEMBER, TEXT_MEMBER
-    from mmimdb_dist.data.images import decode_poster
     from mmimdb_dist.data.batches import collate_samples
-    from mmimdb_dist.data.codecs import ShardCodec
+    from mmimdb_dist.data.codecs import IMAGE_MEMBER, TEXT_MEMBER, ShardCodec
     from mmimdb_dist.data.device import to_device
+    from mmimdb_dist.data.images import decode_poster
     from mmimdb_dist.data.manifest import load_manifest
-    from mmimdb_dist.models import build_model
-    from mmimdb_dist.models.registry import build_token_encoder, token_encoder_size
+    from mmimdb_dist.data.tokens import build_token_encoder, token_encoder_size
+    from mmimdb_dist.models.registry import build_model
 
     out = tmp_path / "features"
     result = cli("cache-features", "--config", str(dual["config"]), "--out", str(out))
@@ -147,8 +152,12 @@ def test_cache_features_equal_the_dual_encoders_output(dual, tmp_path) -> None:
     shard = source.split("dev").shards[0].name
     raws = list(wds.tariterators.tarfile_samples([{"url": str(source.directory / shard)}]))[:4]
     samples = [ShardCodec(tokens, cfg.loader.max_text_length).parse(raw) for raw in raws]
-    batch = to_device(collate_samples(samples, [decode_poster(s.jpeg, IMAGE_SIZE, augment=False) for s in samples],
-                                      0, pad_id=tokens.pad_id), "cpu")
+    batch = to_device(
+        collate_samples(
+            samples, [decode_poster(s.jpeg, IMAGE_SIZE, augment=False) for s in samples], 0, pad_id=tokens.pad_id
+        ),
+        "cpu",
+    )
     with torch.no_grad():
         text = model.text_encoder(batch["input_ids"], batch["attention_mask"])
         image = model.image_encoder(batch["pixel_values"])
@@ -162,8 +171,17 @@ def test_cache_features_equal_the_dual_encoders_output(dual, tmp_path) -> None:
         np.testing.assert_allclose(image_rows[0], image.pooled[i].numpy(), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(image_rows[1:], image.patches[i].numpy(), rtol=1e-5, atol=1e-6)
     # A head trains on them.
-    run_train(dual["config"], "--set", f"loader.features_dir={out}", "--set", f"output_dir={tmp_path / 'runs'}",
-              "--set", "model.name=attention_fusion", "--set", "model.fusion.heads=2")
+    run_train(
+        dual["config"],
+        "--set",
+        f"loader.features_dir={out}",
+        "--set",
+        f"output_dir={tmp_path / 'runs'}",
+        "--set",
+        "model.name=attention_fusion",
+        "--set",
+        "model.fusion.heads=2",
+    )
     assert _final(tmp_path / "runs" / "dual")["trainable_parameters"] < 40_000
 
 
@@ -171,8 +189,9 @@ def test_hf_backbone_with_the_bilstm_in_attention_fusion(dual, tmp_path) -> None
     folder = save_tiny("dinov2", tmp_path / "dinov2")
     config = tiny_config(dual["shards"], tmp_path / "runs", "dino", epochs=1)
     config["loader"]["image_size"] = None
-    config["model"].update(name="attention_fusion", image={"kind": "hf", "name": str(folder), "patch_grid": 2,
-                                                           "freeze_layers": 1})
+    config["model"].update(
+        name="attention_fusion", image={"kind": "hf", "name": str(folder), "patch_grid": 2, "freeze_layers": 1}
+    )
     config["model"]["fusion"]["heads"] = 2
     run_train(write_config(tmp_path / "dino.yaml", config))
     final = _final(tmp_path / "runs" / "dino")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dist_scripts.report_fixtures import best_checkpoint, cli
 from PIL import Image
 
-from dist_scripts.report_fixtures import best_checkpoint, cli
 from mmimdb_dist.cli import main
 from mmimdb_dist.data.sources.mmimdb.genres import GENRES
 from mmimdb_dist.run.metrics_log import read_records
@@ -29,7 +29,8 @@ def _check_png(path: Path, min_width: int, min_height: int) -> None:
         image.verify()
     with Image.open(path) as image:
         assert image.format == "PNG"
-        assert image.width >= min_width and image.height >= min_height, (path, image.size)
+        assert image.width >= min_width, (path, image.size)
+        assert image.height >= min_height, (path, image.size)
         colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
         assert colours is None or len(colours) > 50, (path, len(colours or []))
 
@@ -43,22 +44,26 @@ def test_evaluate_test_split_writes_metrics_csv_and_figures(run_dir):
 
     final = json.loads((run_dir / "final_metrics.json").read_text())["test"]
     report = json.loads((out / "metrics.json").read_text())
-    assert report["split"] == "test" and report["checkpoint"] == str(checkpoint)
+    assert report["split"] == "test"
+    assert report["checkpoint"] == str(checkpoint)
     assert report["num_samples"] == final["threshold_0.5"]["num_samples"]
     for protocol in ("threshold_0.5", "tuned_on_dev"):  # the trainer's own figures for this checkpoint
         for key in ("f1_micro", "f1_macro", "f1_samples", "subset_accuracy", "hamming_loss"):
             assert report["test"][protocol][key] == pytest.approx(final[protocol][key], abs=1e-12)
         assert report["test"][protocol]["mean_average_precision"] == pytest.approx(
-            final[protocol]["mean_average_precision"], abs=1e-6)
+            final[protocol]["mean_average_precision"], abs=1e-6
+        )
     assert report["test"]["thresholds"] == final["thresholds"]  # tuned on dev, as in training
 
     with open(out / "per_label.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 23 and {row["split"] for row in rows} == {"test"}
+    assert len(rows) == 23
+    assert {row["split"] for row in rows} == {"test"}
     assert [float(row["threshold_tuned"]) for row in rows] == pytest.approx(final["thresholds"])
     assert [int(row["support"]) for row in rows] == [g["support"] for g in final["threshold_0.5"]["per_label"]]
     assert [float(row["f1_tuned"]) for row in rows] == pytest.approx(
-        [g["f1"] for g in final["tuned_on_dev"]["per_label"]], abs=1e-4)
+        [g["f1"] for g in final["tuned_on_dev"]["per_label"]], abs=1e-4
+    )
 
     for name in FIGURES:
         assert f"figure: {out / name}" in result.stdout
@@ -76,7 +81,8 @@ def test_last_checkpoint_on_dev_into_another_folder(run_dir, tmp_path):
     result = evaluate_checkpoint(run_dir, "last", "dev", out_dir=tmp_path / "report", attention_movies=0)
     assert result.checkpoint == complete_checkpoints(run_dir / "checkpoints")[-1]
     saved = json.loads((tmp_path / "report" / "metrics.json").read_text())
-    assert saved["split"] == "dev" and "optimistic" in saved["thresholds_tuned_on"]
+    assert saved["split"] == "dev"
+    assert "optimistic" in saved["thresholds_tuned_on"]
     # Thresholds tuned on dev never do worse on dev than the fixed 0.5.
     assert saved["dev"]["tuned_on_dev"]["f1_macro"] >= saved["dev"]["threshold_0.5"]["f1_macro"]
     assert sorted(p.name for p in tmp_path.joinpath("report").glob("*.png")) == sorted(FIGURES[:-1])
@@ -88,8 +94,10 @@ def test_figures_from_arrays_and_a_torn_log(tmp_path):
 
     log = tmp_path / "metrics.jsonl"
     lines = [json.dumps({"type": "train", "step": s, "loss": 1 / s, "lr": {"head": 0.01 / s}}) for s in range(1, 20)]
-    lines += [json.dumps({"type": "eval", "step": 10, "f1_macro": 0.2, "f1_micro": 0.4, "best": True}),
-              '{"type": "eval", "st']  # a line torn by a crash is skipped
+    lines += [
+        json.dumps({"type": "eval", "step": 10, "f1_macro": 0.2, "f1_micro": 0.4, "best": True}),
+        '{"type": "eval", "st',
+    ]  # a line torn by a crash is skipped
     log.write_text("\n".join(lines))
     records = read_records(log)
     assert len(records) == 20
@@ -132,10 +140,12 @@ def test_training_curves_draw_dev_loss_and_one_line_per_learning_rate_schedule()
     from mmimdb_dist.report import figures
 
     lrs = {"head": 0.01, "head_no_decay": 0.01, "encoder": 0.001}
-    records = [{"type": "train", "step": s, "loss": 1 / s, "lr": {k: v / s for k, v in lrs.items()}}
-               for s in range(1, 11)]
-    records += [{"type": "eval", "step": s, "loss": 0.5 / s, "mean_average_precision": 0.1 * s, "best": True}
-                for s in (5, 10)]
+    records = [
+        {"type": "train", "step": s, "loss": 1 / s, "lr": {k: v / s for k, v in lrs.items()}} for s in range(1, 11)
+    ]
+    records += [
+        {"type": "eval", "step": s, "loss": 0.5 / s, "mean_average_precision": 0.1 * s, "best": True} for s in (5, 10)
+    ]
     loss_ax, _, lr_ax = figures.training_curves_figure(records).axes[:3]
     assert [line.get_label() for line in loss_ax.get_lines()] == ["train", "dev (fused head)"]
     assert list(loss_ax.get_lines()[1].get_ydata()) == [0.1, 0.05]
@@ -155,4 +165,5 @@ def test_user_errors_are_one_line(run_dir, tmp_path, capsys):
     assert f"{empty / 'checkpoints'}: no complete checkpoint" in error(["evaluate", "--run", str(empty)])
     assert "nowhere: run folder does not exist" in error(["evaluate", "--run", str(tmp_path / "nowhere")])
     line = error(["evaluate", "--run", str(run_dir), "--shards", str(tmp_path)])
-    assert f"{tmp_path}: no manifest.json" in line and "--shards" in line
+    assert f"{tmp_path}: no manifest.json" in line
+    assert "--shards" in line

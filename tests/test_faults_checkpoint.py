@@ -20,11 +20,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dist_scripts.train_fixtures import RUN_TIMEOUT_S, env, run_train, tiny_config, train_command, write_config
 
-from dist_scripts.train_fixtures import (RUN_TIMEOUT_S, env, run_train, tiny_config, train_command,
-                                         write_config)
-from mmimdb_dist.run.metrics_log import read_records
 from mmimdb_dist.run.layout import METRICS_LOG
+from mmimdb_dist.run.metrics_log import read_records
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +36,7 @@ def error_line(result: subprocess.CompletedProcess) -> str:
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     marker = "mmimdb-dist train: error: "
     # A tqdm bar may precede it on the same line (progress goes to stderr without a newline).
-    lines = [line[line.index(marker):] for line in result.stderr.splitlines() if marker in line]
+    lines = [line[line.index(marker) :] for line in result.stderr.splitlines() if marker in line]
     assert len(lines) == 1, result.stderr[-3000:]
     return lines[0]
 
@@ -55,8 +54,7 @@ def cli_in_process(capsys, *argv: str) -> subprocess.CompletedProcess:
 def base(shards, tmp_path_factory) -> tuple[dict, Path]:
     """(config data, run folder) of a finished 2-epoch run with a checkpoint every 5 steps, 3 kept."""
     root = tmp_path_factory.mktemp("checkpoint-base")
-    data = tiny_config(shards, root / "runs", "base", epochs=EPOCHS, checkpoint_every_steps=5,
-                       keep_checkpoints=3)
+    data = tiny_config(shards, root / "runs", "base", epochs=EPOCHS, checkpoint_every_steps=5, keep_checkpoints=3)
     run_train(write_config(root / "base.yaml", data))
     return data, root / "runs" / "base"
 
@@ -87,9 +85,9 @@ def tree(folder: Path) -> dict[str, bytes]:
 
 
 def test_sigkill_while_a_checkpoint_is_written_leaves_the_previous_one_to_resume(shards, tmp_path):
-    from mmimdb_dist.run.layout import STATE_FILE
     from mmimdb_dist.run.checkpoints import TrainerState
     from mmimdb_dist.run.files import verify_files
+    from mmimdb_dist.run.layout import STATE_FILE
 
     data = tiny_config(shards, tmp_path / "runs", "killed", epochs=1, checkpoint_every_steps=1)
     # A wide fusion layer (some MB of weights and optimizer state) makes each save last long
@@ -98,8 +96,9 @@ def test_sigkill_while_a_checkpoint_is_written_leaves_the_previous_one_to_resume
     config = write_config(tmp_path / "killed.yaml", data)
     run_dir = tmp_path / "runs" / "killed"
     checkpoints_dir = run_dir / "checkpoints"
-    process = subprocess.Popen(train_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=env(), cwd=tmp_path)
+    process = subprocess.Popen(
+        train_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(), cwd=tmp_path
+    )
     caught: list[str] = []
     try:
         deadline = time.monotonic() + RUN_TIMEOUT_S
@@ -120,7 +119,8 @@ def test_sigkill_while_a_checkpoint_is_written_leaves_the_previous_one_to_resume
     # The half-written save is only a temp folder; every complete checkpoint verifies.
     assert (checkpoints_dir / caught[0]).is_dir()
     complete = checkpoints(run_dir)
-    assert complete and all(not path.name.startswith(".") for path in complete)
+    assert complete
+    assert all(not path.name.startswith(".") for path in complete)
     for path in complete:
         verify_files(path)
     previous = TrainerState.read(complete[-1] / STATE_FILE)
@@ -130,9 +130,11 @@ def test_sigkill_while_a_checkpoint_is_written_leaves_the_previous_one_to_resume
     assert (run_dir / "final_metrics.json").is_file()
     assert not [p for p in checkpoints_dir.iterdir() if p.name.startswith(".")]
     newest = TrainerState.read(checkpoints(run_dir)[-1] / STATE_FILE)
-    assert newest.step > previous.step and newest.epoch == 0
+    assert newest.step > previous.step
+    assert newest.epoch == 0
     steps = [(r["step"], r["batches_seen"]) for r in read_records(run_dir / METRICS_LOG, "train")]
-    assert steps and len(steps) == len(set(steps))
+    assert steps
+    assert len(steps) == len(set(steps))
 
 
 # --------------------------------------------------------------------------- damaged checkpoints
@@ -148,7 +150,7 @@ def test_damaged_checkpoint_file_is_named_on_resume(base, tmp_path, damage, file
         path.write_bytes(content[: len(content) // 2])
     else:
         middle = len(content) // 2
-        path.write_bytes(content[:middle] + bytes([content[middle] ^ 0xFF]) + content[middle + 1:])
+        path.write_bytes(content[:middle] + bytes([content[middle] ^ 0xFF]) + content[middle + 1 :])
     before = tree(run_dir / "checkpoints")
 
     line = error_line(run_train(config, "--resume", "auto", check=False))
@@ -159,8 +161,8 @@ def test_damaged_checkpoint_file_is_named_on_resume(base, tmp_path, damage, file
 
 
 def test_missing_trainer_state_makes_a_checkpoint_incomplete(base, tmp_path):
-    from mmimdb_dist.run.layout import STATE_FILE
     from mmimdb_dist.run.checkpoints import resolve_resume
+    from mmimdb_dist.run.layout import STATE_FILE
 
     config, run_dir = copy_run(base, tmp_path)
     *_, previous, newest = checkpoints(run_dir)
@@ -168,7 +170,8 @@ def test_missing_trainer_state_makes_a_checkpoint_incomplete(base, tmp_path):
 
     # Named explicitly: refused, naming the missing file.
     line = error_line(run_train(config, "--resume", str(newest), check=False))
-    assert str(newest) in line and STATE_FILE in line
+    assert str(newest) in line
+    assert STATE_FILE in line
     # `auto` passes over it to the previous complete checkpoint (a resume from there runs to
     # the end: see the SIGKILL mid-save test above).
     assert checkpoints(run_dir)[-1] == previous
@@ -176,9 +179,9 @@ def test_missing_trainer_state_makes_a_checkpoint_incomplete(base, tmp_path):
 
 
 def test_unreadable_or_foreign_trainer_state_is_named(base, tmp_path):
-    from mmimdb_dist.run.layout import STATE_FILE
-    from mmimdb_dist.run.checkpoints import TrainerState
     from mmimdb_dist.errors import CheckpointError
+    from mmimdb_dist.run.checkpoints import TrainerState
+    from mmimdb_dist.run.layout import STATE_FILE
 
     state = tmp_path / STATE_FILE
     text = (checkpoints(base[1])[-1] / STATE_FILE).read_text()
@@ -189,7 +192,8 @@ def test_unreadable_or_foreign_trainer_state_is_named(base, tmp_path):
     state.write_text(text.replace('"world_size"', '"processes"'))
     with pytest.raises(CheckpointError, match="expected the keys") as raised:
         TrainerState.read(state)
-    assert "world_size" in str(raised.value) and "processes" in str(raised.value)
+    assert "world_size" in str(raised.value)
+    assert "processes" in str(raised.value)
 
 
 # --------------------------------------------------------------------------- checkpoints that do not fit
@@ -202,8 +206,10 @@ def test_checkpoint_of_another_model_is_refused_naming_the_tensor(base, tmp_path
     write_config(config, data)
     line = error_line(run_train(config, "--resume", "auto", check=False))
     weights = checkpoints(run_dir)[-1] / "inference" / "model.safetensors"
-    assert str(weights) in line and "another model" in line
-    assert "[32" in line and "[48" in line  # saved shape and the expected one
+    assert str(weights) in line
+    assert "another model" in line
+    assert "[32" in line
+    assert "[48" in line
 
 
 def _free_port() -> int:
@@ -214,14 +220,35 @@ def _free_port() -> int:
 
 def test_checkpoint_of_one_process_is_refused_under_two(base, tmp_path):
     config, run_dir = copy_run(base, tmp_path)
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
-                "-m", "mmimdb_dist.cli", "--log-level", "WARNING", "train", "--config", str(config),
-                "--resume", "auto"]
+    launcher = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_ip",
+        "127.0.0.1",
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "mmimdb_dist.cli",
+        "--log-level",
+        "WARNING",
+        "train",
+        "--config",
+        str(config),
+        "--resume",
+        "auto",
+    ]
     before = tree(run_dir / "checkpoints")
-    result = subprocess.run(launcher, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env(),
-                            cwd=tmp_path)
+    result = subprocess.run(launcher, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env(), cwd=tmp_path)
     assert result.returncode != 0
     # Each rank says it once. The two processes share stderr, so a line of one may start
     # mid-line of the other (a progress bar, a warning): split on the marker, not on lines.
@@ -253,11 +280,29 @@ def test_full_disk_while_saving_reports_once_and_keeps_the_previous_checkpoints(
     # Files of a checkpoint have the same sizes at every step: the largest no longer fits.
     limit = largest.stat().st_size - 1
     assert all(p.stat().st_size <= limit for p in newest.rglob("*") if p.is_file() and p != largest)
-    result = subprocess.run([sys.executable, "-c", LIMITED_CLI, str(limit), "--log-level", "WARNING", "train",
-                             "--config", str(config), "--resume", "auto"],
-                            capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env(), cwd=tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            LIMITED_CLI,
+            str(limit),
+            "--log-level",
+            "WARNING",
+            "train",
+            "--config",
+            str(config),
+            "--resume",
+            "auto",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        env=env(),
+        cwd=tmp_path,
+    )
     line = error_line(result)
-    assert "writing the checkpoint failed" in line and "intact" in line
+    assert "writing the checkpoint failed" in line
+    assert "intact" in line
     assert str(run_dir / "checkpoints" / ".tmp-step-") in line
     assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".")]
     assert tree(run_dir / "checkpoints") == before  # no new checkpoint, the old ones untouched
@@ -272,12 +317,32 @@ def test_full_disk_while_logging_stops_with_one_line_and_the_run_resumes_cleanly
     before = tree(run_dir / "checkpoints")
     # Room for the log as it is plus part of one line: the first new train record is torn.
     limit = log.stat().st_size + 40
-    result = subprocess.run([sys.executable, "-c", LIMITED_CLI, str(limit), "--log-level", "WARNING", "train",
-                             "--config", str(config), "--resume", "auto"],
-                            capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env(), cwd=tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            LIMITED_CLI,
+            str(limit),
+            "--log-level",
+            "WARNING",
+            "train",
+            "--config",
+            str(config),
+            "--resume",
+            "auto",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        env=env(),
+        cwd=tmp_path,
+    )
     line = error_line(result)
-    assert str(log) in line and "writing the training log failed" in line and "File too large" in line, line
-    assert str(checkpoints(run_dir)[-1]) in line and "--resume auto" in line
+    assert str(log) in line, line
+    assert "writing the training log failed" in line, line
+    assert "File too large" in line, line
+    assert str(checkpoints(run_dir)[-1]) in line
+    assert "--resume auto" in line
     assert tree(run_dir / "checkpoints") == before  # it stopped before its next checkpoint
     assert not (run_dir / "final_metrics.json").exists()
     assert log.stat().st_size == limit  # the partial line that did fit
@@ -285,27 +350,33 @@ def test_full_disk_while_logging_stops_with_one_line_and_the_run_resumes_cleanly
     run_train(config, "--resume", "auto")  # space is back
     records = [json.loads(line) for line in log.read_text().splitlines()]  # no torn line left
     steps = [r["step"] for r in records if r["type"] == "train"]
-    assert steps == sorted(set(steps)) and records[-1]["type"] == "final"
+    assert steps == sorted(set(steps))
+    assert records[-1]["type"] == "final"
 
 
 # --------------------------------------------------------------------------- user errors
 
 
-@pytest.mark.parametrize(("train", "expected"), [
-    ({"lrr": 0.1}, ["unknown config key 'train.lrr'", "did you mean 'lr'"]),
-    ({"epochs": "two"}, ["train.epochs: expected int, got 'two'"]),
-    ({"schedule": "step"}, ["train.schedule: expected one of 'cosine', 'linear', 'constant', got 'step'"]),
-])
+@pytest.mark.parametrize(
+    ("train", "expected"),
+    [
+        ({"lrr": 0.1}, ["unknown config key 'train.lrr'", "did you mean 'lr'"]),
+        ({"epochs": "two"}, ["train.epochs: expected int, got 'two'"]),
+        ({"schedule": "step"}, ["train.schedule: expected one of 'cosine', 'linear', 'constant', got 'step'"]),
+    ],
+)
 def test_train_section_mistakes_are_one_line(shards, tmp_path, capsys, train, expected):
     config = write_config(tmp_path / "bad.yaml", tiny_config(shards, tmp_path / "runs", "bad", **train))
     line = error_line(cli_in_process(capsys, "train", "--config", str(config)))
-    assert str(config) in line and all(fragment in line for fragment in expected), line
+    assert str(config) in line, line
+    assert all(fragment in line for fragment in expected), line
     assert not (tmp_path / "runs").exists()
 
 
 def test_missing_shards_folder_is_one_line(shards, tmp_path):
-    config = write_config(tmp_path / "noshards.yaml",
-                          tiny_config(tmp_path / "no-shards", tmp_path / "runs", "noshards"))
+    config = write_config(
+        tmp_path / "noshards.yaml", tiny_config(tmp_path / "no-shards", tmp_path / "runs", "noshards")
+    )
     line = error_line(run_train(config, check=False))
     assert str(tmp_path / "no-shards") in line
 
@@ -314,7 +385,8 @@ def test_resume_path_that_is_not_a_checkpoint_is_one_line(base, tmp_path, capsys
     # A run folder is not a checkpoint folder (a missing path: tests/test_train.py).
     config, run_dir = copy_run(base, tmp_path)
     line = error_line(cli_in_process(capsys, "train", "--config", str(config), "--resume", str(run_dir)))
-    assert str(run_dir) in line and "trainer_state.json" in line
+    assert str(run_dir) in line
+    assert "trainer_state.json" in line
 
 
 def test_an_rng_state_that_does_not_load_is_a_warning_not_a_silent_inexact_resume(base, tmp_path):
@@ -332,6 +404,7 @@ def test_an_rng_state_that_does_not_load_is_a_warning_not_a_silent_inexact_resum
     result = run_train(config, "--resume", "auto")
     warnings = [line for line in result.stderr.splitlines() if "RNG state cannot be loaded" in line]
     assert len(warnings) == 1, result.stderr[-2000:]
-    assert warnings[0].startswith("WARNING") and str(rng_file) in warnings[0]
+    assert warnings[0].startswith("WARNING")
+    assert str(rng_file) in warnings[0]
     assert "will NOT repeat an uninterrupted one exactly" in warnings[0]
     assert (run_dir / "final_metrics.json").is_file()

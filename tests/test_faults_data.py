@@ -30,15 +30,15 @@ from dist_scripts.archive_server import ArchiveServer, mmimdb_tar_gz
 from dist_scripts.raw_data import make_raw, write_movie, write_split
 
 from mmimdb_dist.cli import main
-from mmimdb_dist.schema import LoaderConfig, load_config
 from mmimdb_dist.data.loader import build_eval_loader, build_train_loader
 from mmimdb_dist.data.manifest import MANIFEST_NAME, load_manifest
-from mmimdb_dist.data.sources.mmimdb.raw import read_split
 from mmimdb_dist.data.shard import shard_dataset
-from mmimdb_dist.data.verify import verify_shards
 from mmimdb_dist.data.sources.mmimdb.download import fetch_mmimdb
+from mmimdb_dist.data.sources.mmimdb.raw import read_split
 from mmimdb_dist.data.sources.mmimdb.synth import generate_dataset
+from mmimdb_dist.data.verify import verify_shards
 from mmimdb_dist.errors import DataError, DownloadError
+from mmimdb_dist.schema import LoaderConfig, load_config
 
 NUM_MOVIES = 240
 SEED = 11
@@ -50,27 +50,46 @@ REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 @pytest.fixture(scope="module")
 def synth_raw(tmp_path_factory) -> Path:
     """A synthetic raw folder with planted defects (some movies are skipped when sharding)."""
-    return generate_dataset(tmp_path_factory.mktemp("synth"), NUM_MOVIES, seed=SEED,
-                            defect_rate=DEFECT_RATE, workers=2)
+    return generate_dataset(tmp_path_factory.mktemp("synth"), NUM_MOVIES, seed=SEED, defect_rate=DEFECT_RATE, workers=2)
 
 
 def shard_config(raw: Path, out: Path, short_side: int = 32, per_shard: int = 6, workers: int = 2):
-    return load_config(overrides=[f"data.raw_dir={raw}", f"shard.out_dir={out}",
-                                  f"shard.poster_short_side={short_side}",
-                                  f"shard.samples_per_shard={per_shard}", "shard.min_shards=1",
-                                  f"shard.workers={workers}", "seed=3"])
+    return load_config(
+        overrides=[
+            f"data.raw_dir={raw}",
+            f"shard.out_dir={out}",
+            f"shard.poster_short_side={short_side}",
+            f"shard.samples_per_shard={per_shard}",
+            "shard.min_shards=1",
+            f"shard.workers={workers}",
+            "seed=3",
+        ]
+    )
 
 
 def shard_args(raw: Path, out: Path, short_side: int, per_shard: int) -> list[str]:
-    return ["shard", "--raw", str(raw), "--out", str(out), "--poster-short-side", str(short_side),
-            "--samples-per-shard", str(per_shard), "--min-shards", "1", "--workers", "2",
-            "--set", "seed=3"]
+    return [
+        "shard",
+        "--raw",
+        str(raw),
+        "--out",
+        str(out),
+        "--poster-short-side",
+        str(short_side),
+        "--samples-per-shard",
+        str(per_shard),
+        "--min-shards",
+        "1",
+        "--workers",
+        "2",
+        "--set",
+        "seed=3",
+    ]
 
 
 def start_in_own_group(args: list[str], log: Path) -> subprocess.Popen:
     """A CLI run in its own process group, so SIGKILL reaches its worker processes too."""
-    return subprocess.Popen(CLI + args, stdout=subprocess.DEVNULL, stderr=log.open("wb"),
-                            start_new_session=True)
+    return subprocess.Popen(CLI + args, stdout=subprocess.DEVNULL, stderr=log.open("wb"), start_new_session=True)
 
 
 def kill_group_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 120) -> None:
@@ -155,7 +174,8 @@ def test_sigkill_while_sharding_leaves_no_set_that_looks_complete(synth_raw, tmp
     def new_shard_written() -> bool:
         # The run first removes the manifest, then renames finished shards into place.
         return not (out / MANIFEST_NAME).exists() and any(
-            inode(p) not in (None, old_inodes.get(p.name)) for p in out.glob("*.tar"))
+            inode(p) not in (None, old_inodes.get(p.name)) for p in out.glob("*.tar")
+        )
 
     proc = start_in_own_group(shard_args(synth_raw, out, 64, 4), tmp_path / "killed.log")
     kill_group_when(proc, new_shard_written)
@@ -165,31 +185,43 @@ def test_sigkill_while_sharding_leaves_no_set_that_looks_complete(synth_raw, tmp
     assert any("manifest missing" in p for p in verify_shards(out))
     with pytest.raises(DataError, match="manifest missing"):
         load_manifest(out)
-    verify = subprocess.run(CLI + ["shard", "--verify", str(out)], capture_output=True, text=True,
-                            timeout=120)
-    assert verify.returncode == 1 and "manifest missing" in verify.stdout
+    verify = subprocess.run([*CLI, "shard", "--verify", str(out)], capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 1
+    assert "manifest missing" in verify.stdout
 
-    rerun = subprocess.run(CLI + shard_args(synth_raw, out, 64, 4), capture_output=True, text=True,
-                           timeout=300)
+    rerun = subprocess.run(CLI + shard_args(synth_raw, out, 64, 4), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert verify_shards(out) == []
     assert temp_files(out) == []
     assert_every_kept_movie_once(synth_raw, out)
     manifest = load_manifest(out)
     assert sorted(p.name for p in out.glob("*.tar")) == sorted(
-        s.name for info in manifest.splits.values() for s in info.shards)
+        s.name for info in manifest.splits.values() for s in info.shards
+    )
     planted = json.loads((synth_raw / "defects.json").read_text())["counts"]
     assert sum(manifest.skipped_counts.values()) > 0
     assert manifest.repaired.get("plot_was_string", 0) == planted.get("plot_as_string", 0)
 
 
-def test_sigkill_while_synthesising_leaves_no_split_json_and_a_rerun_completes(
-        synth_raw, tmp_path, capsys):
+def test_sigkill_while_synthesising_leaves_no_split_json_and_a_rerun_completes(synth_raw, tmp_path, capsys):
     out = tmp_path / "synth"
     dataset = out / "mmimdb" / "dataset"
-    proc = start_in_own_group(["synth", "--out", str(out), "--movies", str(NUM_MOVIES), "--seed",
-                               str(SEED), "--defect-rate", str(DEFECT_RATE), "--workers", "2"],
-                              tmp_path / "killed.log")
+    proc = start_in_own_group(
+        [
+            "synth",
+            "--out",
+            str(out),
+            "--movies",
+            str(NUM_MOVIES),
+            "--seed",
+            str(SEED),
+            "--defect-rate",
+            str(DEFECT_RATE),
+            "--workers",
+            "2",
+        ],
+        tmp_path / "killed.log",
+    )
     kill_group_when(proc, lambda: dataset.is_dir() and len(list(dataset.glob("*.jpeg"))) >= 20)
 
     assert not (out / "mmimdb" / "split.json").exists()
@@ -197,14 +229,14 @@ def test_sigkill_while_synthesising_leaves_no_split_json_and_a_rerun_completes(
     (dataset / ".0000042.jpeg.k1ll3d.tmp").write_bytes(b"\xff\xd8 half a poster")
     assert main(["shard", "--raw", str(out), "--out", str(tmp_path / "set")]) == 2
     err = capsys.readouterr().err
-    assert f"{out / 'split.json'}: missing" in err and len(error_lines(err)) == 1
+    assert f"{out / 'split.json'}: missing" in err
+    assert len(error_lines(err)) == 1
 
     root = generate_dataset(out, NUM_MOVIES, seed=SEED, defect_rate=DEFECT_RATE, workers=2)
     assert temp_files(root) == []
 
     def tree(directory: Path) -> dict[str, bytes]:
-        return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
-                if p.is_file()}
+        return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
     assert tree(root) == tree(synth_raw)  # the same dataset as one uninterrupted run
 
@@ -226,7 +258,9 @@ def assert_failed_write_left_no_trace(out: Path, stderr: str, reason: str) -> No
     assert "Traceback" not in stderr
     (line,) = error_lines(stderr)
     assert line.startswith("mmimdb-dist shard: error: ")
-    assert f"{out}{os.sep}" in line and reason in line and "re-run" in line
+    assert f"{out}{os.sep}" in line
+    assert reason in line
+    assert "re-run" in line
     assert not (out / MANIFEST_NAME).exists()
     assert temp_files(out) == []
     assert all(tar_is_whole(p) for p in out.glob("*.tar"))
@@ -235,9 +269,12 @@ def assert_failed_write_left_no_trace(out: Path, stderr: str, reason: str) -> No
 def test_file_size_limit_while_sharding_is_one_error_line_and_no_torn_file(synth_raw, tmp_path):
     out = tmp_path / "set"
     shard_dataset(shard_config(synth_raw, out, short_side=24, workers=1))  # an earlier, complete set
-    proc = subprocess.run([sys.executable, "-c", LIMITED_CLI, "16384",
-                           *shard_args(synth_raw, out, 96, 6)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", LIMITED_CLI, "16384", *shard_args(synth_raw, out, 96, 6)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr
     assert_failed_write_left_no_trace(out, proc.stderr, "File too large")
     assert any(str(out / name) in proc.stderr for name in ("train-", "dev-", "test-"))
@@ -253,11 +290,13 @@ def test_file_size_limit_while_sharding_is_one_error_line_and_no_torn_file(synth
 def small_tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
     """A real filesystem of `size`, where mounting one is allowed (root); skips otherwise."""
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
-                              str(mount_point)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}); the file size limit "
-                    "tests cover the same code path")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({mounted.stderr.strip()}); the file size limit tests cover the same code path"
+        )
     try:
         yield mount_point
     finally:
@@ -268,8 +307,7 @@ def test_full_tmpfs_while_sharding_is_one_error_line_and_no_torn_file(synth_raw,
     """The same through a real ENOSPC."""
     with small_tmpfs(tmp_path / "small_disk", "256k") as disk:
         out = disk / "set"
-        proc = subprocess.run(CLI + shard_args(synth_raw, out, 64, 6), capture_output=True,
-                              text=True, timeout=300)
+        proc = subprocess.run(CLI + shard_args(synth_raw, out, 64, 6), capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2, proc.stderr
         assert_failed_write_left_no_trace(out, proc.stderr, "No space left on device")
 
@@ -280,27 +318,42 @@ def archive() -> bytes:
 
 
 def download_args(server: ArchiveServer, to: Path, payload: bytes) -> list[str]:
-    return ["download", "--to", str(to), "--url", server.url, "--sha256",
-            hashlib.sha256(payload).hexdigest(), "--retries", "3"]
+    return [
+        "download",
+        "--to",
+        str(to),
+        "--url",
+        server.url,
+        "--sha256",
+        hashlib.sha256(payload).hexdigest(),
+        "--retries",
+        "3",
+    ]
 
 
 def test_size_limit_while_downloading_stops_at_once_and_the_rerun_resumes(archive, tmp_path):
     with ArchiveServer(archive) as server:
-        proc = subprocess.run([sys.executable, "-c", LIMITED_CLI, "50000",
-                               *download_args(server, tmp_path, archive)],
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-c", LIMITED_CLI, "50000", *download_args(server, tmp_path, archive)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 2, proc.stderr
         assert "Traceback" not in proc.stderr
         (line,) = error_lines(proc.stderr)
         part = tmp_path / "mmimdb.tar.gz.part"
-        assert f"{part}: cannot write (File too large)" in line and "run again to resume" in line
+        assert f"{part}: cannot write (File too large)" in line
+        assert "run again to resume" in line
         assert len(server.requests) == 1  # a full disk is not retried like a network error
         kept = part.stat().st_size
-        assert 0 < kept <= 50000 and f"{kept} bytes kept" in line
+        assert 0 < kept <= 50000
+        assert f"{kept} bytes kept" in line
         assert not (tmp_path / "mmimdb").exists()
 
-        raw = fetch_mmimdb(tmp_path, url=server.url, sha256=hashlib.sha256(archive).hexdigest(),
-                           retries=0, progress=False)
+        raw = fetch_mmimdb(
+            tmp_path, url=server.url, sha256=hashlib.sha256(archive).hexdigest(), retries=0, progress=False
+        )
         assert server.requests[-1]["Range"] == f"bytes={kept}-"
     assert (tmp_path / "mmimdb.tar.gz").read_bytes() == archive
     assert read_split(raw) == {"train": ["0000001"], "dev": ["0000002"], "test": []}
@@ -311,17 +364,22 @@ def test_download_to_a_disk_too_small_is_refused_before_writing(archive, tmp_pat
         with ArchiveServer(archive) as server:
             assert main(download_args(server, disk, archive)) == 2
         (line,) = error_lines(capsys.readouterr().err)
-        assert f"{disk}: needs 0.1" in line and "MB more, only 0.0" in line and "MB free" in line
+        assert f"{disk}: needs 0.1" in line
+        assert "MB more, only 0.0" in line
+        assert "MB free" in line
         assert [p.name for p in disk.iterdir() if p.stat().st_size] == []  # nothing filled it
         assert not (disk / "mmimdb.tar.gz").exists()
 
 
 def test_truncated_archive_is_refused_and_extracts_nothing(archive, tmp_path):
-    with ArchiveServer(archive[: len(archive) // 2]) as server:
-        with pytest.raises(DownloadError) as error:
-            fetch_mmimdb(tmp_path, url=server.url,
-                         sha256=hashlib.sha256(archive[: len(archive) // 2]).hexdigest(),
-                         retries=0, progress=False)
+    with ArchiveServer(archive[: len(archive) // 2]) as server, pytest.raises(DownloadError) as error:
+        fetch_mmimdb(
+            tmp_path,
+            url=server.url,
+            sha256=hashlib.sha256(archive[: len(archive) // 2]).hexdigest(),
+            retries=0,
+            progress=False,
+        )
     assert f"{tmp_path / 'mmimdb.tar.gz'}: cannot extract" in str(error.value)
     assert not (tmp_path / "mmimdb").exists()
 
@@ -331,8 +389,11 @@ def test_truncated_archive_is_refused_and_extracts_nothing(archive, tmp_path):
 
 def test_bad_raw_movies_are_skipped_and_counted_by_the_shard_command(tmp_path, capsys):
     movies = {
-        "0000001": {}, "0000002": {"poster": "png"}, "0000003": {"poster": "CMYK"},
-        "0000004": {"poster": "L"}, "0000005": {"plot": "A plot given as a string."},
+        "0000001": {},
+        "0000002": {"poster": "png"},
+        "0000003": {"poster": "CMYK"},
+        "0000004": {"poster": "L"},
+        "0000005": {"plot": "A plot given as a string."},
         "0000006": {"raw_json": b'{"plot": ["x"], "genres": '},
         "0000007": {"raw_json": '{"plot": ["caf\u00e9"], "genres": ["Drama"]}'.encode("latin-1")},
         "0000008": {"plot": []},
@@ -341,31 +402,41 @@ def test_bad_raw_movies_are_skipped_and_counted_by_the_shard_command(tmp_path, c
         "0000011": {"poster": "truncated", "size": (200, 300)},
         "0000012": {"raw_json": b'{"title": "No plot key", "genres": ["Drama"]}'},
     }
-    splits = {"train": list(movies)[:8] + ["0000099"], "dev": list(movies)[8:], "test": []}
+    splits = {"train": [*list(movies)[:8], "0000099"], "dev": list(movies)[8:], "test": []}
     raw = make_raw(tmp_path, movies, splits)  # 0000099 is listed but has no files at all
     out = tmp_path / "set"
     assert main(shard_args(raw, out, 32, 4)) == 0
     printed = capsys.readouterr().out
-    assert "skipped 8:" in printed and "repaired (kept): plot_was_string 1" in printed
+    assert "skipped 8:" in printed
+    assert "repaired (kept): plot_was_string 1" in printed
 
     manifest = load_manifest(out)
-    assert manifest.skipped_counts == {"bad_json": 1, "bad_poster": 2, "missing_json": 1,
-                                       "no_kept_genre": 1, "no_plot": 2, "not_utf8": 1}
+    assert manifest.skipped_counts == {
+        "bad_json": 1,
+        "bad_poster": 2,
+        "missing_json": 1,
+        "no_kept_genre": 1,
+        "no_plot": 2,
+        "not_utf8": 1,
+    }
     by_id = {m.id: m for m in manifest.skipped}
     assert by_id["0000099"].file == "dataset/0000099.json"
     assert by_id["0000012"].detail == "key 'plot' missing"
     assert "not valid JSON" in by_id["0000006"].detail
     assert "not UTF-8" in by_id["0000007"].detail
     assert "0 bytes" in by_id["0000010"].detail
-    assert by_id["0000011"].reason == "bad_poster" and "does not decode" in by_id["0000011"].detail
+    assert by_id["0000011"].reason == "bad_poster"
+    assert "does not decode" in by_id["0000011"].detail
     keys = shard_keys(out)
     assert sorted(keys["train"]) == ["0000001", "0000002", "0000003", "0000004", "0000005"]
-    assert keys["dev"] == [] and keys["test"] == []
+    assert keys["dev"] == []
+    assert keys["test"] == []
     assert verify_shards(out) == []
 
-    assert main(shard_args(raw, tmp_path / "strict", 32, 4) + ["--strict"]) == 2
+    assert main([*shard_args(raw, tmp_path / "strict", 32, 4), "--strict"]) == 2
     (line,) = error_lines(capsys.readouterr().err)
-    assert str(raw / "dataset" / "0000006.json") in line and "strict mode" in line
+    assert str(raw / "dataset" / "0000006.json") in line
+    assert "strict mode" in line
 
 
 def test_links_out_of_the_raw_folder_and_non_files_are_skipped_and_counted(tmp_path, capsys):
@@ -392,11 +463,16 @@ def test_links_out_of_the_raw_folder_and_non_files_are_skipped_and_counted(tmp_p
     out = tmp_path / "set"
     assert main(shard_args(raw, out, 32, 4)) == 0
     manifest = load_manifest(out)
-    assert manifest.skipped_counts == {"link_outside_raw_dir": 1, "bad_poster": 1,
-                                       "not_a_regular_file": 1, "bad_json": 1}
+    assert manifest.skipped_counts == {
+        "link_outside_raw_dir": 1,
+        "bad_poster": 1,
+        "not_a_regular_file": 1,
+        "bad_json": 1,
+    }
     by_id = {m.id: m for m in manifest.skipped}
     assert "outside the raw folder" in by_id["0000001"].detail
-    assert "outside the raw folder" in by_id["0000002"].detail and by_id["0000002"].reason == "bad_poster"
+    assert "outside the raw folder" in by_id["0000002"].detail
+    assert by_id["0000002"].reason == "bad_poster"
     assert "nested too deeply" in by_id["0000004"].detail
     assert sorted(shard_keys(out)["train"]) == ["0000005", "0000006"]
     for shard in out.glob("*.tar"):
@@ -404,7 +480,7 @@ def test_links_out_of_the_raw_folder_and_non_files_are_skipped_and_counted(tmp_p
 
     # Kept as plot-only (require_poster false), the linked poster is still never read.
     plot_only = tmp_path / "plot-only"
-    assert main(shard_args(raw, plot_only, 32, 4) + ["--set", "shard.require_poster=false"]) == 0
+    assert main([*shard_args(raw, plot_only, 32, 4), "--set", "shard.require_poster=false"]) == 0
     assert "0000002" in shard_keys(plot_only)["train"]
     poster_bytes = (outside / "dataset" / "0000099.jpeg").read_bytes()[-64:]
     for shard in plot_only.glob("*.tar"):
@@ -418,20 +494,46 @@ def test_names_from_a_url_or_a_config_stay_in_their_folder(archive, tmp_path, ca
     with ArchiveServer(archive) as server:
         base = server.url.rsplit("/", 1)[0]
         hostile = f"{base}/..%2F..%2F..%2Fescaped.tar.gz"
-        raw = fetch_mmimdb(target, url=hostile, sha256=hashlib.sha256(archive).hexdigest(),
-                           retries=0, progress=False)
-        assert (target / "escaped.tar.gz").read_bytes() == archive and raw.is_relative_to(target)
+        raw = fetch_mmimdb(target, url=hostile, sha256=hashlib.sha256(archive).hexdigest(), retries=0, progress=False)
+        assert (target / "escaped.tar.gz").read_bytes() == archive
+        assert raw.is_relative_to(target)
         assert sorted(p.name for p in tmp_path.rglob("escaped*")) == ["escaped.tar.gz"]
-        assert main(["download", "--to", str(target), "--url", f"{base}/%2E%2E", "--sha256",
-                     hashlib.sha256(archive).hexdigest()]) == 2
+        assert (
+            main(
+                [
+                    "download",
+                    "--to",
+                    str(target),
+                    "--url",
+                    f"{base}/%2E%2E",
+                    "--sha256",
+                    hashlib.sha256(archive).hexdigest(),
+                ]
+            )
+            == 2
+        )
     (line,) = error_lines(capsys.readouterr().err)
     assert "its path ends in '..', not a file name" in line
     for name in ("/etc/cron.d", "../../x", "a/../../b"):
-        assert main(["train", "--config", str(REPO_CONFIGS / "synth_early_fusion.yaml"),
-                     "--set", f"name={name}", "--set", f"output_dir={tmp_path / 'runs'}"]) == 2
+        assert (
+            main(
+                [
+                    "train",
+                    "--config",
+                    str(REPO_CONFIGS / "synth_early_fusion.yaml"),
+                    "--set",
+                    f"name={name}",
+                    "--set",
+                    f"output_dir={tmp_path / 'runs'}",
+                ]
+            )
+            == 2
+        )
         (line,) = error_lines(capsys.readouterr().err)
-        assert line.endswith(f"name: {name!r}: expected a relative path inside output_dir "
-                             "(no leading / or ~, no empty, '.' or '..' parts)")
+        assert line.endswith(
+            f"name: {name!r}: expected a relative path inside output_dir "
+            "(no leading / or ~, no empty, '.' or '..' parts)"
+        )
     assert not (tmp_path / "runs").exists()
 
 
@@ -440,7 +542,7 @@ def _held_lock(folder: Path, name: str = ".mmimdb-dist.lock"):
     import fcntl
 
     folder.mkdir(parents=True, exist_ok=True)
-    handle = open(folder / name, "a")
+    handle = open(folder / name, "a")  # noqa: SIM115 (returned: the caller holds the lock open)
     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     return handle
 
@@ -455,8 +557,10 @@ def test_shard_refuses_a_foreign_folder_a_file_and_a_folder_in_use(tmp_path, cap
     (mine / "train-000000.tar").write_bytes(b"my own tar, not a shard")
     assert main(shard_args(raw, mine, 32, 4)) == 2
     (line,) = error_lines(capsys.readouterr().err)
-    assert line.endswith(f"--out {mine}: holds files that are not a shard set (notes.txt); choose an empty or "
-                         "new folder (nothing there was changed)")
+    assert line.endswith(
+        f"--out {mine}: holds files that are not a shard set (notes.txt); choose an empty or "
+        "new folder (nothing there was changed)"
+    )
     assert (mine / "notes.txt").read_text() == "keep me"
     assert (mine / "train-000000.tar").read_bytes() == b"my own tar, not a shard"
 
@@ -501,11 +605,27 @@ def test_empty_dev_split_warns_when_sharding_and_stops_training_before_its_first
         assert main(shard_args(raw, out, 32, 4)) == 0
     assert any("split 'dev' has no usable sample" in r.getMessage() for r in caplog.records)
     runs = tmp_path / "runs"
-    assert main(["train", "--config", str(REPO_CONFIGS / "synth_cnn_image.yaml"), "--set", f"loader.shards_dir={out}",
-                 "--set", f"output_dir={runs}", "--set", "loader.num_workers=0"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(REPO_CONFIGS / "synth_cnn_image.yaml"),
+                "--set",
+                f"loader.shards_dir={out}",
+                "--set",
+                f"output_dir={runs}",
+                "--set",
+                "loader.num_workers=0",
+            ]
+        )
+        == 2
+    )
     (line,) = error_lines(capsys.readouterr().err)
-    assert line.endswith(f"{out / MANIFEST_NAME}: the dev split holds no sample; a run trains on train, selects "
-                         "its checkpoint on dev and reports on test, so each needs samples")
+    assert line.endswith(
+        f"{out / MANIFEST_NAME}: the dev split holds no sample; a run trains on train, selects "
+        "its checkpoint on dev and reports on test, so each needs samples"
+    )
     assert not any(runs.rglob("checkpoints"))
 
 
@@ -514,15 +634,27 @@ def test_train_and_cache_features_refuse_foreign_or_busy_folders(tmp_path, capsy
     raw = make_raw(tmp_path, movies)
     shards = tmp_path / "set"
     assert main(shard_args(raw, shards, 32, 4)) == 0
-    config = ["--config", str(REPO_CONFIGS / "synth_cnn_image.yaml"), "--set", f"loader.shards_dir={shards}",
-              "--set", "loader.num_workers=0", "--set", f"output_dir={tmp_path / 'runs'}", "--set", "name=run"]
+    config = [
+        "--config",
+        str(REPO_CONFIGS / "synth_cnn_image.yaml"),
+        "--set",
+        f"loader.shards_dir={shards}",
+        "--set",
+        "loader.num_workers=0",
+        "--set",
+        f"output_dir={tmp_path / 'runs'}",
+        "--set",
+        "name=run",
+    ]
     run_dir = tmp_path / "runs" / "run"
     run_dir.mkdir(parents=True)
     (run_dir / "thesis.tex").write_text("keep me")
     assert main(["train", *config]) == 2
     (line,) = error_lines(capsys.readouterr().err)
-    assert line.endswith(f"run folder {run_dir}: holds files that are not a run folder (thesis.tex); choose an "
-                         "empty or new folder (nothing there was changed)")
+    assert line.endswith(
+        f"run folder {run_dir}: holds files that are not a run folder (thesis.tex); choose an "
+        "empty or new folder (nothing there was changed)"
+    )
     (run_dir / "thesis.tex").unlink()
     holder = _held_lock(run_dir)
     try:
@@ -537,8 +669,10 @@ def test_train_and_cache_features_refuse_foreign_or_busy_folders(tmp_path, capsy
     (features / "results.csv").write_text("keep me")
     assert main(["cache-features", *config, "--out", str(features), "--device", "cpu"]) == 2
     (line,) = error_lines(capsys.readouterr().err)
-    assert line.endswith(f"--out {features}: holds files that are not a features set (results.csv); choose an "
-                         "empty or new folder (nothing there was changed)")
+    assert line.endswith(
+        f"--out {features}: holds files that are not a features set (results.csv); choose an "
+        "empty or new folder (nothing there was changed)"
+    )
 
 
 # --------------------------------------------------------------------------- damaged shard sets
@@ -558,8 +692,7 @@ def test_loader_counts_the_samples_of_a_missing_shard(synth_raw, tmp_path, caplo
     manifest = shard_dataset(shard_config(synth_raw, out, workers=1))
     lost = manifest.split("test").shards[1]
     (out / lost.name).unlink()
-    assert any("missing (listed in manifest.json" in p and lost.name in p
-               for p in verify_shards(out))
+    assert any("missing (listed in manifest.json" in p and lost.name in p for p in verify_shards(out))
 
     cfg = LoaderConfig(batch_size=4, eval_batch_size=8, num_workers=0, image_size=32)
     loader = build_eval_loader(cfg, load_manifest(out), "test", CharEncoder(), rank=0, world_size=1)
@@ -613,8 +746,7 @@ def test_manifest_that_is_not_json_is_named_by_load_and_verify(synth_raw, tmp_pa
     (out / MANIFEST_NAME).write_text(text[: len(text) // 2])
     with pytest.raises(DataError, match=r"manifest\.json: not valid JSON"):
         load_manifest(out)
-    verify = subprocess.run(CLI + ["shard", "--verify", str(out)], capture_output=True, text=True,
-                            timeout=120)
+    verify = subprocess.run([*CLI, "shard", "--verify", str(out)], capture_output=True, text=True, timeout=120)
     assert verify.returncode == 1
     assert f"{out / MANIFEST_NAME}: not valid JSON" in verify.stdout
 
@@ -622,18 +754,21 @@ def test_manifest_that_is_not_json_is_named_by_load_and_verify(synth_raw, tmp_pa
 # --------------------------------------------------------------------------- config at the CLI
 
 
-@pytest.mark.parametrize("setting, named", [
-    ("shard.poster_size=64", "shard.poster_size"),
-    ("shard.workers=two", "shard.workers: expected int"),
-    ("model.name=transformer_fusion", "model.name"),
-    ("loss.name=hinge", "loss.name"),
-    ("seed=-1", "seed: expected an integer in [0, 2**32), got -1"),
-    ("train.seed=4294967296", "train.seed: expected an integer in [0, 2**32)"),
-    ("train.lr=.nan", "train.lr: expected a finite number, got nan"),
-    ("train.weight_decay=inf", "train.weight_decay: expected a finite number"),
-    ("train.max_grad_norm=.inf", "train.max_grad_norm: expected a finite number"),
-    ("loader.max_text_length=512000", "loader.max_text_length: 512000 is more than 16384 tokens"),
-])
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("shard.poster_size=64", "shard.poster_size"),
+        ("shard.workers=two", "shard.workers: expected int"),
+        ("model.name=transformer_fusion", "model.name"),
+        ("loss.name=hinge", "loss.name"),
+        ("seed=-1", "seed: expected an integer in [0, 2**32), got -1"),
+        ("train.seed=4294967296", "train.seed: expected an integer in [0, 2**32)"),
+        ("train.lr=.nan", "train.lr: expected a finite number, got nan"),
+        ("train.weight_decay=inf", "train.weight_decay: expected a finite number"),
+        ("train.max_grad_norm=.inf", "train.max_grad_norm: expected a finite number"),
+        ("loader.max_text_length=512000", "loader.max_text_length: 512000 is more than 16384 tokens"),
+    ],
+)
 def test_config_mistakes_are_one_line_naming_the_key(tmp_path, capsys, setting, named):
     assert main(["shard", "--raw", str(tmp_path), "--out", str(tmp_path / "s"), "--set", setting]) == 2
     (line,) = error_lines(capsys.readouterr().err)
@@ -647,16 +782,22 @@ def test_unreadable_configs_and_a_bad_log_level_are_one_line(tmp_path, capsys):
     latin.write_bytes("name: caf\u00e9\n".encode("latin-1"))
     twice = tmp_path / "twice.yaml"
     twice.write_text("train:\n  lr: 0.1\n  epochs: 3\n  lr: 0.001\n")
-    cases = [(tmp_path, f"config file {tmp_path}: is a folder; expected a YAML file"),
-             (latin, f"config file {latin}: not UTF-8 text"),
-             (twice, f"{twice}: line 4: not valid YAML (safe loader; Python tags are refused): key 'lr' "
-                     "written twice (lines 2 and 4); keep one")]
+    cases = [
+        (tmp_path, f"config file {tmp_path}: is a folder; expected a YAML file"),
+        (latin, f"config file {latin}: not UTF-8 text"),
+        (
+            twice,
+            f"{twice}: line 4: not valid YAML (safe loader; Python tags are refused): key 'lr' "
+            "written twice (lines 2 and 4); keep one",
+        ),
+    ]
     for config, expected in cases:
         assert main(["train", "--config", str(config)]) == 2
         (line,) = error_lines(capsys.readouterr().err)
         assert expected in line, line
-    result = subprocess.run(CLI + ["--log-level", "LOUD", "train"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
+    result = subprocess.run([*CLI, "--log-level", "LOUD", "train"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
     assert "argument --log-level: invalid choice: 'LOUD'" in result.stderr
 
 
@@ -664,8 +805,11 @@ def test_split_json_with_a_key_besides_train_dev_test_is_refused(tmp_path):
 
     root = tmp_path / "mmimdb"
     write_split(root, {"train": ["0000001"], "dev": [], "test": [], "val": ["0000002"]})
-    with pytest.raises(DataError, match="split.json: unexpected key 'val' \\(expected exactly the keys train, "
-                                        "dev, test; move its ids into one of them\\)"):
+    with pytest.raises(
+        DataError,
+        match="split.json: unexpected key 'val' \\(expected exactly the keys train, "
+        "dev, test; move its ids into one of them\\)",
+    ):
         read_split(root)
 
 
@@ -673,12 +817,11 @@ def test_yaml_with_a_python_tag_is_refused_at_the_cli(tmp_path, capsys):
     marker = tmp_path / "ran"
     config = tmp_path / "exp.yaml"
     config.write_text(f"name: !!python/object/apply:os.system ['touch {marker}']\n")
-    assert main(["shard", "--config", str(config), "--raw", str(tmp_path), "--out",
-                 str(tmp_path / "s")]) == 2
+    assert main(["shard", "--config", str(config), "--raw", str(tmp_path), "--out", str(tmp_path / "s")]) == 2
     (line,) = error_lines(capsys.readouterr().err)
-    assert str(config) in line and "not valid YAML" in line
+    assert str(config) in line
+    assert "not valid YAML" in line
     assert not marker.exists()
-
 
 
 # --------------------------------------------------------------------------- the catalogue

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
+from dist_scripts.train_fixtures import env, run_train, tiny_config, train_command, write_config
 
-from dist_scripts.train_fixtures import (env, run_train, tiny_config, train_command, write_config)
-from mmimdb_dist.run.metrics_log import read_records
 from mmimdb_dist.run.layout import METRICS_LOG
+from mmimdb_dist.run.metrics_log import read_records
 
 pytestmark = pytest.mark.slow
 
@@ -37,16 +37,39 @@ def _free_port() -> int:
 
 
 def _launcher() -> list[str]:
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-            "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port())]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_ip",
+        "127.0.0.1",
+        "--main_process_port",
+        str(_free_port()),
+    ]
 
 
 def _launch(root: Path, config: Path, *extra: str) -> subprocess.Popen:
-    command = [*_launcher(), str(RANKS_SCRIPT), str(root), "--log-level", "WARNING", "train",
-               "--config", str(config), *extra]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env(), cwd=root)
+    command = [
+        *_launcher(),
+        str(RANKS_SCRIPT),
+        str(root),
+        "--log-level",
+        "WARNING",
+        "train",
+        "--config",
+        str(config),
+        *extra,
+    ]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(), cwd=root)
 
 
 def _wait_for_step(process: subprocess.Popen, run_dir: Path, step: int, timeout: float = 240) -> None:
@@ -68,8 +91,10 @@ def _pid(root: Path, rank: int) -> int:
 def _checkpoint_states(run_dir: Path) -> list[dict]:
     from mmimdb_dist.run.checkpoints import complete_checkpoints
 
-    return [json.loads((c / "trainer_state.json").read_text()) | {"name": c.name}
-            for c in complete_checkpoints(run_dir / "checkpoints")]
+    return [
+        json.loads((c / "trainer_state.json").read_text()) | {"name": c.name}
+        for c in complete_checkpoints(run_dir / "checkpoints")
+    ]
 
 
 def _final(run_dir: Path) -> dict:
@@ -82,8 +107,11 @@ def _assert_same_final_metrics(resumed: dict, uninterrupted: dict) -> None:
     for split in ("dev", "test"):
         for protocol in ("threshold_0.5", "tuned_on_dev"):
             for key in METRIC_KEYS:
-                assert resumed[split][protocol][key] == pytest.approx(uninterrupted[split][protocol][key],
-                                                                      abs=1e-6), (split, protocol, key)
+                assert resumed[split][protocol][key] == pytest.approx(uninterrupted[split][protocol][key], abs=1e-6), (
+                    split,
+                    protocol,
+                    key,
+                )
         assert resumed[split]["thresholds"] == uninterrupted[split]["thresholds"]
 
 
@@ -92,19 +120,20 @@ def _assert_same_final_metrics(resumed: dict, uninterrupted: dict) -> None:
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "ctrl-c"])
 def test_a_stop_signal_checkpoints_at_the_step_boundary_exits_75_and_resume_matches_an_uninterrupted_run(
-        shards, tmp_path, stop):
+    shards, tmp_path, stop
+):
     """SIGTERM (Slurm, a scheduler) and SIGINT (Ctrl-C) both finish the step and checkpoint."""
     from mmimdb_dist.train.signals import EXIT_CHECKPOINTED
 
     # Only epoch-end checkpoints are scheduled: the mid-epoch one can only come from the signal.
-    reference = write_config(tmp_path / "reference.yaml",
-                             tiny_config(shards, tmp_path / "runs", "reference", epochs=1))
+    reference = write_config(tmp_path / "reference.yaml", tiny_config(shards, tmp_path / "runs", "reference", epochs=1))
     run_train(reference)
     config = write_config(tmp_path / "stopped.yaml", tiny_config(shards, tmp_path / "runs", "stopped", epochs=1))
     run_dir = tmp_path / "runs" / "stopped"
 
-    process = subprocess.Popen(train_command(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=env(), cwd=tmp_path)
+    process = subprocess.Popen(
+        train_command(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=tmp_path
+    )
     try:
         _wait_for_step(process, run_dir, 5)
         process.send_signal(stop)
@@ -116,10 +145,13 @@ def test_a_stop_signal_checkpoints_at_the_step_boundary_exits_75_and_resume_matc
     assert process.returncode == EXIT_CHECKPOINTED == 75, stderr[-3000:]
     assert not (run_dir / "final_metrics.json").exists()
     [state] = _checkpoint_states(run_dir)
-    assert state["epoch"] == 0 and 5 <= state["step"] == state["batch_in_epoch"] < 360 // 16
+    assert state["epoch"] == 0
+    assert 5 <= state["step"] == state["batch_in_epoch"] < 360 // 16
     assert state["best_checkpoint"] is None  # no evaluation yet: the stop did not fake one
-    assert f"stopped by {stop.name}" in stderr and f"step {state['step']}" in stderr
-    assert state["name"] in stderr and "--resume auto" in stderr
+    assert f"stopped by {stop.name}" in stderr
+    assert f"step {state['step']}" in stderr
+    assert state["name"] in stderr
+    assert "--resume auto" in stderr
 
     result = run_train(config, "--resume", "auto")
     assert "stopped by" not in result.stderr
@@ -134,16 +166,19 @@ def test_a_second_stop_signal_kills_at_once(shards, tmp_path, stop):
     (a second Ctrl-C does not wait for the step to end)."""
     from mmimdb_dist.train.signals import StopRequests
 
-    code = ("import os, signal, time\n"
-            "from mmimdb_dist.train.signals import StopRequests\n"
-            "with StopRequests() as stops:\n"
-            f"    os.kill(os.getpid(), signal.{stop.name})\n"
-            "    print(stops.received.name, flush=True)\n"
-            f"    os.kill(os.getpid(), signal.{stop.name})\n"
-            "    time.sleep(30)\n"
-            "print('not reached', flush=True)\n")
+    code = (
+        "import os, signal, time\n"
+        "from mmimdb_dist.train.signals import StopRequests\n"
+        "with StopRequests() as stops:\n"
+        f"    os.kill(os.getpid(), signal.{stop.name})\n"
+        "    print(stops.received.name, flush=True)\n"
+        f"    os.kill(os.getpid(), signal.{stop.name})\n"
+        "    time.sleep(30)\n"
+        "print('not reached', flush=True)\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env())
-    assert result.returncode == -stop and result.stdout == f"{stop.name}\n", result
+    assert result.returncode == -stop, result
+    assert result.stdout == f"{stop.name}\n", result
     # Leaving the block restores what was there before.
     before = signal.getsignal(signal.SIGTERM)
     with StopRequests():
@@ -170,7 +205,8 @@ def test_sigusr2_to_rank_0_only_stops_both_ranks_at_the_same_step_with_a_checkpo
     assert process.returncode != 0, output[-3000:]
     assert output.count("exitcode  : 75") == 2, output[-3000:]
     [state] = _checkpoint_states(run_dir)
-    assert state["epoch"] == 0 and 5 <= state["step"] == state["batch_in_epoch"] < 360 // 32
+    assert state["epoch"] == 0
+    assert 5 <= state["step"] == state["batch_in_epoch"] < 360 // 32
     assert f"stopped by SIGUSR2 at epoch 0 step {state['step']}" in output
     # Every rank took part in the checkpoint: each one's RNG state is in it.
     saved = {p.name for p in (run_dir / "checkpoints" / state["name"]).iterdir()}
@@ -178,8 +214,9 @@ def test_sigusr2_to_rank_0_only_stops_both_ranks_at_the_same_step_with_a_checkpo
 
 
 def test_a_rank_killed_mid_training_fails_the_launch_within_the_dist_timeout(shards, tmp_path):
-    config = write_config(tmp_path / "dying.yaml",
-                          tiny_config(shards, tmp_path / "runs", "dying", epochs=EPOCHS, dist_timeout_s=20))
+    config = write_config(
+        tmp_path / "dying.yaml", tiny_config(shards, tmp_path / "runs", "dying", epochs=EPOCHS, dist_timeout_s=20)
+    )
     run_dir = tmp_path / "runs" / "dying"
     process = _launch(tmp_path, config)
     try:
@@ -192,15 +229,17 @@ def test_a_rank_killed_mid_training_fails_the_launch_within_the_dist_timeout(sha
             process.kill()
             process.wait()
     assert process.returncode != 0
-    assert "SIGKILL" in output and "rank      : 1" in output, output[-3000:]
+    assert "SIGKILL" in output, output[-3000:]
+    assert "rank      : 1" in output, output[-3000:]
     assert not (run_dir / "final_metrics.json").exists()
 
 
 def test_a_rank_that_hangs_fails_the_others_after_the_dist_timeout(shards, tmp_path):
     """SIGSTOP freezes rank 1 mid-training (a stuck NFS read, a deadlocked data worker): rank 0
     waits in its next collective for train.dist_timeout_s, then fails, and the launch ends."""
-    config = write_config(tmp_path / "hanging.yaml",
-                          tiny_config(shards, tmp_path / "runs", "hanging", epochs=EPOCHS, dist_timeout_s=15))
+    config = write_config(
+        tmp_path / "hanging.yaml", tiny_config(shards, tmp_path / "runs", "hanging", epochs=EPOCHS, dist_timeout_s=15)
+    )
     run_dir = tmp_path / "runs" / "hanging"
     process = _launch(tmp_path, config)
     stopped = None
@@ -220,9 +259,11 @@ def test_a_rank_that_hangs_fails_the_others_after_the_dist_timeout(shards, tmp_p
     # The first failure is rank 0's, by gloo's own timeout ("Application timeout caused pair
     # closure", or "Timed out waiting ..." depending on where rank 0 was waiting), not a kill
     # from outside; the launcher then takes the frozen rank down.
-    assert "[rank0]" in output and re.search(r"time(d )?out", output, re.IGNORECASE), output[-3000:]
+    assert "[rank0]" in output, output[-3000:]
+    assert re.search(r"time(d )?out", output, re.IGNORECASE), output[-3000:]
     root_cause = output.split("Root Cause")[-1]
-    assert "rank      : 0" in root_cause and "exitcode  : 1" in root_cause, output[-3000:]
+    assert "rank      : 0" in root_cause, output[-3000:]
+    assert "exitcode  : 1" in root_cause, output[-3000:]
     assert not (run_dir / "final_metrics.json").exists()
 
 
@@ -237,20 +278,26 @@ def test_a_non_finite_loss_stops_before_the_optimizer_step_naming_the_last_good_
     from mmimdb_dist.run.export import load_for_inference
 
     # lr 1e30: the first step is finite but throws the weights so far that the next loss is not.
-    config = write_config(tmp_path / "nan.yaml",
-                          tiny_config(shards, tmp_path / "runs", "nan", epochs=1, lr=1e30, warmup_steps=0,
-                                      checkpoint_every_steps=1))
+    config = write_config(
+        tmp_path / "nan.yaml",
+        tiny_config(shards, tmp_path / "runs", "nan", epochs=1, lr=1e30, warmup_steps=0, checkpoint_every_steps=1),
+    )
     run_dir = tmp_path / "runs" / "nan"
     result = run_train(config, check=False)
     assert result.returncode == 2, result.stderr[-3000:]
     [line] = [text for text in result.stderr.splitlines() if "mmimdb-dist train: error:" in text]
-    match = re.search(r"error: loss (nan|inf|-inf) at batch (\d+) \(epoch 0, before optimizer step (\d+)\); "
-                      r"no step was taken with it\. Last complete checkpoint: (\S+)\.", line)
+    match = re.search(
+        r"error: loss (nan|inf|-inf) at batch (\d+) \(epoch 0, before optimizer step (\d+)\); "
+        r"no step was taken with it\. Last complete checkpoint: (\S+)\.",
+        line,
+    )
     assert match, line
     batch, step, last = int(match[2]), int(match[3]), Path(match[4])
     assert batch == step >= 2  # one batch per step: the failing batch's step was never taken
-    assert "train.lr" in line and "--resume" in line
-    assert last.parent == run_dir / "checkpoints" and last.is_dir()
+    assert "train.lr" in line
+    assert "--resume" in line
+    assert last.parent == run_dir / "checkpoints"
+    assert last.is_dir()
     assert json.loads((last / "trainer_state.json").read_text())["step"] == step - 1
     model, _, _ = load_for_inference(last)
     assert all(torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point())

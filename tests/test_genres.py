@@ -1,4 +1,11 @@
-from mmimdb_dist.data.sources.mmimdb.genres import DROPPED_GENRES, GENRES, NUM_GENRES, canonical_genre, map_genres, multi_hot
+from mmimdb_dist.data.sources.mmimdb.genres import (
+    DROPPED_GENRES,
+    GENRES,
+    NUM_GENRES,
+    canonical_genre,
+    map_genres,
+    multi_hot,
+)
 
 
 def test_genre_list_is_the_benchmark_list():
@@ -6,7 +13,7 @@ def test_genre_list_is_the_benchmark_list():
     assert GENRES[:3] == ("Drama", "Comedy", "Romance")
     assert GENRES[-1] == "Film-Noir"
     assert not set(GENRES) & DROPPED_GENRES
-    assert DROPPED_GENRES == {"Adult", "News", "Reality-TV", "Talk-Show"}
+    assert {"Adult", "News", "Reality-TV", "Talk-Show"} == DROPPED_GENRES
 
 
 def test_mapping_drops_sorts_and_reports_unknown():
@@ -18,4 +25,7 @@ def test_mapping_drops_sorts_and_reports_unknown():
 
 def test_multi_hot_uses_frequency_order():
     vec = multi_hot(["Film-Noir", "Drama"])
-    assert len(vec) == 23 and vec[0] == 1 and vec[22] == 1 and sum(vec) == 2
+    assert len(vec) == 23
+    assert vec[0] == 1
+    assert vec[22] == 1
+    assert sum(vec) == 2

@@ -16,9 +16,8 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from mmimdb_dist.schema import FusionConfig, ModelConfig, TextEncoderConfig
 from mmimdb_dist.models.registry import build_model
-from mmimdb_dist.schema import TrainConfig
+from mmimdb_dist.schema import FusionConfig, ModelConfig, TextEncoderConfig, TrainConfig
 from mmimdb_dist.train.optim import build_optimizer
 
 VOCAB, FILLER_FROM, GENRES_PLANTED = 400, 50, 4
@@ -47,8 +46,9 @@ def test_default_bilstm_recipe_finds_planted_cue_words_within_120_steps() -> Non
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     # The defaults of every key that shapes learning; only the sizes are made small.
-    cfg = ModelConfig(name="text_only", text=TextEncoderConfig(kind="bilstm", embed_dim=32, hidden=32),
-                      fusion=FusionConfig(hidden=32))
+    cfg = ModelConfig(
+        name="text_only", text=TextEncoderConfig(kind="bilstm", embed_dim=32, hidden=32), fusion=FusionConfig(hidden=32)
+    )
     train_cfg = TrainConfig()
     model = build_model(cfg, num_labels=23, vocab_size=VOCAB, pad_id=0)
     model.init_output_bias(torch.full((23,), 0.05).index_fill(0, torch.arange(GENRES_PLANTED), 0.3))

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from dist_scripts.loader_fixtures import build_shards, build_tokenizer, data_root, manifest_ids
+
+from mmimdb_dist.data.device import jitter_colors, jitter_factors, to_device
+from mmimdb_dist.data.loader import build_eval_loader, build_train_loader
+from mmimdb_dist.data.manifest import load_manifest
+from mmimdb_dist.data.sources.mmimdb.genres import NUM_GENRES
+from mmimdb_dist.data.text import HFTokenEncoder
 from mmimdb_dist.errors import ConfigError
 from mmimdb_dist.schema import LoaderConfig
-from mmimdb_dist.data.loader import build_eval_loader, build_train_loader
-from mmimdb_dist.data.device import jitter_colors, jitter_factors, to_device
-from mmimdb_dist.data.manifest import load_manifest
-from mmimdb_dist.data.text import HFTokenEncoder
-from mmimdb_dist.data.sources.mmimdb.genres import NUM_GENRES
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,15 @@ def encoder(tmp_path_factory, shards) -> HFTokenEncoder:
 
 
 def small_cfg(**changes) -> LoaderConfig:
-    base = LoaderConfig(batch_size=8, eval_batch_size=16, num_workers=0, shuffle_buffer=32,
-                        image_size=32, max_text_length=256, bucket_pool_batches=4)
+    base = LoaderConfig(
+        batch_size=8,
+        eval_batch_size=16,
+        num_workers=0,
+        shuffle_buffer=32,
+        image_size=32,
+        max_text_length=256,
+        bucket_pool_batches=4,
+    )
     return dataclasses.replace(base, **changes)
 
 
@@ -55,10 +62,12 @@ def test_hf_encoder_gives_real_word_pieces_and_truncates(encoder):
     tokenizer = encoder.tokenizer
     unk = tokenizer.unk_token_id
     ids = encoder.encode("A detective investigates a murder in the city", 64)
-    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+    assert ids[0] == tokenizer.cls_token_id
+    assert ids[-1] == tokenizer.sep_token_id
     assert sum(i == unk for i in ids) == 0, tokenizer.convert_ids_to_tokens(ids)
     long_ids = encoder.encode("the city " * 200, 16)
-    assert len(long_ids) == 16 and long_ids[-1] == tokenizer.sep_token_id
+    assert len(long_ids) == 16
+    assert long_ids[-1] == tokenizer.sep_token_id
     assert encoder.pad_id == tokenizer.pad_token_id == 0
 
 
@@ -80,9 +89,11 @@ def test_train_batch_format_matches_the_shards(shards, encoder):
     assert len(batches) == len(loader)
     for batch in batches:
         b, length = batch["input_ids"].shape
-        assert b == 8 and batch["pixel_values"].shape == (8, 3, 32, 32)
+        assert b == 8
+        assert batch["pixel_values"].shape == (8, 3, 32, 32)
         assert batch["pixel_values"].dtype == torch.uint8
-        assert batch["labels"].shape == (8, NUM_GENRES) and batch["labels"].dtype == torch.float32
+        assert batch["labels"].shape == (8, NUM_GENRES)
+        assert batch["labels"].dtype == torch.float32
         assert batch["attention_mask"].dtype == torch.int64
         lengths = batch["attention_mask"].sum(1)
         assert int(lengths.max()) == length  # padded to the longest plot of the batch
@@ -100,7 +111,8 @@ def test_to_device_scales_pixels_to_unit_range(shards, encoder):
     expected = batch["pixel_values"].double() / 255  # normalising is each image encoder's own
     assert moved["pixel_values"].dtype == torch.float64
     assert torch.allclose(moved["pixel_values"], expected)
-    assert moved["labels"].dtype == torch.float64 and moved["ids"] == batch["ids"]
+    assert moved["labels"].dtype == torch.float64
+    assert moved["ids"] == batch["ids"]
 
 
 def test_device_color_jitter_matches_torchvision_and_is_seeded_per_sample(shards, encoder):
@@ -110,14 +122,16 @@ def test_device_color_jitter_matches_torchvision_and_is_seeded_per_sample(shards
     batch = next(iter(build_eval_loader(small_cfg(), manifest, "dev", encoder, rank=0, world_size=1)))
     pixels = batch["pixel_values"].double() / 255
     factors = jitter_factors(batch["ids"], 0.4, seed=3)
-    assert factors.shape == (3, len(batch["ids"])) and bool(((factors >= 0.6) & (factors <= 1.4)).all())
+    assert factors.shape == (3, len(batch["ids"]))
+    assert bool(((factors >= 0.6) & (factors <= 1.4)).all())
     jittered = jitter_colors(pixels.clone(), factors)
     for row in range(len(batch["ids"])):
         brightness, contrast, saturation = factors[:, row].tolist()
-        expected = F.adjust_saturation(F.adjust_contrast(F.adjust_brightness(
-            pixels[row], brightness), contrast), saturation)
+        expected = F.adjust_saturation(
+            F.adjust_contrast(F.adjust_brightness(pixels[row], brightness), contrast), saturation
+        )
         assert torch.allclose(jittered[row], expected, atol=1e-6)
-        single = jitter_colors(pixels.float()[row:row + 1].clone(), factors[:, row:row + 1])  # float32, as trained
+        single = jitter_colors(pixels.float()[row : row + 1].clone(), factors[:, row : row + 1])  # float32, as trained
         assert torch.allclose(single[0], expected.float(), atol=1e-5)
 
     moved = to_device(batch, "cpu", torch.float64, color_jitter=0.4, jitter_seed=3)
@@ -149,8 +163,7 @@ def test_same_seed_same_order_and_epochs_differ(shards, encoder):
     cfg = small_cfg(num_workers=2)
 
     def run(epoch: int, seed: int) -> list[list[str]]:
-        return epoch_ids(build_train_loader(cfg, manifest, encoder, rank=0, world_size=1,
-                                            epoch=epoch, seed=seed))
+        return epoch_ids(build_train_loader(cfg, manifest, encoder, rank=0, world_size=1, epoch=epoch, seed=seed))
 
     first = run(0, 0)
     assert run(0, 0) == first
@@ -165,11 +178,12 @@ def test_skip_batches_resumes_exactly(shards, encoder, skip):
     manifest = load_manifest(shards)
     cfg = small_cfg(num_workers=2)
     full = list(build_train_loader(cfg, manifest, encoder, rank=0, world_size=1, epoch=2, seed=5))
-    resumed_loader = build_train_loader(cfg, manifest, encoder, rank=0, world_size=1, epoch=2, seed=5,
-                                        skip_batches=skip)
+    resumed_loader = build_train_loader(
+        cfg, manifest, encoder, rank=0, world_size=1, epoch=2, seed=5, skip_batches=skip
+    )
     resumed = list(resumed_loader)
     assert len(resumed_loader) == len(full) - skip == len(resumed)
-    for expected, got in zip(full[skip:], resumed):
+    for expected, got in zip(full[skip:], resumed, strict=True):
         assert got["ids"] == expected["ids"]
         assert torch.equal(got["pixel_values"], expected["pixel_values"])  # same augmentation
         assert torch.equal(got["input_ids"], expected["input_ids"])
@@ -178,11 +192,9 @@ def test_skip_batches_resumes_exactly(shards, encoder, skip):
 def test_bad_rank_batch_size_and_skip_are_config_errors(shards, encoder):
     manifest = load_manifest(shards)
     with pytest.raises(ConfigError, match="batch_size"):
-        build_train_loader(small_cfg(batch_size=100), manifest, encoder, rank=0, world_size=2,
-                           epoch=0, seed=0)
+        build_train_loader(small_cfg(batch_size=100), manifest, encoder, rank=0, world_size=2, epoch=0, seed=0)
     with pytest.raises(ConfigError, match="skip_batches"):
-        build_train_loader(small_cfg(), manifest, encoder, rank=0, world_size=1, epoch=0, seed=0,
-                           skip_batches=999)
+        build_train_loader(small_cfg(), manifest, encoder, rank=0, world_size=1, epoch=0, seed=0, skip_batches=999)
     with pytest.raises(ConfigError, match="rank 2"):
         build_eval_loader(small_cfg(), manifest, "dev", encoder, rank=2, world_size=2)
 
@@ -190,7 +202,7 @@ def test_bad_rank_batch_size_and_skip_are_config_errors(shards, encoder):
 # --------------------------------------------------------------------------- ranks and slots
 
 
-@pytest.mark.parametrize("world_size, num_workers", [(2, 2), (3, 1)])
+@pytest.mark.parametrize(("world_size", "num_workers"), [(2, 2), (3, 1)])
 def test_eval_covers_every_sample_once_across_ranks(shards, encoder, world_size, num_workers):
     manifest = load_manifest(shards)
     cfg = small_cfg(num_workers=num_workers)
@@ -224,8 +236,10 @@ def test_fewer_shards_than_slots_splits_by_sample(shards, encoder, caplog):
 
     # Train on the dev shards: same batch count per rank, each rank's stream disjoint.
     dev_as_train = dataclasses.replace(manifest, splits={**manifest.splits, "train": manifest.split("dev")})
-    per_rank = [epoch_ids(build_train_loader(cfg, dev_as_train, encoder, rank=rank, world_size=2,
-                                             epoch=0, seed=0)) for rank in range(2)]
+    per_rank = [
+        epoch_ids(build_train_loader(cfg, dev_as_train, encoder, rank=rank, world_size=2, epoch=0, seed=0))
+        for rank in range(2)
+    ]
     expected_batches = len(dev_ids) // (2 * 2)
     assert [len(batches) for batches in per_rank] == [expected_batches, expected_batches]
     sightings = [i for batches in per_rank for batch in batches for i in batch]
@@ -244,9 +258,16 @@ def test_uneven_shards_still_give_every_rank_the_same_batch_count(shards, encode
     assert [s.num_samples for s in split.shards] == [19, 19, 19, 18]
     test_as_train = dataclasses.replace(manifest, splits={**manifest.splits, "train": split})
     cfg = small_cfg(num_workers=1, batch_size=5)
-    per_rank = [[i for batch in epoch_ids(build_train_loader(cfg, test_as_train, encoder, rank=rank,
-                                                             world_size=3, epoch=0, seed=0))
-                 for i in batch] for rank in range(3)]
+    per_rank = [
+        [
+            i
+            for batch in epoch_ids(
+                build_train_loader(cfg, test_as_train, encoder, rank=rank, world_size=3, epoch=0, seed=0)
+            )
+            for i in batch
+        ]
+        for rank in range(3)
+    ]
     assert [len(ids) for ids in per_rank] == [25, 25, 25]
     sightings = [i for ids in per_rank for i in ids]
     # Padding needed: two ranks hold 18 or 19 samples for 25 slots each -> at most 7 + 7 repeats.
@@ -291,7 +312,7 @@ def _truncate(path: Path) -> set[str]:
     return {key for key, count in members.items() if count == 3}
 
 
-@pytest.fixture()
+@pytest.fixture
 def damaged(tmp_path, shards) -> tuple[Path, dict]:
     """A copy of the shard set with, in train and test: one undecodable poster and one broken
     JSON in the first shard, and the second shard cut in the middle."""
@@ -305,8 +326,7 @@ def damaged(tmp_path, shards) -> tuple[Path, dict]:
             second_ids = {m.name.split(".")[0] for m in tar.getmembers()}
         bad = set(_rewrite_shard(first, 2, 5))
         lost = second_ids - _truncate(second)
-        info[split] = {"good": set(manifest_ids(shards, split)) - bad - lost,
-                       "skips": len(bad) + len(lost)}
+        info[split] = {"good": set(manifest_ids(shards, split)) - bad - lost, "skips": len(bad) + len(lost)}
     return copy, info
 
 
@@ -320,7 +340,8 @@ def test_corrupt_samples_and_truncated_shards_are_skipped_and_counted(damaged, e
         seen = [i for batch in epoch_ids(loader) for i in batch]
     assert sorted(seen) == sorted(info["test"]["good"])
     assert loader.skipped == info["test"]["skips"]
-    assert "poster does not decode" in caplog.text and "not valid JSON" in caplog.text
+    assert "poster does not decode" in caplog.text
+    assert "not valid JSON" in caplog.text
     assert "truncated or corrupt shard" in caplog.text
 
     # Train: batch_size 10 draws all 150 sightings, so the whole first pass is consumed; the
@@ -341,23 +362,53 @@ def test_inspect_command_reports_shapes_padding_and_skips(shards, tmp_path_facto
     from mmimdb_dist.cli import main
 
     tokenizer = build_tokenizer(data_root(tmp_path_factory), shards)
-    rc = main(["inspect", "--shards", str(shards), "--batches", "3", "--tokenizer", str(tokenizer),
-               "--set", "loader.batch_size=4", "--set", "loader.image_size=40",
-               "--set", "loader.num_workers=0"])
+    rc = main(
+        [
+            "inspect",
+            "--shards",
+            str(shards),
+            "--batches",
+            "3",
+            "--tokenizer",
+            str(tokenizer),
+            "--set",
+            "loader.batch_size=4",
+            "--set",
+            "loader.image_size=40",
+            "--set",
+            "loader.num_workers=0",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert "pixel_values    (4, 3, 40, 40) uint8" in out
     assert "labels          (4, 23) float32" in out
     assert "batches streamed 3, samples 12" in out
-    assert "mean padded length" in out and "skipped 0" in out
+    assert "mean padded length" in out
+    assert "skipped 0" in out
 
     # Without --tokenizer: a word vocabulary of the train plots; dev streams in eval order.
-    rc = main(["inspect", "--shards", str(shards), "--split", "dev", "--batches", "1",
-               "--set", "loader.eval_batch_size=5", "--set", "loader.image_size=24",
-               "--set", "loader.num_workers=0"])
+    rc = main(
+        [
+            "inspect",
+            "--shards",
+            str(shards),
+            "--split",
+            "dev",
+            "--batches",
+            "1",
+            "--set",
+            "loader.eval_batch_size=5",
+            "--set",
+            "loader.image_size=24",
+            "--set",
+            "loader.num_workers=0",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
-    assert "pixel_values    (5, 3, 24, 24) uint8" in out and "batches streamed 1, samples 5" in out
+    assert "pixel_values    (5, 3, 24, 24) uint8" in out
+    assert "batches streamed 1, samples 5" in out
 
 
 def test_inspect_command_missing_shards_is_a_one_line_error(tmp_path, capsys):
@@ -383,4 +434,5 @@ def test_a_loader_started_early_gives_the_same_epoch(shards, encoder):
     early = loader(1).start()  # epoch 1's workers start now, as the trainer's do
     rest = [batch["ids"] for batch in current]
     early_ids = [batch["ids"] for batch in early]
-    assert rest and early_ids == epoch_ids(loader(1))
+    assert rest
+    assert early_ids == epoch_ids(loader(1))

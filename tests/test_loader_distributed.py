@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from dist_scripts.loader_fixtures import build_shards, build_vocabulary, data_root, manifest_ids
 
 pytestmark = pytest.mark.slow
@@ -34,18 +33,45 @@ def _free_port() -> int:
 def _launch(kind: str, shards: Path, vocabulary: Path, out: Path) -> list[dict]:
     port = str(_free_port())
     if kind == "torchrun":
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                    "--master_addr", "127.0.0.1", "--master_port", port]
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            port,
+        ]
     else:
-        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-                    "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-                    "--dynamo_backend", "no", "--main_process_ip", "127.0.0.1",
-                    "--main_process_port", port]
+        launcher = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_ip",
+            "127.0.0.1",
+            "--main_process_port",
+            port,
+        ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([*launcher, str(SCRIPT), kind, str(shards), str(vocabulary), str(out),
-                             str(BATCH_SIZE)],
-                            capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S, env=env,
-                            cwd=out)
+    result = subprocess.run(
+        [*launcher, str(SCRIPT), kind, str(shards), str(vocabulary), str(out), str(BATCH_SIZE)],
+        capture_output=True,
+        text=True,
+        timeout=LAUNCH_TIMEOUT_S,
+        env=env,
+        cwd=out,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(2)]
 
@@ -60,8 +86,7 @@ def data(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module", params=["torchrun", "accelerate"])
 def ranks(request, data, tmp_path_factory) -> tuple[str, list[dict]]:
     shards, vocabulary = data
-    return request.param, _launch(request.param, shards, vocabulary,
-                                  tmp_path_factory.mktemp(f"loader-{request.param}"))
+    return request.param, _launch(request.param, shards, vocabulary, tmp_path_factory.mktemp(f"loader-{request.param}"))
 
 
 def _flat(batches: list[list[str]]) -> list[str]:

@@ -9,12 +9,11 @@ import pickle
 import pytest
 import torch
 
-from mmimdb_dist.errors import ConfigError
-from mmimdb_dist.schema import LossConfig, load_config
 from mmimdb_dist.data.manifest import load_manifest
-from mmimdb_dist.errors import DataError
 from mmimdb_dist.data.sources.mmimdb.genres import GENRES, NUM_GENRES
+from mmimdb_dist.errors import ConfigError, DataError
 from mmimdb_dist.losses import build_loss, pos_weight_from_counts
+from mmimdb_dist.schema import LossConfig, load_config
 
 LOGITS = [[0.0, 2.0, -1.0], [-1.5, 0.5, 3.0]]
 TARGETS = [[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]
@@ -25,7 +24,9 @@ def sigmoid(x: float) -> float:
 
 
 def mean_by_hand(term) -> float:
-    values = [term(x, y) for row_x, row_y in zip(LOGITS, TARGETS) for x, y in zip(row_x, row_y)]
+    values = [
+        term(x, y) for row_x, row_y in zip(LOGITS, TARGETS, strict=True) for x, y in zip(row_x, row_y, strict=True)
+    ]
     return sum(values) / len(values)
 
 
@@ -53,8 +54,14 @@ def test_weighted_bce_matches_formula_with_train_odds():
         p = sigmoid(x)
         return -(w * y * math.log(p) + (1 - y) * math.log(1 - p))
 
-    expected = sum(term(x, y, w) for row_x, row_y in zip(LOGITS, TARGETS)
-                   for x, y, w in zip(row_x, row_y, weights)) / 6
+    expected = (
+        sum(
+            term(x, y, w)
+            for row_x, row_y in zip(LOGITS, TARGETS, strict=True)
+            for x, y, w in zip(row_x, row_y, weights, strict=True)
+        )
+        / 6
+    )
     got = run_loss(LossConfig(name="weighted_bce"), label_counts=counts, num_samples=n)
     assert got == pytest.approx(expected, rel=1e-6)
 
@@ -116,7 +123,7 @@ def test_asl_matches_formula():
         if y == 1:
             return -((1 - p) ** gamma_pos) * math.log(p)
         p_m = max(p - clip, 0.0)
-        return -(p_m ** gamma_neg) * math.log(1 - p_m)
+        return -(p_m**gamma_neg) * math.log(1 - p_m)
 
     got = run_loss(LossConfig(name="asl", gamma_pos=gamma_pos, gamma_neg=gamma_neg, clip=clip))
     assert got == pytest.approx(mean_by_hand(term), rel=1e-9)
@@ -139,8 +146,10 @@ def test_losses_are_finite_for_extreme_logits_and_give_gradients(name):
     targets = torch.tensor([[0.0, 1.0, 1.0], [0.0, 1.0, 0.0]])
     value = build_loss(LossConfig(name=name))(logits, targets)
     value.backward()
-    assert value.ndim == 0 and torch.isfinite(value)
-    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    assert value.ndim == 0
+    assert torch.isfinite(value)
+    assert torch.isfinite(logits.grad).all()
+    assert logits.grad.abs().sum() > 0
 
 
 def test_unknown_loss_name_lists_valid_ones():
@@ -154,10 +163,16 @@ def test_unknown_loss_name_lists_valid_ones():
         build_loss(cfg)
 
 
-@pytest.mark.parametrize("override, key", [
-    ("loss.alpha=1.5", "loss.alpha"), ("loss.clip=1.0", "loss.clip"), ("loss.gamma=-1", "loss.gamma"),
-    ("loss.gamma_neg=-0.5", "loss.gamma_neg"), ("loss.pos_weight_max=0", "loss.pos_weight_max"),
-])
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("loss.alpha=1.5", "loss.alpha"),
+        ("loss.clip=1.0", "loss.clip"),
+        ("loss.gamma=-1", "loss.gamma"),
+        ("loss.gamma_neg=-0.5", "loss.gamma_neg"),
+        ("loss.pos_weight_max=0", "loss.pos_weight_max"),
+    ],
+)
 def test_bad_loss_values_name_their_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(overrides=[override])
@@ -171,20 +186,30 @@ def test_loss_section_loads_from_config():
 def test_multilabel_loss_pickles():
     loss = build_loss(LossConfig(name="asl"))
     restored = pickle.loads(pickle.dumps(loss))
-    assert type(restored) is type(loss) and restored.params == loss.params
+    assert type(restored) is type(loss)
+    assert restored.params == loss.params
 
 
 def _write_manifest(directory, train_counts, train_n):
     def split(n, counts, prefix):
-        return {"num_samples": n, "label_counts": counts,
-                "shards": [{"name": f"{prefix}-000000.tar", "num_samples": n, "sha256": "0" * 64, "bytes": 1}]}
+        return {
+            "num_samples": n,
+            "label_counts": counts,
+            "shards": [{"name": f"{prefix}-000000.tar", "num_samples": n, "sha256": "0" * 64, "bytes": 1}],
+        }
 
     manifest = {
-        "format": "mmimdb-dist-shards", "format_version": 1, "genres": list(GENRES),
-        "settings": {}, "skipped": {"count_by_reason": {}, "movies": []},
-        "splits": {"train": split(train_n, train_counts, "train"),
-                   # dev/test counts differ wildly: reading them instead of train would show.
-                   "dev": split(2, [1] * NUM_GENRES, "dev"), "test": split(2, [2] * NUM_GENRES, "test")},
+        "format": "mmimdb-dist-shards",
+        "format_version": 1,
+        "genres": list(GENRES),
+        "settings": {},
+        "skipped": {"count_by_reason": {}, "movies": []},
+        "splits": {
+            "train": split(train_n, train_counts, "train"),
+            # dev/test counts differ wildly: reading them instead of train would show.
+            "dev": split(2, [1] * NUM_GENRES, "dev"),
+            "test": split(2, [2] * NUM_GENRES, "test"),
+        },
     }
     (directory / "manifest.json").write_text(json.dumps(manifest))
 
@@ -195,6 +220,7 @@ def test_weighted_bce_from_a_manifest_takes_the_train_split_only(tmp_path):
     _write_manifest(tmp_path, counts, 100)
     train = load_manifest(tmp_path).split("train")
     loss = build_loss(LossConfig(name="weighted_bce"), train.label_counts, train.num_samples)
-    assert loss.pos_weight.tolist()[:3] == [1.0, 4.0, 9.0] and loss.pos_weight.tolist()[3:] == [19.0] * (NUM_GENRES - 3)
+    assert loss.pos_weight.tolist()[:3] == [1.0, 4.0, 9.0]
+    assert loss.pos_weight.tolist()[3:] == [19.0] * (NUM_GENRES - 3)
     capped = build_loss(LossConfig(name="weighted_bce", pos_weight_max=8.0), train.label_counts, train.num_samples)
     assert capped.pos_weight.tolist()[2:4] == [8.0, 8.0]

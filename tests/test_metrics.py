@@ -40,7 +40,8 @@ def test_three_by_three_case_by_hand():
     assert [g["support"] for g in m["per_label"]] == [2, 2, 1]
     assert [g["threshold"] for g in m["per_label"]] == [0.5, 0.5, 0.5]
     # Every positive outranks every negative of its genre.
-    assert m["roc_auc_macro"] == 1.0 and m["roc_auc_labels_skipped"] == 0
+    assert m["roc_auc_macro"] == 1.0
+    assert m["roc_auc_labels_skipped"] == 0
     assert m["mean_average_precision"] == 1.0
     assert m["num_samples"] == 3
 
@@ -49,7 +50,8 @@ def test_per_label_thresholds_change_predictions():
     m = compute_metrics(TRUE3, PROB3, thresholds=[0.5, 0.25, 0.35], genres=NAMES3)
     # Now B predicts [0,1,1] and C [1,0,0]: all exact except A's false positive.
     assert m["f1_micro"] == pytest.approx(2 * 5 / (2 * 5 + 1))
-    assert m["per_label"][2]["threshold"] == 0.35 and m["per_label"][2]["f1"] == 1.0
+    assert m["per_label"][2]["threshold"] == 0.35
+    assert m["per_label"][2]["f1"] == 1.0
 
 
 def _random_case(seed: int, n: int = 200):
@@ -85,14 +87,19 @@ def test_degenerate_genres_are_skipped_and_counted():
     with_positives = [g for g in range(NUM_GENRES) if g != 5]
     assert m["average_precision_labels_skipped"] == 1
     assert m["mean_average_precision"] == pytest.approx(
-        average_precision_score(y_true[:, with_positives], y_prob[:, with_positives]))
-    assert m["per_label"][5]["support"] == 0 and m["per_label"][5]["f1"] == 0.0
+        average_precision_score(y_true[:, with_positives], y_prob[:, with_positives])
+    )
+    assert m["per_label"][5]["support"] == 0
+    assert m["per_label"][5]["f1"] == 0.0
 
 
 def test_all_genres_degenerate_gives_none_not_a_crash():
     m = compute_metrics([[0, 0], [0, 0]], [[0.2, 0.7], [0.1, 0.4]], genres=("A", "B"))
-    assert m["roc_auc_macro"] is None and m["roc_auc_micro"] is None and m["mean_average_precision"] is None
-    assert m["roc_auc_labels_skipped"] == 2 and m["f1_micro"] == 0.0
+    assert m["roc_auc_macro"] is None
+    assert m["roc_auc_micro"] is None
+    assert m["mean_average_precision"] is None
+    assert m["roc_auc_labels_skipped"] == 2
+    assert m["f1_micro"] == 0.0
 
 
 def test_bad_inputs_are_explained():
@@ -112,18 +119,30 @@ def test_tuned_thresholds_improve_dev_f1_and_fall_back_for_empty_genres():
     # Genre 0: a calibrated-low model (positives ~0.3, negatives ~0.1): F1 0 at 0.5, 1 when tuned.
     # Genre 1: positives ~0.9 and negatives ~0.6: 0.5 over-predicts.  Genre 2: no dev positive.
     y_true = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 0], [1, 0, 0]])
-    y_prob = np.array([[0.30, 0.90, 0.7], [0.32, 0.62, 0.2], [0.12, 0.88, 0.9],
-                       [0.08, 0.61, 0.1], [0.10, 0.58, 0.6], [0.28, 0.55, 0.3]])
+    y_prob = np.array(
+        [
+            [0.30, 0.90, 0.7],
+            [0.32, 0.62, 0.2],
+            [0.12, 0.88, 0.9],
+            [0.08, 0.61, 0.1],
+            [0.10, 0.58, 0.6],
+            [0.28, 0.55, 0.3],
+        ]
+    )
     thresholds = tune_thresholds(y_true, y_prob, min_positives=1)
-    assert 0.12 < thresholds[0] <= 0.28 and 0.62 < thresholds[1] <= 0.88
+    assert 0.12 < thresholds[0] <= 0.28
+    assert 0.62 < thresholds[1] <= 0.88
     # No dev positive: the shared threshold (best micro-F1 over all genres), not a guess of its own.
     shared = tune_thresholds(y_true, y_prob, min_positives=10**6)
-    assert len(set(shared)) == 1 and thresholds[2] == shared[2]
+    assert len(set(shared)) == 1
+    assert thresholds[2] == shared[2]
     at_half = compute_metrics(y_true, y_prob, 0.5, genres=NAMES3)
     tuned = compute_metrics(y_true, y_prob, thresholds, genres=NAMES3)
-    assert at_half["per_label"][0]["f1"] == 0.0 and tuned["per_label"][0]["f1"] == 1.0
+    assert at_half["per_label"][0]["f1"] == 0.0
+    assert tuned["per_label"][0]["f1"] == 1.0
     assert tuned["per_label"][1]["f1"] == 1.0 > at_half["per_label"][1]["f1"]
-    assert tuned["f1_micro"] > at_half["f1_micro"] and tuned["f1_macro"] > at_half["f1_macro"]
+    assert tuned["f1_micro"] > at_half["f1_micro"]
+    assert tuned["f1_macro"] > at_half["f1_macro"]
 
 
 def test_tuning_never_loses_to_half_on_dev():
@@ -131,7 +150,7 @@ def test_tuning_never_loses_to_half_on_dev():
     thresholds = tune_thresholds(y_true, y_prob, min_positives=1)
     at_half = compute_metrics(y_true, y_prob, 0.5)["per_label"]
     tuned = compute_metrics(y_true, y_prob, thresholds)["per_label"]
-    assert all(t["f1"] >= h["f1"] - 1e-12 for t, h in zip(tuned, at_half))
+    assert all(t["f1"] >= h["f1"] - 1e-12 for t, h in zip(tuned, at_half, strict=True))
 
 
 def test_ties_prefer_the_threshold_closest_to_half():
@@ -148,15 +167,21 @@ def test_rare_genres_share_one_bounded_threshold_instead_of_predicting_every_mov
     y_true[:, 0] = rng.random(n) < 0.4  # a frequent genre the model ranks well
     y_true[rng.choice(n, 4, replace=False), 1] = 1  # a rare genre the model knows nothing of
     y_true[:, 2] = rng.random(n) < 0.3
-    y_prob = np.column_stack([np.clip(0.3 * y_true[:, 0] + rng.random(n) * 0.5, 0, 1),
-                              rng.random(n) * 0.1,
-                              np.clip(0.4 * y_true[:, 2] + rng.random(n) * 0.5, 0, 1)])
+    y_prob = np.column_stack(
+        [
+            np.clip(0.3 * y_true[:, 0] + rng.random(n) * 0.5, 0, 1),
+            rng.random(n) * 0.1,
+            np.clip(0.4 * y_true[:, 2] + rng.random(n) * 0.5, 0, 1),
+        ]
+    )
     alone = tune_thresholds(y_true, y_prob, min_positives=1)
     # Tuned alone it is predicted for a fifth of the movies or more (its true rate: 4 in 300).
     assert (y_prob[:, 1] >= alone[1]).mean() > 0.15
     thresholds = tune_thresholds(y_true, y_prob, min_positives=20)
-    assert thresholds[0] == alone[0] and thresholds[2] == alone[2]  # enough positives: their own
-    assert thresholds[1] != alone[1] and 0.05 <= thresholds[1] <= 0.95
+    assert thresholds[0] == alone[0]
+    assert thresholds[2] == alone[2]
+    assert thresholds[1] != alone[1]
+    assert 0.05 <= thresholds[1] <= 0.95
     assert (y_prob[:, 1] >= thresholds[1]).mean() == 0.0
     tuned = compute_metrics(y_true, y_prob, thresholds, genres=NAMES3)
     assert tuned["labels_per_sample_predicted"] < 2 * tuned["labels_per_sample_true"]
@@ -191,4 +216,5 @@ def test_report_applies_dev_thresholds_to_the_evaluated_split(tmp_path):
     assert int(drama_test["support"]) == int(test_true[:, 0].sum())
 
     summary = format_summary(reports)
-    assert "tuned_on_dev" in summary and f"{report['threshold_0.5']['f1_micro']:.4f}" in summary
+    assert "tuned_on_dev" in summary
+    assert f"{report['threshold_0.5']['f1_micro']:.4f}" in summary

@@ -15,36 +15,71 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmimdb_dist.errors import ConfigError
-from mmimdb_dist.schema import load_config
-from mmimdb_dist.errors import DataError
 from mmimdb_dist.data.sources.mmimdb.genres import NUM_GENRES
-from mmimdb_dist.schema import FREEZE_LEVELS, MODEL_NAMES, FusionConfig, ImageEncoderConfig, ModelConfig, TextEncoderConfig
-from mmimdb_dist.models.registry import (MODELS, build_model, build_token_encoder, count_parameters,
-                                         token_encoder_size)
+from mmimdb_dist.data.tokens import build_token_encoder, token_encoder_size
+from mmimdb_dist.errors import ConfigError, DataError
+from mmimdb_dist.models.registry import MODELS, build_model, count_parameters
 from mmimdb_dist.models.text import HFEncoder
 from mmimdb_dist.models.vision import ResNetEncoder, SimpleCNNEncoder
+from mmimdb_dist.schema import (
+    FREEZE_LEVELS,
+    MODEL_NAMES,
+    FusionConfig,
+    ImageEncoderConfig,
+    ModelConfig,
+    TextEncoderConfig,
+    load_config,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB_SIZE, PAD_ID = 50, 0
 FUSIONS = ("early_fusion", "late_fusion", "attention_fusion", "gmu")
 TINY_HF = {
-    "distilbert": {"model_type": "distilbert", "dim": 32, "n_layers": 2, "n_heads": 2,
-                   "hidden_dim": 64, "max_position_embeddings": 64},
-    "bert": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-             "intermediate_size": 64, "max_position_embeddings": 64},
+    "distilbert": {
+        "model_type": "distilbert",
+        "dim": 32,
+        "n_layers": 2,
+        "n_heads": 2,
+        "hidden_dim": 64,
+        "max_position_embeddings": 64,
+    },
+    "bert": {
+        "model_type": "bert",
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 64,
+    },
 }
 
 
-def tiny_config(name: str, text_kind: str = "bilstm", pooling: str = "mean", dropout: float = 0.1,
-                modality_dropout: float = 0.0, arch: str = "distilbert") -> ModelConfig:
-    text = TextEncoderConfig(kind=text_kind, embed_dim=16, hidden=8, attention_dim=8, dropout=dropout,
-                             pretrained=False, pooling=pooling,
-                             hf_config=dict(TINY_HF[arch]) if text_kind == "hf" else {})
+def tiny_config(
+    name: str,
+    text_kind: str = "bilstm",
+    pooling: str = "mean",
+    dropout: float = 0.1,
+    modality_dropout: float = 0.0,
+    arch: str = "distilbert",
+) -> ModelConfig:
+    text = TextEncoderConfig(
+        kind=text_kind,
+        embed_dim=16,
+        hidden=8,
+        attention_dim=8,
+        dropout=dropout,
+        pretrained=False,
+        pooling=pooling,
+        hf_config=dict(TINY_HF[arch]) if text_kind == "hf" else {},
+    )
     image = ImageEncoderConfig(kind="cnn", cnn_channels=[4, 8, 8, 8])
-    return ModelConfig(name=name, text=text, image=image,
-                       fusion=FusionConfig(hidden=16, heads=2, dropout=dropout),
-                       modality_dropout=modality_dropout)
+    return ModelConfig(
+        name=name,
+        text=text,
+        image=image,
+        fusion=FusionConfig(hidden=16, heads=2, dropout=dropout),
+        modality_dropout=modality_dropout,
+    )
 
 
 def tiny_model(name: str, **kwargs) -> torch.nn.Module:
@@ -63,8 +98,7 @@ def make_batch(lengths: list[int], extra_padding: int = 0, image_size: int = 64,
         attention_mask[row, :length] = 1
     pixel_values = torch.randn(len(lengths), 3, image_size, image_size, generator=gen)
     labels = (torch.rand(len(lengths), NUM_GENRES, generator=gen) < 0.2).float()
-    return {"input_ids": input_ids, "attention_mask": attention_mask,
-            "pixel_values": pixel_values, "labels": labels}
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values, "labels": labels}
 
 
 def with_extra_padding(batch: dict, extra: int) -> dict:
@@ -84,7 +118,9 @@ def eval_logits(model: torch.nn.Module, batch: dict) -> torch.Tensor:
 # --------------------------------------------------------------------------- padding invariance
 
 PADDING_CASES = [(name, "bilstm", "mean") for name in ("text_only", *FUSIONS)] + [
-    ("text_only", "hf", "mean"), ("text_only", "hf", "cls"), ("attention_fusion", "hf", "mean"),
+    ("text_only", "hf", "mean"),
+    ("text_only", "hf", "cls"),
+    ("attention_fusion", "hf", "mean"),
     ("gmu", "hf", "cls"),
 ]
 
@@ -120,6 +156,7 @@ def test_bilstm_features_of_real_tokens_ignore_padding() -> None:
 
 # --------------------------------------------------------------------------- gradients, missing modalities
 
+
 @pytest.mark.parametrize(("name", "text_kind"), [(n, "bilstm") for n in FUSIONS] + [("attention_fusion", "hf")])
 def test_gradients_reach_both_encoders(name: str, text_kind: str) -> None:
     model = tiny_model(name, text_kind=text_kind)
@@ -131,17 +168,22 @@ def test_gradients_reach_both_encoders(name: str, text_kind: str) -> None:
         loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["labels"])
     loss.backward()
     text_param = model.text_encoder.get_parameter(
-        "embedding.weight" if text_kind == "bilstm" else "model.embeddings.word_embeddings.weight")
+        "embedding.weight" if text_kind == "bilstm" else "model.embeddings.word_embeddings.weight"
+    )
     image_param = model.image_encoder.get_parameter("features.0.weight")
-    assert text_param.grad is not None and text_param.grad.norm() > 0
-    assert image_param.grad is not None and image_param.grad.norm() > 0
+    assert text_param.grad is not None
+    assert text_param.grad.norm() > 0
+    assert image_param.grad is not None
+    assert image_param.grad.norm() > 0
     if text_kind == "bilstm":  # the padding row never learns
         assert text_param.grad[PAD_ID].abs().max() == 0
 
 
-@pytest.mark.parametrize(("name", "text_kind", "arch"),
-                         [(n, "bilstm", "distilbert") for n in ("text_only", "image_only", *FUSIONS)]
-                         + [("early_fusion", "hf", "bert"), ("attention_fusion", "hf", "distilbert")])
+@pytest.mark.parametrize(
+    ("name", "text_kind", "arch"),
+    [(n, "bilstm", "distilbert") for n in ("text_only", "image_only", *FUSIONS)]
+    + [("early_fusion", "hf", "bert"), ("attention_fusion", "hf", "distilbert")],
+)
 def test_every_parameter_takes_part_in_a_training_step(name: str, text_kind: str, arch: str) -> None:
     """What distributed data parallel needs: no trainable parameter is left without a gradient,
     including the missing-modality embeddings on a batch where nothing is missing."""
@@ -153,7 +195,8 @@ def test_every_parameter_takes_part_in_a_training_step(name: str, text_kind: str
     without_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert without_grad == []
     if name in FUSIONS:
-        assert model.missing_text.grad.abs().max() == 0 and model.missing_image.grad.abs().max() == 0
+        assert model.missing_text.grad.abs().max() == 0
+        assert model.missing_image.grad.abs().max() == 0
 
 
 @pytest.mark.parametrize("name", FUSIONS)
@@ -163,7 +206,8 @@ def test_missing_modality_is_replaced_not_read(name: str) -> None:
     batch["text_present"] = torch.tensor([True, False, True])
     batch["image_present"] = torch.tensor([True, True, False])
     logits = eval_logits(model, batch)
-    assert logits.shape == (3, NUM_GENRES) and torch.isfinite(logits).all()
+    assert logits.shape == (3, NUM_GENRES)
+    assert torch.isfinite(logits).all()
     # Row 1 has no plot and row 2 no poster: changing that content changes nothing.
     scrambled = dict(batch, input_ids=batch["input_ids"].clone(), pixel_values=batch["pixel_values"].clone())
     scrambled["input_ids"][1] = torch.randint(2, VOCAB_SIZE, (8,))
@@ -174,11 +218,11 @@ def test_missing_modality_is_replaced_not_read(name: str) -> None:
     assert (eval_logits(model, scrambled)[0] - logits[0]).abs().max() > 1e-6
 
 
-@pytest.mark.parametrize(("name", "text_kind", "arch"), [("gmu", "bilstm", "distilbert"),
-                                                         ("attention_fusion", "hf", "bert"),
-                                                         ("early_fusion", "hf", "distilbert")])
-def test_a_plot_sent_as_all_padding_gives_finite_outputs_and_gradients(name: str, text_kind: str,
-                                                                       arch: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "text_kind", "arch"),
+    [("gmu", "bilstm", "distilbert"), ("attention_fusion", "hf", "bert"), ("early_fusion", "hf", "distilbert")],
+)
+def test_a_plot_sent_as_all_padding_gives_finite_outputs_and_gradients(name: str, text_kind: str, arch: str) -> None:
     model = tiny_model(name, text_kind=text_kind, arch=arch)
     batch = make_batch([5, 3])
     batch["input_ids"][1] = PAD_ID
@@ -202,7 +246,8 @@ def test_absent_batch_key_equals_all_samples_missing(name: str) -> None:
     flagged_image = dict(batch, image_present=torch.tensor([False, False]))
     for absent, flagged in ((no_text, flagged_text), (no_image, flagged_image)):
         logits = eval_logits(model, absent)
-        assert logits.shape == (2, NUM_GENRES) and torch.isfinite(logits).all()
+        assert logits.shape == (2, NUM_GENRES)
+        assert torch.isfinite(logits).all()
         torch.testing.assert_close(logits, eval_logits(model, flagged), atol=1e-5, rtol=0)
     # With one modality always missing, the model still tells samples apart by the other.
     assert (eval_logits(model, no_text)[0] - eval_logits(model, no_text)[1]).abs().max() > 1e-6
@@ -210,11 +255,11 @@ def test_absent_batch_key_equals_all_samples_missing(name: str) -> None:
 
 def test_unimodal_models_ignore_the_other_modality() -> None:
     text_model, image_model = tiny_model("text_only"), tiny_model("image_only")
-    assert text_model.image_encoder is None and image_model.text_encoder is None
+    assert text_model.image_encoder is None
+    assert image_model.text_encoder is None
     batch = make_batch([3, 5])
     text_logits = eval_logits(text_model, batch)
-    torch.testing.assert_close(eval_logits(text_model, dict(batch, pixel_values=-batch["pixel_values"])),
-                               text_logits)
+    torch.testing.assert_close(eval_logits(text_model, dict(batch, pixel_values=-batch["pixel_values"])), text_logits)
     image_logits = eval_logits(image_model, {"pixel_values": batch["pixel_values"]})
     torch.testing.assert_close(eval_logits(image_model, batch), image_logits)
     assert torch.isfinite(eval_logits(text_model, {"pixel_values": batch["pixel_values"]})).all()
@@ -226,13 +271,15 @@ def test_modality_dropout_hides_exactly_one_modality() -> None:
     n = 4000
     both = torch.ones(n, dtype=torch.bool)
     text_kept, image_kept = model._drop_modality(both, both)
-    assert not (text_kept & image_kept).any() and (text_kept | image_kept).all()
+    assert not (text_kept & image_kept).any()
+    assert (text_kept | image_kept).all()
     assert 0.45 < text_kept.float().mean() < 0.55
     # A sample already missing its poster never loses its plot as well.
     text_only = torch.ones(n, dtype=torch.bool)
     no_image = torch.zeros(n, dtype=torch.bool)
     text_kept, image_kept = model._drop_modality(text_only, no_image)
-    assert text_kept.all() and not image_kept.any()
+    assert text_kept.all()
+    assert not image_kept.any()
     model.modality_dropout = 0.3
     text_kept, image_kept = model._drop_modality(both, both)
     assert 0.25 < (~(text_kept & image_kept)).float().mean() < 0.35
@@ -258,6 +305,7 @@ def test_modality_dropout_acts_at_train_time_only() -> None:
 
 
 # --------------------------------------------------------------------------- fusion specifics
+
 
 def test_late_fusion_mixes_branch_logits_with_softmax_weights() -> None:
     model = tiny_model("late_fusion")
@@ -288,8 +336,7 @@ def test_attention_fusion_attends_over_49_patches_and_real_tokens() -> None:
     assert text_to_image.std() > 0  # patches are distinct, so attention is not uniform
 
 
-@pytest.mark.parametrize("name", ["text_only", "image_only", "early_fusion", "late_fusion", "attention_fusion",
-                                  "gmu"])
+@pytest.mark.parametrize("name", ["text_only", "image_only", "early_fusion", "late_fusion", "attention_fusion", "gmu"])
 def test_output_bias_starts_at_the_genre_frequencies(name: str) -> None:
     from mmimdb_dist.models.fusion import ClassifierHead
 
@@ -325,17 +372,22 @@ def test_gmu_follows_the_published_equations() -> None:
 
 # --------------------------------------------------------------------------- vision encoders
 
+
 @pytest.mark.parametrize(("kind", "channels"), [("resnet18", 512), ("resnet50", 2048), ("cnn", 256)])
 def test_vision_encoders_give_49_patch_tokens_for_224_input(kind: str, channels: int) -> None:
     torch.manual_seed(0)
-    encoder = ResNetEncoder(ImageEncoderConfig(kind=kind)) if kind != "cnn" else \
-        SimpleCNNEncoder(ImageEncoderConfig(kind="cnn"))
+    encoder = (
+        ResNetEncoder(ImageEncoderConfig(kind=kind))
+        if kind != "cnn"
+        else SimpleCNNEncoder(ImageEncoderConfig(kind="cnn"))
+    )
     encoder.eval()
     with torch.no_grad():
         features = encoder(torch.randn(1, 3, 224, 224))
         # Other sizes are pooled onto the same 7 x 7 grid.
         other_size = encoder(torch.randn(1, 3, 96, 96))
-    assert features.patches.shape == (1, 49, channels) and encoder.out_dim == channels
+    assert features.patches.shape == (1, 49, channels)
+    assert encoder.out_dim == channels
     assert features.pooled.shape == (1, channels)
     torch.testing.assert_close(features.pooled, features.patches.mean(1), atol=1e-5, rtol=1e-5)
     assert other_size.patches.shape == (1, 49, channels)
@@ -344,7 +396,7 @@ def test_vision_encoders_give_49_patch_tokens_for_224_input(kind: str, channels:
 @pytest.mark.parametrize("level", FREEZE_LEVELS)
 def test_resnet_freezing_freezes_exactly_up_to_the_named_stage(level: str) -> None:
     encoder = ResNetEncoder(ImageEncoderConfig(kind="resnet18", freeze_until=level))
-    stages = dict(zip(("stem", "layer1", "layer2", "layer3", "layer4"), encoder._stages()))
+    stages = dict(zip(("stem", "layer1", "layer2", "layer3", "layer4"), encoder._stages(), strict=True))
     frozen_names = list(stages)[: FREEZE_LEVELS.index(level)]
     expected_frozen = sum(p.numel() for n in frozen_names for p in stages[n].parameters())
     trainable, total = count_parameters(encoder)
@@ -354,8 +406,9 @@ def test_resnet_freezing_freezes_exactly_up_to_the_named_stage(level: str) -> No
         assert flags == ({False} if name in frozen_names else {True}), name
     # Frozen BatchNorm stays in eval mode during training and keeps its running statistics.
     encoder.train()
-    before = {n: s.state_dict()["1.running_mean" if n == "stem" else "0.bn1.running_mean"].clone()
-              for n, s in stages.items()}
+    before = {
+        n: s.state_dict()["1.running_mean" if n == "stem" else "0.bn1.running_mean"].clone() for n, s in stages.items()
+    }
     encoder(torch.randn(2, 3, 64, 64))
     for name, stage in stages.items():
         bns = [m for m in stage.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -389,6 +442,7 @@ def test_resnet_loads_a_local_weights_file(tmp_path) -> None:
 
 # --------------------------------------------------------------------------- Hugging Face encoders
 
+
 @pytest.fixture(scope="module")
 def wordpiece_folder(tmp_path_factory) -> Path:
     """A WordPiece tokenizer trained here on real plots, saved as a Hugging Face folder."""
@@ -406,22 +460,28 @@ def test_hf_encoder_with_a_local_tokenizer_end_to_end(wordpiece_folder: Path, po
 
     encoder = HFTokenEncoder.from_pretrained(wordpiece_folder)
     tokenizer = encoder.tokenizer
-    plots = ["A detective hunts a killer through the city at night.",
-             "Two friends fall in love during a long summer in a small town by the sea."]
+    plots = [
+        "A detective hunts a killer through the city at night.",
+        "Two friends fall in love during a long summer in a small town by the sea.",
+    ]
     ids = [encoder.encode(plot, max_length=24) for plot in plots]
     unk = tokenizer.unk_token_id
     assert all(sum(i != unk for i in seq) > len(seq) // 2 for seq in ids)  # real word pieces
     assert all(seq[0] == tokenizer.cls_token_id and seq[-1] == tokenizer.sep_token_id for seq in ids)
     assert encoder.pad_id == tokenizer.pad_token_id
 
-    cfg = replace(tiny_config("text_only", text_kind="hf", pooling=pooling), text=replace(
-        tiny_config("text_only", text_kind="hf", pooling=pooling).text, name=str(wordpiece_folder)))
+    cfg = replace(
+        tiny_config("text_only", text_kind="hf", pooling=pooling),
+        text=replace(tiny_config("text_only", text_kind="hf", pooling=pooling).text, name=str(wordpiece_folder)),
+    )
     torch.manual_seed(0)
     model = build_model(cfg, num_labels=23, vocab_size=len(tokenizer), pad_id=encoder.pad_id)
     assert model.text_encoder.model.get_input_embeddings().num_embeddings == len(tokenizer)
     width = max(map(len, ids))
-    batch = {"input_ids": torch.tensor([s + [encoder.pad_id] * (width - len(s)) for s in ids]),
-             "attention_mask": torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in ids])}
+    batch = {
+        "input_ids": torch.tensor([s + [encoder.pad_id] * (width - len(s)) for s in ids]),
+        "attention_mask": torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in ids]),
+    }
     reference = eval_logits(model, batch)
     assert reference.shape == (2, NUM_GENRES)
     torch.testing.assert_close(eval_logits(model, with_extra_padding(batch, 5)), reference, atol=1e-5, rtol=0)
@@ -434,7 +494,8 @@ def test_token_encoder_built_from_the_text_config(wordpiece_folder: Path) -> Non
     assert vocab.itos[2:] == ["a", "cop", "hunts", "in", "killer", "the"]  # by count, then a-z
     hf_cfg = replace(tiny_config("text_only", text_kind="hf").text, name=str(wordpiece_folder))
     wordpiece = build_token_encoder(hf_cfg)
-    assert token_encoder_size(vocab) == len(vocab) and token_encoder_size(wordpiece) == 400
+    assert token_encoder_size(vocab) == len(vocab)
+    assert token_encoder_size(wordpiece) == 400
     for cfg, encoder in ((bilstm, vocab), (hf_cfg, wordpiece)):
         model_cfg = replace(tiny_config("text_only"), text=cfg)
         model = build_model(model_cfg, num_labels=23, vocab_size=token_encoder_size(encoder), pad_id=encoder.pad_id)
@@ -463,7 +524,10 @@ def test_hf_freezing_freezes_embeddings_and_first_layers(arch: str) -> None:
         HFEncoder(replace(cfg, freeze_layers=3), vocab_size=VOCAB_SIZE, pad_id=PAD_ID)
     # Frozen parts run without dropout in training mode; the layer that learns keeps it.
     encoder.train()
-    assert not model.embeddings.training and not layers[0].training and layers[1].training and encoder.training
+    assert not model.embeddings.training
+    assert not layers[0].training
+    assert layers[1].training
+    assert encoder.training
     assert not any(m.training for m in layers[0].modules())
 
 
@@ -497,16 +561,23 @@ def uses_hub_vision(path: Path) -> bool:
 
 def offline(cfg: ModelConfig) -> ModelConfig:
     """The same model without pretrained weights; a Hugging Face encoder shrunk to 2 tiny layers."""
-    text = replace(cfg.text, pretrained=False,
-                   hf_config=dict(TINY_HF["distilbert"]) if cfg.text.kind == "hf" else {})
+    text = replace(cfg.text, pretrained=False, hf_config=dict(TINY_HF["distilbert"]) if cfg.text.kind == "hf" else {})
     image = replace(cfg.image, pretrained=False, weights_path=None)
     return replace(cfg, text=text, image=image)
 
 
 def test_every_model_config_is_present() -> None:
     names = {path.stem for path in CONFIG_FILES}
-    expected = {"bilstm_text", "distilbert_text", "resnet18_image", "cnn_image", "early_fusion",
-                "late_fusion", "attention_fusion", "gmu"}
+    expected = {
+        "bilstm_text",
+        "distilbert_text",
+        "resnet18_image",
+        "cnn_image",
+        "early_fusion",
+        "late_fusion",
+        "attention_fusion",
+        "gmu",
+    }
     assert expected <= names
     assert {f"synth_{n}" for n in ("bilstm_text", "cnn_image", *FUSIONS)} <= names
     assert tuple(MODELS) == MODEL_NAMES
@@ -521,7 +592,8 @@ def test_registry_builds_every_config(path: Path) -> None:
     assert (model.text_encoder is not None) == cfg.uses_text
     assert (model.image_encoder is not None) == cfg.uses_image
     logits = eval_logits(model, make_batch([5, 3], image_size=64))
-    assert logits.shape == (2, NUM_GENRES) and torch.isfinite(logits).all()
+    assert logits.shape == (2, NUM_GENRES)
+    assert torch.isfinite(logits).all()
     if path.stem.startswith("synth_") and path.stem != "synth_data":
         assert count_parameters(model)[1] < 1_000_000  # CPU-sized
 
@@ -529,28 +601,33 @@ def test_registry_builds_every_config(path: Path) -> None:
 def test_registry_rejects_unknown_names() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(None, ["model.name=early_fuson"])
-    assert "model.name" in str(info.value) and all(n in str(info.value) for n in MODEL_NAMES)
+    assert "model.name" in str(info.value)
+    assert all(n in str(info.value) for n in MODEL_NAMES)
     cfg = tiny_config("gmu")
     cfg.name = "transformer_fusion"  # mutated after validation: the registry checks again
     with pytest.raises(ConfigError) as info:
         build_model(cfg, num_labels=23, vocab_size=VOCAB_SIZE, pad_id=PAD_ID)
-    assert "transformer_fusion" in str(info.value) and all(n in str(info.value) for n in MODEL_NAMES)
+    assert "transformer_fusion" in str(info.value)
+    assert all(n in str(info.value) for n in MODEL_NAMES)
     with pytest.raises(ConfigError, match="model.text.kind: unknown 'lstm'; expected one of bilstm, hf"):
         load_config(None, ["model.text.kind=lstm"])
     with pytest.raises(ConfigError, match="model.image.kind: unknown 'vit'"):
         load_config(None, ["model.image.kind=vit"])
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["model.fusion.hidden=30", "model.fusion.heads=4"], "model.fusion.heads: 4 does not divide"),
-    (["model.name=text_only", "model.text.kind=none"], "model.text.kind: text_only needs a text encoder"),
-    (["model.name=gmu", "model.image.kind=none"], "model.image.kind: gmu needs an image encoder"),
-    (["model.modality_dropout=1.5"], "model.modality_dropout: expected a probability"),
-    (["model.image.kind=cnn", "model.image.pretrained=true"], "the cnn kind is trained from scratch"),
-    (["model.image.cnn_channels=[8, 8]"], "model.image.cnn_channels: expected 4"),
-    (["model.text.kind=hf", "model.text.hf_config={dim: 8}"], "model.text.hf_config"),
-    (["model.text.hidden=0"], "model.text.hidden: expected a positive number"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.fusion.hidden=30", "model.fusion.heads=4"], "model.fusion.heads: 4 does not divide"),
+        (["model.name=text_only", "model.text.kind=none"], "model.text.kind: text_only needs a text encoder"),
+        (["model.name=gmu", "model.image.kind=none"], "model.image.kind: gmu needs an image encoder"),
+        (["model.modality_dropout=1.5"], "model.modality_dropout: expected a probability"),
+        (["model.image.kind=cnn", "model.image.pretrained=true"], "the cnn kind is trained from scratch"),
+        (["model.image.cnn_channels=[8, 8]"], "model.image.cnn_channels: expected 4"),
+        (["model.text.kind=hf", "model.text.hf_config={dim: 8}"], "model.text.hf_config"),
+        (["model.text.hidden=0"], "model.text.hidden: expected a positive number"),
+    ],
+)
 def test_invalid_model_configs_name_the_key(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
@@ -565,11 +642,10 @@ def test_model_config_round_trips_through_yaml(tmp_path) -> None:
     from mmimdb_dist.schema import save_config
 
     cfg = load_config(REPO / "configs" / "synth_attention_fusion.yaml")
-    path = save_config(cfg, tmp_path)
+    path = save_config(cfg, tmp_path / "config.yaml")
     assert load_config(path) == cfg
 
 
 def test_importing_the_config_and_models_package_does_not_import_torch() -> None:
-    code = ("import sys, mmimdb_dist.schema, mmimdb_dist.models; "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = "import sys, mmimdb_dist.schema, mmimdb_dist.models; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

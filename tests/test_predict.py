@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from dist_scripts.report_fixtures import best_checkpoint, cli, raw_folder
 from dist_scripts.train_fixtures import evaluate_checkpoint, train_shards
+
 from mmimdb_dist.cli import main
 from mmimdb_dist.data.sources.mmimdb.genres import GENRES, map_genres, multi_hot
 from mmimdb_dist.metrics import evaluation_report
@@ -24,8 +24,16 @@ from mmimdb_dist.run.files import verify_files
 
 pytestmark = pytest.mark.slow
 
-METRICS = ("f1_micro", "f1_macro", "f1_weighted", "f1_samples", "precision_micro", "recall_macro",
-           "subset_accuracy", "hamming_loss")
+METRICS = (
+    "f1_micro",
+    "f1_macro",
+    "f1_weighted",
+    "f1_samples",
+    "precision_micro",
+    "recall_macro",
+    "subset_accuracy",
+    "hamming_loss",
+)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +81,7 @@ def test_batch_predict_on_the_test_split_reproduces_the_evaluated_metrics(run_di
         assert report[protocol]["per_label"] == final[protocol]["per_label"]
     # The marked genres are exactly those at or above their tuned threshold, most probable first.
     for record in test_predictions.values():
-        expected = [g for g, t in zip(GENRES, thresholds) if record["probabilities"][g] >= t]
+        expected = [g for g, t in zip(GENRES, thresholds, strict=True) if record["probabilities"][g] >= t]
         assert sorted(record["labels"]) == sorted(expected)
         marked = [record["probabilities"][g] for g in record["labels"]]
         assert marked == sorted(marked, reverse=True)
@@ -84,11 +92,30 @@ def test_worker_processes_give_the_same_records(run_dir, raw, test_predictions, 
     ids = list(test_predictions)[:40]
     source = tmp_path / "movies.jsonl"
     plots = {i: json.loads((raw / "dataset" / f"{i}.json").read_text())["plot"] for i in ids}
-    source.write_text("".join(json.dumps({"id": i, "plot": plots[i], "poster": str(raw / "dataset" / f"{i}.jpeg")})
-                              + "\n" for i in ids))
+    source.write_text(
+        "".join(
+            json.dumps({"id": i, "plot": plots[i], "poster": str(raw / "dataset" / f"{i}.jpeg")}) + "\n" for i in ids
+        )
+    )
     out = tmp_path / "workers.jsonl"
-    assert main(["predict", "--run", str(run_dir), "--input", str(source), "--output", str(out), "--workers", "2",
-                 "--batch-size", "16"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(run_dir),
+                "--input",
+                str(source),
+                "--output",
+                str(out),
+                "--workers",
+                "2",
+                "--batch-size",
+                "16",
+            ]
+        )
+        == 0
+    )
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in records] == ids  # input order kept across 3 batches and 2 workers
     for record in records:  # (this process runs torch with more threads: float noise only)
@@ -103,9 +130,11 @@ def test_jsonl_with_a_missing_plot_or_poster(run_dir, raw, test_predictions, tmp
     poster = tmp_path / "posters" / "cover.jpeg"
     poster.parent.mkdir()
     shutil.copy(raw / "dataset" / f"{movie_id}.jpeg", poster)
-    lines = [{"id": "both", "plot": plots, "poster": "posters/cover.jpeg"},
-             {"id": "plot_only", "plot": plots},
-             {"id": "poster_only", "plot": None, "poster": str(poster)}]
+    lines = [
+        {"id": "both", "plot": plots, "poster": "posters/cover.jpeg"},
+        {"id": "plot_only", "plot": plots},
+        {"id": "poster_only", "plot": None, "poster": str(poster)},
+    ]
     source = tmp_path / "movies.jsonl"
     source.write_text("".join(json.dumps(line) + "\n" for line in lines))
     out = tmp_path / "out.jsonl"
@@ -126,8 +155,9 @@ def test_jsonl_with_a_missing_plot_or_poster(run_dir, raw, test_predictions, tmp
 def test_one_movie_prints_every_genre_with_the_predicted_ones_marked(run_dir, raw, test_predictions):
     movie_id = sorted(test_predictions)[1]
     plot = max(json.loads((raw / "dataset" / f"{movie_id}.json").read_text())["plot"], key=len)
-    result = cli("predict", "--run", str(run_dir), "--plot", plot, "--poster",
-                 str(raw / "dataset" / f"{movie_id}.jpeg"))
+    result = cli(
+        "predict", "--run", str(run_dir), "--plot", plot, "--poster", str(raw / "dataset" / f"{movie_id}.jpeg")
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if line[2:].split(" ")[0] in GENRES]
     assert len(rows) == len(GENRES)
@@ -145,7 +175,8 @@ def _one_error_line(capsys, argv: list[str]) -> str:
     assert main(argv) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("mmimdb-dist predict: error: ")]
-    assert len(errors) == 1 and lines[-1] == errors[0], lines
+    assert len(errors) == 1, lines
+    assert lines[-1] == errors[0], lines
     return errors[0]
 
 
@@ -153,25 +184,34 @@ def _one_error_line(capsys, argv: list[str]) -> str:
 def bad_files(raw, tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("bad-input")
     good = sorted((raw / "dataset").glob("*.jpeg"))[0].read_bytes()
-    files = {"corrupt": folder / "corrupt.jpeg", "truncated": folder / "truncated.jpeg",
-             "empty": folder / "empty.jpeg", "missing": folder / "missing.jpeg"}
+    files = {
+        "corrupt": folder / "corrupt.jpeg",
+        "truncated": folder / "truncated.jpeg",
+        "empty": folder / "empty.jpeg",
+        "missing": folder / "missing.jpeg",
+    }
     files["corrupt"].write_bytes(b"this is not an image at all" * 40)
     files["truncated"].write_bytes(good[: len(good) // 2])
     files["empty"].write_bytes(b"")
     return files
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("missing", "poster file missing"),
-    ("corrupt", "not an image PIL can read"),
-    ("truncated", "poster does not decode"),
-    ("empty", "poster file is empty (0 bytes)"),
-])
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("missing", "poster file missing"),
+        ("corrupt", "not an image PIL can read"),
+        ("truncated", "poster does not decode"),
+        ("empty", "poster file is empty (0 bytes)"),
+    ],
+)
 def test_a_bad_poster_is_one_error_line_naming_the_file(run_dir, bad_files, capsys, case, expected):
     poster = bad_files[case]
-    line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--plot", "a man and a dog", "--poster",
-                                    str(poster)])
-    assert str(poster) in line and expected in line
+    line = _one_error_line(
+        capsys, ["predict", "--run", str(run_dir), "--plot", "a man and a dog", "--poster", str(poster)]
+    )
+    assert str(poster) in line
+    assert expected in line
 
 
 def test_an_empty_plot_is_one_error_line(run_dir, raw, capsys):
@@ -183,34 +223,68 @@ def test_bad_batch_inputs_name_the_file_and_line(run_dir, raw, tmp_path, capsys)
     jsonl = tmp_path / "movies.jsonl"
     good = json.dumps({"id": "1", "plot": "a family moves to a haunted house"})
     jsonl.write_text(good + "\n" + good.replace('"1"', '"2"')[:25])  # the last line cut short
-    line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--input", str(jsonl),
-                                    "--output", str(tmp_path / "out.jsonl")])
-    assert f"{jsonl}:2: not valid JSON" in line and "truncated" in line
+    line = _one_error_line(
+        capsys, ["predict", "--run", str(run_dir), "--input", str(jsonl), "--output", str(tmp_path / "out.jsonl")]
+    )
+    assert f"{jsonl}:2: not valid JSON" in line
+    assert "truncated" in line
     assert not (tmp_path / "out.jsonl").exists()
-    assert main(["predict", "--run", str(run_dir), "--input", str(jsonl), "--output",
-                 str(tmp_path / "out.jsonl"), "--skip-bad"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(run_dir),
+                "--input",
+                str(jsonl),
+                "--output",
+                str(tmp_path / "out.jsonl"),
+                "--skip-bad",
+            ]
+        )
+        == 0
+    )
     records = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert "labels" in records[0] and "looks truncated" in records[1]["error"] and len(records) == 2
+    assert "labels" in records[0]
+    assert "looks truncated" in records[1]["error"]
+    assert len(records) == 2
 
     jsonl.write_text(good + "\n" + json.dumps({"id": "2", "plot": ["", " "]}) + "\n")
-    line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--input", str(jsonl),
-                                    "--output", str(tmp_path / "out.jsonl")])
+    line = _one_error_line(
+        capsys, ["predict", "--run", str(run_dir), "--input", str(jsonl), "--output", str(tmp_path / "out.jsonl")]
+    )
     assert f"{jsonl}:2: the plot is empty" in line
     # --skip-bad: the bad movie becomes an error record, the others are predicted.
-    assert main(["predict", "--run", str(run_dir), "--input", str(jsonl), "--output",
-                 str(tmp_path / "out.jsonl"), "--skip-bad"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(run_dir),
+                "--input",
+                str(jsonl),
+                "--output",
+                str(tmp_path / "out.jsonl"),
+                "--skip-bad",
+            ]
+        )
+        == 0
+    )
     records = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == ["1", "2"]
-    assert "labels" in records[0] and "plot is empty" in records[1]["error"]
+    assert "labels" in records[0]
+    assert "plot is empty" in records[1]["error"]
 
     folder = tmp_path / "folder"
     folder.mkdir()
     movie = sorted((raw / "dataset").glob("*.json"))[0]
     shutil.copy(movie.with_suffix(".jpeg"), folder / movie.with_suffix(".jpeg").name)
     (folder / movie.name).write_bytes(movie.read_bytes()[:-10])  # a truncated metadata file
-    line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--input", str(folder),
-                                    "--output", str(tmp_path / "folder.jsonl")])
-    assert f"{folder / movie.name}: not valid UTF-8 JSON" in line and "truncated" in line
+    line = _one_error_line(
+        capsys, ["predict", "--run", str(run_dir), "--input", str(folder), "--output", str(tmp_path / "folder.jsonl")]
+    )
+    assert f"{folder / movie.name}: not valid UTF-8 JSON" in line
+    assert "truncated" in line
 
 
 def _copy_checkpoint(run_dir: Path, tmp_path: Path, inference_only: bool = False) -> Path:
@@ -231,14 +305,15 @@ def test_a_truncated_checkpoint_file_is_named(run_dir, tmp_path, capsys):
     bare = _copy_checkpoint(run_dir, tmp_path / "bare", inference_only=True)  # no files.json to check
     (bare / "model.safetensors").write_bytes((bare / "model.safetensors").read_bytes()[: size // 3])
     line = _one_error_line(capsys, ["predict", "--checkpoint", str(bare), "--plot", "a heist in Paris"])
-    assert f"{bare / 'model.safetensors'}: not a readable safetensors file" in line and "truncated" in line
+    assert f"{bare / 'model.safetensors'}: not a readable safetensors file" in line
+    assert "truncated" in line
 
 
 def test_a_checkpoint_of_another_model_is_refused(run_dir, tmp_path, capsys):
     from safetensors.torch import save_file
 
     from mmimdb_dist.data.vocab import Vocabulary
-    from mmimdb_dist.models import build_model
+    from mmimdb_dist.models.registry import build_model
     from mmimdb_dist.run.export import load_for_inference
 
     _, cfg, vocab = load_for_inference(best_checkpoint(run_dir))
@@ -254,12 +329,15 @@ def test_a_checkpoint_of_another_model_is_refused(run_dir, tmp_path, capsys):
     full = _copy_checkpoint(run_dir, tmp_path / "full")
     save_file(weights, str(full / "inference" / "model.safetensors"))
     line = _one_error_line(capsys, ["predict", "--checkpoint", str(full), "--plot", "a heist in Paris"])
-    assert f"{full / 'inference' / 'model.safetensors'}:" in line and "replaced by another model's file" in line
+    assert f"{full / 'inference' / 'model.safetensors'}:" in line
+    assert "replaced by another model's file" in line
 
     labels = _copy_checkpoint(run_dir, tmp_path / "labels", inference_only=True)
     (labels / "labels.json").write_text(json.dumps({"names": ["Drama", "Comedy"], "task": "multilabel"}))
     line = _one_error_line(capsys, ["predict", "--checkpoint", str(labels), "--plot", "a heist in Paris"])
-    assert f"{labels / 'model.safetensors'}: does not fit the model of its config.yaml and labels.json (2 labels)" in line
+    assert (
+        f"{labels / 'model.safetensors'}: does not fit the model of its config.yaml and labels.json (2 labels)" in line
+    )
     (labels / "labels.json").write_text(json.dumps({"names": ["Drama", "Drama"]}))
     line = _one_error_line(capsys, ["predict", "--checkpoint", str(labels), "--plot", "a heist in Paris"])
     assert line.endswith(f"{labels / 'labels.json'}: label set: label 'Drama' appears twice")
@@ -285,8 +363,19 @@ def test_threshold_choice_tuned_half_or_a_number(run_dir, raw, test_predictions,
     """--threshold tuned (the default) applies the checkpoint's dev-tuned thresholds; a number
     applies that number to every genre; anything else is one error line before a model loads."""
     out = tmp_path / "half.jsonl"
-    result = cli("predict", "--run", str(run_dir), "--input", str(raw), "--split", "test", "--output", str(out),
-                 "--threshold", "0.5")
+    result = cli(
+        "predict",
+        "--run",
+        str(run_dir),
+        "--input",
+        str(raw),
+        "--split",
+        "test",
+        "--output",
+        str(out),
+        "--threshold",
+        "0.5",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "(thresholds 0.5 for every label (--threshold))" in result.stdout
     at_half = {record["id"]: record for record in map(json.loads, out.read_text().splitlines())}
@@ -310,14 +399,14 @@ def test_output_and_device_mistakes_are_one_error_line(run_dir, raw, tmp_path, c
 
     jsonl = tmp_path / "movies.jsonl"
     jsonl.write_text(json.dumps({"id": "1", "plot": "a family moves to a haunted house"}) + "\n")
-    line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--input", str(jsonl),
-                                    "--output", str(tmp_path)])
+    line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--input", str(jsonl), "--output", str(tmp_path)])
     assert line.endswith(f"--output {tmp_path}: is a folder; expected a file name for a predictions file (.jsonl)")
     mine = tmp_path / "notes.jsonl"
     mine.write_text("my own notes, not predictions\n")
     line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--input", str(jsonl), "--output", str(mine)])
-    assert line.endswith(f"--output {mine}: exists and is not a predictions file (.jsonl); choose another name "
-                         "(it was not changed)")
+    assert line.endswith(
+        f"--output {mine}: exists and is not a predictions file (.jsonl); choose another name (it was not changed)"
+    )
     assert mine.read_text() == "my own notes, not predictions\n"
     import torch
 
@@ -328,25 +417,54 @@ def test_output_and_device_mistakes_are_one_error_line(run_dir, raw, tmp_path, c
     assert "--device 'tpu9': not a torch device" in line
 
     out = tmp_path / "limited.jsonl"
-    limited = ("import resource, signal, sys\n"
-               "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-               "resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))\n"
-               "from mmimdb_dist.cli import main\n"
-               "sys.exit(main(sys.argv[1:]))\n")
-    result = subprocess.run([sys.executable, "-c", limited, "predict", "--run", str(run_dir), "--input", str(jsonl),
-                             "--output", str(out), "--device", "cpu"], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    limited = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))\n"
+        "from mmimdb_dist.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            limited,
+            "predict",
+            "--run",
+            str(run_dir),
+            "--input",
+            str(jsonl),
+            "--output",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
     errors = [x for x in result.stderr.splitlines() if "error:" in x]
-    assert len(errors) == 1 and f"{out}: cannot write the predictions (File too large)" in errors[0]
-    assert not out.exists() and not list(tmp_path.glob(".limited.jsonl*"))
+    assert len(errors) == 1
+    assert f"{out}: cannot write the predictions (File too large)" in errors[0]
+    assert not out.exists()
+    assert not list(tmp_path.glob(".limited.jsonl*"))
 
 
 def test_jsonl_with_surrogates_or_deep_nesting_is_skipped_and_the_rest_written(run_dir, tmp_path, capsys):
     jsonl = tmp_path / "movies.jsonl"
-    jsonl.write_text("\n".join([json.dumps({"id": "good", "plot": "a heist in Paris"}),
-                                '{"id": "bad\\ud800", "plot": "a lone surrogate in the id"}',
-                                '{"id": "plot", "plot": "x\\udfff"}',
-                                "[" * 100_000 + "]" * 100_000]) + "\n")
+    jsonl.write_text(
+        "\n".join(
+            [
+                json.dumps({"id": "good", "plot": "a heist in Paris"}),
+                '{"id": "bad\\ud800", "plot": "a lone surrogate in the id"}',
+                '{"id": "plot", "plot": "x\\udfff"}',
+                "[" * 100_000 + "]" * 100_000,
+            ]
+        )
+        + "\n"
+    )
     out = tmp_path / "out.jsonl"
     line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--input", str(jsonl), "--output", str(out)])
     assert f"{jsonl}:2: a string holds a lone UTF-16 surrogate escape" in line
@@ -354,15 +472,17 @@ def test_jsonl_with_surrogates_or_deep_nesting_is_skipped_and_the_rest_written(r
     assert main(["predict", "--run", str(run_dir), "--input", str(jsonl), "--output", str(out), "--skip-bad"]) == 0
     assert "1 movies predicted, 3 skipped (their lines hold the error)" in capsys.readouterr().out
     records = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
-    assert len(records) == 4 and "labels" in records[0]
-    assert "lone UTF-16 surrogate" in records[1]["error"] and "lone UTF-16 surrogate" in records[2]["error"]
+    assert len(records) == 4
+    assert "labels" in records[0]
+    assert "lone UTF-16 surrogate" in records[1]["error"]
+    assert "lone UTF-16 surrogate" in records[2]["error"]
     assert records[3]["error"].endswith(":4: JSON nested too deeply to read")
 
 
-
-@pytest.mark.parametrize("flag, value", [("--batch-size", "0"), ("--workers", "-2"), ("--batch-size", "many")])
+@pytest.mark.parametrize(("flag", "value"), [("--batch-size", "0"), ("--workers", "-2"), ("--batch-size", "many")])
 def test_counts_below_their_minimum_are_one_line(run_dir, tmp_path, flag, value):
     result = cli("predict", "--run", str(run_dir), "--plot", "a heist", flag, value)
-    assert result.returncode == 2 and result.stdout == ""
+    assert result.returncode == 2
+    assert result.stdout == ""
     [line] = [x for x in result.stderr.splitlines() if x.strip()][-1:]
     assert f"argument {flag}: expected an integer" in line, result.stderr

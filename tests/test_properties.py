@@ -14,22 +14,29 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mmimdb_dist.data.codecs import FeatureCodec, ShardCodec
+from mmimdb_dist.data.sources.mmimdb.genres import GENRES
 from mmimdb_dist.data.sources.mmimdb.raw import SampleSkipped, load_poster, read_movie, without_lone_surrogates
 from mmimdb_dist.errors import DataError
-from mmimdb_dist.data.sources.mmimdb.genres import GENRES
 from mmimdb_dist.inference.inputs import _jsonl_movie
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # All of Unicode, lone surrogates (category Cs) included: JSON's \ud800 escapes produce them.
 TEXT = st.text(st.characters(exclude_categories=()), max_size=40)
 JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT
-JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(TEXT, inner, max_size=4), max_leaves=12)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4), max_leaves=12
+)
 # Movie records shaped like MM-IMDb's, with any values in the fields the reader uses.
-GENRE_LISTS = st.lists(st.sampled_from(list(GENRES) + ["Adult", "Cooking"]) | TEXT, max_size=4)
-MOVIES = st.fixed_dictionaries({}, optional={"plot": st.lists(TEXT, max_size=3) | TEXT | JSON_VALUES,
-                                             "genres": GENRE_LISTS | JSON_VALUES, "title": TEXT | JSON_VALUES,
-                                             "year": JSON_SCALARS})
+GENRE_LISTS = st.lists(st.sampled_from([*list(GENRES), "Adult", "Cooking"]) | TEXT, max_size=4)
+MOVIES = st.fixed_dictionaries(
+    {},
+    optional={
+        "plot": st.lists(TEXT, max_size=3) | TEXT | JSON_VALUES,
+        "genres": GENRE_LISTS | JSON_VALUES,
+        "title": TEXT | JSON_VALUES,
+        "year": JSON_SCALARS,
+    },
+)
 
 
 def utf8_safe(value: object) -> None:
@@ -53,10 +60,13 @@ def _read(json_bytes: bytes) -> None:
     try:
         movie = read_movie(root, "0000001", "train")
     except SampleSkipped as skip:
-        assert skip.record.reason and str(root) in str(skip.record.file)
+        assert skip.record.reason
+        assert str(root) in str(skip.record.file)
         return
     utf8_safe([movie.plot, movie.title, movie.genres])
-    assert movie.plot.strip() and len(movie.labels) == len(GENRES) and any(movie.labels)
+    assert movie.plot.strip()
+    assert len(movie.labels) == len(GENRES)
+    assert any(movie.labels)
 
 
 @SETTINGS
@@ -114,8 +124,17 @@ def posters(draw) -> tuple[bytes, str, bool]:
         image = Image.fromarray(gray.astype(np.float32))
     else:
         image = Image.fromarray((gray * 255).astype(np.uint8), mode="L").convert(mode)
-    fmt = {"I;16": "PNG", "I": "TIFF", "F": "TIFF", "LA": "PNG", "P": "PNG", "1": "PNG",
-           "RGBA": "PNG", "CMYK": "JPEG", "YCbCr": "JPEG"}.get(mode, "JPEG")
+    fmt = {
+        "I;16": "PNG",
+        "I": "TIFF",
+        "F": "TIFF",
+        "LA": "PNG",
+        "P": "PNG",
+        "1": "PNG",
+        "RGBA": "PNG",
+        "CMYK": "JPEG",
+        "YCbCr": "JPEG",
+    }.get(mode, "JPEG")
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
     varied = float(np.ptp((gray * 255).round())) >= 64 and mode != "1"
@@ -130,8 +149,17 @@ def test_any_poster_mode_and_depth_becomes_rgb_with_its_contrast(poster: tuple[b
     data, mode, varied = poster
     root = _raw_folder(b"{}")
     (root / "dataset" / "0000001.jpeg").write_bytes(data)
-    movie = Movie(id="0000001", split="train", title="", year=None, plot="x", genres=["Drama"],
-                  labels=[1] + [0] * 22, num_plots=1, poster_path=root / "dataset" / "0000001.jpeg")
+    movie = Movie(
+        id="0000001",
+        split="train",
+        title="",
+        year=None,
+        plot="x",
+        genres=["Drama"],
+        labels=[1] + [0] * 22,
+        num_plots=1,
+        poster_path=root / "dataset" / "0000001.jpeg",
+    )
     image = load_poster(movie)
     assert image.mode == "RGB"
     pixels = np.asarray(image, dtype=np.float64)
@@ -150,8 +178,7 @@ class CharEncoder:
 
 
 @SETTINGS
-@given(st.dictionaries(st.sampled_from(["txt", "json", "jpg", "__key__"]), st.binary(max_size=80) | TEXT),
-       JSON_VALUES)
+@given(st.dictionaries(st.sampled_from(["txt", "json", "jpg", "__key__"]), st.binary(max_size=80) | TEXT), JSON_VALUES)
 def test_shard_codec_on_any_members(raw: dict, meta: object) -> None:
     raw = dict(raw)
     if "json" in raw and isinstance(raw["json"], str):
@@ -161,14 +188,17 @@ def test_shard_codec_on_any_members(raw: dict, meta: object) -> None:
     except DataError as exc:
         assert "\n" not in str(exc)
         return
-    assert sample.input_ids and len(sample.labels) == len(GENRES)
+    assert sample.input_ids
+    assert len(sample.labels) == len(GENRES)
 
 
 @SETTINGS
-@given(st.dictionaries(st.sampled_from(["json", "text.npy", "image.npy", "__key__"]),
-                       st.binary(max_size=120) | TEXT),
-       JSON_VALUES, st.sampled_from(["float32", "float16", "int64", "bool", "complex64"]),
-       st.lists(st.integers(0, 5), min_size=0, max_size=3))
+@given(
+    st.dictionaries(st.sampled_from(["json", "text.npy", "image.npy", "__key__"]), st.binary(max_size=120) | TEXT),
+    JSON_VALUES,
+    st.sampled_from(["float32", "float16", "int64", "bool", "complex64"]),
+    st.lists(st.integers(0, 5), min_size=0, max_size=3),
+)
 def test_feature_codec_on_any_members(raw: dict, meta: object, dtype: str, shape: list[int]) -> None:
     raw = dict(raw)
     if isinstance(raw.get("json"), str):  # a real JSON document instead of random bytes
@@ -191,12 +221,20 @@ def test_feature_codec_on_any_members(raw: dict, meta: object, dtype: str, shape
 
 
 @SETTINGS
-@given(st.one_of(JSON_VALUES.map(json.dumps), TEXT, st.fixed_dictionaries(
-    {"id": TEXT | JSON_SCALARS}, optional={"plot": TEXT | JSON_VALUES, "poster": TEXT | JSON_SCALARS}).map(json.dumps)))
+@given(
+    st.one_of(
+        JSON_VALUES.map(json.dumps),
+        TEXT,
+        st.fixed_dictionaries(
+            {"id": TEXT | JSON_SCALARS}, optional={"plot": TEXT | JSON_VALUES, "poster": TEXT | JSON_SCALARS}
+        ).map(json.dumps),
+    )
+)
 def test_predict_jsonl_line_on_any_text(line: str) -> None:
     movie = _jsonl_movie(Path("in.jsonl"), 1, line, set(), truncated=False)
     if movie.error is not None:
-        assert movie.error.startswith("in.jsonl:1: ") and "\n" not in movie.error
+        assert movie.error.startswith("in.jsonl:1: ")
+        assert "\n" not in movie.error
         return
     utf8_safe([movie.id, movie.plot if isinstance(movie.plot, (str, list)) else None])
 

@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from dist_scripts.train_fixtures import train_shards
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def readme_example() -> str:
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("## Python API"):]
+    section = text[text.index("## Python API") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -31,21 +30,27 @@ def test_the_readme_python_example_trains_evaluates_and_predicts(tmp_path_factor
     monkeypatch.chdir(work)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     code = readme_example()
-    assert "train(cfg)" in code and "evaluate_checkpoint(" in code and "predict_labels(" in code
+    assert "train(cfg)" in code
+    assert "evaluate_checkpoint(" in code
+    assert "predict_labels(" in code
     namespace: dict = {}
-    exec(compile(code, "README.md (Python API)", "exec"), namespace)  # noqa: S102 (our own README)
+    exec(compile(code, "README.md (Python API)", "exec"), namespace)
 
     final, evaluation, result = namespace["final"], namespace["evaluation"], namespace["result"]
     run_dir = work / "runs" / "notebook" / "notebook"
-    assert (run_dir / "final_metrics.json").is_file() and final["last_epoch"] == 1
-    assert evaluation.out_dir.is_dir() and (evaluation.out_dir / "metrics.json").is_file()
+    assert (run_dir / "final_metrics.json").is_file()
+    assert final["last_epoch"] == 1
+    assert evaluation.out_dir.is_dir()
+    assert (evaluation.out_dir / "metrics.json").is_file()
     # the evaluation of the best checkpoint reproduces the test figures train() returned
     assert evaluation.report["threshold_0.5"]["f1_macro"] == pytest.approx(
-        final["test"]["threshold_0.5"]["f1_macro"], abs=1e-6)
+        final["test"]["threshold_0.5"]["f1_macro"], abs=1e-6
+    )
     from mmimdb_dist.data.sources.mmimdb.genres import GENRES
 
     probabilities = result["probabilities"]
-    assert result["id"] == "m1" and list(probabilities) == list(GENRES)
+    assert result["id"] == "m1"
+    assert list(probabilities) == list(GENRES)
     assert all(0.0 < p < 1.0 for p in probabilities.values())
     from mmimdb_dist.inference.predictor import predict_genres, predict_labels
 
@@ -53,4 +58,6 @@ def test_the_readme_python_example_trains_evaluates_and_predicts(tmp_path_factor
     ranked = [probabilities[genre] for genre in result["labels"]]
     assert ranked == sorted(ranked, reverse=True)  # most probable first
     printed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("[20")]  # DeepSpeed
-    assert len(printed) == 3 and os.sep in printed[1] and printed[2].startswith("[")
+    assert len(printed) == 3
+    assert os.sep in printed[1]
+    assert printed[2].startswith("[")

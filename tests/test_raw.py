@@ -7,16 +7,21 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from mmimdb_dist.data.sources.mmimdb.raw import (SampleSkipped, SkipReport, check_poster, iter_movies,
-                                  load_poster, read_movie, read_split,
-                                  resolve_raw_dir)
-from mmimdb_dist.errors import DataError
-from mmimdb_dist.data.sources.mmimdb.genres import GENRES
-
 from dist_scripts.raw_data import make_raw, read_all_movies
 from real_plots import REAL_SPLIT_JSON, shared_file
 
+from mmimdb_dist.data.sources.mmimdb.genres import GENRES
+from mmimdb_dist.data.sources.mmimdb.raw import (
+    SampleSkipped,
+    SkipReport,
+    check_poster,
+    iter_movies,
+    load_poster,
+    read_movie,
+    read_split,
+    resolve_raw_dir,
+)
+from mmimdb_dist.errors import DataError
 
 # --------------------------------------------------------------------------- split.json
 
@@ -26,8 +31,7 @@ def test_real_split_file(tmp_path):
     root.mkdir()
     shutil.copy(shared_file(REAL_SPLIT_JSON), root / "split.json")
     split = read_split(tmp_path)  # the parent of mmimdb/ is accepted too
-    assert {name: len(ids) for name, ids in split.items()} == {
-        "train": 15552, "dev": 2608, "test": 7799}
+    assert {name: len(ids) for name, ids in split.items()} == {"train": 15552, "dev": 2608, "test": 7799}
     all_ids = [i for ids in split.values() for i in ids]
     assert len(set(all_ids)) == 25959
     assert all(len(i) == 7 and i.isdigit() for i in all_ids)
@@ -35,18 +39,21 @@ def test_real_split_file(tmp_path):
     assert resolve_raw_dir(tmp_path) == root
 
 
-@pytest.mark.parametrize("content, expected", [
-    (None, "split.json: missing"),
-    (b"{not json", "not valid JSON"),
-    (b"\xff\xfe\x00", "not UTF-8"),
-    (b"[1, 2]", "expected a JSON object"),
-    (b'{"train": ["0000001"], "dev": []}', "missing key 'test'"),
-    (b'{"train": "0000001", "dev": [], "test": []}', "key 'train': expected a list"),
-    (b'{"train": [1234567], "dev": [], "test": []}', "key 'train'[0]"),
-    (b'{"train": ["12.45"], "dev": [], "test": []}', "key 'train'[0]"),
-    (b'{"train": ["0000001", "0000001"], "dev": [], "test": []}', "appears twice in 'train'"),
-    (b'{"train": ["0000001"], "dev": [], "test": ["0000001"]}', "in both 'train' and 'test'"),
-])
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "split.json: missing"),
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe\x00", "not UTF-8"),
+        (b"[1, 2]", "expected a JSON object"),
+        (b'{"train": ["0000001"], "dev": []}', "missing key 'test'"),
+        (b'{"train": "0000001", "dev": [], "test": []}', "key 'train': expected a list"),
+        (b'{"train": [1234567], "dev": [], "test": []}', "key 'train'[0]"),
+        (b'{"train": ["12.45"], "dev": [], "test": []}', "key 'train'[0]"),
+        (b'{"train": ["0000001", "0000001"], "dev": [], "test": []}', "appears twice in 'train'"),
+        (b'{"train": ["0000001"], "dev": [], "test": ["0000001"]}', "in both 'train' and 'test'"),
+    ],
+)
 def test_split_problems_name_the_file(tmp_path, content, expected):
     root = tmp_path / "mmimdb"
     (root / "dataset").mkdir(parents=True)
@@ -70,8 +77,7 @@ SKIP_CASES: dict[str, tuple[dict, str]] = {
     # id: (write_movie kwargs, expected reason)
     "0000010": ({}, "missing_json"),  # metadata file removed below
     "0000011": ({"raw_json": b'{"plot": ["x"], "genres": '}, "bad_json"),
-    "0000012": ({"raw_json": '{"plot": ["caf\u00e9"], "genres": ["Drama"]}'.encode("latin-1")},
-                "not_utf8"),
+    "0000012": ({"raw_json": '{"plot": ["caf\u00e9"], "genres": ["Drama"]}'.encode("latin-1")}, "not_utf8"),
     "0000013": ({"raw_json": b'["a list"]'}, "bad_json"),
     "0000014": ({"plot": []}, "no_plot"),
     "0000015": ({"plot": ["   ", ""]}, "no_plot"),
@@ -109,7 +115,8 @@ def test_each_skip_reason_is_counted_and_recorded(tmp_path):
     for movie_id, (_, reason) in SKIP_CASES.items():
         record = by_id[movie_id]
         assert record.reason == reason
-        assert movie_id in record.file and record.detail
+        assert movie_id in record.file
+        assert record.detail
         assert record.split in ("train", "dev", "test")
     assert by_id["0000021"].file.endswith("0000021.jpeg")
     assert "0 bytes" in by_id["0000022"].detail
@@ -140,17 +147,20 @@ def test_without_a_report_skips_are_logged(tmp_path, caplog):
 def test_posters_in_other_formats_become_rgb(tmp_path, kind):
     root = make_raw(tmp_path, {"0000001": {"poster": kind, "size": (50, 75)}})
     movies, report = read_all_movies(root)
-    assert report.total == 0 and len(movies) == 1
+    assert report.total == 0
+    assert len(movies) == 1
     image = load_poster(movies[0])
-    assert image.mode == "RGB" and image.size == (50, 75)
+    assert image.mode == "RGB"
+    assert image.size == (50, 75)
     if kind == "png":  # half-transparent colour on white
-        r, g, b = image.getpixel((10, 10))
-        assert 120 < g < 180 and b > 190
+        _r, g, b = image.getpixel((10, 10))
+        assert 120 < g < 180
+        assert b > 190
 
 
 def test_truncated_poster_fails_full_decode(tmp_path):
     root = make_raw(tmp_path, {"0000001": {"poster": "truncated", "size": (200, 300)}})
-    movies, report = read_all_movies(root)  # the header is intact: the cheap check passes
+    movies, _report = read_all_movies(root)  # the header is intact: the cheap check passes
     assert len(movies) == 1
     with pytest.raises(SampleSkipped) as info:
         load_poster(movies[0])
@@ -170,8 +180,7 @@ def test_check_poster_reasons(tmp_path):
 def test_plot_policies(tmp_path):
     plots = ["Short one.", "The longest summary of them all.", "Middle length one."]
     root = make_raw(tmp_path, {"0000001": {"plot": plots}})
-    by_policy = {policy: read_all_movies(root, plot_policy=policy)[0][0]
-                 for policy in ("longest", "first", "all")}
+    by_policy = {policy: read_all_movies(root, plot_policy=policy)[0][0] for policy in ("longest", "first", "all")}
     assert by_policy["longest"].plot == plots[1]
     assert by_policy["first"].plot == plots[0]
     assert by_policy["all"].plot == "\n\n".join(plots)
@@ -185,12 +194,14 @@ def test_plot_given_as_string_is_repaired_and_counted(tmp_path):
     movies, report = read_all_movies(root)
     assert [m.plot for m in movies] == ["Just one plot.", "A plot."]
     assert movies[0].num_plots == 1
-    assert report.total == 0 and report.repaired == {"plot_was_string": 1}
+    assert report.total == 0
+    assert report.repaired == {"plot_was_string": 1}
 
 
 def test_genres_mapped_dropped_and_unknown(tmp_path, caplog):
-    root = make_raw(tmp_path, {"0000001": {
-        "genres": ["Western", "Adult", "drama", "Science Fiction", "Cooking", "Talk-Show"]}})
+    root = make_raw(
+        tmp_path, {"0000001": {"genres": ["Western", "Adult", "drama", "Science Fiction", "Cooking", "Talk-Show"]}}
+    )
     report = SkipReport()
     with caplog.at_level(logging.WARNING, logger="mmimdb_dist.data.sources.mmimdb.raw"):
         (movie,) = list(iter_movies(root, report=report))
@@ -198,20 +209,27 @@ def test_genres_mapped_dropped_and_unknown(tmp_path, caplog):
     assert movie.labels == [int(g in movie.genres) for g in GENRES]
     assert report.unknown_labels == {"Cooking": 1}
     assert report.total == 0
-    assert "Cooking" in caplog.text and "Adult" not in caplog.text
+    assert "Cooking" in caplog.text
+    assert "Adult" not in caplog.text
 
 
 def test_movie_fields(tmp_path):
-    root = make_raw(tmp_path, {"0000007": {"title": "Alien", "year": "1979",
-                                           "genres": ["Horror", "Sci-Fi"]},
-                               "0000008": {"year": None}},
-                    splits={"train": ["0000008"], "dev": [], "test": ["0000007"]})
+    root = make_raw(
+        tmp_path,
+        {"0000007": {"title": "Alien", "year": "1979", "genres": ["Horror", "Sci-Fi"]}, "0000008": {"year": None}},
+        splits={"train": ["0000008"], "dev": [], "test": ["0000007"]},
+    )
     movie = read_movie(root, "0000007", "test")
     assert (movie.id, movie.split, movie.title, movie.year) == ("0000007", "test", "Alien", 1979)
     assert movie.poster_path == root / "dataset" / "0000007.jpeg"
-    assert movie.metadata() == {"id": "0000007", "title": "Alien", "year": 1979,
-                                "genres": ["Horror", "Sci-Fi"], "labels": movie.labels,
-                                "num_plots": 1}
+    assert movie.metadata() == {
+        "id": "0000007",
+        "title": "Alien",
+        "year": 1979,
+        "genres": ["Horror", "Sci-Fi"],
+        "labels": movie.labels,
+        "num_plots": 1,
+    }
     assert sum(movie.labels) == 2
     movies, _ = read_all_movies(root, splits=["train"])
     assert [(m.id, m.year) for m in movies] == [("0000008", None)]

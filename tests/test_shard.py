@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import operator
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import webdataset as wds
-from PIL import Image
 from dist_scripts.raw_data import make_raw, read_all_movies
+from PIL import Image
 
-from mmimdb_dist.schema import ExperimentConfig, load_config
 from mmimdb_dist.data.manifest import load_manifest
 from mmimdb_dist.data.shard import shard_dataset
+from mmimdb_dist.data.sources.mmimdb.genres import GENRES
 from mmimdb_dist.data.sources.mmimdb.shards import spread
 from mmimdb_dist.data.verify import verify_shards
 from mmimdb_dist.errors import DataError
-from mmimdb_dist.data.sources.mmimdb.genres import GENRES
+from mmimdb_dist.schema import ExperimentConfig, load_config
 
 SHORT_SIDE = 48
 NUM_GOOD = 40
@@ -31,8 +33,9 @@ def raw_movies() -> dict[str, dict]:
     for i in range(NUM_GOOD):
         movies[f"{1000000 + i * 7919:07d}"] = {
             "genres": [GENRES[i % 23], GENRES[(i * 5 + 3) % 23]] + (["News"] if i % 9 == 0 else []),
-            "plot": ["Plot number %d." % i, "A longer plot for movie %d, " % i + "more " * i],
-            "title": f"Movie {i}", "year": 1950 + i,
+            "plot": [f"Plot number {i}.", f"A longer plot for movie {i}, " + "more " * i],
+            "title": f"Movie {i}",
+            "year": 1950 + i,
             "size": (60 + i, 90 + (i * 3) % 40) if i % 4 else (90 + i, 60),  # some landscape
             "poster": ("RGB", "RGB", "RGB", "png", "CMYK", "L")[i % 6],
         }
@@ -47,11 +50,11 @@ def raw_movies() -> dict[str, dict]:
 
 
 def make_config(raw: Path, out: Path, strict: bool = False, **shard: object) -> ExperimentConfig:
-    settings = {"poster_short_side": SHORT_SIDE, "samples_per_shard": 6, "min_shards": 1,
-                "workers": 1, **shard}
-    return load_config(overrides=[f"data.raw_dir={raw}", f"data.strict={strict}",
-                                  f"shard.out_dir={out}", "seed=3"]
-                       + [f"shard.{k}={v}" for k, v in settings.items()])
+    settings = {"poster_short_side": SHORT_SIDE, "samples_per_shard": 6, "min_shards": 1, "workers": 1, **shard}
+    return load_config(
+        overrides=[f"data.raw_dir={raw}", f"data.strict={strict}", f"shard.out_dir={out}", "seed=3"]
+        + [f"shard.{k}={v}" for k, v in settings.items()]
+    )
 
 
 def read_samples(paths: list[Path]) -> list[dict]:
@@ -59,8 +62,9 @@ def read_samples(paths: list[Path]) -> list[dict]:
 
 
 def set_bytes(directory: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())
-            if p.suffix == ".tar" or p.name == "manifest.json"}
+    return {
+        p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.suffix == ".tar" or p.name == "manifest.json"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +84,18 @@ def sharded(raw, tmp_path_factory) -> Path:
 
 def test_manifest_matches_the_tars_and_the_raw_data(raw, sharded):
     manifest = load_manifest(sharded)
-    kept, report = read_all_movies(raw)
+    kept, _report = read_all_movies(raw)
     kept = [m for m in kept if m.id != "0000004"]  # its poster does not decode
-    assert manifest.labels.names == GENRES and manifest.labels.task == "multilabel"
-    assert manifest.settings == {"plot_policy": "longest", "poster_short_side": SHORT_SIDE,
-                                 "jpeg_quality": 90, "samples_per_shard": 6, "min_shards": 1,
-                                 "seed": 3}
+    assert manifest.labels.names == GENRES
+    assert manifest.labels.task == "multilabel"
+    assert manifest.settings == {
+        "plot_policy": "longest",
+        "poster_short_side": SHORT_SIDE,
+        "jpeg_quality": 90,
+        "samples_per_shard": 6,
+        "min_shards": 1,
+        "seed": 3,
+    }
     for split in ("train", "dev", "test"):
         info = manifest.split(split)
         expected = {m.id: m for m in kept if m.split == split}
@@ -93,17 +103,17 @@ def test_manifest_matches_the_tars_and_the_raw_data(raw, sharded):
         keys = [s["__key__"] for s in samples]
         assert sorted(keys) == sorted(expected)  # every kept movie exactly once
         assert info.num_samples == len(samples) == len(expected)
-        for shard, path in zip(info.shards, manifest.shard_paths(split)):
+        for shard, path in zip(info.shards, manifest.shard_paths(split), strict=True):
             assert shard.num_samples == len(read_samples([path]))
             assert shard.bytes == path.stat().st_size
-        assert info.label_counts == [sum(m.labels[g] for m in expected.values())
-                                     for g in range(len(GENRES))]
+        assert info.label_counts == [sum(m.labels[g] for m in expected.values()) for g in range(len(GENRES))]
         for sample in samples:
             movie = expected[sample["__key__"]]
             assert json.loads(sample["json"]) == movie.metadata()
             assert sample["txt"].decode("utf-8") == movie.plot
             image = Image.open(io.BytesIO(sample["jpg"]))
-            assert image.format == "JPEG" and image.mode == "RGB"
+            assert image.format == "JPEG"
+            assert image.mode == "RGB"
             assert min(image.size) == SHORT_SIDE
             width, height = Image.open(movie.poster_path).size
             assert abs(image.size[0] / image.size[1] - width / height) < 0.05
@@ -112,12 +122,14 @@ def test_manifest_matches_the_tars_and_the_raw_data(raw, sharded):
 
 def test_skipped_movies_are_in_the_manifest(sharded):
     manifest = load_manifest(sharded)
-    assert manifest.skipped_counts == {"bad_poster": 1, "missing_poster": 1, "no_kept_genre": 1,
-                                       "no_plot": 1}
+    assert manifest.skipped_counts == {"bad_poster": 1, "missing_poster": 1, "no_kept_genre": 1, "no_plot": 1}
     by_id = {m.id: m for m in manifest.skipped}
     assert {i: m.reason for i, m in by_id.items()} == {
-        "0000001": "no_plot", "0000002": "missing_poster", "0000003": "no_kept_genre",
-        "0000004": "bad_poster"}
+        "0000001": "no_plot",
+        "0000002": "missing_poster",
+        "0000003": "no_kept_genre",
+        "0000004": "bad_poster",
+    }
     assert by_id["0000004"].file == "dataset/0000004.jpeg"  # relative to the raw folder
     assert "decode" in by_id["0000004"].detail
     assert manifest.repaired == {"plot_was_string": 1}
@@ -133,8 +145,7 @@ def test_shard_count_sizes_and_mixing(raw, sharded):
         assert len(info.shards) == max(1, -(-len(passed) // 6))
         sizes = [s.num_samples for s in info.shards]
         assert max(sizes) - min(sizes) <= 1 + ("0000004" in passed)
-        assert [s.name for s in info.shards] == [f"{split}-{i:06d}.tar"
-                                                 for i in range(len(info.shards))]
+        assert [s.name for s in info.shards] == [f"{split}-{i:06d}.tar" for i in range(len(info.shards))]
     keys = [s["__key__"] for s in read_samples(manifest.shard_paths("train"))]
     assert keys != sorted(keys)  # shuffled, not in id order
     assert (sharded / "config.yaml").is_file()
@@ -143,7 +154,7 @@ def test_shard_count_sizes_and_mixing(raw, sharded):
 
 def test_min_shards_and_spread():
     assert [len(c) for c in spread(list(range(10)), 4)] == [3, 3, 2, 2]
-    assert sum(spread(list(range(10)), 4), []) == list(range(10))
+    assert functools.reduce(operator.iadd, spread(list(range(10)), 4), []) == list(range(10))
     assert [len(c) for c in spread([1], 3)] == [1, 0, 0]
 
 
@@ -177,8 +188,7 @@ def test_rerun_cleans_stale_shards_and_temp_files(raw, sharded, tmp_path):
     names = sorted(p.name for p in out.iterdir())
     assert not [n for n in names if n.endswith(".tmp")]
     for split in ("train", "dev", "test"):  # 4 = min_shards > ceil(14 / 8); no stray -000004
-        assert [n for n in names if n.startswith(split)] == [f"{split}-{i:06d}.tar"
-                                                             for i in range(4)]
+        assert [n for n in names if n.startswith(split)] == [f"{split}-{i:06d}.tar" for i in range(4)]
     assert verify_shards(out) == []
     assert set_bytes(out)["manifest.json"] != set_bytes(sharded)["manifest.json"]
 
@@ -237,8 +247,13 @@ def test_verify_names_the_damaged_shard(sharded, tmp_path, damage):
     problems = verify_shards(shards)
     assert problems, damage
     assert all(str(target) in p for p in problems), problems
-    expected = {"flip": "sha256", "delete": "missing", "truncate": "bytes", "extra": "not listed",
-                "no_manifest": "manifest missing"}[damage]
+    expected = {
+        "flip": "sha256",
+        "delete": "missing",
+        "truncate": "bytes",
+        "extra": "not listed",
+        "no_manifest": "manifest missing",
+    }[damage]
     assert any(expected in p for p in problems), problems
     if damage == "truncate":
         assert any("samples in the tar" in p or "not a readable tar" in p for p in problems)
@@ -269,21 +284,36 @@ def test_malformed_manifest_names_file_and_key(sharded, tmp_path):
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mmimdb_dist.cli", *args], capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "mmimdb_dist.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_cli_shard_then_verify(raw, sharded, tmp_path):
     out = tmp_path / "cli_set"
-    result = cli("shard", "--raw", str(raw.parent), "--out", str(out), "--set", "seed=3",
-                 "--poster-short-side", str(SHORT_SIDE), "--samples-per-shard", "6", "--min-shards", "1",
-                 "--workers", "2")
+    result = cli(
+        "shard",
+        "--raw",
+        str(raw.parent),
+        "--out",
+        str(out),
+        "--set",
+        "seed=3",
+        "--poster-short-side",
+        str(SHORT_SIDE),
+        "--samples-per-shard",
+        "6",
+        "--min-shards",
+        "1",
+        "--workers",
+        "2",
+    )
     assert result.returncode == 0, result.stderr
-    assert "train" in result.stdout and "skipped 4" in result.stdout
+    assert "train" in result.stdout
+    assert "skipped 4" in result.stdout
     assert set_bytes(out) == set_bytes(sharded)
 
     ok = cli("shard", "--verify", str(out))
-    assert ok.returncode == 0 and "all shards match" in ok.stdout
+    assert ok.returncode == 0
+    assert "all shards match" in ok.stdout
     (out / "test-000000.tar").write_bytes(b"")
     bad = cli("shard", "--verify", "--out", str(out))
     assert bad.returncode == 1
@@ -293,7 +323,8 @@ def test_cli_shard_then_verify(raw, sharded, tmp_path):
 def test_cli_errors_are_one_line_with_exit_2(raw, tmp_path):
     missing = cli("shard", "--raw", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"))
     assert missing.returncode == 2
-    assert missing.stderr.strip().count("\n") == 0 and "does not exist" in missing.stderr
+    assert missing.stderr.strip().count("\n") == 0
+    assert "does not exist" in missing.stderr
 
     movies = {"0000001": {}, "0000002": {"genres": ["News"]}}
     small = make_raw(tmp_path / "small", movies, {"train": list(movies), "dev": [], "test": []})
@@ -301,17 +332,23 @@ def test_cli_errors_are_one_line_with_exit_2(raw, tmp_path):
     assert strict.returncode == 2
     assert str(small / "dataset" / "0000002.json") in strict.stderr
 
-    bad_set = cli("shard", "--raw", str(small), "--out", str(tmp_path / "s"),
-                  "--samples-per-shard", "0")
-    assert bad_set.returncode == 2 and "shard.samples_per_shard" in bad_set.stderr
+    bad_set = cli("shard", "--raw", str(small), "--out", str(tmp_path / "s"), "--samples-per-shard", "0")
+    assert bad_set.returncode == 2
+    assert "shard.samples_per_shard" in bad_set.stderr
 
 
 # --------------------------------------------------------------------------- synthetic data
 
 DEFECT_OUTCOME = {  # synthetic defect -> reason it is skipped for (None: kept)
-    "empty_plot": "no_plot", "missing_poster": "missing_poster", "zero_byte_poster": "bad_poster",
-    "dropped_genres_only": "no_kept_genre", "bad_json": "bad_json", "plot_as_string": None,
-    "png_poster": None, "cmyk_poster": None, "grayscale_poster": None,
+    "empty_plot": "no_plot",
+    "missing_poster": "missing_poster",
+    "zero_byte_poster": "bad_poster",
+    "dropped_genres_only": "no_kept_genre",
+    "bad_json": "bad_json",
+    "plot_as_string": None,
+    "png_poster": None,
+    "cmyk_poster": None,
+    "grayscale_poster": None,
 }
 
 
@@ -322,16 +359,14 @@ def test_synthetic_defects_are_skipped_or_repaired_as_planted(tmp_path):
     planted = json.loads((root / "defects.json").read_text())["movies"]
     assert set(planted.values()) == set(DEFECT_OUTCOME)  # every kind planted at least once
     manifest = shard_dataset(make_config(root, tmp_path / "out", samples_per_shard=8))
-    expected = {movie_id: DEFECT_OUTCOME[kind] for movie_id, kind in planted.items()
-                if DEFECT_OUTCOME[kind]}
+    expected = {movie_id: DEFECT_OUTCOME[kind] for movie_id, kind in planted.items() if DEFECT_OUTCOME[kind]}
     assert {m.id: m.reason for m in manifest.skipped} == expected
     assert manifest.repaired == {"plot_was_string": list(planted.values()).count("plot_as_string")}
     assert sum(manifest.num_samples.values()) == 45 - len(expected)
-    recoloured = [i for i, kind in planted.items() if kind.endswith("_poster")
-                  and DEFECT_OUTCOME[kind] is None]
-    samples = {s["__key__"]: s for split in ("train", "dev", "test")
-               for s in read_samples(manifest.shard_paths(split))}
+    recoloured = [i for i, kind in planted.items() if kind.endswith("_poster") and DEFECT_OUTCOME[kind] is None]
+    samples = {s["__key__"]: s for split in ("train", "dev", "test") for s in read_samples(manifest.shard_paths(split))}
     for movie_id in recoloured:
         image = Image.open(io.BytesIO(samples[movie_id]["jpg"]))
-        assert image.mode == "RGB" and min(image.size) == SHORT_SIDE
+        assert image.mode == "RGB"
+        assert min(image.size) == SHORT_SIDE
     assert verify_shards(tmp_path / "out") == []

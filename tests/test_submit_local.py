@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from dist_scripts.train_fixtures import env, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
@@ -27,9 +26,27 @@ def _without_slurm() -> dict[str, str]:
 
 
 def _submit(config: Path, *extra: str, environment: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mmimdb_dist.cli", "--log-level", "WARNING", "submit", "train",
-                           "--config", str(config), "--time", "10", *extra], capture_output=True, text=True,
-                          timeout=300, env=environment, cwd=config.parent)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mmimdb_dist.cli",
+            "--log-level",
+            "WARNING",
+            "submit",
+            "train",
+            "--config",
+            str(config),
+            "--time",
+            "10",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=environment,
+        cwd=config.parent,
+    )
 
 
 def test_no_slurm_is_one_line_and_local_runs_here_on_purpose(shards, tmp_path):
@@ -39,7 +56,8 @@ def test_no_slurm_is_one_line_and_local_runs_here_on_purpose(shards, tmp_path):
     assert refused.stderr.strip().splitlines() == [
         "mmimdb-dist submit: error: Slurm is not reachable from here (no sbatch on PATH); on a cluster, submit from "
         "a node with Slurm's commands and SLURM_CONF, or pass --cluster local to run the job on this machine on "
-        "purpose (--cluster debug: in this process)"]
+        "purpose (--cluster debug: in this process)"
+    ]
     assert not (tmp_path / "runs" / "local").exists()  # nothing ran, nothing was written
 
     # --cluster local without --wait: said before it starts, returns at once, the job runs on
@@ -47,7 +65,8 @@ def test_no_slurm_is_one_line_and_local_runs_here_on_purpose(shards, tmp_path):
     submitted = _submit(config, "--cluster", "local", environment=_without_slurm())
     assert submitted.returncode == 0, submitted.stdout[-2000:] + submitted.stderr[-2000:]
     assert "--cluster local: the job runs on this machine, not on a Slurm cluster" in submitted.stderr
-    assert "runs on in the background" in submitted.stdout and "best checkpoint" not in submitted.stdout
+    assert "runs on in the background" in submitted.stdout
+    assert "best checkpoint" not in submitted.stdout
     final = tmp_path / "runs" / "local" / "final_metrics.json"
     while not final.is_file() and time.monotonic() - start < 240:
         time.sleep(1)
@@ -58,5 +77,6 @@ def test_no_slurm_is_one_line_and_local_runs_here_on_purpose(shards, tmp_path):
     again = write_config(tmp_path / "waited.yaml", tiny_config(shards, tmp_path / "runs", "waited", epochs=1))
     waited = _submit(again, "--cluster", "local", "--wait", environment=_without_slurm())
     assert waited.returncode == 0, waited.stderr[-2000:]
-    assert "best checkpoint" in waited.stdout and "tuned_on_dev" in waited.stdout
+    assert "best checkpoint" in waited.stdout
+    assert "tuned_on_dev" in waited.stdout
     assert os.path.isfile(tmp_path / "runs" / "waited" / "final_metrics.json")

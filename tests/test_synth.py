@@ -14,9 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmimdb_dist.data.sources.mmimdb.synth import DEFECT_KINDS, generate_dataset, split_sizes
-from mmimdb_dist.data.sources.mmimdb.synth_cues import GENRE_CUE_WORDS, GENRE_MODALITY, REAL_GENRE_COUNTS, REAL_NUM_MOVIES
 from mmimdb_dist.data.sources.mmimdb.genres import DROPPED_GENRES, GENRES, map_genres, multi_hot
+from mmimdb_dist.data.sources.mmimdb.synth import DEFECT_KINDS, generate_dataset, split_sizes
+from mmimdb_dist.data.sources.mmimdb.synth_cues import (
+    GENRE_CUE_WORDS,
+    GENRE_MODALITY,
+    REAL_GENRE_COUNTS,
+    REAL_NUM_MOVIES,
+)
 
 NUM_MOVIES = 600
 
@@ -28,8 +33,9 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def records(dataset: Path) -> dict[str, dict]:
-    return {path.stem: json.loads(path.read_text(encoding="utf-8"))
-            for path in sorted((dataset / "dataset").glob("*.json"))}
+    return {
+        path.stem: json.loads(path.read_text(encoding="utf-8")) for path in sorted((dataset / "dataset").glob("*.json"))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +44,7 @@ def split(dataset: Path) -> dict[str, list[str]]:
 
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(root)): path.read_bytes()
-            for path in sorted(root.rglob("*")) if path.is_file()}
+    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
 
 
 # --------------------------------------------------------------------------- layout
@@ -53,17 +58,19 @@ def test_layout_and_json_keys(dataset: Path, records: dict[str, dict]) -> None:
     for movie_id, record in records.items():
         assert {"plot", "genres", "title", "year", "imdbID"} <= set(record)
         assert int(record["imdbID"]) == int(movie_id)
-        assert isinstance(record["title"], str) and record["title"]
+        assert isinstance(record["title"], str)
+        assert record["title"]
         assert 1900 < record["year"] <= 2017
-        assert isinstance(record["plot"], list) and 1 <= len(record["plot"]) <= 4
+        assert isinstance(record["plot"], list)
+        assert 1 <= len(record["plot"]) <= 4
         assert all(isinstance(plot, str) and plot for plot in record["plot"])
         assert all(isinstance(genre, str) for genre in record["genres"])
     defects = json.loads((dataset / "defects.json").read_text())
-    assert defects["movies"] == {} and defects["counts"] == {}
+    assert defects["movies"] == {}
+    assert defects["counts"] == {}
 
 
-def test_split_proportions_disjoint_and_id_format(split: dict[str, list[str]],
-                                                  records: dict[str, dict]) -> None:
+def test_split_proportions_disjoint_and_id_format(split: dict[str, list[str]], records: dict[str, dict]) -> None:
     assert set(split) == {"train", "dev", "test"}
     assert {name: len(ids) for name, ids in split.items()} == split_sizes(NUM_MOVIES)
     for name, real in (("train", 15552), ("dev", 2608), ("test", 7799)):
@@ -104,8 +111,7 @@ def test_genre_cardinality_and_frequency_order(records: dict[str, dict]) -> None
     assert 0 < dropped < 0.05 * NUM_MOVIES
 
 
-def test_plot_lengths_have_a_median_near_115_words_and_a_long_tail(
-        records: dict[str, dict]) -> None:
+def test_plot_lengths_have_a_median_near_115_words_and_a_long_tail(records: dict[str, dict]) -> None:
     longest = [max(len(plot.split()) for plot in record["plot"]) for record in records.values()]
     assert 95 <= statistics.median(longest) <= 140
     assert 0.03 < np.mean(np.array(longest) > 400) < 0.12
@@ -115,13 +121,13 @@ def test_plot_lengths_have_a_median_near_115_words_and_a_long_tail(
     assert np.mean(differing) > 0.9
 
 
-def test_posters_are_portrait_textured_rgb_jpegs_of_varied_size(dataset: Path,
-                                                                split: dict) -> None:
+def test_posters_are_portrait_textured_rgb_jpegs_of_varied_size(dataset: Path, split: dict) -> None:
     widths = []
     for movie_id in split["test"][:60]:
         path = dataset / "dataset" / f"{movie_id}.jpeg"
         with Image.open(path) as image:
-            assert image.format == "JPEG" and image.mode == "RGB"
+            assert image.format == "JPEG"
+            assert image.mode == "RGB"
             width, height = image.size
             pixels = np.asarray(image.reduce(4), dtype=np.float32)
         widths.append(width)
@@ -151,7 +157,8 @@ def _features(dataset: Path, ids: list[str], records: dict[str, dict]):
 
 
 def test_genres_are_learnable_with_evidence_split_between_modalities(
-        dataset: Path, split: dict, records: dict[str, dict]) -> None:
+    dataset: Path, split: dict, records: dict[str, dict]
+) -> None:
     from scipy.sparse import csr_matrix, hstack
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -165,8 +172,7 @@ def test_genres_are_learnable_with_evidence_split_between_modalities(
     seen = y_train.sum(axis=0) > 0
 
     def per_label_f1(x_train, x_test) -> np.ndarray:
-        model = OneVsRestClassifier(
-            LogisticRegression(C=4.0, solver="liblinear", class_weight="balanced"))
+        model = OneVsRestClassifier(LogisticRegression(C=4.0, solver="liblinear", class_weight="balanced"))
         model.fit(x_train, y_train[:, seen])
         predicted = np.zeros_like(y_test)
         predicted[:, seen] = model.predict(x_test)
@@ -174,17 +180,20 @@ def test_genres_are_learnable_with_evidence_split_between_modalities(
 
     text_f1 = per_label_f1(text_train, text_test)
     image_f1 = per_label_f1(train_image, test_image)
-    fusion_f1 = per_label_f1(hstack([text_train, csr_matrix(train_image)]).tocsr(),
-                             hstack([text_test, csr_matrix(test_image)]).tocsr())
+    fusion_f1 = per_label_f1(
+        hstack([text_train, csr_matrix(train_image)]).tocsr(), hstack([text_test, csr_matrix(test_image)]).tocsr()
+    )
 
     def group_mean(f1: np.ndarray, modality: str) -> float:
-        return float(np.mean([f1[i] for i, genre in enumerate(GENRES)
-                              if GENRE_MODALITY[genre] == modality]))
+        return float(np.mean([f1[i] for i, genre in enumerate(GENRES) if GENRE_MODALITY[genre] == modality]))
 
     # The README's modality table: `python -m pytest -s tests/test_synth.py -k learnable`.
     for name, f1 in (("plot only", text_f1), ("poster only", image_f1), ("both", fusion_f1)):
-        print(f"\n{name:<12} text genres {group_mean(f1, 'text'):.2f}  "
-              f"image genres {group_mean(f1, 'image'):.2f}  macro-F1 {f1.mean():.2f}", end="")
+        print(
+            f"\n{name:<12} text genres {group_mean(f1, 'text'):.2f}  "
+            f"image genres {group_mean(f1, 'image'):.2f}  macro-F1 {f1.mean():.2f}",
+            end="",
+        )
     assert group_mean(text_f1, "text") > group_mean(text_f1, "image") + 0.25
     assert group_mean(image_f1, "image") > group_mean(image_f1, "text") + 0.25
     assert fusion_f1.mean() > max(text_f1.mean(), image_f1.mean()) + 0.03
@@ -218,8 +227,7 @@ def test_same_seed_is_byte_identical_whatever_the_worker_count(defective_pair) -
 def test_different_seed_differs(defective_pair, tmp_path: Path) -> None:
     other = generate_dataset(tmp_path, 90, seed=6, defect_rate=0.2)
     first = defective_pair[0]
-    assert json.loads((other / "split.json").read_text()) != json.loads(
-        (first / "split.json").read_text())
+    assert json.loads((other / "split.json").read_text()) != json.loads((first / "split.json").read_text())
     a = sorted((first / "dataset").glob("*.jpeg"))[0].read_bytes()
     b = sorted((other / "dataset").glob("*.jpeg"))[0].read_bytes()
     assert a != b
@@ -230,7 +238,7 @@ def test_defects_are_recorded_and_present(defective_pair) -> None:
     report = json.loads((root / "defects.json").read_text())
     assert report["defect_rate"] == 0.2
     assert sum(report["counts"].values()) == len(report["movies"]) == 18
-    assert report["counts"] == {kind: 2 for kind in DEFECT_KINDS}
+    assert report["counts"] == dict.fromkeys(DEFECT_KINDS, 2)
     split = json.loads((root / "split.json").read_text())
     assert set(report["movies"]) <= set(split["train"] + split["dev"] + split["test"])
     dataset = root / "dataset"
@@ -244,9 +252,11 @@ def test_defects_are_recorded_and_present(defective_pair) -> None:
         if kind == "empty_plot":
             assert record["plot"] == []
         elif kind == "plot_as_string":
-            assert isinstance(record["plot"], str) and record["plot"]
+            assert isinstance(record["plot"], str)
+            assert record["plot"]
         elif kind == "dropped_genres_only":
-            assert record["genres"] and set(record["genres"]) <= DROPPED_GENRES
+            assert record["genres"]
+            assert set(record["genres"]) <= DROPPED_GENRES
             assert map_genres(record["genres"]) == ([], [])
         elif kind == "missing_poster":
             assert not poster.exists()
@@ -255,8 +265,10 @@ def test_defects_are_recorded_and_present(defective_pair) -> None:
         else:
             with Image.open(poster) as image:
                 assert (image.format, image.mode) == {
-                    "png_poster": ("PNG", "RGB"), "cmyk_poster": ("JPEG", "CMYK"),
-                    "grayscale_poster": ("JPEG", "L")}[kind]
+                    "png_poster": ("PNG", "RGB"),
+                    "cmyk_poster": ("JPEG", "CMYK"),
+                    "grayscale_poster": ("JPEG", "L"),
+                }[kind]
     healthy = set(json.loads((root / "split.json").read_text())["train"]) - set(report["movies"])
     for movie_id in healthy:
         assert json.loads((dataset / f"{movie_id}.json").read_text())["plot"]
@@ -271,7 +283,7 @@ def test_interrupted_generation_leaves_no_split_json(tmp_path: Path) -> None:
     poster.unlink()
     poster.mkdir()  # the rename onto it fails part-way through regeneration
     (poster / "blocker").write_text("x")
-    with pytest.raises(OSError):
+    with pytest.raises(OSError):  # noqa: PT011 (whichever errno the platform's rename gives: the test is that nothing is left)
         generate_dataset(tmp_path, 20, seed=1)
     assert not (root / "split.json").exists()
     assert not [path for path in (root / "dataset").iterdir() if path.name.endswith(".tmp")]
@@ -291,7 +303,8 @@ def test_regenerating_into_the_same_folder_is_identical(tmp_path: Path) -> None:
 def test_files_of_another_generation_are_reported_not_listed(tmp_path: Path, caplog) -> None:
     generate_dataset(tmp_path, 6, seed=1)
     root = generate_dataset(tmp_path, 4, seed=2)
-    assert "12 files" in caplog.text and "not part of this dataset" in caplog.text
+    assert "12 files" in caplog.text
+    assert "not part of this dataset" in caplog.text
     split = json.loads((root / "split.json").read_text())
     assert sum(len(ids) for ids in split.values()) == 4
     assert len(list((root / "dataset").glob("*.json"))) == 10
@@ -301,13 +314,13 @@ def test_files_of_another_generation_are_reported_not_listed(tmp_path: Path, cap
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mmimdb_dist.cli", "synth", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "mmimdb_dist.cli", "synth", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_writes_the_dataset_and_prints_its_folder(tmp_path: Path) -> None:
-    result = _cli("--out", str(tmp_path), "--movies", "12", "--seed", "3", "--workers", "1",
-                  "--defect-rate", "0.25")
+    result = _cli("--out", str(tmp_path), "--movies", "12", "--seed", "3", "--workers", "1", "--defect-rate", "0.25")
     assert result.returncode == 0, result.stderr
     root = tmp_path / "mmimdb"
     assert result.stdout.strip() == str(root)
@@ -316,14 +329,18 @@ def test_cli_writes_the_dataset_and_prints_its_folder(tmp_path: Path) -> None:
     assert len(json.loads((root / "defects.json").read_text())["movies"]) == 3
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--movies", "0"), "num_movies must be at least 1"),
-    (("--movies", "5", "--defect-rate", "1.5"), "defect_rate must be in [0, 1]"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--movies", "0"), "num_movies must be at least 1"),
+        (("--movies", "5", "--defect-rate", "1.5"), "defect_rate must be in [0, 1]"),
+    ],
+)
 def test_cli_rejects_bad_arguments_in_one_line(tmp_path: Path, args, message) -> None:
     result = _cli("--out", str(tmp_path), *args)
     assert result.returncode == 2
-    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "mmimdb" / "split.json").exists()
 
 

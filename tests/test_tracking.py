@@ -13,10 +13,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from dist_scripts.train_fixtures import RUN_TIMEOUT_S, env, tiny_config, train_command, train_shards, write_config
-from mmimdb_dist.run.metrics_log import read_records
+
 from mmimdb_dist.run.layout import METRICS_LOG
+from mmimdb_dist.run.metrics_log import read_records
 
 pytestmark = pytest.mark.slow
 
@@ -28,16 +28,30 @@ def tracked(tmp_path_factory) -> dict:
     pytest.importorskip("mlflow")
     shards = train_shards(tmp_path_factory)
     root = tmp_path_factory.mktemp("tracked")
-    data = tiny_config(shards, root / "runs", "tracked", epochs=2, trackers=["tensorboard", "mlflow"],
-                       tracker_project="trackers-test", tracker_figures=True)
+    data = tiny_config(
+        shards,
+        root / "runs",
+        "tracked",
+        epochs=2,
+        trackers=["tensorboard", "mlflow"],
+        tracker_project="trackers-test",
+        tracker_figures=True,
+    )
     config = write_config(root / "tracked.yaml", data)
     tracking_uri = f"file://{root / 'mlruns'}"
     run_env = {**env(), "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_ALLOW_FILE_STORE": "true"}
-    result = subprocess.run(train_command(config), capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
-                            env=run_env, cwd=root)
+    result = subprocess.run(
+        train_command(config), capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=run_env, cwd=root
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    return {"root": root, "data": data, "config": config, "uri": tracking_uri, "env": run_env,
-            "run_dir": root / "runs" / "tracked"}
+    return {
+        "root": root,
+        "data": data,
+        "config": config,
+        "uri": tracking_uri,
+        "env": run_env,
+        "run_dir": root / "runs" / "tracked",
+    }
 
 
 def _mlflow_runs(tracked: dict):
@@ -58,8 +72,10 @@ def test_mlflow_holds_config_scalars_test_metrics_and_figures(tracked):
     [run] = runs
     assert run.info.run_name == "tracked"
     params = run.data.params
-    assert params["model.name"] == "early_fusion" and float(params["train.lr"]) == 0.01
-    assert params["loader.batch_size"] == "16" and params["train.trackers"] == '["tensorboard", "mlflow"]'
+    assert params["model.name"] == "early_fusion"
+    assert float(params["train.lr"]) == 0.01
+    assert params["loader.batch_size"] == "16"
+    assert params["train.trackers"] == '["tensorboard", "mlflow"]'
 
     final = json.loads((tracked["run_dir"] / "final_metrics.json").read_text())
     metrics = run.data.metrics
@@ -67,10 +83,12 @@ def test_mlflow_holds_config_scalars_test_metrics_and_figures(tracked):
     assert metrics["test/f1_macro_tuned"] == pytest.approx(final["test"]["tuned_on_dev"]["f1_macro"], abs=1e-9)
     evals = read_records(tracked["run_dir"] / METRICS_LOG, "eval")
     dev_map = client.get_metric_history(run.info.run_id, "dev/mean_average_precision")
-    assert [(m.step, m.value) for m in dev_map] == [(r["step"], pytest.approx(r["mean_average_precision"]))
-                                                    for r in evals]
+    assert [(m.step, m.value) for m in dev_map] == [
+        (r["step"], pytest.approx(r["mean_average_precision"])) for r in evals
+    ]
     dev_loss = client.get_metric_history(run.info.run_id, "dev/loss")
-    assert len(dev_loss) == len(evals) and all(m.value > 0 for m in dev_loss)
+    assert len(dev_loss) == len(evals)
+    assert all(m.value > 0 for m in dev_loss)
     train_steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
     assert train_steps == [r["step"] for r in read_records(tracked["run_dir"] / METRICS_LOG, "train")]
 
@@ -96,21 +114,33 @@ def test_tensorboard_holds_scalars_test_metrics_hparams_and_figures(tracked):
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    values = {value.tag: value for path in (board / "hparams").glob("events.out.tfevents.*")
-              for event in EventFileLoader(str(path)).Load() for value in event.summary.value}
+    values = {
+        value.tag: value
+        for path in (board / "hparams").glob("events.out.tfevents.*")
+        for event in EventFileLoader(str(path)).Load()
+        for value in event.summary.value
+    }
     assert {"_hparams_/session_start_info", "test/f1_macro"} <= set(values)
     start = plugin_data_pb2.HParamsPluginData.FromString(
-        values["_hparams_/session_start_info"].metadata.plugin_data.content).session_start_info
+        values["_hparams_/session_start_info"].metadata.plugin_data.content
+    ).session_start_info
     assert start.hparams["model.name"].string_value == "early_fusion"
     assert start.hparams["train.lr"].number_value == pytest.approx(0.01)
 
 
 def test_a_resumed_run_continues_the_same_mlflow_run(tracked):
     _, runs_before = _mlflow_runs(tracked)
-    longer = write_config(tracked["root"] / "longer.yaml",
-                          {**tracked["data"], "train": {**tracked["data"]["train"], "epochs": 3}})
-    result = subprocess.run(train_command(longer, "--resume", "auto"), capture_output=True, text=True,
-                            timeout=RUN_TIMEOUT_S, env=tracked["env"], cwd=tracked["root"])
+    longer = write_config(
+        tracked["root"] / "longer.yaml", {**tracked["data"], "train": {**tracked["data"]["train"], "epochs": 3}}
+    )
+    result = subprocess.run(
+        train_command(longer, "--resume", "auto"),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        env=tracked["env"],
+        cwd=tracked["root"],
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     client, runs = _mlflow_runs(tracked)
     assert [r.info.run_id for r in runs] == [runs_before[0].info.run_id]

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dist_scripts.train_fixtures import env, evaluate_checkpoint, run_train, tiny_config, train_command, write_config
 
-from dist_scripts.train_fixtures import (env, evaluate_checkpoint, run_train, tiny_config, train_command,
-                                         write_config)
-from mmimdb_dist.run.metrics_log import read_records
 from mmimdb_dist.run.layout import METRICS_LOG
+from mmimdb_dist.run.metrics_log import read_records
 
 pytestmark = pytest.mark.slow
 
@@ -43,8 +42,8 @@ def _batches_per_epoch(shards: Path) -> int:
 
 
 def _split_labels(shards: Path, split: str) -> np.ndarray:
-    from mmimdb_dist.data.plots import read_shard_split_texts
     from mmimdb_dist.data.manifest import load_manifest
+    from mmimdb_dist.data.plots import read_shard_split_texts
 
     return np.array(read_shard_split_texts(load_manifest(shards), split).labels)
 
@@ -56,9 +55,10 @@ def _split_labels(shards: Path, split: str) -> np.ndarray:
 def reference(shards, tmp_path_factory) -> tuple[Path, Path]:
     """fp32, 4 epochs, step checkpoints every 10 steps, 2 kept: (config file, run folder)."""
     root = tmp_path_factory.mktemp("train-reference")
-    config = write_config(root / "reference.yaml",
-                          tiny_config(shards, root / "runs", "reference", checkpoint_every_steps=10,
-                                      keep_checkpoints=2))
+    config = write_config(
+        root / "reference.yaml",
+        tiny_config(shards, root / "runs", "reference", checkpoint_every_steps=10, keep_checkpoints=2),
+    )
     run_train(config)
     return config, root / "runs" / "reference"
 
@@ -87,18 +87,20 @@ def test_learns_well_above_trivial_baselines(reference, shards):
 
 
 def test_run_folder_holds_config_logs_tensorboard_and_bounded_checkpoints(reference, shards):
-    from mmimdb_dist.schema import load_config
     from mmimdb_dist.run.checkpoints import TrainerState
+    from mmimdb_dist.schema import load_config
 
-    config, run_dir = reference
+    _config, run_dir = reference
     cfg = load_config(run_dir / "config.yaml")
-    assert cfg.train.checkpoint_every_steps == 10 and cfg.model.name == "early_fusion"
+    assert cfg.train.checkpoint_every_steps == 10
+    assert cfg.model.name == "early_fusion"
     assert (run_dir / "vocabulary.json").is_file()
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
     batches_per_epoch = _batches_per_epoch(shards)
     train_records = _records(run_dir, "train")
-    assert train_records and all(set(r["lr"]) == {"head", "head_no_decay"} for r in train_records)
+    assert train_records
+    assert all(set(r["lr"]) == {"head", "head_no_decay"} for r in train_records)
     assert all(np.isfinite(r["loss"]) and r["samples_per_s"] > 0 for r in train_records)
     evals = _records(run_dir, "eval")
     assert [r["step"] for r in evals] == [batches_per_epoch * e for e in range(1, 5)]
@@ -107,21 +109,27 @@ def test_run_folder_holds_config_logs_tensorboard_and_bounded_checkpoints(refere
     final = _final(run_dir)
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     # The 2 newest plus the best; no temp folder left behind.
-    assert len(checkpoints) <= 3 and final["best_checkpoint"] in checkpoints
+    assert len(checkpoints) <= 3
+    assert final["best_checkpoint"] in checkpoints
     assert not [name for name in checkpoints if name.startswith(".")]
     # The weights are on disk once: the inference export shares Accelerate's file (two names).
     for name in checkpoints:
         folder = run_dir / "checkpoints" / name
-        assert (folder / "model.safetensors").stat().st_ino == (folder / "inference" / "model.safetensors").stat().st_ino
+        assert (folder / "model.safetensors").stat().st_ino == (
+            folder / "inference" / "model.safetensors"
+        ).stat().st_ino
     newest = TrainerState.read(run_dir / "checkpoints" / checkpoints[-1] / "trainer_state.json")
     assert (newest.epoch, newest.batch_in_epoch, newest.step) == (3, batches_per_epoch, 4 * batches_per_epoch)
     # The best checkpoint is the one of best dev mAP (the default select_metric); ties keep the earlier.
     assert final["select_metric"] == "mean_average_precision"
     best_eval = max(evals, key=lambda r: (r["mean_average_precision"], -r["step"]))
-    assert final["best_step"] == best_eval["step"] and final["best_epoch"] == best_eval["epoch"]
+    assert final["best_step"] == best_eval["step"]
+    assert final["best_epoch"] == best_eval["epoch"]
     assert final["best_dev_metric"] == pytest.approx(best_eval["mean_average_precision"], abs=1e-12)
-    assert [r["best"] for r in evals] == [r["mean_average_precision"] > max(
-        [e["mean_average_precision"] for e in evals[:i]], default=-1.0) for i, r in enumerate(evals)]
+    assert [r["best"] for r in evals] == [
+        r["mean_average_precision"] > max([e["mean_average_precision"] for e in evals[:i]], default=-1.0)
+        for i, r in enumerate(evals)
+    ]
     # Every evaluation also records F1 under thresholds tuned on dev (never below F1 at 0.5).
     assert all(r["f1_macro_tuned"] >= r["f1_macro"] - 1e-12 for r in evals)
     # Cost figures for `compare`: every train sample of 4 epochs, a positive time and rate.
@@ -141,7 +149,8 @@ def test_best_checkpoint_reloads_for_inference_with_the_reported_dev_metrics(ref
     metrics = compute_metrics(dev.labels, dev.probs)
     assert metrics["f1_macro"] == pytest.approx(final["dev"]["threshold_0.5"]["f1_macro"], abs=1e-9)
     assert metrics["mean_average_precision"] == pytest.approx(
-        final["dev"]["threshold_0.5"]["mean_average_precision"], abs=1e-6)
+        final["dev"]["threshold_0.5"]["mean_average_precision"], abs=1e-6
+    )
 
 
 def test_sigkill_mid_epoch_then_resume_auto_ends_with_identical_metrics(reference, shards, tmp_path):
@@ -153,8 +162,9 @@ def test_sigkill_mid_epoch_then_resume_auto_ends_with_identical_metrics(referenc
     config = write_config(tmp_path / "killed.yaml", config_data)
     run_dir = tmp_path / "runs" / "killed"
 
-    process = subprocess.Popen(train_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=env(), cwd=tmp_path)
+    process = subprocess.Popen(
+        train_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(), cwd=tmp_path
+    )
     killed_at = None
     batches_per_epoch = _batches_per_epoch(shards)
     try:
@@ -195,9 +205,19 @@ def test_early_stopping_stops_and_tests_the_best_not_the_last_weights(shards, tm
     # Evaluate every 4 steps with patience 1, selecting on dev macro-F1 at 0.5 (train.select_metric):
     # training stops at the first one that does not beat the best so far, long before the 20
     # configured epochs.
-    config = write_config(tmp_path / "early.yaml",
-                          tiny_config(shards, tmp_path / "runs", "early", epochs=20, eval_every=4,
-                                      early_stopping_patience=1, keep_checkpoints=1, select_metric="f1_macro"))
+    config = write_config(
+        tmp_path / "early.yaml",
+        tiny_config(
+            shards,
+            tmp_path / "runs",
+            "early",
+            epochs=20,
+            eval_every=4,
+            early_stopping_patience=1,
+            keep_checkpoints=1,
+            select_metric="f1_macro",
+        ),
+    )
     run_train(config)
     run_dir = tmp_path / "runs" / "early"
     final = _final(run_dir)
@@ -205,13 +225,15 @@ def test_early_stopping_stops_and_tests_the_best_not_the_last_weights(shards, tm
     assert final["stopped_early"] is True
     assert final["last_step"] == evals[-1]["step"] < 20 * _batches_per_epoch(shards)
     assert final["select_metric"] == "f1_macro"
-    assert evals[-1]["f1_macro"] <= final["best_dev_metric"] and not evals[-1]["best"]
+    assert evals[-1]["f1_macro"] <= final["best_dev_metric"]
+    assert not evals[-1]["best"]
     assert final["best_step"] < final["last_step"]
     assert final["dev"]["threshold_0.5"]["f1_macro"] == pytest.approx(final["best_dev_metric"], abs=1e-12)
 
     checkpoints = {p.name: p for p in (run_dir / "checkpoints").iterdir()}
     last = max(checkpoints)
-    assert final["best_checkpoint"] in checkpoints and last != final["best_checkpoint"]
+    assert final["best_checkpoint"] in checkpoints
+    assert last != final["best_checkpoint"]
     best_dev = compute_metrics(*_labels_probs(evaluate_checkpoint(checkpoints[final["best_checkpoint"]], "dev")))
     last_dev = compute_metrics(*_labels_probs(evaluate_checkpoint(checkpoints[last], "dev")))
     reported = final["dev"]["threshold_0.5"]["mean_average_precision"]
@@ -224,8 +246,16 @@ def _labels_probs(predictions) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_bf16_late_fusion_with_accumulation_trains_and_reports(shards, tmp_path):
-    data = tiny_config(shards, tmp_path / "runs", "bf16", epochs=1, mixed_precision="bf16",
-                       grad_accum_steps=3, schedule="linear", warmup_ratio=0.2)
+    data = tiny_config(
+        shards,
+        tmp_path / "runs",
+        "bf16",
+        epochs=1,
+        mixed_precision="bf16",
+        grad_accum_steps=3,
+        schedule="linear",
+        warmup_ratio=0.2,
+    )
     data["model"]["name"] = "late_fusion"
     run_dir = tmp_path / "runs" / "bf16"
     # What an earlier start that died before its first checkpoint left: forgotten, not appended to.
@@ -249,20 +279,22 @@ def test_user_errors_are_one_line_and_exit_2(shards, tmp_path):
     config = write_config(tmp_path / "bad.yaml", tiny_config(shards, tmp_path / "runs", "bad", eval_every="often"))
     result = run_train(config, check=False)
     assert result.returncode == 2
-    assert "train.eval_every" in result.stderr and "'often'" in result.stderr
+    assert "train.eval_every" in result.stderr
+    assert "'often'" in result.stderr
 
     config = write_config(tmp_path / "ok.yaml", tiny_config(shards, tmp_path / "runs", "ok"))
     result = run_train(config, "--resume", str(tmp_path / "nowhere"), check=False)
-    assert result.returncode == 2 and "nowhere" in result.stderr and "trainer_state.json" in result.stderr
+    assert result.returncode == 2
+    assert "nowhere" in result.stderr
+    assert "trainer_state.json" in result.stderr
 
 
 # --------------------------------------------------------------------------- optimizer pieces
 
 
 def test_parameter_groups_exempt_norms_and_biases_and_slow_down_pretrained_encoders():
-    from mmimdb_dist.models import build_model
-    from mmimdb_dist.schema import ModelConfig
-    from mmimdb_dist.schema import TrainConfig
+    from mmimdb_dist.models.registry import build_model
+    from mmimdb_dist.schema import ModelConfig, TrainConfig
     from mmimdb_dist.train.optim import param_groups
 
     cfg = ModelConfig(name="early_fusion")
@@ -273,9 +305,11 @@ def test_parameter_groups_exempt_norms_and_biases_and_slow_down_pretrained_encod
     train = TrainConfig(lr=1e-3, encoder_lr=1e-5, weight_decay=0.05)
     groups = {g["name"]: g for g in param_groups(model, cfg, train)}
     assert set(groups) == {"head", "head_no_decay"}  # nothing pretrained here
-    assert groups["head_no_decay"]["weight_decay"] == 0.0 and groups["head"]["weight_decay"] == 0.05
+    assert groups["head_no_decay"]["weight_decay"] == 0.0
+    assert groups["head"]["weight_decay"] == 0.05
     no_decay = set(groups["head_no_decay"]["param_names"])
-    assert "text_proj.1.weight" in no_decay and "text_proj.0.bias" in no_decay  # LayerNorm gain, bias
+    assert "text_proj.1.weight" in no_decay
+    assert "text_proj.0.bias" in no_decay
     assert "text_proj.0.weight" in groups["head"]["param_names"]
     total = sum(len(g["params"]) for g in groups.values())
     assert total == sum(1 for p in model.parameters() if p.requires_grad)
@@ -284,7 +318,8 @@ def test_parameter_groups_exempt_norms_and_biases_and_slow_down_pretrained_encod
     cfg.image.kind, cfg.image.pretrained = "resnet18", True
     model.image_encoder.requires_grad_(True)
     groups = {g["name"]: g for g in param_groups(model, cfg, train)}
-    assert groups["encoder"]["lr"] == 1e-5 and groups["head"]["lr"] == 1e-3
+    assert groups["encoder"]["lr"] == 1e-5
+    assert groups["head"]["lr"] == 1e-3
     assert all(name.startswith("image_encoder.") for name in groups["encoder"]["param_names"])
 
 

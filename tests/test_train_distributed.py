@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from dist_scripts.loader_fixtures import manifest_ids
 from dist_scripts.train_fixtures import RUN_TIMEOUT_S, env, evaluate_checkpoint, tiny_config, train_shards, write_config
-from mmimdb_dist.run.metrics_log import read_records
+
 from mmimdb_dist.run.layout import METRICS_LOG
+from mmimdb_dist.run.metrics_log import read_records
 
 pytestmark = pytest.mark.slow
 
@@ -43,11 +43,32 @@ def launched(tmp_path_factory) -> tuple[Path, Path, list[dict]]:
     data["model"]["modality_dropout"] = 0.3
     config = write_config(root / "ddp.yaml", data)
     # --multi_gpu starts the processes; the Accelerator inside runs them on CPU over gloo.
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port())]
-    result = subprocess.run([*launcher, str(SCRIPT), str(config), str(root)], capture_output=True, text=True,
-                            timeout=RUN_TIMEOUT_S, env=env(), cwd=root)
+    launcher = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_ip",
+        "127.0.0.1",
+        "--main_process_port",
+        str(_free_port()),
+    ]
+    result = subprocess.run(
+        [*launcher, str(SCRIPT), str(config), str(root)],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        env=env(),
+        cwd=root,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     reports = [json.loads((root / f"rank{rank}.json").read_text()) for rank in range(2)]
     return shards, root / "runs" / "ddp", reports
@@ -65,7 +86,8 @@ def test_both_ranks_end_training_with_identical_parameters(launched):
 def test_every_dev_sample_is_evaluated_once_across_ranks(launched):
     shards, run_dir, reports = launched
     rank0, rank1 = (set(r["dev_ids"]) for r in reports)
-    assert len(rank0) == len(reports[0]["dev_ids"]) and len(rank1) == len(reports[1]["dev_ids"])
+    assert len(rank0) == len(reports[0]["dev_ids"])
+    assert len(rank1) == len(reports[1]["dev_ids"])
     assert not rank0 & rank1
     assert rank0 | rank1 == set(manifest_ids(shards, "dev"))
     final = json.loads((run_dir / "final_metrics.json").read_text())
@@ -83,17 +105,23 @@ def test_two_process_metrics_equal_a_one_process_evaluation_of_the_same_checkpoi
     evals = read_records(run_dir / METRICS_LOG)
     train_count = len(manifest_ids(shards, "train"))
     assert [r["step"] for r in evals if r["type"] == "eval"] == [
-        (train_count // 32) * epoch for epoch in range(1, EPOCHS + 1)]
+        (train_count // 32) * epoch for epoch in range(1, EPOCHS + 1)
+    ]
 
     checkpoint = run_dir / "checkpoints" / final["best_checkpoint"]
     dev, test = evaluate_checkpoint(checkpoint, "dev"), evaluate_checkpoint(checkpoint, "test")
     thresholds = tune_thresholds(dev.labels, dev.probs)
-    single = {"dev": evaluation_report(dev.labels, dev.probs, thresholds),
-              "test": evaluation_report(test.labels, test.probs, thresholds)}
+    single = {
+        "dev": evaluation_report(dev.labels, dev.probs, thresholds),
+        "test": evaluation_report(test.labels, test.probs, thresholds),
+    }
     for split in ("dev", "test"):
         for protocol in ("threshold_0.5", "tuned_on_dev"):
             for key in ("num_samples", "f1_macro", "f1_micro", "f1_samples", "hamming_loss"):
-                assert final[split][protocol][key] == pytest.approx(single[split][protocol][key], abs=1e-9), \
-                    (split, protocol, key)
+                assert final[split][protocol][key] == pytest.approx(single[split][protocol][key], abs=1e-9), (
+                    split,
+                    protocol,
+                    key,
+                )
             for key in ("mean_average_precision", "roc_auc_macro", "roc_auc_micro"):
                 assert final[split][protocol][key] == pytest.approx(single[split][protocol][key], abs=1e-6)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
-
 from dist_scripts.train_fixtures import evaluate_checkpoint, run_train, tiny_config, write_config
-from mmimdb_dist.run.metrics_log import read_records
+
 from mmimdb_dist.run.layout import METRICS_LOG
+from mmimdb_dist.run.metrics_log import read_records
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +61,7 @@ def test_compiled_model_trains_like_the_eager_one_and_its_export_reloads(plain_r
 
     export = run_dir / "checkpoints" / _final(run_dir)["best_checkpoint"] / "inference" / "model.safetensors"
     with safe_open(str(export), framework="pt") as handle:
-        assert not [key for key in handle.keys() if key.startswith("_orig_mod.")]
+        assert not [key for key in handle if key.startswith("_orig_mod.")]
     _assert_reloads_with_reported_dev_metrics(run_dir)
 
 
@@ -72,43 +73,55 @@ def test_channels_last_changes_the_layout_not_the_result(plain_run, shards, tmp_
     assert abs(losses[0] - plain[0]) < 1e-4
     np.testing.assert_allclose(losses, plain, rtol=0, atol=1e-3)
     assert _final(run_dir)["dev"]["threshold_0.5"]["f1_macro"] == pytest.approx(
-        _final(plain_run)["dev"]["threshold_0.5"]["f1_macro"], abs=0.02)
+        _final(plain_run)["dev"]["threshold_0.5"]["f1_macro"], abs=0.02
+    )
     _assert_reloads_with_reported_dev_metrics(run_dir)
 
 
 # --------------------------------------------------------------------------- Hugging Face encoder
+
 
 @pytest.fixture(scope="module")
 def local_pretrained_encoder(shards, tmp_path_factory) -> Path:
     """A folder as `save_pretrained` writes it: a tiny DistilBERT and a WordPiece tokenizer
     trained on the synthetic train plots (what a user copies onto an offline cluster)."""
     import torch
+    from dist_scripts.wordpiece import train_wordpiece
     from transformers import AutoModel, DistilBertConfig
 
-    from dist_scripts.wordpiece import train_wordpiece
-    from mmimdb_dist.data.plots import read_shard_split_texts
     from mmimdb_dist.data.manifest import load_manifest
+    from mmimdb_dist.data.plots import read_shard_split_texts
 
     texts = read_shard_split_texts(load_manifest(shards), "train").texts
     folder = tmp_path_factory.mktemp("pretrained-distilbert")
     fast = train_wordpiece(texts, folder, vocab_size=600)
     torch.manual_seed(0)
-    config = DistilBertConfig(vocab_size=len(fast), dim=32, n_layers=2, n_heads=2, hidden_dim=64,
-                              max_position_embeddings=128, pad_token_id=fast.pad_token_id)
+    config = DistilBertConfig(
+        vocab_size=len(fast),
+        dim=32,
+        n_layers=2,
+        n_heads=2,
+        hidden_dim=64,
+        max_position_embeddings=128,
+        pad_token_id=fast.pad_token_id,
+    )
     AutoModel.from_config(config).save_pretrained(folder)
     return folder
 
 
-def test_pretrained_hf_encoder_from_a_local_folder_trains_at_its_own_lr(local_pretrained_encoder, shards,
-                                                                        tmp_path):
+def test_pretrained_hf_encoder_from_a_local_folder_trains_at_its_own_lr(local_pretrained_encoder, shards, tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoModel, AutoTokenizer
 
     from mmimdb_dist.run.export import load_for_inference
 
     config = tiny_config(shards, tmp_path / "runs", "hf", epochs=2, encoder_lr=5e-4, lr=0.01, log_every=5)
-    config["model"]["text"] = {"kind": "hf", "name": str(local_pretrained_encoder), "pretrained": True,
-                               "pooling": "cls"}
+    config["model"]["text"] = {
+        "kind": "hf",
+        "name": str(local_pretrained_encoder),
+        "pretrained": True,
+        "pooling": "cls",
+    }
     config["loader"]["max_text_length"] = 128
     run_train(write_config(tmp_path / "hf.yaml", config))
     run_dir = tmp_path / "runs" / "hf"
@@ -117,14 +130,16 @@ def test_pretrained_hf_encoder_from_a_local_folder_trains_at_its_own_lr(local_pr
     train = read_records(run_dir / METRICS_LOG, "train")
     assert {"encoder", "encoder_no_decay", "head", "head_no_decay"} == set(train[0]["lr"])
     for record in train:  # cosine reaches 0 at the very last step
-        assert record["lr"]["head"] == record["lr"]["encoder"] == 0 or record["lr"]["encoder"] / record["lr"]["head"] == pytest.approx(5e-4 / 0.01)
+        assert record["lr"]["head"] == record["lr"]["encoder"] == 0 or record["lr"]["encoder"] / record["lr"][
+            "head"
+        ] == pytest.approx(5e-4 / 0.01)
     assert not (run_dir / "vocabulary.json").exists()  # the encoder's own tokenizer is used
 
     # The checkpoint carries the tokenizer and the architecture: it reloads with no access to
     # the original folder, tokenises identically, and holds the trained (not the initial) weights.
     final = _final(run_dir)
     best = run_dir / "checkpoints" / final["best_checkpoint"]
-    model, cfg, encoder = load_for_inference(best)
+    _model, _cfg, encoder = load_for_inference(best)
     original = AutoTokenizer.from_pretrained(str(local_pretrained_encoder))
     plot = "A detective hunts a killer through the city at night."
     assert encoder.encode(plot, 64) == original(plot, truncation=True, max_length=64)["input_ids"]
@@ -140,8 +155,8 @@ def test_on_evaluation_flags_only_the_final_evaluation(shards, tmp_path):
     """The hook a Tune trial reports through: one call per dev evaluation, each after its
     checkpoint is complete, and `last` on the final one only (the trial holds that report until
     the test is written, so ASHA's stop at max_t cannot interrupt the test)."""
-    from mmimdb_dist.schema import ExperimentConfig, from_dict
     from mmimdb_dist.run.checkpoints import complete_checkpoints
+    from mmimdb_dist.schema import ExperimentConfig, from_dict
     from mmimdb_dist.train.loop import train
 
     data = tiny_config(shards, tmp_path / "runs", "hooked", epochs=2, eval_every=10)
@@ -155,7 +170,8 @@ def test_on_evaluation_flags_only_the_final_evaluation(shards, tmp_path):
 
     final = train(from_dict(ExperimentConfig, data), on_evaluation=hook)
     steps = [step for step, _ in calls]
-    assert steps == sorted(steps) and len(steps) >= 3
+    assert steps == sorted(steps)
+    assert len(steps) >= 3
     assert [last for _, last in calls] == [False] * (len(calls) - 1) + [True]
     assert final["test"]["threshold_0.5"]["f1_macro"] >= 0
 
@@ -181,8 +197,8 @@ def test_a_training_batch_reads_nothing_back_to_the_host(shards, tmp_path):
     import torch
 
     from mmimdb_dist.schema import ExperimentConfig, from_dict
-    from mmimdb_dist.train.loop import Trainer
     from mmimdb_dist.train.accelerator import build_accelerator
+    from mmimdb_dist.train.loop import Trainer
 
     methods = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__")
 
@@ -194,6 +210,7 @@ def test_a_training_batch_reads_nothing_back_to_the_host(shards, tmp_path):
             def read(self, *args, **kwargs):
                 counter.append(name)
                 return originals[name](self, *args, **kwargs)
+
             return read
 
         try:
@@ -205,7 +222,7 @@ def test_a_training_batch_reads_nothing_back_to_the_host(shards, tmp_path):
                 setattr(torch.Tensor, name, original)
 
     class Counting(Trainer):
-        reads: list[list[str]] = []
+        reads: ClassVar[list[list[str]]] = []
 
         def _train_batch(self, *args, **kwargs):
             counter: list[str] = []
@@ -249,7 +266,9 @@ def test_a_step_skipped_by_loss_scaling_does_not_advance_the_schedule():
 
     scaler.scale(model(torch.ones(1, 3)).sum() * float("inf")).backward()  # overflow: skipped
     trainer._optimizer_step()
-    assert accelerator.optimizer_step_was_skipped and scheduler.last_epoch == 0
+    assert accelerator.optimizer_step_was_skipped
+    assert scheduler.last_epoch == 0
     scaler.scale(model(torch.ones(1, 3)).sum()).backward()  # a finite step: taken
     trainer._optimizer_step()
-    assert not accelerator.optimizer_step_was_skipped and scheduler.last_epoch == 1
+    assert not accelerator.optimizer_step_was_skipped
+    assert scheduler.last_epoch == 1

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from dist_scripts.train_fixtures import env, tiny_config, train_shards, write_config
+
 from mmimdb_dist.errors import ConfigError
+from mmimdb_dist.run.layout import METRICS_LOG
+from mmimdb_dist.run.metrics_log import read_records
 from mmimdb_dist.schema import load_config
 from mmimdb_dist.tune.space import load_search
-from mmimdb_dist.run.metrics_log import read_records
-from mmimdb_dist.run.layout import METRICS_LOG
 
 EVAL_EVERY = 11  # 359 train samples / batch 16 = 22 steps per epoch: 4 evaluations in 2 epochs
 SEARCH_TIMEOUT_S = 420
@@ -45,7 +45,9 @@ SPACE = {
 
 def search_yaml(folder: Path, base: Path, name: str, **sections) -> Path:
     search = {
-        "name": name, "base_config": str(base), "storage_path": str(folder / "searches"),
+        "name": name,
+        "base_config": str(base),
+        "storage_path": str(folder / "searches"),
         "overrides": {"train.epochs": 2, "train.eval_every": EVAL_EVERY},
         "space": SPACE,
         "search": {"algorithm": "random", "num_samples": 4, "seed": 0},
@@ -62,13 +64,18 @@ def search_yaml(folder: Path, base: Path, name: str, **sections) -> Path:
 
 
 def tune_command(config: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "mmimdb_dist.cli", "--log-level", "WARNING", "tune", "--config",
-            str(config), *extra]
+    return [sys.executable, "-m", "mmimdb_dist.cli", "--log-level", "WARNING", "tune", "--config", str(config), *extra]
 
 
 def run_tune(config: Path, *extra: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(tune_command(config, *extra), capture_output=True, text=True,
-                            timeout=SEARCH_TIMEOUT_S, env=env(), cwd=config.parent)
+    result = subprocess.run(
+        tune_command(config, *extra),
+        capture_output=True,
+        text=True,
+        timeout=SEARCH_TIMEOUT_S,
+        env=env(),
+        cwd=config.parent,
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return result
 
@@ -94,8 +101,14 @@ def base_config(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def search(base_config: Path) -> Path:
     config = search_yaml(base_config.parent, base_config, "fusion")
-    result = subprocess.run([*tune_command(config)[:3], "tune", "--config", str(config)], capture_output=True,
-                            text=True, timeout=SEARCH_TIMEOUT_S, env=env(), cwd=config.parent)
+    result = subprocess.run(
+        [*tune_command(config)[:3], "tune", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=SEARCH_TIMEOUT_S,
+        env=env(),
+        cwd=config.parent,
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     experiment = base_config.parent / "searches" / "fusion"
     assert "best config:" in result.stdout
@@ -120,7 +133,8 @@ def test_four_trial_search_finishes_and_asha_stops_one(search: Path) -> None:
         # Every dev evaluation of the trainer was reported, and the table's best is theirs.
         assert len(evals) >= int(row["evaluations"])
         assert float(row["best_dev_mean_average_precision"]) == pytest.approx(
-            max(e["mean_average_precision"] for e in evals[: int(row["evaluations"])]), abs=1e-9)
+            max(e["mean_average_precision"] for e in evals[: int(row["evaluations"])]), abs=1e-9
+        )
         assert 0.0 <= float(row["best_dev_mean_average_precision"]) <= 1.0
         # Only the parameters of the trial's own loss are in its row.
         loss = row["loss.name"]
@@ -171,13 +185,31 @@ def test_best_config_loads_and_trains(search: Path, tmp_path: Path) -> None:
     assert cfg.model.name == best["model.name"]
     assert cfg.train.lr == pytest.approx(float(best["train.lr"]))
     assert cfg.loss.name == best["loss.name"]
-    assert cfg.train.epochs == 2 and cfg.train.eval_every == EVAL_EVERY
+    assert cfg.train.epochs == 2
+    assert cfg.train.eval_every == EVAL_EVERY
     # the paths as the base config wrote them, relative to the folder the search started from
     base = load_config(search.parents[1] / "base.yaml")
-    assert cfg.loader.shards_dir == base.loader.shards_dir and not Path(cfg.loader.shards_dir).is_absolute()
-    result = subprocess.run(tune_command(path)[:3] + ["train", "--config", str(path), "--set", f"output_dir={tmp_path}",
-                            "--set", "train.epochs=1", "--set", "train.eval_every=epoch"],
-                            capture_output=True, text=True, timeout=SEARCH_TIMEOUT_S, env=env(), cwd=search.parents[1])
+    assert cfg.loader.shards_dir == base.loader.shards_dir
+    assert not Path(cfg.loader.shards_dir).is_absolute()
+    result = subprocess.run(
+        [
+            *tune_command(path)[:3],
+            "train",
+            "--config",
+            str(path),
+            "--set",
+            f"output_dir={tmp_path}",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "train.eval_every=epoch",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=SEARCH_TIMEOUT_S,
+        env=env(),
+        cwd=search.parents[1],
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     final = json.loads((tmp_path / "fusion_best" / "final_metrics.json").read_text())
     assert 0.0 <= final["test"]["threshold_0.5"]["f1_macro"] <= 1.0
@@ -187,20 +219,33 @@ def test_best_config_loads_and_trains(search: Path, tmp_path: Path) -> None:
 def test_killed_search_resumes(base_config: Path) -> None:
     """SIGKILL the driver and its Ray while a trial is mid-way, then --resume: the trial goes
     on from its checkpoint (evaluations already made are not redone) and the search ends."""
-    config = search_yaml(base_config.parent, base_config, "killed",
-                         overrides={"train.epochs": 1},  # 2 evaluations per trial
-                         search={"algorithm": "optuna", "num_samples": 1, "seed": 1},
-                         scheduler={"name": "fifo"})
+    config = search_yaml(
+        base_config.parent,
+        base_config,
+        "killed",
+        overrides={"train.epochs": 1},  # 2 evaluations per trial
+        search={"algorithm": "optuna", "num_samples": 1, "seed": 1},
+        scheduler={"name": "fifo"},
+    )
     experiment = base_config.parent / "searches" / "killed"
-    process = subprocess.Popen(tune_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=env(), cwd=config.parent, start_new_session=True)
+    process = subprocess.Popen(
+        tune_command(config),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env(),
+        cwd=config.parent,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + SEARCH_TIMEOUT_S
     runs = experiment / "runs"
     try:
         while time.monotonic() < deadline:
             run_dirs = list(runs.glob("*/run")) if runs.is_dir() else []
-            if any(eval_records(d) and list(d.glob("checkpoints/step-*/trainer_state.json"))
-                   for d in run_dirs if (d / "metrics.jsonl").is_file()):
+            if any(
+                eval_records(d) and list(d.glob("checkpoints/step-*/trainer_state.json"))
+                for d in run_dirs
+                if (d / "metrics.jsonl").is_file()
+            ):
                 break
             assert process.poll() is None, "the search ended before it could be killed"
             time.sleep(0.5)
@@ -210,7 +255,7 @@ def test_killed_search_resumes(base_config: Path) -> None:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     assert not (experiment / "results.csv").exists()
-    killed = [d for d in runs.glob("*/run") if list(d.glob("checkpoints/step-*/trainer_state.json"))][0]
+    killed = next(d for d in runs.glob("*/run") if list(d.glob("checkpoints/step-*/trainer_state.json")))
     before = eval_records(killed)
     assert len(before) == 1
 
@@ -235,20 +280,31 @@ def _write(folder: Path, base: Path, **changes) -> Path:
     return search_yaml(folder, base, "bad", **changes)
 
 
-@pytest.mark.parametrize("space, message", [
-    ({"model.fusion.hiden": {"choice": [8]}}, "space.model.fusion.hiden: not a key of the training config; "
-                                              "did you mean 'model.fusion.hidden'?"),
-    ({"train.lr": {"logunifrom": [0.1, 1.0]}}, "space.train.lr: unknown domain 'logunifrom' (did you mean "
-                                               "'loguniform'?)"),
-    ({"train.lr": {"uniform": [0.1]}}, "space.train.lr.uniform: expected [low, high] numbers"),
-    ({"model.fusion.dropout": {"uniform": [0.0, 1.5]}}, "space.model.fusion.dropout: value 1.5 is refused by "
-                                                        "the training config"),
-    ({"loss": {"focal": {"clip": {"uniform": [0.0, 0.1]}}}}, "space.loss.focal.clip: focal has no such "
-                                                             "parameter; expected gamma, alpha"),
-    ({"loss": {"hinge": {}}}, "space.loss.hinge: unknown loss"),
-    ({"model": {"choice": [1]}}, "space.model: is a whole section"),
-    ({"train.lr": {"uniform": [0.01, 0.001]}}, "space.train.lr.uniform: expected low < high"),
-])
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        (
+            {"model.fusion.hiden": {"choice": [8]}},
+            "space.model.fusion.hiden: not a key of the training config; did you mean 'model.fusion.hidden'?",
+        ),
+        (
+            {"train.lr": {"logunifrom": [0.1, 1.0]}},
+            "space.train.lr: unknown domain 'logunifrom' (did you mean 'loguniform'?)",
+        ),
+        ({"train.lr": {"uniform": [0.1]}}, "space.train.lr.uniform: expected [low, high] numbers"),
+        (
+            {"model.fusion.dropout": {"uniform": [0.0, 1.5]}},
+            "space.model.fusion.dropout: value 1.5 is refused by the training config",
+        ),
+        (
+            {"loss": {"focal": {"clip": {"uniform": [0.0, 0.1]}}}},
+            "space.loss.focal.clip: focal has no such parameter; expected gamma, alpha",
+        ),
+        ({"loss": {"hinge": {}}}, "space.loss.hinge: unknown loss"),
+        ({"model": {"choice": [1]}}, "space.model: is a whole section"),
+        ({"train.lr": {"uniform": [0.01, 0.001]}}, "space.train.lr.uniform: expected low < high"),
+    ],
+)
 def test_search_yaml_errors_name_file_and_key(base_config: Path, tmp_path: Path, space, message) -> None:
     path = _write(tmp_path, base_config, space=space)
     with pytest.raises(ConfigError) as info:
@@ -258,12 +314,10 @@ def test_search_yaml_errors_name_file_and_key(base_config: Path, tmp_path: Path,
 
 
 def test_grid_domain_needs_grid_or_random(base_config: Path, tmp_path: Path) -> None:
-    path = _write(tmp_path, base_config, space={"train.lr": {"grid": [0.001, 0.01]}},
-                  search={"algorithm": "optuna"})
+    path = _write(tmp_path, base_config, space={"train.lr": {"grid": [0.001, 0.01]}}, search={"algorithm": "optuna"})
     with pytest.raises(ConfigError, match="space.train.lr: grid domains need search.algorithm grid or random"):
         load_search(path)
-    path = _write(tmp_path, base_config, space={"train.lr": {"uniform": [0.001, 0.01]}},
-                  search={"algorithm": "grid"})
+    path = _write(tmp_path, base_config, space={"train.lr": {"uniform": [0.001, 0.01]}}, search={"algorithm": "grid"})
     with pytest.raises(ConfigError, match="search.algorithm: grid needs at least one `grid` domain"):
         load_search(path)
 
@@ -280,7 +334,8 @@ def test_repo_search_configs_validate(monkeypatch) -> None:
     monkeypatch.chdir(root)
     for path in sorted((root / "configs" / "tune").glob("*.yaml")):
         loaded = load_search(path)
-        assert loaded.space.losses and loaded.space.params
+        assert loaded.space.losses
+        assert loaded.space.params
 
 
 def test_rerun_or_resume_of_the_wrong_search_is_one_error(search: Path, base_config: Path) -> None:

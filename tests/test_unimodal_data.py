@@ -13,14 +13,14 @@ import json
 import pytest
 import torch
 
-from mmimdb_dist.schema import load_config
 from mmimdb_dist.data.loader import build_eval_loader
 from mmimdb_dist.data.manifest import load_manifest
-from mmimdb_dist.data.shard import shard_dataset
-from mmimdb_dist.data.verify import verify_shards
-from mmimdb_dist.data.sources.mmimdb.synth import generate_dataset
-from mmimdb_dist.data.vocab import Vocabulary
 from mmimdb_dist.data.plots import read_shard_split_texts
+from mmimdb_dist.data.shard import shard_dataset
+from mmimdb_dist.data.sources.mmimdb.synth import generate_dataset
+from mmimdb_dist.data.verify import verify_shards
+from mmimdb_dist.data.vocab import Vocabulary
+from mmimdb_dist.schema import load_config
 
 POSTER_DEFECTS = ("missing_poster", "zero_byte_poster")
 
@@ -34,10 +34,19 @@ def raw(tmp_path_factory):
 
 
 def _shard(root, out: str, require_poster: bool):
-    cfg = load_config(None, [f"data.raw_dir={root / 'data' / 'mmimdb'}", f"shard.out_dir={root / out}",
-                             f"shard.require_poster={str(require_poster).lower()}", "shard.workers=1",
-                             "shard.min_shards=2", f"loader.shards_dir={root / out}", "loader.num_workers=0",
-                             "loader.image_size=32"])
+    cfg = load_config(
+        None,
+        [
+            f"data.raw_dir={root / 'data' / 'mmimdb'}",
+            f"shard.out_dir={root / out}",
+            f"shard.require_poster={str(require_poster).lower()}",
+            "shard.workers=1",
+            "shard.min_shards=2",
+            f"loader.shards_dir={root / out}",
+            "loader.num_workers=0",
+            "loader.image_size=32",
+        ],
+    )
     return cfg, shard_dataset(cfg)
 
 
@@ -47,13 +56,16 @@ def test_plot_only_movies_are_kept_counted_and_verified(raw) -> None:
     assert posterless, "the synthetic defects include no missing poster"
     _, strict = _shard(root, "with_posters", require_poster=True)
     cfg, kept = _shard(root, "plot_ok", require_poster=False)
-    assert strict.skipped_counts.get("missing_poster", 0) + strict.skipped_counts.get("bad_poster", 0) \
-        == len(posterless)
-    assert "missing_poster" not in kept.skipped_counts and "bad_poster" not in kept.skipped_counts
+    assert strict.skipped_counts.get("missing_poster", 0) + strict.skipped_counts.get("bad_poster", 0) == len(
+        posterless
+    )
+    assert "missing_poster" not in kept.skipped_counts
+    assert "bad_poster" not in kept.skipped_counts
     assert kept.repaired["kept_without_poster"] == len(posterless)
     total = lambda m: sum(s.num_samples for s in m.splits.values())  # noqa: E731
     assert total(kept) == total(strict) + len(posterless)
-    assert kept.settings["require_poster"] is False and "require_poster" not in strict.settings
+    assert kept.settings["require_poster"] is False
+    assert "require_poster" not in strict.settings
     assert verify_shards(cfg.shard.out_dir) == []
 
     manifest = load_manifest(cfg.shard.out_dir)
@@ -61,7 +73,7 @@ def test_plot_only_movies_are_kept_counted_and_verified(raw) -> None:
     seen_without = set()
     for split in ("train", "dev", "test"):
         for batch in build_eval_loader(cfg.loader, manifest, split, vocabulary, rank=0, world_size=1):
-            for movie, present, pixels in zip(batch["ids"], batch["image_present"], batch["pixel_values"]):
+            for movie, present, pixels in zip(batch["ids"], batch["image_present"], batch["pixel_values"], strict=True):
                 assert bool(present) == (movie not in posterless)
                 if not present:
                     seen_without.add(movie)

@@ -27,16 +27,19 @@ def test_tokenize_lowercases_and_drops_punctuation() -> None:
 
 def test_pad_and_unk_are_distinct_and_never_a_word() -> None:
     vocab = Vocabulary.build(TRAIN, min_freq=1)
-    assert vocab.pad_id == 0 and vocab.unk_id == 1
+    assert vocab.pad_id == 0
+    assert vocab.unk_id == 1
     assert vocab.itos[:2] == [PAD_TOKEN, UNK_TOKEN]
     # "<pad>" written in a plot is the word "pad": it gets its own id, not the padding id.
     ids = vocab.encode("<pad> <unk>", max_length=10)
     assert ids == [vocab.stoi["pad"], vocab.stoi["unk"]]
     assert all(i > vocab.unk_id for i in ids)
     every_id = {i for text in TRAIN for i in vocab.encode(text, 100)}
-    assert vocab.pad_id not in every_id and vocab.unk_id not in every_id
-    assert PAD_TOKEN not in vocab and UNK_TOKEN not in vocab
-    with pytest.raises(ValueError):
+    assert vocab.pad_id not in every_id
+    assert vocab.unk_id not in every_id
+    assert PAD_TOKEN not in vocab
+    assert UNK_TOKEN not in vocab
+    with pytest.raises(ValueError, match="must not be the PAD/UNK tokens"):
         Vocabulary(["cop", PAD_TOKEN])
 
 
@@ -45,7 +48,7 @@ def test_built_from_train_only_unseen_words_are_unknown() -> None:
     ids = vocab.encode(DEV[0], max_length=100)
     words = tokenize(DEV[0])
     assert len(ids) == len(words) == 9
-    for word, token_id in zip(words, ids):
+    for word, token_id in zip(words, ids, strict=True):
         expected_known = any(word in tokenize(text) for text in TRAIN)
         assert (token_id != vocab.unk_id) == expected_known, word
     assert ids[words.index("alien")] == vocab.unk_id
@@ -57,7 +60,8 @@ def test_min_freq_max_size_and_frequency_order() -> None:
     # Seen at least twice: a x3, in x4, cop x2, hunts x2, killer x2, the x3, city x2.
     assert vocab.itos[2:] == ["in", "a", "the", "city", "cop", "hunts", "killer"]
     small = Vocabulary.build(TRAIN, min_freq=2, max_size=3)
-    assert small.itos[2:] == ["in", "a", "the"] and len(small) == 5
+    assert small.itos[2:] == ["in", "a", "the"]
+    assert len(small) == 5
     assert small.encode("the cop", 10) == [small.stoi["the"], small.unk_id]
 
 
@@ -86,12 +90,15 @@ def test_save_load_round_trip(tmp_path) -> None:
     assert path.read_bytes() == first
 
 
-@pytest.mark.parametrize(("content", "expected"), [
-    ("{not json", "not valid JSON"),
-    (json.dumps({"words": ["a"]}), "key 'format'"),
-    (json.dumps({"format": "mmimdb-dist-vocabulary", "words": "abc"}), "key 'words'"),
-    (json.dumps({"format": "mmimdb-dist-vocabulary", "words": ["a", "a"]}), "key 'words'"),
-])
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("{not json", "not valid JSON"),
+        (json.dumps({"words": ["a"]}), "key 'format'"),
+        (json.dumps({"format": "mmimdb-dist-vocabulary", "words": "abc"}), "key 'words'"),
+        (json.dumps({"format": "mmimdb-dist-vocabulary", "words": ["a", "a"]}), "key 'words'"),
+    ],
+)
 def test_load_rejects_bad_files_naming_file_and_key(tmp_path, content: str, expected: str) -> None:
     path = tmp_path / "vocab.json"
     path.write_text(content, encoding="utf-8")

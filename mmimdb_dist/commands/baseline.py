@@ -13,17 +13,24 @@ import dataclasses
 from pathlib import Path
 
 from ..cli import add_config_arguments
+from ..run.layout import CONFIG_FILE, PER_LABEL_CSV
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--shards", metavar="DIR",
-                        help="shard set folder holding manifest.json (loader.shards_dir; the default source)")
-    source.add_argument("--raw", metavar="DIR",
-                        help="raw MM-IMDb folder (data.raw_dir) holding split.json and dataset/, or its parent")
-    parser.add_argument("--out", metavar="DIR", default="runs/baseline",
-                        help="output folder for config.yaml, metrics.json, per_label.csv (default: runs/baseline)")
+    source.add_argument(
+        "--shards", metavar="DIR", help="shard set folder holding manifest.json (loader.shards_dir; the default source)"
+    )
+    source.add_argument(
+        "--raw", metavar="DIR", help="raw MM-IMDb folder (data.raw_dir) holding split.json and dataset/, or its parent"
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        default="runs/baseline",
+        help="output folder for config.yaml, metrics.json, per_label.csv (default: runs/baseline)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -41,8 +48,12 @@ def run(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, raw_dir=args.raw))
         splits, report = read_raw_texts(cfg.data.raw_dir, cfg.data.plot_policy, cfg.data.strict, progress)
         label_set = MMIMDB_LABELS
-        source = {"kind": "raw", "path": cfg.data.raw_dir, "skipped": dict(sorted(report.counts.items())),
-                  "skipped_movies": [record.to_dict() for record in report.movies]}
+        source = {
+            "kind": "raw",
+            "path": cfg.data.raw_dir,
+            "skipped": dict(sorted(report.counts.items())),
+            "skipped_movies": [record.to_dict() for record in report.movies],
+        }
     else:
         if args.shards is not None:
             cfg = dataclasses.replace(cfg, loader=dataclasses.replace(cfg.loader, shards_dir=args.shards))
@@ -54,13 +65,15 @@ def run(args: argparse.Namespace) -> int:
     results["source"] = source
 
     out = Path(args.out)
-    save_config(cfg, out)
+    save_config(cfg, out / CONFIG_FILE)
     write_metrics_json(out / "metrics.json", results)
-    write_per_label_csv(out / "per_label.csv", {"dev": results["dev"], "test": results["test"]})
+    write_per_label_csv(out / PER_LABEL_CSV, {"dev": results["dev"], "test": results["test"]})
 
     counts = results["num_samples"]
-    print(f"TF-IDF + logistic regression: train {counts['train']}, dev {counts['dev']}, test {counts['test']} "
-          f"movies ({source['kind']}: {source['path']})")
+    print(
+        f"TF-IDF + logistic regression: train {counts['train']}, dev {counts['dev']}, test {counts['test']} "
+        f"movies ({source['kind']}: {source['path']})"
+    )
     print(format_summary({"dev": results["dev"], "test": results["test"]}))
     print(f"(dev figures under tuned_on_dev are optimistic: the thresholds were tuned there)\nwrote {out}/")
     return 0

@@ -13,18 +13,36 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                        help="run folders (final_metrics.json) or baseline folders (metrics.json)")
-    parser.add_argument("--sort-by", default="f1_macro", metavar="METRIC",
-                        help="f1_micro, f1_macro (default), f1_weighted, f1_samples, subset_accuracy, "
-                             "roc_auc_macro, mean_average_precision, num_parameters, train_seconds, "
-                             "train_samples_per_s")
-    parser.add_argument("--protocol", choices=("threshold_0.5", "tuned_on_dev"), default="threshold_0.5",
-                        help="which thresholds rank a threshold-dependent metric (default: threshold_0.5)")
-    parser.add_argument("--split", choices=("test", "dev"), default="test",
-                        help="split whose metrics are compared (default: test)")
-    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
-                        help="folder for model_comparison.csv/.md (default: the runs' common parent)")
+    parser.add_argument(
+        "run_dirs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="run folders (final_metrics.json) or baseline folders (metrics.json)",
+    )
+    parser.add_argument(
+        "--sort-by",
+        default="f1_macro",
+        metavar="METRIC",
+        help="f1_micro, f1_macro (default), f1_weighted, f1_samples, subset_accuracy, "
+        "roc_auc_macro, mean_average_precision, num_parameters, train_seconds, "
+        "train_samples_per_s",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=("threshold_0.5", "tuned_on_dev"),
+        default="threshold_0.5",
+        help="which thresholds rank a threshold-dependent metric (default: threshold_0.5)",
+    )
+    parser.add_argument(
+        "--split", choices=("test", "dev"), default="test", help="split whose metrics are compared (default: test)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder for model_comparison.csv/.md (default: the runs' common parent)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

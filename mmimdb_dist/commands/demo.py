@@ -25,36 +25,67 @@ import os
 from pathlib import Path
 
 from ..cli import add_config_arguments
+from ..run.layout import CONFIG_FILE, PER_LABEL_CSV
 
 STEPS = 7
 # The models the demo trains, in order; resolved against the current folder, then the source tree.
-DEFAULT_TRAIN_CONFIGS = ("configs/synth_demo_text.yaml", "configs/synth_demo_image.yaml",
-                         "configs/synth_demo_fusion.yaml")
-TABLE_TRAIN_CONFIGS = ("configs/table_demo_text.yaml", "configs/table_demo_image.yaml",
-                       "configs/table_demo_fusion.yaml")
+DEFAULT_TRAIN_CONFIGS = (
+    "configs/synth_demo_text.yaml",
+    "configs/synth_demo_image.yaml",
+    "configs/synth_demo_fusion.yaml",
+)
+TABLE_TRAIN_CONFIGS = (
+    "configs/table_demo_text.yaml",
+    "configs/table_demo_image.yaml",
+    "configs/table_demo_fusion.yaml",
+)
 # What a multiclass table changes in a training config: the loss and a metric of that kind.
 MULTICLASS_OVERRIDES = ("loss.name=cross_entropy", "train.select_metric=f1_macro")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--out", default=None, type=Path,
-                        help="folder for the raw data, shards and results (default: runs/demo, "
-                             "runs/demo-table with --dataset table)")
-    parser.add_argument("--dataset", choices=("mmimdb", "table"), default="mmimdb",
-                        help="mmimdb: synthetic MM-IMDb (23 genres); table: a synthetic table of texts, "
-                             "images and ten labels of its own, through the table source (default: mmimdb)")
-    parser.add_argument("--task", choices=("multilabel", "multiclass"), default="multilabel",
-                        help="--dataset table: several labels per row, or exactly one (default: multilabel)")
-    parser.add_argument("--movies", "--rows", dest="movies", type=int, default=2000,
-                        help="synthetic movies, or table rows (default: 2000)")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                        help="processes for generation and sharding (default: CPU cores, at most 4)")
-    parser.add_argument("--train-config", action="append", metavar="YAML",
-                        help="a model to train (repeatable; the last one is evaluated with figures); "
-                             f"default: {', '.join(DEFAULT_TRAIN_CONFIGS)}")
-    parser.add_argument("--skip-training", action="store_true",
-                        help="stop after the baseline (data path only)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        type=Path,
+        help="folder for the raw data, shards and results (default: runs/demo, runs/demo-table with --dataset table)",
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=("mmimdb", "table"),
+        default="mmimdb",
+        help="mmimdb: synthetic MM-IMDb (23 genres); table: a synthetic table of texts, "
+        "images and ten labels of its own, through the table source (default: mmimdb)",
+    )
+    parser.add_argument(
+        "--task",
+        choices=("multilabel", "multiclass"),
+        default="multilabel",
+        help="--dataset table: several labels per row, or exactly one (default: multilabel)",
+    )
+    parser.add_argument(
+        "--movies",
+        "--rows",
+        dest="movies",
+        type=int,
+        default=2000,
+        help="synthetic movies, or table rows (default: 2000)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="processes for generation and sharding (default: CPU cores, at most 4)",
+    )
+    parser.add_argument(
+        "--train-config",
+        action="append",
+        metavar="YAML",
+        help="a model to train (repeatable; the last one is evaluated with figures); "
+        f"default: {', '.join(DEFAULT_TRAIN_CONFIGS)}",
+    )
+    parser.add_argument("--skip-training", action="store_true", help="stop after the baseline (data path only)")
 
 
 def _train_config_path(name: str) -> Path:
@@ -63,8 +94,7 @@ def _train_config_path(name: str) -> Path:
     for candidate in (Path(name), Path(__file__).resolve().parents[2] / name):
         if candidate.is_file():
             return candidate
-    raise DataError(f"{name}: training config not found (run from the repository root or pass "
-                    "--train-config)")
+    raise DataError(f"{name}: training config not found (run from the repository root or pass --train-config)")
 
 
 def _step(number: int, text: str) -> None:
@@ -94,16 +124,17 @@ def _read_back(cfg, manifest) -> list[str]:
     world_size = 2
     counts = []
     for rank in range(world_size):
-        loader = build_train_loader(cfg.loader, manifest, vocabulary, rank=rank, world_size=world_size,
-                                    epoch=0, seed=cfg.seed)
+        loader = build_train_loader(
+            cfg.loader, manifest, vocabulary, rank=rank, world_size=world_size, epoch=0, seed=cfg.seed
+        )
         batches = list(loader)
         counts.append(len(batches))
         first = batches[0]
-        shapes = ", ".join(f"{key} {tuple(first[key].shape)}"
-                           for key in ("pixel_values", "input_ids", "labels"))
+        shapes = ", ".join(f"{key} {tuple(first[key].shape)}" for key in ("pixel_values", "input_ids", "labels"))
         print(f"  train rank {rank}/{world_size}: {len(batches)} batches ({shapes})")
-    expected_batches = train_batches_per_rank(manifest.split("train").num_samples, world_size,
-                                              cfg.loader.batch_size, cfg.loader.drop_last)
+    expected_batches = train_batches_per_rank(
+        manifest.split("train").num_samples, world_size, cfg.loader.batch_size, cfg.loader.drop_last
+    )
     if len(set(counts)) != 1 or counts[0] != expected_batches:
         problems.append(f"train: batches per rank {counts}, expected {expected_batches} on each")
     return problems
@@ -113,7 +144,7 @@ def margins(rows) -> str:
     """One line per protocol: the leader and its lead over the runner-up, in test macro-F1."""
     lines = []
     multiclass = bool(rows) and rows[0].get("task") == "multiclass"
-    for suffix, label in ((("0.5", "(arg-max)"),) if multiclass else (("0.5", "at 0.5"), ("tuned", "tuned on dev"))):
+    for suffix, label in (("0.5", "(arg-max)"),) if multiclass else (("0.5", "at 0.5"), ("tuned", "tuned on dev")):
         ranked = sorted(rows, key=lambda row: -(row.get(f"f1_macro@{suffix}") or 0.0))
         if len(ranked) >= 2:
             first, second = ranked[0], ranked[1]
@@ -136,14 +167,28 @@ def run(args: argparse.Namespace) -> int:
 
     table = args.dataset == "table"
     out: Path = args.out or Path("runs/demo-table" if table else "runs/demo")
-    source = (["data.source=table", f"data.table={out / 'data' / 'items.csv'}", "data.columns.id=id",
-               "data.columns.text=text", "data.columns.image=image", f"data.task={args.task}",
-               f"data.columns.labels={'label' if args.task == 'multiclass' else 'labels'}"]
-              if table else [f"data.raw_dir={out / 'data' / 'mmimdb'}"])
-    overrides = [*source, f"shard.out_dir={out / 'shards'}", f"loader.shards_dir={out / 'shards'}",
-                 f"shard.workers={args.workers}", *args.overrides]
+    source = (
+        [
+            "data.source=table",
+            f"data.table={out / 'data' / 'items.csv'}",
+            "data.columns.id=id",
+            "data.columns.text=text",
+            "data.columns.image=image",
+            f"data.task={args.task}",
+            f"data.columns.labels={'label' if args.task == 'multiclass' else 'labels'}",
+        ]
+        if table
+        else [f"data.raw_dir={out / 'data' / 'mmimdb'}"]
+    )
+    overrides = [
+        *source,
+        f"shard.out_dir={out / 'shards'}",
+        f"loader.shards_dir={out / 'shards'}",
+        f"shard.workers={args.workers}",
+        *args.overrides,
+    ]
     cfg = load_config(args.config, overrides)
-    save_config(cfg, out)
+    save_config(cfg, out / CONFIG_FILE)
 
     if table:
         _step(1, f"synthetic table ({args.task}): {args.movies} rows -> {cfg.data.table}")
@@ -171,9 +216,9 @@ def run(args: argparse.Namespace) -> int:
     splits = read_shard_texts(cfg.loader.shards_dir, progress=False)
     results = evaluate_baseline(splits, cfg.baseline, cfg.seed, load_manifest(cfg.loader.shards_dir).labels)
     baseline_dir = out / "baseline"
-    save_config(cfg, baseline_dir)
+    save_config(cfg, baseline_dir / CONFIG_FILE)
     write_metrics_json(baseline_dir / "metrics.json", results)
-    write_per_label_csv(baseline_dir / "per_label.csv", {"dev": results["dev"], "test": results["test"]})
+    write_per_label_csv(baseline_dir / PER_LABEL_CSV, {"dev": results["dev"], "test": results["test"]})
     print(format_summary({"dev": results["dev"], "test": results["test"]}))
     compared = [baseline_dir]
     evaluation = None
@@ -187,14 +232,14 @@ def run(args: argparse.Namespace) -> int:
         kind = list(MULTICLASS_OVERRIDES) if manifest.labels.multiclass else []
         _step(6, f"train {len(configs)} models with the same recipe on the same shards")
         for config in configs:
-            train_cfg = load_config(_train_config_path(config),
-                                    [f"loader.shards_dir={cfg.loader.shards_dir}",
-                                     f"output_dir={out / 'runs'}", f"seed={cfg.seed}", *kind])
+            train_cfg = load_config(
+                _train_config_path(config),
+                [f"loader.shards_dir={cfg.loader.shards_dir}", f"output_dir={out / 'runs'}", f"seed={cfg.seed}", *kind],
+            )
             print(f"  {train_cfg.name}: {train_cfg.model.name} ({config})", flush=True)
             result = train(train_cfg)
             run_dir = run_dir_of(train_cfg)
-            print(f"  best checkpoint {result['best_checkpoint']} (epoch {result['best_epoch']}); "
-                  f"run folder {run_dir}")
+            print(f"  best checkpoint {result['best_checkpoint']} (epoch {result['best_epoch']}); run folder {run_dir}")
             compared.append(run_dir)
 
         _step(7, f"evaluate the best checkpoint on test, with figures (mmimdb-dist evaluate --run {run_dir})")
@@ -205,14 +250,20 @@ def run(args: argparse.Namespace) -> int:
 
     rows = compare_runs(compared, sort_by="f1_macro", protocol="tuned_on_dev")
     csv_path, md_path = write_comparison(rows, out)
-    print("\nmodels trained, test split, ranked by macro-F1 "
-          + ("(multiclass: the most probable class)" if manifest.labels.multiclass
-             else "with thresholds tuned on dev (both protocols shown)") + ":\n")
+    print(
+        "\nmodels trained, test split, ranked by macro-F1 "
+        + (
+            "(multiclass: the most probable class)"
+            if manifest.labels.multiclass
+            else "with thresholds tuned on dev (both protocols shown)"
+        )
+        + ":\n"
+    )
     print(markdown_table(rows))
     print(f"\n{margins(rows)}")
     print(f"\ncomparison: {csv_path}, {md_path}")
     if evaluation is not None:
         print(f"figures: {evaluation.out_dir}/ ({', '.join(path.name for path in evaluation.figures)})")
-    print(f"done: {'table ' + str(cfg.data.table) if table else 'raw data ' + cfg.data.raw_dir}, shards {cfg.shard.out_dir}, "
-          f"baseline {baseline_dir}, runs {out / 'runs'}")
+    source = f"table {cfg.data.table}" if table else f"raw data {cfg.data.raw_dir}"
+    print(f"done: {source}, shards {cfg.shard.out_dir}, baseline {baseline_dir}, runs {out / 'runs'}")
     return 0

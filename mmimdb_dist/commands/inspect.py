@@ -22,13 +22,19 @@ logger = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--shards", metavar="DIR", help="shard set folder (loader.shards_dir)")
-    parser.add_argument("--split", choices=("train", "dev", "test"), default="train",
-                        help="train streams an augmented, bucketed epoch; dev/test the eval order")
-    parser.add_argument("--batches", type=int, default=10, metavar="N",
-                        help="batches to stream (default: 10)")
-    parser.add_argument("--tokenizer", metavar="NAME_OR_DIR",
-                        help="Hugging Face tokenizer (local folder or cached name); "
-                             "default: a word vocabulary built from the train plots")
+    parser.add_argument(
+        "--split",
+        choices=("train", "dev", "test"),
+        default="train",
+        help="train streams an augmented, bucketed epoch; dev/test the eval order",
+    )
+    parser.add_argument("--batches", type=int, default=10, metavar="N", help="batches to stream (default: 10)")
+    parser.add_argument(
+        "--tokenizer",
+        metavar="NAME_OR_DIR",
+        help="Hugging Face tokenizer (local folder or cached name); "
+        "default: a word vocabulary built from the train plots",
+    )
 
 
 def _word_vocabulary(manifest):
@@ -58,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
     encoder = HFTokenEncoder.from_pretrained(args.tokenizer) if args.tokenizer else _word_vocabulary(manifest)
 
     if args.split == "train":
-        loader = build_train_loader(loader_cfg, manifest, encoder, rank=0, world_size=1, epoch=0,
-                                    seed=cfg.seed)
+        loader = build_train_loader(loader_cfg, manifest, encoder, rank=0, world_size=1, epoch=0, seed=cfg.seed)
     else:
         loader = build_eval_loader(loader_cfg, manifest, args.split, encoder, rank=0, world_size=1)
 
@@ -81,15 +86,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"{manifest.directory}: {args.split}: no batch produced")
         return 1
 
-    print(f"shard set {manifest.directory}: {args.split}, {manifest.split(args.split).num_samples} samples "
-          f"in {len(manifest.split(args.split).shards)} shards, {len(loader)} batches per epoch")
+    print(
+        f"shard set {manifest.directory}: {args.split}, {manifest.split(args.split).num_samples} samples "
+        f"in {len(manifest.split(args.split).shards)} shards, {len(loader)} batches per epoch"
+    )
     for key in ("pixel_values", "input_ids", "attention_mask", "labels"):
         tensor = first[key]
         print(f"  {key:<15} {tuple(tensor.shape)} {str(tensor.dtype).removeprefix('torch.')}")
     print(f"  batches streamed {batches}, samples {samples}")
-    print(f"  mean padded length {padded / samples:.1f} tokens (real {real / samples:.1f}, "
-          f"padding {100 * (1 - real / padded):.1f}%)")
-    print(f"  throughput {samples / elapsed:.1f} samples/s with {loader_cfg.num_workers} workers "
-          "(includes worker start-up)")
+    print(
+        f"  mean padded length {padded / samples:.1f} tokens (real {real / samples:.1f}, "
+        f"padding {100 * (1 - real / padded):.1f}%)"
+    )
+    print(
+        f"  throughput {samples / elapsed:.1f} samples/s with {loader_cfg.num_workers} workers "
+        "(includes worker start-up)"
+    )
     print(f"  skipped {loader.skipped}")
     return 0

@@ -20,36 +20,60 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", type=Path, metavar="RUN_DIR", help="run folder (runs/<name>)")
-    parser.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
-                        help="the run's best (default) or last checkpoint, or a checkpoint folder")
+    parser.add_argument(
+        "--checkpoint",
+        default="best",
+        metavar="best|last|PATH",
+        help="the run's best (default) or last checkpoint, or a checkpoint folder",
+    )
     parser.add_argument("--plot", help="plot summary of one movie")
     parser.add_argument("--poster", type=Path, metavar="FILE", help="poster image of one movie")
     parser.add_argument("--json", action="store_true", help="one movie: print the JSON record instead of a table")
-    parser.add_argument("--input", type=Path, metavar="DIR|FILE.jsonl",
-                        help="batch mode: an MM-IMDb-format folder or a JSONL file")
-    parser.add_argument("--split", choices=("train", "dev", "test"),
-                        help="batch mode over a raw folder: only this split of its split.json")
-    parser.add_argument("--output", type=Path, metavar="FILE.jsonl",
-                        help="batch mode: where the JSONL results go (written atomically)")
-    parser.add_argument("--skip-bad", action="store_true",
-                        help="batch mode: a movie that cannot be read becomes an error record "
-                             "instead of stopping the run")
-    parser.add_argument("--workers", type=_count(0), default=0,
-                        help="batch mode: processes preparing posters while the model runs "
-                             "(default: 0, all in this process)")
-    parser.add_argument("--batch-size", type=_count(1), default=None,
-                        help="movies per forward pass (default: the run's loader.eval_batch_size)")
-    parser.add_argument("--device", default="auto",
-                        help="torch device: auto (cuda if available, the default), cpu, cuda:N")
-    parser.add_argument("--threshold", default="tuned", metavar="tuned|X",
-                        help="decision rule: 'tuned' (default) applies the thresholds tuned on dev that "
-                             "the checkpoint carries (0.5 where it has none); a number X in (0, 1) "
-                             "applies X to every label, e.g. 0.5")
+    parser.add_argument(
+        "--input", type=Path, metavar="DIR|FILE.jsonl", help="batch mode: an MM-IMDb-format folder or a JSONL file"
+    )
+    parser.add_argument(
+        "--split",
+        choices=("train", "dev", "test"),
+        help="batch mode over a raw folder: only this split of its split.json",
+    )
+    parser.add_argument(
+        "--output", type=Path, metavar="FILE.jsonl", help="batch mode: where the JSONL results go (written atomically)"
+    )
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="batch mode: a movie that cannot be read becomes an error record instead of stopping the run",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_count(0),
+        default=0,
+        help="batch mode: processes preparing posters while the model runs (default: 0, all in this process)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_count(1),
+        default=None,
+        help="movies per forward pass (default: the run's loader.eval_batch_size)",
+    )
+    parser.add_argument(
+        "--device", default="auto", help="torch device: auto (cuda if available, the default), cpu, cuda:N"
+    )
+    parser.add_argument(
+        "--threshold",
+        default="tuned",
+        metavar="tuned|X",
+        help="decision rule: 'tuned' (default) applies the thresholds tuned on dev that "
+        "the checkpoint carries (0.5 where it has none); a number X in (0, 1) "
+        "applies X to every label, e.g. 0.5",
+    )
 
 
 def _count(minimum: int):
     """An argparse type: an integer of at least `minimum` (`--batch-size 0` and `--workers -2`
     are one error line, not a run that divides by zero or hangs)."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -58,6 +82,7 @@ def _count(minimum: int):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected an integer of at least {minimum}, got {value}")
         return value
+
     return parse
 
 
@@ -85,14 +110,15 @@ def apply_threshold(bundle, value: float | None) -> None:
 
     if value is not None:
         if bundle.labels.multiclass:
-            raise MmimdbError("--threshold: this model is multiclass and answers with its most probable "
-                              "class; it has no thresholds")
+            raise MmimdbError(
+                "--threshold: this model is multiclass and answers with its most probable class; it has no thresholds"
+            )
         bundle.thresholds = np.full(len(bundle.thresholds), value)
         bundle.thresholds_source = f"{value:g} for every label (--threshold)"
 
 
 def _print_table(record: dict, bundle) -> None:
-    thresholds = dict(zip(bundle.labels.names, bundle.thresholds))
+    thresholds = dict(zip(bundle.labels.names, bundle.thresholds, strict=True))
     probabilities = sorted(record["probabilities"].items(), key=lambda item: -item[1])
     width = max(12, *(len(name) for name in bundle.labels.names))
     multiclass = bundle.labels.multiclass
@@ -101,8 +127,9 @@ def _print_table(record: dict, bundle) -> None:
         mark = "*" if name in record["labels"] else " "
         print(f"{mark:2}{name:<{width}} {probability:11.4f}" + ("" if multiclass else f" {thresholds[name]:9.2f}"))
     missing = f"; missing: {', '.join(record['missing'])}" if record.get("missing") else ""
-    print(("* the most probable class" if multiclass else f"* above its threshold ({bundle.thresholds_source})")
-          + missing)
+    print(
+        ("* the most probable class" if multiclass else f"* above its threshold ({bundle.thresholds_source})") + missing
+    )
     print(f"predicted: {', '.join(record['labels']) or '(none)'}")
 
 
@@ -141,11 +168,13 @@ def run(args: argparse.Namespace) -> int:
     bundle = load_bundle(checkpoint, args.device)
     apply_threshold(bundle, threshold)
     if args.poster is not None and not bundle.uses_image:
-        logger.warning("--poster %s: this model reads no image (%s); the poster is not used",
-                       args.poster, bundle.cfg.model.name)
+        logger.warning(
+            "--poster %s: this model reads no image (%s); the poster is not used", args.poster, bundle.cfg.model.name
+        )
     if single:
-        movie = MovieInput(id="movie", plot=args.plot, poster=args.poster,
-                           where=str(args.poster) if args.plot is None else "--plot")
+        movie = MovieInput(
+            id="movie", plot=args.plot, poster=args.poster, where=str(args.poster) if args.plot is None else "--plot"
+        )
         if args.plot is not None and args.poster is not None:
             movie.where = f"--plot/--poster {args.poster}"
         record = next(predict_movies(bundle, [movie], device=args.device))
@@ -161,9 +190,16 @@ def run(args: argparse.Namespace) -> int:
         if args.split:
             raise MmimdbError("--split applies to a raw MM-IMDb folder, not to a JSONL file")
         movies = list(read_jsonl(args.input))
-    records = predict_movies(bundle, movies, device=args.device, batch_size=args.batch_size,
-                             skip_bad=args.skip_bad, workers=args.workers, progress=sys.stderr.isatty(),
-                             total=len(movies))
+    records = predict_movies(
+        bundle,
+        movies,
+        device=args.device,
+        batch_size=args.batch_size,
+        skip_bad=args.skip_bad,
+        workers=args.workers,
+        progress=sys.stderr.isatty(),
+        total=len(movies),
+    )
     errors = 0
 
     def counted(records):
@@ -175,6 +211,8 @@ def run(args: argparse.Namespace) -> int:
     with exclusive_file(args.output, "--output", "predict"):
         count = write_jsonl(counted(records), args.output)
     skipped = f", {errors} skipped (their lines hold the error)" if errors else ""
-    print(f"{count - errors} movies predicted{skipped} with {checkpoint} (thresholds {bundle.thresholds_source}) "
-          f"-> {args.output}")
+    print(
+        f"{count - errors} movies predicted{skipped} with {checkpoint} (thresholds {bundle.thresholds_source}) "
+        f"-> {args.output}"
+    )
     return 0

@@ -26,23 +26,43 @@ _FLAG_KEYS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--raw", metavar="DIR", help="raw MM-IMDb folder (data.raw_dir): the one "
-                        "holding split.json and dataset/, or its parent")
+    parser.add_argument(
+        "--raw",
+        metavar="DIR",
+        help="raw MM-IMDb folder (data.raw_dir): the one holding split.json and dataset/, or its parent",
+    )
     parser.add_argument("--out", metavar="DIR", help="shard set folder (shard.out_dir)")
-    parser.add_argument("--strict", action="store_true", default=None,
-                        help="fail on the first movie that cannot become a sample (data.strict)")
-    parser.add_argument("--plot-policy", choices=("longest", "first", "all"),
-                        help="which plot summary becomes the text (data.plot_policy)")
-    parser.add_argument("--poster-short-side", type=int, metavar="N",
-                        help="posters are resized to this short side (shard.poster_short_side)")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        default=None,
+        help="fail on the first movie that cannot become a sample (data.strict)",
+    )
+    parser.add_argument(
+        "--plot-policy",
+        choices=("longest", "first", "all"),
+        help="which plot summary becomes the text (data.plot_policy)",
+    )
+    parser.add_argument(
+        "--poster-short-side",
+        type=int,
+        metavar="N",
+        help="posters are resized to this short side (shard.poster_short_side)",
+    )
     parser.add_argument("--jpeg-quality", type=int, metavar="Q", help="shard.jpeg_quality")
     parser.add_argument("--samples-per-shard", type=int, metavar="N", help="shard.samples_per_shard")
     parser.add_argument("--min-shards", type=int, metavar="N", help="shard.min_shards per split")
-    parser.add_argument("--workers", type=int, metavar="N",
-                        help="encoding processes, 0 = one per CPU core (shard.workers)")
-    parser.add_argument("--verify", nargs="?", const=True, default=None, metavar="DIR",
-                        help="re-check an existing shard set (DIR, or --out) against its manifest "
-                             "instead of writing one")
+    parser.add_argument(
+        "--workers", type=int, metavar="N", help="encoding processes, 0 = one per CPU core (shard.workers)"
+    )
+    parser.add_argument(
+        "--verify",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="DIR",
+        help="re-check an existing shard set (DIR, or --out) against its manifest instead of writing one",
+    )
 
 
 def _config(args: argparse.Namespace):
@@ -57,8 +77,11 @@ def _config(args: argparse.Namespace):
     if args.strict:
         sections["data"]["strict"] = True
     # replace() re-runs the sections' validation (e.g. samples_per_shard > 0).
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **sections["data"]),
-                               shard=dataclasses.replace(cfg.shard, **sections["shard"]))
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, **sections["data"]),
+        shard=dataclasses.replace(cfg.shard, **sections["shard"]),
+    )
 
 
 def _verify(directory: str) -> int:

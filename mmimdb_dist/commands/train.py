@@ -9,9 +9,13 @@ from ..cli import add_config_arguments
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--resume", metavar="auto|PATH", default=None,
-                        help="continue a run: 'auto' picks the newest complete checkpoint of the run "
-                             "folder (starts fresh when there is none), or give a checkpoint folder")
+    parser.add_argument(
+        "--resume",
+        metavar="auto|PATH",
+        default=None,
+        help="continue a run: 'auto' picks the newest complete checkpoint of the run "
+        "folder (starts fresh when there is none), or give a checkpoint folder",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
 
     if PartialState().is_main_process:
         print(format_summary({"dev": result["dev"], "test": result["test"]}))
-        print(f"best checkpoint {result['best_checkpoint']} (epoch {result['best_epoch']}, "
-              f"dev {result['select_metric']} {result['best_dev_metric']:.4f}); results in "
-              f"{run_dir_of(cfg) / FINAL_METRICS}")
+        print(
+            f"best checkpoint {result['best_checkpoint']} (epoch {result['best_epoch']}, "
+            f"dev {result['select_metric']} {result['best_dev_metric']:.4f}); results in "
+            f"{run_dir_of(cfg) / FINAL_METRICS}"
+        )
     return 0

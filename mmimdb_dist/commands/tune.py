@@ -9,12 +9,17 @@ from ..cli import add_config_arguments
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the interrupted search of this config (Tuner.restore): finished "
-                             "trials are kept, unfinished ones go on from their last checkpoint")
-    parser.add_argument("--address", metavar="HOST:PORT",
-                        help="join a running Ray cluster (e.g. started by a Slurm job) instead of "
-                             "starting a local one")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted search of this config (Tuner.restore): finished "
+        "trials are kept, unfinished ones go on from their last checkpoint",
+    )
+    parser.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        help="join a running Ray cluster (e.g. started by a Slurm job) instead of starting a local one",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,6 +37,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"{outcome.num_trials} trials: {outcome.results_md}")
     print(outcome.results_md.read_text(encoding="utf-8"))
     if outcome.best_config is not None:
-        print(f"best config: {outcome.best_config}\n"
-              f"train it: mmimdb-dist train --config {outcome.best_config}")
+        print(f"best config: {outcome.best_config}\ntrain it: mmimdb-dist train --config {outcome.best_config}")
     return 0

@@ -24,13 +24,14 @@ def pad_token_rows(rows: list[list[int] | None], pad_id: int) -> tuple[torch.Ten
     attention_mask = torch.zeros((len(rows), longest), dtype=torch.int64)
     for index, row in enumerate(rows):
         if row is not None:
-            input_ids[index, :len(row)] = torch.tensor(row, dtype=torch.int64)
-            attention_mask[index, :len(row)] = 1
+            input_ids[index, : len(row)] = torch.tensor(row, dtype=torch.int64)
+            attention_mask[index, : len(row)] = 1
     return input_ids, attention_mask
 
 
-def collate_samples(samples: list[Sample], pixels: list[torch.Tensor] | None, skipped: int, *,
-                    pad_id: int) -> dict[str, Any]:
+def collate_samples(
+    samples: list[Sample], pixels: list[torch.Tensor] | None, skipped: int, *, pad_id: int
+) -> dict[str, Any]:
     """Shard samples -> batch dict, padded to the longest plot with the token encoder's `pad_id`.
 
     `pixels` None: a batch without posters (a model that reads plots only). A plot-only
@@ -58,9 +59,11 @@ def collate_features(samples: list[FeatureSample], pixels: None = None, skipped:
     the set holds become batch keys; a movie without poster features (plot-only) gets zero
     rows and `image_present` false. `pixels` is there for the stream's one call shape.
     """
-    batch: dict[str, Any] = {"ids": [s.id for s in samples],
-                             "labels": torch.tensor([s.labels for s in samples], dtype=torch.float32),
-                             "skipped": skipped}
+    batch: dict[str, Any] = {
+        "ids": [s.id for s in samples],
+        "labels": torch.tensor([s.labels for s in samples], dtype=torch.float32),
+        "skipped": skipped,
+    }
     texts = [s.text for s in samples if s.text is not None]
     images = [s.image for s in samples if s.image is not None]
     sequences = any(len(a) > 1 for a in texts) or any(len(a) > 1 for a in images)
@@ -72,7 +75,7 @@ def collate_features(samples: list[FeatureSample], pixels: None = None, skipped:
         for row, sample in enumerate(samples):
             rows = sample.text.shape[0]
             text[row, :rows] = torch.from_numpy(sample.text.astype(np.float32))
-            attention_mask[row, :max(rows - 1, 1) if sequences else 1] = 1
+            attention_mask[row, : max(rows - 1, 1) if sequences else 1] = 1
         batch[TEXT_FEATURES], batch["attention_mask"] = text, attention_mask
     if images:
         image = torch.zeros(len(samples), *images[0].shape, dtype=torch.float32)
@@ -91,8 +94,10 @@ def collate_prepared(movies: list[PreparedMovie], pad_id: int, image_size: int, 
     `image_present`; a batch where none has one leaves that input out, as the models expect.
     """
     size = len(movies)
-    batch: dict[str, Any] = {"ids": [m.id for m in movies],
-                             "labels": torch.zeros(size, num_labels, dtype=torch.float32)}
+    batch: dict[str, Any] = {
+        "ids": [m.id for m in movies],
+        "labels": torch.zeros(size, num_labels, dtype=torch.float32),
+    }
     text_present = torch.tensor([m.input_ids is not None for m in movies])
     if text_present.any():
         input_ids, attention_mask = pad_token_rows([m.input_ids for m in movies], pad_id)

@@ -35,9 +35,12 @@ def check_labels(labels: Any, where: str, num_labels: int | None) -> list[int]:
     """The one label rule of every format: one int 0/1 per label of the set's label set, in
     its order (`num_labels` None: a reader without a manifest at hand, any non-empty length)."""
     expected = f"{num_labels} ints 0/1" if num_labels is not None else "a non-empty list of ints 0/1"
-    if (not isinstance(labels, list) or not labels
-            or (num_labels is not None and len(labels) != num_labels)
-            or any(type(v) is not int or v not in (0, 1) for v in labels)):
+    if (
+        not isinstance(labels, list)
+        or not labels
+        or (num_labels is not None and len(labels) != num_labels)
+        or any(type(v) is not int or v not in (0, 1) for v in labels)
+    ):
         raise DataError(f"{where} key 'labels': expected {expected}, got {labels!r:.80}")
     return labels
 
@@ -95,8 +98,10 @@ def shard_members(metadata: dict[str, Any], text: str, jpeg: bytes | None) -> li
     if jpeg is None:
         metadata["poster"] = False
     meta = json.dumps(metadata, sort_keys=True, ensure_ascii=False)
-    members = {"jpg": jpeg, "txt": text.encode("utf-8"), "json": meta.encode("utf-8")}
-    return [(ext, members[ext]) for ext in SHARD_MEMBERS if members[ext] is not None]
+    members = {"txt": text.encode("utf-8"), "json": meta.encode("utf-8")}
+    if jpeg is not None:
+        members["jpg"] = jpeg
+    return [(ext, members[ext]) for ext in SHARD_MEMBERS if ext in members]
 
 
 def decode_plot(raw: dict[str, Any], num_labels: int | None = None) -> Plot:
@@ -108,8 +113,7 @@ def decode_plot(raw: dict[str, Any], num_labels: int | None = None) -> Plot:
     # A plot-only movie (sharded with `shard.require_poster: false`) says so in its JSON;
     # anywhere else a missing poster is a damaged sample.
     posterless = isinstance(meta, dict) and meta.get("poster") is False
-    labels = check_labels(meta.get("labels") if isinstance(meta, dict) else None, f"{where}: {key}.json",
-                          num_labels)
+    labels = check_labels(meta.get("labels") if isinstance(meta, dict) else None, f"{where}: {key}.json", num_labels)
     try:
         text = raw["txt"].decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -136,8 +140,7 @@ class ShardCodec:
         if not ids:
             key, where = sample_where(raw)
             raise DataError(f"{where}: {key}.txt gives no tokens")
-        return Sample(id=plot.id, jpeg=b"" if plot.posterless else raw["jpg"], input_ids=ids,
-                      labels=plot.labels)
+        return Sample(id=plot.id, jpeg=b"" if plot.posterless else raw["jpg"], input_ids=ids, labels=plot.labels)
 
 
 # --------------------------------------------------------------------------- feature samples
@@ -183,7 +186,7 @@ def feature_members(sample: EncodedSample) -> list[tuple[str, bytes]]:
 
 def _array(raw: dict[str, Any], member: str, where: str) -> np.ndarray:
     try:
-        array = np.load(io.BytesIO(raw[member]), allow_pickle=False)
+        array: np.ndarray = np.load(io.BytesIO(raw[member]), allow_pickle=False)
     except (ValueError, OSError, EOFError, TypeError) as exc:  # what numpy raises for foreign bytes
         raise DataError(f"{where}: .{member} is not a .npy array ({exc})") from None
     if array.ndim != 2 or array.shape[0] < 1:
@@ -204,11 +207,11 @@ class FeatureCodec:
     def parse(self, raw: dict[str, Any]) -> FeatureSample:
         key, where = sample_where(raw)
         meta = _json_member(raw, key, where)
-        labels = check_labels(meta.get("labels") if isinstance(meta, dict) else None, f"{where}: {key}.json",
-                              self.num_labels)
+        labels = check_labels(
+            meta.get("labels") if isinstance(meta, dict) else None, f"{where}: {key}.json", self.num_labels
+        )
         if TEXT_MEMBER not in raw and IMAGE_MEMBER not in raw:
             raise DataError(f"{where}: neither .{TEXT_MEMBER} nor .{IMAGE_MEMBER}")
         text = _array(raw, TEXT_MEMBER, where) if TEXT_MEMBER in raw else None
         image = _array(raw, IMAGE_MEMBER, where) if IMAGE_MEMBER in raw else None
-        return FeatureSample(id=str(meta.get("id", key)), jpeg=b"", input_ids=[], labels=labels,
-                             text=text, image=image)
+        return FeatureSample(id=str(meta.get("id", key)), jpeg=b"", input_ids=[], labels=labels, text=text, image=image)

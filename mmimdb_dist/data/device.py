@@ -7,14 +7,21 @@ device; normalisation is each image encoder's own (models/preprocess.py).
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import torch
 
 from .plan import derive_seed
 
 
-def to_device(batch: dict, device: torch.device | str, dtype: torch.dtype = torch.float32, *,
-              color_jitter: float = 0.0, jitter_seed: int = 0) -> dict:
+def to_device(
+    batch: dict[str, Any],
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float32,
+    *,
+    color_jitter: float = 0.0,
+    jitter_seed: int = 0,
+) -> dict[str, Any]:
     """Move a batch to `device`; uint8 pixels become `dtype` pixels in [0, 1] there.
 
     Normalisation is the image encoder's (each backbone has its own mean and std, see
@@ -24,8 +31,7 @@ def to_device(batch: dict, device: torch.device | str, dtype: torch.dtype = torc
     sample id), so pass e.g. `derive_seed(seed, epoch)` and a resumed epoch jitters exactly
     as the original.
     """
-    out = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
-           for k, v in batch.items()}
+    out = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
     for key in ("text_features", "image_features"):  # cached encoder outputs (data.features)
         if key in out:
             out[key] = out[key].to(dtype)
@@ -41,9 +47,13 @@ def to_device(batch: dict, device: torch.device | str, dtype: torch.dtype = torc
 
 def jitter_factors(ids: list[str], strength: float, seed: int) -> torch.Tensor:
     """3 × B factors (brightness, contrast, saturation) in [1 - strength, 1 + strength]."""
-    return torch.tensor([[random.Random(derive_seed(seed, sample_id, kind)).uniform(1 - strength, 1 + strength)
-                          for sample_id in ids] for kind in ("brightness", "contrast", "saturation")],
-                        dtype=torch.float64)
+    return torch.tensor(
+        [
+            [random.Random(derive_seed(seed, sample_id, kind)).uniform(1 - strength, 1 + strength) for sample_id in ids]
+            for kind in ("brightness", "contrast", "saturation")
+        ],
+        dtype=torch.float64,
+    )
 
 
 def jitter_colors(pixels: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:

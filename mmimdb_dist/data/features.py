@@ -75,8 +75,10 @@ def load_feature_set(features_dir: str | Path) -> FeatureSet:
     directory = Path(features_dir)
     path = directory / MANIFEST_NAME
     if not path.is_file():
-        raise DataError(f"{path}: no features manifest (run `mmimdb-dist cache-features --config ... "
-                        f"--out {directory}` first; an interrupted run leaves none)")
+        raise DataError(
+            f"{path}: no features manifest (run `mmimdb-dist cache-features --config ... "
+            f"--out {directory}` first; an interrupted run leaves none)"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -119,19 +121,29 @@ def feature_spec(loader_cfg: Any) -> FeatureSpec | None:
 def write_feature_shard(path: Path, samples: list[EncodedSample]) -> dict[str, Any]:
     """One tar, atomically, streamed to disk; returns its manifest entry."""
     written = write_sample_tar(path, ((sample.id, feature_members(sample)) for sample in samples))
-    return {"name": written.name, "num_samples": written.num_samples, "sha256": written.sha256,
-            "bytes": written.bytes}
+    return {"name": written.name, "num_samples": written.num_samples, "sha256": written.sha256, "bytes": written.bytes}
 
 
-def write_feature_manifest(out_dir: Path, source: Manifest, spec: FeatureSpec,
-                           splits: dict[str, dict[str, Any]], skipped: dict[str, int],
-                           extra: dict[str, Any]) -> Path:
+def write_feature_manifest(
+    out_dir: Path,
+    source: Manifest,
+    spec: FeatureSpec,
+    splits: dict[str, dict[str, Any]],
+    skipped: dict[str, int],
+    extra: dict[str, Any],
+) -> Path:
     document = {
-        "format": FEATURES_FORMAT, "format_version": FEATURES_FORMAT_VERSION,
+        "format": FEATURES_FORMAT,
+        "format_version": FEATURES_FORMAT_VERSION,
         "labels": source.labels.to_dict(),
         "settings": dict(source.settings),
-        "features": {"text_dim": spec.text_dim, "image_dim": spec.image_dim, "sequences": spec.sequences,
-                     "dtype": spec.dtype, "source": {"shards_dir": str(source.directory), **extra}},
+        "features": {
+            "text_dim": spec.text_dim,
+            "image_dim": spec.image_dim,
+            "sequences": spec.sequences,
+            "dtype": spec.dtype,
+            "source": {"shards_dir": str(source.directory), **extra},
+        },
         "splits": splits,
         "skipped": {"count_by_reason": skipped, "movies": []},
     }

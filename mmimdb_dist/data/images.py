@@ -35,16 +35,16 @@ def random_resized_crop_box(width: int, height: int, rng: random.Random) -> tupl
     for _ in range(10):
         target_area = area * rng.uniform(*CROP_SCALE)
         aspect = math.exp(rng.uniform(*log_ratio))
-        w = int(round(math.sqrt(target_area * aspect)))
-        h = int(round(math.sqrt(target_area / aspect)))
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
         if 0 < w <= width and 0 < h <= height:
             top, left = rng.randint(0, height - h), rng.randint(0, width - w)
             return left, top, left + w, top + h
     # Fallback: the largest centred crop within the allowed aspect ratios.
     if width / height < CROP_RATIO[0]:
-        w, h = width, int(round(width / CROP_RATIO[0]))
+        w, h = width, round(width / CROP_RATIO[0])
     elif width / height > CROP_RATIO[1]:
-        w, h = int(round(height * CROP_RATIO[1])), height
+        w, h = round(height * CROP_RATIO[1]), height
     else:
         w, h = width, height
     left, top = (width - w) // 2, (height - h) // 2
@@ -69,6 +69,6 @@ def decode_poster(data: bytes, image_size: int, *, augment: bool, sample_seed: i
         side = min(width, height)
         left, top = (width - side) // 2, (height - side) // 2
         right, bottom = left + side, top + side
-    image = resized_crop(image, top, left, bottom - top, right - left, [image_size, image_size],
-                         antialias=True)
-    return image.flip(-1) if flip else image
+    image = resized_crop(image, top, left, bottom - top, right - left, [image_size, image_size], antialias=True)
+    cropped: torch.Tensor = image.flip(-1) if flip else image
+    return cropped

@@ -52,6 +52,7 @@ import math
 import random
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 import webdataset as wds
@@ -92,16 +93,30 @@ class SkipCounter:
 # --------------------------------------------------------------------------- the stream
 
 
-class SampleStream(IterableDataset):
+class SampleStream(IterableDataset[dict[str, Any]]):
     """The per-worker pipeline; one instance serves a train epoch or an eval pass.
 
     The `codec` knows the sample format (shards or cached features, `data/codecs.py`); the
     stream's splitting, shuffling, bucketing and exact resume are the same for both.
     """
 
-    def __init__(self, cfg: LoaderConfig, manifest: Manifest, split: str, codec: ShardCodec | FeatureCodec,
-                 collate: Callable[..., dict], *, rank: int, world_size: int, train: bool, epoch: int = 0, seed: int = 0,
-                 num_batches: int = 0, skip_batches: int = 0, images: bool = True) -> None:
+    def __init__(
+        self,
+        cfg: LoaderConfig,
+        manifest: Manifest,
+        split: str,
+        codec: ShardCodec | FeatureCodec,
+        collate: Callable[..., dict[str, Any]],
+        *,
+        rank: int,
+        world_size: int,
+        train: bool,
+        epoch: int = 0,
+        seed: int = 0,
+        num_batches: int = 0,
+        skip_batches: int = 0,
+        images: bool = True,
+    ) -> None:
         self.cfg = cfg
         # False for a model without an image encoder: posters are then never decoded.
         self.images = images and codec.posters
@@ -143,21 +158,23 @@ class SampleStream(IterableDataset):
                 # are counted once, by the slot at offset 0, rather than once per slot.
                 position += missing
                 if count_skips and plan.offset == 0:
-                    counter.add(missing, f"{path}: {read} of {shard.num_samples} samples "
-                                         "readable (truncated or corrupt shard)")
+                    counter.add(
+                        missing, f"{path}: {read} of {shard.num_samples} samples readable (truncated or corrupt shard)"
+                    )
 
     # -- batching
 
     def _cut(self, pool: list[Sample], rng: random.Random | None) -> list[list[Sample]]:
         if self.cfg.bucket_by_length:
             pool = sorted(pool, key=lambda s: (s.length, s.id))
-        batches = [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+        batches = [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
         if rng is not None:
             rng.shuffle(batches)
         return batches
 
-    def _batches(self, samples: Iterable[Sample], carry: list[Sample], rng: random.Random | None,
-                 last_pass: bool) -> Iterator[list[Sample]]:
+    def _batches(
+        self, samples: Iterable[Sample], carry: list[Sample], rng: random.Random | None, last_pass: bool
+    ) -> Iterator[list[Sample]]:
         """Cut one pass into batches; a partial batch waits in `carry` for the next pass.
 
         Pools never straddle passes, so a repeat pass starts only when this pass is used up.
@@ -177,7 +194,7 @@ class SampleStream(IterableDataset):
         carry.extend(pool[full:])
         yield from self._cut(pool[:full], rng)
 
-    def _decode(self, batch: list[Sample], counter: SkipCounter) -> dict | None:
+    def _decode(self, batch: list[Sample], counter: SkipCounter) -> dict[str, Any] | None:
         if not self.images:  # plots or cached features only: no poster is decoded
             return self.collate(batch, None, counter.take())
         samples, pixels = [], []
@@ -188,8 +205,14 @@ class SampleStream(IterableDataset):
                 samples.append(sample)
                 continue
             try:
-                pixels.append(decode_poster(sample.jpeg, self.image_size, augment=augment,
-                                            sample_seed=derive_seed(self.seed, self.epoch, sample.id)))
+                pixels.append(
+                    decode_poster(
+                        sample.jpeg,
+                        self.image_size,
+                        augment=augment,
+                        sample_seed=derive_seed(self.seed, self.epoch, sample.id),
+                    )
+                )
             except Exception as exc:  # PIL raises many types on corrupt images
                 if sample.count_skip:
                     counter.add(1, f"{self.split} sample {sample.id}: poster does not decode ({exc})")
@@ -198,30 +221,38 @@ class SampleStream(IterableDataset):
         if not samples:
             if self.train:
                 # Yielding nothing would leave this rank one batch short (a DDP hang).
-                raise DataError(f"{self.directory}: no poster of a {self.split} batch decodes "
-                                f"({', '.join(s.id for s in batch)}); check the set with "
-                                "`mmimdb-dist shard --verify`")
+                raise DataError(
+                    f"{self.directory}: no poster of a {self.split} batch decodes "
+                    f"({', '.join(s.id for s in batch)}); check the set with "
+                    "`mmimdb-dist shard --verify`"
+                )
             return None
         return self.collate(samples, pixels, counter.take())
 
     # -- per worker
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         counter = SkipCounter()
         if len(self.shards) < self.world_size * num_workers and worker == 0 and self.rank == 0:
             shared_by = "its rank's workers" if len(self.shards) >= self.world_size else "every slot"
-            logger.warning("%s: %d shards for %d reader slots (world_size %d x num_workers %d); "
-                           "shards are read by %s, each keeping its share of the samples",
-                           self.split, len(self.shards), self.world_size * num_workers,
-                           self.world_size, num_workers, shared_by)
+            logger.warning(
+                "%s: %d shards for %d reader slots (world_size %d x num_workers %d); "
+                "shards are read by %s, each keeping its share of the samples",
+                self.split,
+                len(self.shards),
+                self.world_size * num_workers,
+                self.world_size,
+                num_workers,
+                shared_by,
+            )
         if self.train:
             yield from self._train_worker(worker, num_workers, counter)
         else:
             yield from self._eval_worker(worker, num_workers, counter)
 
-    def _train_worker(self, worker: int, num_workers: int, counter: SkipCounter) -> Iterator[dict]:
+    def _train_worker(self, worker: int, num_workers: int, counter: SkipCounter) -> Iterator[dict[str, Any]]:
         # Batch k of this role is batch role + k * num_workers of the rank's epoch.
         role = (worker + self.skip_batches) % num_workers
         rng = random.Random(derive_seed(self.seed, self.epoch, self.rank, role))
@@ -234,13 +265,12 @@ class SampleStream(IterableDataset):
             samples = self._read(plan, counter, count_skips=pass_index == 0)
             read = [0]
 
-            def counted(stream: Iterator[Sample] = samples) -> Iterator[Sample]:
+            def counted(stream: Iterator[Sample] = samples, read: list[int] = read) -> Iterator[Sample]:
                 for sample in stream:
                     read[0] += 1
                     yield sample
 
-            shuffled = wds.shuffle(self.cfg.shuffle_buffer, initial=self.cfg.shuffle_buffer,
-                                   rng=rng)(counted())
+            shuffled = wds.shuffle(self.cfg.shuffle_buffer, initial=self.cfg.shuffle_buffer, rng=rng)(counted())
             for batch in self._batches(shuffled, carry, rng, last_pass=False):
                 if index >= self.num_batches:
                     return
@@ -252,10 +282,12 @@ class SampleStream(IterableDataset):
             if index >= self.num_batches:
                 return
             if read[0] == 0:
-                raise DataError(f"{self.directory}: {self.split} worker {role} of rank {self.rank} "
-                                "read no usable sample in a full pass over its shards")
+                raise DataError(
+                    f"{self.directory}: {self.split} worker {role} of rank {self.rank} "
+                    "read no usable sample in a full pass over its shards"
+                )
 
-    def _eval_worker(self, worker: int, num_workers: int, counter: SkipCounter) -> Iterator[dict]:
+    def _eval_worker(self, worker: int, num_workers: int, counter: SkipCounter) -> Iterator[dict[str, Any]]:
         plan = plan_slot(self.shards, self.rank, self.world_size, worker, num_workers)
         samples = self._read(plan, counter, count_skips=True)
         for batch in self._batches(samples, [], None, last_pass=True):
@@ -271,14 +303,18 @@ class StreamingLoader:
         self.stream = stream
         self.length = length
         self.skipped = 0
-        self.loader = DataLoader(stream, batch_size=None, num_workers=num_workers,
-                                 prefetch_factor=2 if num_workers > 0 else None,
-                                 pin_memory=torch.cuda.is_available())
+        self.loader = DataLoader(
+            stream,
+            batch_size=None,
+            num_workers=num_workers,
+            prefetch_factor=2 if num_workers > 0 else None,
+            pin_memory=torch.cuda.is_available(),
+        )
 
     def __len__(self) -> int:
         return self.length
 
-    def start(self) -> Iterator[dict]:
+    def start(self) -> Iterator[dict[str, Any]]:
         """Start the workers now and return the batches, drawn on demand.
 
         Called ahead of need (the trainer starts the next epoch's loader before its end-of-epoch
@@ -293,27 +329,29 @@ class StreamingLoader:
             batches = iter(self.loader)
         return self._counted(batches)
 
-    def _counted(self, batches: Iterator[dict]) -> Iterator[dict]:
+    def _counted(self, batches: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for batch in batches:
             self.skipped += batch["skipped"]
             yield batch
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[dict[str, Any]]:
         return self.start()
 
 
 # --------------------------------------------------------------------------- builders
 
 
-def _format(cfg: LoaderConfig, token_encoder: TokenEncoder,
-            manifest: Manifest) -> tuple[ShardCodec | FeatureCodec, Callable[..., dict]]:
+def _format(
+    cfg: LoaderConfig, token_encoder: TokenEncoder, manifest: Manifest
+) -> tuple[ShardCodec | FeatureCodec, Callable[..., dict[str, Any]]]:
     """(codec, collate) of shards, or of cached encoder features when `loader.features_dir` is set;
     each sample's labels are checked against the width of the set's label set."""
     num_labels = len(manifest.labels)
     if cfg.features_dir:
         return FeatureCodec(num_labels), collate_features
     return ShardCodec(token_encoder, cfg.max_text_length, num_labels), functools.partial(
-        collate_samples, pad_id=token_encoder.pad_id)
+        collate_samples, pad_id=token_encoder.pad_id
+    )
 
 
 def _check_rank(rank: int, world_size: int) -> None:
@@ -321,34 +359,72 @@ def _check_rank(rank: int, world_size: int) -> None:
         raise ConfigError(f"rank {rank} / world_size {world_size}: expected 0 <= rank < world_size")
 
 
-def build_train_loader(cfg: LoaderConfig, manifest: Manifest, token_encoder: TokenEncoder, *,
-                       rank: int, world_size: int, epoch: int, seed: int,
-                       skip_batches: int = 0, images: bool = True) -> StreamingLoader:
+def build_train_loader(
+    cfg: LoaderConfig,
+    manifest: Manifest,
+    token_encoder: TokenEncoder,
+    *,
+    rank: int,
+    world_size: int,
+    epoch: int,
+    seed: int,
+    skip_batches: int = 0,
+    images: bool = True,
+) -> StreamingLoader:
     """The train loader of one rank for one epoch; `len()` is the same on every rank."""
     _check_rank(rank, world_size)
     num_samples = manifest.split("train").num_samples
     num_batches = train_batches_per_rank(num_samples, world_size, cfg.batch_size, cfg.drop_last)
     if num_batches == 0:
-        raise ConfigError(f"loader.batch_size: {cfg.batch_size} x world_size {world_size} is more "
-                          f"than the {num_samples} train samples in {manifest.path}")
+        raise ConfigError(
+            f"loader.batch_size: {cfg.batch_size} x world_size {world_size} is more "
+            f"than the {num_samples} train samples in {manifest.path}"
+        )
     if not 0 <= skip_batches <= num_batches:
-        raise ConfigError(f"skip_batches {skip_batches}: expected 0..{num_batches} "
-                          "(batches per rank per epoch)")
-    stream = SampleStream(cfg, manifest, "train", *_format(cfg, token_encoder, manifest), rank=rank, world_size=world_size,
-                          train=True, epoch=epoch, seed=seed, num_batches=num_batches,
-                          skip_batches=skip_batches, images=images)
+        raise ConfigError(f"skip_batches {skip_batches}: expected 0..{num_batches} (batches per rank per epoch)")
+    stream = SampleStream(
+        cfg,
+        manifest,
+        "train",
+        *_format(cfg, token_encoder, manifest),
+        rank=rank,
+        world_size=world_size,
+        train=True,
+        epoch=epoch,
+        seed=seed,
+        num_batches=num_batches,
+        skip_batches=skip_batches,
+        images=images,
+    )
     return StreamingLoader(stream, cfg.num_workers, num_batches - skip_batches)
 
 
-def build_eval_loader(cfg: LoaderConfig, manifest: Manifest, split: str,
-                      token_encoder: TokenEncoder, *, rank: int, world_size: int,
-                      images: bool = True) -> StreamingLoader:
+def build_eval_loader(
+    cfg: LoaderConfig,
+    manifest: Manifest,
+    split: str,
+    token_encoder: TokenEncoder,
+    *,
+    rank: int,
+    world_size: int,
+    images: bool = True,
+) -> StreamingLoader:
     """Every sample of `split` exactly once across ranks and workers, in a fixed order."""
     _check_rank(rank, world_size)
     shards = manifest.split(split).shards
     workers = max(cfg.num_workers, 1)
-    length = sum(math.ceil(plan_slot(shards, rank, world_size, w, workers).num_samples / cfg.eval_batch_size)
-                 for w in range(workers))
-    stream = SampleStream(cfg, manifest, split, *_format(cfg, token_encoder, manifest), rank=rank, world_size=world_size,
-                           train=False, images=images)
+    length = sum(
+        math.ceil(plan_slot(shards, rank, world_size, w, workers).num_samples / cfg.eval_batch_size)
+        for w in range(workers)
+    )
+    stream = SampleStream(
+        cfg,
+        manifest,
+        split,
+        *_format(cfg, token_encoder, manifest),
+        rank=rank,
+        world_size=world_size,
+        train=False,
+        images=images,
+    )
     return StreamingLoader(stream, cfg.num_workers, length)

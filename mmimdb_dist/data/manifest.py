@@ -48,8 +48,7 @@ class ShardInfo:
     bytes: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "num_samples": self.num_samples, "sha256": self.sha256,
-                "bytes": self.bytes}
+        return {"name": self.name, "num_samples": self.num_samples, "sha256": self.sha256, "bytes": self.bytes}
 
 
 @dataclass(frozen=True)
@@ -61,8 +60,11 @@ class SplitInfo:
     label_counts: list[int]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"num_samples": self.num_samples, "shards": [s.to_dict() for s in self.shards],
-                "label_counts": list(self.label_counts)}
+        return {
+            "num_samples": self.num_samples,
+            "shards": [s.to_dict() for s in self.shards],
+            "label_counts": list(self.label_counts),
+        }
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,7 @@ class SkippedMovie:
     detail: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "split": self.split, "reason": self.reason, "file": self.file,
-                "detail": self.detail}
+        return {"id": self.id, "split": self.split, "reason": self.reason, "file": self.file, "detail": self.detail}
 
 
 @dataclass(frozen=True)
@@ -121,11 +122,13 @@ class Manifest:
             "labels": self.labels.to_dict(),
             "settings": dict(self.settings),
             "splits": {name: info.to_dict() for name, info in self.splits.items()},
-            "skipped": {"count_by_reason": dict(self.skipped_counts),
-                        "movies": [m.to_dict() for m in self.skipped],
-                        "repaired": dict(self.repaired),
-                        "unknown_labels": dict(self.unknown_labels),
-                        **({"dropped_labels": dict(self.dropped_labels)} if self.dropped_labels else {})},
+            "skipped": {
+                "count_by_reason": dict(self.skipped_counts),
+                "movies": [m.to_dict() for m in self.skipped],
+                "repaired": dict(self.repaired),
+                "unknown_labels": dict(self.unknown_labels),
+                **({"dropped_labels": dict(self.dropped_labels)} if self.dropped_labels else {}),
+            },
         }
 
 
@@ -170,8 +173,11 @@ class _Reader:
 
     def int_list(self, obj: dict[str, Any], key: str, where: str, length: int) -> list[int]:
         value = self.get(obj, key, where)
-        if (not isinstance(value, list) or len(value) != length
-                or any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in value)):
+        if (
+            not isinstance(value, list)
+            or len(value) != length
+            or any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in value)
+        ):
             raise self.fail(_join(where, key), f"a list of {length} non-negative integers", value)
         return value
 
@@ -189,8 +195,12 @@ def _read_shard(reader: _Reader, obj: Any, where: str) -> ShardInfo:
     sha = reader.string(obj, "sha256", where)
     if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
         raise reader.fail(f"{where}.sha256", "64 lowercase hex digits", sha)
-    return ShardInfo(name=name, num_samples=reader.integer(obj, "num_samples", where),
-                     sha256=sha, bytes=reader.integer(obj, "bytes", where))
+    return ShardInfo(
+        name=name,
+        num_samples=reader.integer(obj, "num_samples", where),
+        sha256=sha,
+        bytes=reader.integer(obj, "bytes", where),
+    )
 
 
 def _read_split(reader: _Reader, obj: dict[str, Any], where: str, num_labels: int) -> SplitInfo:
@@ -201,8 +211,7 @@ def _read_split(reader: _Reader, obj: dict[str, Any], where: str, num_labels: in
     num_samples = reader.integer(obj, "num_samples", where)
     total = sum(s.num_samples for s in shards)
     if total != num_samples:
-        raise reader.fail(f"{where}.num_samples", f"the sum of its shards' num_samples ({total})",
-                          num_samples)
+        raise reader.fail(f"{where}.num_samples", f"the sum of its shards' num_samples ({total})", num_samples)
     label_counts = reader.int_list(obj, "label_counts", where, num_labels)
     return SplitInfo(num_samples=num_samples, shards=shards, label_counts=label_counts)
 
@@ -246,18 +255,24 @@ def parse_manifest(data: Any, directory: Path) -> Manifest:
         where = f"skipped.movies[{i}]"
         if not isinstance(movie, dict):
             raise reader.fail(where, "a JSON object", movie)
-        skipped.append(SkippedMovie(**{k: reader.string(movie, k, where)
-                                       for k in ("id", "split", "reason", "file", "detail")}))
+        skipped.append(
+            SkippedMovie(**{k: reader.string(movie, k, where) for k in ("id", "split", "reason", "file", "detail")})
+        )
     extras = {}
     for key in ("repaired", "unknown_labels", "dropped_labels"):  # optional: informative counts only
-        if key == "unknown_labels" and "unknown_genres" in skipped_raw:  # format version 1
-            key_in_file = "unknown_genres"
-        else:
-            key_in_file = key
+        version_1 = key == "unknown_labels" and "unknown_genres" in skipped_raw
+        key_in_file = "unknown_genres" if version_1 else key
         extra = reader.mapping(skipped_raw, key_in_file, "skipped") if key_in_file in skipped_raw else {}
         extras[key] = {name: reader.integer(extra, name, f"skipped.{key_in_file}") for name in extra}
-    return Manifest(directory=Path(directory), labels=labels, settings=dict(settings),
-                    splits=splits, skipped_counts=counts, skipped=skipped, **extras)
+    return Manifest(
+        directory=Path(directory),
+        labels=labels,
+        settings=dict(settings),
+        splits=splits,
+        skipped_counts=counts,
+        skipped=skipped,
+        **extras,
+    )
 
 
 def load_manifest(shards_dir: str | Path) -> Manifest:
@@ -271,8 +286,7 @@ def load_manifest(shards_dir: str | Path) -> Manifest:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DataError(f"{path}: manifest missing (the shard set is incomplete; "
-                        "re-run `mmimdb-dist shard`)") from None
+        raise DataError(f"{path}: manifest missing (the shard set is incomplete; re-run `mmimdb-dist shard`)") from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text: {exc}") from None
     try:

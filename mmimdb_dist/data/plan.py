@@ -37,8 +37,7 @@ class SlotPlan:
         return len(range(self.offset, sum(s.num_samples for s in self.shards), self.stride))
 
 
-def plan_slot(shards: list[ShardInfo], rank: int, world_size: int, worker: int,
-              num_workers: int) -> SlotPlan:
+def plan_slot(shards: list[ShardInfo], rank: int, world_size: int, worker: int, num_workers: int) -> SlotPlan:
     """Split by shard where there are enough shards, by sample only where needed."""
     slots = world_size * num_workers
     slot = rank * num_workers + worker
@@ -49,7 +48,6 @@ def plan_slot(shards: list[ShardInfo], rank: int, world_size: int, worker: int,
     return SlotPlan(shards=list(shards), stride=slots, offset=slot)
 
 
-def train_batches_per_rank(num_samples: int, world_size: int, batch_size: int,
-                           drop_last: bool = True) -> int:
+def train_batches_per_rank(num_samples: int, world_size: int, batch_size: int, drop_last: bool = True) -> int:
     per_step = world_size * batch_size
     return num_samples // per_step if drop_last else math.ceil(num_samples / per_step)

@@ -18,7 +18,8 @@ from ..errors import DataError
 from ..progress import progress as progress_bar
 from .codecs import Plot, decode_plot
 from .manifest import SPLITS, Manifest, load_manifest
-from .sources.mmimdb.raw import MMIMDB_LABELS, SkipReport, iter_movies
+from .sources.common import SkipReport
+from .sources.mmimdb.raw import MMIMDB_LABELS, iter_movies
 from .tario import iter_samples, skip_rest_of_tar
 
 logger = logging.getLogger(__name__)
@@ -72,14 +73,17 @@ def read_shard_texts(shards_dir: str | Path, progress: bool = True) -> dict[str,
         data = read_shard_split_texts(manifest, split)
         expected = manifest.split(split).num_samples
         if len(data) != expected:
-            raise DataError(f"{manifest.path}: splits.{split}.num_samples says {expected} samples, "
-                            f"the shards hold {len(data)} (re-run `mmimdb-dist shard --verify`)")
+            raise DataError(
+                f"{manifest.path}: splits.{split}.num_samples says {expected} samples, "
+                f"the shards hold {len(data)} (re-run `mmimdb-dist shard --verify`)"
+            )
         splits[split] = data
     return splits
 
 
-def read_raw_texts(raw_dir: str | Path, plot_policy: str = "longest", strict: bool = False,
-                   progress: bool = True) -> tuple[dict[str, TextSplit], SkipReport]:
+def read_raw_texts(
+    raw_dir: str | Path, plot_policy: str = "longest", strict: bool = False, progress: bool = True
+) -> tuple[dict[str, TextSplit], SkipReport]:
     """Texts of all three splits straight from a raw MM-IMDb folder, plus the reader's SkipReport.
 
     Movies are kept or skipped by the same rules as when sharding, so both sources give the

@@ -32,6 +32,7 @@ from typing import Any
 from ..atomic import atomic_write_json
 from ..outputs import claim_output_dir
 from ..progress import progress as progress_bar
+from ..run.layout import CONFIG_FILE
 from ..schema import ExperimentConfig, save_config
 from .manifest import MANIFEST_NAME, SHARD_NAME, SPLITS, Manifest, SkippedMovie, SplitInfo
 from .sources.common import ShardPlan, ShardResult, writing
@@ -57,8 +58,7 @@ def _clean_stale_files(out_dir: Path, keep: set[str]) -> None:
             path.unlink()
 
 
-def _run_tasks(tasks: list[Any], write: Callable[[Any], ShardResult], workers: int,
-               total: int) -> list[ShardResult]:
+def _run_tasks(tasks: list[Any], write: Callable[[Any], ShardResult], workers: int, total: int) -> list[ShardResult]:
 
     results: list[ShardResult] = []
     with progress_bar(total=total, desc="encoding posters", unit="poster") as progress:
@@ -81,8 +81,11 @@ def _run_tasks(tasks: list[Any], write: Callable[[Any], ShardResult], workers: i
 
 def owns_shard_file(name: str) -> bool:
     """The names a shard set's folder holds (what `shard --out` may find there and replace)."""
-    return (bool(SHARD_NAME.fullmatch(name) or TEMP_FILE.fullmatch(name))
-            or name in (MANIFEST_NAME, "config.yaml", SPLIT_FILE))
+    return bool(SHARD_NAME.fullmatch(name) or TEMP_FILE.fullmatch(name)) or name in (
+        MANIFEST_NAME,
+        CONFIG_FILE,
+        SPLIT_FILE,
+    )
 
 
 def shard_dataset(cfg: ExperimentConfig) -> Manifest:
@@ -113,20 +116,26 @@ def _write_shards(cfg: ExperimentConfig, out_dir: Path, plan: ShardPlan, keep: s
         sizes[task.split] += task.size
     for split in ("train", "dev"):
         if not sizes[split]:
-            log.warning("split %r has no usable sample: training needs train and dev samples "
-                        "(a run on this set will stop with an error before its first step)", split)
+            log.warning(
+                "split %r has no usable sample: training needs train and dev samples "
+                "(a run on this set will stop with an error before its first step)",
+                split,
+            )
     _clean_stale_files(out_dir, keep={task.name for task in tasks} | keep)
 
     workers = cfg.shard.workers or os.cpu_count() or 1
     total = sum(task.size for task in tasks)
-    results = {r.info.name: r for r in _run_tasks(tasks, plan.write, min(workers, len(tasks)), total)}
+    results = {r.shard.name: r for r in _run_tasks(tasks, plan.write, min(workers, len(tasks)), total)}
 
     splits: dict[str, SplitInfo] = {}
     for split in SPLITS:
         shard_results = [results[t.name] for t in tasks if t.split == split]
-        label_counts = [sum(col) for col in zip(*(r.label_counts for r in shard_results))]
-        splits[split] = SplitInfo(num_samples=sum(r.info.num_samples for r in shard_results),
-                                  shards=[r.info for r in shard_results], label_counts=label_counts)
+        label_counts = [sum(col) for col in zip(*(r.label_counts for r in shard_results), strict=True)]
+        splits[split] = SplitInfo(
+            num_samples=sum(r.shard.num_samples for r in shard_results),
+            shards=[r.shard for r in shard_results],
+            label_counts=label_counts,
+        )
         for r in shard_results:
             for record in r.skipped:
                 report.add(record)
@@ -135,15 +144,23 @@ def _write_shards(cfg: ExperimentConfig, out_dir: Path, plan: ShardPlan, keep: s
             report.unknown_labels.update(r.unknown_labels)
 
     split_order = {name: i for i, name in enumerate(SPLITS)}
-    skipped = sorted((_relative_to_raw(m, root) for m in report.movies),
-                     key=lambda m: (split_order.get(m.split, -1), m.id, m.reason, m.file))
-    manifest = Manifest(directory=out_dir, labels=plan.labels, settings=plan.settings,
-                        splits=splits, skipped_counts=dict(sorted(report.counts.items())),
-                        skipped=skipped, repaired=dict(sorted(report.repaired.items())),
-                        unknown_labels=dict(sorted(report.unknown_labels.items())),
-                        dropped_labels=dict(sorted(plan.dropped_labels.items())))
-    with writing(out_dir / "config.yaml"):
-        save_config(cfg, out_dir)
+    skipped = sorted(
+        (_relative_to_raw(m, root) for m in report.movies),
+        key=lambda m: (split_order.get(m.split, -1), m.id, m.reason, m.file),
+    )
+    manifest = Manifest(
+        directory=out_dir,
+        labels=plan.labels,
+        settings=plan.settings,
+        splits=splits,
+        skipped_counts=dict(sorted(report.counts.items())),
+        skipped=skipped,
+        repaired=dict(sorted(report.repaired.items())),
+        unknown_labels=dict(sorted(report.unknown_labels.items())),
+        dropped_labels=dict(sorted(plan.dropped_labels.items())),
+    )
+    with writing(out_dir / CONFIG_FILE):
+        save_config(cfg, out_dir / CONFIG_FILE)
     with writing(out_dir / MANIFEST_NAME):
         atomic_write_json(out_dir / MANIFEST_NAME, manifest.to_dict())
     return manifest
@@ -152,7 +169,7 @@ def _write_shards(cfg: ExperimentConfig, out_dir: Path, plan: ShardPlan, keep: s
 def _relative_to_raw(record: SkippedMovie, root: Path) -> SkippedMovie:
     """Paths relative to the raw folder, so the manifest does not depend on where it lives."""
     prefix = str(root) + os.sep
-    file = record.file[len(prefix):] if record.file.startswith(prefix) else record.file
+    file = record.file[len(prefix) :] if record.file.startswith(prefix) else record.file
     return dataclasses.replace(record, file=file, detail=record.detail.replace(prefix, ""))
 
 
@@ -167,11 +184,14 @@ def summary(manifest: Manifest) -> str:
         lines.append("  repaired (kept): " + ", ".join(f"{k} {n}" for k, n in manifest.repaired.items()))
     lines.append(f"  labels: {manifest.labels.describe()}")
     if manifest.unknown_labels:
-        lines.append("  unknown labels (ignored): "
-                     + ", ".join(f"{k!r} {n}" for k, n in manifest.unknown_labels.items()))
+        lines.append(
+            "  unknown labels (ignored): " + ", ".join(f"{k!r} {n}" for k, n in manifest.unknown_labels.items())
+        )
     if manifest.dropped_labels:
-        lines.append("  labels dropped (fewer train rows than data.min_label_count): "
-                     + ", ".join(f"{k!r} {n}" for k, n in manifest.dropped_labels.items()))
+        lines.append(
+            "  labels dropped (fewer train rows than data.min_label_count): "
+            + ", ".join(f"{k!r} {n}" for k, n in manifest.dropped_labels.items())
+        )
     return "\n".join(lines)
 
 

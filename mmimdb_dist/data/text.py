@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import DataError
-from ..models.hub import load_pretrained
+from ..hub import load_pretrained
 
 
 @runtime_checkable
@@ -36,8 +36,10 @@ class HFTokenEncoder:
 
     def __init__(self, tokenizer: Any) -> None:
         if tokenizer.pad_token_id is None:
-            raise DataError(f"tokenizer {tokenizer.name_or_path!r} has no pad token; "
-                            "the loaders pad every batch to its longest plot and need one")
+            raise DataError(
+                f"tokenizer {tokenizer.name_or_path!r} has no pad token; "
+                "the loaders pad every batch to its longest plot and need one"
+            )
         # Parallelism comes from the loader workers; a Rust thread pool inherited across
         # fork() would only warn and serialise.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -49,16 +51,18 @@ class HFTokenEncoder:
         from transformers import AutoTokenizer
 
         try:
-            tokenizer = load_pretrained("model.text.name", str(name_or_dir), AutoTokenizer.from_pretrained,
-                                        filename="tokenizer_config.json")
+            tokenizer = load_pretrained(
+                "model.text.name", str(name_or_dir), AutoTokenizer.from_pretrained, filename="tokenizer_config.json"
+            )
         except (OSError, ValueError) as exc:
-            raise DataError(f"cannot load tokenizer {str(name_or_dir)!r}: expected a local folder "
-                            f"with tokenizer files or a cached model name ({exc})") from exc
+            raise DataError(
+                f"cannot load tokenizer {str(name_or_dir)!r}: expected a local folder "
+                f"with tokenizer files or a cached model name ({exc})"
+            ) from exc
         return cls(tokenizer)
 
     def encode(self, text: str, max_length: int) -> list[int]:
-        return list(self.tokenizer(text, truncation=True, max_length=max_length,
-                                   add_special_tokens=True)["input_ids"])
+        return list(self.tokenizer(text, truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"])
 
 
 class WindowedTokenEncoder(HFTokenEncoder):
@@ -78,21 +82,24 @@ class WindowedTokenEncoder(HFTokenEncoder):
         self.window = int(window)
         probe_plain = list(tokenizer("a", add_special_tokens=False)["input_ids"])
         probe_full = list(tokenizer("a", add_special_tokens=True)["input_ids"])
-        at = next((i for i in range(len(probe_full)) if probe_full[i:i + len(probe_plain)] == probe_plain), None)
+        at = next((i for i in range(len(probe_full)) if probe_full[i : i + len(probe_plain)] == probe_plain), None)
         if at is None:
             raise DataError(f"tokenizer {tokenizer.name_or_path!r}: cannot tell where its special tokens go")
-        self.prefix, self.suffix = probe_full[:at], probe_full[at + len(probe_plain):]
+        self.prefix, self.suffix = probe_full[:at], probe_full[at + len(probe_plain) :]
         self.per_window = self.window - len(self.prefix) - len(self.suffix)
         if self.per_window < 1:
-            raise DataError(f"tokenizer {tokenizer.name_or_path!r}: a window of {self.window} leaves no room "
-                            "for words between its special tokens")
+            raise DataError(
+                f"tokenizer {tokenizer.name_or_path!r}: a window of {self.window} leaves no room "
+                "for words between its special tokens"
+            )
 
     def encode(self, text: str, max_length: int) -> list[int]:
         windows = max(1, max_length // self.window)
-        pieces = self.tokenizer(text, add_special_tokens=False, truncation=True,
-                                max_length=windows * self.per_window)["input_ids"]
+        pieces = self.tokenizer(text, add_special_tokens=False, truncation=True, max_length=windows * self.per_window)[
+            "input_ids"
+        ]
         ids: list[int] = []
         for start in range(0, max(len(pieces), 1), self.per_window):
-            window = self.prefix + list(pieces[start:start + self.per_window]) + self.suffix
+            window = self.prefix + list(pieces[start : start + self.per_window]) + self.suffix
             ids += window + [self.pad_id] * (self.window - len(window))
         return ids

@@ -7,14 +7,10 @@ model, tokenizer) to cached features with one config key.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
 from .features import load_feature_set
 from .manifest import Manifest, load_manifest
-from .text import HFTokenEncoder
-from .vocab import Vocabulary
 
 
 def load_training_manifest(loader_cfg: Any) -> Manifest:
@@ -22,16 +18,6 @@ def load_training_manifest(loader_cfg: Any) -> Manifest:
     if getattr(loader_cfg, "features_dir", None):
         return load_feature_set(loader_cfg.features_dir).manifest
     return load_manifest(loader_cfg.shards_dir)
-
-
-def features_token_encoder(features_dir: str | Path) -> Any:
-    """The tokenizer saved with a features set (the BiLSTM vocabulary or a Hugging Face one)."""
-    directory = Path(features_dir)
-    if (directory / "vocabulary.json").is_file():
-        return Vocabulary.load(directory / "vocabulary.json")
-    if (directory / "tokenizer").is_dir():
-        return HFTokenEncoder.from_pretrained(directory / "tokenizer")
-    raise DataError(f"{directory}: neither vocabulary.json nor tokenizer/ (not a complete features set)")
 
 
 def train_samples(cfg: Any) -> int:

@@ -46,15 +46,15 @@ def _check_tar(path: Path, num_labels: int) -> tuple[int, list[int] | None, list
         problems.append(f"{path}: not a readable tar file: {exc}")
         return len(members), None, problems
     for key in order:
-        missing = [ext for ext in SHARD_MEMBERS
-                   if ext not in members[key] and not (ext == "jpg" and key in posterless)]
+        missing = [ext for ext in SHARD_MEMBERS if ext not in members[key] and not (ext == "jpg" and key in posterless)]
         if missing:
             problems.append(f"{path}: sample {key!r} lacks {', '.join('.' + m for m in missing)}")
     return len(members), label_counts, problems
 
 
-def _add_labels(data: bytes, counts: list[int], where: str, problems: list[str], posterless: set[str],
-                key: str) -> list[int] | None:
+def _add_labels(
+    data: bytes, counts: list[int], where: str, problems: list[str], posterless: set[str], key: str
+) -> list[int] | None:
     try:
         meta = json.loads(data.decode("utf-8"))
         if isinstance(meta, dict) and meta.get("poster") is False:
@@ -63,7 +63,7 @@ def _add_labels(data: bytes, counts: list[int], where: str, problems: list[str],
     except (ValueError, DataError) as exc:  # ValueError: not UTF-8 or not JSON
         problems.append(str(exc) if isinstance(exc, DataError) else f"{where}: not valid JSON ({exc})")
         return None
-    return [c + v for c, v in zip(counts, labels)]
+    return [c + v for c, v in zip(counts, labels, strict=True)]
 
 
 def verify_shards(shards_dir: str | Path) -> list[str]:
@@ -93,15 +93,20 @@ def verify_shards(shards_dir: str | Path) -> list[str]:
             count, labels, tar_problems = _check_tar(path, len(manifest.labels))
             problems += tar_problems
             if count != shard.num_samples:
-                problems.append(f"{path}: {count} samples in the tar, manifest says "
-                                f"{shard.num_samples}")
-            split_labels = None if labels is None or split_labels is None else \
-                [a + b for a, b in zip(split_labels, labels)]
+                problems.append(f"{path}: {count} samples in the tar, manifest says {shard.num_samples}")
+            split_labels = (
+                None
+                if labels is None or split_labels is None
+                else [a + b for a, b in zip(split_labels, labels, strict=True)]
+            )
         if split_labels is not None and split_labels != info.label_counts:
-            problems.append(f"{directory / MANIFEST_NAME}: label_counts of split {split!r} "
-                            f"differ from the labels in its shards ({split_labels})")
+            problems.append(
+                f"{directory / MANIFEST_NAME}: label_counts of split {split!r} "
+                f"differ from the labels in its shards ({split_labels})"
+            )
     for path in sorted(directory.glob("*.tar")):
         if path.name not in listed:
-            problems.append(f"{path}: tar file not listed in {MANIFEST_NAME} "
-                            "(a glob over this folder would pick it up)")
+            problems.append(
+                f"{path}: tar file not listed in {MANIFEST_NAME} (a glob over this folder would pick it up)"
+            )
     return problems

@@ -70,8 +70,9 @@ def _choose_plot(plot: str | list[str] | None, policy: str, where: str) -> str |
 def prepare_poster(path: Path, preprocessing: dict[str, Any], image_size: int) -> torch.Tensor:
     """Poster file -> 3 x image_size x image_size uint8, through the shard and eval-loader steps."""
 
-    movie = Movie(id=path.stem, split="predict", title="", year=None, plot="", genres=[], labels=[],
-                  num_plots=0, poster_path=path)
+    movie = Movie(
+        id=path.stem, split="predict", title="", year=None, plot="", genres=[], labels=[], num_plots=0, poster_path=path
+    )
     try:
         check_poster(movie.id, movie.split, path)
         jpeg = encode_poster(movie, int(preprocessing["poster_short_side"]), int(preprocessing["jpeg_quality"]))
@@ -96,8 +97,15 @@ class Preparer:
     @classmethod
     def from_bundle(cls, bundle: Any) -> Preparer:
         cfg = bundle.cfg
-        return cls(bundle.token_encoder, dict(bundle.preprocessing), cfg.loader.max_text_length,
-                   cfg.loader.image_size, bundle.uses_text, bundle.uses_image, cfg.model.name)
+        return cls(
+            bundle.token_encoder,
+            dict(bundle.preprocessing),
+            cfg.loader.max_text_length,
+            cfg.loader.image_size,
+            bundle.uses_text,
+            bundle.uses_image,
+            cfg.model.name,
+        )
 
     def __call__(self, movie: MovieInput) -> PreparedMovie:
         """Token ids and poster pixels of one movie (a missing one is None), or InputError."""
@@ -108,14 +116,14 @@ class Preparer:
         if self.uses_text and text is not None:
             input_ids = self.token_encoder.encode(text, self.max_text_length)
             if not input_ids:
-                raise InputError(f"{movie.where}: the plot gives no tokens (no words the tokenizer knows "
-                                 "how to split)")
+                raise InputError(f"{movie.where}: the plot gives no tokens (no words the tokenizer knows how to split)")
         if self.uses_image and movie.poster is not None:
             pixels = prepare_poster(movie.poster, self.preprocessing, self.image_size)
         if input_ids is None and pixels is None:
             needs = [name for name, used in (("a plot", self.uses_text), ("a poster", self.uses_image)) if used]
-            raise InputError(f"{movie.where}: nothing to predict from: the {self.model_name} model needs "
-                             f"{' or '.join(needs)}")
+            raise InputError(
+                f"{movie.where}: nothing to predict from: the {self.model_name} model needs {' or '.join(needs)}"
+            )
         return PreparedMovie(id=movie.id, input_ids=input_ids, pixels=pixels)
 
 
@@ -132,8 +140,10 @@ def dataset_folder(folder: Path) -> Path:
     for candidate in (folder / "dataset", folder / "mmimdb" / "dataset", folder):
         if candidate.is_dir() and any(candidate.glob("*.json")):
             return candidate
-    raise InputError(f"{folder}: no <id>.json files (expected an MM-IMDb-format folder: <id>.json with a "
-                     "'plot' list and <id>.jpeg, or the raw root holding dataset/)")
+    raise InputError(
+        f"{folder}: no <id>.json files (expected an MM-IMDb-format folder: <id>.json with a "
+        "'plot' list and <id>.jpeg, or the raw root holding dataset/)"
+    )
 
 
 def split_ids(folder: Path, split: str) -> list[str]:
@@ -165,7 +175,9 @@ def read_folder(folder: str | Path, split: str | None = None) -> Iterator[MovieI
         except FileNotFoundError:
             movie.error = f"{path}: metadata file missing"
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            movie.error = f"{path}: not valid UTF-8 JSON ({exc or 'nested too deeply'}); the file is truncated or corrupt"
+            movie.error = (
+                f"{path}: not valid UTF-8 JSON ({exc or 'nested too deeply'}); the file is truncated or corrupt"
+            )
         else:
             if without_lone_surrogates(data)[1]:
                 movie.error = f"{path}: a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), not text"
@@ -193,8 +205,7 @@ def read_jsonl(path: str | Path) -> Iterator[MovieInput]:
     lines = text.splitlines()
     for number, line in enumerate(lines, start=1):
         if line.strip():
-            yield _jsonl_movie(path, number, line, seen,
-                               truncated=number == len(lines) and not text.endswith("\n"))
+            yield _jsonl_movie(path, number, line, seen, truncated=number == len(lines) and not text.endswith("\n"))
 
 
 def _jsonl_movie(path: Path, number: int, line: str, seen: set[str], truncated: bool) -> MovieInput:

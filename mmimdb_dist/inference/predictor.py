@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,9 @@ import torch
 from ..atomic import atomic_open
 from ..data.batches import collate_prepared
 from ..data.device import to_device
-from ..errors import InputError
+from ..devices import resolve_device
+from ..errors import InputError, MmimdbError
+from ..progress import progress as progress_bar
 from ..run.export import InferenceBundle
 from ..run.predictions import probabilities
 from .inputs import MovieInput, PreparedMovie, Preparer
@@ -43,16 +46,18 @@ def predict_batch(bundle: InferenceBundle, movies: list[PreparedMovie], device: 
     return probabilities(logits, bundle.labels.multiclass).cpu().numpy()
 
 
-def result_record(movie_id: str, probs: np.ndarray, bundle: InferenceBundle,
-                  missing: list[str]) -> dict[str, Any]:
+def result_record(movie_id: str, probs: np.ndarray, bundle: InferenceBundle, missing: list[str]) -> dict[str, Any]:
     """One output line in the model's own label names: `labels`, the predicted ones (those above
     the dev-tuned thresholds, most probable first; the most probable class alone for a
     multiclass model), and every label's probability."""
     names = bundle.labels.names
     order = np.argsort(-probs, kind="stable")
     above = order[:1] if bundle.labels.multiclass else [i for i in order if probs[i] >= bundle.thresholds[i]]
-    record: dict[str, Any] = {"id": movie_id, "labels": [names[i] for i in above],
-                              "probabilities": {g: float(p) for g, p in zip(names, probs)}}
+    record: dict[str, Any] = {
+        "id": movie_id,
+        "labels": [names[i] for i in above],
+        "probabilities": {g: float(p) for g, p in zip(names, probs, strict=True)},
+    }
     if missing:
         record["missing"] = missing
     return record
@@ -82,22 +87,31 @@ def _prepared(preparer: Preparer, movies: list[MovieInput], workers: int):
     if workers <= 0:
         yield (_attempt(preparer, movie) for movie in movies)
         return
-    from concurrent.futures import ProcessPoolExecutor
 
     window = max(64, 16 * workers)
     attempt = functools.partial(_attempt, preparer)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield (result for start in range(0, len(movies), window)
-               for result in pool.map(attempt, movies[start:start + window], chunksize=4))
+        yield (
+            result
+            for start in range(0, len(movies), window)
+            for result in pool.map(attempt, movies[start : start + window], chunksize=4)
+        )
 
 
-def predict_movies(bundle: InferenceBundle, movies: Iterable[MovieInput], *, device: str = "cpu",
-                   batch_size: int | None = None, skip_bad: bool = False, workers: int = 0,
-                   progress: bool = False, total: int | None = None) -> Iterator[dict[str, Any]]:
+def predict_movies(
+    bundle: InferenceBundle,
+    movies: Iterable[MovieInput],
+    *,
+    device: str = "cpu",
+    batch_size: int | None = None,
+    skip_bad: bool = False,
+    workers: int = 0,
+    progress: bool = False,
+    total: int | None = None,
+) -> Iterator[dict[str, Any]]:
     """Result records in input order; a bad movie raises InputError, or with `skip_bad`
     becomes an `{"id", "error"}` record (and a warning) while the others go on.
     `workers` > 0 prepares posters in worker processes (the same bytes either way)."""
-    from ..progress import progress as progress_bar
 
     batch_size = batch_size or bundle.cfg.loader.eval_batch_size
     warned = False
@@ -109,7 +123,7 @@ def predict_movies(bundle: InferenceBundle, movies: Iterable[MovieInput], *, dev
         nonlocal next_index
         if pending:
             probs = predict_batch(bundle, [movie for _, movie in pending], device)
-            for (index, movie), row in zip(pending, probs):
+            for (index, movie), row in zip(pending, probs, strict=True):
                 out[index] = result_record(movie.id, row, bundle, _missing(bundle, movie))
             pending.clear()
         while next_index in out:
@@ -119,7 +133,7 @@ def predict_movies(bundle: InferenceBundle, movies: Iterable[MovieInput], *, dev
     movies = list(movies)
     bar = progress_bar(total=total, desc="predict", unit="movie", disable=not progress)
     with _prepared(Preparer.from_bundle(bundle), movies, workers) as results:
-        for index, (movie, (prepared, error)) in enumerate(zip(movies, results)):
+        for index, (movie, (prepared, error)) in enumerate(zip(movies, results, strict=True)):
             if error is not None:
                 if not skip_bad:
                     raise InputError(error)
@@ -128,9 +142,12 @@ def predict_movies(bundle: InferenceBundle, movies: Iterable[MovieInput], *, dev
             else:
                 missing = _missing(bundle, prepared)
                 if missing and not warned and bundle.cfg.model.modality_dropout == 0:
-                    logger.warning("%s: predicting without a %s; this model was trained without modality "
-                                   "dropout, so its missing-modality predictions are less reliable",
-                                   movie.where, " or ".join(missing))
+                    logger.warning(
+                        "%s: predicting without a %s; this model was trained without modality "
+                        "dropout, so its missing-modality predictions are less reliable",
+                        movie.where,
+                        " or ".join(missing),
+                    )
                     warned = True
                 pending.append((index, prepared))
             bar.update(1)
@@ -140,28 +157,33 @@ def predict_movies(bundle: InferenceBundle, movies: Iterable[MovieInput], *, dev
     bar.close()
 
 
-def predict_labels(checkpoint: str | Path, movies: Iterable[dict[str, Any]], device: str = "auto",
-                   skip_bad: bool = False) -> list[dict[str, Any]]:
+def predict_labels(
+    checkpoint: str | Path, movies: Iterable[dict[str, Any]], device: str = "auto", skip_bad: bool = False
+) -> list[dict[str, Any]]:
     """Labels of `movies` (any samples: a text and/or an image each) from a checkpoint folder
     alone: the Python form of `mmimdb-dist predict`. Each item is a dict with `id` and `plot`
     (its text) and/or `poster` (an image path); each result is `predict`'s JSONL record:
     `labels` (in the model's label names: above the checkpoint's dev-tuned thresholds, most
     probable first; the most probable class of a multiclass model) and every label's
     probability."""
-    from ..devices import resolve_device
     from ..run.export import load_bundle
 
     device = resolve_device(device)
     bundle = load_bundle(checkpoint, device)
-    inputs = [MovieInput(id=str(movie["id"]), plot=movie.get("plot"),
-                         poster=Path(movie["poster"]) if movie.get("poster") else None,
-                         where=f"movie {movie['id']!r}") for movie in movies]
+    inputs = [
+        MovieInput(
+            id=str(movie["id"]),
+            plot=movie.get("plot"),
+            poster=Path(movie["poster"]) if movie.get("poster") else None,
+            where=f"movie {movie['id']!r}",
+        )
+        for movie in movies
+    ]
     return list(predict_movies(bundle, inputs, device=device, skip_bad=skip_bad))
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> int:
     """Write records as JSONL atomically (a reader sees no file or the complete one); returns the count."""
-    from ..errors import MmimdbError
 
     count = 0
     try:
@@ -170,8 +192,9 @@ def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> int:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 count += 1
     except OSError as exc:  # a full disk, a read-only folder, a missing parent
-        raise MmimdbError(f"{path}: cannot write the predictions ({exc.strerror or exc}); nothing was "
-                          "written there") from None
+        raise MmimdbError(
+            f"{path}: cannot write the predictions ({exc.strerror or exc}); nothing was written there"
+        ) from None
     return count
 
 

@@ -52,5 +52,7 @@ class CachedImageEncoder(nn.Module):
 
 def cached_encoders(spec: FeatureSpec) -> tuple[CachedTextEncoder | None, CachedImageEncoder | None]:
     """The stand-ins of the modalities the features set holds (None for one it lacks)."""
-    return (CachedTextEncoder(spec.text_dim, spec.sequences) if spec.text_dim else None,
-            CachedImageEncoder(spec.image_dim, spec.sequences) if spec.image_dim else None)
+    return (
+        CachedTextEncoder(spec.text_dim, spec.sequences) if spec.text_dim else None,
+        CachedImageEncoder(spec.image_dim, spec.sequences) if spec.image_dim else None,
+    )

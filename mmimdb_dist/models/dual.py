@@ -22,9 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.tokens import text_window
 from ..errors import ConfigError
+from ..hub import load_hf_config, load_pretrained_model
 from ..schema import ImageEncoderConfig, ModelConfig, TextEncoderConfig
-from .hub import load_hf_config, load_pretrained_model
 from .preprocess import image_preprocessing
 from .text import TextFeatures, masked_mean
 from .vision import ImageEncoderBase, ImageFeatures
@@ -40,21 +41,23 @@ def load_dual_model(key: str, name: str, pretrained: bool, hf_config: dict[str, 
             model = load_pretrained_model(key, name)
         else:
             overrides = dict(hf_config)
-            config = (AutoConfig.for_model(**overrides) if "model_type" in overrides
-                      else load_hf_config(key, name, **overrides))
+            config = (
+                AutoConfig.for_model(**overrides)
+                if "model_type" in overrides
+                else load_hf_config(key, name, **overrides)
+            )
             model = AutoModel.from_config(config)
     except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"{key}: cannot load {name!r} as a dual image-text model: expected a local "
-                          f"folder or a hub name ({' '.join(str(exc).split())[:300]})") from None
+        raise ConfigError(
+            f"{key}: cannot load {name!r} as a dual image-text model: expected a local "
+            f"folder or a hub name ({' '.join(str(exc).split())[:300]})"
+        ) from None
     if not all(isinstance(getattr(model, part, None), nn.Module) for part in ("text_model", "vision_model")):
-        raise ConfigError(f"{key}: {name!r} ({type(model).__name__}) is not a dual image-text model "
-                          "with text_model and vision_model towers (CLIP, SigLIP, ...)")
+        raise ConfigError(
+            f"{key}: {name!r} ({type(model).__name__}) is not a dual image-text model "
+            "with text_model and vision_model towers (CLIP, SigLIP, ...)"
+        )
     return model
-
-
-def text_window(config: Any) -> int:
-    """Positions of the text tower: the window length for long plots."""
-    return int(config.text_config.max_position_embeddings)
 
 
 class DualTextEncoder(nn.Module):
@@ -84,8 +87,10 @@ class DualTextEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures:
         size, length = input_ids.shape
         if length % self.window:
-            raise ValueError(f"input_ids of length {length} are not whole windows of {self.window} "
-                             "(use the dual encoder's own token encoder)")
+            raise ValueError(
+                f"input_ids of length {length} are not whole windows of {self.window} "
+                "(use the dual encoder's own token encoder)"
+            )
         windows = input_ids.reshape(-1, self.window)
         # A window is real unless it is batch padding (which starts with the pad id); the first
         # window of every plot counts even when the plot is empty.
@@ -142,8 +147,12 @@ class DualImageEncoder(ImageEncoderBase):
 
 def build_dual_encoders(cfg: ModelConfig, pad_id: int | None) -> tuple[DualTextEncoder, DualImageEncoder]:
     """Both towers of one checkpoint, loaded once (`cfg.shares_dual_encoder`)."""
-    model = load_dual_model("model.image.name", cfg.image.name, cfg.image.pretrained or cfg.text.pretrained,
-                            cfg.image.hf_config or cfg.text.hf_config)
+    model = load_dual_model(
+        "model.image.name",
+        cfg.image.name,
+        cfg.image.pretrained or cfg.text.pretrained,
+        cfg.image.hf_config or cfg.text.hf_config,
+    )
     return DualTextEncoder(cfg.text, model, pad_id), DualImageEncoder(cfg.image, model)
 
 

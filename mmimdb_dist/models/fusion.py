@@ -40,8 +40,9 @@ class ClassifierHead(nn.Module):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(in_dim, out_dim, bias=False)
-        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, out_dim, bias=False))
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim, bias=False)
+        )
         self.output_bias = nn.Parameter(torch.zeros(out_dim))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -79,8 +80,9 @@ class MultimodalClassifier(nn.Module):
     # check every family); a subclass that routes batches through optional parts says True.
     leaves_parameters_unused = False
 
-    def __init__(self, cfg: ModelConfig, text_encoder: nn.Module | None,
-                 image_encoder: nn.Module | None, num_labels: int) -> None:
+    def __init__(
+        self, cfg: ModelConfig, text_encoder: nn.Module | None, image_encoder: nn.Module | None, num_labels: int
+    ) -> None:
         super().__init__()
         # The output width: one logit per label of the data's label set (the shard manifest's).
         self.num_labels = num_labels
@@ -121,12 +123,18 @@ class MultimodalClassifier(nn.Module):
 
     def encode(self, batch: Batch) -> tuple[TextFeatures | None, ImageFeatures | None]:
         cached = self.text_key != "input_ids" or self.image_key != "pixel_values"
-        if cached and self.text_key not in batch and self.image_key not in batch and (
-                "input_ids" in batch or "pixel_values" in batch):
+        if (
+            cached
+            and self.text_key not in batch
+            and self.image_key not in batch
+            and ("input_ids" in batch or "pixel_values" in batch)
+        ):
             # Raw plots and posters given to a head trained on cached features would otherwise
             # be read as two missing modalities, and predict the same genres for every movie.
-            raise ValueError("this model was trained on cached encoder features (loader.features_dir) "
-                             "and reads text_features / image_features batches, not plots and posters")
+            raise ValueError(
+                "this model was trained on cached encoder features (loader.features_dir) "
+                "and reads text_features / image_features batches, not plots and posters"
+            )
         size, device = _batch_size(batch)
         text_present = _presence(batch, "text_present", self.text_key, size, device)
         image_present = _presence(batch, "image_present", self.image_key, size, device)
@@ -140,14 +148,14 @@ class MultimodalClassifier(nn.Module):
             image = self._encode_image(batch, image_present, size)
         return text, image
 
-    def _drop_modality(self, text_present: torch.Tensor,
-                       image_present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _drop_modality(
+        self, text_present: torch.Tensor, image_present: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Hide one modality of each selected sample; a sample already missing one keeps the other."""
         drop = torch.rand(text_present.shape, device=text_present.device) < self.modality_dropout
         drop_text = torch.rand(text_present.shape, device=text_present.device) < 0.5
         both = text_present & image_present
-        return (text_present & ~(drop & drop_text & both),
-                image_present & ~(drop & ~drop_text & both))
+        return (text_present & ~(drop & drop_text & both), image_present & ~(drop & ~drop_text & both))
 
     def _encode_text(self, batch: Batch, present: torch.Tensor, size: int) -> TextFeatures:
         missing = self.missing_text.view(1, 1, -1)
@@ -186,10 +194,13 @@ class MultimodalClassifier(nn.Module):
 class UnimodalClassifier(MultimodalClassifier):
     """Text-only or image-only: the pooled vector of the one encoder into an MLP head."""
 
-    def __init__(self, cfg: ModelConfig, text_encoder: nn.Module | None,
-                 image_encoder: nn.Module | None, num_labels: int) -> None:
+    def __init__(
+        self, cfg: ModelConfig, text_encoder: nn.Module | None, image_encoder: nn.Module | None, num_labels: int
+    ) -> None:
         super().__init__(cfg, text_encoder, image_encoder, num_labels)
-        self.classifier = mlp_head(self.text_dim or self.image_dim, cfg.fusion.hidden, cfg.fusion.dropout, self.num_labels)
+        self.classifier = mlp_head(
+            self.text_dim or self.image_dim, cfg.fusion.hidden, cfg.fusion.dropout, self.num_labels
+        )
 
     def head(self, text: TextFeatures | None, image: ImageFeatures | None) -> dict[str, Any]:
         pooled = text.pooled if text is not None else image.pooled
@@ -255,24 +266,23 @@ class AttentionFusion(MultimodalClassifier):
         self.image_to_text = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
         self.text_norm = nn.LayerNorm(hidden)
         self.image_norm = nn.LayerNorm(hidden)
-        self.summary_proj = nn.Sequential(nn.Linear(self.text_dim + self.image_dim, hidden),
-                                          nn.LayerNorm(hidden))
+        self.summary_proj = nn.Sequential(nn.Linear(self.text_dim + self.image_dim, hidden), nn.LayerNorm(hidden))
         self.classifier = mlp_head(3 * hidden, hidden, dropout, self.num_labels)
 
     def head(self, text: TextFeatures, image: ImageFeatures) -> dict[str, Any]:
         words = self.text_proj(text.tokens)
         patches = self.image_proj(image.patches)
         words_seen, text_to_image = self.text_to_image(
-            words, patches, patches, need_weights=True, average_attn_weights=False)
+            words, patches, patches, need_weights=True, average_attn_weights=False
+        )
         patches_seen, image_to_text = self.image_to_text(
-            patches, words, words, key_padding_mask=~text.mask, need_weights=True,
-            average_attn_weights=False)
+            patches, words, words, key_padding_mask=~text.mask, need_weights=True, average_attn_weights=False
+        )
         words = self.text_norm(words + words_seen)
         patches = self.image_norm(patches + patches_seen)
         summary = self.summary_proj(torch.cat([text.pooled, image.pooled], dim=-1))
         pooled = torch.cat([masked_mean(words, text.mask), patches.mean(1), summary], dim=-1)
-        return {"logits": self.classifier(pooled), "attention": text_to_image,
-                "image_to_text_attention": image_to_text}
+        return {"logits": self.classifier(pooled), "attention": text_to_image, "image_to_text_attention": image_to_text}
 
 
 class GatedMultimodalUnit(MultimodalClassifier):

@@ -4,7 +4,7 @@
 and fills the Hugging Face cache (`HF_HOME`, shared with the compute nodes) with the text
 encoder, its tokenizer, the vision backbone and its image processor, and the torch hub cache
 (`TORCH_HOME`) with torchvision weights. Runs on the compute nodes then set
-`HF_HUB_OFFLINE=1` and load from the cache without touching the network (models/hub.py).
+`HF_HUB_OFFLINE=1` and load from the cache without touching the network (hub.py).
 
 Only what loading needs is downloaded: configs, tokenizer and processor files and the
 safetensors weights (a repository's PyTorch .bin, TF, Flax and ONNX copies are skipped when
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError, PretrainedUnavailable
-from .hub import hub_offline, is_hub_name, resolve_pretrained
+from ..hub import hub_offline, is_hub_name, resolve_pretrained
 
 # Files a from_pretrained of a model, tokenizer or image processor reads.
 _ALWAYS = ["*.json", "*.txt", "*.model", "*.tiktoken", "*.py"]
@@ -38,8 +38,10 @@ def fetch_hub_model(key: str, name: str) -> Fetched:
     if not is_hub_name(source):
         return Fetched(key, name, f"local folder {source}")
     if hub_offline():
-        raise PretrainedUnavailable(f"{key}: cannot fetch {name!r}: the hub is off (HF_HUB_OFFLINE); run "
-                                    "prefetch on a machine with internet, without HF_HUB_OFFLINE")
+        raise PretrainedUnavailable(
+            f"{key}: cannot fetch {name!r}: the hub is off (HF_HUB_OFFLINE); run "
+            "prefetch on a machine with internet, without HF_HUB_OFFLINE"
+        )
     try:
         files = HfApi().list_repo_files(source)
         weights = ["*.safetensors"] if any(f.endswith(".safetensors") for f in files) else ["*.bin"]

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ..hub import load_hf_config, load_pretrained
 from ..schema import ImageEncoderConfig
-from .hub import load_hf_config, load_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +67,20 @@ def _from_hf(cfg: ImageEncoderConfig) -> ImagePreprocessing:
 
     key = "model.image.name"
     try:
-        processor = load_pretrained(key, cfg.name, AutoImageProcessor.from_pretrained,
-                                    filename="preprocessor_config.json")
+        processor = load_pretrained(
+            key, cfg.name, AutoImageProcessor.from_pretrained, filename="preprocessor_config.json"
+        )
     except (OSError, ValueError, KeyError):
         processor = None
     if processor is not None:
         crop = _side(getattr(processor, "crop_size", None)) if getattr(processor, "do_center_crop", False) else None
         size = crop or _side(getattr(processor, "size", None))
-        return ImagePreprocessing(size or DEFAULT_IMAGE_SIZE,
-                                  _triple(getattr(processor, "image_mean", None), IMAGENET_MEAN),
-                                  _triple(getattr(processor, "image_std", None), IMAGENET_STD),
-                                  f"{cfg.name} image processor")
+        return ImagePreprocessing(
+            size or DEFAULT_IMAGE_SIZE,
+            _triple(getattr(processor, "image_mean", None), IMAGENET_MEAN),
+            _triple(getattr(processor, "image_std", None), IMAGENET_STD),
+            f"{cfg.name} image processor",
+        )
     # No image processor (a random architecture, a bare folder): the model config's input size.
     config = load_hf_config(key, cfg.name) if not cfg.hf_config else None
     vision = getattr(config, "vision_config", config)
@@ -95,18 +98,27 @@ def _from_torchvision(cfg: ImageEncoderConfig) -> ImagePreprocessing:
     try:
         weights = get_model_weights(cfg.name)[cfg.weights]
     except (ValueError, KeyError) as exc:
-        raise ConfigError(f"model.image.weights: {cfg.weights!r} is not a weights enum member of "
-                          f"torchvision's {cfg.name!r} ({exc})") from None
+        raise ConfigError(
+            f"model.image.weights: {cfg.weights!r} is not a weights enum member of torchvision's {cfg.name!r} ({exc})"
+        ) from None
     transforms = weights.transforms()
-    return ImagePreprocessing(int(transforms.crop_size[0]), _triple(transforms.mean, IMAGENET_MEAN),
-                              _triple(transforms.std, IMAGENET_STD), f"torchvision {weights}")
+    return ImagePreprocessing(
+        int(transforms.crop_size[0]),
+        _triple(transforms.mean, IMAGENET_MEAN),
+        _triple(transforms.std, IMAGENET_STD),
+        f"torchvision {weights}",
+    )
 
 
 def image_preprocessing(cfg: ImageEncoderConfig) -> ImagePreprocessing:
     """The input size and normalisation of the backbone `cfg` names (no weights are loaded)."""
     if cfg.pixel_mean is not None and cfg.pixel_std is not None:  # resolved, or set by the user
-        return ImagePreprocessing(DEFAULT_IMAGE_SIZE, _triple(cfg.pixel_mean, IMAGENET_MEAN),
-                                  _triple(cfg.pixel_std, IMAGENET_STD), "model.image.pixel_mean/pixel_std")
+        return ImagePreprocessing(
+            DEFAULT_IMAGE_SIZE,
+            _triple(cfg.pixel_mean, IMAGENET_MEAN),
+            _triple(cfg.pixel_std, IMAGENET_STD),
+            "model.image.pixel_mean/pixel_std",
+        )
     if cfg.kind in ("hf", "clip"):
         return _from_hf(cfg)
     if cfg.kind == "torchvision":
@@ -125,11 +137,16 @@ def resolve_image_size(cfg: Any) -> Any:
     if cfg.loader.image_size is not None and image.pixel_mean is not None and image.pixel_std is not None:
         return cfg
     native = image_preprocessing(dataclasses.replace(image, pixel_mean=None, pixel_std=None))
-    image = dataclasses.replace(image, pixel_mean=list(image.pixel_mean or native.mean),
-                                pixel_std=list(image.pixel_std or native.std))
+    image = dataclasses.replace(
+        image, pixel_mean=list(image.pixel_mean or native.mean), pixel_std=list(image.pixel_std or native.std)
+    )
     loader = dataclasses.replace(cfg.loader, image_size=cfg.loader.image_size or native.size)
-    logger.info("posters at %d px (%s), mean %s, std %s (%s)", loader.image_size,
-                "loader.image_size" if cfg.loader.image_size else native.source,
-                tuple(image.pixel_mean), tuple(image.pixel_std),
-                native.source if image.pixel_mean == list(native.mean) else "model.image.pixel_mean")
+    logger.info(
+        "posters at %d px (%s), mean %s, std %s (%s)",
+        loader.image_size,
+        "loader.image_size" if cfg.loader.image_size else native.source,
+        tuple(image.pixel_mean),
+        tuple(image.pixel_std),
+        native.source if image.pixel_mean == list(native.mean) else "model.image.pixel_mean",
+    )
     return dataclasses.replace(cfg, loader=loader, model=dataclasses.replace(cfg.model, image=image))

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from torch import nn
 
 from ..data.features import FeatureSpec
-from ..data.text import HFTokenEncoder, TokenEncoder, WindowedTokenEncoder
-from ..data.vocab import Vocabulary
 from ..errors import ConfigError
 from ..schema import ImageEncoderConfig, ModelConfig, TextEncoderConfig
 from .cached import cached_encoders
-from .dual import build_dual_encoders, build_dual_image_encoder, build_dual_text_encoder, text_window
+from .dual import build_dual_encoders, build_dual_image_encoder, build_dual_text_encoder
 from .fusion import (
     AttentionFusion,
     EarlyFusion,
@@ -21,7 +17,6 @@ from .fusion import (
     MultimodalClassifier,
     UnimodalClassifier,
 )
-from .hub import load_hf_config
 from .text import BiLSTMEncoder, HFEncoder
 from .vision import ResNetEncoder, SimpleCNNEncoder
 from .vision_hf import HFVisionEncoder
@@ -52,12 +47,15 @@ def build_image_encoder(cfg: ImageEncoderConfig) -> nn.Module:
     raise ConfigError(f"model.image.kind: cannot build {cfg.kind!r}")
 
 
-def build_text_encoder(cfg: TextEncoderConfig, *, vocab_size: int | None = None,
-                       pad_id: int | None = None) -> nn.Module:
+def build_text_encoder(
+    cfg: TextEncoderConfig, *, vocab_size: int | None = None, pad_id: int | None = None
+) -> nn.Module:
     if cfg.kind == "bilstm":
         if vocab_size is None or pad_id is None:
-            raise ConfigError("model.text.kind: bilstm needs the vocabulary's size and pad id "
-                              "(build a Vocabulary from the train split first)")
+            raise ConfigError(
+                "model.text.kind: bilstm needs the vocabulary's size and pad id "
+                "(build a Vocabulary from the train split first)"
+            )
         return BiLSTMEncoder(cfg, vocab_size, pad_id)
     if cfg.kind == "hf":
         return HFEncoder(cfg, vocab_size, pad_id)
@@ -66,8 +64,14 @@ def build_text_encoder(cfg: TextEncoderConfig, *, vocab_size: int | None = None,
     raise ConfigError(f"model.text.kind: cannot build {cfg.kind!r}; expected bilstm, hf or clip")
 
 
-def build_model(cfg: ModelConfig, *, num_labels: int, vocab_size: int | None = None,
-                pad_id: int | None = None, features: FeatureSpec | None = None) -> MultimodalClassifier:
+def build_model(
+    cfg: ModelConfig,
+    *,
+    num_labels: int,
+    vocab_size: int | None = None,
+    pad_id: int | None = None,
+    features: FeatureSpec | None = None,
+) -> MultimodalClassifier:
     """Build `cfg.name` with its encoders and one output per label (`num_labels`: the size of
     the data's label set, from the shard manifest or a checkpoint's export).
 
@@ -83,13 +87,17 @@ def build_model(cfg: ModelConfig, *, num_labels: int, vocab_size: int | None = N
     text_encoder = image_encoder = None
     if features is not None:
         if cfg.name == "attention_fusion" and not features.sequences:
-            raise ConfigError("loader.features_dir: attention_fusion needs token and patch sequences, but "
-                              "the features set holds pooled vectors only (made with --pooled-only)")
+            raise ConfigError(
+                "loader.features_dir: attention_fusion needs token and patch sequences, but "
+                "the features set holds pooled vectors only (made with --pooled-only)"
+            )
         text, image = cached_encoders(features)
         for needed, encoder, kind in ((cfg.uses_text, text, "text"), (cfg.uses_image, image, "image")):
             if needed and encoder is None:
-                raise ConfigError(f"loader.features_dir: {cfg.name} reads {kind} features, but the features set "
-                                  f"holds none (cache it with a config whose model has a {kind} encoder)")
+                raise ConfigError(
+                    f"loader.features_dir: {cfg.name} reads {kind} features, but the features set "
+                    f"holds none (cache it with a config whose model has a {kind} encoder)"
+                )
         return model_cls(cfg, text if cfg.uses_text else None, image if cfg.uses_image else None, num_labels)
     if cfg.shares_dual_encoder:  # one CLIP-family checkpoint, loaded once, both towers
         text_encoder, image_encoder = build_dual_encoders(cfg, pad_id)
@@ -99,32 +107,6 @@ def build_model(cfg: ModelConfig, *, num_labels: int, vocab_size: int | None = N
     if cfg.uses_image:
         image_encoder = build_image_encoder(cfg.image)
     return model_cls(cfg, text_encoder, image_encoder, num_labels)
-
-
-def build_token_encoder(cfg: TextEncoderConfig, train_texts: Iterable[str] = ()) -> TokenEncoder:
-    """The tokenizer that goes with `cfg`: a word vocabulary built from the train plots for the
-    BiLSTM, the encoder's own tokenizer (hub name or local folder) for a Hugging Face encoder,
-    the same cutting plots into windows of the text tower's length for a CLIP-family one."""
-    if cfg.kind == "bilstm":
-        vocab = Vocabulary.build(train_texts, min_freq=cfg.vocab_min_freq, max_size=cfg.vocab_max_size)
-        if len(vocab) == 2:
-            raise ConfigError(f"model.text.vocab_min_freq: no train word is seen {cfg.vocab_min_freq} times; "
-                              "the BiLSTM vocabulary would be empty (are the train plots empty?)")
-        return vocab
-    if cfg.kind == "hf":
-        return HFTokenEncoder.from_pretrained(cfg.name)
-    if cfg.kind == "clip":
-
-        config = load_hf_config("model.text.name", cfg.name, **cfg.hf_config)
-        return WindowedTokenEncoder(HFTokenEncoder.from_pretrained(cfg.name).tokenizer, text_window(config))
-    raise ConfigError(f"model.text.kind: {cfg.kind!r} has no tokenizer; expected bilstm, hf or clip")
-
-
-def token_encoder_size(encoder: TokenEncoder) -> int:
-    """Number of ids the encoder can produce: the `vocab_size` to pass to `build_model`."""
-    if isinstance(encoder, HFTokenEncoder):
-        return len(encoder.tokenizer)
-    return len(encoder)  # type: ignore[arg-type]
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

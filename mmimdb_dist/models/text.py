@@ -15,8 +15,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..errors import ConfigError
+from ..hub import load_pretrained, load_pretrained_model
 from ..schema import TextEncoderConfig
-from .hub import load_pretrained, load_pretrained_model
 
 
 class TextFeatures(NamedTuple):
@@ -71,8 +71,14 @@ class BiLSTMEncoder(nn.Module):
         with torch.no_grad():
             self.embedding.weight.normal_(0.0, cfg.embed_init_std)
             self.embedding.weight[pad_id].zero_()
-        self.lstm = nn.LSTM(cfg.embed_dim, cfg.hidden, num_layers=cfg.num_layers, batch_first=True,
-                            bidirectional=True, dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            cfg.embed_dim,
+            cfg.hidden,
+            num_layers=cfg.num_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+        )
         self.dropout = nn.Dropout(cfg.dropout)
         self.pooling = cfg.lstm_pooling
         if self.pooling == "attention":
@@ -103,15 +109,15 @@ def _transformer_layers(model: nn.Module, num_layers: int) -> nn.ModuleList:
     for module in model.modules():
         if isinstance(module, nn.ModuleList) and len(module) == num_layers:
             return module
-    raise ConfigError(f"model.text.freeze_layers: cannot find the {num_layers} transformer layers "
-                      f"of {type(model).__name__}")
+    raise ConfigError(
+        f"model.text.freeze_layers: cannot find the {num_layers} transformer layers of {type(model).__name__}"
+    )
 
 
 class HFEncoder(nn.Module):
     """Any Hugging Face encoder (DistilBERT, BERT, MiniLM, ...) with CLS or masked-mean pooling."""
 
-    def __init__(self, cfg: TextEncoderConfig, vocab_size: int | None = None,
-                 pad_id: int | None = None) -> None:
+    def __init__(self, cfg: TextEncoderConfig, vocab_size: int | None = None, pad_id: int | None = None) -> None:
         super().__init__()
         self.model = load_hf_model(cfg, vocab_size, pad_id)
         self.pooling = cfg.pooling
@@ -149,12 +155,16 @@ def load_hf_model(cfg: TextEncoderConfig, vocab_size: int | None, pad_id: int | 
         try:
             model = load_pretrained_model("model.text.name", cfg.name)
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"model.text.name: cannot load pretrained encoder {cfg.name!r}: expected "
-                              f"a local model folder or a reachable hub name ({exc})") from exc
+            raise ConfigError(
+                f"model.text.name: cannot load pretrained encoder {cfg.name!r}: expected "
+                f"a local model folder or a reachable hub name ({exc})"
+            ) from exc
         embedded = model.get_input_embeddings().num_embeddings
         if vocab_size is not None and vocab_size > embedded:
-            raise ConfigError(f"model.text.name: the tokenizer has {vocab_size} ids but {cfg.name!r} embeds "
-                              f"only {embedded}; use the tokenizer that comes with the encoder")
+            raise ConfigError(
+                f"model.text.name: the tokenizer has {vocab_size} ids but {cfg.name!r} embeds "
+                f"only {embedded}; use the tokenizer that comes with the encoder"
+            )
         return _without_pooler(model)
     overrides = dict(cfg.hf_config)
     if vocab_size is not None:
@@ -165,11 +175,13 @@ def load_hf_model(cfg: TextEncoderConfig, vocab_size: int | None, pad_id: int | 
         if "model_type" in overrides:
             config = AutoConfig.for_model(**overrides)
         else:
-            config = load_pretrained("model.text.name", cfg.name,
-                                     lambda source, **kw: AutoConfig.from_pretrained(source, **kw, **overrides))
+            config = load_pretrained(
+                "model.text.name", cfg.name, lambda source, **kw: AutoConfig.from_pretrained(source, **kw, **overrides)
+            )
     except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"model.text.hf_config: cannot build a {cfg.name!r} architecture "
-                          f"from {cfg.hf_config} ({exc})") from exc
+        raise ConfigError(
+            f"model.text.hf_config: cannot build a {cfg.name!r} architecture from {cfg.hf_config} ({exc})"
+        ) from exc
     return _without_pooler(AutoModel.from_config(config))
 
 

@@ -44,8 +44,8 @@ def grid_from_tokens(tokens: torch.Tensor) -> torch.Tensor:
     Prefix tokens (a CLS token, DINOv2's registers) come first and are dropped; the patch grid
     is the largest square that fits, which holds for every square-input ViT-style backbone.
     """
-    side = int(math.isqrt(tokens.shape[1]))
-    patches = tokens[:, tokens.shape[1] - side * side:]
+    side = math.isqrt(tokens.shape[1])
+    patches = tokens[:, tokens.shape[1] - side * side :]
     return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
 
 
@@ -96,9 +96,11 @@ def _resnet(kind: str, cfg: ImageEncoderConfig) -> nn.Module:
     try:
         return factory(weights=weights_enum.IMAGENET1K_V1)
     except (OSError, RuntimeError) as exc:  # offline node, proxy, truncated cache file
-        raise ConfigError(f"model.image.pretrained: cannot fetch the ImageNet {kind} weights ({exc}); "
-                          "on an offline machine run `mmimdb-dist prefetch --config <this config>` where "
-                          "there is internet, or set model.image.weights_path") from exc
+        raise ConfigError(
+            f"model.image.pretrained: cannot fetch the ImageNet {kind} weights ({exc}); "
+            "on an offline machine run `mmimdb-dist prefetch --config <this config>` where "
+            "there is internet, or set model.image.weights_path"
+        ) from exc
 
 
 def load_resnet_weights(model: nn.Module, path: Path) -> None:
@@ -117,8 +119,9 @@ def load_resnet_weights(model: nn.Module, path: Path) -> None:
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
-        raise DataError(f"{path}: weights do not match the ResNet: missing keys {missing[:5]}, "
-                        f"unexpected keys {unexpected[:5]}")
+        raise DataError(
+            f"{path}: weights do not match the ResNet: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
+        )
 
 
 class ResNetEncoder(ImageEncoderBase):
@@ -157,8 +160,12 @@ class SimpleCNNEncoder(ImageEncoderBase):
         blocks: list[nn.Module] = []
         in_channels = 3
         for out_channels in cfg.cnn_channels:
-            blocks += [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-                       nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            blocks += [
+                nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out_channels),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
             in_channels = out_channels
         self.features = nn.Sequential(*blocks)
         self.out_dim = in_channels

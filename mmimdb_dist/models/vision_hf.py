@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..hub import load_hf_config, load_pretrained_model
 from ..schema import ImageEncoderConfig
-from .hub import load_hf_config, load_pretrained_model
 from .preprocess import image_preprocessing
 from .vision import ImageEncoderBase, ImageFeatures, feature_map_to_features, grid_from_tokens
 
@@ -34,12 +34,17 @@ def load_hf_vision_model(cfg: ImageEncoderConfig) -> nn.Module:
         if cfg.pretrained:
             return load_pretrained_model(key, cfg.name)
         overrides = dict(cfg.hf_config)
-        config = (AutoConfig.for_model(**overrides) if "model_type" in overrides
-                  else load_hf_config(key, cfg.name, **overrides))
+        config = (
+            AutoConfig.for_model(**overrides)
+            if "model_type" in overrides
+            else load_hf_config(key, cfg.name, **overrides)
+        )
         return AutoModel.from_config(config)
     except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"{key}: cannot load {cfg.name!r} as a Hugging Face vision model: expected a "
-                          f"local model folder or a hub name ({' '.join(str(exc).split())[:300]})") from None
+        raise ConfigError(
+            f"{key}: cannot load {cfg.name!r} as a Hugging Face vision model: expected a "
+            f"local model folder or a hub name ({' '.join(str(exc).split())[:300]})"
+        ) from None
 
 
 def output_width(config: Any) -> int:
@@ -68,7 +73,7 @@ def freeze_vision_layers(model: nn.Module, num_frozen: int, key: str) -> list[nn
     total = int(getattr(config, "num_hidden_layers", None) or len(getattr(config, "depths", ())))
     if num_frozen > total:
         raise ConfigError(f"{key}: {num_frozen} exceeds the backbone's {total} blocks")
-    frozen = [model.embeddings] + list(block_stack(model, total, key)[:num_frozen])
+    frozen = [model.embeddings, *list(block_stack(model, total, key)[:num_frozen])]
     for module in frozen:
         module.requires_grad_(False)
     return frozen
@@ -88,8 +93,10 @@ class HFVisionEncoder(ImageEncoderBase):
         super().__init__(image_preprocessing(cfg))
         self.model = load_hf_vision_model(cfg)
         if getattr(self.model.config, "vision_config", None) is not None:
-            raise ConfigError(f"model.image.name: {cfg.name!r} is a dual (image-text) model; use "
-                              "model.image.kind: clip for its vision tower")
+            raise ConfigError(
+                f"model.image.name: {cfg.name!r} is a dual (image-text) model; use "
+                "model.image.kind: clip for its vision tower"
+            )
         self.out_dim = output_width(self.model.config)
         self.native_size = getattr(self.model.config, "image_size", None)
         self.interpolate = "interpolate_pos_encoding" in inspect.signature(self.model.forward).parameters

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..hub import PREFETCH_ADVICE
 from ..schema import ImageEncoderConfig
-from .hub import PREFETCH_ADVICE
 from .preprocess import image_preprocessing
 from .vision import ImageEncoderBase, ImageFeatures, feature_map_to_features, grid_from_tokens
 
@@ -40,25 +40,28 @@ def _replace_last_linear(model: nn.Module) -> tuple[str, int]:
             parent = head.get_submodule(name.rpartition(".")[0]) if "." in name else head
             setattr(parent, name.rpartition(".")[2], nn.Identity())
             return head_name, last.in_features
-    raise ConfigError(f"model.image.name: cannot find the classifier of torchvision's "
-                      f"{type(model).__name__} (looked for {', '.join(_HEAD_NAMES)})")
+    raise ConfigError(
+        f"model.image.name: cannot find the classifier of torchvision's "
+        f"{type(model).__name__} (looked for {', '.join(_HEAD_NAMES)})"
+    )
 
 
 def _build(cfg: ImageEncoderConfig) -> nn.Module:
     from torchvision.models import get_model, get_model_weights, list_models
 
     if cfg.name not in list_models():
-        raise ConfigError(f"model.image.name: {cfg.name!r} is not a torchvision model "
-                          f"(torchvision.models.list_models() lists them)")
+        raise ConfigError(
+            f"model.image.name: {cfg.name!r} is not a torchvision model (torchvision.models.list_models() lists them)"
+        )
     if not cfg.pretrained:
         return get_model(cfg.name, weights=None)
     weights = get_model_weights(cfg.name)[cfg.weights]
     try:
         return get_model(cfg.name, weights=weights)
     except (OSError, RuntimeError) as exc:  # offline node, proxy, truncated cache file
-
-        raise ConfigError(f"model.image.name: cannot fetch torchvision's {weights} ({exc}); "
-                          f"{PREFETCH_ADVICE}") from None
+        raise ConfigError(
+            f"model.image.name: cannot fetch torchvision's {weights} ({exc}); {PREFETCH_ADVICE}"
+        ) from None
 
 
 class TorchvisionEncoder(ImageEncoderBase):
@@ -81,8 +84,10 @@ class TorchvisionEncoder(ImageEncoderBase):
             self.model.features.register_forward_hook(lambda _m, _args, out: self._captured.append(out))
             self.layout = "map"
         else:
-            raise ConfigError(f"model.image.name: cannot find the feature map of torchvision's "
-                              f"{cfg.name!r} (no global average pool, no transformer encoder)")
+            raise ConfigError(
+                f"model.image.name: cannot find the feature map of torchvision's "
+                f"{cfg.name!r} (no global average pool, no transformer encoder)"
+            )
         self.pool_from_map = cfg.pooling == "mean"
         if self.layout == "map":
             width = self._map_width()

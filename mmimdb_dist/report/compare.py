@@ -28,6 +28,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..atomic import atomic_write_text
 from ..errors import CompareError
 from ..run.layout import CONFIG_FILE, FINAL_METRICS
@@ -39,41 +41,75 @@ MARKDOWN_NAME = "model_comparison.md"
 
 PROTOCOLS = {"threshold_0.5": "0.5", "tuned_on_dev": "tuned"}
 # Threshold-dependent metrics (one column per protocol), then threshold-free ones.
-THRESHOLD_METRICS = ("f1_micro", "f1_macro", "f1_weighted", "f1_samples", "subset_accuracy",
-                     "labels_per_sample_predicted")
-RANKING_METRICS = ("roc_auc_macro", "mean_average_precision", "labels_per_sample_true", "accuracy",
-                   "top5_accuracy")
+THRESHOLD_METRICS = (
+    "f1_micro",
+    "f1_macro",
+    "f1_weighted",
+    "f1_samples",
+    "subset_accuracy",
+    "labels_per_sample_predicted",
+)
+RANKING_METRICS = ("roc_auc_macro", "mean_average_precision", "labels_per_sample_true", "accuracy", "top5_accuracy")
 COST_COLUMNS = ("num_parameters", "train_seconds", "train_samples_per_s")
 LOWER_IS_BETTER = {"num_parameters", "train_seconds"}
-ALIASES = {"roc_auc": "roc_auc_macro", "auc": "roc_auc_macro", "map": "mean_average_precision",
-           "mAP": "mean_average_precision", "samples_per_s": "train_samples_per_s",
-           "parameters": "num_parameters", "params": "num_parameters"}
+ALIASES = {
+    "roc_auc": "roc_auc_macro",
+    "auc": "roc_auc_macro",
+    "map": "mean_average_precision",
+    "mAP": "mean_average_precision",
+    "samples_per_s": "train_samples_per_s",
+    "parameters": "num_parameters",
+    "params": "num_parameters",
+}
 
-CSV_COLUMNS = ("rank", "run", "model", "split", "task",
-               *(f"{m}@{p}" for p in PROTOCOLS.values() for m in THRESHOLD_METRICS),
-               *RANKING_METRICS, *COST_COLUMNS, "path")
+CSV_COLUMNS = (
+    "rank",
+    "run",
+    "model",
+    "split",
+    "task",
+    *(f"{m}@{p}" for p in PROTOCOLS.values() for m in THRESHOLD_METRICS),
+    *RANKING_METRICS,
+    *COST_COLUMNS,
+    "path",
+)
 
 # (row key, Markdown header, kind) in table order.
 _TABLE = (
-    ("rank", "#", "int"), ("run", "run", "text"), ("model", "model", "text"),
-    ("f1_micro@0.5", "micro-F1 @0.5", "metric"), ("f1_macro@0.5", "macro-F1 @0.5", "metric"),
-    ("f1_weighted@0.5", "weighted-F1 @0.5", "metric"), ("f1_samples@0.5", "samples-F1 @0.5", "metric"),
-    ("f1_micro@tuned", "micro-F1 tuned", "metric"), ("f1_macro@tuned", "macro-F1 tuned", "metric"),
-    ("f1_weighted@tuned", "weighted-F1 tuned", "metric"), ("f1_samples@tuned", "samples-F1 tuned", "metric"),
-    ("roc_auc_macro", "ROC-AUC", "metric"), ("mean_average_precision", "mAP", "metric"),
-    ("subset_accuracy@0.5", "subset acc. @0.5", "metric"), ("subset_accuracy@tuned", "subset acc. tuned", "metric"),
+    ("rank", "#", "int"),
+    ("run", "run", "text"),
+    ("model", "model", "text"),
+    ("f1_micro@0.5", "micro-F1 @0.5", "metric"),
+    ("f1_macro@0.5", "macro-F1 @0.5", "metric"),
+    ("f1_weighted@0.5", "weighted-F1 @0.5", "metric"),
+    ("f1_samples@0.5", "samples-F1 @0.5", "metric"),
+    ("f1_micro@tuned", "micro-F1 tuned", "metric"),
+    ("f1_macro@tuned", "macro-F1 tuned", "metric"),
+    ("f1_weighted@tuned", "weighted-F1 tuned", "metric"),
+    ("f1_samples@tuned", "samples-F1 tuned", "metric"),
+    ("roc_auc_macro", "ROC-AUC", "metric"),
+    ("mean_average_precision", "mAP", "metric"),
+    ("subset_accuracy@0.5", "subset acc. @0.5", "metric"),
+    ("subset_accuracy@tuned", "subset acc. tuned", "metric"),
     ("labels_per_sample_predicted@0.5", "labels/sample @0.5", "ratio"),
     ("labels_per_sample_predicted@tuned", "labels/sample tuned", "ratio"),
     ("labels_per_sample_true", "labels/sample true", "ratio"),
-    ("num_parameters", "parameters", "count"), ("train_seconds", "train time", "seconds"),
+    ("num_parameters", "parameters", "count"),
+    ("train_seconds", "train time", "seconds"),
     ("train_samples_per_s", "samples/s", "rate"),
 )
 _MULTICLASS_TABLE = (
-    ("rank", "#", "int"), ("run", "run", "text"), ("model", "model", "text"),
-    ("accuracy", "accuracy", "metric"), ("top5_accuracy", "top-5 acc.", "metric"),
-    ("f1_macro@0.5", "macro-F1", "metric"), ("f1_weighted@0.5", "weighted-F1", "metric"),
-    ("roc_auc_macro", "ROC-AUC", "metric"), ("mean_average_precision", "mAP", "metric"),
-    ("num_parameters", "parameters", "count"), ("train_seconds", "train time", "seconds"),
+    ("rank", "#", "int"),
+    ("run", "run", "text"),
+    ("model", "model", "text"),
+    ("accuracy", "accuracy", "metric"),
+    ("top5_accuracy", "top-5 acc.", "metric"),
+    ("f1_macro@0.5", "macro-F1", "metric"),
+    ("f1_weighted@0.5", "weighted-F1", "metric"),
+    ("roc_auc_macro", "ROC-AUC", "metric"),
+    ("mean_average_precision", "mAP", "metric"),
+    ("num_parameters", "parameters", "count"),
+    ("train_seconds", "train time", "seconds"),
     ("train_samples_per_s", "samples/s", "rate"),
 )
 
@@ -89,8 +125,7 @@ def sort_key_name(sort_by: str, protocol: str = "threshold_0.5") -> str:
     if name in valid or name in RANKING_METRICS or name in COST_COLUMNS:
         return name
     choices = ", ".join((*THRESHOLD_METRICS, *RANKING_METRICS, *COST_COLUMNS))
-    raise CompareError(f"--sort-by {sort_by!r}: expected one of {choices} "
-                       f"(or a threshold metric with @0.5 / @tuned)")
+    raise CompareError(f"--sort-by {sort_by!r}: expected one of {choices} (or a threshold metric with @0.5 / @tuned)")
 
 
 def _results_file(run_dir: Path) -> Path | None:
@@ -107,15 +142,19 @@ def expand_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if not path.is_dir():
-            raise CompareError(f"{path}: not a folder (expected a run folder with {TRAINED_RESULTS} "
-                               f"or a baseline folder with {BASELINE_RESULTS})")
+            raise CompareError(
+                f"{path}: not a folder (expected a run folder with {TRAINED_RESULTS} "
+                f"or a baseline folder with {BASELINE_RESULTS})"
+            )
         if _results_file(path) is not None:
             children = [path]
         else:
             children = sorted(child for child in path.iterdir() if child.is_dir() and _results_file(child))
         if not children:
-            raise CompareError(f"{path}: no {TRAINED_RESULTS} (an unfinished or failed run?) and no "
-                               f"{BASELINE_RESULTS}, here or in its sub-folders")
+            raise CompareError(
+                f"{path}: no {TRAINED_RESULTS} (an unfinished or failed run?) and no "
+                f"{BASELINE_RESULTS}, here or in its sub-folders"
+            )
         for child in children:  # a run named twice (a folder and its parent) is one row
             if child.resolve() not in seen:
                 seen.add(child.resolve())
@@ -128,8 +167,6 @@ def _model_name(run_dir: Path, results: dict[str, Any]) -> str:
         return results["model"]
     config = run_dir / CONFIG_FILE
     try:
-        import yaml
-
         data = yaml.safe_load(config.read_text(encoding="utf-8"))
         return str(data["model"]["name"])
     except (OSError, KeyError, TypeError, ValueError):
@@ -148,12 +185,17 @@ def read_run(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
         raise CompareError(f"{path}: not readable JSON ({exc})") from None
     report = results.get(split) if isinstance(results, dict) else None
     multiclass = isinstance(report, dict) and isinstance(report.get("argmax"), dict)
-    if not isinstance(report, dict) or (not multiclass and any(not isinstance(report.get(p), dict)
-                                                               for p in PROTOCOLS)):
-        raise CompareError(f"{path}: key {split!r}: expected a report with {' and '.join(PROTOCOLS)} "
-                           "(or argmax, of a multiclass run)")
-    row: dict[str, Any] = {"rank": None, "run": run_dir.name, "model": _model_name(run_dir, results),
-                           "split": split, "task": "multiclass" if multiclass else "multilabel"}
+    if not isinstance(report, dict) or (not multiclass and any(not isinstance(report.get(p), dict) for p in PROTOCOLS)):
+        raise CompareError(
+            f"{path}: key {split!r}: expected a report with {' and '.join(PROTOCOLS)} (or argmax, of a multiclass run)"
+        )
+    row: dict[str, Any] = {
+        "rank": None,
+        "run": run_dir.name,
+        "model": _model_name(run_dir, results),
+        "split": split,
+        "task": "multiclass" if multiclass else "multilabel",
+    }
     for protocol, suffix in PROTOCOLS.items():
         for metric in THRESHOLD_METRICS:  # a multiclass answer is the same under either protocol
             row[f"{metric}@{suffix}"] = report["argmax" if multiclass else protocol].get(metric)
@@ -179,8 +221,9 @@ def rank_rows(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     return [{**row, "rank": index} for index, row in enumerate(ranked, start=1)]
 
 
-def compare_runs(run_dirs: Sequence[str | Path], sort_by: str = "f1_macro",
-                 protocol: str = "threshold_0.5", split: str = "test") -> list[dict[str, Any]]:
+def compare_runs(
+    run_dirs: Sequence[str | Path], sort_by: str = "f1_macro", protocol: str = "threshold_0.5", split: str = "test"
+) -> list[dict[str, Any]]:
     """Rows of the comparison table, ranked best first by `sort_by` under `protocol`.
 
     Each row holds `rank`, `run`, `model`, `split`, every metric of `CSV_COLUMNS`, the cost
@@ -193,8 +236,10 @@ def compare_runs(run_dirs: Sequence[str | Path], sort_by: str = "f1_macro",
     tasks = {row["task"] for row in rows}
     if len(tasks) > 1:
         first = {task: next(row["path"] for row in rows if row["task"] == task) for task in sorted(tasks)}
-        raise CompareError("runs of a multiclass and a multi-label task cannot be ranked together "
-                           f"(e.g. {first['multiclass']} and {first['multilabel']})")
+        raise CompareError(
+            "runs of a multiclass and a multi-label task cannot be ranked together "
+            f"(e.g. {first['multiclass']} and {first['multilabel']})"
+        )
     return [{**row, "sort_metric": key} for row in rank_rows(rows, key)]
 
 
@@ -219,8 +264,10 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """A GitHub-flavoured Markdown table of the rows, in their order."""
     numeric = {"int", "metric", "ratio", "count", "seconds", "rate"}
     table = _MULTICLASS_TABLE if rows and rows[0].get("task") == "multiclass" else _TABLE
-    lines = ["| " + " | ".join(header for _, header, _ in table) + " |",
-             "| " + " | ".join("---:" if kind in numeric else "---" for _, _, kind in table) + " |"]
+    lines = [
+        "| " + " | ".join(header for _, header, _ in table) + " |",
+        "| " + " | ".join("---:" if kind in numeric else "---" for _, _, kind in table) + " |",
+    ]
     for row in rows:
         lines.append("| " + " | ".join(_cell(row.get(key), kind) for key, _, kind in table) + " |")
     return "\n".join(lines)
@@ -242,13 +289,18 @@ def write_comparison(rows: Sequence[dict[str, Any]], out_dir: str | Path) -> tup
     atomic_write_text(csv_path, _csv_text(rows))
     split = rows[0]["split"] if rows else "test"
     sort_metric = rows[0].get("sort_metric", "?") if rows else "?"
-    tuned = ("per-label thresholds tuned on dev and applied to test" if split == "test"
-             else "per-label thresholds tuned on dev itself (optimistic)")
+    tuned = (
+        "per-label thresholds tuned on dev and applied to test"
+        if split == "test"
+        else "per-label thresholds tuned on dev itself (optimistic)"
+    )
     if rows and rows[0].get("task") == "multiclass":
         protocols = "Multiclass: each answer is the most probable class (no thresholds). "
     else:
         protocols = f"`@0.5`: threshold 0.5 for every label; `tuned`: {tuned}. "
-    header = (f"# Model comparison\n\n{split} split; ranked by `{sort_metric}`. {protocols}"
-              "Train time and samples/s cover the training epochs, not evaluation.\n\n")
+    header = (
+        f"# Model comparison\n\n{split} split; ranked by `{sort_metric}`. {protocols}"
+        "Train time and samples/s cover the training epochs, not evaluation.\n\n"
+    )
     atomic_write_text(md_path, header + markdown_table(rows) + "\n")
     return csv_path, md_path

@@ -58,12 +58,20 @@ class Evaluation:
 
 
 @torch.no_grad()
-def attention_sample(bundle: InferenceBundle, manifest, split: str, count: int, thresholds: np.ndarray,
-                     device: str) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+def attention_sample(
+    bundle: InferenceBundle, manifest, split: str, count: int, thresholds: np.ndarray, device: str
+) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
     """(posters, patch-grid attention, captions) of the split's first `count` movies, or None
     when the model returns no text-to-poster attention."""
-    loader = build_eval_loader(bundle.cfg.loader, manifest, split, bundle.token_encoder, rank=0, world_size=1,
-                               images=bundle.cfg.model.uses_image)
+    loader = build_eval_loader(
+        bundle.cfg.loader,
+        manifest,
+        split,
+        bundle.token_encoder,
+        rank=0,
+        world_size=1,
+        images=bundle.cfg.model.uses_image,
+    )
     grid = bundle.cfg.model.image.patch_grid
     posters, maps, captions = [], [], []
     for batch in loader.start():
@@ -81,12 +89,16 @@ def attention_sample(bundle: InferenceBundle, manifest, split: str, count: int, 
                 break
             posters.append(batch["pixel_values"][row].numpy())
             maps.append(weights[row].cpu().numpy().reshape(grid, grid))
-            truth = [g for g, flag in zip(names, batch["labels"][row].tolist()) if flag]
+            truth = [g for g, flag in zip(names, batch["labels"][row].tolist(), strict=True) if flag]
             order = np.argsort(-probs[row], kind="stable")  # most probable first
-            predicted = ([names[order[0]]] if bundle.labels.multiclass
-                         else [names[i] for i in order if probs[row][i] >= thresholds[i]])
-            captions.append(f"{batch['ids'][row]}\ntrue: {', '.join(truth[:4])}\n"
-                            f"predicted: {', '.join(predicted[:4]) or '-'}")
+            predicted = (
+                [names[order[0]]]
+                if bundle.labels.multiclass
+                else [names[i] for i in order if probs[row][i] >= thresholds[i]]
+            )
+            captions.append(
+                f"{batch['ids'][row]}\ntrue: {', '.join(truth[:4])}\npredicted: {', '.join(predicted[:4]) or '-'}"
+            )
         if len(posters) == count:
             break
     if not posters:
@@ -94,9 +106,17 @@ def attention_sample(bundle: InferenceBundle, manifest, split: str, count: int, 
     return np.stack(posters), np.stack(maps), captions
 
 
-def write_figures(out: Path, labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray | None,
-                  report: dict[str, Any], metrics_log: Path | None, label: str, training_title: str,
-                  label_set: LabelSet) -> list[Path]:
+def write_figures(
+    out: Path,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    thresholds: np.ndarray | None,
+    report: dict[str, Any],
+    metrics_log: Path | None,
+    label: str,
+    training_title: str,
+    label_set: LabelSet,
+) -> list[Path]:
     """The figures of one evaluated split into `out` (`evaluate` and the trainer's final
     evaluation write the same set): training curves (when the run's log is there), F1 per
     label, and precision-recall per label with label co-occurrence (multi-label) or the
@@ -104,25 +124,39 @@ def write_figures(out: Path, labels: np.ndarray, probs: np.ndarray, thresholds: 
     out.mkdir(parents=True, exist_ok=True)
     written = []
     if metrics_log is not None and metrics_log.is_file():
-        written.append(figures.training_curves(read_records(metrics_log), out / "training_curves.png",
-                                               training_title))
+        written.append(figures.training_curves(read_records(metrics_log), out / "training_curves.png", training_title))
     written.append(figures.per_label_f1(report, out / "per_label_f1.png", f"F1 per label: {label}"))
     if label_set.multiclass:
-        written.append(figures.confusion(report["argmax"]["confusion_matrix"], label_set.names,
-                                         out / "confusion.png", f"confusion matrix: {label}"))
+        written.append(
+            figures.confusion(
+                report["argmax"]["confusion_matrix"],
+                label_set.names,
+                out / "confusion.png",
+                f"confusion matrix: {label}",
+            )
+        )
         return written
     assert thresholds is not None  # a multi-label report always has them
     written.append(figures.pr_curves(labels, probs, thresholds, out / "pr_curves.png", label_set.names))
     predicted = (probs >= thresholds).astype(np.int64)
-    written.append(figures.cooccurrence(labels, predicted, out / "cooccurrence.png", label_set.names,
-                                        title=f"label co-occurrence: {label}"))
+    written.append(
+        figures.cooccurrence(
+            labels, predicted, out / "cooccurrence.png", label_set.names, title=f"label co-occurrence: {label}"
+        )
+    )
     return written
 
 
-def evaluate_checkpoint(run_dir: str | Path | None, checkpoint: str = "best", split: str = "test",
-                        out_dir: str | Path | None = None, shards_dir: str | Path | None = None,
-                        device: str = "cpu", progress: bool = False,
-                        attention_movies: int = ATTENTION_MOVIES) -> Evaluation:
+def evaluate_checkpoint(
+    run_dir: str | Path | None,
+    checkpoint: str = "best",
+    split: str = "test",
+    out_dir: str | Path | None = None,
+    shards_dir: str | Path | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+    attention_movies: int = ATTENTION_MOVIES,
+) -> Evaluation:
     """Evaluate `checkpoint` (best, last or a folder) of `run_dir` on `split`; write the report."""
     if split not in ("dev", "test"):
         raise DataError(f"--split {split}: expected dev or test (thresholds are tuned on dev)")
@@ -136,36 +170,55 @@ def evaluate_checkpoint(run_dir: str | Path | None, checkpoint: str = "best", sp
     else:
         shards = Path(shards_dir if shards_dir is not None else bundle.cfg.loader.shards_dir)
         if not (shards / MANIFEST_NAME).is_file():
-            raise DataError(f"{shards}: no manifest.json (the run's loader.shards_dir); pass --shards DIR "
-                            "with the shard set the run was trained on")
+            raise DataError(
+                f"{shards}: no manifest.json (the run's loader.shards_dir); pass --shards DIR "
+                "with the shard set the run was trained on"
+            )
         manifest = load_manifest(shards)
     bundle.labels.check_same(manifest.labels, f"checkpoint {folder}", f"the shard set {manifest.path}")
 
     def predictions(name: str):
-        return evaluate_split(bundle.model, bundle.cfg, manifest, name, bundle.token_encoder, device=device,
-                              progress=progress)
+        return evaluate_split(
+            bundle.model, bundle.cfg, manifest, name, bundle.token_encoder, device=device, progress=progress
+        )
 
     dev = predictions("dev")
     evaluated = dev if split == "dev" else predictions(split)
-    protocol = protocol_report(dev.labels, dev.probs, {} if split == "dev" else {split: (evaluated.labels,
-                                                                                        evaluated.probs)},
-                               bundle.labels)
+    protocol = protocol_report(
+        dev.labels, dev.probs, {} if split == "dev" else {split: (evaluated.labels, evaluated.probs)}, bundle.labels
+    )
     thresholds, report = protocol["thresholds"], protocol[split]
 
     name = folder.resolve().name if folder.name != INFERENCE_DIR else folder.resolve().parent.name
     out = Path(out_dir) if out_dir is not None else (run or folder) / EVALUATION_DIR / f"{name}-{split}"
     out.mkdir(parents=True, exist_ok=True)
-    write_metrics_json(out / "metrics.json", {
-        "checkpoint": str(folder), "split": split, "model": bundle.cfg.model.name,
-        "shards": str(manifest.path), "num_samples": len(evaluated.ids), "skipped": evaluated.skipped,
-        "thresholds_tuned_on": "dev" + (" (the evaluated split itself: optimistic)" if split == "dev" else ""),
-        split: report})
+    write_metrics_json(
+        out / "metrics.json",
+        {
+            "checkpoint": str(folder),
+            "split": split,
+            "model": bundle.cfg.model.name,
+            "shards": str(manifest.path),
+            "num_samples": len(evaluated.ids),
+            "skipped": evaluated.skipped,
+            "thresholds_tuned_on": "dev" + (" (the evaluated split itself: optimistic)" if split == "dev" else ""),
+            split: report,
+        },
+    )
     write_per_label_csv(out / PER_LABEL_CSV, {split: report})
 
     label = f"{run.name if run else folder.name} / {name} / {split}"
-    written = write_figures(out, evaluated.labels, evaluated.probs, thresholds, report,
-                            run / METRICS_LOG if run is not None else None, label,
-                            f"training of {run.name}" if run is not None else "", bundle.labels)
+    written = write_figures(
+        out,
+        evaluated.labels,
+        evaluated.probs,
+        thresholds,
+        report,
+        run / METRICS_LOG if run is not None else None,
+        label,
+        f"training of {run.name}" if run is not None else "",
+        bundle.labels,
+    )
     # Cached features hold no posters to draw the attention over.
     if attention_movies > 0 and bundle.cfg.model.name == "attention_fusion" and not features_dir:
         sample = attention_sample(bundle, manifest, split, attention_movies, thresholds, device)

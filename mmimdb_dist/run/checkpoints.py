@@ -40,7 +40,7 @@ from ..errors import CheckpointError
 from ..labels import LabelSet
 from .export import encoder_architectures, export_for_inference
 from .files import file_listing, read_json, verify_files
-from .layout import ACCELERATE_WEIGHTS, CHECKPOINTS_DIR, FILES_FILE, FINAL_METRICS, INFERENCE_DIR, STATE_FILE
+from .layout import CHECKPOINTS_DIR, FILES_FILE, FINAL_METRICS, INFERENCE_DIR, STATE_FILE, WEIGHTS_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +79,10 @@ class TrainerState:
             raise CheckpointError(f"{path}: unreadable trainer state ({exc})") from None
         names = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(data, dict) or set(data) != names:
-            raise CheckpointError(f"{path}: expected the keys {sorted(names)}, got "
-                                  f"{sorted(data) if isinstance(data, dict) else type(data).__name__}")
+            raise CheckpointError(
+                f"{path}: expected the keys {sorted(names)}, got "
+                f"{sorted(data) if isinstance(data, dict) else type(data).__name__}"
+            )
         return cls(**data)
 
 
@@ -109,8 +111,10 @@ def resolve_resume(resume: str | None, checkpoints_dir: Path) -> Path | None:
         return found[-1] if found else None
     path = Path(resume)
     if not (path / STATE_FILE).is_file():
-        raise CheckpointError(f"--resume {resume}: not a complete checkpoint folder "
-                              f"(no {STATE_FILE}; expected a folder under {checkpoints_dir})")
+        raise CheckpointError(
+            f"--resume {resume}: not a complete checkpoint folder "
+            f"(no {STATE_FILE}; expected a folder under {checkpoints_dir})"
+        )
     return path
 
 
@@ -129,8 +133,10 @@ def resolve_checkpoint(run_dir: str | Path | None, which: str = "best") -> Path:
         if not path.exists() and run_dir is not None and (Path(run_dir) / CHECKPOINTS_DIR / which).exists():
             path = Path(run_dir) / CHECKPOINTS_DIR / which
         if not path.is_dir():
-            raise CheckpointError(f"--checkpoint {which}: not a checkpoint folder (expected best, last, "
-                                  f"or a folder holding {INFERENCE_DIR}/ or model.safetensors)")
+            raise CheckpointError(
+                f"--checkpoint {which}: not a checkpoint folder (expected best, last, "
+                f"or a folder holding {INFERENCE_DIR}/ or model.safetensors)"
+            )
         return path
     if run_dir is None:
         raise CheckpointError(f"--checkpoint {which} needs --run RUN_DIR (or give a checkpoint folder)")
@@ -139,48 +145,62 @@ def resolve_checkpoint(run_dir: str | Path | None, which: str = "best") -> Path:
         raise CheckpointError(f"{run_dir}: run folder does not exist")
     found = complete_checkpoints(run_dir / CHECKPOINTS_DIR)
     if not found:
-        raise CheckpointError(f"{run_dir / 'checkpoints'}: no complete checkpoint (has the run been trained?)")
+        raise CheckpointError(f"{run_dir / CHECKPOINTS_DIR}: no complete checkpoint (has the run been trained?)")
     if which == "last":
         return found[-1]
     final = run_dir / FINAL_METRICS
     name = read_json(final).get("best_checkpoint") if final.is_file() else None
     if name is None:  # training still going or stopped: the best so far
         name = read_json(found[-1] / STATE_FILE).get("best_checkpoint")
-    if not name:
-        raise CheckpointError(f"{run_dir}: no best checkpoint recorded yet (no dev evaluation so far); "
-                              "use --checkpoint last")
+    if not isinstance(name, str) or not name:
+        raise CheckpointError(
+            f"{run_dir}: no best checkpoint recorded yet (no dev evaluation so far); use --checkpoint last"
+        )
     if not (run_dir / CHECKPOINTS_DIR / name / STATE_FILE).is_file():
-        raise CheckpointError(f"{run_dir / 'checkpoints' / name}: the best checkpoint is missing or incomplete")
+        raise CheckpointError(f"{run_dir / CHECKPOINTS_DIR / name}: the best checkpoint is missing or incomplete")
     return run_dir / CHECKPOINTS_DIR / name
 
 
-def check_fits(checkpoint: Path, state: TrainerState, world_size: int,
-               param_shapes: dict[str, tuple[int, ...]]) -> None:
+def check_fits(
+    checkpoint: Path, state: TrainerState, world_size: int, param_shapes: dict[str, tuple[int, ...]]
+) -> None:
     """Refuse, before loading anything, a checkpoint that this run cannot continue."""
     if state.world_size != world_size:
         raise CheckpointError(
             f"{checkpoint / STATE_FILE}: world_size is {state.world_size}, expected {world_size} (the "
             f"processes of this run); the data position cannot carry over to another world size, so "
-            f"resume with {state.world_size} process(es) or start a new run")
+            f"resume with {state.world_size} process(es) or start a new run"
+        )
     verify_files(checkpoint)
-    weights = checkpoint / INFERENCE_DIR / "model.safetensors"
+    weights = checkpoint / INFERENCE_DIR / WEIGHTS_FILE
     with safe_open(str(weights), framework="pt") as handle:
-        saved = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+        saved = {key: tuple(handle.get_slice(key).get_shape()) for key in handle}
     for key, shape in param_shapes.items():
         if key not in saved:
-            raise CheckpointError(f"{weights}: no tensor {key!r}, which the configured model has; "
-                                  f"the checkpoint is of another model")
+            raise CheckpointError(
+                f"{weights}: no tensor {key!r}, which the configured model has; the checkpoint is of another model"
+            )
         if saved[key] != shape:
-            raise CheckpointError(f"{weights}: {key!r} has shape {list(saved[key])}, the configured "
-                                  f"model expects {list(shape)}; the checkpoint is of another model")
+            raise CheckpointError(
+                f"{weights}: {key!r} has shape {list(saved[key])}, the configured "
+                f"model expects {list(shape)}; the checkpoint is of another model"
+            )
     extra = sorted(set(saved) - set(param_shapes))
     if extra:
-        raise CheckpointError(f"{weights}: tensors the configured model lacks ({extra[:3]}); "
-                              f"the checkpoint is of another model")
+        raise CheckpointError(
+            f"{weights}: tensors the configured model lacks ({extra[:3]}); the checkpoint is of another model"
+        )
 
 
-def save_checkpoint(accelerator: Any, model: Any, checkpoints_dir: Path, state: TrainerState,
-                    config_text: str, token_encoder: Any, labels: LabelSet) -> Path:
+def save_checkpoint(
+    accelerator: Any,
+    model: Any,
+    checkpoints_dir: Path,
+    state: TrainerState,
+    config_text: str,
+    token_encoder: Any,
+    labels: LabelSet,
+) -> Path:
     """Save on every rank into a temp folder; the main rank completes and renames it.
 
     A failed write (a full disk) removes the temp folder and is reported as one error; the
@@ -199,8 +219,15 @@ def save_checkpoint(accelerator: Any, model: Any, checkpoints_dir: Path, state: 
         accelerator.wait_for_everyone()  # every rank's files are in before they are listed
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
-            export_for_inference(tmp / INFERENCE_DIR, state_dict, config_text, token_encoder, labels,
-                                 encoder_architectures(unwrapped), same_weights_as=tmp / ACCELERATE_WEIGHTS)
+            export_for_inference(
+                tmp / INFERENCE_DIR,
+                state_dict,
+                config_text,
+                token_encoder,
+                labels,
+                encoder_architectures(unwrapped),
+                same_weights_as=tmp / WEIGHTS_FILE,
+            )
             atomic_write_json(tmp / FILES_FILE, file_listing(tmp))
             atomic_write_json(tmp / STATE_FILE, dataclasses.asdict(state))
             if final.exists():
@@ -211,8 +238,10 @@ def save_checkpoint(accelerator: Any, model: Any, checkpoints_dir: Path, state: 
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
         reason = " ".join(str(exc).split())
-        raise CheckpointError(f"{tmp}: writing the checkpoint failed ({reason}); it was removed, the "
-                              f"earlier checkpoints in {checkpoints_dir} are intact") from None
+        raise CheckpointError(
+            f"{tmp}: writing the checkpoint failed ({reason}); it was removed, the "
+            f"earlier checkpoints in {checkpoints_dir} are intact"
+        ) from None
     accelerator.wait_for_everyone()
     return final
 

@@ -1,9 +1,10 @@
 """A checkpoint's `inference/` export: written with every checkpoint, loaded with nothing else.
 
 `inference/` holds `model.safetensors` (the unwrapped state dict), the resolved `config.yaml`,
-`labels.json` (the label set it answers in: names and task), the token encoder (`vocabulary.json` or `tokenizer/`), the Hugging Face configs
-of pretrained encoders (`text_encoder/`, `image_encoder/`: rebuilt offline from them), and in
-the best checkpoint of a finished run `thresholds.json` and `preprocessing.json`.
+`labels.json` (the label set it answers in: names and task), the token encoder
+(`vocabulary.json` or `tokenizer/`), the Hugging Face configs of pretrained encoders
+(`text_encoder/`, `image_encoder/`: rebuilt offline from them), and in the best checkpoint of a
+finished run `thresholds.json` and `preprocessing.json`.
 
 Nothing is unpickled: weights are safetensors, everything else JSON or YAML (safe loader).
 Files listed in the checkpoint's `files.json` are checked (size, SHA-256) first, so a
@@ -23,12 +24,13 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from ..atomic import atomic_write_json, atomic_write_text
-from ..data.vocab import Vocabulary
+from ..data.features import feature_spec
+from ..data.tokens import load_token_encoder, save_token_encoder, token_encoder_size
 from ..errors import CheckpointError, DataError
 from ..labels import LabelSet
 from ..schema import load_config
 from .files import add_listed_json, read_json, verify_files
-from .layout import FILES_FILE, INFERENCE_DIR
+from .layout import CONFIG_FILE, FILES_FILE, INFERENCE_DIR, WEIGHTS_FILE
 
 # A torch.compile'd model names its tensors `_orig_mod.<name>`.
 COMPILED_PREFIX = "_orig_mod."
@@ -61,11 +63,11 @@ class InferenceBundle:
 
     @property
     def uses_text(self) -> bool:
-        return self.cfg.model.uses_text
+        return bool(self.cfg.model.uses_text)
 
     @property
     def uses_image(self) -> bool:
-        return self.cfg.model.uses_image
+        return bool(self.cfg.model.uses_image)
 
 
 def encoder_architectures(model: Any) -> dict[str, Any]:
@@ -81,9 +83,15 @@ def encoder_architectures(model: Any) -> dict[str, Any]:
     return found
 
 
-def export_for_inference(folder: Path, state_dict: dict[str, Any], config_text: str,
-                         token_encoder: Any, labels: LabelSet, architectures: dict[str, Any] | None = None,
-                         same_weights_as: Path | None = None) -> None:
+def export_for_inference(
+    folder: Path,
+    state_dict: dict[str, Any],
+    config_text: str,
+    token_encoder: Any,
+    labels: LabelSet,
+    architectures: dict[str, Any] | None = None,
+    same_weights_as: Path | None = None,
+) -> None:
     """Pure tensors (safetensors), the config and the token encoder: enough to rebuild and predict.
 
     `same_weights_as`: a weights file already written at this moment (Accelerate's
@@ -99,17 +107,17 @@ def export_for_inference(folder: Path, state_dict: dict[str, Any], config_text: 
     # A torch.compile'd model names its tensors `_orig_mod.<name>`: the export uses the plain
     # module's names, so it loads into a model built from the config, compiled or not.
     tensors = {k.removeprefix(COMPILED_PREFIX): v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    weights = folder / "model.safetensors"
-    if not (same_weights_as is not None and _holds_exactly(same_weights_as, tensors)
-            and _hard_link(same_weights_as, weights)):
+    weights = folder / WEIGHTS_FILE
+    if not (
+        same_weights_as is not None
+        and _holds_exactly(same_weights_as, tensors)
+        and _hard_link(same_weights_as, weights)
+    ):
         # Cloned so tensors that share storage (tied weights) save as separate entries.
         save_file({k: v.clone() for k, v in tensors.items()}, str(weights))
-    atomic_write_text(folder / "config.yaml", config_text)
+    atomic_write_text(folder / CONFIG_FILE, config_text)
     atomic_write_json(folder / LABELS_FILE, labels.to_dict())
-    if isinstance(token_encoder, Vocabulary):
-        token_encoder.save(folder / "vocabulary.json")
-    else:
-        token_encoder.tokenizer.save_pretrained(str(folder / "tokenizer"))
+    save_token_encoder(token_encoder, folder)
     for name, architecture in (architectures or {}).items():  # rebuilt offline from these
         architecture.save_pretrained(str(folder / name))
 
@@ -157,19 +165,26 @@ def _thresholds(folder: Path, labels: LabelSet) -> tuple[np.ndarray, str]:
         return np.full(len(labels), 0.5), "none (multiclass: the most probable class)"
     path = folder / THRESHOLDS_FILE
     if not path.is_file():
-        logger.warning("%s: no %s (only the best checkpoint of a finished run has one); "
-                       "labels are marked at threshold 0.5", folder, THRESHOLDS_FILE)
+        logger.warning(
+            "%s: no %s (only the best checkpoint of a finished run has one); labels are marked at threshold 0.5",
+            folder,
+            THRESHOLDS_FILE,
+        )
         return np.full(len(labels), 0.5), "0.5 (the checkpoint has no tuned thresholds)"
     data = read_json(path)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected an object with 'labels' and 'thresholds'")
     names = data.get("labels", data.get("genres"))  # "genres": written before label sets were data
     if names != list(labels.names):
-        raise CheckpointError(f"{path}: key 'labels': expected the checkpoint's {len(labels)} labels in "
-                              f"order, got {names!r:.120}")
+        raise CheckpointError(
+            f"{path}: key 'labels': expected the checkpoint's {len(labels)} labels in order, got {names!r:.120}"
+        )
     values = data.get("thresholds")
-    if (not isinstance(values, list) or len(values) != len(labels)
-            or not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in values)):
+    if (
+        not isinstance(values, list)
+        or len(values) != len(labels)
+        or not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in values)
+    ):
         raise CheckpointError(f"{path}: key 'thresholds': expected {len(labels)} numbers in [0, 1]")
     return np.asarray(values, dtype=np.float64), f"tuned per label on the {data.get('tuned_on', 'dev split')}"
 
@@ -182,11 +197,17 @@ def _preprocessing(folder: Path, cfg: Any) -> dict[str, Any]:
         if not isinstance(data, dict) or any(key not in data for key in keys):
             raise CheckpointError(f"{path}: expected the keys {', '.join(keys)}")
         return data
-    logger.warning("%s: no %s; posters and plots are prepared with the config's shard and data "
-                   "settings, which may differ from those of the shards it was trained on", folder,
-                   PREPROCESSING_FILE)
-    return {"plot_policy": cfg.data.plot_policy, "poster_short_side": cfg.shard.poster_short_side,
-            "jpeg_quality": cfg.shard.jpeg_quality}
+    logger.warning(
+        "%s: no %s; posters and plots are prepared with the config's shard and data "
+        "settings, which may differ from those of the shards it was trained on",
+        folder,
+        PREPROCESSING_FILE,
+    )
+    return {
+        "plot_policy": cfg.data.plot_policy,
+        "poster_short_side": cfg.shard.poster_short_side,
+        "jpeg_quality": cfg.shard.jpeg_quality,
+    }
 
 
 def load_bundle(checkpoint: str | Path, device: str = "cpu") -> InferenceBundle:
@@ -195,25 +216,35 @@ def load_bundle(checkpoint: str | Path, device: str = "cpu") -> InferenceBundle:
     if not checkpoint.is_dir():
         raise CheckpointError(f"{checkpoint}: not a checkpoint folder")
     folder = checkpoint / INFERENCE_DIR if (checkpoint / INFERENCE_DIR).is_dir() else checkpoint
-    for name in ("model.safetensors", "config.yaml"):
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
         if not (folder / name).is_file():
-            raise CheckpointError(f"{folder}: no {name} (expected a checkpoint folder or its "
-                                  f"{INFERENCE_DIR}/ folder)")
+            raise CheckpointError(f"{folder}: no {name} (expected a checkpoint folder or its {INFERENCE_DIR}/ folder)")
     if folder != checkpoint and (checkpoint / FILES_FILE).is_file():
-        verify_files(checkpoint, within=INFERENCE_DIR,
-                     advice="the checkpoint was damaged or its files replaced by another model's file; "
-                            "use the checkpoint as training saved it")
+        verify_files(
+            checkpoint,
+            within=INFERENCE_DIR,
+            advice="the checkpoint was damaged or its files replaced by another model's file; "
+            "use the checkpoint as training saved it",
+        )
     labels = read_label_set(folder)
-    weights = folder / "model.safetensors"
+    weights = folder / WEIGHTS_FILE
     try:
         model, cfg, token_encoder = load_for_inference(folder, device)
     except SafetensorError as exc:
-        raise CheckpointError(f"{weights}: not a readable safetensors file ({exc}); "
-                              "the file is truncated or corrupt") from None
+        raise CheckpointError(
+            f"{weights}: not a readable safetensors file ({exc}); the file is truncated or corrupt"
+        ) from None
     thresholds, source = _thresholds(folder, labels)
-    return InferenceBundle(checkpoint=checkpoint, model=model, cfg=cfg, token_encoder=token_encoder,
-                           labels=labels, thresholds=thresholds, thresholds_source=source,
-                           preprocessing=_preprocessing(folder, cfg))
+    return InferenceBundle(
+        checkpoint=checkpoint,
+        model=model,
+        cfg=cfg,
+        token_encoder=token_encoder,
+        labels=labels,
+        thresholds=thresholds,
+        thresholds_source=source,
+        preprocessing=_preprocessing(folder, cfg),
+    )
 
 
 def load_for_inference(checkpoint: str | Path, device: str = "cpu") -> tuple[Any, Any, Any]:
@@ -225,31 +256,21 @@ def load_for_inference(checkpoint: str | Path, device: str = "cpu") -> tuple[Any
     # torch and transformers are imported when a model is built, not with the run layer.
     from safetensors.torch import load_file
 
-    from ..data.features import feature_spec
-    from ..data.text import HFTokenEncoder
-    from ..models import build_model
+    from ..models.registry import build_model
 
     folder = Path(checkpoint)
     if (folder / INFERENCE_DIR).is_dir():
         folder = folder / INFERENCE_DIR
-    weights = folder / "model.safetensors"
+    weights = folder / WEIGHTS_FILE
     if not weights.is_file():
-        raise CheckpointError(f"{folder}: no model.safetensors (expected a checkpoint folder "
-                              f"or its {INFERENCE_DIR}/ folder)")
-    cfg = load_config(folder / "config.yaml")
-    if (folder / "vocabulary.json").is_file():
-        token_encoder: Any = Vocabulary.load(folder / "vocabulary.json")
-        vocab_size: int | None = len(token_encoder)
-    else:
-        token_encoder = HFTokenEncoder.from_pretrained(folder / "tokenizer")
-        vocab_size = None
-        if cfg.model.text.kind == "clip" and cfg.model.uses_text:  # plots cut into the tower's windows
-            from ..data.text import WindowedTokenEncoder
-            from ..models.dual import text_window
-            from ..models.hub import load_hf_config
-
-            window = text_window(load_hf_config("model.text.name", str(folder / "text_encoder")))
-            token_encoder = WindowedTokenEncoder(token_encoder.tokenizer, window)
+        raise CheckpointError(
+            f"{folder}: no model.safetensors (expected a checkpoint folder or its {INFERENCE_DIR}/ folder)"
+        )
+    cfg = load_config(folder / CONFIG_FILE)
+    windowed = cfg.model.text.kind == "clip" and cfg.model.uses_text  # plots cut into the tower's windows
+    token_encoder = load_token_encoder(folder, clip_config=folder / "text_encoder" if windowed else None)
+    # A pretrained text encoder's vocabulary size comes from its saved config.
+    vocab_size = None if cfg.model.text.brings_tokenizer and cfg.model.uses_text else token_encoder_size(token_encoder)
     # Architectures from the saved configs; the weights come from the safetensors file.
     shared = cfg.model.shares_dual_encoder
     for part, section in (("text_encoder", cfg.model.text), ("image_encoder", cfg.model.image)):
@@ -262,8 +283,13 @@ def load_for_inference(checkpoint: str | Path, device: str = "cpu") -> tuple[Any
         cfg.model.image.weights_path = None
     # A head trained on cached features (loader.features_dir) reads that set's feature rows.
     labels = read_label_set(folder)
-    model = build_model(cfg.model, num_labels=len(labels), vocab_size=vocab_size, pad_id=token_encoder.pad_id,
-                        features=feature_spec(cfg.loader))
+    model = build_model(
+        cfg.model,
+        num_labels=len(labels),
+        vocab_size=vocab_size,
+        pad_id=token_encoder.pad_id,
+        features=feature_spec(cfg.loader),
+    )
     fits = f"does not fit the model of its config.yaml and {LABELS_FILE} ({len(labels)} labels)"
     try:
         missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)

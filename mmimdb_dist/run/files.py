@@ -26,12 +26,16 @@ def read_json(path: Path) -> Any:
 
 
 def file_listing(folder: Path) -> dict[str, dict[str, Any]]:
-    return {path.relative_to(folder).as_posix(): {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
-            for path in sorted(folder.rglob("*")) if path.is_file()}
+    return {
+        path.relative_to(folder).as_posix(): {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
 
 
-def verify_files(checkpoint: Path, within: str | None = None,
-                 advice: str = "resume from an earlier checkpoint") -> None:
+def verify_files(
+    checkpoint: Path, within: str | None = None, advice: str = "resume from an earlier checkpoint"
+) -> None:
     """Every file listed in `files.json` (or only those under `within/`) is there with its
     saved size and digest; `advice` ends each error (resuming and predicting differ there)."""
     listing_path = checkpoint / FILES_FILE
@@ -50,8 +54,7 @@ def verify_files(checkpoint: Path, within: str | None = None,
             cause = "truncated" if size < expected["bytes"] else "changed since it was saved"
             raise CheckpointError(f"{path}: {size} bytes, expected {expected['bytes']} ({cause}); {advice}")
         if file_sha256(path) != expected["sha256"]:
-            raise CheckpointError(f"{path}: content differs from the SHA-256 in {FILES_FILE} (corrupted); "
-                                  f"{advice}")
+            raise CheckpointError(f"{path}: content differs from the SHA-256 in {FILES_FILE} (corrupted); {advice}")
 
 
 def add_listed_json(checkpoint: Path, documents: dict[str, Any]) -> None:

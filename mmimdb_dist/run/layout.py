@@ -32,29 +32,47 @@ from typing import Any
 from ..schema import TRACKERS
 
 CONFIG_FILE = "config.yaml"
+# A run's token encoder (data/tokens.py): a word vocabulary, or a tokenizer's own files.
 VOCABULARY_FILE = "vocabulary.json"
+TOKENIZER_DIR = "tokenizer"
 METRICS_LOG = "metrics.jsonl"
 FINAL_METRICS = "final_metrics.json"
 PER_LABEL_CSV = "per_label.csv"
 EVALUATION_DIR = "evaluation"
 TRACKERS_FILE = "trackers.json"
 CHECKPOINTS_DIR = "checkpoints"
+# TensorBoard's event files (a tracker given a folder writes <run>/<its name>).
+TENSORBOARD_DIR = "tensorboard"
+# A Slurm submission's record of its jobs (slurm/submission.py).
+SUBMISSIONS_FILE = "submissions.json"
 # Inside one checkpoint folder.
 STATE_FILE = "trainer_state.json"
 FILES_FILE = "files.json"
 INFERENCE_DIR = "inference"
 # Accelerate's name for the model's weights (also the export's, which shares the file: checkpoints.py).
-ACCELERATE_WEIGHTS = "model.safetensors"
+WEIGHTS_FILE = "model.safetensors"
 
 # What a run folder holds: the trainer's files, `evaluate`'s reports, a Slurm job's records.
-RUN_FILES = frozenset({CHECKPOINTS_DIR, CONFIG_FILE, EVALUATION_DIR, FINAL_METRICS, METRICS_LOG,
-                       PER_LABEL_CSV, "tensorboard", VOCABULARY_FILE, "slurm", "submissions.json",
-                       TRACKERS_FILE}) | frozenset(TRACKERS)  # a tracker given a folder writes <run>/<its name>
+RUN_FILES = frozenset(
+    {
+        CHECKPOINTS_DIR,
+        CONFIG_FILE,
+        EVALUATION_DIR,
+        FINAL_METRICS,
+        METRICS_LOG,
+        PER_LABEL_CSV,
+        TENSORBOARD_DIR,
+        VOCABULARY_FILE,
+        "slurm",
+        SUBMISSIONS_FILE,
+        TRACKERS_FILE,
+    }
+) | frozenset(TRACKERS)  # a tracker given a folder writes <run>/<its name>
 
 
 def run_dir_of(cfg: Any) -> Path:
     """`<output_dir>/<name>`: where the run of an ExperimentConfig lives."""
-    return Path(cfg.output_dir) / cfg.name
+    return Path(cfg.output_dir) / str(cfg.name)
 
 
 def checkpoints_dir_of(run_dir: str | Path) -> Path:

@@ -4,15 +4,16 @@ Every evaluation of a model (the trainer's dev evaluations and final test, `eval
 Tune trial through the trainer, the tests) goes through `evaluate_split`; its report is
 `run/protocol.py`'s.
 
-Eval loaders give each rank a different share of the split, so ranks end with different
-numbers of batches. Gathering per batch (`gather_for_metrics` inside the loop) would then
-hang or pad; instead each rank collects its (ids, probabilities, labels) and they are
-gathered once, as Python objects, after the loop. The forwards themselves must pair up too:
-under ZeRO-3 each one gathers the sharded weights from every rank, and a DDP forward may sync
-buffers. So the ranks first agree on the largest batch count, and a rank with fewer batches
-runs padding forwards (a batch of its split again, outputs dropped) until it has made as many. The result is de-duplicated by id,
-sorted by id (so any world size yields the same arrays in the same order), and checked
-against the manifest: every sample is either predicted or counted as skipped bad data.
+Eval loaders give each rank a different share of the split, so ranks end with different numbers
+of batches. Gathering per batch (`gather_for_metrics` inside the loop) would then hang or pad;
+instead each rank collects its (ids, probabilities, labels) and they are gathered once, as
+Python objects, after the loop. The forwards themselves must pair up too: under ZeRO-3 each one
+gathers the sharded weights from every rank, and a DDP forward may sync buffers. So the ranks
+first agree on the largest batch count, and a rank with fewer batches runs padding forwards (a
+batch of its split again, outputs dropped) until it has made as many. The result is
+de-duplicated by id, sorted by id (so any world size yields the same arrays in the same order),
+and checked against the manifest: every sample is either predicted or counted as skipped bad
+data.
 """
 
 from __future__ import annotations
@@ -53,11 +54,20 @@ def probabilities(logits: torch.Tensor, multiclass: bool) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_local(model: torch.nn.Module, loader: StreamingLoader, device: torch.device,
-                  input_dtype: torch.dtype = torch.float32, autocast=contextlib.nullcontext,
-                  progress: bool = False, desc: str = "eval", *, num_labels: int,
-                  multiclass: bool = False, forwards: int = 0,
-                  padding_batch: Callable[[], dict[str, Any]] | None = None) -> Predictions:
+def predict_local(
+    model: torch.nn.Module,
+    loader: StreamingLoader,
+    device: torch.device,
+    input_dtype: torch.dtype = torch.float32,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+    progress: bool = False,
+    desc: str = "eval",
+    *,
+    num_labels: int,
+    multiclass: bool = False,
+    forwards: int = 0,
+    padding_batch: Callable[[], dict[str, Any]] | None = None,
+) -> Predictions:
     """This rank's predictions over its share of an eval loader.
 
     Labels stay on the host (they never need the device), and the logits stay on the device
@@ -84,11 +94,14 @@ def predict_local(model: torch.nn.Module, loader: StreamingLoader, device: torch
         with autocast():
             model(last)
     model.train(was_training)
-    all_logits = (torch.cat(logits_parts).cpu().numpy() if logits_parts
-                  else np.zeros((0, num_labels), np.float32))
-    return Predictions(ids=ids, probs=probabilities(torch.from_numpy(all_logits), multiclass).numpy(),
-                       labels=np.concatenate(labels) if labels else np.zeros((0, num_labels), np.int64),
-                       skipped=loader.skipped, logits=all_logits)
+    all_logits = torch.cat(logits_parts).cpu().numpy() if logits_parts else np.zeros((0, num_labels), np.float32)
+    return Predictions(
+        ids=ids,
+        probs=probabilities(torch.from_numpy(all_logits), multiclass).numpy(),
+        labels=np.concatenate(labels) if labels else np.zeros((0, num_labels), np.int64),
+        skipped=loader.skipped,
+        logits=all_logits,
+    )
 
 
 def merge(parts: list[Predictions], expected: int, where: str) -> Predictions:
@@ -100,18 +113,32 @@ def merge(parts: list[Predictions], expected: int, where: str) -> Predictions:
             rows.setdefault(sample_id, (part.probs[index], part.labels[index], logits))
     skipped = sum(part.skipped for part in parts)
     if len(rows) + skipped != expected:
-        raise DataError(f"{where}: evaluated {len(rows)} distinct samples and skipped {skipped}, "
-                        f"but the manifest lists {expected}")
+        raise DataError(
+            f"{where}: evaluated {len(rows)} distinct samples and skipped {skipped}, but the manifest lists {expected}"
+        )
     ids = sorted(rows)
-    with_logits = bool(ids) and all(rows[i][2] is not None for i in ids)
-    return Predictions(ids=ids, probs=np.stack([rows[i][0] for i in ids]),
-                       labels=np.stack([rows[i][1] for i in ids]), skipped=skipped,
-                       logits=np.stack([rows[i][2] for i in ids]) if with_logits else None)
+    logits = [rows[i][2] for i in ids]
+    return Predictions(
+        ids=ids,
+        probs=np.stack([rows[i][0] for i in ids]),
+        labels=np.stack([rows[i][1] for i in ids]),
+        skipped=skipped,
+        logits=np.stack(logits) if ids and not any(row is None for row in logits) else None,
+    )
 
 
-def evaluate_split(model: torch.nn.Module, cfg: Any, manifest: Manifest, split: str, token_encoder: Any, *,
-                   accelerator: Any = None, device: str | torch.device = "cpu",
-                   input_dtype: torch.dtype = torch.float32, progress: bool = False) -> Predictions:
+def evaluate_split(
+    model: torch.nn.Module,
+    cfg: Any,
+    manifest: Manifest,
+    split: str,
+    token_encoder: Any,
+    *,
+    accelerator: Any = None,
+    device: str | torch.device = "cpu",
+    input_dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+) -> Predictions:
     """Every sample of `split` once, rows sorted by id, checked against the manifest.
 
     With an `accelerator`, each rank predicts its share (in its autocast) and the shares are
@@ -119,12 +146,21 @@ def evaluate_split(model: torch.nn.Module, cfg: Any, manifest: Manifest, split: 
     reads the whole split on `device`.
     """
     rank, world_size = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
-    loader = build_eval_loader(cfg.loader, manifest, split, token_encoder, rank=rank, world_size=world_size,
-                               images=cfg.model.uses_image)
+    loader = build_eval_loader(
+        cfg.loader, manifest, split, token_encoder, rank=rank, world_size=world_size, images=cfg.model.uses_image
+    )
     expected, where = manifest.split(split).num_samples, f"{manifest.path} split {split!r}"
-    task = {"num_labels": len(manifest.labels), "multiclass": manifest.labels.multiclass}
+    num_labels, multiclass = len(manifest.labels), manifest.labels.multiclass
     if accelerator is None:
-        local = predict_local(model, loader, torch.device(device), progress=progress, desc=split, **task)
+        local = predict_local(
+            model,
+            loader,
+            torch.device(device),
+            progress=progress,
+            desc=split,
+            num_labels=num_labels,
+            multiclass=multiclass,
+        )
         return merge([local], expected, where)
     forwards = len(loader)
     if world_size > 1:  # one collective: the largest batch count, which every rank will run
@@ -133,11 +169,28 @@ def evaluate_split(model: torch.nn.Module, cfg: Any, manifest: Manifest, split: 
 
     def padding_batch() -> dict[str, Any]:
         """One sample of the split, read on this process alone (a rank whose share is empty)."""
-        solo = build_eval_loader(dataclasses.replace(cfg.loader, num_workers=0), manifest, split,
-                                 token_encoder, rank=0, world_size=1, images=cfg.model.uses_image)
+        solo = build_eval_loader(
+            dataclasses.replace(cfg.loader, num_workers=0),
+            manifest,
+            split,
+            token_encoder,
+            rank=0,
+            world_size=1,
+            images=cfg.model.uses_image,
+        )
         return next(iter(solo.start()))
 
-    local = predict_local(model, loader, accelerator.device, input_dtype, accelerator.autocast,
-                          progress=accelerator.is_local_main_process, desc=split, **task,
-                          forwards=forwards, padding_batch=padding_batch)
+    local = predict_local(
+        model,
+        loader,
+        accelerator.device,
+        input_dtype,
+        accelerator.autocast,
+        progress=accelerator.is_local_main_process,
+        desc=split,
+        num_labels=num_labels,
+        multiclass=multiclass,
+        forwards=forwards,
+        padding_batch=padding_batch,
+    )
     return merge(gather_object([local]) if world_size > 1 else [local], expected, where)

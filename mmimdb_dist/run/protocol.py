@@ -17,8 +17,9 @@ from ..labels import LabelSet
 from ..metrics import evaluation_report, tune_thresholds
 
 
-def protocol_report(dev_labels: np.ndarray, dev_probs: np.ndarray,
-                    others: dict[str, tuple[np.ndarray, np.ndarray]], label_set: LabelSet) -> dict[str, Any]:
+def protocol_report(
+    dev_labels: np.ndarray, dev_probs: np.ndarray, others: dict[str, tuple[np.ndarray, np.ndarray]], label_set: LabelSet
+) -> dict[str, Any]:
     """`thresholds` tuned on dev, and a report per split (`dev` and each of `others`: labels,
     probabilities) at 0.5 and at those thresholds; for a multiclass label set the arg-max
     report of each split, and `thresholds` None."""
@@ -34,6 +35,5 @@ def primary_report(split_report: dict[str, Any], protocol: str | None = None) ->
     """The metrics of one split's report under `protocol` (default: the report's first,
     `threshold_0.5` or `argmax`); a multiclass report answers any protocol with its arg-max,
     since it has no thresholds to choose between."""
-    if "argmax" in split_report:
-        return split_report["argmax"]
-    return split_report[protocol or "threshold_0.5"]
+    report: dict[str, Any] = split_report["argmax" if "argmax" in split_report else protocol or "threshold_0.5"]
+    return report

@@ -5,10 +5,10 @@ Torch-free on purpose (no torch, numpy or scikit-learn import): validating a YAM
 the schema without an import cycle. Errors are `errors.ConfigError`, one line each.
 """
 
-from .baseline import (  # noqa: F401
+from .baseline import (
     BaselineConfig,
 )
-from .data import (  # noqa: F401
+from .data import (
     MAX_TEXT_LENGTH,
     TABLE_SUFFIXES,
     DataConfig,
@@ -16,10 +16,10 @@ from .data import (  # noqa: F401
     ShardConfig,
     TableColumns,
 )
-from .experiment import (  # noqa: F401
+from .experiment import (
     ExperimentConfig,
 )
-from .loading import (  # noqa: F401
+from .loading import (
     BASE_KEY,
     apply_overrides,
     dump_config,
@@ -32,13 +32,13 @@ from .loading import (  # noqa: F401
     save_config,
     to_dict,
 )
-from .loss import (  # noqa: F401
+from .loss import (
     LOSS_NAMES,
     MULTICLASS_LOSSES,
     MULTILABEL_LOSSES,
     LossConfig,
 )
-from .model import (  # noqa: F401
+from .model import (
     FREEZE_LEVELS,
     HF_KINDS,
     IMAGE_KINDS,
@@ -51,14 +51,14 @@ from .model import (  # noqa: F401
     ModelConfig,
     TextEncoderConfig,
 )
-from .search import (  # noqa: F401
+from .search import (
     RayConfig,
     ResourcesConfig,
     SchedulerConfig,
     SearchAlgorithmConfig,
     SearchConfig,
 )
-from .train import (  # noqa: F401
+from .train import (
     PRECISIONS,
     SCHEDULES,
     SELECT_METRICS,
@@ -67,3 +67,52 @@ from .train import (  # noqa: F401
     TrainConfig,
     check_select_metric,
 )
+
+__all__ = [
+    "BASE_KEY",
+    "FREEZE_LEVELS",
+    "HF_KINDS",
+    "IMAGE_KINDS",
+    "IMAGE_POOLINGS",
+    "LOSS_NAMES",
+    "LSTM_POOLINGS",
+    "MAX_TEXT_LENGTH",
+    "MODEL_NAMES",
+    "MULTICLASS_LOSSES",
+    "MULTILABEL_LOSSES",
+    "PRECISIONS",
+    "SCHEDULES",
+    "SELECT_METRICS",
+    "SELECT_METRICS_BY_TASK",
+    "TABLE_SUFFIXES",
+    "TEXT_KINDS",
+    "TRACKERS",
+    "BaselineConfig",
+    "DataConfig",
+    "ExperimentConfig",
+    "FusionConfig",
+    "ImageEncoderConfig",
+    "LoaderConfig",
+    "LossConfig",
+    "ModelConfig",
+    "RayConfig",
+    "ResourcesConfig",
+    "SchedulerConfig",
+    "SearchAlgorithmConfig",
+    "SearchConfig",
+    "ShardConfig",
+    "TableColumns",
+    "TextEncoderConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "check_select_metric",
+    "dump_config",
+    "from_dict",
+    "load_config",
+    "merge_config_data",
+    "parse_override",
+    "read_config_data",
+    "read_yaml",
+    "save_config",
+    "to_dict",
+]

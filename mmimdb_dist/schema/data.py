@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from ..errors import ConfigError
 
@@ -16,16 +16,16 @@ class TableColumns:
     the split (`data.source: table`)."""
 
     # The sample id; null: the row number (1 for the first data row).
-    id: Optional[str] = None
+    id: str | None = None
     # One column, or several joined with a blank line (e.g. [title, body]).
-    text: Union[str, list[str], None] = None
+    text: str | list[str] | None = None
     # A path to the image, relative to the table's folder; null: a text-only table.
-    image: Optional[str] = None
+    image: str | None = None
     # One column holding the labels (a JSON list, or a string split on `data.label_separator`),
     # or a list of 0/1 columns, one per label (their names are the labels).
-    labels: Union[str, list[str], None] = None
+    labels: str | list[str] | None = None
     # train / dev / test per row; null: a seeded split stratified by label (`data.split_fractions`).
-    split: Optional[str] = None
+    split: str | None = None
 
     @property
     def text_columns(self) -> list[str]:
@@ -56,7 +56,7 @@ class DataConfig:
     # Turn a skipped record (no plot, no poster, no kept genre, ...) into an error.
     strict: bool = False
     # source: table. A .csv, .tsv, .jsonl or .parquet file; image paths resolve against its folder.
-    table: Optional[str] = None
+    table: str | None = None
     columns: TableColumns = field(default_factory=TableColumns)
     # Splits a label column's string into labels (a JSON list in the cell is read as one).
     label_separator: str = "|"
@@ -68,14 +68,15 @@ class DataConfig:
     # Labels with fewer train rows are dropped (and reported in the manifest).
     min_label_count: int = 1
     # The label set in this order; null: the train split's labels by frequency, ties by name.
-    labels: Optional[list[str]] = None
+    labels: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.source != "table":
             return
         if not self.table:
-            raise ConfigError("data.table: expected the path of a .csv, .tsv, .jsonl or .parquet table "
-                              "(data.source is table)")
+            raise ConfigError(
+                "data.table: expected the path of a .csv, .tsv, .jsonl or .parquet table (data.source is table)"
+            )
         if not self.table.lower().endswith(TABLE_SUFFIXES):
             raise ConfigError(f"data.table: {self.table!r}: expected a file ending in {', '.join(TABLE_SUFFIXES)}")
         columns = self.columns
@@ -83,20 +84,31 @@ class DataConfig:
             raise ConfigError("data.columns.text: expected the text column (or a list of them)")
         if not columns.label_columns:
             raise ConfigError("data.columns.labels: expected the label column, or a list of 0/1 columns")
-        named = [c for c in (columns.id, *columns.text_columns, columns.image, *columns.label_columns,
-                             columns.split) if c is not None]
+        named = [
+            c
+            for c in (columns.id, *columns.text_columns, columns.image, *columns.label_columns, columns.split)
+            if c is not None
+        ]
         if any(not isinstance(c, str) or not c for c in named):
             raise ConfigError(f"data.columns: expected non-empty column names, got {named}")
         if self.task == "multiclass" and columns.one_hot_labels and len(columns.label_columns) < 2:
-            raise ConfigError("data.columns.labels: a multiclass task needs at least 2 classes "
-                              "(one 0/1 column is a binary task: data.task multilabel)")
+            raise ConfigError(
+                "data.columns.labels: a multiclass task needs at least 2 classes "
+                "(one 0/1 column is a binary task: data.task multilabel)"
+            )
         if not self.label_separator:
             raise ConfigError("data.label_separator: expected a non-empty string")
         fractions = self.split_fractions
-        if (len(fractions) != 3 or any(f < 0 for f in fractions) or fractions[0] <= 0
-                or abs(sum(fractions) - 1.0) > 1e-6):
-            raise ConfigError(f"data.split_fractions: expected 3 fractions (train, dev, test) >= 0 that sum "
-                              f"to 1, train above 0, got {fractions}")
+        if (
+            len(fractions) != 3
+            or any(f < 0 for f in fractions)
+            or fractions[0] <= 0
+            or abs(sum(fractions) - 1.0) > 1e-6
+        ):
+            raise ConfigError(
+                f"data.split_fractions: expected 3 fractions (train, dev, test) >= 0 that sum "
+                f"to 1, train above 0, got {fractions}"
+            )
         if self.min_label_count < 1:
             raise ConfigError(f"data.min_label_count: expected a positive integer, got {self.min_label_count}")
         if self.labels is not None and (not self.labels or len(set(self.labels)) != len(self.labels)):
@@ -142,7 +154,7 @@ class LoaderConfig:
     shards_dir: str = "shards/synth"
     # Train on cached encoder outputs (`mmimdb-dist cache-features --out DIR`) instead of the
     # shards: only the fusion head is built and trained, many times faster.
-    features_dir: Optional[str] = None
+    features_dir: str | None = None
     batch_size: int = 32
     eval_batch_size: int = 64
     num_workers: int = 2
@@ -150,7 +162,7 @@ class LoaderConfig:
     shuffle_buffer: int = 1000
     # Poster side in pixels; null: the image encoder's native size (224 for the ResNets, the
     # image processor's or the weights' size for hf, clip and torchvision backbones).
-    image_size: Optional[int] = None
+    image_size: int | None = None
     # Train-time augmentation (off for evaluation and prediction): random resized crops and
     # flips in the workers, and brightness/contrast/saturation jitter of this strength on the
     # device (0: none), drawn per sample from (seed, epoch, id) so a resumed epoch is identical.
@@ -167,12 +179,13 @@ class LoaderConfig:
     drop_last: bool = True
 
     def __post_init__(self) -> None:
-        _positive(self, "batch_size", "eval_batch_size", "shuffle_buffer",
-                  "max_text_length", "bucket_pool_batches")
+        _positive(self, "batch_size", "eval_batch_size", "shuffle_buffer", "max_text_length", "bucket_pool_batches")
         if self.max_text_length > MAX_TEXT_LENGTH:
-            raise ConfigError(f"loader.max_text_length: {self.max_text_length} is more than {MAX_TEXT_LENGTH} "
-                              "tokens; plots are ~150 word pieces (7 % over 512), and every batch is padded "
-                              "to its longest plot")
+            raise ConfigError(
+                f"loader.max_text_length: {self.max_text_length} is more than {MAX_TEXT_LENGTH} "
+                "tokens; plots are ~150 word pieces (7 % over 512), and every batch is padded "
+                "to its longest plot"
+            )
         if not 0.0 <= self.color_jitter < 1.0:
             raise ConfigError(f"loader.color_jitter: expected a strength in [0, 1), got {self.color_jitter}")
         if self.image_size is not None and self.image_size <= 0:

@@ -33,7 +33,13 @@ class ExperimentConfig:
             raise ConfigError(f"seed: expected an integer in [0, 2**32), got {self.seed}")
         # Runs are written to <output_dir>/<name>: a name must not lead out of output_dir.
         parts = self.name.replace("\\", "/").split("/")
-        if (not self.name or self.name.startswith(("/", "~")) or "\x00" in self.name
-                or any(part in ("", ".", "..") for part in parts)):
-            raise ConfigError(f"name: {self.name!r}: expected a relative path inside output_dir "
-                              "(no leading / or ~, no empty, '.' or '..' parts)")
+        if (
+            not self.name
+            or self.name.startswith(("/", "~"))
+            or "\x00" in self.name
+            or any(part in ("", ".", "..") for part in parts)
+        ):
+            raise ConfigError(
+                f"name: {self.name!r}: expected a relative path inside output_dir "
+                "(no leading / or ~, no empty, '.' or '..' parts)"
+            )

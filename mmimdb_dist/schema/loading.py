@@ -9,6 +9,7 @@ every output so a run can always be reproduced from its own folder.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -97,10 +98,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             number = float(value)
         # YAML 1.1 reads `3e-4` (no dot) as a string; accept what float() accepts.
         elif isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):
                 number = float(value)
-            except ValueError:
-                pass
         if number is not None:
             if not math.isfinite(number):  # NaN passes every comparison in the range checks
                 raise ConfigError(f"{key}: expected a finite number, got {_describe(value)}")
@@ -130,8 +129,10 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
             valid = sorted(fields)
             hint = difflib.get_close_matches(str(name), valid, n=1)
             extra = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise ConfigError(f"unknown config key {full!r}{extra} Valid keys"
-                              f"{' in ' + repr(prefix) if prefix else ''}: {', '.join(valid)}")
+            raise ConfigError(
+                f"unknown config key {full!r}{extra} Valid keys"
+                f"{' in ' + repr(prefix) if prefix else ''}: {', '.join(valid)}"
+            )
         kwargs[name] = _coerce(hints[name], value, full)
     try:
         return cls(**kwargs)
@@ -179,7 +180,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """The safe loader, refusing a key written twice in one mapping (YAML keeps the last one
     silently, so `lr: 0.1` ... `lr: 0.001` would train at whichever came second)."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
@@ -189,8 +190,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 continue
             if first != key_node.start_mark.line + 1:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} written twice (lines {first} and "
-                    f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+                    None,
+                    None,
+                    f"key {key!r} written twice (lines {first} and {key_node.start_mark.line + 1}); keep one",
+                    key_node.start_mark,
+                )
         return super().construct_mapping(node, deep=deep)
 
 
@@ -202,19 +206,22 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except IsADirectoryError:
-        raise ConfigError(f"config file {path}: is a folder; expected a YAML file (e.g. configs/early_fusion.yaml)") from None
+        raise ConfigError(
+            f"config file {path}: is a folder; expected a YAML file (e.g. configs/early_fusion.yaml)"
+        ) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"config file {path}: cannot read ({exc.strerror or exc})") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
-        raise ConfigError(f"{path}: {where}not valid YAML (safe loader; Python tags are refused): "
-                          f"{' '.join(str(problem).split())}") from None
+        raise ConfigError(
+            f"{path}: {where}not valid YAML (safe loader; Python tags are refused): {' '.join(str(problem).split())}"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -248,8 +255,10 @@ def read_config_data(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[st
     if isinstance(bases, str):
         bases = [bases]
     if not isinstance(bases, list) or not bases or not all(isinstance(b, str) and b for b in bases):
-        raise ConfigError(f"{path}: {BASE_KEY}: expected a config file name or a list of them, "
-                          f"relative to {path.parent}, got {_describe(bases)}")
+        raise ConfigError(
+            f"{path}: {BASE_KEY}: expected a config file name or a list of them, "
+            f"relative to {path.parent}, got {_describe(bases)}"
+        )
     merged: dict[str, Any] = {}
     for base in bases:
         base_path = path.parent / base
@@ -258,14 +267,14 @@ def read_config_data(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[st
             cycle = " -> ".join(str(p) for p in (*chain, base_path.resolve()))
             raise ConfigError(f"{path}: {BASE_KEY}: {base!r} leads back to itself ({cycle})")
         if not base_path.is_file():
-            raise ConfigError(f"{path}: {BASE_KEY}: {base_path} does not exist "
-                              f"(a base is named relative to {path.parent})")
+            raise ConfigError(
+                f"{path}: {BASE_KEY}: {base_path} does not exist (a base is named relative to {path.parent})"
+            )
         merged = merge_config_data(merged, read_config_data(base_path, chain))
     return merge_config_data(merged, data)
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
-                cls: type[T] = ExperimentConfig) -> T:  # type: ignore[assignment]
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), cls: type[T] = ExperimentConfig) -> T:  # type: ignore[assignment]
     """Load `path` (or the defaults) over its `base:` configs, apply `--set` overrides, and
     validate everything."""
     data = read_config_data(path) if path else {}
@@ -282,8 +291,8 @@ def dump_config(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-def save_config(cfg: Any, directory: str | Path, filename: str = "config.yaml") -> Path:
-    """Write the resolved config next to an output, atomically."""
-    target = Path(directory) / filename
+def save_config(cfg: Any, target: str | Path) -> Path:
+    """Write the resolved config to `target` (a run's or an output's `run.layout.CONFIG_FILE`), atomically."""
+    target = Path(target)
     atomic_write_text(target, dump_config(cfg))
     return target

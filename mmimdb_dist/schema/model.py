@@ -9,13 +9,18 @@ one flat YAML section per encoder instead of a nest of per-kind sub-sections.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from ..errors import ConfigError
 
 # Names accepted by the registry; kept here (torch-free) so config validation can list them.
 MODEL_NAMES: tuple[str, ...] = (
-    "text_only", "image_only", "early_fusion", "late_fusion", "attention_fusion", "gmu",
+    "text_only",
+    "image_only",
+    "early_fusion",
+    "late_fusion",
+    "attention_fusion",
+    "gmu",
 )
 TEXT_KINDS: tuple[str, ...] = ("bilstm", "hf", "clip", "none")
 IMAGE_KINDS: tuple[str, ...] = ("resnet18", "resnet50", "cnn", "hf", "torchvision", "clip", "none")
@@ -90,13 +95,16 @@ class TextEncoderConfig:
         _check_choice("model.text.lstm_pooling", self.lstm_pooling, LSTM_POOLINGS)
         if not self.embed_init_std > 0:
             raise ConfigError(f"model.text.embed_init_std: expected a positive number, got {self.embed_init_std}")
-        _check_positive("model.text", self, "embed_dim", "hidden", "num_layers", "attention_dim",
-                        "vocab_min_freq", "vocab_max_size")
+        _check_positive(
+            "model.text", self, "embed_dim", "hidden", "num_layers", "attention_dim", "vocab_min_freq", "vocab_max_size"
+        )
         if self.freeze_layers < 0:
             raise ConfigError(f"model.text.freeze_layers: expected >= 0, got {self.freeze_layers}")
         if self.kind in HF_KINDS and self.pretrained and self.hf_config:
-            raise ConfigError("model.text.hf_config: architecture overrides apply to random models only; "
-                         "set model.text.pretrained: false or remove hf_config")
+            raise ConfigError(
+                "model.text.hf_config: architecture overrides apply to random models only; "
+                "set model.text.pretrained: false or remove hf_config"
+            )
 
     @property
     def brings_tokenizer(self) -> bool:
@@ -127,11 +135,11 @@ class ImageEncoderConfig:
     # Pretrained weights: ImageNet for the ResNets, `weights` for torchvision, the checkpoint
     # of `name` for hf/clip (false: random, from the architecture; tests and smoke runs).
     # Left null: true for the hf, clip and torchvision kinds, false for the others.
-    pretrained: Optional[bool] = None
+    pretrained: bool | None = None
     # torchvision: member of the model's weights enum ("DEFAULT", "IMAGENET1K_V1", ...).
     weights: str = "DEFAULT"
     # Local state_dict file for the ResNet (offline clusters); takes precedence over `pretrained`.
-    weights_path: Optional[str] = None
+    weights_path: str | None = None
     # resnet18/resnet50: freeze up to and including this stage; frozen BatchNorm stays in eval mode.
     freeze_until: str = "none"
     # Any kind but cnn: freeze the whole backbone (a linear-probe style run; it stays in eval mode).
@@ -149,8 +157,8 @@ class ImageEncoderConfig:
     # Per-channel pixel statistics; null: the backbone's own (its image processor or weights'
     # transforms, ImageNet's for the ResNets and the CNN), written here when a run starts so
     # saved configs and checkpoints rebuild the same preprocessing offline.
-    pixel_mean: Optional[list[float]] = None
-    pixel_std: Optional[list[float]] = None
+    pixel_mean: list[float] | None = None
+    pixel_std: list[float] | None = None
     # Output channels of the 4 conv-bn-relu-pool blocks of the `cnn` kind.
     cnn_channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
     # The feature map or patch tokens are pooled to grid x grid tokens (7 x 7 = 49) for
@@ -165,34 +173,43 @@ class ImageEncoderConfig:
         _check_choice("model.image.pooling", self.pooling, IMAGE_POOLINGS)
         _check_positive("model.image", self, "patch_grid")
         if len(self.cnn_channels) != 4 or any(c <= 0 for c in self.cnn_channels):
-            raise ConfigError(f"model.image.cnn_channels: expected 4 positive channel counts, "
-                         f"got {self.cnn_channels}")
-        if self.kind == "cnn" and (self.pretrained or self.weights_path or self.freeze_until != "none"
-                                   or self.freeze):
-            raise ConfigError("model.image: the cnn kind is trained from scratch; pretrained, weights_path, "
-                         "freeze and freeze_until do not apply to it")
+            raise ConfigError(f"model.image.cnn_channels: expected 4 positive channel counts, got {self.cnn_channels}")
+        if self.kind == "cnn" and (self.pretrained or self.weights_path or self.freeze_until != "none" or self.freeze):
+            raise ConfigError(
+                "model.image: the cnn kind is trained from scratch; pretrained, weights_path, "
+                "freeze and freeze_until do not apply to it"
+            )
         if self.kind in ("hf", "torchvision", "clip") and not self.name:
-            raise ConfigError(f"model.image.name: the {self.kind} kind needs a model name "
-                         f"({_NAME_EXAMPLES[self.kind]})")
+            raise ConfigError(
+                f"model.image.name: the {self.kind} kind needs a model name ({_NAME_EXAMPLES[self.kind]})"
+            )
         if self.freeze_until != "none" and self.kind not in ("resnet18", "resnet50"):
-            raise ConfigError("model.image.freeze_until: applies to resnet18/resnet50; use freeze or "
-                         "freeze_layers for other kinds")
+            raise ConfigError(
+                "model.image.freeze_until: applies to resnet18/resnet50; use freeze or freeze_layers for other kinds"
+            )
         if self.freeze_layers < 0:
             raise ConfigError(f"model.image.freeze_layers: expected >= 0, got {self.freeze_layers}")
         if self.freeze_layers and self.kind not in HF_KINDS:
-            raise ConfigError("model.image.freeze_layers: applies to the hf and clip kinds (transformer "
-                         "blocks); use freeze (whole backbone) or freeze_until (ResNets)")
+            raise ConfigError(
+                "model.image.freeze_layers: applies to the hf and clip kinds (transformer "
+                "blocks); use freeze (whole backbone) or freeze_until (ResNets)"
+            )
         if self.weights_path and self.kind not in ("resnet18", "resnet50"):
-            raise ConfigError("model.image.weights_path: applies to resnet18/resnet50; hf and clip take a "
-                         "local folder as name")
+            raise ConfigError(
+                "model.image.weights_path: applies to resnet18/resnet50; hf and clip take a local folder as name"
+            )
         for key, values in (("pixel_mean", self.pixel_mean), ("pixel_std", self.pixel_std)):
-            if values is not None and (len(values) != 3 or not all(0 < v < 10 if key == "pixel_std"
-                                                                   else -10 < v < 10 for v in values)):
-                raise ConfigError(f"model.image.{key}: expected 3 per-channel values"
-                             f"{' > 0' if key == 'pixel_std' else ''}, got {values}")
+            if values is not None and (
+                len(values) != 3 or not all(0 < v < 10 if key == "pixel_std" else -10 < v < 10 for v in values)
+            ):
+                raise ConfigError(
+                    f"model.image.{key}: expected 3 per-channel values"
+                    f"{' > 0' if key == 'pixel_std' else ''}, got {values}"
+                )
         if self.hf_config and (self.kind not in HF_KINDS or self.pretrained):
-            raise ConfigError("model.image.hf_config: architecture overrides apply to random hf/clip models "
-                         "only (pretrained: false)")
+            raise ConfigError(
+                "model.image.hf_config: architecture overrides apply to random hf/clip models only (pretrained: false)"
+            )
 
 
 _NAME_EXAMPLES = {
@@ -218,8 +235,7 @@ class FusionConfig:
         _check_positive("model.fusion", self, "hidden", "heads")
         _check_probability("model.fusion.dropout", self.dropout)
         if self.hidden % self.heads:
-            raise ConfigError(f"model.fusion.heads: {self.heads} does not divide model.fusion.hidden "
-                         f"({self.hidden})")
+            raise ConfigError(f"model.fusion.heads: {self.heads} does not divide model.fusion.hidden ({self.hidden})")
         if self.branch_loss_weight < 0:
             raise ConfigError(f"model.fusion.branch_loss_weight: expected >= 0, got {self.branch_loss_weight}")
 
@@ -246,14 +262,21 @@ class ModelConfig:
         if self.text.kind == "clip" and not self.text.name:
             raise ConfigError(f"model.text.name: the clip kind needs a model name ({_NAME_EXAMPLES['clip']})")
         if self.shares_dual_encoder and self.text.pretrained != self.image.pretrained:
-            raise ConfigError("model.image.pretrained: the text and image towers come from one checkpoint "
-                         f"({self.text.name!r}); set model.text.pretrained and model.image.pretrained alike")
+            raise ConfigError(
+                "model.image.pretrained: the text and image towers come from one checkpoint "
+                f"({self.text.name!r}); set model.text.pretrained and model.image.pretrained alike"
+            )
 
     @property
     def shares_dual_encoder(self) -> bool:
         """Text and poster read by the two towers of one CLIP-family checkpoint, loaded once."""
-        return (self.uses_text and self.uses_image and self.text.kind == "clip"
-                and self.image.kind == "clip" and self.text.name == self.image.name)
+        return (
+            self.uses_text
+            and self.uses_image
+            and self.text.kind == "clip"
+            and self.image.kind == "clip"
+            and self.text.name == self.image.name
+        )
 
     @property
     def uses_text(self) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from ..errors import ConfigError
 
@@ -18,7 +18,7 @@ class SearchAlgorithmConfig:
     # Trials to run (for grid: repetitions of the whole grid).
     num_samples: int = 8
     # Seed of the searcher, so a search proposes the same trials when run again.
-    seed: Optional[int] = 0
+    seed: int | None = 0
 
 
 @dataclass
@@ -29,15 +29,26 @@ class SchedulerConfig:
     name: Literal["asha", "fifo"] = "asha"
     # A key of the trainer's dev evaluation record; null: the trials' own `train.select_metric`
     # (from the overrides or the base config), so Tune ranks trials as the trainer picks checkpoints.
-    metric: Optional[Literal["mean_average_precision", "roc_auc_macro", "f1_macro", "f1_micro",
-                             "f1_macro_tuned", "f1_micro_tuned", "accuracy", "f1_weighted",
-                             "top5_accuracy"]] = None
+    metric: (
+        Literal[
+            "mean_average_precision",
+            "roc_auc_macro",
+            "f1_macro",
+            "f1_micro",
+            "f1_macro_tuned",
+            "f1_micro_tuned",
+            "accuracy",
+            "f1_weighted",
+            "top5_accuracy",
+        ]
+        | None
+    ) = None
     mode: Literal["max", "min"] = "max"
     # Rungs are in dev evaluations (`train.eval_every` sets how often they happen).
     grace_period: int = 1
     reduction_factor: float = 2.0
     # Evaluations of a complete trial; null: computed from the base config and the data.
-    max_t: Optional[int] = None
+    max_t: int | None = None
 
 
 @dataclass
@@ -47,7 +58,7 @@ class ResourcesConfig:
     cpu: float = 1.0
     gpu: float = 0.0
     # Trials running at the same time (null: as many as the resources allow).
-    max_concurrent: Optional[int] = None
+    max_concurrent: int | None = None
     # > 1: each trial is a Ray Train TorchTrainer with this many workers (one process per
     # worker, `cpu`/`gpu` each), running the Accelerate trainer distributed.
     workers: int = 1
@@ -58,8 +69,8 @@ class RayConfig:
     """The local Ray started when no `--address` is given."""
 
     # CPUs / GPUs Ray may hand out (null CPUs: every core of the machine; null GPUs: Ray counts them).
-    num_cpus: Optional[int] = None
-    num_gpus: Optional[int] = None
+    num_cpus: int | None = None
+    num_gpus: int | None = None
 
 
 @dataclass
@@ -84,21 +95,23 @@ class SearchConfig:
         if self.search.num_samples <= 0:
             raise ConfigError(f"search.num_samples: expected a positive integer, got {self.search.num_samples}")
         if self.scheduler.grace_period <= 0:
-            raise ConfigError(f"scheduler.grace_period: expected a positive integer, "
-                              f"got {self.scheduler.grace_period}")
+            raise ConfigError(f"scheduler.grace_period: expected a positive integer, got {self.scheduler.grace_period}")
         if self.scheduler.reduction_factor <= 1:
-            raise ConfigError(f"scheduler.reduction_factor: expected a number > 1, "
-                              f"got {self.scheduler.reduction_factor}")
+            raise ConfigError(
+                f"scheduler.reduction_factor: expected a number > 1, got {self.scheduler.reduction_factor}"
+            )
         if self.scheduler.max_t is not None and self.scheduler.max_t <= 0:
             raise ConfigError(f"scheduler.max_t: expected a positive integer or null, got {self.scheduler.max_t}")
         res = self.resources
         if res.cpu < 0 or res.gpu < 0 or res.cpu + res.gpu == 0:
-            raise ConfigError(f"resources: expected cpu >= 0 and gpu >= 0, not both 0; got cpu {res.cpu}, "
-                              f"gpu {res.gpu}")
+            raise ConfigError(
+                f"resources: expected cpu >= 0 and gpu >= 0, not both 0; got cpu {res.cpu}, gpu {res.gpu}"
+            )
         if res.workers <= 0:
             raise ConfigError(f"resources.workers: expected a positive integer, got {res.workers}")
         if res.max_concurrent is not None and res.max_concurrent <= 0:
-            raise ConfigError(f"resources.max_concurrent: expected a positive integer or null, "
-                              f"got {res.max_concurrent}")
+            raise ConfigError(
+                f"resources.max_concurrent: expected a positive integer or null, got {res.max_concurrent}"
+            )
         if not self.base_config:
             raise ConfigError("base_config: expected the path of a training config (configs/*.yaml)")

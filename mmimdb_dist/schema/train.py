@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from ..errors import ConfigError
 
@@ -11,10 +11,23 @@ SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant")
 # Dev metrics that can pick the best checkpoint, by the data's task kind; "_tuned" ones use
 # thresholds tuned on dev itself (multi-label only: a multiclass answer has no threshold).
 SELECT_METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
-    "multilabel": ("mean_average_precision", "roc_auc_macro", "f1_macro", "f1_micro", "f1_macro_tuned",
-                   "f1_micro_tuned"),
-    "multiclass": ("mean_average_precision", "roc_auc_macro", "f1_macro", "f1_micro", "accuracy",
-                   "f1_weighted", "top5_accuracy"),
+    "multilabel": (
+        "mean_average_precision",
+        "roc_auc_macro",
+        "f1_macro",
+        "f1_micro",
+        "f1_macro_tuned",
+        "f1_micro_tuned",
+    ),
+    "multiclass": (
+        "mean_average_precision",
+        "roc_auc_macro",
+        "f1_macro",
+        "f1_micro",
+        "accuracy",
+        "f1_weighted",
+        "top5_accuracy",
+    ),
 }
 SELECT_METRICS: tuple[str, ...] = tuple(dict.fromkeys(m for ms in SELECT_METRICS_BY_TASK.values() for m in ms))
 
@@ -23,13 +36,25 @@ def check_select_metric(metric: str, task: str, where: str, key: str = "train.se
     """One line when a selection metric does not exist for the data's task kind."""
     fitting = SELECT_METRICS_BY_TASK[task]
     if metric not in fitting:
-        raise ConfigError(f"{key}: {metric!r} is not a metric of the {task} task of {where}; "
-                          f"expected one of {', '.join(fitting)}")
+        raise ConfigError(
+            f"{key}: {metric!r} is not a metric of the {task} task of {where}; expected one of {', '.join(fitting)}"
+        )
+
+
 PRECISIONS: tuple[str, ...] = ("auto", "no", "bf16", "fp16")
 # Experiment trackers Accelerate knows by name (`log_with`); each but tensorboard is an extra
 # (pip install mlflow-skinny / wandb / aim / ...).
-TRACKERS: tuple[str, ...] = ("tensorboard", "mlflow", "wandb", "aim", "comet_ml", "clearml", "dvclive",
-                             "swanlab", "trackio")
+TRACKERS: tuple[str, ...] = (
+    "tensorboard",
+    "mlflow",
+    "wandb",
+    "aim",
+    "comet_ml",
+    "clearml",
+    "dvclive",
+    "swanlab",
+    "trackio",
+)
 
 
 @dataclass
@@ -51,12 +76,12 @@ class TrainConfig:
     # Micro-batches per optimizer step; the effective batch is batch_size x world size x this.
     grad_accum_steps: int = 1
     # Gradient norm clipping; null turns it off.
-    max_grad_norm: Optional[float] = 1.0
+    max_grad_norm: float | None = 1.0
     # auto: bf16 autocast on a GPU that has it (Ampere and later), fp16 with loss scaling on
     # older GPUs (V100, T4), fp32 on CPU; under DeepSpeed its JSON decides. no / bf16 / fp16 force
     # one (bf16 also runs on CPU: slower than fp32 there, but the same code path). null: whatever
     # the launcher says (`accelerate launch --mixed_precision` or its config file).
-    mixed_precision: Optional[Literal["auto", "no", "bf16", "fp16"]] = "auto"
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] | None = "auto"
     # torch.compile the model (first steps are slow while it compiles). The backend is
     # torch's: "inductor" generates kernels; "aot_eager" traces without code generation
     # (a quick check that a model compiles, and the way to tell a compiler bug from a model bug).
@@ -65,14 +90,22 @@ class TrainConfig:
     # channels_last memory format for the image encoder (faster convolutions on GPUs).
     channels_last: bool = False
     # "epoch", or evaluate on dev every N optimizer steps (and at the end of training).
-    eval_every: Union[int, Literal["epoch"]] = "epoch"
+    eval_every: int | Literal["epoch"] = "epoch"
     # The dev metric that picks the best checkpoint, drives early stopping and is Tune's
     # default metric. mAP (threshold-free) by default: F1 at 0.5 stays flat while a model is
     # still under-confident (it predicts Drama alone), so runs stopped and kept early weights
     # although the ranking of genres was still improving. See SELECT_METRICS.
-    select_metric: Literal["mean_average_precision", "roc_auc_macro", "f1_macro", "f1_micro",
-                           "f1_macro_tuned", "f1_micro_tuned", "accuracy", "f1_weighted",
-                           "top5_accuracy"] = "mean_average_precision"
+    select_metric: Literal[
+        "mean_average_precision",
+        "roc_auc_macro",
+        "f1_macro",
+        "f1_micro",
+        "f1_macro_tuned",
+        "f1_micro_tuned",
+        "accuracy",
+        "f1_weighted",
+        "top5_accuracy",
+    ] = "mean_average_precision"
     # Stop after this many evaluations without a better `select_metric` (0: never stop early).
     early_stopping_patience: int = 0
     # Also checkpoint every N optimizer steps (0: only at evaluations), so a killed run
@@ -83,12 +116,12 @@ class TrainConfig:
     # Log loss, learning rates and throughput every N optimizer steps.
     log_every: int = 10
     # Seed of data order, augmentation and initialisation; null uses the top-level `seed`.
-    seed: Optional[int] = None
+    seed: int | None = None
     # torch threads per process; null: OMP_NUM_THREADS when set (a Slurm job sets it from its
     # CPUs per task), else the CPUs this process may run on (its affinity mask) divided among
     # the ranks of this node. Set so that a run's speed and its float results do not depend
     # on what torch guesses on a shared machine.
-    num_threads: Optional[int] = None
+    num_threads: int | None = None
     # Seconds a rank waits for the others in a collective before the run fails (the
     # 30-minute default turns a crashed rank into a long silent hang).
     dist_timeout_s: int = 600
@@ -96,7 +129,7 @@ class TrainConfig:
     # the autograd graph each step). null: only for a model that says it can leave some unused;
     # every built-in model feeds all its trainable parameters every step (the missing-modality
     # embeddings through torch.where), so none needs it. true for a custom model that does.
-    find_unused_parameters: Optional[bool] = None
+    find_unused_parameters: bool | None = None
     # Experiment trackers, through Accelerate's tracker API: the config as hyperparameters at
     # the start, train and dev scalars, the final test metrics, and the evaluation figures.
     # tensorboard writes to <run>/tensorboard; mlflow to MLFLOW_TRACKING_URI (./mlruns when
@@ -130,8 +163,9 @@ class TrainConfig:
         if self.num_threads is not None and self.num_threads <= 0:
             raise ConfigError(f"train.num_threads: expected a positive integer or null, got {self.num_threads}")
         if self.select_metric not in SELECT_METRICS:
-            raise ConfigError(f"train.select_metric: unknown {self.select_metric!r}; expected one of "
-                         f"{', '.join(SELECT_METRICS)}")
+            raise ConfigError(
+                f"train.select_metric: unknown {self.select_metric!r}; expected one of {', '.join(SELECT_METRICS)}"
+            )
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ConfigError(f"train.max_grad_norm: expected a positive number or null, got {self.max_grad_norm}")
         for name in self.trackers:
@@ -143,5 +177,6 @@ class TrainConfig:
             if name not in self.trackers:
                 raise ConfigError(f"train.tracker_kwargs: {name!r} is not one of train.trackers {self.trackers}")
         if self.eval_every != "epoch" and (not isinstance(self.eval_every, int) or self.eval_every <= 0):
-            raise ConfigError(f"train.eval_every: expected 'epoch' or a positive number of steps, "
-                         f"got {self.eval_every!r}")
+            raise ConfigError(
+                f"train.eval_every: expected 'epoch' or a positive number of steps, got {self.eval_every!r}"
+            )

@@ -56,15 +56,34 @@ def export_torch_distributed() -> TaskPlacement:
     from submitit.helpers import TorchDistributedEnvironment
 
     env = submitit.JobEnvironment()
-    placement = TaskPlacement(rank=env.global_rank, world_size=env.num_tasks, local_rank=env.local_rank,
-                              node=env.node, nodes=env.num_nodes, master=None)
+    placement = TaskPlacement(
+        rank=env.global_rank,
+        world_size=env.num_tasks,
+        local_rank=env.local_rank,
+        node=env.node,
+        nodes=env.num_nodes,
+        master=None,
+    )
     if env.num_tasks <= 1:
         return placement
     # overwrite: variables exported by the submitting shell (a job sent from inside another
     # job, or a shell that once ran torchrun) must not leak into this job's process group.
     dist = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
     master = f"{dist.master_addr}:{dist.master_port}"
-    logger.info("task %d of %d (node %d of %d, local rank %d); process group at %s", dist.rank,
-                dist.world_size, env.node, env.num_nodes, dist.local_rank, master)
-    return TaskPlacement(rank=dist.rank, world_size=dist.world_size, local_rank=dist.local_rank,
-                         node=env.node, nodes=env.num_nodes, master=master)
+    logger.info(
+        "task %d of %d (node %d of %d, local rank %d); process group at %s",
+        dist.rank,
+        dist.world_size,
+        env.node,
+        env.num_nodes,
+        dist.local_rank,
+        master,
+    )
+    return TaskPlacement(
+        rank=dist.rank,
+        world_size=dist.world_size,
+        local_rank=dist.local_rank,
+        node=env.node,
+        nodes=env.num_nodes,
+        master=master,
+    )

@@ -28,8 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import submitit
+import yaml
 
+from ..run.layout import run_dir_of
 from ..run.protocol import primary_report
+from ..schema import ExperimentConfig, from_dict
+from ..train.signals import TrainingStopped
+from .distributed import export_torch_distributed, limit_threads
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +50,9 @@ def restarts() -> int:
 
 
 def configure_logging(rank: int) -> None:
-    logging.basicConfig(level=logging.INFO, force=True,
-                        format=f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, force=True, format=f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s"
+    )
 
 
 class TrainJob(submitit.helpers.Checkpointable):
@@ -61,17 +67,11 @@ class TrainJob(submitit.helpers.Checkpointable):
         self.max_requeues = max_requeues
 
     def config(self):
-        import yaml
-
-        from ..schema import ExperimentConfig, from_dict
 
         return from_dict(ExperimentConfig, yaml.safe_load(self.config_text))
 
     def __call__(self) -> dict[str, Any]:
-        from ..run.layout import run_dir_of
         from ..train.loop import train
-        from ..train.signals import TrainingStopped
-        from .distributed import export_torch_distributed, limit_threads
 
         configure_logging(submitit.JobEnvironment().global_rank)
         placement = export_torch_distributed()
@@ -84,10 +84,16 @@ class TrainJob(submitit.helpers.Checkpointable):
         except TrainingStopped as stop:
             self._after_stop(stop, placement.rank)
             raise
-        return {"run_dir": str(run_dir_of(cfg)), "rank": placement.rank, "world_size": placement.world_size,
-                "best_checkpoint": result["best_checkpoint"], "last_step": result["last_step"],
-                "test_f1_macro": primary_report(result["test"])["f1_macro"],
-                "test_f1_micro": primary_report(result["test"])["f1_micro"], "restarts": restarts()}
+        return {
+            "run_dir": str(run_dir_of(cfg)),
+            "rank": placement.rank,
+            "world_size": placement.world_size,
+            "best_checkpoint": result["best_checkpoint"],
+            "last_step": result["last_step"],
+            "test_f1_macro": primary_report(result["test"])["f1_macro"],
+            "test_f1_micro": primary_report(result["test"])["f1_micro"],
+            "restarts": restarts(),
+        }
 
     def _after_stop(self, stop: Any, rank: int) -> None:
         """Every rank's checkpoint is complete here; rank 0 requeues, once."""
@@ -96,12 +102,18 @@ class TrainJob(submitit.helpers.Checkpointable):
             return
         if stop.received != preemption_signal():
             received = stop.received.name if stop.received else "a signal to another rank"
-            logger.warning("stopped by %s: not requeued (only %s requeues); continue the run by submitting "
-                           "it again", received, preemption_signal().name)
+            logger.warning(
+                "stopped by %s: not requeued (only %s requeues); continue the run by submitting it again",
+                received,
+                preemption_signal().name,
+            )
             return
         if restarts() >= self.max_requeues:
-            logger.warning("not requeued: already requeued %d times (--max-requeues %d); continue the run "
-                           "by submitting it again", restarts(), self.max_requeues)
+            logger.warning(
+                "not requeued: already requeued %d times (--max-requeues %d); continue the run by submitting it again",
+                restarts(),
+                self.max_requeues,
+            )
             return
         env = submitit.JobEnvironment()
         logger.warning("requeueing job %s (%d of at most %d requeues)", env.job_id, restarts() + 1, self.max_requeues)

@@ -61,8 +61,10 @@ class SlurmOptions:
             if value is not None and value < 1:
                 raise SubmitError(f"--{name.replace('_', '-')}: expected a positive number, got {value}")
         if self.gpus_per_node and self.tasks_per_node not in (None, self.gpus_per_node):
-            raise SubmitError(f"--tasks-per-node {self.tasks_per_node} with --gpus-per-node {self.gpus_per_node}: "
-                              "the trainer runs one task per GPU; leave --tasks-per-node out")
+            raise SubmitError(
+                f"--tasks-per-node {self.tasks_per_node} with --gpus-per-node {self.gpus_per_node}: "
+                "the trainer runs one task per GPU; leave --tasks-per-node out"
+            )
         if self.signal_delay_s >= self.time_min * 60:
             raise SubmitError(f"--signal-delay-s {self.signal_delay_s} is not shorter than --time {self.time_min} min")
 
@@ -81,8 +83,7 @@ def slurm_unreachable(timeout_s: float = 20.0) -> str | None:
     if shutil.which("sbatch") is None:
         return "no sbatch on PATH"
     try:
-        done = subprocess.run(["sinfo", "--noheader", "--format=%P"], capture_output=True, text=True,
-                              timeout=timeout_s)
+        done = subprocess.run(["sinfo", "--noheader", "--format=%P"], capture_output=True, text=True, timeout=timeout_s)
     except FileNotFoundError:
         return "sbatch is on PATH but sinfo is not"
     except subprocess.TimeoutExpired:
@@ -98,14 +99,19 @@ def resolve_cluster(requested: str | None) -> str:
     the machine it was made from (a cluster's login node) because Slurm happened to be
     unreachable. Running here on purpose is said before anything starts."""
     if requested in ("local", "debug"):
-        logger.warning("--cluster %s: the job runs on this machine, not on a Slurm cluster%s", requested,
-                       " (in this process, for a debugger)" if requested == "debug" else " (local processes)")
+        logger.warning(
+            "--cluster %s: the job runs on this machine, not on a Slurm cluster%s",
+            requested,
+            " (in this process, for a debugger)" if requested == "debug" else " (local processes)",
+        )
         return requested
     reason = slurm_unreachable()
     if reason is not None:
-        raise SubmitError(f"Slurm is not reachable from here ({reason}); on a cluster, submit from a node with "
-                          "Slurm's commands and SLURM_CONF, or pass --cluster local to run the job on this "
-                          "machine on purpose (--cluster debug: in this process)")
+        raise SubmitError(
+            f"Slurm is not reachable from here ({reason}); on a cluster, submit from a node with "
+            "Slurm's commands and SLURM_CONF, or pass --cluster local to run the job on this "
+            "machine on purpose (--cluster debug: in this process)"
+        )
     return "slurm"
 
 
@@ -121,14 +127,20 @@ def build_executor(folder: str | Path, options: SlurmOptions, tasks_per_node: in
 
     cluster = resolve_cluster(options.cluster)
     try:
-        executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster,
-                                         slurm_max_num_timeout=options.max_requeues,
-                                         local_max_num_timeout=options.max_requeues)
+        executor = submitit.AutoExecutor(
+            folder=str(folder),
+            cluster=cluster,
+            slurm_max_num_timeout=options.max_requeues,
+            local_max_num_timeout=options.max_requeues,
+        )
     except (ValueError, RuntimeError) as exc:
         raise SubmitError(f"--cluster {cluster}: {exc}") from None
     parameters: dict[str, Any] = {
-        "name": options.job_name, "timeout_min": options.time_min, "nodes": options.nodes,
-        "tasks_per_node": tasks_per_node or options.tasks, "gpus_per_node": options.gpus_per_node,
+        "name": options.job_name,
+        "timeout_min": options.time_min,
+        "nodes": options.nodes,
+        "tasks_per_node": tasks_per_node or options.tasks,
+        "gpus_per_node": options.gpus_per_node,
         "slurm_signal_delay_s": options.signal_delay_s,
         "slurm_array_parallelism": options.array_parallelism,
     }

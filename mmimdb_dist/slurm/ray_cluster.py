@@ -24,6 +24,7 @@ import argparse
 import logging
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -59,10 +60,16 @@ class RayPorts:
 
     def _node_args(self) -> list[str]:
         b = self.base
-        return [f"--node-manager-port={b + 1}", f"--object-manager-port={b + 2}",
-                f"--dashboard-agent-grpc-port={b + 4}", f"--dashboard-agent-listen-port={b + 5}",
-                f"--metrics-export-port={b + 6}", f"--runtime-env-agent-port={b + 7}",
-                f"--min-worker-port={b + 10}", f"--max-worker-port={b + 99}"]
+        return [
+            f"--node-manager-port={b + 1}",
+            f"--object-manager-port={b + 2}",
+            f"--dashboard-agent-grpc-port={b + 4}",
+            f"--dashboard-agent-listen-port={b + 5}",
+            f"--metrics-export-port={b + 6}",
+            f"--runtime-env-agent-port={b + 7}",
+            f"--min-worker-port={b + 10}",
+            f"--max-worker-port={b + 99}",
+        ]
 
     def worker_args(self) -> list[str]:
         return self._node_args()
@@ -98,26 +105,44 @@ class RayTuneJob:
         import submitit
 
         env = submitit.JobEnvironment()
-        logging.basicConfig(level=logging.INFO, force=True,
-                            format=f"%(asctime)s node {env.node} %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, force=True, format=f"%(asctime)s node {env.node} %(levelname)s %(name)s: %(message)s"
+        )
         ports = RayPorts.for_job(env.job_id)
         head = env.hostnames[0]
         address = f"{head}:{ports.base}"
         temp_dir = Path(tempfile.gettempdir()) / f"ray-{env.job_id}"
         done = Path(self.folder) / f"{env.job_id}-{DONE_FLAG}"
         cpus, gpus = task_resources()
-        common = [f"--num-cpus={cpus}", f"--num-gpus={gpus}", "--block", "--disable-usage-stats",
-                  f"--temp-dir={temp_dir}"]
+        common = [
+            f"--num-cpus={cpus}",
+            f"--num-gpus={gpus}",
+            "--block",
+            "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
+        ]
         auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": self.token_file, "RAY_USAGE_STATS_ENABLED": "0"}
         os.environ.update(auth)  # this process joins the cluster too, to count its nodes
         ray_env = {**os.environ, **auth}
         if env.global_rank == 0:
-            command = [*_ray_command(), "--head", f"--node-ip-address={head}", *ports.head_args(),
-                       f"--ray-client-server-port={ports.client_server}", "--include-dashboard=false", *common]
+            command = [
+                *_ray_command(),
+                "--head",
+                f"--node-ip-address={head}",
+                *ports.head_args(),
+                f"--ray-client-server-port={ports.client_server}",
+                "--include-dashboard=false",
+                *common,
+            ]
         else:
             command = [*_ray_command(), f"--address={address}", *ports.worker_args(), *common]
-        logger.info("starting Ray %s with %d CPU(s) and %d GPU(s): %s", "head" if env.global_rank == 0 else "worker",
-                    cpus, gpus, " ".join(command))
+        logger.info(
+            "starting Ray %s with %d CPU(s) and %d GPU(s): %s",
+            "head" if env.global_rank == 0 else "worker",
+            cpus,
+            gpus,
+            " ".join(command),
+        )
         ray = subprocess.Popen(command, env=ray_env)
         try:
             if env.global_rank == 0:
@@ -191,7 +216,6 @@ def _stop(process: subprocess.Popen) -> None:
 
 def _write_token(folder: Path) -> Path:
     """A fresh Ray authentication token for one submission, readable by the user alone."""
-    import secrets
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f".ray-token-{secrets.token_hex(4)}"
@@ -211,16 +235,22 @@ def submit_tune(args: argparse.Namespace, options: SlurmOptions) -> int:
     executor = build_executor(folder, options, tasks_per_node=1)
     token_file = _write_token(out.resolve() / "slurm")
     try:
-        job = executor.submit(RayTuneJob(str(config.resolve()), args.overrides, str(out.resolve() / "slurm"),
-                                         str(token_file), resume=getattr(args, "resume", False)))
+        job = executor.submit(
+            RayTuneJob(
+                str(config.resolve()),
+                args.overrides,
+                str(out.resolve() / "slurm"),
+                str(token_file),
+                resume=getattr(args, "resume", False),
+            )
+        )
     except (subprocess.CalledProcessError, OSError, FailedJobError) as exc:
         raise submit_failed(exc) from None
     record_submission(out, job, options, "tune", config=str(config), overrides=args.overrides)
-    print(where_to_look(job, out, options, tasks=1, results="results.md in the search's storage_path folder"),
-          flush=True)
+    print(
+        where_to_look(job, out, options, tasks=1, results="results.md in the search's storage_path folder"), flush=True
+    )
     if must_wait(executor.cluster, args.wait, [job]):
         wait_for(job)
         print(f"job {job.job_id}: the search finished")
     return 0
-
-

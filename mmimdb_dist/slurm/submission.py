@@ -17,16 +17,22 @@ from typing import Any
 
 from ..atomic import atomic_write_json
 from ..errors import SubmitError
-from ..run.layout import FINAL_METRICS
+from ..run.layout import FINAL_METRICS, SUBMISSIONS_FILE
 from .options import SlurmOptions
 
-RECORD = "submissions.json"
+RECORD = SUBMISSIONS_FILE
 
 
 def record_submission(run_dir: Path, job: Any, options: SlurmOptions, kind: str, **extra: Any) -> dict[str, Any]:
-    entry = {"job_id": str(job.job_id), "cluster": type(job).__name__.replace("Job", "").lower(),
-             "kind": kind, "folder": str(Path(job.paths.folder)), "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-             "options": asdict(options), **extra}
+    entry = {
+        "job_id": str(job.job_id),
+        "cluster": type(job).__name__.replace("Job", "").lower(),
+        "kind": kind,
+        "folder": str(Path(job.paths.folder)),
+        "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "options": asdict(options),
+        **extra,
+    }
     path = Path(run_dir) / RECORD
     history = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
     history.append(entry)
@@ -35,13 +41,16 @@ def record_submission(run_dir: Path, job: Any, options: SlurmOptions, kind: str,
     return entry
 
 
-def where_to_look(job: Any, run_dir: Path, options: SlurmOptions, tasks: int | None = None,
-                  results: str | None = None) -> str:
+def where_to_look(
+    job: Any, run_dir: Path, options: SlurmOptions, tasks: int | None = None, results: str | None = None
+) -> str:
     """The lines printed after a submission: the job id, its logs, how to follow it."""
     paths = job.paths
-    lines = [f"submitted job {job.job_id} ({options.nodes} node(s) x {tasks or options.tasks} task(s)) for {run_dir}",
-             f"  logs (rank 0):  {paths.stdout}  {paths.stderr}",
-             f"  all tasks:      {Path(paths.folder)}/"]
+    lines = [
+        f"submitted job {job.job_id} ({options.nodes} node(s) x {tasks or options.tasks} task(s)) for {run_dir}",
+        f"  logs (rank 0):  {paths.stdout}  {paths.stderr}",
+        f"  all tasks:      {Path(paths.folder)}/",
+    ]
     if type(job).__name__ == "SlurmJob":
         lines.append(f"  follow:         squeue -j {job.job_id}; sacct -j {job.job_id}; tail -f {paths.stderr}")
     lines.append(f"  results:        {results or run_dir / FINAL_METRICS} once it finishes")
@@ -55,8 +64,7 @@ def must_wait(cluster: str, wait: bool, jobs: list[Any]) -> bool:
     if cluster == "local" and not wait:
         for job in jobs:
             job._cancel_at_deletion = False  # submitit cancels a local job it forgets otherwise
-        print("the job runs on in the background on this machine (--cluster local); --wait waits for it",
-              flush=True)
+        print("the job runs on in the background on this machine (--cluster local); --wait waits for it", flush=True)
     return wait or cluster == "debug"
 
 
@@ -78,5 +86,7 @@ def submit_failed(exc: Exception) -> SubmitError:
     output = getattr(exc, "output", None) or getattr(exc, "stderr", None) or str(exc)
     if isinstance(output, bytes):
         output = output.decode(errors="replace")
-    return SubmitError(f"sbatch refused the job: {' '.join(str(output).split())[:500]} (is SLURM_CONF set, and is "
-                       "the controller up? `launch/slurm/status.sh` checks the single-node cluster)")
+    return SubmitError(
+        f"sbatch refused the job: {' '.join(str(output).split())[:500]} (is SLURM_CONF set, and is "
+        "the controller up? `launch/slurm/status.sh` checks the single-node cluster)"
+    )

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..atomic import atomic_write_json
 from ..errors import ConfigError, SubmitError
+from ..report.compare import TRAINED_RESULTS, compare_runs, write_comparison
 from ..schema import dump_config, load_config, read_yaml
 
 SWEEP_RECORD = "sweep.json"
@@ -76,8 +77,7 @@ def run_name(combination: dict[str, Any]) -> str:
     return "_".join(f"{key}={_slug(value)}" for key, value in combination.items())
 
 
-def plan_sweep(config: str | Path, overrides: list[str], grid_path: str | Path,
-               name: str | None = None) -> SweepPlan:
+def plan_sweep(config: str | Path, overrides: list[str], grid_path: str | Path, name: str | None = None) -> SweepPlan:
     grid_name, grid = load_grid(grid_path)
     base = load_config(config, overrides)
     sweep_name = name or grid_name or f"{base.name}-sweep"
@@ -85,27 +85,38 @@ def plan_sweep(config: str | Path, overrides: list[str], grid_path: str | Path,
     plan = SweepPlan(name=sweep_name, sweep_dir=sweep_dir, grid=grid)
     keys = list(grid)
     for values in itertools.product(*(grid[key] for key in keys)):
-        combination = dict(zip(keys, values))
+        combination = dict(zip(keys, values, strict=True))
         run = run_name(combination)
         extra = [f"{key}={json.dumps(value)}" for key, value in combination.items()]
         try:
-            cfg = load_config(config, [*overrides, *extra, f"output_dir={json.dumps(str(sweep_dir))}",
-                                       f"name={json.dumps(run)}"])
+            cfg = load_config(
+                config, [*overrides, *extra, f"output_dir={json.dumps(str(sweep_dir))}", f"name={json.dumps(run)}"]
+            )
         except ConfigError as exc:
             raise SubmitError(f"{grid_path}: the combination {combination}: {exc}") from None
-        plan.runs.append(SweepRun(name=run, overrides=combination, config_text=dump_config(cfg),
-                                  run_dir=sweep_dir / run))
+        plan.runs.append(
+            SweepRun(name=run, overrides=combination, config_text=dump_config(cfg), run_dir=sweep_dir / run)
+        )
     return plan
 
 
 def write_sweep_record(plan: SweepPlan, config: str | Path, cluster: str, folder: Path) -> Path:
     path = plan.sweep_dir / SWEEP_RECORD
     plan.sweep_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, {
-        "name": plan.name, "config": str(config), "grid": plan.grid, "cluster": cluster, "folder": str(folder),
-        "runs": [{"name": run.name, "overrides": run.overrides, "run_dir": str(run.run_dir), "job_id": run.job_id}
-                 for run in plan.runs],
-    })
+    atomic_write_json(
+        path,
+        {
+            "name": plan.name,
+            "config": str(config),
+            "grid": plan.grid,
+            "cluster": cluster,
+            "folder": str(folder),
+            "runs": [
+                {"name": run.name, "overrides": run.overrides, "run_dir": str(run.run_dir), "job_id": run.job_id}
+                for run in plan.runs
+            ],
+        },
+    )
     return path
 
 
@@ -128,10 +139,14 @@ def job_state(record: dict[str, Any], job_id: str | None) -> str:
         return f"unknown ({type(exc).__name__})"
 
 
-def summarize(sweep_dir: str | Path, sort_by: str = "f1_macro", protocol: str = "threshold_0.5",
-              split: str = "test", out: str | Path | None = None) -> tuple[list[dict[str, Any]], list[str], Path]:
+def summarize(
+    sweep_dir: str | Path,
+    sort_by: str = "f1_macro",
+    protocol: str = "threshold_0.5",
+    split: str = "test",
+    out: str | Path | None = None,
+) -> tuple[list[dict[str, Any]], list[str], Path]:
     """Rank the finished runs of a sweep; (rows, lines about unfinished runs, written Markdown)."""
-    from ..report.compare import TRAINED_RESULTS, compare_runs, write_comparison
 
     record = read_sweep_record(sweep_dir)
     finished, pending = [], []
@@ -141,8 +156,9 @@ def summarize(sweep_dir: str | Path, sort_by: str = "f1_macro", protocol: str = 
         else:
             pending.append(f"{run['name']}: not finished (job {run['job_id']}, {job_state(record, run['job_id'])})")
     if not finished:
-        raise SubmitError(f"{sweep_dir}: none of the {len(record['runs'])} runs has finished yet:\n  "
-                          + "\n  ".join(pending))
+        raise SubmitError(
+            f"{sweep_dir}: none of the {len(record['runs'])} runs has finished yet:\n  " + "\n  ".join(pending)
+        )
     rows = compare_runs(finished, sort_by=sort_by, protocol=protocol, split=split)
     _, markdown = write_comparison(rows, Path(out) if out else Path(sweep_dir))
     return rows, pending, markdown

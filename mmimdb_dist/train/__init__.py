@@ -22,7 +22,8 @@ from the hardware; no, bf16, fp16; or null for the launcher's choice), `compile`
 `channels_last`, `eval_every` ("epoch" or N optimizer steps), `early_stopping_patience`,
 `checkpoint_every_steps`, `keep_checkpoints`, `log_every`, `seed`, `num_threads`,
 `dist_timeout_s`, `find_unused_parameters` (DDP's search, off for every built-in model) and the
-experiment trackers (`trackers`, `tracker_project`, `tracker_kwargs`). The late-fusion branch loss weight is `model.fusion.branch_loss_weight`.
+experiment trackers (`trackers`, `tracker_project`, `tracker_kwargs`). The late-fusion branch
+loss weight is `model.fusion.branch_loss_weight`.
 `loader.batch_size` is per process: the global batch is batch_size x processes x accumulation.
 
 A run writes `<output_dir>/<name>/`: config, vocabulary, metrics.jsonl, TensorBoard and tracker

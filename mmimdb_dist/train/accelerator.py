@@ -69,8 +69,9 @@ def local_device_capability() -> tuple[int, int] | None:
     return tuple(torch.cuda.get_device_capability(index))  # type: ignore[return-value]
 
 
-def resolve_mixed_precision(setting: str | None, deepspeed: bool,
-                            capability: tuple[int, int] | None = None) -> str | None:
+def resolve_mixed_precision(
+    setting: str | None, deepspeed: bool, capability: tuple[int, int] | None = None
+) -> str | None:
     """`train.mixed_precision` as Accelerate takes it. `auto`: `precision_for_capability` of this
     rank's device; under DeepSpeed its JSON decides (None). Explicit values pass through."""
     if setting != "auto":
@@ -87,8 +88,10 @@ def launcher_conflict(setting: str | None, resolved: str | None) -> str | None:
     asked = os.environ.get("ACCELERATE_MIXED_PRECISION")
     if setting is None or asked in (None, "", "no") or resolved in (None, asked):
         return None
-    return (f"train.mixed_precision: {setting!r} gives {resolved!r}; the launcher's {asked!r} is not used "
-            "(set train.mixed_precision: null to follow the launcher)")
+    return (
+        f"train.mixed_precision: {setting!r} gives {resolved!r}; the launcher's {asked!r} is not used "
+        "(set train.mixed_precision: null to follow the launcher)"
+    )
 
 
 def apply_backend_policy(images: bool) -> None:
@@ -117,8 +120,9 @@ def build_accelerator(cfg: ExperimentConfig):
     # process group that was never started.
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     handlers = [
-        InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.dist_timeout_s),
-                               backend="gloo" if launched and not cuda else None),
+        InitProcessGroupKwargs(
+            timeout=timedelta(seconds=cfg.train.dist_timeout_s), backend="gloo" if launched and not cuda else None
+        ),
         # Off unless the model can leave parameters without a gradient: the search walks the
         # autograd graph after every backward (see train.find_unused_parameters).
         DistributedDataParallelKwargs(find_unused_parameters=needs_unused_parameter_search(cfg)),
@@ -137,5 +141,9 @@ def build_accelerator(cfg: ExperimentConfig):
     conflict = launcher_conflict(cfg.train.mixed_precision, precision)
     if conflict and int(os.environ.get("RANK", "0")) == 0:
         logger.warning(conflict)
-    return Accelerator(mixed_precision=precision, cpu=not cuda and not deepspeed, kwargs_handlers=handlers,
-                       step_scheduler_with_optimizer=False)
+    return Accelerator(
+        mixed_precision=precision,
+        cpu=not cuda and not deepspeed,
+        kwargs_handlers=handlers,
+        step_scheduler_with_optimizer=False,
+    )

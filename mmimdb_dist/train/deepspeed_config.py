@@ -41,23 +41,29 @@ def fill_deepspeed_config(accelerator: Any, cfg: ExperimentConfig) -> None:
     ds = plugin.deepspeed_config
     wanted = cfg.train.mixed_precision
     if wanted not in (None, "auto") and wanted != accelerator.mixed_precision:
-        raise ConfigError(f"{_source()}: runs in {accelerator.mixed_precision!r} precision but "
-                          f"train.mixed_precision is {wanted!r}; set it to auto or use the matching config")
+        raise ConfigError(
+            f"{_source()}: runs in {accelerator.mixed_precision!r} precision but "
+            f"train.mixed_precision is {wanted!r}; set it to auto or use the matching config"
+        )
     if plugin.is_auto("train_micro_batch_size_per_gpu"):
         ds["train_micro_batch_size_per_gpu"] = cfg.loader.batch_size
     clipping = cfg.train.max_grad_norm if cfg.train.max_grad_norm is not None else 0.0
     if plugin.is_auto("gradient_clipping") or "gradient_clipping" not in ds:
         ds["gradient_clipping"] = clipping
     elif float(ds["gradient_clipping"]) != clipping:
-        raise ConfigError(f"{_source()}: gradient_clipping is {ds['gradient_clipping']} but "
-                          f"train.max_grad_norm is {cfg.train.max_grad_norm}; set it to \"auto\"")
+        raise ConfigError(
+            f"{_source()}: gradient_clipping is {ds['gradient_clipping']} but "
+            f'train.max_grad_norm is {cfg.train.max_grad_norm}; set it to "auto"'
+        )
     accumulation = ds.get("gradient_accumulation_steps", "auto")
     if accumulation == "auto":
         ds["gradient_accumulation_steps"] = 1
     elif int(accumulation) != 1:
-        raise ConfigError(f"{_source()}: gradient_accumulation_steps is {accumulation}; expected \"auto\" "
-                          f"(the trainer accumulates train.grad_accum_steps={cfg.train.grad_accum_steps} "
-                          "micro-batches itself)")
+        raise ConfigError(
+            f'{_source()}: gradient_accumulation_steps is {accumulation}; expected "auto" '
+            f"(the trainer accumulates train.grad_accum_steps={cfg.train.grad_accum_steps} "
+            "micro-batches itself)"
+        )
 
 
 def mark_boundary(accelerator: Any, last_of_group: bool) -> None:

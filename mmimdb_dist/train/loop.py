@@ -37,6 +37,7 @@ from ..data.device import to_device
 from ..data.features import feature_spec
 from ..data.loader import build_train_loader
 from ..data.plan import derive_seed, train_batches_per_rank
+from ..data.tokens import run_token_encoder
 from ..data.training_data import load_training_manifest
 from ..errors import CheckpointError, ConfigError, DataError, LogWriteError, NonFiniteLossError, TrackerWriteError
 from ..labels import LabelSet
@@ -48,9 +49,8 @@ from ..metrics import (
     write_metrics_json,
     write_per_label_csv,
 )
-from ..models import build_model
 from ..models.preprocess import resolve_image_size
-from ..models.registry import count_parameters
+from ..models.registry import build_model, count_parameters
 from ..outputs import check_output_dir, exclusive
 from ..progress import progress as progress_bar
 from ..report.evaluation import write_figures
@@ -73,6 +73,7 @@ from ..run.layout import (
     METRICS_LOG,
     PER_LABEL_CSV,
     STATE_FILE,
+    TENSORBOARD_DIR,
     checkpoints_dir_of,
     owns_run_file,
     run_dir_of,
@@ -80,23 +81,36 @@ from ..run.layout import (
 from ..run.metrics_log import append_record, truncate_after
 from ..run.predictions import Predictions, evaluate_split
 from ..run.protocol import primary_report, protocol_report
-from ..schema import ExperimentConfig, dump_config, save_config, to_dict
-from ..schema import check_select_metric
+from ..schema import ExperimentConfig, check_select_metric, dump_config, save_config, to_dict
 from .accelerator import build_accelerator, choose_num_threads
 from .deepspeed_config import broadcast_buffers, buffers_to, deepspeed_plugin, fill_deepspeed_config, mark_boundary
 from .optim import build_optimizer, build_scheduler
 from .signals import StopRequests, TrainingStopped
-from .tokens import load_token_encoder
 from .tracking import Trackers, flat_hparams
 
 logger = logging.getLogger(__name__)
 
 # What every dev evaluation records (and TensorBoard shows), by task kind; `train.select_metric`
 # is one of them (schema.train.SELECT_METRICS_BY_TASK).
-EVAL_KEYS = {"multilabel": ("f1_macro", "f1_micro", "f1_macro_tuned", "f1_micro_tuned", "mean_average_precision",
-                            "roc_auc_macro"),
-             "multiclass": ("accuracy", "top5_accuracy", "f1_macro", "f1_weighted", "f1_micro",
-                            "mean_average_precision", "roc_auc_macro")}
+EVAL_KEYS = {
+    "multilabel": (
+        "f1_macro",
+        "f1_micro",
+        "f1_macro_tuned",
+        "f1_micro_tuned",
+        "mean_average_precision",
+        "roc_auc_macro",
+    ),
+    "multiclass": (
+        "accuracy",
+        "top5_accuracy",
+        "f1_macro",
+        "f1_weighted",
+        "f1_micro",
+        "mean_average_precision",
+        "roc_auc_macro",
+    ),
+}
 
 
 def dev_metrics(labels, probs, label_set: LabelSet) -> dict[str, Any]:
@@ -120,8 +134,9 @@ def _memory_mb(device: torch.device) -> float:
 class Trainer:
     """Builds everything a run needs on every rank, then `fit()` trains, selects and tests."""
 
-    def __init__(self, cfg: ExperimentConfig, accelerator: Any,
-                 on_evaluation: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self, cfg: ExperimentConfig, accelerator: Any, on_evaluation: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
         # Called on every rank after each dev evaluation's checkpoint is complete (Ray Tune
         # reports through it); it receives the eval record plus `checkpoint` (its folder) and
         # `last` (true for the final evaluation of the run).
@@ -141,8 +156,10 @@ class Trainer:
         self.manifest = load_training_manifest(cfg.loader)
         for split in ("train", "dev", "test"):  # before a whole epoch is spent, not after
             if self.manifest.split(split).num_samples == 0:
-                raise DataError(f"{self.manifest.path}: the {split} split holds no sample; a run trains on "
-                                "train, selects its checkpoint on dev and reports on test, so each needs samples")
+                raise DataError(
+                    f"{self.manifest.path}: the {split} split holds no sample; a run trains on "
+                    "train, selects its checkpoint on dev and reports on test, so each needs samples"
+                )
         self.features = feature_spec(cfg.loader)
         # The label set and task kind travel with the data: they fix the output width, the
         # loss and the metrics (a loss or selection metric of the other kind is one line).
@@ -157,25 +174,34 @@ class Trainer:
         if self.main:
             self._folder_lock.enter_context(exclusive(self.run_dir, "run folder", "train"))
         accelerator.wait_for_everyone()
-        self.token_encoder, vocab_size = load_token_encoder(cfg, self.manifest, self.run_dir, accelerator)
+        self.token_encoder, vocab_size = run_token_encoder(cfg, self.manifest, self.run_dir, accelerator)
 
         set_seed(self.seed)  # initialisation, dropout and modality dropout
-        model = build_model(cfg.model, num_labels=len(self.labels), vocab_size=vocab_size,
-                            pad_id=self.token_encoder.pad_id, features=self.features)
+        model = build_model(
+            cfg.model,
+            num_labels=len(self.labels),
+            vocab_size=vocab_size,
+            pad_id=self.token_encoder.pad_id,
+            features=self.features,
+        )
         train = self.manifest.split("train")
         # Every classifier starts at the train label frequencies, not at p = 0.5 for every
         # label (whose first epoch would be spent learning the priors).
-        model.init_output_bias(torch.tensor(train.label_counts, dtype=torch.float32) / train.num_samples,
-                               multiclass=self.labels.multiclass)
+        model.init_output_bias(
+            torch.tensor(train.label_counts, dtype=torch.float32) / train.num_samples, multiclass=self.labels.multiclass
+        )
         self.trainable_parameters, self.num_parameters = count_parameters(model)
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.loss_fn = build_loss(cfg.loss, train.label_counts, train.num_samples).to(accelerator.device)
-        self.batches_per_epoch = train_batches_per_rank(train.num_samples, self.world_size,
-                                                        cfg.loader.batch_size, cfg.loader.drop_last)
+        self.batches_per_epoch = train_batches_per_rank(
+            train.num_samples, self.world_size, cfg.loader.batch_size, cfg.loader.drop_last
+        )
         if self.batches_per_epoch == 0:
-            raise ConfigError(f"loader.batch_size: {cfg.loader.batch_size} x {self.world_size} processes "
-                              f"is more than the {train.num_samples} train samples")
+            raise ConfigError(
+                f"loader.batch_size: {cfg.loader.batch_size} x {self.world_size} processes "
+                f"is more than the {train.num_samples} train samples"
+            )
         accum = cfg.train.grad_accum_steps
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / accum)
         self.total_steps = self.steps_per_epoch * cfg.train.epochs
@@ -200,8 +226,9 @@ class Trainer:
         self.stop_requests = StopRequests()
         self._non_finite: tuple[int, float] | None = None  # (batches seen, loss) of the first NaN/Inf
         self._next_epoch: tuple[int, Any] | None = None  # (epoch, its started batches): see _start_epoch
-        self.trackers = Trackers(cfg.train.trackers, cfg.train.tracker_project, cfg.name, self.run_dir,
-                                 cfg.train.tracker_kwargs, self.main)
+        self.trackers = Trackers(
+            cfg.train.trackers, cfg.train.tracker_project, cfg.name, self.run_dir, cfg.train.tracker_kwargs, self.main
+        )
         self._last_loss = float("nan")
         # Losses stay on the device until a log line needs them: reading one back is a host
         # sync, which on a GPU stops the CPU from queueing the next batch's kernels.
@@ -212,16 +239,22 @@ class Trainer:
 
     def _new_window(self) -> None:
         device = self.accelerator.device
-        self._window = {"loss": torch.zeros((), device=device), "batches": 0, "samples": 0,
-                        "start": time.perf_counter()}
+        self._window = {
+            "loss": torch.zeros((), device=device),
+            "batches": 0,
+            "samples": 0,
+            "start": time.perf_counter(),
+        }
 
     def _log_write_failed(self, path: Path | str, reason: str) -> LogWriteError:
         """A log that cannot be written stops the run: curves with silent holes mislead."""
         checkpoints = complete_checkpoints(self.checkpoints_dir)
         last = checkpoints[-1] if checkpoints else "none yet"
-        return LogWriteError(f"{path}: writing the training log failed ({reason}); training "
-                             f"stopped at epoch {self.state.epoch} step {self.state.step}. Last complete "
-                             f"checkpoint: {last}; free space, then continue with --resume auto")
+        return LogWriteError(
+            f"{path}: writing the training log failed ({reason}); training "
+            f"stopped at epoch {self.state.epoch} step {self.state.step}. Last complete "
+            f"checkpoint: {last}; free space, then continue with --resume auto"
+        )
 
     def _log_record(self, record: dict[str, Any]) -> None:
         """One JSON line in metrics.jsonl (an append-only log, flushed per line)."""
@@ -251,9 +284,14 @@ class Trainer:
             if "torch_manual_seed" not in states:
                 raise KeyError("torch_manual_seed")
         except Exception as exc:  # a missing, truncated or foreign file
-            logger.warning("%s: rank %d's RNG state cannot be loaded (%s: %s); resuming without it, so this "
-                           "run will NOT repeat an uninterrupted one exactly", path, self.rank,
-                           type(exc).__name__, " ".join(str(exc).split())[:200])
+            logger.warning(
+                "%s: rank %d's RNG state cannot be loaded (%s: %s); resuming without it, so this "
+                "run will NOT repeat an uninterrupted one exactly",
+                path,
+                self.rank,
+                type(exc).__name__,
+                " ".join(str(exc).split())[:200],
+            )
 
     def _truncate_log(self, batches_seen: int) -> None:
         """On resume, drop log lines written after the checkpoint (they are about to be redone)."""
@@ -268,26 +306,44 @@ class Trainer:
         grad_norm = None if grad_norm is None or not math.isfinite(float(grad_norm)) else float(grad_norm)
         elapsed = time.perf_counter() - window["start"]
         record = {
-            "type": "train", "epoch": self.state.epoch, "step": self.state.step,
+            "type": "train",
+            "epoch": self.state.epoch,
+            "step": self.state.step,
             "batches_seen": self.state.batches_seen,
             "loss": float(loss[0] / loss[1].clamp(min=1)),
-            "lr": {name: group["lr"] for name, group in zip(self.group_names, self.optimizer.param_groups)},
+            "lr": {
+                name: group["lr"] for name, group in zip(self.group_names, self.optimizer.param_groups, strict=True)
+            },
             "samples_per_s": window["samples"] * self.world_size / max(elapsed, 1e-9),
             "grad_norm": grad_norm,
             "memory_mb": _memory_mb(self.accelerator.device),
         }
         self._log_record(record)
         self._last_loss = record["loss"]
-        self._scalars({"train/loss": record["loss"], "train/samples_per_s": record["samples_per_s"],
-                       "train/memory_mb": record["memory_mb"], "train/grad_norm": grad_norm,
-                       **{f"lr/{name}": lr for name, lr in record["lr"].items()}}, self.state.step)
+        self._scalars(
+            {
+                "train/loss": record["loss"],
+                "train/samples_per_s": record["samples_per_s"],
+                "train/memory_mb": record["memory_mb"],
+                "train/grad_norm": grad_norm,
+                **{f"lr/{name}": lr for name, lr in record["lr"].items()},
+            },
+            self.state.step,
+        )
         self._new_window()
 
     # ------------------------------------------------------------------ evaluation
 
     def predict_split(self, split: str) -> Predictions:
-        return evaluate_split(self.model, self.cfg, self.manifest, split, self.token_encoder,
-                              accelerator=self.accelerator, input_dtype=self.input_dtype)
+        return evaluate_split(
+            self.model,
+            self.cfg,
+            self.manifest,
+            split,
+            self.token_encoder,
+            accelerator=self.accelerator,
+            input_dtype=self.input_dtype,
+        )
 
     def dev_loss(self, predictions: Predictions) -> float | None:
         """The training loss (weighted BCE or focal, with the train split's class weights) of the
@@ -296,8 +352,10 @@ class Trainer:
             return None
         device = self.accelerator.device
         with torch.no_grad():
-            loss = self.loss_fn(torch.from_numpy(predictions.logits).to(device),
-                                torch.from_numpy(predictions.labels).to(device, torch.float32))
+            loss = self.loss_fn(
+                torch.from_numpy(predictions.logits).to(device),
+                torch.from_numpy(predictions.labels).to(device, torch.float32),
+            )
         return float(loss)
 
     def evaluate_and_select(self) -> dict[str, Any]:
@@ -319,25 +377,48 @@ class Trainer:
             state.evals_since_best += 1
             patience = self.train_cfg.early_stopping_patience
             state.stopped_early = bool(patience and state.evals_since_best >= patience)
-        record = {"type": "eval", "split": "dev", "epoch": state.epoch, "step": state.step,
-                  "batches_seen": state.batches_seen, "best": improved, "skipped": dev.skipped,
-                  **{k: metrics[k] for k in (*self.eval_keys, "loss")}}
+        record = {
+            "type": "eval",
+            "split": "dev",
+            "epoch": state.epoch,
+            "step": state.step,
+            "batches_seen": state.batches_seen,
+            "best": improved,
+            "skipped": dev.skipped,
+            **{k: metrics[k] for k in (*self.eval_keys, "loss")},
+        }
         self._log_record(record)
         self._scalars({f"dev/{key}": metrics[key] for key in (*self.eval_keys, "loss")}, state.step)
         if self.main:
-            second = ("accuracy %.4f" % metrics["accuracy"] if self.labels.multiclass
-                      else "micro-F1 %.4f (at 0.5)" % metrics["f1_micro"])
-            logger.info("epoch %d step %d: dev mAP %.4f macro-F1 %.4f %s%s%s", state.epoch,
-                        state.step, metrics["mean_average_precision"] or 0.0, metrics["f1_macro"],
-                        second, f" (best {self.train_cfg.select_metric})" if improved else "",
-                        " -> early stop" if state.stopped_early else "")
+            second = (
+                "accuracy {:.4f}".format(metrics["accuracy"])
+                if self.labels.multiclass
+                else "micro-F1 {:.4f} (at 0.5)".format(metrics["f1_micro"])
+            )
+            logger.info(
+                "epoch %d step %d: dev mAP %.4f macro-F1 %.4f %s%s%s",
+                state.epoch,
+                state.step,
+                metrics["mean_average_precision"] or 0.0,
+                metrics["f1_macro"],
+                second,
+                f" (best {self.train_cfg.select_metric})" if improved else "",
+                " -> early stop" if state.stopped_early else "",
+            )
         return record
 
     # ------------------------------------------------------------------ training
 
     def _checkpoint(self) -> None:
-        save_checkpoint(self.accelerator, self.model, self.checkpoints_dir, self.state,
-                        self.config_text, self.token_encoder, self.labels)
+        save_checkpoint(
+            self.accelerator,
+            self.model,
+            self.checkpoints_dir,
+            self.state,
+            self.config_text,
+            self.token_encoder,
+            self.labels,
+        )
         if self.main:
             protect = {self.state.best_checkpoint} if self.state.best_checkpoint else set()
             prune(self.checkpoints_dir, self.train_cfg.keep_checkpoints, protect)
@@ -351,8 +432,13 @@ class Trainer:
         (otherwise they agree after it, before `_optimizer_step`, in `_train_epoch`)."""
         loader_cfg = self.cfg.loader
         jitter = loader_cfg.color_jitter if loader_cfg.augment else 0.0
-        batch = to_device(batch, self.accelerator.device, self.input_dtype, color_jitter=jitter,
-                          jitter_seed=derive_seed(self.seed, "color_jitter", self.state.epoch))
+        batch = to_device(
+            batch,
+            self.accelerator.device,
+            self.input_dtype,
+            color_jitter=jitter,
+            jitter_seed=derive_seed(self.seed, "color_jitter", self.state.epoch),
+        )
         if self.train_cfg.channels_last and "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].contiguous(memory_format=torch.channels_last)
         if self.deepspeed:
@@ -412,9 +498,17 @@ class Trainer:
         return grad_norm
 
     def _train_loader(self, epoch: int, start: int) -> Any:
-        return build_train_loader(self.cfg.loader, self.manifest, self.token_encoder, rank=self.rank,
-                                  world_size=self.world_size, epoch=epoch, seed=self.seed,
-                                  skip_batches=start, images=self.cfg.model.uses_image)
+        return build_train_loader(
+            self.cfg.loader,
+            self.manifest,
+            self.token_encoder,
+            rank=self.rank,
+            world_size=self.world_size,
+            epoch=epoch,
+            seed=self.seed,
+            skip_batches=start,
+            images=self.cfg.model.uses_image,
+        )
 
     def _start_epoch(self, epoch: int) -> None:
         """Start `epoch`'s loader now: with workers, the gap between the last batch of one epoch
@@ -435,8 +529,7 @@ class Trainer:
         batches = self._epoch_batches(epoch, start)
         self.model.train()
         self._clock = time.perf_counter()  # train_seconds counts training, not evaluation or saving
-        bar = progress_bar(total=num_batches, initial=start, desc=f"epoch {epoch}", unit="batch",
-                           disable=not progress)
+        bar = progress_bar(total=num_batches, initial=start, desc=f"epoch {epoch}", unit="batch", disable=not progress)
         position = start
         for batch in batches:
             if position + 1 == num_batches and epoch + 1 < cfg.epochs:
@@ -462,8 +555,11 @@ class Trainer:
             if state.step % cfg.log_every == 0 or epoch_end:
                 self._log_train(grad_norm)
                 bar.set_postfix(loss=f"{self._last_loss:.4f}")
-            evaluate = (last or (cfg.eval_every == "epoch" and epoch_end)
-                        or (isinstance(cfg.eval_every, int) and state.step % cfg.eval_every == 0))
+            evaluate = (
+                last
+                or (cfg.eval_every == "epoch" and epoch_end)
+                or (isinstance(cfg.eval_every, int) and state.step % cfg.eval_every == 0)
+            )
             now = time.perf_counter()
             state.train_seconds += now - self._clock
             eval_record = self.evaluate_and_select() if evaluate else None
@@ -472,8 +568,13 @@ class Trainer:
                 self._checkpoint()
             if eval_record is not None and self.on_evaluation is not None:
                 # `last`: the final evaluation, after which only the test of the best checkpoint runs.
-                self.on_evaluation({**eval_record, "checkpoint": str(self.checkpoints_dir / checkpoint_name(state)),
-                                    "last": state.step >= self.total_steps})
+                self.on_evaluation(
+                    {
+                        **eval_record,
+                        "checkpoint": str(self.checkpoints_dir / checkpoint_name(state)),
+                        "last": state.step >= self.total_steps,
+                    }
+                )
             self._clock = time.perf_counter()
             if stop:
                 if not (evaluate or step_checkpoint):
@@ -487,21 +588,27 @@ class Trainer:
 
     def _fail_non_finite(self) -> None:
         state = self.state
-        where = (f"loss {self._non_finite[1]} at batch {self._non_finite[0]}" if self._non_finite
-                 else "a non-finite loss on another rank")
+        where = (
+            f"loss {self._non_finite[1]} at batch {self._non_finite[0]}"
+            if self._non_finite
+            else "a non-finite loss on another rank"
+        )
         checkpoints = complete_checkpoints(self.checkpoints_dir)
         last = checkpoints[-1] if checkpoints else "none yet"
         raise NonFiniteLossError(
             f"{where} (epoch {state.epoch}, before optimizer step {state.step + 1}); no step was taken "
             f"with it. Last complete checkpoint: {last}. Lower train.lr or set train.max_grad_norm, "
-            "then start again, or continue from that checkpoint with --resume PATH")
+            "then start again, or continue from that checkpoint with --resume PATH"
+        )
 
     def _stop_on_signal(self) -> None:
         checkpoint = self.checkpoints_dir / checkpoint_name(self.state)
         received = self.stop_requests.received
-        message = (f"stopped by {received.name if received else 'a signal to another rank'} at epoch "
-                   f"{self.state.epoch} step {self.state.step}; checkpoint {checkpoint}; "
-                   f"continue with --resume auto")
+        message = (
+            f"stopped by {received.name if received else 'a signal to another rank'} at epoch "
+            f"{self.state.epoch} step {self.state.step}; checkpoint {checkpoint}; "
+            f"continue with --resume auto"
+        )
         if self.main:
             logger.warning("%s", message)
         raise TrainingStopped(message, received)
@@ -511,7 +618,7 @@ class Trainer:
         start is about to redo: appending to them would show every step twice."""
         if self.main:
             (self.run_dir / METRICS_LOG).unlink(missing_ok=True)
-            shutil.rmtree(self.run_dir / "tensorboard", ignore_errors=True)
+            shutil.rmtree(self.run_dir / TENSORBOARD_DIR, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
     def _resume(self, resume: str | None) -> None:
@@ -521,14 +628,17 @@ class Trainer:
         checkpoint = resolve_resume(resume, self.checkpoints_dir)
         if checkpoint is None:
             if complete_checkpoints(self.checkpoints_dir):
-                raise ConfigError(f"{self.checkpoints_dir} already holds checkpoints; pass --resume auto "
-                                  "to continue that run, or set another `name` / `output_dir`")
+                raise ConfigError(
+                    f"{self.checkpoints_dir} already holds checkpoints; pass --resume auto "
+                    "to continue that run, or set another `name` / `output_dir`"
+                )
             self._forget_unfinished_start()
             return
         state = TrainerState.read(checkpoint / STATE_FILE)
         check_fits(checkpoint, state, self.world_size, self.param_shapes)
-        read_label_set(checkpoint / INFERENCE_DIR).check_same(self.labels, f"checkpoint {checkpoint}",
-                                                              f"the data {self.manifest.path}")
+        read_label_set(checkpoint / INFERENCE_DIR).check_same(
+            self.labels, f"checkpoint {checkpoint}", f"the data {self.manifest.path}"
+        )
         self._check_rng_state(checkpoint)
         try:
             self.accelerator.load_state(str(checkpoint))
@@ -541,22 +651,34 @@ class Trainer:
             logger.warning("resuming %s with a config that differs from the one it was saved with", checkpoint)
         self._truncate_log(self.state.batches_seen)
         if self.main:
-            logger.info("resumed from %s: epoch %d, batch %d, step %d", checkpoint, self.state.epoch,
-                        self.state.batch_in_epoch, self.state.step)
+            logger.info(
+                "resumed from %s: epoch %d, batch %d, step %d",
+                checkpoint,
+                self.state.epoch,
+                self.state.batch_in_epoch,
+                self.state.step,
+            )
 
     def fit(self, resume: str | None = None) -> dict[str, Any]:
         """Train (or resume), then evaluate the best checkpoint on dev and test."""
         self._resume(resume)
         if self.main:
-            save_config(self.cfg, self.run_dir)
+            save_config(self.cfg, self.run_dir / CONFIG_FILE)
         try:
             self.trackers.start(self.state.step, flat_hparams(to_dict(self.cfg)))
         except TrackerWriteError as exc:
             raise self._log_write_failed(exc.where, exc.reason) from None
         if self.main:
-            logger.info("training %s on %d process(es): %d batches of %d per process per epoch, "
-                        "%d optimizer steps in all; run folder %s", self.cfg.model.name, self.world_size,
-                        self.batches_per_epoch, self.cfg.loader.batch_size, self.total_steps, self.run_dir)
+            logger.info(
+                "training %s on %d process(es): %d batches of %d per process per epoch, "
+                "%d optimizer steps in all; run folder %s",
+                self.cfg.model.name,
+                self.world_size,
+                self.batches_per_epoch,
+                self.cfg.loader.batch_size,
+                self.total_steps,
+                self.run_dir,
+            )
         try:
             state = self.state
             with self.stop_requests:  # SIGTERM / SIGUSR2: checkpoint at the next step, then exit
@@ -580,15 +702,30 @@ class Trainer:
             return
         suffixes = {"threshold_0.5": "", "tuned_on_dev": "_tuned", "argmax": ""}
         keys = ("accuracy", "f1_macro", "f1_weighted") if self.labels.multiclass else ("f1_macro", "f1_micro")
-        final = {f"test/{key}{suffixes[protocol]}": reports["test"][protocol][key]
-                 for protocol in self.labels.protocols for key in keys}
+        final = {
+            f"test/{key}{suffixes[protocol]}": reports["test"][protocol][key]
+            for protocol in self.labels.protocols
+            for key in keys
+        }
         final["test/mean_average_precision"] = primary_report(reports["test"]).get("mean_average_precision")
         final = {key: value for key, value in final.items() if value is not None}
         out = self.run_dir / EVALUATION_DIR / f"{self.state.best_checkpoint}-test"
         label = f"{self.cfg.name} / {self.state.best_checkpoint} / test"
-        figures = (write_figures(out, test.labels, test.probs, thresholds, reports["test"],
-                                 self.run_dir / METRICS_LOG, label, f"training of {self.cfg.name}", self.labels)
-                   if self.train_cfg.tracker_figures else [])
+        figures = (
+            write_figures(
+                out,
+                test.labels,
+                test.probs,
+                thresholds,
+                reports["test"],
+                self.run_dir / METRICS_LOG,
+                label,
+                f"training of {self.cfg.name}",
+                self.labels,
+            )
+            if self.train_cfg.tracker_figures
+            else []
+        )
         try:
             self.trackers.finish(final, self.state.step, figures)
         except TrackerWriteError as exc:
@@ -608,17 +745,25 @@ class Trainer:
         if self.main:  # the best checkpoint then carries all that `mmimdb-dist predict` needs
             documents: dict[str, Any] = {"preprocessing.json": dict(self.manifest.settings)}
             if thresholds is not None:  # a multiclass model answers with its arg-max
-                documents["thresholds.json"] = {"labels": list(self.labels.names),
-                                                "thresholds": [float(t) for t in thresholds],
-                                                "tuned_on": f"dev split of {self.manifest.path}"}
+                documents["thresholds.json"] = {
+                    "labels": list(self.labels.names),
+                    "thresholds": [float(t) for t in thresholds],
+                    "tuned_on": f"dev split of {self.manifest.path}",
+                }
             add_inference_files(best, documents)
         result = {
             "select_metric": self.train_cfg.select_metric,
-            "best_checkpoint": state.best_checkpoint, "best_epoch": state.best_epoch,
-            "best_step": state.best_step, "best_dev_metric": state.best_metric,
-            "stopped_early": state.stopped_early, "last_epoch": state.epoch, "last_step": state.step,
-            "world_size": self.world_size, "mixed_precision": self.accelerator.mixed_precision,
-            "num_parameters": self.num_parameters, "trainable_parameters": self.trainable_parameters,
+            "best_checkpoint": state.best_checkpoint,
+            "best_epoch": state.best_epoch,
+            "best_step": state.best_step,
+            "best_dev_metric": state.best_metric,
+            "stopped_early": state.stopped_early,
+            "last_epoch": state.epoch,
+            "last_step": state.step,
+            "world_size": self.world_size,
+            "mixed_precision": self.accelerator.mixed_precision,
+            "num_parameters": self.num_parameters,
+            "trainable_parameters": self.trainable_parameters,
             "train_seconds": state.train_seconds,
             "train_samples_per_s": state.samples_trained / state.train_seconds if state.train_seconds else None,
             **reports,
@@ -627,17 +772,27 @@ class Trainer:
             write_metrics_json(self.run_dir / FINAL_METRICS, result)
             write_per_label_csv(self.run_dir / PER_LABEL_CSV, reports)
             self._track_final(reports, test, thresholds)
-            self._log_record({"type": "final", "batches_seen": state.batches_seen, "step": state.step,
-                              "best_checkpoint": state.best_checkpoint,
-                              "test_f1_macro": primary_report(reports["test"])["f1_macro"],
-                              **({"test_accuracy": reports["test"]["argmax"]["accuracy"]} if self.labels.multiclass
-                                 else {"test_f1_macro_tuned": reports["test"]["tuned_on_dev"]["f1_macro"]})})
+            self._log_record(
+                {
+                    "type": "final",
+                    "batches_seen": state.batches_seen,
+                    "step": state.step,
+                    "best_checkpoint": state.best_checkpoint,
+                    "test_f1_macro": primary_report(reports["test"])["f1_macro"],
+                    **(
+                        {"test_accuracy": reports["test"]["argmax"]["accuracy"]}
+                        if self.labels.multiclass
+                        else {"test_f1_macro_tuned": reports["test"]["tuned_on_dev"]["f1_macro"]}
+                    ),
+                }
+            )
         self.accelerator.wait_for_everyone()
         return result
 
 
-def train(cfg: ExperimentConfig, resume: str | None = None,
-          on_evaluation: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def train(
+    cfg: ExperimentConfig, resume: str | None = None, on_evaluation: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
     """Run `cfg` to the end on this process (one of many under a launcher); always tears down."""
     # Accelerate reports every file of every save at INFO; the trainer logs its own summary.
     logging.getLogger("accelerate").setLevel(max(logging.WARNING, logging.getLogger().level))

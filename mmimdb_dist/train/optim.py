@@ -38,11 +38,16 @@ def param_groups(model: nn.Module, model_cfg: ModelConfig, cfg: TrainConfig) -> 
         part = "encoder" if id(param) in pretrained else "head"
         decay = param.ndim >= 2
         key = part if decay else f"{part}_no_decay"
-        group = groups.setdefault(key, {
-            "name": key, "params": [], "param_names": [],
-            "lr": cfg.encoder_lr if part == "encoder" else cfg.lr,
-            "weight_decay": cfg.weight_decay if decay else 0.0,
-        })
+        group = groups.setdefault(
+            key,
+            {
+                "name": key,
+                "params": [],
+                "param_names": [],
+                "lr": cfg.encoder_lr if part == "encoder" else cfg.lr,
+                "weight_decay": cfg.weight_decay if decay else 0.0,
+            },
+        )
         group["params"].append(param)
         group["param_names"].append(name)
     order = ("encoder", "encoder_no_decay", "head", "head_no_decay")
@@ -57,7 +62,7 @@ def build_optimizer(model: nn.Module, model_cfg: ModelConfig, cfg: TrainConfig) 
 
 
 def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
-    return cfg.warmup_steps if cfg.warmup_steps > 0 else int(round(cfg.warmup_ratio * total_steps))
+    return cfg.warmup_steps if cfg.warmup_steps > 0 else round(cfg.warmup_ratio * total_steps)
 
 
 def lr_multiplier(step: int, total_steps: int, warmup: int, schedule: str) -> float:
@@ -72,8 +77,10 @@ def lr_multiplier(step: int, total_steps: int, warmup: int, schedule: str) -> fl
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-                    total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     warmup = warmup_steps(cfg, total_steps)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_multiplier(step, total_steps, warmup, cfg.schedule))
+        optimizer, lambda step: lr_multiplier(step, total_steps, warmup, cfg.schedule)
+    )

@@ -15,9 +15,10 @@ non-finite loss is never stepped on: the run fails with `NonFiniteLossError` (ex
 the step and the last complete checkpoint, which holds finite weights.
 
 A second signal of the kind already received is not caught: it kills the process the default
-way, for a user who really wants it gone now (a second Ctrl-C exits at once). Other stop signals arriving after the first (a
-launcher that saw one rank exit signals the rest) are ignored, and once the ranks have agreed
-to stop all stop signals are, until the process has exited (SIGKILL still ends it).
+way, for a user who really wants it gone now (a second Ctrl-C exits at once). Other stop signals
+arriving after the first (a launcher that saw one rank exit signals the rest) are ignored, and
+once the ranks have agreed to stop all stop signals are, until the process has exited (SIGKILL
+still ends it).
 """
 
 from __future__ import annotations
@@ -98,8 +99,7 @@ class StopRequests:
         import torch
 
         non_finite = torch.as_tensor(non_finite_loss, device=accelerator.device).float().reshape(())
-        flags = torch.stack([torch.tensor(float(self.received is not None), device=accelerator.device),
-                             non_finite])
+        flags = torch.stack([torch.tensor(float(self.received is not None), device=accelerator.device), non_finite])
         if accelerator.num_processes > 1:
             torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
         stop, non_finite = (bool(value > 0) for value in flags.tolist())

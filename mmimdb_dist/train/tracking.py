@@ -21,6 +21,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
+from ..atomic import atomic_write_json
 from ..errors import TrackerWriteError
 from ..run.layout import TRACKERS_FILE
 
@@ -46,8 +50,7 @@ def flat_hparams(config: Mapping[str, Any], prefix: str = "") -> dict[str, bool 
     return flat
 
 
-def _build(name: str, project: str, run_name: str, run_dir: Path, resume_step: int,
-           kwargs: dict[str, Any]) -> Any:
+def _build(name: str, project: str, run_name: str, run_dir: Path, resume_step: int, kwargs: dict[str, Any]) -> Any:
     from accelerate.tracking import LOGGER_TYPE_TO_CLASS, MLflowTracker, TensorBoardTracker
 
     if name == "tensorboard":
@@ -73,8 +76,15 @@ def _remembered(run_dir: Path) -> dict[str, str]:
 class Trackers:
     """The run's trackers (`train.trackers`); built on the main process only."""
 
-    def __init__(self, names: Sequence[str], project: str, run_name: str, run_dir: Path,
-                 kwargs: Mapping[str, dict[str, Any]], main: bool) -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        project: str,
+        run_name: str,
+        run_dir: Path,
+        kwargs: Mapping[str, dict[str, Any]],
+        main: bool,
+    ) -> None:
         self.names, self.project, self.run_name, self.run_dir = list(names), project, run_name, run_dir
         self.kwargs, self.main = dict(kwargs), main
         self.active: list[Any] = []
@@ -95,22 +105,25 @@ class Trackers:
         self.hparams = hparams
         for name in self.names:
             try:
-                tracker = _build(name, self.project, self.run_name, self.run_dir, resume_step,
-                                 dict(self.kwargs.get(name, {})))
+                tracker = _build(
+                    name, self.project, self.run_name, self.run_dir, resume_step, dict(self.kwargs.get(name, {}))
+                )
                 tracker.start()
                 self.active.append(tracker)
                 if name != "tensorboard" and not resume_step:
                     tracker.store_init_configuration(hparams)
             except ImportError as exc:
-                raise TrackerWriteError("train.trackers", f"{name!r} needs its package ({exc.name or exc}); "
-                                        f"pip install it, or remove {name!r} from train.trackers") from None
+                raise TrackerWriteError(
+                    "train.trackers",
+                    f"{name!r} needs its package ({exc.name or exc}); "
+                    f"pip install it, or remove {name!r} from train.trackers",
+                ) from None
             except OSError as exc:
                 raise self._failed(name, exc) from None
             if name == "mlflow":  # a resumed run continues the same MLflow run
                 self._remember("mlflow_run_id", tracker.active_run.info.run_id)
 
     def _remember(self, key: str, value: str) -> None:
-        from ..atomic import atomic_write_json
 
         atomic_write_json(self.run_dir / TRACKERS_FILE, {**_remembered(self.run_dir), key: value})
 
@@ -143,9 +156,6 @@ class Trackers:
             for path in figures:
                 tracker.log_artifact(str(path), artifact_path=FIGURE_DIR)
         elif hasattr(tracker, "log_images"):
-            import numpy as np
-            from PIL import Image
-
             tensorboard = tracker.name == "tensorboard"  # takes one N x H x W x C array, the others lists
             images = {}
             for path in figures:
@@ -154,8 +164,7 @@ class Trackers:
                 images[f"{FIGURE_DIR}/{path.stem}"] = pixels[None] if tensorboard else [pixels]
             tracker.log_images(images, step=step, **({"dataformats": "NHWC"} if tensorboard else {}))
         else:
-            logger.info("the %s tracker takes no images: the figures are in %s", tracker.name,
-                        figures[0].parent)
+            logger.info("the %s tracker takes no images: the figures are in %s", tracker.name, figures[0].parent)
 
     def close(self) -> None:
         """Finish every tracker; a failure here is reported and not raised (the run's own
@@ -163,7 +172,6 @@ class Trackers:
         for tracker in self.active:
             try:
                 tracker.finish()
-            except Exception as exc:  # noqa: BLE001 (reported, never hides the run's own error)
+            except Exception as exc:
                 logger.error("closing the %s tracker failed: %s", tracker.name, exc)
         self.active = []
-

@@ -122,16 +122,22 @@ def collect_results(results: Any, loaded: LoadedSearch, max_t: int) -> SearchTab
             status = STOPPED
         else:
             status = INCOMPLETE
-        rows.append(TrialRow(
-            trial_id=trial_id, status=status, evaluations=evaluations,
-            params=trial_overrides({}, loaded.space.loss_fixed, dict(result.config or {})),
-            best_metric=values[best_index] if best_index is not None else None,
-            last_metric=values[-1] if values else None,
-            best_step=int(evals[best_index]["step"]) if best_index is not None and "step" in evals[best_index]
-            else None,
-            test_f1_macro=test, run_dir=str(run_dir),
-            error=_error_line(result.error),
-        ))
+        rows.append(
+            TrialRow(
+                trial_id=trial_id,
+                status=status,
+                evaluations=evaluations,
+                params=trial_overrides({}, loaded.space.loss_fixed, dict(result.config or {})),
+                best_metric=values[best_index] if best_index is not None else None,
+                last_metric=values[-1] if values else None,
+                best_step=int(evals[best_index]["step"])
+                if best_index is not None and "step" in evals[best_index]
+                else None,
+                test_f1_macro=test,
+                run_dir=str(run_dir),
+                error=_error_line(result.error),
+            )
+        )
     reverse = mode == "max"
     rows.sort(key=lambda r: (r.best_metric is None, -(r.best_metric or 0) if reverse else (r.best_metric or 0)))
     scheduler = "ASHA early stopping" if loaded.config.scheduler.name == "asha" else "no early stopping"
@@ -143,17 +149,35 @@ def _columns(table: SearchTable) -> tuple[list[str], list[dict[str, Any]]]:
     for row in table.rows:
         keys += [k for k in row.params if k not in keys]
     m = table.metric
-    header = ["trial", "status", "evaluations", *keys, f"best_dev_{m}", f"last_dev_{m}", "best_step",
-              "test_f1_macro", "run_dir", "error"]
+    header = [
+        "trial",
+        "status",
+        "evaluations",
+        *keys,
+        f"best_dev_{m}",
+        f"last_dev_{m}",
+        "best_step",
+        "test_f1_macro",
+        "run_dir",
+        "error",
+    ]
     records = []
     for row in table.rows:
-        records.append({"trial": row.trial_id, "status": row.status, "evaluations": row.evaluations,
-                        # "null" is a searched value (e.g. no pos_weight cap); "" means not used.
-                        **{k: ("null" if row.params[k] is None else row.params[k]) if k in row.params else ""
-                           for k in keys},
-                        f"best_dev_{m}": row.best_metric, f"last_dev_{m}": row.last_metric,
-                        "best_step": row.best_step, "test_f1_macro": row.test_f1_macro,
-                        "run_dir": row.run_dir, "error": row.error})
+        records.append(
+            {
+                "trial": row.trial_id,
+                "status": row.status,
+                "evaluations": row.evaluations,
+                # "null" is a searched value (e.g. no pos_weight cap); "" means not used.
+                **{k: ("null" if row.params[k] is None else row.params[k]) if k in row.params else "" for k in keys},
+                f"best_dev_{m}": row.best_metric,
+                f"last_dev_{m}": row.last_metric,
+                "best_step": row.best_step,
+                "test_f1_macro": row.test_f1_macro,
+                "run_dir": row.run_dir,
+                "error": row.error,
+            }
+        )
     return header, records
 
 
@@ -178,12 +202,15 @@ def to_csv(table: SearchTable) -> str:
 def to_markdown(table: SearchTable, title: str) -> str:
     header, records = _columns(table)
     shown = [h for h in header if h not in ("run_dir", "error")]
-    lines = [f"# {title}", "",
-             f"{len(table.rows)} trials ({table.scheduler}), ranked by their best dev {table.metric} "
-             f"({table.mode}); {table.max_t} dev evaluations make a complete trial.", "",
-             "| " + " | ".join(shown) + " |",
-             "| " + " | ".join("---:" if h not in ("trial", "status") and "." not in h else "---"
-                              for h in shown) + " |"]
+    lines = [
+        f"# {title}",
+        "",
+        f"{len(table.rows)} trials ({table.scheduler}), ranked by their best dev {table.metric} "
+        f"({table.mode}); {table.max_t} dev evaluations make a complete trial.",
+        "",
+        "| " + " | ".join(shown) + " |",
+        "| " + " | ".join("---:" if h not in ("trial", "status") and "." not in h else "---" for h in shown) + " |",
+    ]
     for record in records:
         lines.append("| " + " | ".join(_cell(record[h]).replace("|", "\\|") for h in shown) + " |")
     errors = [r for r in table.rows if r.error]
@@ -199,11 +226,13 @@ def best_config_text(table: SearchTable, loaded: LoadedSearch) -> str | None:
     overrides = trial_overrides(loaded.config.overrides, {}, best.params)
     cfg = build_trial_config(loaded.base_as_written, overrides)
     cfg.name = f"{loaded.config.name}_best"
-    header = (f"# Best trial {best.trial_id} of the search {loaded.config.name} ({loaded.path}):\n"
-              "# paths as in its base config, relative to the folder the search was started from\n"
-              f"# dev {table.metric} {best.best_metric:.4f} at step {best.best_step}; its values:\n"
-              + "".join(f"#   {k}: {v!r}\n" for k, v in best.params.items())
-              + "# Train it: mmimdb-dist train --config <this file>\n")
+    header = (
+        f"# Best trial {best.trial_id} of the search {loaded.config.name} ({loaded.path}):\n"
+        "# paths as in its base config, relative to the folder the search was started from\n"
+        f"# dev {table.metric} {best.best_metric:.4f} at step {best.best_step}; its values:\n"
+        + "".join(f"#   {k}: {v!r}\n" for k, v in best.params.items())
+        + "# Train it: mmimdb-dist train --config <this file>\n"
+    )
     return header + dump_config(cfg)
 
 
@@ -217,5 +246,10 @@ def write_results(table: SearchTable, loaded: LoadedSearch):
     if text is not None:
         best_path = directory / "best_config.yaml"
         atomic_write_text(best_path, text)
-    return SearchOutcome(experiment_dir=directory, results_csv=csv_path, results_md=md_path,
-                         best_config=best_path, num_trials=len(table.rows))
+    return SearchOutcome(
+        experiment_dir=directory,
+        results_csv=csv_path,
+        results_md=md_path,
+        best_config=best_path,
+        num_trials=len(table.rows),
+    )

@@ -13,15 +13,16 @@ nothing on a cluster node tries to reach the network.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
 from typing import Any
 
 from ..atomic import atomic_write_text
+from ..data.training_data import load_training_manifest, train_samples
 from ..errors import ConfigError
-from ..schema import dump_config
-from ..schema import check_select_metric
+from ..schema import check_select_metric, dump_config
 from .results import RUNS_DIR, SearchOutcome, collect_results, write_results
 from .space import LoadedSearch, build_trial_config, evaluations_per_trial
 from .trainable import run_trial
@@ -31,8 +32,15 @@ logger = logging.getLogger(__name__)
 SEARCH_FILE = "search.yaml"
 TRIAL_DRIVER_CPU = 0.01
 # Searched keys that change how many evaluations a trial makes (ASHA's max_t).
-_LENGTH_KEYS = ("train.epochs", "train.eval_every", "train.grad_accum_steps", "loader.batch_size",
-                "loader.drop_last", "loader.shards_dir", "loader.features_dir")
+_LENGTH_KEYS = (
+    "train.epochs",
+    "train.eval_every",
+    "train.grad_accum_steps",
+    "loader.batch_size",
+    "loader.drop_last",
+    "loader.shards_dir",
+    "loader.features_dir",
+)
 
 
 def quiet_ray_environment() -> None:
@@ -46,13 +54,13 @@ def quiet_ray_environment() -> None:
 def _check_metric_fits(loaded: LoadedSearch) -> None:
     """The ranking metric exists for the data's task kind (multi-label or multiclass): one
     line now, not a failed trial per sample of the space."""
-    from ..data.training_data import load_training_manifest
 
     cfg = build_trial_config(loaded.base, loaded.config.overrides)
     manifest = load_training_manifest(cfg.loader)
     try:
-        check_select_metric(loaded.config.scheduler.metric, manifest.labels.task, str(manifest.path),
-                            "scheduler.metric")
+        check_select_metric(
+            loaded.config.scheduler.metric, manifest.labels.task, str(manifest.path), "scheduler.metric"
+        )
     except ConfigError as exc:
         raise ConfigError(f"{loaded.path}: {exc}") from None
 
@@ -63,9 +71,10 @@ def _max_t(loaded: LoadedSearch) -> int:
         return scheduler.max_t
     searched = [k for k in loaded.space.params if k in _LENGTH_KEYS]
     if searched:
-        raise ConfigError(f"{loaded.path}: scheduler.max_t: space.{searched[0]} changes the number of "
-                          "evaluations per trial; set scheduler.max_t (evaluations of the longest trial)")
-    from ..data.training_data import train_samples
+        raise ConfigError(
+            f"{loaded.path}: scheduler.max_t: space.{searched[0]} changes the number of "
+            "evaluations per trial; set scheduler.max_t (evaluations of the longest trial)"
+        )
 
     cfg = build_trial_config(loaded.base, loaded.config.overrides)
     return evaluations_per_trial(cfg, train_samples(cfg), loaded.config.resources.workers)
@@ -74,25 +83,27 @@ def _max_t(loaded: LoadedSearch) -> int:
 def _search_algorithm(loaded: LoadedSearch):
     algorithm = loaded.config.search
     if algorithm.algorithm == "optuna":
-        import importlib.util
-
         if importlib.util.find_spec("optuna") is None:
-            raise ConfigError(f"{loaded.path}: search.algorithm: optuna is not installed "
-                              "(pip install 'mmimdb-dist[tune]', or choose random or grid)")
+            raise ConfigError(
+                f"{loaded.path}: search.algorithm: optuna is not installed "
+                "(pip install 'mmimdb-dist[tune]', or choose random or grid)"
+            )
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
         scheduler = loaded.config.scheduler
-        searcher = OptunaSearch(space=loaded.space.optuna_define_by_run(), metric=scheduler.metric,
-                                mode=scheduler.mode, seed=algorithm.seed)
+        searcher = OptunaSearch(
+            space=loaded.space.optuna_define_by_run(), metric=scheduler.metric, mode=scheduler.mode, seed=algorithm.seed
+        )
         limit = loaded.config.resources.max_concurrent
         return ConcurrencyLimiter(searcher, max_concurrent=limit) if limit else searcher
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     # The limit belongs to the generator: Ray ignores TuneConfig's max_concurrent_trials for
     # a search algorithm that is not a Searcher, and this one is not (it only warns).
-    return BasicVariantGenerator(random_state=algorithm.seed,
-                                 max_concurrent=loaded.config.resources.max_concurrent or 0)
+    return BasicVariantGenerator(
+        random_state=algorithm.seed, max_concurrent=loaded.config.resources.max_concurrent or 0
+    )
 
 
 def _scheduler(loaded: LoadedSearch, max_t: int):
@@ -105,8 +116,13 @@ def _scheduler(loaded: LoadedSearch, max_t: int):
 
     # stop_last_trials=False: a trial that reaches max_t is left to finish, so its trainer
     # tests its best checkpoint and writes final_metrics.json.
-    return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=min(cfg.grace_period, max_t),
-                         reduction_factor=cfg.reduction_factor, stop_last_trials=False)
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=max_t,
+        grace_period=min(cfg.grace_period, max_t),
+        reduction_factor=cfg.reduction_factor,
+        stop_last_trials=False,
+    )
 
 
 def _trainable(loaded: LoadedSearch):
@@ -114,9 +130,13 @@ def _trainable(loaded: LoadedSearch):
 
     res = loaded.config.resources
     setup: dict[str, Any] = {
-        "base": loaded.base, "overrides": dict(loaded.config.overrides),
-        "loss_fixed": loaded.space.loss_fixed, "runs_dir": str(loaded.experiment_dir / RUNS_DIR),
-        "workers": res.workers, "cpu": res.cpu, "gpu": res.gpu,
+        "base": loaded.base,
+        "overrides": dict(loaded.config.overrides),
+        "loss_fixed": loaded.space.loss_fixed,
+        "runs_dir": str(loaded.experiment_dir / RUNS_DIR),
+        "workers": res.workers,
+        "cpu": res.cpu,
+        "gpu": res.gpu,
     }
     trainable = tune.with_parameters(run_trial, setup=setup)
     if res.workers > 1:
@@ -135,8 +155,7 @@ def _start_ray(loaded: LoadedSearch, address: str | None) -> None:
         ray.init(address=address, runtime_env=runtime_env)
         return
     num_cpus = loaded.config.ray.num_cpus or os.cpu_count() or 1
-    ray.init(num_cpus=num_cpus, num_gpus=loaded.config.ray.num_gpus, include_dashboard=False,
-             runtime_env=runtime_env)
+    ray.init(num_cpus=num_cpus, num_gpus=loaded.config.ray.num_gpus, include_dashboard=False, runtime_env=runtime_env)
 
 
 def run_search(loaded: LoadedSearch, resume: bool = False, address: str | None = None) -> SearchOutcome:
@@ -150,8 +169,10 @@ def run_search(loaded: LoadedSearch, resume: bool = False, address: str | None =
     if resume and not exists:
         raise ConfigError(f"--resume: {experiment_dir} holds no search to continue; run without --resume")
     if not resume and exists:
-        raise ConfigError(f"{experiment_dir} already holds a search; pass --resume to continue it, "
-                          "or set another `name` or `storage_path`")
+        raise ConfigError(
+            f"{experiment_dir} already holds a search; pass --resume to continue it, "
+            "or set another `name` or `storage_path`"
+        )
     _check_metric_fits(loaded)
     max_t = _max_t(loaded)
     _start_ray(loaded, address)
@@ -160,12 +181,16 @@ def run_search(loaded: LoadedSearch, resume: bool = False, address: str | None =
         if resume:
             saved = experiment_dir / SEARCH_FILE
             if saved.is_file() and saved.read_text(encoding="utf-8") != search_text:
-                logger.warning("%s (with --set) differs from the search it resumes (%s): trials already "
-                               "proposed keep their values, new ones come from the saved search space, "
-                               "and every trial trains with the base config and overrides given now",
-                               loaded.path, saved)
-            tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_unfinished=True,
-                                       resume_errored=True)
+                logger.warning(
+                    "%s (with --set) differs from the search it resumes (%s): trials already "
+                    "proposed keep their values, new ones come from the saved search space, "
+                    "and every trial trains with the base config and overrides given now",
+                    loaded.path,
+                    saved,
+                )
+            tuner = tune.Tuner.restore(
+                str(experiment_dir), trainable=trainable, resume_unfinished=True, resume_errored=True
+            )
         else:
             experiment_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(experiment_dir / SEARCH_FILE, search_text)
@@ -198,8 +223,13 @@ def trial_lines(metric: str, num_trials: int):
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             value = result.get(metric)
-            logger.info("trial %s: evaluation %s, dev %s %s", trial.trial_id, result.get("training_iteration"),
-                        metric, f"{value:.4f}" if isinstance(value, (int, float)) else value)
+            logger.info(
+                "trial %s: evaluation %s, dev %s %s",
+                trial.trial_id,
+                result.get("training_iteration"),
+                metric,
+                f"{value:.4f}" if isinstance(value, (int, float)) else value,
+            )
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.done += 1
@@ -207,8 +237,13 @@ def trial_lines(metric: str, num_trials: int):
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.done += 1
-            logger.warning("trial %s failed (%d of %d trials done): %s", trial.trial_id, self.done, num_trials,
-                           trial.error_file or "see its folder")
+            logger.warning(
+                "trial %s failed (%d of %d trials done): %s",
+                trial.trial_id,
+                self.done,
+                num_trials,
+                trial.error_file or "see its folder",
+            )
 
     return TrialLines()
 
@@ -216,10 +251,14 @@ def trial_lines(metric: str, num_trials: int):
 def _short(config: dict[str, Any]) -> str:
     """A trial's values, the parameters of losses it does not use left out."""
     loss = config.get("loss.name")
-    shown = {key: value for key, value in config.items()
-             if not (key.startswith("loss.") and key != "loss.name" and key.split(".")[1] != loss)}
-    return ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
-                     for key, value in sorted(shown.items()))
+    shown = {
+        key: value
+        for key, value in config.items()
+        if not (key.startswith("loss.") and key != "loss.name" and key.split(".")[1] != loss)
+    }
+    return ", ".join(
+        f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}" for key, value in sorted(shown.items())
+    )
 
 
 def _new_tuner(loaded: LoadedSearch, trainable: Any, max_t: int):
@@ -228,19 +267,31 @@ def _new_tuner(loaded: LoadedSearch, trainable: Any, max_t: int):
     cfg = loaded.config
     metric, mode = cfg.scheduler.metric, cfg.scheduler.mode
     tune_config = tune.TuneConfig(
-        metric=metric, mode=mode, num_samples=cfg.search.num_samples,
-        search_alg=_search_algorithm(loaded), scheduler=_scheduler(loaded, max_t),
-        trial_name_creator=trial_name, trial_dirname_creator=trial_name,
+        metric=metric,
+        mode=mode,
+        num_samples=cfg.search.num_samples,
+        search_alg=_search_algorithm(loaded),
+        scheduler=_scheduler(loaded, max_t),
+        trial_name_creator=trial_name,
+        trial_dirname_creator=trial_name,
     )
     run_config = tune.RunConfig(
-        name=cfg.name, storage_path=str(loaded.storage_path),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=metric,
-                                                checkpoint_score_order=mode),
+        name=cfg.name,
+        storage_path=str(loaded.storage_path),
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=2, checkpoint_score_attribute=metric, checkpoint_score_order=mode
+        ),
         # verbose=0: Ray's status tables (300 columns, dozens per minute) are replaced by one
         # plain line per trial event (TrialLines).
-        failure_config=tune.FailureConfig(max_failures=1), verbose=0,
-        callbacks=[trial_lines(metric, cfg.search.num_samples * math.prod(
-            len(domain.args) for domain in loaded.space.params.values() if domain.kind == "grid"))],
+        failure_config=tune.FailureConfig(max_failures=1),
+        verbose=0,
+        callbacks=[
+            trial_lines(
+                metric,
+                cfg.search.num_samples
+                * math.prod(len(domain.args) for domain in loaded.space.params.values() if domain.kind == "grid"),
+            )
+        ],
     )
     param_space = {} if cfg.search.algorithm == "optuna" else loaded.space.ray_param_space()
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)

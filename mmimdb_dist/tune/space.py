@@ -167,8 +167,9 @@ class OptunaSpace:
                 domain.suggest(trial, f"loss.{chosen}.{name}")
 
 
-def trial_overrides(fixed: dict[str, Any], loss_fixed: dict[str, dict[str, Any]],
-                    config: dict[str, Any]) -> dict[str, Any]:
+def trial_overrides(
+    fixed: dict[str, Any], loss_fixed: dict[str, dict[str, Any]], config: dict[str, Any]
+) -> dict[str, Any]:
     """The config changes a trial makes to the base config, as dotted keys, in a fixed order.
 
     `fixed` are the search's `overrides`, `loss_fixed` its plain per-loss values, `config` the
@@ -200,7 +201,7 @@ def _schema_field(key: str, where: str) -> None:
         fields = {f.name: f for f in dataclasses.fields(node)}
         if part not in fields:
             hint = difflib.get_close_matches(part, fields, n=1)
-            extra = f"; did you mean {'.'.join(parts[:depth] + [hint[0]])!r}?" if hint else ""
+            extra = f"; did you mean {'.'.join([*parts[:depth], hint[0]])!r}?" if hint else ""
             raise ConfigError(f"{where}{key}: not a key of the training config{extra}")
         node = typing.get_type_hints(node)[part]
     if dataclasses.is_dataclass(node):
@@ -215,25 +216,33 @@ def parse_space(search: SearchConfig) -> SearchSpace:
         where = f"space.{key}"
         if key == "loss":
             if not isinstance(value, dict) or not value:
-                raise ConfigError(f"{where}: expected a mapping of loss names ({', '.join(LOSS_NAMES)}) "
-                                  "to their parameters, e.g. {focal: {gamma: {uniform: [1, 3]}}, bce: {}}")
+                raise ConfigError(
+                    f"{where}: expected a mapping of loss names ({', '.join(LOSS_NAMES)}) "
+                    "to their parameters, e.g. {focal: {gamma: {uniform: [1, 3]}}, bce: {}}"
+                )
             for loss, loss_params in value.items():
                 if loss not in LOSS_PARAMS:
                     raise ConfigError(f"{where}.{loss}: unknown loss; expected one of {', '.join(LOSS_PARAMS)}")
                 loss_params = loss_params or {}
                 if not isinstance(loss_params, dict):
-                    raise ConfigError(f"{where}.{loss}: expected a mapping of its parameters "
-                                      f"({', '.join(LOSS_PARAMS[loss]) or 'none'}), got {loss_params!r}")
+                    raise ConfigError(
+                        f"{where}.{loss}: expected a mapping of its parameters "
+                        f"({', '.join(LOSS_PARAMS[loss]) or 'none'}), got {loss_params!r}"
+                    )
                 losses[loss], loss_fixed[loss] = {}, {}
                 for name, spec in loss_params.items():
                     if name not in LOSS_PARAMS[loss]:
-                        raise ConfigError(f"{where}.{loss}.{name}: {loss} has no such parameter; expected "
-                                          f"{', '.join(LOSS_PARAMS[loss]) or 'none'}")
+                        raise ConfigError(
+                            f"{where}.{loss}.{name}: {loss} has no such parameter; expected "
+                            f"{', '.join(LOSS_PARAMS[loss]) or 'none'}"
+                        )
                     if isinstance(spec, dict):
                         domain = parse_domain(spec, f"{where}.{loss}.{name}")
                         if domain.kind == "grid":
-                            raise ConfigError(f"{where}.{loss}.{name}: loss parameters exist only in trials "
-                                              "of their loss; use choice, not grid")
+                            raise ConfigError(
+                                f"{where}.{loss}.{name}: loss parameters exist only in trials "
+                                "of their loss; use choice, not grid"
+                            )
                         losses[loss][name] = domain
                     else:
                         loss_fixed[loss][name] = spec
@@ -372,7 +381,8 @@ def load_search(path: str | Path, overrides: typing.Sequence[str] = ()) -> Loade
         _check_candidates(search, space, base)
         if search.scheduler.metric is None:
             search.scheduler.metric = search.overrides.get(
-                "train.select_metric", (base.get("train") or {}).get("select_metric", TrainConfig.select_metric))
+                "train.select_metric", (base.get("train") or {}).get("select_metric", TrainConfig.select_metric)
+            )
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return LoadedSearch(path=path, config=search, space=space, base=base, base_as_written=base_as_written)
@@ -380,12 +390,14 @@ def load_search(path: str | Path, overrides: typing.Sequence[str] = ()) -> Loade
 
 def evaluations_per_trial(cfg: ExperimentConfig, train_samples: int, world_size: int = 1) -> int:
     """Dev evaluations of a complete trial: the ASHA `max_t` in units of reports."""
-    batches = train_samples // (world_size * cfg.loader.batch_size) if cfg.loader.drop_last else \
-        math.ceil(train_samples / (world_size * cfg.loader.batch_size))
+    batches = (
+        train_samples // (world_size * cfg.loader.batch_size)
+        if cfg.loader.drop_last
+        else math.ceil(train_samples / (world_size * cfg.loader.batch_size))
+    )
     steps_per_epoch = math.ceil(batches / cfg.train.grad_accum_steps)
     if cfg.train.eval_every == "epoch":
         return cfg.train.epochs
     total = steps_per_epoch * cfg.train.epochs
     every = int(cfg.train.eval_every)
     return total // every + (1 if total % every else 0)
-

@@ -20,10 +20,14 @@ and Tune hears of its evaluations through Ray Train's `TuneReportCallback`.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
+from ..run.layout import METRICS_LOG, STATE_FILE, checkpoints_dir_of, run_dir_of
+from ..run.metrics_log import read_records
+from ..schema import ExperimentConfig, from_dict, to_dict
 from .results import RUN_NAME
 from .space import build_trial_config, trial_overrides
 
@@ -48,7 +52,6 @@ def trial_config(setup: dict[str, Any], config: dict[str, Any], run_root: Path):
 def _place_tune_checkpoint(checkpoint: Any, checkpoints_dir: Path) -> None:
     """Copy Tune's last checkpoint of this trial under the trainer's name for it."""
     from ..run.checkpoints import TrainerState, checkpoint_name
-    from ..run.layout import STATE_FILE
 
     with checkpoint.as_directory() as folder:
         state = TrainerState.read(Path(folder) / STATE_FILE)
@@ -63,7 +66,6 @@ def _place_tune_checkpoint(checkpoint: Any, checkpoints_dir: Path) -> None:
 
 def run_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     """The Tune function trainable (bound to `setup` with `tune.with_parameters`)."""
-    import logging
 
     from ray import tune
 
@@ -78,8 +80,6 @@ def run_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         return
 
     from ..run.checkpoints import complete_checkpoints
-    from ..run.layout import METRICS_LOG, checkpoints_dir_of, run_dir_of
-    from ..run.metrics_log import read_records
     from ..train.loop import train
 
     run_dir = run_dir_of(cfg)
@@ -121,7 +121,6 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker: the Accelerate trainer, one rank each."""
     import ray.train
 
-    from ..schema import ExperimentConfig, from_dict
     from ..train.loop import train
 
     cfg = from_dict(ExperimentConfig, loop_config["config"])
@@ -148,17 +147,21 @@ def _run_distributed(cfg: Any, setup: dict[str, Any], run_root: Path) -> None:
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from ..schema import to_dict
-
     gpu = setup["gpu"]
-    scaling = ScalingConfig(num_workers=setup["workers"], use_gpu=gpu > 0,
-                            resources_per_worker={"CPU": setup["cpu"], **({"GPU": gpu} if gpu else {})})
+    scaling = ScalingConfig(
+        num_workers=setup["workers"],
+        use_gpu=gpu > 0,
+        resources_per_worker={"CPU": setup["cpu"], **({"GPU": gpu} if gpu else {})},
+    )
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={"config": to_dict(cfg)},
         scaling_config=scaling,
         torch_config=TorchConfig(backend="nccl" if gpu > 0 else "gloo"),
-        run_config=RunConfig(name=tune.get_context().get_trial_id(), storage_path=str(run_root / "ray_train"),
-                             callbacks=[TuneReportCallback()]),
+        run_config=RunConfig(
+            name=tune.get_context().get_trial_id(),
+            storage_path=str(run_root / "ray_train"),
+            callbacks=[TuneReportCallback()],
+        ),
     )
     trainer.fit()

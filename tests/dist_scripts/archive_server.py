@@ -21,8 +21,15 @@ class ArchiveServer:
     `stall_after` goes silent after K bytes; `status` answers every request with that error.
     """
 
-    def __init__(self, payload: bytes, *, honor_range: bool = True, cut_after: int | None = None,
-                 stall_after: int | None = None, status: int | None = None) -> None:
+    def __init__(
+        self,
+        payload: bytes,
+        *,
+        honor_range: bool = True,
+        cut_after: int | None = None,
+        stall_after: int | None = None,
+        status: int | None = None,
+    ) -> None:
         self.payload = payload
         self.honor_range = honor_range
         self.cut_after = cut_after

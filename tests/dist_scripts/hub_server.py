@@ -30,10 +30,10 @@ class HubServer:
             def log_message(self, *args) -> None:  # quiet test output
                 pass
 
-            def do_HEAD(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_HEAD(self) -> None:
                 self._serve(body=False)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self._serve(body=True)
 
             def _send(self, status: int, data: bytes, headers: dict[str, str], body: bool) -> None:
@@ -49,22 +49,34 @@ class HubServer:
                 server.requests.append(f"{self.command} {path}")
                 for repo, folder in server.repos.items():
                     if path.startswith(f"/api/models/{repo}/revision/"):
-                        info = {"id": repo, "modelId": repo, "sha": COMMIT,
-                                "siblings": [{"rfilename": f.name} for f in sorted(folder.iterdir())]}
+                        info = {
+                            "id": repo,
+                            "modelId": repo,
+                            "sha": COMMIT,
+                            "siblings": [{"rfilename": f.name} for f in sorted(folder.iterdir())],
+                        }
                         return self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"}, body)
                     if path.startswith(f"/api/models/{repo}/tree/"):
-                        tree = [{"type": "file", "path": f.name, "size": f.stat().st_size,
-                                 "oid": hashlib.sha1(f.read_bytes()).hexdigest()} for f in sorted(folder.iterdir())]
+                        tree = [
+                            {
+                                "type": "file",
+                                "path": f.name,
+                                "size": f.stat().st_size,
+                                "oid": hashlib.sha1(f.read_bytes()).hexdigest(),
+                            }
+                            for f in sorted(folder.iterdir())
+                        ]
                         return self._send(200, json.dumps(tree).encode(), {"Content-Type": "application/json"}, body)
                     prefix = f"/{repo}/resolve/"
                     if path.startswith(prefix):
-                        name = path[len(prefix):].split("/", 1)[1]
+                        name = path[len(prefix) :].split("/", 1)[1]
                         file = folder / name
                         if "/" in name or not file.is_file():
                             return self._send(404, b"", {"X-Error-Code": "EntryNotFound"}, body)
                         data = file.read_bytes()
-                        return self._send(200, data, {"X-Repo-Commit": COMMIT,
-                                                      "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}, body)
+                        return self._send(
+                            200, data, {"X-Repo-Commit": COMMIT, "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}, body
+                        )
                 self._send(404, b"", {"X-Error-Code": "RepoNotFound"}, body)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -20,12 +20,13 @@ def data_root(tmp_path_factory) -> Path:
     return root
 
 
-def build_shards(root: Path, num_movies: int = NUM_MOVIES, samples_per_shard: int = SAMPLES_PER_SHARD,
-                 name: str = "shards") -> Path:
+def build_shards(
+    root: Path, num_movies: int = NUM_MOVIES, samples_per_shard: int = SAMPLES_PER_SHARD, name: str = "shards"
+) -> Path:
     """synth -> shard, the real path; returns the shard folder (cached under `root`)."""
-    from mmimdb_dist.schema import load_config
     from mmimdb_dist.data.shard import shard_dataset
     from mmimdb_dist.data.sources.mmimdb.synth import generate_dataset
+    from mmimdb_dist.schema import load_config
 
     shards = root / name
     if (shards / "manifest.json").is_file():
@@ -33,10 +34,17 @@ def build_shards(root: Path, num_movies: int = NUM_MOVIES, samples_per_shard: in
     raw_root = root / f"raw-{num_movies}"
     if not (raw_root / "mmimdb" / "split.json").is_file():
         generate_dataset(raw_root, num_movies, seed=7, workers=2)
-    cfg = load_config(None, [f"data.raw_dir={raw_root / 'mmimdb'}", f"shard.out_dir={shards}",
-                             "shard.poster_short_side=48", f"shard.samples_per_shard={samples_per_shard}",
-                             "shard.min_shards=1",
-                             "shard.workers=1"])
+    cfg = load_config(
+        None,
+        [
+            f"data.raw_dir={raw_root / 'mmimdb'}",
+            f"shard.out_dir={shards}",
+            "shard.poster_short_side=48",
+            f"shard.samples_per_shard={samples_per_shard}",
+            "shard.min_shards=1",
+            "shard.workers=1",
+        ],
+    )
     shard_dataset(cfg)
     return shards
 

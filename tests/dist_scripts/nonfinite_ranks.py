@@ -31,9 +31,13 @@ def main() -> None:
             error = str(exc)
         engine = trainer.model
         weights = [p for p in engine.module.parameters() if p.is_floating_point()]
-        report = {"rank": trainer.rank, "error": error, "engine_steps": int(engine.global_steps),
-                  "trainer_steps": trainer.state.step,
-                  "weights_finite": all(bool(torch.isfinite(p).all()) for p in weights)}
+        report = {
+            "rank": trainer.rank,
+            "error": error,
+            "engine_steps": int(engine.global_steps),
+            "trainer_steps": trainer.state.step,
+            "weights_finite": all(bool(torch.isfinite(p).all()) for p in weights),
+        }
         (out / f"rank{trainer.rank}.json").write_text(json.dumps(report))
     finally:
         accelerator.end_training()

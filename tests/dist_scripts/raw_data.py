@@ -10,11 +10,18 @@ from PIL import Image
 from mmimdb_dist.data.sources.mmimdb.raw import SPLITS, Movie, SkipReport, iter_movies
 
 
-
-def write_movie(root: Path, movie_id: str, *, plot: object = ("A plot.",),
-                genres: object = ("Drama",), title: str = "Title", year: object = 1999,
-                poster: str | None = "RGB", size: tuple[int, int] = (60, 90),
-                raw_json: bytes | None = None) -> None:
+def write_movie(
+    root: Path,
+    movie_id: str,
+    *,
+    plot: object = ("A plot.",),
+    genres: object = ("Drama",),
+    title: str = "Title",
+    year: object = 1999,
+    poster: str | None = "RGB",
+    size: tuple[int, int] = (60, 90),
+    raw_json: bytes | None = None,
+) -> None:
     """One movie under `root/dataset`. `poster` is a PIL mode, "png", "empty", "truncated"
     or None (no file); `raw_json` replaces the metadata file's bytes."""
     dataset = root / "dataset"
@@ -22,8 +29,12 @@ def write_movie(root: Path, movie_id: str, *, plot: object = ("A plot.",),
     if raw_json is not None:
         (dataset / f"{movie_id}.json").write_bytes(raw_json)
     else:
-        record = {"title": title, "year": year, "genres": list(genres) if isinstance(genres, tuple)
-                  else genres, "plot": list(plot) if isinstance(plot, tuple) else plot}
+        record = {
+            "title": title,
+            "year": year,
+            "genres": list(genres) if isinstance(genres, tuple) else genres,
+            "plot": list(plot) if isinstance(plot, tuple) else plot,
+        }
         (dataset / f"{movie_id}.json").write_text(json.dumps(record), encoding="utf-8")
     path = dataset / f"{movie_id}.jpeg"
     seed = int(movie_id) % 200
@@ -46,8 +57,7 @@ def write_split(root: Path, split: dict[str, list[str]]) -> None:
     (root / "split.json").write_text(json.dumps(split), encoding="utf-8")
 
 
-def make_raw(tmp_path: Path, movies: dict[str, dict], splits: dict[str, list[str]] | None = None
-             ) -> Path:
+def make_raw(tmp_path: Path, movies: dict[str, dict], splits: dict[str, list[str]] | None = None) -> Path:
     """A raw folder `tmp_path/mmimdb` with `movies` (id -> write_movie kwargs); ids are put
     round-robin into train/dev/test unless `splits` is given."""
     root = tmp_path / "mmimdb"

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from dist_scripts.train_fixtures import env, run_train, tiny_config, train_shards, write_config
 
 RUN_NAME = "attention_run"
@@ -42,10 +41,27 @@ def baseline_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.getbasetemp() / "report-runs" / "tfidf_baseline"
     if (out / "metrics.json").is_file():
         return out
-    result = subprocess.run([sys.executable, "-m", "mmimdb_dist.cli", "--log-level", "WARNING", "baseline",
-                             "--shards", str(shards), "--out", str(out), "--no-progress",
-                             "--set", "baseline.min_df=1"],
-                            capture_output=True, text=True, timeout=300, env=env())
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mmimdb_dist.cli",
+            "--log-level",
+            "WARNING",
+            "baseline",
+            "--shards",
+            str(shards),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--set",
+            "baseline.min_df=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env(),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -63,5 +79,10 @@ def best_checkpoint(run_dir: Path) -> Path:
 
 def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """`mmimdb-dist ARGS` as a real process with one math thread."""
-    return subprocess.run([sys.executable, "-m", "mmimdb_dist.cli", "--log-level", "WARNING", *args],
-                          capture_output=True, text=True, timeout=timeout, env=env())
+    return subprocess.run(
+        [sys.executable, "-m", "mmimdb_dist.cli", "--log-level", "WARNING", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env(),
+    )

@@ -21,8 +21,13 @@ START_TIMEOUT_S = 240
 
 
 def _script(name: str, folder: Path, *args: str, timeout: float = START_TIMEOUT_S) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPTS / name), str(folder), *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "MMIMDB_SLURM_DIR": str(folder)})
+    return subprocess.run(
+        ["bash", str(SCRIPTS / name), str(folder), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "MMIMDB_SLURM_DIR": str(folder)},
+    )
 
 
 def start_slurm_cluster():
@@ -33,8 +38,10 @@ def start_slurm_cluster():
     if _script("status.sh", folder, timeout=60).returncode != 0:
         result = _script("start.sh", folder)
         if result.returncode != 0:
-            pytest.fail(f"could not start Slurm with {SCRIPTS / 'start.sh'} (install the packages with "
-                        f"{SCRIPTS / 'install.sh'} as root):\n{result.stderr[-3000:]}")
+            pytest.fail(
+                f"could not start Slurm with {SCRIPTS / 'start.sh'} (install the packages with "
+                f"{SCRIPTS / 'install.sh'} as root):\n{result.stderr[-3000:]}"
+            )
         started = True
     conf = str(folder / "etc" / "slurm.conf")
     previous = os.environ.get("SLURM_CONF")
@@ -57,10 +64,17 @@ def submit_all(submissions: dict[str, tuple[str, ...]], cwd: Path) -> dict[str, 
     """
     from dist_scripts.train_fixtures import env
 
-    processes = {name: subprocess.Popen([sys.executable, "-m", "mmimdb_dist.cli", "--log-level", "WARNING",
-                                         "submit", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True, env=env(), cwd=cwd)
-                 for name, args in submissions.items()}
+    processes = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "mmimdb_dist.cli", "--log-level", "WARNING", "submit", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env(),
+            cwd=cwd,
+        )
+        for name, args in submissions.items()
+    }
     jobs = {}
     for name, process in processes.items():
         stdout, stderr = process.communicate(timeout=120)
@@ -87,8 +101,9 @@ def accounting(job_id: str) -> list[tuple[str, str]]:
     return [tuple(line.split("|")) for line in out.splitlines() if line.strip()]
 
 
-def wait_until_done(job_id: str, timeout: float, released: list[str] | None = None,
-                    time_limit_after_requeue: int | None = None) -> list[tuple[str, str]]:
+def wait_until_done(
+    job_id: str, timeout: float, released: list[str] | None = None, time_limit_after_requeue: int | None = None
+) -> list[tuple[str, str]]:
     """Wait until nothing of the job is queued any more; its sacct records.
 
     Slurm holds a requeued batch job for about two minutes (reason BeginTime) before it may

@@ -41,9 +41,21 @@ def char_tokenizer():
 def save_tiny(kind: str, folder: Path, seed: int = 0) -> Path:
     """Write a tiny `kind` model folder (see STATS for the kinds) and return it."""
     import torch
-    from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, ConvNextConfig, ConvNextModel,
-                              Dinov2Config, Dinov2Model, SiglipConfig, SiglipImageProcessor, SiglipModel,
-                              ViTConfig, ViTImageProcessor, ViTModel)
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        ConvNextConfig,
+        ConvNextModel,
+        Dinov2Config,
+        Dinov2Model,
+        SiglipConfig,
+        SiglipImageProcessor,
+        SiglipModel,
+        ViTConfig,
+        ViTImageProcessor,
+        ViTModel,
+    )
 
     torch.manual_seed(seed)
     mean, std = STATS[kind]
@@ -59,14 +71,21 @@ def save_tiny(kind: str, folder: Path, seed: int = 0) -> Path:
         model, processor = ConvNextModel(config), ViTImageProcessor(size=square, image_mean=mean, image_std=std)
     elif kind in DUAL:
         tokenizer = char_tokenizer()
-        text = {**SMALL, "vocab_size": len(tokenizer), "max_position_embeddings": TEXT_POSITIONS,
-                "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+        text = {
+            **SMALL,
+            "vocab_size": len(tokenizer),
+            "max_position_embeddings": TEXT_POSITIONS,
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+        }
         if kind == "clip":
-            config = CLIPConfig(text_config={**text, "bos_token_id": tokenizer.bos_token_id},
-                                vision_config=vision, projection_dim=24)
+            config = CLIPConfig(
+                text_config={**text, "bos_token_id": tokenizer.bos_token_id}, vision_config=vision, projection_dim=24
+            )
             model = CLIPModel(config)
-            processor = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size=square,
-                                           image_mean=mean, image_std=std)
+            processor = CLIPImageProcessor(
+                size={"shortest_edge": IMAGE_SIZE}, crop_size=square, image_mean=mean, image_std=std
+            )
         else:
             model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
             processor = SiglipImageProcessor(size=square, image_mean=mean, image_std=std)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from dist_scripts.loader_fixtures import build_shards, data_root
 
 NUM_MOVIES = 600  # about 360 / 60 / 180 train / dev / test
@@ -31,14 +30,29 @@ def tiny_config(shards: Path, output_dir: Path, name: str, **train: Any) -> dict
         "name": name,
         "seed": 3,
         "output_dir": str(output_dir),
-        "loader": {"shards_dir": str(shards), "batch_size": 16, "eval_batch_size": 32, "num_workers": 0,
-                   "image_size": 32, "max_text_length": 256, "shuffle_buffer": 64,
-                   "bucket_pool_batches": 2},
-        "model": {"name": "early_fusion",
-                  "text": {"kind": "bilstm", "embed_dim": 32, "hidden": 32, "attention_dim": 16,
-                           "vocab_min_freq": 1, "dropout": 0.1},
-                  "image": {"kind": "cnn", "cnn_channels": [8, 8, 16, 16], "patch_grid": 2},
-                  "fusion": {"hidden": 32, "dropout": 0.1}},
+        "loader": {
+            "shards_dir": str(shards),
+            "batch_size": 16,
+            "eval_batch_size": 32,
+            "num_workers": 0,
+            "image_size": 32,
+            "max_text_length": 256,
+            "shuffle_buffer": 64,
+            "bucket_pool_batches": 2,
+        },
+        "model": {
+            "name": "early_fusion",
+            "text": {
+                "kind": "bilstm",
+                "embed_dim": 32,
+                "hidden": 32,
+                "attention_dim": 16,
+                "vocab_min_freq": 1,
+                "dropout": 0.1,
+            },
+            "image": {"kind": "cnn", "cnn_channels": [8, 8, 16, 16], "patch_grid": 2},
+            "fusion": {"hidden": 32, "dropout": 0.1},
+        },
         # no end-of-run figures (seconds of matplotlib per run); tests/test_tracking.py turns them on
         "train": {"epochs": 4, "lr": 0.01, "warmup_steps": 3, "log_every": 5, "tracker_figures": False, **train},
     }
@@ -54,13 +68,18 @@ def env() -> dict[str, str]:
 
 
 def train_command(config: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "mmimdb_dist.cli", "--log-level", "WARNING", "train",
-            "--config", str(config), *extra]
+    return [sys.executable, "-m", "mmimdb_dist.cli", "--log-level", "WARNING", "train", "--config", str(config), *extra]
 
 
 def run_train(config: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(train_command(config, *extra), capture_output=True, text=True,
-                            timeout=RUN_TIMEOUT_S, env=env(), cwd=config.parent)
+    result = subprocess.run(
+        train_command(config, *extra),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        env=env(),
+        cwd=config.parent,
+    )
     if check:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result

@@ -12,10 +12,10 @@ import json
 import sys
 from pathlib import Path
 
-from mmimdb_dist.schema import load_config
 from mmimdb_dist.data.loader import build_eval_loader
-from mmimdb_dist.train.loop import Trainer
+from mmimdb_dist.schema import load_config
 from mmimdb_dist.train.accelerator import build_accelerator
+from mmimdb_dist.train.loop import Trainer
 
 
 class RecordingTrainer(Trainer):
@@ -38,13 +38,27 @@ def main() -> None:
     try:
         trainer = RecordingTrainer(cfg, accelerator)
         result = trainer.fit()
-        dev_ids = [i for batch in build_eval_loader(cfg.loader, trainer.manifest, "dev", trainer.token_encoder,
-                                                    rank=trainer.rank, world_size=trainer.world_size)
-                   for i in batch["ids"]]
-        report = {"rank": trainer.rank, "world_size": trainer.world_size,
-                  "weights_sha256": trainer.weights_sha256, "dev_ids": dev_ids,
-                  "device": str(accelerator.device), "best_checkpoint": result["best_checkpoint"],
-                  "find_unused_parameters": getattr(trainer.model, "find_unused_parameters", None)}
+        dev_ids = [
+            i
+            for batch in build_eval_loader(
+                cfg.loader,
+                trainer.manifest,
+                "dev",
+                trainer.token_encoder,
+                rank=trainer.rank,
+                world_size=trainer.world_size,
+            )
+            for i in batch["ids"]
+        ]
+        report = {
+            "rank": trainer.rank,
+            "world_size": trainer.world_size,
+            "weights_sha256": trainer.weights_sha256,
+            "dev_ids": dev_ids,
+            "device": str(accelerator.device),
+            "best_checkpoint": result["best_checkpoint"],
+            "find_unused_parameters": getattr(trainer.model, "find_unused_parameters", None),
+        }
         (out / f"rank{trainer.rank}.json").write_text(json.dumps(report))
     finally:
         accelerator.end_training()

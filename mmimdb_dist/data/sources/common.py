@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image, ImageOps
+
 from ...errors import DataError
 from ...labels import LabelSet
 from ..manifest import ShardInfo, SkippedMovie
@@ -35,10 +38,10 @@ class SampleSkipped(DataError):
 
     def __init__(self, movie_id: str, split: str, reason: str, file: Path | str, detail: str):
         super().__init__(f"{file}: {detail}")
-        self.record = SkippedMovie(id=movie_id, split=split, reason=reason, file=str(file),
-                                   detail=detail)
+        self.record = SkippedMovie(id=movie_id, split=split, reason=reason, file=str(file), detail=detail)
 
-    def __reduce__(self):  # picklable, so a shard worker process can raise it
+    def __reduce__(self) -> tuple[type[SampleSkipped], tuple[str, ...]]:
+        """Picklable, so a shard worker process can raise it."""
         r = self.record
         return (SampleSkipped, (r.id, r.split, r.reason, r.file, r.detail))
 
@@ -74,10 +77,9 @@ class SkipReport:
         return "skipped: " + ", ".join(f"{reason} {n}" for reason, n in sorted(self.counts.items()))
 
 
-def decode_image(path: Path, min_short_side: int | None = None):
+def decode_image(path: Path, min_short_side: int | None = None) -> Image.Image:
     """An image file decoded fully as RGB (see `load_poster`), for any source; raises OSError,
     ValueError (a decompression bomb among them) or SyntaxError when it does not decode."""
-    from PIL import Image, ImageOps
 
     try:
         with Image.open(path) as image:
@@ -93,7 +95,6 @@ def decode_image(path: Path, min_short_side: int | None = None):
 def resize_and_encode(image: Any, short_side: int, quality: int) -> bytes:
     """A decoded RGB image resized so its short side is `short_side` (Lanczos), as baseline JPEG:
     the one poster encoding of every source, so the same image gives the same bytes."""
-    from PIL import Image
 
     width, height = image.size
     scale = short_side / min(width, height)
@@ -101,19 +102,17 @@ def resize_and_encode(image: Any, short_side: int, quality: int) -> bytes:
     if size != image.size:
         image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality, optimize=False, progressive=False,
-               subsampling="4:2:0")
+    image.save(buffer, format="JPEG", quality=quality, optimize=False, progressive=False, subsampling="4:2:0")
     return buffer.getvalue()
 
 
-def to_rgb(image):
+def to_rgb(image: Image.Image) -> Image.Image:
     """RGB on a white background for images with transparency; plain conversion otherwise.
 
     High-bit-depth grayscale (16-bit "I;16*"/"I" PNGs and TIFFs, float "F") is rescaled to
     8 bits first: PIL's own conversion clips it at 255, which turns a 16-bit poster white and
     a [0, 1] float one black, without a word.
     """
-    from PIL import Image
 
     if image.mode == "RGB":
         return image
@@ -129,11 +128,9 @@ def to_rgb(image):
     return image.convert("RGB")
 
 
-def _to_8bit_gray(image):
+def _to_8bit_gray(image: Image.Image) -> Image.Image:
     """An "I;16*", "I" or "F" image as 8-bit "L": 16-bit ranges divided by 257, float images in
     [0, 1] times 255, anything else (HDR floats, 32-bit integers) scaled by its own maximum."""
-    import numpy as np
-    from PIL import Image
 
     pixels = np.asarray(image, dtype=np.float64)
     if not np.isfinite(pixels).all():
@@ -163,6 +160,13 @@ class ShardResult:
     # Label names outside the label set, met in this shard's records (counted, then dropped).
     unknown_labels: Counter[str] = field(default_factory=Counter)
 
+    @property
+    def shard(self) -> ShardInfo:
+        """The written shard's manifest entry (a writer sets `info` once its tar is complete)."""
+        if self.info is None:
+            raise RuntimeError(f"a {self.split} shard writer returned before its tar was complete")
+        return self.info
+
 
 @dataclass
 class ShardPlan:
@@ -186,14 +190,21 @@ def writing(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise DataError(f"{path}: cannot write ({exc.strerror or exc}); the shard set has no "
-                        "manifest: free some space and re-run `mmimdb-dist shard`") from None
+        raise DataError(
+            f"{path}: cannot write ({exc.strerror or exc}); the shard set has no "
+            "manifest: free some space and re-run `mmimdb-dist shard`"
+        ) from None
 
 
 def shard_settings(cfg: Any) -> dict[str, Any]:
     """The settings a shard set records in its manifest (and a checkpoint's `preprocessing.json`
     carries to `predict`), whatever the source."""
-    return {"plot_policy": cfg.data.plot_policy, "poster_short_side": cfg.shard.poster_short_side,
-            "jpeg_quality": cfg.shard.jpeg_quality, "samples_per_shard": cfg.shard.samples_per_shard,
-            "min_shards": cfg.shard.min_shards, "seed": cfg.seed,
-            **({} if cfg.shard.require_poster else {"require_poster": False})}
+    return {
+        "plot_policy": cfg.data.plot_policy,
+        "poster_short_side": cfg.shard.poster_short_side,
+        "jpeg_quality": cfg.shard.jpeg_quality,
+        "samples_per_shard": cfg.shard.samples_per_shard,
+        "min_shards": cfg.shard.min_shards,
+        "seed": cfg.seed,
+        **({} if cfg.shard.require_poster else {"require_poster": False}),
+    }

@@ -64,7 +64,7 @@ def _labels(rng: random.Random, task: str) -> list[str]:
     weights = [LABEL_CUES[name][1] for name in names]
     if task == "multiclass":
         return rng.choices(names, weights=weights)
-    chosen = [name for name, weight in zip(names, weights) if rng.random() < weight]
+    chosen = [name for name, weight in zip(names, weights, strict=True) if rng.random() < weight]
     return chosen or rng.choices(names, weights=weights)
 
 
@@ -79,12 +79,21 @@ def _text(rng: random.Random, labels: list[str]) -> str:
 
 
 def _image_cues(rng: random.Random, labels: list[str]) -> list[str]:
-    return [LABEL_CUES[name][0] for name in IMAGE_LABELS
-            if (name in labels and rng.random() < CUE_PROB) or (name not in labels and rng.random() < DECOY_PROB / 3)]
+    return [
+        LABEL_CUES[name][0]
+        for name in IMAGE_LABELS
+        if (name in labels and rng.random() < CUE_PROB) or (name not in labels and rng.random() < DECOY_PROB / 3)
+    ]
 
 
-def generate_table(out_dir: str | Path, rows: int = 2000, seed: int = 0, task: str = "multilabel",
-                   table_format: str = "csv", progress: bool = True) -> Path:
+def generate_table(
+    out_dir: str | Path,
+    rows: int = 2000,
+    seed: int = 0,
+    task: str = "multilabel",
+    table_format: str = "csv",
+    progress: bool = True,
+) -> Path:
     """Write `out_dir/items.<format>` and `out_dir/images/<id>.jpg`; returns the table's path.
 
     The table is written last (atomically): a folder without it is an interrupted run."""
@@ -104,11 +113,25 @@ def generate_table(out_dir: str | Path, rows: int = 2000, seed: int = 0, task: s
         item_id = f"item{index:06d}"
         text = _text(rng, labels)
         width, height = IMAGE_SIZE
-        write_poster(PosterSpec(path=images / f"{item_id}.jpg", seed=seed, index=index, width=width,
-                                height=height, cues=_image_cues(_row_rng(seed, index, "image"), labels)))
+        write_poster(
+            PosterSpec(
+                path=images / f"{item_id}.jpg",
+                seed=seed,
+                index=index,
+                width=width,
+                height=height,
+                cues=_image_cues(_row_rng(seed, index, "image"), labels),
+            )
+        )
         label_cell = labels[0] if task == "multiclass" else "|".join(labels)
-        records.append({"id": item_id, "text": text, "image": f"images/{item_id}.jpg",
-                        ("label" if task == "multiclass" else "labels"): label_cell})
+        records.append(
+            {
+                "id": item_id,
+                "text": text,
+                "image": f"images/{item_id}.jpg",
+                ("label" if task == "multiclass" else "labels"): label_cell,
+            }
+        )
     path = out / f"items.{table_format}"
     with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
         if table_format == "csv":

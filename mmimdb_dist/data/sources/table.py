@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import io
 import json
 import logging
 import math
@@ -84,8 +85,17 @@ MALFORMED_LINE = "malformed_line"
 NOT_AN_OBJECT = "not_an_object"
 
 # Spellings of the three splits in a split column; anything else is an error line.
-SPLIT_SPELLINGS = {"train": "train", "training": "train", "dev": "dev", "val": "dev", "valid": "dev",
-                   "validation": "dev", "development": "dev", "test": "test", "testing": "test"}
+SPLIT_SPELLINGS = {
+    "train": "train",
+    "training": "train",
+    "dev": "dev",
+    "val": "dev",
+    "valid": "dev",
+    "validation": "dev",
+    "development": "dev",
+    "test": "test",
+    "testing": "test",
+}
 ID_CHARS = "letters, digits, '_' or '-'"
 
 
@@ -140,11 +150,16 @@ def _check_columns(path: Path, present: list[str], wanted: list[str]) -> None:
     for column in wanted:
         if column not in present:
             shown = ", ".join(repr(c) for c in present[:40]) + (" ..." if len(present) > 40 else "")
-            raise DataError(f"{path}: no column {column!r} (named in data.columns); the table's columns "
-                            f"are: {shown or '(none)'}")
+            raise DataError(
+                f"{path}: no column {column!r} (named in data.columns); the table's columns are: {shown or '(none)'}"
+            )
 
 
-def iter_table(path: Path, wanted: list[str]) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+# (line number, the row's wanted cells or None, why the line was unreadable or None)
+RawRow = tuple[int, dict[str, Any] | None, str | None]
+
+
+def iter_table(path: Path, wanted: list[str]) -> Iterator[RawRow]:
     """(line or row number, row dict or None, problem or None) for every data row of the table,
     streamed; a row that cannot be read at all (a malformed CSV line, a JSONL line that is not
     an object) comes with its problem instead of its values."""
@@ -157,8 +172,7 @@ def iter_table(path: Path, wanted: list[str]) -> Iterator[tuple[int, dict[str, A
         yield from _iter_parquet(path, wanted)
 
 
-def _iter_delimited(path: Path, delimiter: str, wanted: list[str]):
-    import io
+def _iter_delimited(path: Path, delimiter: str, wanted: list[str]) -> Iterator[RawRow]:
 
     with _open_table(path) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
@@ -191,10 +205,10 @@ def _iter_delimited(path: Path, delimiter: str, wanted: list[str]):
             if len(values) != len(header):
                 yield line, None, f"malformed line: {len(values)} fields, the header has {len(header)}"
                 continue
-            yield line, dict(zip(header, values)), None
+            yield line, dict(zip(header, values, strict=True)), None
 
 
-def _iter_jsonl(path: Path, wanted: list[str]):
+def _iter_jsonl(path: Path, wanted: list[str]) -> Iterator[RawRow]:
     with _open_table(path) as handle:
         checked = False
         for line, raw in enumerate(handle, start=1):
@@ -217,7 +231,7 @@ def _iter_jsonl(path: Path, wanted: list[str]):
             yield line, row, None
 
 
-def _iter_parquet(path: Path, wanted: list[str]):
+def _iter_parquet(path: Path, wanted: list[str]) -> Iterator[RawRow]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -239,8 +253,11 @@ def _iter_parquet(path: Path, wanted: list[str]):
 
 
 def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or (
-        isinstance(value, str) and not value.strip())
+    return (
+        value is None
+        or (isinstance(value, float) and math.isnan(value))
+        or (isinstance(value, str) and not value.strip())
+    )
 
 
 def _as_text(value: Any) -> str | None:
@@ -311,8 +328,10 @@ class RowParser:
         value = row.get(self.columns.split)
         spelled = str(value).strip().lower() if not _missing(value) else ""
         if spelled not in SPLIT_SPELLINGS:
-            raise DataError(f"{_where(self.path, line)}: column {self.columns.split!r}: expected train, dev or "
-                            f"test (or {', '.join(s for s in SPLIT_SPELLINGS if s not in SPLITS)}), got {value!r:.60}")
+            raise DataError(
+                f"{_where(self.path, line)}: column {self.columns.split!r}: expected train, dev or "
+                f"test (or {', '.join(s for s in SPLIT_SPELLINGS if s not in SPLITS)}), got {value!r:.60}"
+            )
         return SPLIT_SPELLINGS[spelled]
 
     def parse(self, line: int, row: dict[str, Any]) -> TableRow:
@@ -324,9 +343,15 @@ class RowParser:
             if sample_id is None:
                 raise _skip(self.path, line, ROW_ID, shown_split, MISSING_ID, f"column {columns.id!r}: no id")
             if not ID_PATTERN.fullmatch(sample_id):
-                raise _skip(self.path, line, ROW_ID, shown_split, BAD_ID,
-                            f"column {columns.id!r}: id {sample_id!r:.60} is not made of {ID_CHARS} "
-                            "(it becomes a tar member name)")
+                raise _skip(
+                    self.path,
+                    line,
+                    ROW_ID,
+                    shown_split,
+                    BAD_ID,
+                    f"column {columns.id!r}: id {sample_id!r:.60} is not made of {ID_CHARS} "
+                    "(it becomes a tar member name)",
+                )
         else:
             sample_id = str(line)
 
@@ -334,15 +359,27 @@ class RowParser:
         for column in columns.text_columns:
             value = row.get(column)
             if not _missing(value) and not isinstance(value, (str, int, float)):
-                raise _skip(self.path, line, sample_id, shown_split, BAD_TEXT,
-                            f"column {column!r}: expected text, got {type(value).__name__}")
+                raise _skip(
+                    self.path,
+                    line,
+                    sample_id,
+                    shown_split,
+                    BAD_TEXT,
+                    f"column {column!r}: expected text, got {type(value).__name__}",
+                )
             text = _as_text(value)
             if text:
                 parts.append(text)
         text = "\n\n".join(parts)
         if not text:
-            raise _skip(self.path, line, sample_id, shown_split, EMPTY_TEXT,
-                        f"column(s) {', '.join(map(repr, columns.text_columns))}: empty text")
+            raise _skip(
+                self.path,
+                line,
+                sample_id,
+                shown_split,
+                EMPTY_TEXT,
+                f"column(s) {', '.join(map(repr, columns.text_columns))}: empty text",
+            )
 
         image = None
         if columns.image:
@@ -359,8 +396,14 @@ class RowParser:
             for column in columns.label_columns:
                 flag = _flag(row.get(column))
                 if flag is None:
-                    raise _skip(self.path, line, sample_id, split, BAD_LABELS,
-                                f"column {column!r}: expected 0 or 1, got {row.get(column)!r:.40}")
+                    raise _skip(
+                        self.path,
+                        line,
+                        sample_id,
+                        split,
+                        BAD_LABELS,
+                        f"column {column!r}: expected 0 or 1, got {row.get(column)!r:.40}",
+                    )
                 if flag:
                     names.append(column)
         else:
@@ -370,15 +413,27 @@ class RowParser:
                 raise _skip(self.path, line, sample_id, split, NO_LABELS, f"column {column!r}: no labels")
             listed = _label_list(value, self.data.label_separator)
             if listed is None:
-                raise _skip(self.path, line, sample_id, split, BAD_LABELS,
-                            f"column {column!r}: expected label names (a list, or text split on "
-                            f"{self.data.label_separator!r}), got {value!r:.60}")
+                raise _skip(
+                    self.path,
+                    line,
+                    sample_id,
+                    split,
+                    BAD_LABELS,
+                    f"column {column!r}: expected label names (a list, or text split on "
+                    f"{self.data.label_separator!r}), got {value!r:.60}",
+                )
             names = list(dict.fromkeys(listed))
             if not names:
                 raise _skip(self.path, line, sample_id, split, NO_LABELS, f"column {column!r}: no labels")
         if self.data.task == "multiclass" and len(names) != 1:
-            raise _skip(self.path, line, sample_id, split, NOT_ONE_LABEL,
-                        f"a multiclass row needs exactly one label, got {len(names)}: {names[:5]}")
+            raise _skip(
+                self.path,
+                line,
+                sample_id,
+                split,
+                NOT_ONE_LABEL,
+                f"a multiclass row needs exactly one label, got {len(names)}: {names[:5]}",
+            )
         return names
 
 
@@ -398,14 +453,16 @@ class Spool:
             self.db.executescript(
                 "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-4000; PRAGMA temp_store=FILE;"
                 "CREATE TABLE rows (id TEXT PRIMARY KEY, line INTEGER, split TEXT, stratum TEXT, "
-                "key TEXT, text TEXT, image TEXT, labels TEXT);")
+                "key TEXT, text TEXT, image TEXT, labels TEXT);"
+            )
 
     def add(self, row: TableRow, key: str) -> int | None:
         """Insert; the line of the row that already holds this id, or None."""
         try:
-            self.db.execute("INSERT INTO rows VALUES (?, ?, ?, NULL, ?, ?, ?, ?)",
-                            (row.id, row.line, row.split, key, row.text, row.image,
-                             json.dumps(row.labels, ensure_ascii=False)))
+            self.db.execute(
+                "INSERT INTO rows VALUES (?, ?, ?, NULL, ?, ?, ?, ?)",
+                (row.id, row.line, row.split, key, row.text, row.image, json.dumps(row.labels, ensure_ascii=False)),
+            )
         except sqlite3.IntegrityError:
             (line,) = self.db.execute("SELECT line FROM rows WHERE id = ?", (row.id,)).fetchone()
             return int(line)
@@ -430,13 +487,18 @@ def _assign_splits(spool: Spool, fractions: list[float], label_counts: Counter[s
     db = spool.db
     last = 0
     while True:  # in rowid blocks, each read whole before it is updated (no update under a live scan)
-        block = db.execute("SELECT rowid, labels FROM rows WHERE rowid > ? ORDER BY rowid LIMIT 10000",
-                           (last,)).fetchall()
+        block = db.execute(
+            "SELECT rowid, labels FROM rows WHERE rowid > ? ORDER BY rowid LIMIT 10000", (last,)
+        ).fetchall()
         if not block:
             break
-        db.executemany("UPDATE rows SET stratum = ? WHERE rowid = ?",
-                       [(min(names, key=lambda n: (label_counts[n], n)) if names else "", rowid)
-                        for rowid, names in ((r, json.loads(labels)) for r, labels in block)])
+        db.executemany(
+            "UPDATE rows SET stratum = ? WHERE rowid = ?",
+            [
+                (min(names, key=lambda n: (label_counts[n], n)) if names else "", rowid)
+                for rowid, names in ((r, json.loads(labels)) for r, labels in block)
+            ],
+        )
         last = block[-1][0]
     sizes = dict(db.execute("SELECT stratum, COUNT(*) FROM rows GROUP BY stratum").fetchall())
     cursor = db.execute("SELECT id, stratum FROM rows ORDER BY stratum, key")
@@ -467,7 +529,8 @@ def _write_split_file(spool: Spool, out_dir: Path) -> Path:
         for index, split in enumerate(SPLITS):
             handle.write(f'{"," if index else ""}\n  "{split}": [')
             for position, (sample_id,) in enumerate(
-                    spool.db.execute("SELECT id FROM rows WHERE split = ? ORDER BY key", (split,))):
+                spool.db.execute("SELECT id FROM rows WHERE split = ? ORDER BY key", (split,))
+            ):
                 handle.write(("," if position else "") + json.dumps(sample_id))
             handle.write("]")
         handle.write("\n}\n")
@@ -524,8 +587,14 @@ def _read_into_spool(cfg: Any, path: Path, spool: Spool) -> tuple[list[SkippedMo
             parsed = parser.parse(line, row)
             earlier = spool.add(parsed, row_key(cfg.seed, parsed.id))
             if earlier is not None:
-                raise _skip(path, line, parsed.id, parsed.split or "?", DUPLICATE_ID,
-                            f"id {parsed.id!r} is also on line {earlier} (the first one is kept)")
+                raise _skip(
+                    path,
+                    line,
+                    parsed.id,
+                    parsed.split or "?",
+                    DUPLICATE_ID,
+                    f"id {parsed.id!r} is also on line {earlier} (the first one is kept)",
+                )
         except SampleSkipped as skip:
             if cfg.data.strict:
                 raise DataError(f"{skip} (strict mode: a row that cannot become a sample is an error)") from None
@@ -549,8 +618,10 @@ def _label_set(cfg: Any, spool: Spool) -> tuple[LabelSet, dict[str, int]]:
     kept = [name for name in frequency_order(train_counts) if train_counts[name] >= cfg.data.min_label_count]
     dropped = {name: train_counts[name] for name in sorted(train_counts) if name not in kept}
     if not kept:
-        raise DataError(f"{cfg.data.table}: no label has {cfg.data.min_label_count} or more train rows "
-                        f"(data.min_label_count); train holds {sum(train_counts.values())} labels in all")
+        raise DataError(
+            f"{cfg.data.table}: no label has {cfg.data.min_label_count} or more train rows "
+            f"(data.min_label_count); train holds {sum(train_counts.values())} labels in all"
+        )
     try:
         return LabelSet(tuple(kept), cfg.data.task), dropped
     except DataError as exc:
@@ -583,11 +654,12 @@ def plan_table(cfg: Any, out_dir: Path, spool_path: Path) -> TablePlan:
             for position, (key,) in enumerate(ordered):
                 if position in firsts:
                     starts[firsts[position]] = key
-            splits[split] = list(zip(starts, sizes))
+            splits[split] = list(zip(starts, sizes, strict=True))
     finally:
         spool.close()
-    return TablePlan(splits=splits, label_set=label_set, skipped=skipped, dropped_labels=dropped,
-                     generated_split=generated)
+    return TablePlan(
+        splits=splits, label_set=label_set, skipped=skipped, dropped_labels=dropped, generated_split=generated
+    )
 
 
 # --------------------------------------------------------------------------- one shard
@@ -620,16 +692,21 @@ def load_table_image(task: TableShardTask, sample_id: str, line: int, value: str
     except OSError as exc:
         raise _skip(table, line, sample_id, task.split, BAD_IMAGE, f"image {value!r}: {exc.strerror or exc}") from None
     if not stat.S_ISREG(info.st_mode):
-        raise _skip(table, line, sample_id, task.split, BAD_IMAGE,
-                    f"image {value!r} is not a regular file (a FIFO, device or folder)")
+        raise _skip(
+            table,
+            line,
+            sample_id,
+            task.split,
+            BAD_IMAGE,
+            f"image {value!r} is not a regular file (a FIFO, device or folder)",
+        )
     try:
         return decode_image(path, task.poster_short_side)
     except (OSError, ValueError, SyntaxError) as exc:
         raise _skip(table, line, sample_id, task.split, BAD_IMAGE, f"image {value!r} does not decode: {exc}") from None
 
 
-def _vector(task: TableShardTask, sample_id: str, line: int, names: list[str],
-            unknown: Counter[str]) -> list[int]:
+def _vector(task: TableShardTask, sample_id: str, line: int, names: list[str], unknown: Counter[str]) -> list[int]:
     """The row's 0/1 vector over the label set; labels outside it are counted, and a row left
     with none of its labels (or a multiclass row whose class is outside) is skipped."""
     index = task.labels.index()
@@ -658,15 +735,18 @@ def table_samples(task: TableShardTask, result: ShardResult) -> Iterator[tuple[s
                 vector = _vector(task, sample_id, line, json.loads(labels), unknown)
                 jpeg = None
                 if image is not None:
-                    jpeg = resize_and_encode(load_table_image(task, sample_id, line, image),
-                                             task.poster_short_side, task.jpeg_quality)
+                    jpeg = resize_and_encode(
+                        load_table_image(task, sample_id, line, image), task.poster_short_side, task.jpeg_quality
+                    )
                 elif task.has_image_column and task.require_image:
                     raise _skip(Path(task.table), line, sample_id, task.split, MISSING_IMAGE, "no image path")
             except SampleSkipped as skip:
-                keep_text_only = (not task.require_image and skip.record.reason in (MISSING_IMAGE, BAD_IMAGE))
+                keep_text_only = not task.require_image and skip.record.reason in (MISSING_IMAGE, BAD_IMAGE)
                 if not keep_text_only:
                     if task.strict:
-                        raise DataError(f"{skip} (strict mode: a row that cannot become a sample is an error)") from None
+                        raise DataError(
+                            f"{skip} (strict mode: a row that cannot become a sample is an error)"
+                        ) from None
                     result.skipped.append(skip.record)
                     continue
                 vector = _vector(task, sample_id, line, json.loads(labels), Counter())
@@ -701,15 +781,16 @@ def write_table_shard(task: TableShardTask) -> ShardResult:
     path = Path(task.out_dir) / task.name
     with writing(path):
         written = write_sample_tar(path, table_samples(task, result))
-    result.info = ShardInfo(name=written.name, num_samples=written.num_samples, sha256=written.sha256,
-                            bytes=written.bytes)
+    result.info = ShardInfo(
+        name=written.name, num_samples=written.num_samples, sha256=written.sha256, bytes=written.bytes
+    )
     return result
 
 
 def table_plan(cfg: Any, out_dir: Path, spool: Path) -> ShardPlan:
     """The shards of the table `data.table`, its rows spooled in `spool`: its label set is its own."""
     plan = plan_table(cfg, out_dir, spool)
-    table = Path(cfg.data.table)  # type: ignore[arg-type]
+    table = Path(cfg.data.table)
     report = SkipReport()
     for record in plan.skipped:
         report.add(record)
@@ -717,15 +798,39 @@ def table_plan(cfg: Any, out_dir: Path, spool: Path) -> ShardPlan:
     for split, ranges in plan.splits.items():
         for index, (low, size) in enumerate(ranges):
             high = ranges[index + 1][0] if index + 1 < len(ranges) else None
-            tasks.append(TableShardTask(
-                split=split, name=shard_name(split, index), size=size, spool=str(spool), low=low, high=high,
-                table_dir=str(table.parent), table=str(table), labels=plan.label_set,
-                poster_short_side=cfg.shard.poster_short_side, jpeg_quality=cfg.shard.jpeg_quality,
-                require_image=cfg.shard.require_poster, has_image_column=bool(cfg.data.columns.image),
-                strict=cfg.data.strict, out_dir=str(out_dir)))
-    settings = {**shard_settings(cfg), "source": "table", "table": table.name,
-                "split": "generated" if plan.generated_split else "column",
-                **({"split_fractions": list(cfg.data.split_fractions)} if plan.generated_split else {}),
-                "min_label_count": cfg.data.min_label_count}
-    return ShardPlan(tasks=tasks, write=write_table_shard, labels=plan.label_set, report=report,
-                     root=table.parent, settings=settings, dropped_labels=plan.dropped_labels)
+            tasks.append(
+                TableShardTask(
+                    split=split,
+                    name=shard_name(split, index),
+                    size=size,
+                    spool=str(spool),
+                    low=low,
+                    high=high,
+                    table_dir=str(table.parent),
+                    table=str(table),
+                    labels=plan.label_set,
+                    poster_short_side=cfg.shard.poster_short_side,
+                    jpeg_quality=cfg.shard.jpeg_quality,
+                    require_image=cfg.shard.require_poster,
+                    has_image_column=bool(cfg.data.columns.image),
+                    strict=cfg.data.strict,
+                    out_dir=str(out_dir),
+                )
+            )
+    settings = {
+        **shard_settings(cfg),
+        "source": "table",
+        "table": table.name,
+        "split": "generated" if plan.generated_split else "column",
+        **({"split_fractions": list(cfg.data.split_fractions)} if plan.generated_split else {}),
+        "min_label_count": cfg.data.min_label_count,
+    }
+    return ShardPlan(
+        tasks=tasks,
+        write=write_table_shard,
+        labels=plan.label_set,
+        report=report,
+        root=table.parent,
+        settings=settings,
+        dropped_labels=plan.dropped_labels,
+    )

@@ -60,8 +60,7 @@ USER_AGENT = f"mmimdb-dist/{__version__} (Python urllib)"
 # Server answers worth retrying: overload and gateway trouble, not "not found" or "forbidden".
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 # Errors of a connection that failed or was cut: retried, then reported with the URL.
-NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError,
-                  ssl.SSLError)
+NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, ssl.SSLError)
 
 
 # --------------------------------------------------------------------------- download
@@ -113,8 +112,10 @@ def archive_name(url: str) -> str:
     if not name:  # the URL ends in a folder: a fixed name, still inside the target folder
         return "download"
     if name in (".", "..") or "\x00" in name:
-        raise DownloadError(f"--url {url}: its path ends in {name!r}, not a file name; expected a URL "
-                            "ending in the archive's name (e.g. .../mmimdb.tar.gz)")
+        raise DownloadError(
+            f"--url {url}: its path ends in {name!r}, not a file name; expected a URL "
+            "ending in the archive's name (e.g. .../mmimdb.tar.gz)"
+        )
     return name
 
 
@@ -143,8 +144,9 @@ def _stream_attempt(url: str, part: _PartialFile, timeout: float, progress: Any)
         _, total = _content_range(exc.headers.get("Content-Range"))
         exc.close()
         if total is not None and total != part.size:
-            logger.warning("%s holds %d bytes but the file has %d; starting again from zero",
-                           part.path, part.size, total)
+            logger.warning(
+                "%s holds %d bytes but the file has %d; starting again from zero", part.path, part.size, total
+            )
             part.restart()
             return False
         return True
@@ -155,8 +157,9 @@ def _stream_attempt(url: str, part: _PartialFile, timeout: float, progress: Any)
         if response.status == 206:
             first, total = _content_range(response.headers.get("Content-Range"))
             if first != part.size:
-                logger.warning("%s answered a range request from byte %s, asked for %d; starting again",
-                               url, first, part.size)
+                logger.warning(
+                    "%s answered a range request from byte %s, asked for %d; starting again", url, first, part.size
+                )
                 part.restart()
                 return False
         else:
@@ -194,12 +197,22 @@ def _write_part(part: _PartialFile, handle: Any, chunk: bytes) -> None:
             os.fsync(handle.fileno())
     except OSError as exc:
         kept = os.fstat(handle.fileno()).st_size
-        raise DownloadError(f"{part.path}: cannot write ({exc.strerror or exc}); {kept} bytes "
-                            "kept, free some space and run again to resume") from None
+        raise DownloadError(
+            f"{part.path}: cannot write ({exc.strerror or exc}); {kept} bytes "
+            "kept, free some space and run again to resume"
+        ) from None
 
 
-def download(url: str, directory: str | os.PathLike, sha256: str, *, retries: int = 5,
-             timeout: float = 60.0, backoff: float = 2.0, progress: bool = True) -> Path:
+def download(
+    url: str,
+    directory: str | os.PathLike[str],
+    sha256: str,
+    *,
+    retries: int = 5,
+    timeout: float = 60.0,
+    backoff: float = 2.0,
+    progress: bool = True,
+) -> Path:
     """Download `url` into `directory`, resuming a .part file, and verify its SHA-256.
 
     `retries` bounds the retries after a failed attempt; the count starts again whenever an
@@ -219,13 +232,16 @@ def download(url: str, directory: str | os.PathLike, sha256: str, *, retries: in
             return final
         # Never ours (we rename only verified files): a file put there by hand, or a --sha256
         # for another version of the archive. Neither deserves an 8 GB download over it.
-        raise DownloadError(f"{final}: already exists with SHA-256 {actual}, expected {expected}; "
-                            "delete it to download again, or pass its digest with --sha256 if you trust it")
+        raise DownloadError(
+            f"{final}: already exists with SHA-256 {actual}, expected {expected}; "
+            "delete it to download again, or pass its digest with --sha256 if you trust it"
+        )
 
     part = _PartialFile.open_existing(folder / f"{name}.part")
     failures = 0
-    with progress_bar(total=None, initial=part.size, unit="B", unit_scale=True, unit_divisor=1024,
-              desc=name, disable=not progress) as bar:
+    with progress_bar(
+        total=None, initial=part.size, unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=not progress
+    ) as bar:
         while True:
             size_before = part.size
             try:
@@ -240,9 +256,11 @@ def download(url: str, directory: str | os.PathLike, sha256: str, *, retries: in
                 error = exc
             failures = 1 if part.size > size_before else failures + 1
             if failures > retries:
-                raise DownloadError(f"{url}: giving up after {retries} retries "
-                                    f"({_describe(error)}); {part.size} bytes kept in {part.path}, "
-                                    f"run again to resume") from error
+                raise DownloadError(
+                    f"{url}: giving up after {retries} retries "
+                    f"({_describe(error)}); {part.size} bytes kept in {part.path}, "
+                    f"run again to resume"
+                ) from error
             wait = min(backoff * 2 ** max(failures - 1, 0), MAX_BACKOFF_SECONDS)
             logger.warning("%s: %s; retrying in %.1f s", url, _describe(error), wait)
             time.sleep(wait)
@@ -250,9 +268,11 @@ def download(url: str, directory: str | os.PathLike, sha256: str, *, retries: in
     actual = part.hasher.hexdigest()
     if actual != expected:
         bad = _move_aside(part.path, final)
-        raise DownloadError(f"{final}: SHA-256 mismatch: expected {expected}, got {actual}; the download "
-                            f"was moved to {bad} and the next run starts from zero (delete {bad.name}, "
-                            "or rename it and pass --sha256 with its digest if you trust it)")
+        raise DownloadError(
+            f"{final}: SHA-256 mismatch: expected {expected}, got {actual}; the download "
+            f"was moved to {bad} and the next run starts from zero (delete {bad.name}, "
+            "or rename it and pass --sha256 with its digest if you trust it)"
+        )
     os.replace(part.path, final)
     fsync_dir(folder)  # the rename of the .part survives a power cut
     logger.info("downloaded %s (%d bytes, SHA-256 verified)", final, part.size)
@@ -274,9 +294,17 @@ def _describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-def fetch_mmimdb(to: str | os.PathLike, *, url: str = DEFAULT_URL, sha256: str = DEFAULT_SHA256,
-                 retries: int = 5, timeout: float = 60.0, backoff: float = 2.0,
-                 extract_archive: bool = True, progress: bool = True) -> Path:
+def fetch_mmimdb(
+    to: str | os.PathLike[str],
+    *,
+    url: str = DEFAULT_URL,
+    sha256: str = DEFAULT_SHA256,
+    retries: int = 5,
+    timeout: float = 60.0,
+    backoff: float = 2.0,
+    extract_archive: bool = True,
+    progress: bool = True,
+) -> Path:
     """Download (and by default extract) MM-IMDb into `to`.
 
     Returns the raw folder `to/mmimdb` (what `mmimdb-dist shard --raw` reads), or the archive
@@ -288,10 +316,10 @@ def fetch_mmimdb(to: str | os.PathLike, *, url: str = DEFAULT_URL, sha256: str =
     destination.mkdir(parents=True, exist_ok=True)
     # Two runs (say, every rank of a job) must never share a .part.
     with exclusive(destination, "--to", "download", lock_name=LOCK_NAME):
-        archive = download(url, destination, sha256, retries=retries, timeout=timeout, backoff=backoff,
-                           progress=progress)
+        archive = download(
+            url, destination, sha256, retries=retries, timeout=timeout, backoff=backoff, progress=progress
+        )
         if not extract_archive:
             return archive
-        extract(archive, destination, digest=sha256.lower(), required_member=SPLIT_MEMBER,
-                progress=progress)
+        extract(archive, destination, digest=sha256.lower(), required_member=SPLIT_MEMBER, progress=progress)
     return destination / RAW_FOLDER

@@ -107,9 +107,8 @@ def _member_problem(member: tarfile.TarInfo, tree: _ArchiveTree) -> str | None:
             return f"symlink to absolute path {member.linkname!r}"
         if tree.link_target(posixpath.normpath(name)) is None:
             return f"symlink to {member.linkname!r} leads outside the destination (or loops)"
-    if member.islnk():
-        if member.linkname.startswith("/") or tree.resolve(member.linkname) is None:
-            return f"hard link to {member.linkname!r} leads outside the destination"
+    if member.islnk() and (member.linkname.startswith("/") or tree.resolve(member.linkname) is None):
+        return f"hard link to {member.linkname!r} leads outside the destination"
     return None
 
 
@@ -123,12 +122,19 @@ def check_members(archive: Path, members: Iterable[tarfile.TarInfo]) -> None:
         except RecursionError:
             problem = "links nested too deeply to check"
         if problem:
-            raise DownloadError(f"{archive}: refusing to extract member {member.name!r}: {problem}; "
-                                "nothing was extracted")
+            raise DownloadError(
+                f"{archive}: refusing to extract member {member.name!r}: {problem}; nothing was extracted"
+            )
 
 
-def extract(archive: str | os.PathLike, destination: str | os.PathLike, *, digest: str | None = None,
-            required_member: str | None = None, progress: bool = True) -> Path:
+def extract(
+    archive: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
+    *,
+    digest: str | None = None,
+    required_member: str | None = None,
+    progress: bool = True,
+) -> Path:
     """Extract `archive` into `destination` after checking every member; return `destination`.
 
     With `digest`, a marker holding it is written after a complete extraction and a later call
@@ -140,29 +146,36 @@ def extract(archive: str | os.PathLike, destination: str | os.PathLike, *, diges
     archive = Path(archive)
     destination = Path(destination)
     marker = destination / EXTRACTED_MARKER
-    already = (digest and marker.is_file() and marker.read_text(encoding="utf-8").strip() == digest
-               and (not required_member or (destination / required_member).exists()))
+    already = (
+        digest
+        and marker.is_file()
+        and marker.read_text(encoding="utf-8").strip() == digest
+        and (not required_member or (destination / required_member).exists())
+    )
     if already:
         logger.info("%s was already extracted into %s; skipping", archive.name, destination)
         return destination
     destination.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(archive, "r:*") as tar:
-            members = [m for m in progress_bar(tar, desc=f"checking {archive.name}", unit=" members",
-                                       disable=not progress)]
+            members = list(progress_bar(tar, desc=f"checking {archive.name}", unit=" members", disable=not progress))
             check_members(archive, members)
             if required_member and required_member not in {posixpath.normpath(m.name) for m in members}:
-                raise DownloadError(f"{archive}: expected member {required_member!r}; not found, "
-                                    "nothing was extracted")
+                raise DownloadError(f"{archive}: expected member {required_member!r}; not found, nothing was extracted")
             check_free_space(destination, _bytes_to_write(destination, members))
             safety: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
             if not safety:
-                logger.warning("this Python's tarfile has no extraction filters (3.10.12+/3.11.4+ have); "
-                               "relying on the member checks alone")
-            tar.extractall(destination, members=progress_bar(members, desc=f"extracting {archive.name}",
-                                                      unit=" members", disable=not progress), **safety)
+                logger.warning(
+                    "this Python's tarfile has no extraction filters (3.10.12+/3.11.4+ have); "
+                    "relying on the member checks alone"
+                )
+            tar.extractall(
+                destination,
+                members=progress_bar(members, desc=f"extracting {archive.name}", unit=" members", disable=not progress),
+                **safety,
+            )
     except (tarfile.TarError, EOFError, OSError) as exc:
-        if isinstance(exc, getattr(tarfile, "FilterError", ())):
+        if isinstance(exc, tarfile.FilterError):
             raise DownloadError(f"{archive}: refusing to extract member {exc.tarinfo.name!r}: {exc}") from exc
         raise DownloadError(f"{archive}: cannot extract: {exc}") from exc
     if digest:

@@ -10,9 +10,29 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 GENRES: tuple[str, ...] = (
-    "Drama", "Comedy", "Romance", "Thriller", "Crime", "Action", "Adventure", "Horror",
-    "Documentary", "Mystery", "Sci-Fi", "Fantasy", "Family", "Biography", "War", "History",
-    "Music", "Animation", "Musical", "Western", "Sport", "Short", "Film-Noir",
+    "Drama",
+    "Comedy",
+    "Romance",
+    "Thriller",
+    "Crime",
+    "Action",
+    "Adventure",
+    "Horror",
+    "Documentary",
+    "Mystery",
+    "Sci-Fi",
+    "Fantasy",
+    "Family",
+    "Biography",
+    "War",
+    "History",
+    "Music",
+    "Animation",
+    "Musical",
+    "Western",
+    "Sport",
+    "Short",
+    "Film-Noir",
 )
 NUM_GENRES = len(GENRES)
 
@@ -23,9 +43,13 @@ GENRE_INDEX: dict[str, int] = {name: i for i, name in enumerate(GENRES)}
 
 # Spellings seen in IMDb dumps for the same genre; normalised before lookup.
 _ALIASES = {
-    "sci-fi": "Sci-Fi", "science fiction": "Sci-Fi", "scifi": "Sci-Fi",
-    "film-noir": "Film-Noir", "film noir": "Film-Noir",
-    "reality-tv": "Reality-TV", "talk-show": "Talk-Show",
+    "sci-fi": "Sci-Fi",
+    "science fiction": "Sci-Fi",
+    "scifi": "Sci-Fi",
+    "film-noir": "Film-Noir",
+    "film noir": "Film-Noir",
+    "reality-tv": "Reality-TV",
+    "talk-show": "Talk-Show",
 }
 
 

@@ -20,10 +20,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
+
+from PIL import Image, UnidentifiedImageError
 
 from ....errors import DataError
 from ....labels import LabelSet
@@ -66,10 +69,13 @@ def resolve_raw_dir(raw_dir: str | Path) -> Path:
     if (directory / "mmimdb" / "split.json").is_file():
         return directory / "mmimdb"
     if not directory.is_dir():
-        raise DataError(f"{directory}: raw data folder does not exist "
-                        "(run `mmimdb-dist download` or `mmimdb-dist synth` first)")
-    raise DataError(f"{directory / 'split.json'}: missing (expected MM-IMDb's raw layout: "
-                    "split.json and dataset/ in this folder or in its mmimdb/ subfolder)")
+        raise DataError(
+            f"{directory}: raw data folder does not exist (run `mmimdb-dist download` or `mmimdb-dist synth` first)"
+        )
+    raise DataError(
+        f"{directory / 'split.json'}: missing (expected MM-IMDb's raw layout: "
+        "split.json and dataset/ in this folder or in its mmimdb/ subfolder)"
+    )
 
 
 def read_split(raw_dir: str | Path) -> dict[str, list[str]]:
@@ -82,12 +88,13 @@ def read_split(raw_dir: str | Path) -> dict[str, list[str]]:
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object with keys train, dev, test; "
-                        f"got {type(data).__name__}")
+        raise DataError(f"{path}: expected a JSON object with keys train, dev, test; got {type(data).__name__}")
     extra = sorted(str(key) for key in data if key not in SPLITS)
     if extra:  # their ids would be dropped without a word
-        raise DataError(f"{path}: unexpected key {extra[0]!r} (expected exactly the keys {', '.join(SPLITS)}; "
-                        "move its ids into one of them)")
+        raise DataError(
+            f"{path}: unexpected key {extra[0]!r} (expected exactly the keys {', '.join(SPLITS)}; "
+            "move its ids into one of them)"
+        )
     split: dict[str, list[str]] = {}
     owner: dict[str, str] = {}
     for name in SPLITS:
@@ -95,12 +102,13 @@ def read_split(raw_dir: str | Path) -> dict[str, list[str]]:
             raise DataError(f"{path}: missing key {name!r} (expected keys: {', '.join(SPLITS)})")
         ids = data[name]
         if not isinstance(ids, list):
-            raise DataError(f"{path}: key {name!r}: expected a list of id strings, "
-                            f"got {type(ids).__name__}")
+            raise DataError(f"{path}: key {name!r}: expected a list of id strings, got {type(ids).__name__}")
         for i, movie_id in enumerate(ids):
             if not isinstance(movie_id, str) or not ID_PATTERN.fullmatch(movie_id):
-                raise DataError(f"{path}: key {name!r}[{i}]: expected an id string of letters, "
-                                f"digits, '_' or '-' (e.g. '0111161'), got {movie_id!r}")
+                raise DataError(
+                    f"{path}: key {name!r}[{i}]: expected an id string of letters, "
+                    f"digits, '_' or '-' (e.g. '0111161'), got {movie_id!r}"
+                )
             if movie_id in owner:
                 where = "twice in" if owner[movie_id] == name else f"in both {owner[movie_id]!r} and"
                 raise DataError(f"{path}: id {movie_id!r} appears {where} {name!r}")
@@ -128,8 +136,14 @@ class Movie:
 
     def metadata(self) -> dict[str, object]:
         """The sample's `<id>.json` (see docs/ARCHITECTURE.md)."""
-        return {"id": self.id, "title": self.title, "year": self.year, "genres": list(self.genres),
-                "labels": list(self.labels), "num_plots": self.num_plots}
+        return {
+            "id": self.id,
+            "title": self.title,
+            "year": self.year,
+            "genres": list(self.genres),
+            "labels": list(self.labels),
+            "num_plots": self.num_plots,
+        }
 
 
 def checked_file(movie_id: str, split: str, path: Path, missing: str, *, poster: bool = False) -> None:
@@ -140,27 +154,37 @@ def checked_file(movie_id: str, split: str, path: Path, missing: str, *, poster:
     refused before it is opened (reading a FIFO blocks forever). A poster's problems are
     BAD_POSTER, so `shard.require_poster: false` keeps the movie as plot-only.
     """
-    import stat
 
     try:
         info = path.lstat()
         if stat.S_ISLNK(info.st_mode):
             target, root = path.resolve(), path.parent.parent.resolve()
             if not target.is_relative_to(root):
-                raise SampleSkipped(movie_id, split, BAD_POSTER if poster else LINK_OUTSIDE, path,
-                                   f"a symbolic link to {target}, outside the raw folder {root}")
+                raise SampleSkipped(
+                    movie_id,
+                    split,
+                    BAD_POSTER if poster else LINK_OUTSIDE,
+                    path,
+                    f"a symbolic link to {target}, outside the raw folder {root}",
+                )
             info = target.stat()
     except FileNotFoundError:
-        raise SampleSkipped(movie_id, split, missing, path,
-                           "poster file missing" if poster else "metadata file missing") from None
+        raise SampleSkipped(
+            movie_id, split, missing, path, "poster file missing" if poster else "metadata file missing"
+        ) from None
     except (OSError, RuntimeError) as exc:  # a link loop, a permission error
         raise SampleSkipped(movie_id, split, BAD_POSTER if poster else BAD_JSON, path, f"cannot read: {exc}") from None
     if not stat.S_ISREG(info.st_mode):
-        raise SampleSkipped(movie_id, split, BAD_POSTER if poster else NOT_REGULAR, path,
-                           "not a regular file (a FIFO, device or folder)")
+        raise SampleSkipped(
+            movie_id,
+            split,
+            BAD_POSTER if poster else NOT_REGULAR,
+            path,
+            "not a regular file (a FIFO, device or folder)",
+        )
 
 
-def _read_json(movie_id: str, split: str, path: Path) -> dict:
+def _read_json(movie_id: str, split: str, path: Path) -> dict[str, Any]:
     checked_file(movie_id, split, path, MISSING_JSON)
     try:
         raw = path.read_bytes()
@@ -179,8 +203,7 @@ def _read_json(movie_id: str, split: str, path: Path) -> dict:
     except RecursionError:
         raise SampleSkipped(movie_id, split, BAD_JSON, path, "JSON nested too deeply to read") from None
     if not isinstance(data, dict):
-        raise SampleSkipped(movie_id, split, BAD_JSON, path,
-                           f"expected a JSON object, got {type(data).__name__}")
+        raise SampleSkipped(movie_id, split, BAD_JSON, path, f"expected a JSON object, got {type(data).__name__}")
     return data
 
 
@@ -214,8 +237,7 @@ def without_lone_surrogates(value: object) -> tuple[object, bool]:
     return walk(value), changed
 
 
-def _plots(movie_id: str, split: str, path: Path, data: dict,
-           report: SkipReport | None) -> list[str]:
+def _plots(movie_id: str, split: str, path: Path, data: dict[str, Any], report: SkipReport | None) -> list[str]:
     if "plot" not in data:
         raise SampleSkipped(movie_id, split, NO_PLOT, path, "key 'plot' missing")
     plots = data["plot"]
@@ -223,11 +245,11 @@ def _plots(movie_id: str, split: str, path: Path, data: dict,
         plots = [plots]
         if report is not None:
             report.repaired["plot_was_string"] += 1
-        log.warning("%s: key 'plot' is a string, expected a list of strings; used as one summary",
-                    path)
+        log.warning("%s: key 'plot' is a string, expected a list of strings; used as one summary", path)
     if not isinstance(plots, list) or not all(isinstance(p, str) for p in plots):
-        raise SampleSkipped(movie_id, split, BAD_PLOT, path,
-                           f"key 'plot': expected a list of strings, got {plots!r:.80}")
+        raise SampleSkipped(
+            movie_id, split, BAD_PLOT, path, f"key 'plot': expected a list of strings, got {plots!r:.80}"
+        )
     plots = [p.strip() for p in plots if p.strip()]
     if not plots:
         raise SampleSkipped(movie_id, split, NO_PLOT, path, "key 'plot': no non-empty summary")
@@ -244,22 +266,23 @@ def choose_plot(plots: list[str], policy: str) -> str:
     raise DataError(f"data.plot_policy: expected one of {', '.join(PLOT_POLICIES)}, got {policy!r}")
 
 
-def _genres(movie_id: str, split: str, path: Path, data: dict,
-            report: SkipReport | None) -> list[str]:
+def _genres(movie_id: str, split: str, path: Path, data: dict[str, Any], report: SkipReport | None) -> list[str]:
     raw = data.get("genres")
     if raw is None:
         raise SampleSkipped(movie_id, split, NO_GENRE, path, "key 'genres' missing")
     if not isinstance(raw, list) or not all(isinstance(g, str) for g in raw):
-        raise SampleSkipped(movie_id, split, BAD_GENRES, path,
-                           f"key 'genres': expected a list of strings, got {raw!r:.80}")
+        raise SampleSkipped(
+            movie_id, split, BAD_GENRES, path, f"key 'genres': expected a list of strings, got {raw!r:.80}"
+        )
     kept, unknown = map_genres(raw)
     if unknown:
         log.warning("%s: unknown genre(s) %s ignored", path, ", ".join(map(repr, unknown)))
         if report is not None:
             report.unknown_labels.update(unknown)
     if not kept:
-        raise SampleSkipped(movie_id, split, NO_GENRE, path,
-                           f"key 'genres': none of {raw!r:.80} is one of the 23 benchmark genres")
+        raise SampleSkipped(
+            movie_id, split, NO_GENRE, path, f"key 'genres': none of {raw!r:.80} is one of the 23 benchmark genres"
+        )
     return kept
 
 
@@ -275,7 +298,6 @@ def _year(value: object) -> int | None:
 
 def check_poster(movie_id: str, split: str, path: Path) -> None:
     """Cheap check (size and header only); `load_poster` does the full decode."""
-    from PIL import Image, UnidentifiedImageError
 
     checked_file(movie_id, split, path, MISSING_POSTER, poster=True)
     size = path.stat().st_size
@@ -284,13 +306,11 @@ def check_poster(movie_id: str, split: str, path: Path) -> None:
     try:
         with Image.open(path) as image:
             image.size  # noqa: B018 (the header is parsed on open)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
-            Image.DecompressionBombError) as exc:
-        raise SampleSkipped(movie_id, split, BAD_POSTER, path,
-                           f"not an image PIL can read: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise SampleSkipped(movie_id, split, BAD_POSTER, path, f"not an image PIL can read: {exc}") from None
 
 
-def load_poster(movie: Movie, min_short_side: int | None = None):
+def load_poster(movie: Movie, min_short_side: int | None = None) -> Image.Image:
     """Decode the poster fully as RGB, whatever its real format (PNG, CMYK, grayscale, ...).
 
     With `min_short_side`, the JPEG decoder may scale down by a power of two while it
@@ -302,12 +322,19 @@ def load_poster(movie: Movie, min_short_side: int | None = None):
     try:
         return decode_image(movie.poster_path, min_short_side)
     except (OSError, ValueError, SyntaxError) as exc:
-        raise SampleSkipped(movie.id, movie.split, BAD_POSTER, movie.poster_path,
-                           f"poster does not decode: {exc}") from None
+        raise SampleSkipped(
+            movie.id, movie.split, BAD_POSTER, movie.poster_path, f"poster does not decode: {exc}"
+        ) from None
 
 
-def read_movie(raw_dir: str | Path, movie_id: str, split: str, plot_policy: str = "longest",
-               report: SkipReport | None = None, require_poster: bool = True) -> Movie:
+def read_movie(
+    raw_dir: str | Path,
+    movie_id: str,
+    split: str,
+    plot_policy: str = "longest",
+    report: SkipReport | None = None,
+    require_poster: bool = True,
+) -> Movie:
     """One movie, or SampleSkipped naming the file and the problem.
 
     `raw_dir` is the folder holding split.json and dataset/. `report`, when given, collects
@@ -315,12 +342,12 @@ def read_movie(raw_dir: str | Path, movie_id: str, split: str, plot_policy: str 
     """
     dataset = Path(raw_dir) / "dataset"
     json_path = dataset / f"{movie_id}.json"
-    data, repaired = without_lone_surrogates(_read_json(movie_id, split, json_path))
+    repaired_data, repaired = without_lone_surrogates(_read_json(movie_id, split, json_path))
+    data = cast(dict[str, Any], repaired_data)  # the same mapping, its strings repaired
     if repaired:
         if report is not None:
             report.repaired["lone_surrogate_replaced"] += 1
-        log.warning("%s: a lone UTF-16 surrogate escape (\\ud800-\\udfff) in a string, replaced by U+FFFD",
-                    json_path)
+        log.warning("%s: a lone UTF-16 surrogate escape (\\ud800-\\udfff) in a string, replaced by U+FFFD", json_path)
     plots = _plots(movie_id, split, json_path, data, report)
     plot = choose_plot(plots, plot_policy)
     genres = _genres(movie_id, split, json_path, data, report)
@@ -332,22 +359,35 @@ def read_movie(raw_dir: str | Path, movie_id: str, split: str, plot_policy: str 
             raise
         # Kept as a plot-only movie: the shard writer finds the poster unusable and says so.
     title = data.get("title")
-    return Movie(id=movie_id, split=split, title=title if isinstance(title, str) else "",
-                 year=_year(data.get("year")), plot=plot, genres=genres,
-                 labels=multi_hot(genres), num_plots=len(plots), poster_path=poster_path)
+    return Movie(
+        id=movie_id,
+        split=split,
+        title=title if isinstance(title, str) else "",
+        year=_year(data.get("year")),
+        plot=plot,
+        genres=genres,
+        labels=multi_hot(genres),
+        num_plots=len(plots),
+        poster_path=poster_path,
+    )
 
 
-def iter_movies(raw_dir: str | Path, splits: Iterable[str] = SPLITS, plot_policy: str = "longest",
-                strict: bool = False, report: SkipReport | None = None,
-                progress: bool = False, require_poster: bool = True) -> Iterator[Movie]:
+def iter_movies(
+    raw_dir: str | Path,
+    splits: Iterable[str] = SPLITS,
+    plot_policy: str = "longest",
+    strict: bool = False,
+    report: SkipReport | None = None,
+    progress: bool = False,
+    require_poster: bool = True,
+) -> Iterator[Movie]:
     """Every usable movie of `splits`, in split.json order.
 
     Skipped movies go into `report` (pass one in to read it afterwards; without one the
     totals are logged as a warning at the end). `strict=True` raises on the first skip.
     """
     if plot_policy not in PLOT_POLICIES:
-        raise DataError(f"data.plot_policy: expected one of {', '.join(PLOT_POLICIES)}, "
-                        f"got {plot_policy!r}")
+        raise DataError(f"data.plot_policy: expected one of {', '.join(PLOT_POLICIES)}, got {plot_policy!r}")
     root = resolve_raw_dir(raw_dir)
     split_ids = read_split(root)
     own_report = report is None
@@ -358,15 +398,13 @@ def iter_movies(raw_dir: str | Path, splits: Iterable[str] = SPLITS, plot_policy
             raise DataError(f"unknown split {name!r}: expected one of {', '.join(SPLITS)}")
     pairs = [(movie_id, name) for name in splits for movie_id in split_ids[name]]
     if progress:
-
         pairs = progress_bar(pairs, desc="reading metadata", unit="movie")
     for movie_id, name in pairs:
         try:
             yield read_movie(root, movie_id, name, plot_policy, report, require_poster)
         except SampleSkipped as skip:
             if strict:
-                raise DataError(f"{skip} (strict mode: a movie that cannot become a sample "
-                                "is an error)") from None
+                raise DataError(f"{skip} (strict mode: a movie that cannot become a sample is an error)") from None
             report.add(skip.record)
     if own_report and report.total:
         log.warning("%s: %s", root, report.summary())

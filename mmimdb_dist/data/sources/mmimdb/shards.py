@@ -88,8 +88,9 @@ def write_shard(task: ShardTask) -> ShardResult:
         nonlocal posterless
         for movie_id in task.ids:
             try:
-                movie = read_movie(task.raw_dir, movie_id, task.split, task.plot_policy,
-                                   require_poster=task.require_poster)
+                movie = read_movie(
+                    task.raw_dir, movie_id, task.split, task.plot_policy, require_poster=task.require_poster
+                )
                 jpeg = encode_poster(movie, task.poster_short_side, task.jpeg_quality)
             except OSError as exc:  # kept apart from the tar's own write errors (`writing`)
                 raise DataError(f"{task.raw_dir}: movie {movie_id}: cannot read ({exc.strerror or exc})") from None
@@ -97,8 +98,7 @@ def write_shard(task: ShardTask) -> ShardResult:
                 if not task.require_poster and skip.record.reason in (MISSING_POSTER, BAD_POSTER):
                     jpeg = None  # kept as a plot-only movie
                 elif task.strict:
-                    raise DataError(f"{skip} (strict mode: a movie that cannot become a sample "
-                                    "is an error)") from None
+                    raise DataError(f"{skip} (strict mode: a movie that cannot become a sample is an error)") from None
                 else:
                     skipped.append(skip.record)
                     continue
@@ -110,10 +110,8 @@ def write_shard(task: ShardTask) -> ShardResult:
     path = Path(task.out_dir) / task.name
     with writing(path):
         written = write_sample_tar(path, samples())
-    info = ShardInfo(name=written.name, num_samples=written.num_samples, sha256=written.sha256,
-                     bytes=written.bytes)
-    return ShardResult(split=task.split, info=info, label_counts=label_counts, skipped=skipped,
-                       posterless=posterless)
+    info = ShardInfo(name=written.name, num_samples=written.num_samples, sha256=written.sha256, bytes=written.bytes)
+    return ShardResult(split=task.split, info=info, label_counts=label_counts, skipped=skipped, posterless=posterless)
 
 
 def usable_ids(cfg: ExperimentConfig) -> tuple[dict[str, list[str]], SkipReport]:
@@ -122,8 +120,15 @@ def usable_ids(cfg: ExperimentConfig) -> tuple[dict[str, list[str]], SkipReport]
     the shard workers read each movie again when they write it."""
     report = SkipReport()
     ids: dict[str, list[str]] = {split: [] for split in SPLITS}
-    for movie in iter_movies(cfg.data.raw_dir, SPLITS, cfg.data.plot_policy, cfg.data.strict,
-                             report, progress=True, require_poster=cfg.shard.require_poster):
+    for movie in iter_movies(
+        cfg.data.raw_dir,
+        SPLITS,
+        cfg.data.plot_policy,
+        cfg.data.strict,
+        report,
+        progress=True,
+        require_poster=cfg.shard.require_poster,
+    ):
         ids[movie.split].append(movie.id)
     return ids, report
 
@@ -136,11 +141,21 @@ def mmimdb_plan(cfg: ExperimentConfig, out_dir: Path) -> ShardPlan:
     for split in SPLITS:
         count = num_shards(len(ids[split]), cfg.shard.samples_per_shard, cfg.shard.min_shards)
         chunks = spread(shuffled(ids[split], cfg.seed, split), count)
-        tasks += [ShardTask(split=split, name=shard_name(split, i), ids=chunk, raw_dir=str(root),
-                            plot_policy=cfg.data.plot_policy, out_dir=str(out_dir),
-                            poster_short_side=cfg.shard.poster_short_side,
-                            jpeg_quality=cfg.shard.jpeg_quality, strict=cfg.data.strict,
-                            require_poster=cfg.shard.require_poster)
-                  for i, chunk in enumerate(chunks)]
-    return ShardPlan(tasks=tasks, write=write_shard, labels=MMIMDB_LABELS, report=report, root=root,
-                     settings=shard_settings(cfg))
+        tasks += [
+            ShardTask(
+                split=split,
+                name=shard_name(split, i),
+                ids=chunk,
+                raw_dir=str(root),
+                plot_policy=cfg.data.plot_policy,
+                out_dir=str(out_dir),
+                poster_short_side=cfg.shard.poster_short_side,
+                jpeg_quality=cfg.shard.jpeg_quality,
+                strict=cfg.data.strict,
+                require_poster=cfg.shard.require_poster,
+            )
+            for i, chunk in enumerate(chunks)
+        ]
+    return ShardPlan(
+        tasks=tasks, write=write_shard, labels=MMIMDB_LABELS, report=report, root=root, settings=shard_settings(cfg)
+    )

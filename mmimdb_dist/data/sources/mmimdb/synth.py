@@ -51,11 +51,12 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ....atomic import atomic_write_json, atomic_write_text
 from ....errors import DataError
-from .genres import DROPPED_GENRES, GENRES
 from ....progress import progress as progress_bar
+from .genres import DROPPED_GENRES, GENRES
 from .synth_cues import (
     CUE_PROB,
     DROPPED_GENRE_PROB,
@@ -83,57 +84,238 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- filler text
 
 _NAMES = (
-    "Anna", "Ben", "Clara", "David", "Elena", "Frank", "Grace", "Henry", "Iris", "Jack",
-    "Karen", "Leo", "Maria", "Nick", "Olivia", "Paul", "Rosa", "Sam", "Tom", "Vera",
-    "Walter", "Yusuf", "Zoe", "Marco", "Lena", "Omar", "Julia", "Hugo", "Nora", "Victor",
-    "Ruth", "Felix", "Ines", "Pablo", "Mei", "Kenji", "Amara", "Lars", "Sofia", "Ivan",
+    "Anna",
+    "Ben",
+    "Clara",
+    "David",
+    "Elena",
+    "Frank",
+    "Grace",
+    "Henry",
+    "Iris",
+    "Jack",
+    "Karen",
+    "Leo",
+    "Maria",
+    "Nick",
+    "Olivia",
+    "Paul",
+    "Rosa",
+    "Sam",
+    "Tom",
+    "Vera",
+    "Walter",
+    "Yusuf",
+    "Zoe",
+    "Marco",
+    "Lena",
+    "Omar",
+    "Julia",
+    "Hugo",
+    "Nora",
+    "Victor",
+    "Ruth",
+    "Felix",
+    "Ines",
+    "Pablo",
+    "Mei",
+    "Kenji",
+    "Amara",
+    "Lars",
+    "Sofia",
+    "Ivan",
 )
 _VERBS = (
-    "meets", "finds", "leaves", "visits", "follows", "remembers", "notices", "returns to",
-    "moves into", "inherits", "receives", "loses", "helps", "questions", "learns about",
-    "decides to sell", "tries to fix", "agrees to share", "keeps", "changes", "hears about",
-    "watches", "carries", "builds", "buys", "writes about", "opens", "refuses", "accepts",
-    "avoids", "borrows", "cleans", "describes", "explains", "paints", "plans", "repairs",
-    "rents", "shows", "takes over",
+    "meets",
+    "finds",
+    "leaves",
+    "visits",
+    "follows",
+    "remembers",
+    "notices",
+    "returns to",
+    "moves into",
+    "inherits",
+    "receives",
+    "loses",
+    "helps",
+    "questions",
+    "learns about",
+    "decides to sell",
+    "tries to fix",
+    "agrees to share",
+    "keeps",
+    "changes",
+    "hears about",
+    "watches",
+    "carries",
+    "builds",
+    "buys",
+    "writes about",
+    "opens",
+    "refuses",
+    "accepts",
+    "avoids",
+    "borrows",
+    "cleans",
+    "describes",
+    "explains",
+    "paints",
+    "plans",
+    "repairs",
+    "rents",
+    "shows",
+    "takes over",
 )
 _ADJECTIVES = (
-    "old", "young", "quiet", "small", "large", "local", "new", "former", "distant",
-    "ordinary", "wealthy", "poor", "lonely", "curious", "busy", "simple", "difficult",
-    "unexpected", "long", "stubborn", "kind", "ambitious", "shy", "proud", "tired", "gentle",
-    "careful", "clever", "nervous", "generous", "modest", "restless", "cheerful", "honest",
+    "old",
+    "young",
+    "quiet",
+    "small",
+    "large",
+    "local",
+    "new",
+    "former",
+    "distant",
+    "ordinary",
+    "wealthy",
+    "poor",
+    "lonely",
+    "curious",
+    "busy",
+    "simple",
+    "difficult",
+    "unexpected",
+    "long",
+    "stubborn",
+    "kind",
+    "ambitious",
+    "shy",
+    "proud",
+    "tired",
+    "gentle",
+    "careful",
+    "clever",
+    "nervous",
+    "generous",
+    "modest",
+    "restless",
+    "cheerful",
+    "honest",
 )
 _NOUNS = (
-    "letter", "house", "car", "job", "friend", "neighbour", "brother", "sister", "father",
-    "mother", "stranger", "photograph", "book", "message", "plan", "offer", "decision",
-    "problem", "opportunity", "apartment", "company", "office", "boss", "colleague",
-    "teacher", "doctor", "lawyer", "journalist", "writer", "student", "farmer", "garden",
-    "restaurant", "hotel", "bicycle", "key", "map", "phone", "money", "gift", "promise",
-    "choice", "routine", "cousin", "uncle", "aunt", "landlord", "shop", "boat", "notebook",
+    "letter",
+    "house",
+    "car",
+    "job",
+    "friend",
+    "neighbour",
+    "brother",
+    "sister",
+    "father",
+    "mother",
+    "stranger",
+    "photograph",
+    "book",
+    "message",
+    "plan",
+    "offer",
+    "decision",
+    "problem",
+    "opportunity",
+    "apartment",
+    "company",
+    "office",
+    "boss",
+    "colleague",
+    "teacher",
+    "doctor",
+    "lawyer",
+    "journalist",
+    "writer",
+    "student",
+    "farmer",
+    "garden",
+    "restaurant",
+    "hotel",
+    "bicycle",
+    "key",
+    "map",
+    "phone",
+    "money",
+    "gift",
+    "promise",
+    "choice",
+    "routine",
+    "cousin",
+    "uncle",
+    "aunt",
+    "landlord",
+    "shop",
+    "boat",
+    "notebook",
 )
 _PLACES = (
-    "town", "city", "village", "countryside", "suburbs", "coast", "mountains", "capital",
-    "neighbourhood", "harbour", "valley", "north", "south", "old quarter", "port",
+    "town",
+    "city",
+    "village",
+    "countryside",
+    "suburbs",
+    "coast",
+    "mountains",
+    "capital",
+    "neighbourhood",
+    "harbour",
+    "valley",
+    "north",
+    "south",
+    "old quarter",
+    "port",
 )
 _PREPOSITIONS = ("in", "near", "across", "outside", "around", "behind", "beyond", "far from")
-_OPENERS = ("One day,", "Years later,", "Soon", "Meanwhile,", "Eventually,", "At first,",
-            "That summer,", "After a while,", "Before long,", "Later,")
+_OPENERS = (
+    "One day,",
+    "Years later,",
+    "Soon",
+    "Meanwhile,",
+    "Eventually,",
+    "At first,",
+    "That summer,",
+    "After a while,",
+    "Before long,",
+    "Later,",
+)
 _CONNECTORS = ("when", "after", "while", "because", "although", "until", "before")
 _TITLE_WORDS = (
-    "Light", "River", "Road", "Night", "Summer", "House", "Garden", "Letter", "Window",
-    "Stone", "Winter", "Harbour", "Bridge", "Silence", "Promise", "Shadow", "Door", "Field",
+    "Light",
+    "River",
+    "Road",
+    "Night",
+    "Summer",
+    "House",
+    "Garden",
+    "Letter",
+    "Window",
+    "Stone",
+    "Winter",
+    "Harbour",
+    "Bridge",
+    "Silence",
+    "Promise",
+    "Shadow",
+    "Door",
+    "Field",
 )
 
 
 def _sentence(rng: random.Random) -> list[str]:
     """One filler sentence: "<Name> <verb> the <adjective> <noun> ...", as a word list."""
-    words = [rng.choice(_NAMES), rng.choice(_VERBS), "the", rng.choice(_ADJECTIVES),
-             rng.choice(_NOUNS)]
+    words = [rng.choice(_NAMES), rng.choice(_VERBS), "the", rng.choice(_ADJECTIVES), rng.choice(_NOUNS)]
     kind = rng.random()
     if kind < 0.35:
         words += [rng.choice(_PREPOSITIONS), "the", rng.choice(_PLACES)]
     elif kind < 0.7:
-        words += [rng.choice(_CONNECTORS), rng.choice(_NAMES), rng.choice(_VERBS), "the",
-                  rng.choice(_NOUNS)]
+        words += [rng.choice(_CONNECTORS), rng.choice(_NAMES), rng.choice(_VERBS), "the", rng.choice(_NOUNS)]
     if rng.random() < 0.25:
         words = [*rng.choice(_OPENERS).split(), *words]
     words[0] = words[0][0].upper() + words[0][1:]
@@ -155,7 +337,7 @@ def _plot(rng: random.Random, num_words: int, cue_words: list[str]) -> str:
     # More cues than sentences (a very short summary): extra sentences carry the rest.
     while len(sentences) < len(cue_words):
         sentences.append(_sentence(rng))
-    for cue, index in zip(cue_words, rng.sample(range(len(sentences)), len(cue_words))):
+    for cue, index in zip(cue_words, rng.sample(range(len(sentences)), len(cue_words)), strict=True):
         words = sentences[index]
         slot = words.index("the") + 2  # the noun of the first "the <adjective> <noun>"
         words[slot] = cue + ("." if words[slot].endswith(".") else "")
@@ -166,12 +348,18 @@ def _plot(rng: random.Random, num_words: int, cue_words: list[str]) -> str:
 
 
 DEFECT_KINDS: tuple[str, ...] = (
-    "empty_plot", "missing_poster", "zero_byte_poster", "dropped_genres_only",
-    "plot_as_string", "png_poster", "cmyk_poster", "grayscale_poster", "bad_json",
+    "empty_plot",
+    "missing_poster",
+    "zero_byte_poster",
+    "dropped_genres_only",
+    "plot_as_string",
+    "png_poster",
+    "cmyk_poster",
+    "grayscale_poster",
+    "bad_json",
 )
 # Defects that concern the poster file and are applied where the poster is rendered.
-_POSTER_DEFECTS = frozenset({"missing_poster", "zero_byte_poster", "png_poster",
-                             "cmyk_poster", "grayscale_poster"})
+_POSTER_DEFECTS = frozenset({"missing_poster", "zero_byte_poster", "png_poster", "cmyk_poster", "grayscale_poster"})
 
 
 def _movie_rng(seed: int, index: int, stream: str) -> random.Random:
@@ -191,8 +379,7 @@ def _plot_lengths(rng: random.Random) -> list[int]:
     longest = PLOT_MEDIAN_WORDS * math.exp(rng.gauss(0.0, PLOT_LOG_SIGMA))
     longest = int(min(max(longest, PLOT_MIN_WORDS), PLOT_MAX_WORDS))
     count = rng.choices((1, 2, 3, 4), weights=NUM_PLOTS_WEIGHTS)[0]
-    lengths = [longest] + [max(PLOT_MIN_WORDS, int(longest * rng.uniform(0.15, 0.8)))
-                           for _ in range(count - 1)]
+    lengths = [longest] + [max(PLOT_MIN_WORDS, int(longest * rng.uniform(0.15, 0.8))) for _ in range(count - 1)]
     rng.shuffle(lengths)
     return lengths
 
@@ -215,15 +402,14 @@ def _plots(rng: random.Random, genres: list[str]) -> list[str]:
 
 
 def _poster_cues(rng: random.Random, genres: list[str]) -> list[str]:
-    cues = [g for g in genres
-            if g in POSTER_CUES and rng.random() < CUE_PROB[GENRE_MODALITY[g]][1]]
+    cues = [g for g in genres if g in POSTER_CUES and rng.random() < CUE_PROB[GENRE_MODALITY[g]][1]]
     if rng.random() < POSTER_DECOY_PROB:
         cues.append(rng.choice([g for g in POSTER_CUES if g not in genres]))
     rng.shuffle(cues)
     return cues
 
 
-def _movie_record(rng: random.Random, movie_id: str, genres: list[str]) -> dict:
+def _movie_record(rng: random.Random, movie_id: str, genres: list[str]) -> dict[str, Any]:
     """A raw JSON record with the keys of the real files that the project may look at."""
     title = f"The {rng.choice(_ADJECTIVES).title()} {rng.choice(_TITLE_WORDS)}"
     year = int(min(2016, max(1915, round(2016 - rng.expovariate(1 / 18)))))
@@ -243,8 +429,9 @@ def _movie_record(rng: random.Random, movie_id: str, genres: list[str]) -> dict:
         "rating": round(rng.uniform(2.0, 9.2), 1),
         "votes": int(rng.lognormvariate(7.0, 1.6)),
         "runtimes": [str(rng.randint(70, 160))],
-        "languages": [rng.choice(("English", "English", "English", "French", "Spanish",
-                                  "German", "Italian", "Japanese"))],
+        "languages": [
+            rng.choice(("English", "English", "English", "French", "Spanish", "German", "Italian", "Japanese"))
+        ],
         "director": [{"name": f"{rng.choice(_NAMES)} {rng.choice(_TITLE_WORDS)}"}],
         "cover url": f"https://example.invalid/posters/{movie_id}.jpg",
     }
@@ -253,7 +440,7 @@ def _movie_record(rng: random.Random, movie_id: str, genres: list[str]) -> dict:
     return record
 
 
-def _apply_record_defect(record: dict, defect: str) -> None:
+def _apply_record_defect(record: dict[str, Any], defect: str) -> None:
     if defect == "empty_plot":
         record["plot"] = []
     elif defect == "dropped_genres_only":
@@ -309,11 +496,17 @@ def write_movie(task: MovieTask) -> None:
             _apply_record_defect(record, task.defect)
         atomic_write_json(json_path, record, durable=False)
     width, height = _poster_size(rng)
-    write_poster(PosterSpec(
-        path=task.dataset_dir / f"{task.movie_id}.jpeg", seed=task.seed, index=task.index,
-        width=width, height=height, cues=_poster_cues(rng, genres),
-        defect=task.defect if task.defect in _POSTER_DEFECTS else None,
-    ))
+    write_poster(
+        PosterSpec(
+            path=task.dataset_dir / f"{task.movie_id}.jpeg",
+            seed=task.seed,
+            index=task.index,
+            width=width,
+            height=height,
+            cues=_poster_cues(rng, genres),
+            defect=task.defect if task.defect in _POSTER_DEFECTS else None,
+        )
+    )
 
 
 def _write_movies(tasks: list[MovieTask], workers: int) -> None:
@@ -331,7 +524,7 @@ def _write_movies(tasks: list[MovieTask], workers: int) -> None:
     progress.close()
 
 
-def _process_context():
+def _process_context() -> multiprocessing.context.BaseContext:
     """fork where available: workers start instantly and inherit the imported modules."""
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
@@ -339,12 +532,17 @@ def _process_context():
 
 def _warn_about_foreign_files(dataset_dir: Path, ids: set[str]) -> None:
     """Files of an earlier, different generation are left alone but not silently."""
-    foreign = [path.name for path in dataset_dir.iterdir()
-               if path.suffix in (".json", ".jpeg") and path.stem not in ids]
+    foreign = [
+        path.name for path in dataset_dir.iterdir() if path.suffix in (".json", ".jpeg") and path.stem not in ids
+    ]
     if foreign:
-        logger.warning("%s: %d files (e.g. %s) are not part of this dataset and are left as "
-                       "they are; split.json does not list them", dataset_dir, len(foreign),
-                       sorted(foreign)[0])
+        logger.warning(
+            "%s: %d files (e.g. %s) are not part of this dataset and are left as "
+            "they are; split.json does not list them",
+            dataset_dir,
+            len(foreign),
+            sorted(foreign)[0],
+        )
 
 
 def _remove_interrupted_writes(root: Path) -> None:
@@ -354,8 +552,7 @@ def _remove_interrupted_writes(root: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def generate_dataset(out_dir: Path, num_movies: int, seed: int = 0, defect_rate: float = 0.0,
-                     workers: int = 0) -> Path:
+def generate_dataset(out_dir: Path, num_movies: int, seed: int = 0, defect_rate: float = 0.0, workers: int = 0) -> Path:
     """Write a synthetic MM-IMDb under `out_dir/mmimdb` and return that folder.
 
     `workers` is the number of processes writing movies; 0 or 1 writes from this process.
@@ -371,8 +568,7 @@ def generate_dataset(out_dir: Path, num_movies: int, seed: int = 0, defect_rate:
     try:
         dataset_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(f"{dataset_dir}: cannot create the output folder ({exc.strerror})"
-                        ) from None
+        raise DataError(f"{dataset_dir}: cannot create the output folder ({exc.strerror})") from None
     split_path = root / "split.json"
     # Removed first and written last: its absence marks an unfinished generation.
     split_path.unlink(missing_ok=True)
@@ -382,25 +578,27 @@ def generate_dataset(out_dir: Path, num_movies: int, seed: int = 0, defect_rate:
     ids = [f"{number:07d}" for number in id_rng.sample(range(1, 8_000_000), num_movies)]
     defects = _assign_defects(num_movies, seed, defect_rate)
 
-    tasks = [MovieTask(dataset_dir, seed, index, movie_id, defects.get(index))
-             for index, movie_id in enumerate(ids)]
+    tasks = [MovieTask(dataset_dir, seed, index, movie_id, defects.get(index)) for index, movie_id in enumerate(ids)]
     _warn_about_foreign_files(dataset_dir, set(ids))
     _write_movies(tasks, workers)
 
     by_id = {ids[index]: kind for index, kind in sorted(defects.items())}
-    atomic_write_json(root / "defects.json", {
-        "defect_rate": defect_rate,
-        "counts": dict(sorted(Counter(by_id.values()).items())),
-        "movies": by_id,
-    })
+    atomic_write_json(
+        root / "defects.json",
+        {
+            "defect_rate": defect_rate,
+            "counts": dict(sorted(Counter(by_id.values()).items())),
+            "movies": by_id,
+        },
+    )
 
     sizes = split_sizes(num_movies)
     order = list(ids)
     random.Random(f"mmimdb-synth:{seed}:split").shuffle(order)
     split = {
         "train": order[: sizes["train"]],
-        "dev": order[sizes["train"]: sizes["train"] + sizes["dev"]],
-        "test": order[sizes["train"] + sizes["dev"]:],
+        "dev": order[sizes["train"] : sizes["train"] + sizes["dev"]],
+        "test": order[sizes["train"] + sizes["dev"] :],
     }
     # Per-movie files skip their own fsyncs (thousands of them dominate the run time);
     # one sync makes them durable before split.json declares the dataset complete.
@@ -409,4 +607,3 @@ def generate_dataset(out_dir: Path, num_movies: int, seed: int = 0, defect_rate:
     atomic_write_json(split_path, split)
     logger.info("wrote %d synthetic movies (%d with defects) to %s", num_movies, len(defects), root)
     return root
-

