@@ -4,7 +4,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 DEMO_OUT ?= runs/demo
 
-.PHONY: install install-torch install-slurm demo test bench-data
+.PHONY: install install-torch install-slurm demo lint test bench-data
 
 # torch and torchvision come from the package index itself, together: a machine-level pip
 # configuration may offer a CPU-only torch wheel that the index's torchvision cannot import beside.
@@ -28,8 +28,17 @@ demo: install
 install-slurm:
 	bash launch/slurm/install.sh
 
-test: install install-slurm
-	$(PYTHON) -m pytest -q -ra
+# Lint, format and types (configured in pyproject.toml; the same hooks run in pre-commit).
+LINTED := mmimdb_dist tests benchmarks
+lint: install
+	$(PYTHON) -m ruff check $(LINTED)
+	$(PYTHON) -m ruff format --check $(LINTED)
+	$(PYTHON) -m mypy
+
+# Lint first, then the suite on two pytest-xdist workers, each test file whole on one worker
+# (module fixtures are built once; the Slurm and Ray tests keep to their own files).
+test: install install-slurm lint
+	$(PYTHON) -m pytest -q -ra -n 2 --dist loadfile
 
 bench-data: install
 	$(PYTHON) benchmarks/bench_data.py

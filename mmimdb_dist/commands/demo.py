@@ -264,6 +264,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"\ncomparison: {csv_path}, {md_path}")
     if evaluation is not None:
         print(f"figures: {evaluation.out_dir}/ ({', '.join(path.name for path in evaluation.figures)})")
-    source = f"table {cfg.data.table}" if table else f"raw data {cfg.data.raw_dir}"
-    print(f"done: {source}, shards {cfg.shard.out_dir}, baseline {baseline_dir}, runs {out / 'runs'}")
+    data_source = f"table {cfg.data.table}" if table else f"raw data {cfg.data.raw_dir}"
+    print(f"done: {data_source}, shards {cfg.shard.out_dir}, baseline {baseline_dir}, runs {out / 'runs'}")
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import Any
 
 from ..cli import add_config_arguments
 
@@ -69,7 +70,7 @@ def _config(args: argparse.Namespace):
     from ..schema import load_config
 
     cfg = load_config(args.config, args.overrides)
-    sections: dict[str, dict[str, object]] = {"data": {}, "shard": {}}
+    sections: dict[str, dict[str, Any]] = {"data": {}, "shard": {}}  # checked by replace()
     for dest, (section, key) in _FLAG_KEYS.items():
         value = getattr(args, dest)
         if value is not None:

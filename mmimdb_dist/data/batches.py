@@ -73,8 +73,10 @@ def collate_features(samples: list[FeatureSample], pixels: None = None, skipped:
         mask_width = longest - 1 if sequences else 1
         attention_mask = torch.zeros(len(samples), max(mask_width, 1), dtype=torch.int64)
         for row, sample in enumerate(samples):
-            rows = sample.text.shape[0]
-            text[row, :rows] = torch.from_numpy(sample.text.astype(np.float32))
+            rows_of_text = sample.text
+            assert rows_of_text is not None  # a features set holds text for every sample or for none
+            rows = rows_of_text.shape[0]
+            text[row, :rows] = torch.from_numpy(rows_of_text.astype(np.float32))
             attention_mask[row, : max(rows - 1, 1) if sequences else 1] = 1
         batch[TEXT_FEATURES], batch["attention_mask"] = text, attention_mask
     if images:

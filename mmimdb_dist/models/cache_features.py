@@ -42,6 +42,7 @@ from ..outputs import claim_output_dir
 from ..progress import progress as progress_bar
 from ..run.layout import CONFIG_FILE
 from ..schema import ExperimentConfig, save_config
+from .encoder import FeatureEncoder
 from .preprocess import resolve_image_size
 from .registry import build_model
 
@@ -50,8 +51,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Encoders:
-    text: torch.nn.Module | None  # None: the config's model reads no plot
-    image: torch.nn.Module | None  # None: it reads no poster
+    text: FeatureEncoder | None  # None: the config's model reads no plot
+    image: FeatureEncoder | None  # None: it reads no poster
     token_encoder: Any
 
 
@@ -171,6 +172,9 @@ def _cache_into(
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     cfg = resolve_image_size(cfg)
+    image_size = cfg.loader.image_size
+    if image_size is None:  # resolve_image_size writes it out
+        raise ConfigError("loader.image_size: not resolved for the config's image encoder")
     encoders = build_frozen_encoders(cfg, manifest, out)
     for encoder in (encoders.text, encoders.image):
         if encoder is not None:
@@ -195,7 +199,7 @@ def _cache_into(
             encoded = []
             for start in range(0, len(samples), batch_size):
                 chunk = samples[start : start + batch_size]
-                encoded += encode_batch(encoders, chunk, cfg.loader.image_size, torch_device, sequences, np_dtype)
+                encoded += encode_batch(encoders, chunk, image_size, torch_device, sequences, np_dtype)
                 bar.update(len(chunk))
             shards.append(write_feature_shard(out / shard.name, encoded))
             for sample in encoded:

@@ -10,15 +10,15 @@ batch key it reads (`batch_key`), which is how the classifier finds its input.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ..data.codecs import IMAGE_FEATURES, TEXT_FEATURES
 from ..data.features import FeatureSpec
+from .encoder import FeatureEncoder
 from .text import TextFeatures
 from .vision import ImageFeatures
 
 
-class CachedTextEncoder(nn.Module):
+class CachedTextEncoder(FeatureEncoder):
     """B x (1 + L) x D cached rows -> pooled (row 0) and the L token vectors."""
 
     batch_key = TEXT_FEATURES
@@ -35,7 +35,7 @@ class CachedTextEncoder(nn.Module):
         return TextFeatures(tokens, attention_mask.bool(), pooled)
 
 
-class CachedImageEncoder(nn.Module):
+class CachedImageEncoder(FeatureEncoder):
     """B x (1 + P) x D cached rows -> pooled (row 0) and the P patch vectors."""
 
     batch_key = IMAGE_FEATURES

@@ -26,6 +26,7 @@ from ..data.tokens import text_window
 from ..errors import ConfigError
 from ..hub import load_hf_config, load_pretrained_model
 from ..schema import ImageEncoderConfig, ModelConfig, TextEncoderConfig
+from .encoder import FeatureEncoder
 from .preprocess import image_preprocessing
 from .text import TextFeatures, masked_mean
 from .vision import ImageEncoderBase, ImageFeatures
@@ -60,10 +61,14 @@ def load_dual_model(key: str, name: str, pretrained: bool, hf_config: dict[str, 
     return model
 
 
-class DualTextEncoder(nn.Module):
+class DualTextEncoder(FeatureEncoder):
     """The text tower of a dual encoder over windowed plots (see the module docstring)."""
 
-    def __init__(self, cfg: TextEncoderConfig, model: nn.Module, pad_id: int | None) -> None:
+    # Hugging Face modules, whose configs and outputs are typed by the model class at run time.
+    tower: Any
+    projection: Any
+
+    def __init__(self, cfg: TextEncoderConfig, model: Any, pad_id: int | None) -> None:
         super().__init__()
         self.tower = model.text_model
         self.dual_config = model.config  # what a checkpoint export saves to rebuild both towers
@@ -111,7 +116,10 @@ class DualTextEncoder(nn.Module):
 class DualImageEncoder(ImageEncoderBase):
     """The vision tower of a dual encoder: projected pooled embedding + patch tokens."""
 
-    def __init__(self, cfg: ImageEncoderConfig, model: nn.Module) -> None:
+    tower: Any  # as in DualTextEncoder
+    projection: Any
+
+    def __init__(self, cfg: ImageEncoderConfig, model: Any) -> None:
         super().__init__(image_preprocessing(cfg))
         self.tower = model.vision_model
         self.dual_config = model.config
@@ -161,4 +169,4 @@ def build_dual_text_encoder(cfg: TextEncoderConfig, pad_id: int | None) -> DualT
 
 
 def build_dual_image_encoder(cfg: ImageEncoderConfig) -> DualImageEncoder:
-    return DualImageEncoder(cfg, load_dual_model("model.image.name", cfg.name, cfg.pretrained, cfg.hf_config))
+    return DualImageEncoder(cfg, load_dual_model("model.image.name", cfg.name, bool(cfg.pretrained), cfg.hf_config))

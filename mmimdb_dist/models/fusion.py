@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..schema import ModelConfig
+from .encoder import FeatureEncoder
 from .text import TextFeatures, masked_mean
 from .vision import ImageFeatures
 
@@ -79,9 +80,18 @@ class MultimodalClassifier(nn.Module):
     # reads this). None of the built-in models can (tests/test_models.py and test_encoders.py
     # check every family); a subclass that routes batches through optional parts says True.
     leaves_parameters_unused = False
+    text_encoder: FeatureEncoder | None
+    image_encoder: FeatureEncoder | None
+    text_dim: int
+    image_dim: int
+    num_labels: int
 
     def __init__(
-        self, cfg: ModelConfig, text_encoder: nn.Module | None, image_encoder: nn.Module | None, num_labels: int
+        self,
+        cfg: ModelConfig,
+        text_encoder: FeatureEncoder | None,
+        image_encoder: FeatureEncoder | None,
+        num_labels: int,
     ) -> None:
         super().__init__()
         # The output width: one logit per label of the data's label set (the shard manifest's).
@@ -167,6 +177,7 @@ class MultimodalClassifier(nn.Module):
         # position unmasked, so no attention softmax runs over nothing and turns into NaN.
         attention_mask = batch["attention_mask"].clone()
         attention_mask[:, 0] = torch.maximum(attention_mask[:, 0], (attention_mask.sum(1) == 0).long())
+        assert self.text_encoder is not None  # encode() reads a modality only when its encoder exists
         features = self.text_encoder(batch[self.text_key], attention_mask)
         # Applied even when every plot is present: the missing embedding then gets a zero
         # gradient rather than none, which distributed data parallel requires of every parameter.
@@ -184,6 +195,7 @@ class MultimodalClassifier(nn.Module):
         if self.image_key not in batch:
             patches = missing.expand(size, 1, -1)
             return ImageFeatures(patches, patches[:, 0])
+        assert self.image_encoder is not None  # as for the text encoder
         features = self.image_encoder(batch[self.image_key])
         keep = present.view(-1, 1)
         patches = torch.where(keep.unsqueeze(-1), features.patches, missing.to(features.patches.dtype))
@@ -195,7 +207,11 @@ class UnimodalClassifier(MultimodalClassifier):
     """Text-only or image-only: the pooled vector of the one encoder into an MLP head."""
 
     def __init__(
-        self, cfg: ModelConfig, text_encoder: nn.Module | None, image_encoder: nn.Module | None, num_labels: int
+        self,
+        cfg: ModelConfig,
+        text_encoder: FeatureEncoder | None,
+        image_encoder: FeatureEncoder | None,
+        num_labels: int,
     ) -> None:
         super().__init__(cfg, text_encoder, image_encoder, num_labels)
         self.classifier = mlp_head(
@@ -203,21 +219,25 @@ class UnimodalClassifier(MultimodalClassifier):
         )
 
     def head(self, text: TextFeatures | None, image: ImageFeatures | None) -> dict[str, Any]:
-        pooled = text.pooled if text is not None else image.pooled
+        features = text if text is not None else image
+        assert features is not None  # a unimodal model has exactly one encoder
+        pooled = features.pooled
         return {"logits": self.classifier(pooled)}
 
 
 class EarlyFusion(MultimodalClassifier):
     """Project both pooled vectors to the same width, concatenate, classify with an MLP."""
 
-    def __init__(self, cfg: ModelConfig, text_encoder: nn.Module, image_encoder: nn.Module, num_labels: int) -> None:
+    def __init__(
+        self, cfg: ModelConfig, text_encoder: FeatureEncoder, image_encoder: FeatureEncoder, num_labels: int
+    ) -> None:
         super().__init__(cfg, text_encoder, image_encoder, num_labels)
         hidden = cfg.fusion.hidden
         self.text_proj = nn.Sequential(nn.Linear(self.text_dim, hidden), nn.LayerNorm(hidden))
         self.image_proj = nn.Sequential(nn.Linear(self.image_dim, hidden), nn.LayerNorm(hidden))
         self.classifier = mlp_head(2 * hidden, hidden, cfg.fusion.dropout, self.num_labels)
 
-    def head(self, text: TextFeatures, image: ImageFeatures) -> dict[str, Any]:
+    def head(self, text: TextFeatures, image: ImageFeatures) -> dict[str, Any]:  # type: ignore[override]  # a fusion model is built with both encoders, so encode() gives it both
         fused = torch.cat([self.text_proj(text.pooled), self.image_proj(image.pooled)], dim=-1)
         return {"logits": self.classifier(fused)}
 
@@ -229,14 +249,16 @@ class LateFusion(MultimodalClassifier):
     (`branch_loss_weight`), which keeps each branch a classifier in its own right.
     """
 
-    def __init__(self, cfg: ModelConfig, text_encoder: nn.Module, image_encoder: nn.Module, num_labels: int) -> None:
+    def __init__(
+        self, cfg: ModelConfig, text_encoder: FeatureEncoder, image_encoder: FeatureEncoder, num_labels: int
+    ) -> None:
         super().__init__(cfg, text_encoder, image_encoder, num_labels)
         self.text_classifier = mlp_head(self.text_dim, cfg.fusion.hidden, cfg.fusion.dropout, self.num_labels)
         self.image_classifier = mlp_head(self.image_dim, cfg.fusion.hidden, cfg.fusion.dropout, self.num_labels)
         self.branch_weight_logits = nn.Parameter(torch.zeros(2))
         self.branch_loss_weight = cfg.fusion.branch_loss_weight
 
-    def head(self, text: TextFeatures, image: ImageFeatures) -> dict[str, Any]:
+    def head(self, text: TextFeatures, image: ImageFeatures) -> dict[str, Any]:  # type: ignore[override]  # a fusion model is built with both encoders, so encode() gives it both
         text_logits = self.text_classifier(text.pooled)
         image_logits = self.image_classifier(image.pooled)
         weights = torch.softmax(self.branch_weight_logits, dim=0)
@@ -257,7 +279,9 @@ class AttentionFusion(MultimodalClassifier):
     features in the classifier input, so that no encoder part sits idle.
     """
 
-    def __init__(self, cfg: ModelConfig, text_encoder: nn.Module, image_encoder: nn.Module, num_labels: int) -> None:
+    def __init__(
+        self, cfg: ModelConfig, text_encoder: FeatureEncoder, image_encoder: FeatureEncoder, num_labels: int
+    ) -> None:
         super().__init__(cfg, text_encoder, image_encoder, num_labels)
         hidden, heads, dropout = cfg.fusion.hidden, cfg.fusion.heads, cfg.fusion.dropout
         self.text_proj = nn.Linear(self.text_dim, hidden)
@@ -269,7 +293,7 @@ class AttentionFusion(MultimodalClassifier):
         self.summary_proj = nn.Sequential(nn.Linear(self.text_dim + self.image_dim, hidden), nn.LayerNorm(hidden))
         self.classifier = mlp_head(3 * hidden, hidden, dropout, self.num_labels)
 
-    def head(self, text: TextFeatures, image: ImageFeatures) -> dict[str, Any]:
+    def head(self, text: TextFeatures, image: ImageFeatures) -> dict[str, Any]:  # type: ignore[override]  # a fusion model is built with both encoders, so encode() gives it both
         words = self.text_proj(text.tokens)
         patches = self.image_proj(image.patches)
         words_seen, text_to_image = self.text_to_image(
@@ -292,7 +316,9 @@ class GatedMultimodalUnit(MultimodalClassifier):
     The gate `z` is returned: its mean says how much the model leans on the plot.
     """
 
-    def __init__(self, cfg: ModelConfig, text_encoder: nn.Module, image_encoder: nn.Module, num_labels: int) -> None:
+    def __init__(
+        self, cfg: ModelConfig, text_encoder: FeatureEncoder, image_encoder: FeatureEncoder, num_labels: int
+    ) -> None:
         super().__init__(cfg, text_encoder, image_encoder, num_labels)
         hidden = cfg.fusion.hidden
         self.text_hidden = nn.Linear(self.text_dim, hidden, bias=False)
@@ -300,7 +326,7 @@ class GatedMultimodalUnit(MultimodalClassifier):
         self.gate = nn.Linear(self.text_dim + self.image_dim, hidden, bias=False)
         self.classifier = mlp_head(hidden, hidden, cfg.fusion.dropout, self.num_labels)
 
-    def head(self, text: TextFeatures, image: ImageFeatures) -> dict[str, Any]:
+    def head(self, text: TextFeatures, image: ImageFeatures) -> dict[str, Any]:  # type: ignore[override]  # a fusion model is built with both encoders, so encode() gives it both
         h_text = torch.tanh(self.text_hidden(text.pooled))
         h_image = torch.tanh(self.image_hidden(image.pooled))
         z = torch.sigmoid(self.gate(torch.cat([text.pooled, image.pooled], dim=-1)))

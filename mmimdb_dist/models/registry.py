@@ -9,6 +9,7 @@ from ..errors import ConfigError
 from ..schema import ImageEncoderConfig, ModelConfig, TextEncoderConfig
 from .cached import cached_encoders
 from .dual import build_dual_encoders, build_dual_image_encoder, build_dual_text_encoder
+from .encoder import FeatureEncoder
 from .fusion import (
     AttentionFusion,
     EarlyFusion,
@@ -32,7 +33,7 @@ MODELS: dict[str, type[MultimodalClassifier]] = {
 }
 
 
-def build_image_encoder(cfg: ImageEncoderConfig) -> nn.Module:
+def build_image_encoder(cfg: ImageEncoderConfig) -> FeatureEncoder:
     """The encoder of `cfg.kind` (the clip kind is built in models/dual.py with its text tower)."""
     if cfg.kind in ("resnet18", "resnet50"):
         return ResNetEncoder(cfg)
@@ -49,7 +50,7 @@ def build_image_encoder(cfg: ImageEncoderConfig) -> nn.Module:
 
 def build_text_encoder(
     cfg: TextEncoderConfig, *, vocab_size: int | None = None, pad_id: int | None = None
-) -> nn.Module:
+) -> FeatureEncoder:
     if cfg.kind == "bilstm":
         if vocab_size is None or pad_id is None:
             raise ConfigError(
@@ -84,7 +85,8 @@ def build_model(
     model_cls = MODELS.get(cfg.name)
     if model_cls is None:
         raise ConfigError(f"model.name: unknown model {cfg.name!r}; valid names: {', '.join(MODELS)}")
-    text_encoder = image_encoder = None
+    text_encoder: FeatureEncoder | None = None
+    image_encoder: FeatureEncoder | None = None
     if features is not None:
         if cfg.name == "attention_fusion" and not features.sequences:
             raise ConfigError(

@@ -8,7 +8,7 @@ appending padding to a batch leaves every model's output unchanged.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -17,6 +17,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from ..errors import ConfigError
 from ..hub import load_pretrained, load_pretrained_model
 from ..schema import TextEncoderConfig
+from .encoder import FeatureEncoder
 
 
 class TextFeatures(NamedTuple):
@@ -52,7 +53,7 @@ def masked_max(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.any(1, keepdim=True), filled.max(1).values, torch.zeros_like(filled[:, 0]))
 
 
-class BiLSTMEncoder(nn.Module):
+class BiLSTMEncoder(FeatureEncoder):
     """Word embeddings -> bidirectional LSTM -> pooling over the plot (max, attention or mean).
 
     Why the pooling and the initialisation matter: genre evidence in a plot is a few words
@@ -104,7 +105,7 @@ class BiLSTMEncoder(nn.Module):
         return TextFeatures(tokens, mask, pooled)
 
 
-def _transformer_layers(model: nn.Module, num_layers: int) -> nn.ModuleList:
+def _transformer_layers(model: Any, num_layers: int) -> nn.ModuleList:
     """The stack of transformer blocks, found by shape so any encoder architecture works."""
     for module in model.modules():
         if isinstance(module, nn.ModuleList) and len(module) == num_layers:
@@ -114,8 +115,10 @@ def _transformer_layers(model: nn.Module, num_layers: int) -> nn.ModuleList:
     )
 
 
-class HFEncoder(nn.Module):
+class HFEncoder(FeatureEncoder):
     """Any Hugging Face encoder (DistilBERT, BERT, MiniLM, ...) with CLS or masked-mean pooling."""
+
+    model: Any  # a transformers model: its config and outputs are typed by its class at run time
 
     def __init__(self, cfg: TextEncoderConfig, vocab_size: int | None = None, pad_id: int | None = None) -> None:
         super().__init__()
@@ -143,7 +146,7 @@ class HFEncoder(nn.Module):
         return TextFeatures(tokens, mask, pooled)
 
 
-def load_hf_model(cfg: TextEncoderConfig, vocab_size: int | None, pad_id: int | None) -> nn.Module:
+def load_hf_model(cfg: TextEncoderConfig, vocab_size: int | None, pad_id: int | None) -> Any:
     """Pretrained weights by hub name or local folder, or a random model from an architecture.
 
     A random model takes its architecture from `hf_config` (with `model_type`, nothing is read)
@@ -185,7 +188,7 @@ def load_hf_model(cfg: TextEncoderConfig, vocab_size: int | None, pad_id: int | 
     return _without_pooler(AutoModel.from_config(config))
 
 
-def _without_pooler(model: nn.Module) -> nn.Module:
+def _without_pooler(model: Any) -> Any:
     """Drop BERT's [CLS] pooler: its output is never used, and parameters that get no gradient
     break distributed data parallel."""
     if isinstance(getattr(model, "pooler", None), nn.Module):
@@ -193,7 +196,7 @@ def _without_pooler(model: nn.Module) -> nn.Module:
     return model
 
 
-def freeze_hf_layers(model: nn.Module, num_frozen: int) -> list[nn.Module]:
+def freeze_hf_layers(model: Any, num_frozen: int) -> list[nn.Module]:
     """Freeze the embeddings and the first `num_frozen` transformer layers; returns them."""
     total = int(model.config.num_hidden_layers)
     if num_frozen > total:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError
 from ..schema import FREEZE_LEVELS, ImageEncoderConfig
+from .encoder import FeatureEncoder
 from .preprocess import ImagePreprocessing, image_preprocessing
 
 
@@ -49,7 +50,7 @@ def grid_from_tokens(tokens: torch.Tensor) -> torch.Tensor:
     return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
 
 
-class ImageEncoderBase(nn.Module):
+class ImageEncoderBase(FeatureEncoder):
     """Normalisation with the backbone's own statistics, and a freezing policy that sticks.
 
     `frozen` modules stay in eval mode while the model trains (BatchNorm statistics and
@@ -60,6 +61,8 @@ class ImageEncoderBase(nn.Module):
         super().__init__()
         self.preprocessing = preprocessing
         # Not saved in checkpoints: they follow from the config, which is saved.
+        self.pixel_mean: torch.Tensor
+        self.pixel_std: torch.Tensor
         self.register_buffer("pixel_mean", torch.tensor(preprocessing.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(preprocessing.std).view(1, 3, 1, 1), persistent=False)
         self.frozen: list[nn.Module] = []
@@ -80,7 +83,7 @@ class ImageEncoderBase(nn.Module):
         return self
 
 
-def _resnet(kind: str, cfg: ImageEncoderConfig) -> nn.Module:
+def _resnet(kind: str, cfg: ImageEncoderConfig) -> Any:
     from torchvision import models
 
     factory, weights_enum = {

@@ -67,7 +67,7 @@ def block_stack(model: nn.Module, count: int, key: str) -> nn.ModuleList:
     raise ConfigError(f"{key}: cannot find the {count} blocks of {type(model).__name__}")
 
 
-def freeze_vision_layers(model: nn.Module, num_frozen: int, key: str) -> list[nn.Module]:
+def freeze_vision_layers(model: Any, num_frozen: int, key: str) -> list[nn.Module]:
     """The patch embeddings and the first `num_frozen` blocks, frozen; returns them."""
     config = model.config
     total = int(getattr(config, "num_hidden_layers", None) or len(getattr(config, "depths", ())))
@@ -88,6 +88,8 @@ def tokens_to_features(hidden: torch.Tensor, pooled: torch.Tensor | None, grid: 
 
 class HFVisionEncoder(ImageEncoderBase):
     """A Hugging Face vision backbone: pooled vector + patch tokens, its own normalisation."""
+
+    model: Any  # a transformers model: its config and outputs are typed by its class at run time
 
     def __init__(self, cfg: ImageEncoderConfig) -> None:
         super().__init__(image_preprocessing(cfg))

@@ -46,7 +46,7 @@ def _replace_last_linear(model: nn.Module) -> tuple[str, int]:
     )
 
 
-def _build(cfg: ImageEncoderConfig) -> nn.Module:
+def _build(cfg: ImageEncoderConfig) -> Any:
     from torchvision.models import get_model, get_model_weights, list_models
 
     if cfg.name not in list_models():

@@ -73,7 +73,9 @@ def attention_sample(
         images=bundle.cfg.model.uses_image,
     )
     grid = bundle.cfg.model.image.patch_grid
-    posters, maps, captions = [], [], []
+    posters: list[Any] = []
+    maps: list[Any] = []
+    captions: list[str] = []
     for batch in loader.start():
         outputs = bundle.model(to_device(batch, device))
         attention = outputs.get("attention")

@@ -194,7 +194,7 @@ def confusion(matrix: Sequence[Sequence[int]], names: Sequence[str], path: str |
 def pr_curves(
     y_true: np.ndarray,
     y_prob: np.ndarray,
-    thresholds: Sequence[float],
+    thresholds: Sequence[float] | np.ndarray,
     path: str | Path,
     genres: Sequence[str],
     title: str = "",

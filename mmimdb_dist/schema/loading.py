@@ -17,7 +17,7 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
@@ -25,7 +25,10 @@ from ..atomic import atomic_write_text
 from ..errors import ConfigError
 from .experiment import ExperimentConfig
 
-T = typing.TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = typing.TypeVar("T", bound="DataclassInstance")
 
 
 def _type_name(tp: Any) -> str:
@@ -52,7 +55,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key)
     if origin is Literal:
         choices = typing.get_args(tp)
@@ -274,13 +277,13 @@ def read_config_data(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[st
     return merge_config_data(merged, data)
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), cls: type[T] = ExperimentConfig) -> T:  # type: ignore[assignment]
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Load `path` (or the defaults) over its `base:` configs, apply `--set` overrides, and
     validate everything."""
     data = read_config_data(path) if path else {}
     data = apply_overrides(data, overrides)
     try:
-        return from_dict(cls, data)
+        return from_dict(ExperimentConfig, data)
     except ConfigError as exc:
         if path:
             raise ConfigError(f"{path}: {exc}") from None

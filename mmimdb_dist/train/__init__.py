@@ -41,10 +41,16 @@ optimizer, scheduler, RNG, epoch, step and the position in the epoch, and ends w
 metrics as an uninterrupted run. `load_for_inference(checkpoint)` rebuilds a trained model
 from a checkpoint's `inference/` folder alone (safetensors, no pickle).
 
-Modules: `accelerator` (threads, precision, DDP options, the Accelerator), `optim` (parameter
-groups, schedules), `tokens` (token encoder per run), `signals` (stop on SIGTERM / SIGUSR2 /
-Ctrl-C with a checkpoint and exit status 75; stop on a non-finite loss), `tracking`
-(experiment trackers), `deepspeed_config`, `loop` (the trainer; `train(cfg)` is the Python
-entry point). The `train:` section is `schema/train.py`; checkpoints, the metrics log and
-the evaluation protocol are the run layer's (`mmimdb_dist/run/`).
+Modules: `loop` (the trainer, which reads as the algorithm: forward, backward, accumulate,
+agree, clip, step; `train(cfg)` is the Python entry point) and the components that decide their
+own timing around each step: `agreement` (the ranks agree before every step: a stop signal, a
+non-finite loss), `logger` (metrics.jsonl and the trackers, every `log_every` steps),
+`evaluator` (dev evaluation when due, selection, early stop, the final test of the best
+checkpoint), `checkpointer` (when to save, pruning, resuming), `epochs` (the next epoch's
+loader started early). `setup` builds what a run needs on every rank; `accelerator` (threads,
+precision, DDP options, the Accelerator), `optim` (parameter groups, schedules), `signals`
+(SIGTERM / SIGUSR2 / Ctrl-C: exit status 75 after a checkpoint), `tracking` (experiment
+trackers), `deepspeed_config`. The run's token encoder is `data/tokens.py`'s; the `train:`
+section is `schema/train.py`; checkpoints, the metrics log and the evaluation protocol are the
+run layer's (`mmimdb_dist/run/`).
 """

@@ -102,6 +102,6 @@ class StopRequests:
         flags = torch.stack([torch.tensor(float(self.received is not None), device=accelerator.device), non_finite])
         if accelerator.num_processes > 1:
             torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-        stop, non_finite = (bool(value > 0) for value in flags.tolist())
+        stop, any_non_finite = (bool(value > 0) for value in flags.tolist())
         self.stopping = stop
-        return stop, non_finite
+        return stop, any_non_finite

@@ -70,7 +70,7 @@ class SearchTable:
         scored = [r for r in self.rows if r.best_metric is not None and math.isfinite(r.best_metric)]
         if not scored:
             return None
-        return (max if self.mode == "max" else min)(scored, key=lambda r: r.best_metric)
+        return (max if self.mode == "max" else min)(scored, key=lambda r: float(r.best_metric or 0.0))
 
 
 def _test_f1(run_dir: Path) -> float | None:
@@ -95,7 +95,7 @@ def _error_line(error: Any) -> str:
 
 def collect_results(results: Any, loaded: LoadedSearch, max_t: int) -> SearchTable:
     """Rows from Ray Tune's ResultGrid plus each trial's own run folder."""
-    metric, mode = loaded.config.scheduler.metric, loaded.config.scheduler.mode
+    metric, mode = loaded.metric, loaded.config.scheduler.mode
     rows = []
     for result in results:
         metrics = result.metrics or {}
@@ -106,8 +106,7 @@ def collect_results(results: Any, loaded: LoadedSearch, max_t: int) -> SearchTab
         evals = _eval_records(run_dir)
         if not evals and result.metrics_dataframe is not None:
             evals = result.metrics_dataframe.to_dict("records")
-        values = [e.get(metric) for e in evals]
-        values = [v for v in values if isinstance(v, (int, float)) and not math.isnan(v)]
+        values = [float(v) for v in (e.get(metric) for e in evals) if isinstance(v, int | float) and not math.isnan(v)]
         best_index = None
         if values:
             pick = max if mode == "max" else min

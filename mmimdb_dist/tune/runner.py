@@ -58,9 +58,7 @@ def _check_metric_fits(loaded: LoadedSearch) -> None:
     cfg = build_trial_config(loaded.base, loaded.config.overrides)
     manifest = load_training_manifest(cfg.loader)
     try:
-        check_select_metric(
-            loaded.config.scheduler.metric, manifest.labels.task, str(manifest.path), "scheduler.metric"
-        )
+        check_select_metric(loaded.metric, manifest.labels.task, str(manifest.path), "scheduler.metric")
     except ConfigError as exc:
         raise ConfigError(f"{loaded.path}: {exc}") from None
 
@@ -265,7 +263,7 @@ def _new_tuner(loaded: LoadedSearch, trainable: Any, max_t: int):
     from ray import tune
 
     cfg = loaded.config
-    metric, mode = cfg.scheduler.metric, cfg.scheduler.mode
+    metric, mode = loaded.metric, cfg.scheduler.mode
     tune_config = tune.TuneConfig(
         metric=metric,
         mode=mode,

@@ -340,6 +340,14 @@ class LoadedSearch:
     base_as_written: dict[str, Any]
 
     @property
+    def metric(self) -> str:
+        """The dev metric trials are ranked on: `scheduler.metric`, or the trials' `train.select_metric`."""
+        metric = self.config.scheduler.metric
+        if metric is None:  # load_search fills it in; a LoadedSearch built by hand may not have
+            raise ConfigError(f"{self.path}: scheduler.metric is not resolved")
+        return metric
+
+    @property
     def storage_path(self) -> Path:
         return Path(self.config.storage_path).expanduser().resolve()
 

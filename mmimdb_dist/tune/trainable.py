@@ -161,7 +161,7 @@ def _run_distributed(cfg: Any, setup: dict[str, Any], run_root: Path) -> None:
         run_config=RunConfig(
             name=tune.get_context().get_trial_id(),
             storage_path=str(run_root / "ray_train"),
-            callbacks=[TuneReportCallback()],
+            callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # Ray's stubs type it as Tune's callback, Ray Train's own
         ),
     )
     trainer.fit()
