@@ -31,3 +31,29 @@ def run_dir(tmp_path_factory) -> Path:
 def slurm_cluster():
     """SLURM_CONF of a usable single-node cluster, exported to this process and its children."""
     yield from start_slurm_cluster()
+
+
+# The heaviest test files, longest first (`pytest --durations=60` under `make test`). `make test`
+# runs two pytest-xdist workers with `--dist loadfile`: each file goes whole to whichever worker
+# is free, in collection order, so the long files start first and the short ones even out the
+# end (longest-processing-time-first); otherwise the alphabetically last files, several of them
+# long, would leave one worker idle while the other finishes them.
+HEAVY_FIRST = (
+    "test_faults_train_signals.py",
+    "test_table_training.py",
+    "test_deepspeed.py",
+    "test_tune.py",
+    "test_real_plots_minilm.py",
+    "test_slurm.py",
+    "test_train.py",
+    "test_demo.py",
+    "test_cache_features.py",
+    "test_faults_checkpoint.py",
+    "test_train_options.py",
+    "test_encoders_e2e.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: index for index, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files keep their order

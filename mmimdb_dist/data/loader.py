@@ -64,7 +64,7 @@ from .batches import collate_features, collate_samples
 from .codecs import FeatureCodec, Sample, ShardCodec
 from .images import decode_poster
 from .manifest import Manifest
-from .plan import SlotPlan, derive_seed, plan_slot, train_batches_per_rank
+from .plan import SlotPlan, checked_batches_per_rank, derive_seed, plan_slot
 from .tario import iter_samples, skip_rest_of_tar
 from .text import TokenEncoder
 
@@ -374,12 +374,7 @@ def build_train_loader(
     """The train loader of one rank for one epoch; `len()` is the same on every rank."""
     _check_rank(rank, world_size)
     num_samples = manifest.split("train").num_samples
-    num_batches = train_batches_per_rank(num_samples, world_size, cfg.batch_size, cfg.drop_last)
-    if num_batches == 0:
-        raise ConfigError(
-            f"loader.batch_size: {cfg.batch_size} x world_size {world_size} is more "
-            f"than the {num_samples} train samples in {manifest.path}"
-        )
+    num_batches = checked_batches_per_rank(num_samples, world_size, cfg.batch_size, cfg.drop_last, str(manifest.path))
     if not 0 <= skip_batches <= num_batches:
         raise ConfigError(f"skip_batches {skip_batches}: expected 0..{num_batches} (batches per rank per epoch)")
     stream = SampleStream(

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ConfigError
 from .manifest import ShardInfo
 
 
@@ -49,5 +50,22 @@ def plan_slot(shards: list[ShardInfo], rank: int, world_size: int, worker: int, 
 
 
 def train_batches_per_rank(num_samples: int, world_size: int, batch_size: int, drop_last: bool = True) -> int:
+    """Train batches each rank reads per epoch (the same on every rank)."""
     per_step = world_size * batch_size
     return num_samples // per_step if drop_last else math.ceil(num_samples / per_step)
+
+
+def checked_batches_per_rank(num_samples: int, world_size: int, batch_size: int, drop_last: bool, where: str) -> int:
+    """`train_batches_per_rank`, or one line when the split cannot fill a single batch."""
+    batches = train_batches_per_rank(num_samples, world_size, batch_size, drop_last)
+    if batches == 0:
+        raise ConfigError(
+            f"loader.batch_size: {batch_size} x {world_size} processes is more than the "
+            f"{num_samples} train samples in {where}"
+        )
+    return batches
+
+
+def optimizer_steps_per_epoch(batches_per_rank: int, grad_accum_steps: int) -> int:
+    """Optimizer steps per epoch: accumulation groups never straddle an epoch end (train/loop.py)."""
+    return math.ceil(batches_per_rank / grad_accum_steps)

@@ -10,17 +10,16 @@ class weights, the optimizer and schedule, and `accelerator.prepare()`.
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Any
 
 import torch
 from accelerate.utils import set_seed
 
 from ..data.features import feature_spec
-from ..data.plan import train_batches_per_rank
+from ..data.plan import checked_batches_per_rank, optimizer_steps_per_epoch
 from ..data.tokens import run_token_encoder
 from ..data.training_data import load_training_manifest
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from ..losses import build_loss, check_loss_fits
 from ..models.registry import build_model, count_parameters
 from ..outputs import check_output_dir, exclusive
@@ -86,15 +85,10 @@ class RunSetup:
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks it
         self.loss_fn = build_loss(cfg.loss, train.label_counts, train.num_samples).to(accelerator.device)
-        self.batches_per_epoch = train_batches_per_rank(
-            train.num_samples, self.world_size, cfg.loader.batch_size, cfg.loader.drop_last
+        self.batches_per_epoch = checked_batches_per_rank(
+            train.num_samples, self.world_size, cfg.loader.batch_size, cfg.loader.drop_last, str(self.manifest.path)
         )
-        if self.batches_per_epoch == 0:
-            raise ConfigError(
-                f"loader.batch_size: {cfg.loader.batch_size} x {self.world_size} processes "
-                f"is more than the {train.num_samples} train samples"
-            )
-        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.train.grad_accum_steps)
+        self.steps_per_epoch = optimizer_steps_per_epoch(self.batches_per_epoch, cfg.train.grad_accum_steps)
         self.total_steps = self.steps_per_epoch * cfg.train.epochs
         optimizer = build_optimizer(model, cfg.model, cfg.train)
         scheduler = build_scheduler(optimizer, cfg.train, self.total_steps)

@@ -20,12 +20,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.plan import optimizer_steps_per_epoch, train_batches_per_rank
 from ..errors import ConfigError
 from ..schema import (
     LOSS_NAMES,
@@ -398,12 +398,8 @@ def load_search(path: str | Path, overrides: typing.Sequence[str] = ()) -> Loade
 
 def evaluations_per_trial(cfg: ExperimentConfig, train_samples: int, world_size: int = 1) -> int:
     """Dev evaluations of a complete trial: the ASHA `max_t` in units of reports."""
-    batches = (
-        train_samples // (world_size * cfg.loader.batch_size)
-        if cfg.loader.drop_last
-        else math.ceil(train_samples / (world_size * cfg.loader.batch_size))
-    )
-    steps_per_epoch = math.ceil(batches / cfg.train.grad_accum_steps)
+    batches = train_batches_per_rank(train_samples, world_size, cfg.loader.batch_size, cfg.loader.drop_last)
+    steps_per_epoch = optimizer_steps_per_epoch(batches, cfg.train.grad_accum_steps)
     if cfg.train.eval_every == "epoch":
         return cfg.train.epochs
     total = steps_per_epoch * cfg.train.epochs
