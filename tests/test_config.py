@@ -242,3 +242,43 @@ def test_shipped_variants_equal_their_parent_but_for_what_they_state():
         from mmimdb_dist.schema import to_dict
 
         walk(to_dict(parent), to_dict(child), own)
+
+
+def test_a_base_or_config_that_is_not_a_regular_file_says_what_it_is(tmp_path):
+    """`base: /etc`, a FIFO or `/dev/zero` is named for what it is, at once (a FIFO would block
+    the read forever, /dev/zero never end), not reported as missing."""
+    import os
+
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    kinds = (
+        ("/etc", "is a folder"),
+        (str(fifo), "is a FIFO, not a regular file"),
+        ("/dev/zero", "is a device, not a regular file"),
+    )
+    for base, kind in kinds:
+        config = tmp_path / "child.yaml"
+        config.write_text(f"base: {base}\n")
+        with pytest.raises(ConfigError) as caught:
+            load_config(config)
+        assert str(caught.value) == (
+            f"config file {base}: {kind}; expected a YAML file (e.g. configs/early_fusion.yaml)"
+        )
+
+
+@pytest.mark.parametrize(
+    ("key", "inside", "data"),
+    [("name", "output_dir", {}), ("name", "storage_path", {"base_config": "x.yaml"})],
+)
+def test_names_that_become_folders_stay_inside_theirs(key, inside, data):
+    """A run's and a search's name become `<output_dir>/<name>`, `<storage_path>/<name>`: one
+    check (schema/names.py) keeps both inside and short enough to be created."""
+    from mmimdb_dist.schema import SearchConfig
+
+    cls = SearchConfig if inside == "storage_path" else ExperimentConfig
+    for bad in ("../../../x", "/abs", "~/x", "a/../b", ""):
+        with pytest.raises(ConfigError, match=rf"^{key}: {bad!r}: expected a relative path inside {inside} "):
+            from_dict(cls, {**data, key: bad})
+    with pytest.raises(ConfigError, match=r"is 300 bytes long; expected at most 255"):
+        from_dict(cls, {**data, key: "x" * 300})
+    assert getattr(from_dict(cls, {**data, key: "group/run-1"}), key) == "group/run-1"

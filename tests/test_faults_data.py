@@ -675,6 +675,51 @@ def test_train_and_cache_features_refuse_foreign_or_busy_folders(tmp_path, capsy
     )
 
 
+def test_output_folders_are_judged_by_their_content_not_their_file_names(tmp_path, capsys):
+    """A folder holding a shard set's file names is not therefore a shard set: the user's own
+    manifest.json, config.yaml and train-000007.tar are refused by `shard --out`, a shard set by
+    `cache-features --out`, and each is left byte for byte. The same command finishes a folder
+    it was interrupted in, and a shard set made before commands recorded themselves is still
+    recognised by its manifest."""
+    raw = make_raw(tmp_path, {f"00000{i:02d}": {} for i in range(1, 10)})
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    files = {
+        "manifest.json": b'{"my": "precious manifest"}',
+        "config.yaml": b"mine: true\n",
+        "train-000007.tar": b"my own tar, not a shard",
+    }
+    for name, data in files.items():
+        (mine / name).write_bytes(data)
+    assert main(shard_args(raw, mine, 32, 4)) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line.endswith(
+        f"--out {mine}: holds config.yaml, manifest.json, train-000007.tar, but not a shard set that "
+        "mmimdb-dist shard wrote (no record of the command, and no manifest of its own); choose an "
+        "empty or new folder (nothing there was changed)"
+    )
+    assert {name: (mine / name).read_bytes() for name in files} == files
+
+    shards, other = tmp_path / "set", tmp_path / "other-set"
+    assert main(shard_args(raw, shards, 32, 4)) == 0
+    assert main(shard_args(raw, other, 32, 4)) == 0
+    before = {p.name: p.read_bytes() for p in other.iterdir()}
+    config = ["--config", str(REPO_CONFIGS / "synth_cnn_image.yaml"), "--set", f"loader.shards_dir={shards}"]
+    assert main(["cache-features", *config, "--out", str(other), "--device", "cpu"]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line.endswith(
+        f"--out {other}: holds the output of `mmimdb-dist shard`, not a features set; choose an empty "
+        "or new folder (nothing there was changed)"
+    )
+    assert {p.name: p.read_bytes() for p in other.iterdir()} == before
+
+    (other / MANIFEST_NAME).unlink()  # a shard run killed before its manifest: the next one finishes it
+    assert main(shard_args(raw, other, 32, 4)) == 0
+    (other / ".mmimdb-dist.lock").write_text("")  # a shard set from before the record: its manifest says
+    assert main(shard_args(raw, other, 32, 4)) == 0
+    assert verify_shards(other) == []
+
+
 # --------------------------------------------------------------------------- damaged shard sets
 
 

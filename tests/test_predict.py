@@ -486,3 +486,53 @@ def test_counts_below_their_minimum_are_one_line(run_dir, tmp_path, flag, value)
     assert result.stdout == ""
     [line] = [x for x in result.stderr.splitlines() if x.strip()][-1:]
     assert f"argument {flag}: expected an integer" in line, result.stderr
+
+
+def test_output_is_judged_by_its_content_never_replacing_an_input(run_dir, tmp_path, capsys):
+    """`--output` equal to `--input`, or naming another input JSONL (records with an id and a
+    plot), is refused and left as it was; an earlier predictions file is replaced; `--overwrite`
+    replaces anything that is a file."""
+    movies = tmp_path / "movies.jsonl"
+    original = json.dumps({"id": "1", "plot": "a family moves to a haunted house"}) + "\n"
+    movies.write_text(original)
+    line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--input", str(movies), "--output", str(movies)])
+    assert line.endswith(f"--output {movies}: is the --input file; choose another name (it was not changed)")
+    other = tmp_path / "other_movies.jsonl"
+    other.write_text(original)
+    line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--input", str(movies), "--output", str(other)])
+    assert line.endswith(
+        f"--output {other}: exists and is not a predictions file (.jsonl); choose another name (it was not changed)"
+    )
+    assert movies.read_text() == other.read_text() == original
+    out = tmp_path / "out.jsonl"
+    for _ in range(2):  # a predictions file is recognised and replaced
+        assert main(["predict", "--run", str(run_dir), "--input", str(movies), "--output", str(out)]) == 0
+        assert "probabilities" in json.loads(out.read_text().splitlines()[0])
+    argv = ["predict", "--run", str(run_dir), "--input", str(movies), "--output", str(other), "--overwrite"]
+    assert main(argv) == 0
+    assert "probabilities" in json.loads(other.read_text().splitlines()[0])
+
+
+def test_a_fifo_as_a_movie_file_is_refused_without_blocking(run_dir, raw, tmp_path, capsys):
+    """A FIFO named like a movie's JSON (or as the input JSONL) is refused at once: reading it
+    would block forever. With --skip-bad it becomes that movie's error record."""
+    import os
+
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    (folder / "0000001.json").write_text(json.dumps({"plot": ["a heist in Paris"]}))
+    shutil.copy(next((raw / "dataset").glob("*.jpeg")), folder / "0000001.jpeg")
+    os.mkfifo(folder / "0000002.json")
+    out = tmp_path / "out.jsonl"
+    line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--input", str(folder), "--output", str(out)])
+    assert line.endswith(f"{folder / '0000002.json'}: is a FIFO, not a regular file (expected the movie's JSON file)")
+    argv = ["predict", "--run", str(run_dir), "--input", str(folder), "--output", str(out), "--skip-bad"]
+    assert main(argv) == 0
+    records = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == ["0000001", "0000002"]
+    assert "probabilities" in records[0]
+    assert "is a FIFO" in records[1]["error"]
+    fifo = tmp_path / "movies.jsonl"
+    os.mkfifo(fifo)
+    line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--input", str(fifo), "--output", str(out)])
+    assert line.endswith(f"{fifo}: cannot read (is a FIFO, not a regular file)")

@@ -41,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output", type=Path, metavar="FILE.jsonl", help="batch mode: where the JSONL results go (written atomically)"
     )
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="batch mode: replace --output even when it is not an earlier predictions file",
+    )
+    parser.add_argument(
         "--skip-bad",
         action="store_true",
         help="batch mode: a movie that cannot be read becomes an error record instead of stopping the run",
@@ -134,13 +139,22 @@ def _print_table(record: dict, bundle) -> None:
 
 
 def is_predictions_file(path: Path) -> bool:
-    """An earlier `predict` output: empty, or JSONL whose first line is a record with an id."""
+    """An earlier `predict` output, judged by its content: empty, or JSONL whose first line is a
+    prediction record (an id and `probabilities`) or an error record (exactly an id and `error`).
+    An input JSONL (id, plot, poster) or any other file is not one, whatever its name."""
     try:
         with open(path, encoding="utf-8") as handle:
             first = handle.readline()
-        return not first.strip() or isinstance(json.loads(first).get("id"), str)
-    except (OSError, ValueError, AttributeError):
+        if not first.strip():
+            return True
+        record = json.loads(first)
+    except (OSError, ValueError):
         return False
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("id"), str)
+        and ("probabilities" in record or set(record) == {"id", "error"})
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -160,7 +174,10 @@ def run(args: argparse.Namespace) -> int:
     if args.input is not None and args.output is None:
         raise MmimdbError("--input needs --output FILE.jsonl")
     if args.output is not None:
-        check_output_file(args.output, "--output", "a predictions file (.jsonl)", is_predictions_file)
+        if args.input is not None and args.output.resolve() == args.input.resolve():
+            raise MmimdbError(f"--output {args.output}: is the --input file; choose another name (it was not changed)")
+        owned = (lambda path: True) if args.overwrite else is_predictions_file
+        check_output_file(args.output, "--output", "a predictions file (.jsonl)", owned)
     if args.poster is not None and not args.poster.exists():
         raise MmimdbError(f"{args.poster}: poster file missing")  # before a model is loaded
 

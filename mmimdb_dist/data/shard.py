@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_json
+from ..errors import DataError
 from ..outputs import claim_output_dir
 from ..progress import progress as progress_bar
 from ..run.layout import CONFIG_FILE
 from ..schema import ExperimentConfig, save_config
-from .manifest import MANIFEST_NAME, SHARD_NAME, SPLITS, Manifest, SkippedMovie, SplitInfo
+from .manifest import MANIFEST_NAME, SHARD_NAME, SPLITS, Manifest, SkippedMovie, SplitInfo, load_manifest
 from .sources.common import ShardPlan, ShardResult, writing
 from .sources.mmimdb.raw import read_split
 from .sources.mmimdb.shards import mmimdb_plan
@@ -88,6 +89,15 @@ def owns_shard_file(name: str) -> bool:
     )
 
 
+def is_shard_set(folder: Path) -> bool:
+    """Whether `folder` holds a shard set by its content: a manifest that reads as one."""
+    try:
+        load_manifest(folder)
+    except DataError:
+        return False
+    return True
+
+
 def shard_dataset(cfg: ExperimentConfig) -> Manifest:
     """Reshard `cfg.data.raw_dir` into `cfg.shard.out_dir`; returns the manifest written.
 
@@ -97,7 +107,7 @@ def shard_dataset(cfg: ExperimentConfig) -> Manifest:
     out_dir = Path(cfg.shard.out_dir)
     if cfg.data.source == "mmimdb":
         read_split(cfg.data.raw_dir)  # fail on a bad split.json before touching the output folder
-    with claim_output_dir(out_dir, "--out", "shard", "a shard set", owns_shard_file):
+    with claim_output_dir(out_dir, "--out", "shard", "a shard set", owns_shard_file, is_shard_set):
         return _shard_into(cfg, out_dir)
 
 

@@ -33,6 +33,7 @@ from ..data.sources.common import SampleSkipped
 from ..data.sources.mmimdb.raw import Movie, check_poster, choose_plot, without_lone_surrogates
 from ..data.sources.mmimdb.shards import encode_poster
 from ..errors import InputError
+from ..userfiles import NotRegularFile, read_regular_bytes, read_regular_text
 
 
 @dataclass
@@ -151,7 +152,7 @@ def split_ids(folder: Path, split: str) -> list[str]:
     for candidate in (folder / "split.json", folder.parent / "split.json", folder / "mmimdb" / "split.json"):
         if candidate.is_file():
             try:
-                data = json.loads(candidate.read_text(encoding="utf-8"))
+                data = json.loads(read_regular_text(candidate))
                 ids = data[split]
             except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise InputError(f"{candidate}: cannot read split {split!r} ({exc!r:.100})") from None
@@ -171,9 +172,11 @@ def read_folder(folder: str | Path, split: str | None = None) -> Iterator[MovieI
         # The format always has a poster: a missing <id>.jpeg is an error, not a missing modality.
         movie = MovieInput(id=movie_id, plot=None, poster=dataset / f"{movie_id}.jpeg", where=str(path))
         try:
-            data = json.loads(path.read_bytes().decode("utf-8"))
+            data = json.loads(read_regular_text(path))
         except FileNotFoundError:
             movie.error = f"{path}: metadata file missing"
+        except NotRegularFile as exc:  # a FIFO would block the whole run
+            movie.error = f"{path}: {exc.strerror} (expected the movie's JSON file)"
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             movie.error = (
                 f"{path}: not valid UTF-8 JSON ({exc or 'nested too deeply'}); the file is truncated or corrupt"
@@ -192,7 +195,7 @@ def read_jsonl(path: str | Path) -> Iterator[MovieInput]:
     """Movies of a JSONL file: `{"id": ..., "plot": str | [str] | null, "poster": path | null}`."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular_bytes(path)
     except FileNotFoundError:
         raise InputError(f"{path}: input file does not exist") from None
     except OSError as exc:

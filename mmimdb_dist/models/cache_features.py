@@ -147,8 +147,17 @@ def cache_features(
     out = Path(out_dir)
     if out.resolve() == manifest.directory.resolve():
         raise ConfigError(f"--out {out}: is the shard folder itself; choose another folder")
-    with claim_output_dir(out, "--out", "cache-features", "a features set", owns_features_file):
+    with claim_output_dir(out, "--out", "cache-features", "a features set", owns_features_file, is_features_set):
         return _cache_into(cfg, manifest, out, sequences=sequences, dtype=dtype, device=device, progress=progress)
+
+
+def is_features_set(folder: Path) -> bool:
+    """Whether `folder` holds a features set by its content: a manifest that reads as one."""
+    try:
+        load_feature_set(folder)
+    except DataError:
+        return False
+    return True
 
 
 def owns_features_file(name: str) -> bool:

@@ -26,8 +26,11 @@ A run writes `<output_dir>/<name>/`:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from ..schema import TRACKERS
 
@@ -87,3 +90,20 @@ def run_dir_of_checkpoint(checkpoint: str | Path) -> Path | None:
 
 def owns_run_file(name: str) -> bool:
     return name in RUN_FILES or (name.startswith(".") and name.endswith(".tmp"))
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether `folder` holds a run by its content (a run records its command in its lock file;
+    this recognises the rest): a saved config with the sections of one, or the record of the
+    Slurm jobs submitted for it (written before the job's first start)."""
+    try:
+        data = yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        if isinstance(data, dict) and {"model", "train", "loader"} <= set(data):
+            return True
+    except (OSError, ValueError, yaml.YAMLError):
+        pass
+    try:
+        jobs = json.loads((folder / SUBMISSIONS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(jobs, list) and all(isinstance(job, dict) and "job_id" in job for job in jobs)

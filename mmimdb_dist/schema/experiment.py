@@ -9,6 +9,7 @@ from .baseline import BaselineConfig
 from .data import DataConfig, LoaderConfig, ShardConfig
 from .loss import LossConfig
 from .model import ModelConfig
+from .names import check_relative_name
 from .train import TrainConfig
 
 
@@ -32,14 +33,4 @@ class ExperimentConfig:
         if not 0 <= self.seed < 2**32:  # numpy's and torch's seeding accept exactly this range
             raise ConfigError(f"seed: expected an integer in [0, 2**32), got {self.seed}")
         # Runs are written to <output_dir>/<name>: a name must not lead out of output_dir.
-        parts = self.name.replace("\\", "/").split("/")
-        if (
-            not self.name
-            or self.name.startswith(("/", "~"))
-            or "\x00" in self.name
-            or any(part in ("", ".", "..") for part in parts)
-        ):
-            raise ConfigError(
-                f"name: {self.name!r}: expected a relative path inside output_dir "
-                "(no leading / or ~, no empty, '.' or '..' parts)"
-            )
+        check_relative_name(self.name, "name", "output_dir")

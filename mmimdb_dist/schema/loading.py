@@ -23,6 +23,7 @@ import yaml
 
 from ..atomic import atomic_write_text
 from ..errors import ConfigError
+from ..userfiles import NotRegularFile, read_regular_text
 from .experiment import ExperimentConfig
 
 if TYPE_CHECKING:
@@ -205,12 +206,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """Safe YAML only: a `!!python/object` tag in a config is an error, never code execution."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_text(path)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
-    except IsADirectoryError:
+    except NotRegularFile as exc:
         raise ConfigError(
-            f"config file {path}: is a folder; expected a YAML file (e.g. configs/early_fusion.yaml)"
+            f"config file {path}: {exc.strerror}; expected a YAML file (e.g. configs/early_fusion.yaml)"
         ) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
@@ -269,7 +270,7 @@ def read_config_data(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[st
         if base_path.resolve() in chain:
             cycle = " -> ".join(str(p) for p in (*chain, base_path.resolve()))
             raise ConfigError(f"{path}: {BASE_KEY}: {base!r} leads back to itself ({cycle})")
-        if not base_path.is_file():
+        if not base_path.exists():
             raise ConfigError(
                 f"{path}: {BASE_KEY}: {base_path} does not exist (a base is named relative to {path.parent})"
             )

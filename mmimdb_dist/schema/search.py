@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import ConfigError
+from .names import check_relative_name
 
 
 @dataclass
@@ -92,6 +93,8 @@ class SearchConfig:
     storage_path: str = "runs/tune"
 
     def __post_init__(self) -> None:
+        # Searches are written to <storage_path>/<name>: a name must not lead out of storage_path.
+        check_relative_name(self.name, "name", "storage_path")
         if self.search.num_samples <= 0:
             raise ConfigError(f"search.num_samples: expected a positive integer, got {self.search.num_samples}")
         if self.scheduler.grace_period <= 0:

@@ -23,7 +23,7 @@ from ..errors import DataError
 from ..losses import build_loss, check_loss_fits
 from ..models.registry import build_model, count_parameters
 from ..outputs import check_output_dir, exclusive
-from ..run.layout import checkpoints_dir_of, owns_run_file, run_dir_of
+from ..run.layout import checkpoints_dir_of, is_run_folder, owns_run_file, run_dir_of
 from ..schema import ExperimentConfig, check_select_metric, dump_config
 from .deepspeed_config import buffers_to, deepspeed_plugin, fill_deepspeed_config
 from .optim import build_optimizer, build_scheduler
@@ -58,9 +58,9 @@ class RunSetup:
         # The run folder is new, or a run's (resumed, restarted); anything else is refused on
         # every rank alike, and the main rank holds its lock until the run ends (outputs.py).
         self._folder_lock = contextlib.ExitStack()
-        check_output_dir(self.run_dir, "run folder", "a run folder", owns_run_file)
+        check_output_dir(self.run_dir, "run folder", "a run folder", owns_run_file, "train", is_run_folder)
         if self.main:
-            self._folder_lock.enter_context(exclusive(self.run_dir, "run folder", "train"))
+            self._folder_lock.enter_context(exclusive(self.run_dir, "run folder", "train", record=True))
         accelerator.wait_for_everyone()
         self.token_encoder, vocab_size = run_token_encoder(cfg, self.manifest, self.run_dir, accelerator)
         self._build_model(vocab_size)

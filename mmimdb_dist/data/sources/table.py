@@ -46,6 +46,7 @@ from ...atomic import atomic_open
 from ...errors import DataError
 from ...labels import LabelSet, frequency_order
 from ...progress import progress as progress_bar
+from ...userfiles import NotRegularFile, open_regular
 from ..codecs import shard_members
 from ..manifest import SPLITS, ShardInfo, SkippedMovie, num_shards, shard_name
 from ..tario import write_sample_tar
@@ -136,14 +137,13 @@ def _open_table(path: Path) -> Any:
     """The table opened for reading; a missing file, a folder or a FIFO is one line (reading a
     FIFO would block forever)."""
     try:
-        info = path.stat()
+        return open_regular(path)
     except FileNotFoundError:
         raise DataError(f"{path}: table file does not exist (data.table)") from None
+    except NotRegularFile as exc:
+        raise DataError(f"{path}: {exc.strerror} (data.table must name a table file)") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read the table ({exc.strerror or exc})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise DataError(f"{path}: not a regular file (data.table must name a table file)")
-    return path.open("rb")
 
 
 def _check_columns(path: Path, present: list[str], wanted: list[str]) -> None:

@@ -31,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from ....errors import DataError
 from ....labels import LabelSet
 from ....progress import progress as progress_bar
+from ....userfiles import read_regular_bytes
 from ...manifest import SPLITS
 from ..common import ID_PATTERN, SampleSkipped, SkipReport, decode_image
 from .genres import GENRES, map_genres, multi_hot
@@ -187,7 +188,7 @@ def checked_file(movie_id: str, split: str, path: Path, missing: str, *, poster:
 def _read_json(movie_id: str, split: str, path: Path) -> dict[str, Any]:
     checked_file(movie_id, split, path, MISSING_JSON)
     try:
-        raw = path.read_bytes()
+        raw = read_regular_bytes(path)
     except FileNotFoundError:
         raise SampleSkipped(movie_id, split, MISSING_JSON, path, "metadata file missing") from None
     except OSError as exc:
