@@ -36,9 +36,10 @@ lint: install
 	$(PYTHON) -m mypy
 
 # Lint first, then the suite on two pytest-xdist workers, each test file whole on one worker
-# (module fixtures are built once; the Slurm and Ray tests keep to their own files).
+# (module fixtures are built once; the Slurm and Ray tests keep to their own files), the
+# heaviest files first (tests/conftest.py: HEAVY_FIRST; xdist's own reorder by test count is off).
 test: install install-slurm lint
-	$(PYTHON) -m pytest -q -ra -n 2 --dist loadfile
+	$(PYTHON) -m pytest -q -ra -n 2 --dist loadfile --no-loadscope-reorder
 
 bench-data: install
 	$(PYTHON) benchmarks/bench_data.py

@@ -174,7 +174,7 @@ def check_fits(
     verify_files(checkpoint)
     weights = checkpoint / INFERENCE_DIR / WEIGHTS_FILE
     with safe_open(str(weights), framework="pt") as handle:
-        saved = {key: tuple(handle.get_slice(key).get_shape()) for key in handle}
+        saved = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118 (a safetensors handle is not iterable)
     for key, shape in param_shapes.items():
         if key not in saved:
             raise CheckpointError(
