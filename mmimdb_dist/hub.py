@@ -63,6 +63,12 @@ def is_hub_name(name: str) -> bool:
     return not name.startswith(PACKAGE_PREFIX) and not Path(name).exists()
 
 
+def names_a_folder(name: str) -> bool:
+    """A name written as a path (`./models/x`, `/data/x`, `~/x`, `a/b/c`), never a hub id, which
+    is `<model>` or `<org>/<model>`."""
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or "\\" in name
+
+
 def is_cached(name: str, filename: str = "config.json") -> bool:
     from huggingface_hub import try_to_load_from_cache
 
@@ -81,6 +87,10 @@ def load_pretrained(key: str, name: str, load: Callable[..., T], filename: str =
     source = resolve_pretrained(name, key)
     if not is_hub_name(source):
         return load(source)
+    if names_a_folder(source):  # a mistyped local folder: no cache or hub would hold it
+        raise PretrainedUnavailable(
+            f"{key}: {name!r}: the folder {Path(source).expanduser()} does not exist (a hub name is <org>/<model>)"
+        )
     if is_cached(source, filename):
         try:
             return load(source, local_files_only=True)

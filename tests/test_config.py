@@ -282,3 +282,14 @@ def test_names_that_become_folders_stay_inside_theirs(key, inside, data):
     with pytest.raises(ConfigError, match=r"is 300 bytes long; expected at most 255"):
         from_dict(cls, {**data, key: "x" * 300})
     assert getattr(from_dict(cls, {**data, key: "group/run-1"}), key) == "group/run-1"
+
+
+def test_a_chain_of_thousands_of_base_configs_is_one_line(tmp_path):
+    """3,000 configs each naming the next as its base: one line at the depth limit, not a RecursionError."""
+    for i in range(3000):
+        (tmp_path / f"c{i}.yaml").write_text(f"base: c{i + 1}.yaml\n")
+    (tmp_path / "c3000.yaml").write_text("seed: 1\n")
+    with pytest.raises(ConfigError, match=r"c32\.yaml: base: more than 32 configs deep \(from .*c0\.yaml\)"):
+        load_config(tmp_path / "c0.yaml")
+    (tmp_path / "c31.yaml").write_text("seed: 5\n")  # 32 configs deep: within the limit
+    assert load_config(tmp_path / "c0.yaml").seed == 5

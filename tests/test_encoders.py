@@ -482,3 +482,18 @@ def test_a_checkpoint_saved_in_half_precision_loads_in_float32(kind: str, folder
     assert AutoModel.from_pretrained(str(half)).dtype == torch.float16  # what "auto" would give
     encoder = build_image_encoder(image_config(kind, half))
     assert {p.dtype for p in encoder.parameters()} == {torch.float32}
+
+
+def test_a_mistyped_local_folder_is_named_as_a_missing_folder(tmp_path, monkeypatch) -> None:
+    """`./models/tiny-vitt` (a typo of a local folder) is not a hub id: the line says the folder
+    does not exist, instead of sending the user to fill a cache that could never hold it."""
+    from mmimdb_dist.errors import PretrainedUnavailable
+    from mmimdb_dist.hub import load_hf_config
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("./models/tiny-vitt", str(tmp_path / "models" / "tiny-vitt"), "models/x/tiny-vitt"):
+        with pytest.raises(PretrainedUnavailable) as caught:
+            load_hf_config("model.image.name", name)
+        assert str(caught.value) == (
+            f"model.image.name: {name!r}: the folder {Path(name)} does not exist (a hub name is <org>/<model>)"
+        )

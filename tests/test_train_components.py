@@ -111,3 +111,15 @@ def test_the_next_epoch_started_early_is_the_one_read(shards, tmp_path):
     epochs.start(2)
     resumed = list(epochs.batches(2, 3))  # a resumed epoch starts at its own batch, not the prefetched one
     assert [batch["ids"] for batch in resumed] == [batch["ids"] for batch in epochs.batches(2, 0)][3:]
+
+
+def test_a_changed_config_on_resume_is_named_key_by_key():
+    """Resuming with another config says which keys changed and both values, not only that it differs."""
+    from mmimdb_dist.train.checkpointer import config_changes
+
+    saved = "name: run\ntrain:\n  lr: 0.01\n  epochs: 4\nloader:\n  batch_size: 16\n"
+    current = "name: run\ntrain:\n  lr: 0.003\n  epochs: 4\nloader:\n  batch_size: 32\nseed: 2\n"
+    assert config_changes(saved, current) == "loader.batch_size 16 -> 32, seed (absent) -> 2, train.lr 0.01 -> 0.003"
+    assert config_changes(saved, saved) == ""
+    many = "\n".join(f"k{i}: {i}" for i in range(8))
+    assert config_changes("{}", many).endswith(", k4 (absent) -> 4 and 3 more")

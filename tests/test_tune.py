@@ -166,7 +166,9 @@ def test_search_output_is_a_few_plain_lines(search: Path) -> None:
     lines = (search / "output.txt").read_text().splitlines()
     trial_lines = [line for line in lines if "mmimdb_dist.tune.runner: trial " in line]
     assert len([line for line in trial_lines if line.endswith("started") or " started: " in line]) == 4
-    assert sum(" finished (" in line for line in trial_lines) == 4
+    stopped = [line for line in trial_lines if " stopped early (ASHA) after " in line]
+    assert len(stopped) == len([row for row in read_rows(search) if row["status"] == "stopped_by_asha"]) >= 1
+    assert sum(" finished (" in line for line in trial_lines) == 4 - len(stopped)
     assert sum(", dev mean_average_precision " in line for line in trial_lines) >= 4 + 4
     assert max(map(len, trial_lines)) < 300
     # no status tables (Ray draws them with box characters or +---+ rules); besides the trial lines,

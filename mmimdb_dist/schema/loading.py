@@ -236,6 +236,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 # A config may start from others and state only what differs: `base: early_fusion.yaml` (or
 # a list, merged in order), relative to the config's own folder.
 BASE_KEY = "base"
+# How deep `base:` configs may chain (a config, its base, the base's base, ...).
+MAX_BASE_DEPTH = 32
 
 
 def merge_config_data(base: dict[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
@@ -262,6 +264,11 @@ def read_config_data(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[st
         raise ConfigError(
             f"{path}: {BASE_KEY}: expected a config file name or a list of them, "
             f"relative to {path.parent}, got {_describe(bases)}"
+        )
+    if len(_chain) >= MAX_BASE_DEPTH:
+        raise ConfigError(
+            f"{path}: {BASE_KEY}: more than {MAX_BASE_DEPTH} configs deep (from {_chain[0]}); a chain "
+            "that long is a generated loop, not a config"
         )
     merged: dict[str, Any] = {}
     for base in bases:

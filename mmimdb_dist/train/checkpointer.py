@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import yaml
 from accelerate.utils import load
 from accelerate.utils.constants import RNG_STATE_NAME
 
@@ -31,8 +32,19 @@ from ..run.export import read_label_set
 from ..run.layout import CONFIG_FILE, INFERENCE_DIR, STATE_FILE
 from ..schema import ExperimentConfig
 from .logger import TrainLogger
+from .tracking import flat_hparams
 
 logger = logging.getLogger(__name__)
+
+
+def config_changes(saved: str, current: str, shown: int = 5) -> str:
+    """The keys whose values differ between two resolved configs, each with both values
+    (`train.lr 0.01 -> 0.003`), the first `shown` of them; empty when none does."""
+    before, after = flat_hparams(yaml.safe_load(saved) or {}), flat_hparams(yaml.safe_load(current) or {})
+    keys = sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
+    parts = [f"{key} {before.get(key, '(absent)')} -> {after.get(key, '(absent)')}" for key in keys[:shown]]
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(parts) + more
 
 
 class Checkpointer:
@@ -86,8 +98,12 @@ class Checkpointer:
             reason = " ".join(str(exc).split())
             raise CheckpointError(f"{checkpoint}: does not fit the configured run ({reason})") from None
         saved_config = checkpoint / INFERENCE_DIR / CONFIG_FILE
-        if saved_config.is_file() and saved_config.read_text(encoding="utf-8") != self.config_text and run.main:
-            logger.warning("resuming %s with a config that differs from the one it was saved with", checkpoint)
+        if saved_config.is_file() and run.main:
+            changed = config_changes(saved_config.read_text(encoding="utf-8"), self.config_text)
+            if changed:
+                logger.warning(
+                    "resuming %s with a config that differs from the one it was saved with: %s", checkpoint, changed
+                )
         self.log.truncate(state.batches_seen)
         if run.main:
             logger.info(

@@ -207,10 +207,10 @@ def trial_name(trial: Any) -> str:
     return trial.trial_id
 
 
-def trial_lines(metric: str, num_trials: int):
+def trial_lines(metric: str, num_trials: int, max_t: int | None = None):
     """A Tune callback logging one line per trial event: started (with its own values), each
-    report (its dev `metric`), finished, failed; what a person follows in a terminal or a
-    Slurm log."""
+    report (its dev `metric`), finished, stopped early by ASHA (`max_t`: the evaluations of a
+    complete trial), failed; what a person follows in a terminal or a Slurm log."""
     from ray.tune import Callback
 
     class TrialLines(Callback):
@@ -231,6 +231,17 @@ def trial_lines(metric: str, num_trials: int):
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.done += 1
+            made = (trial.last_result or {}).get("training_iteration")
+            if max_t is not None and isinstance(made, int) and made < max_t:
+                logger.info(
+                    "trial %s stopped early (ASHA) after %d of %d evaluations (%d of %d trials done)",
+                    trial.trial_id,
+                    made,
+                    max_t,
+                    self.done,
+                    num_trials,
+                )
+                return
             logger.info("trial %s finished (%d of %d trials done)", trial.trial_id, self.done, num_trials)
 
         def on_trial_error(self, iteration, trials, trial, **info):
@@ -288,6 +299,7 @@ def _new_tuner(loaded: LoadedSearch, trainable: Any, max_t: int):
                 metric,
                 cfg.search.num_samples
                 * math.prod(len(domain.args) for domain in loaded.space.params.values() if domain.kind == "grid"),
+                max_t if cfg.scheduler.name == "asha" else None,
             )
         ],
     )
