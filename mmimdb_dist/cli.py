@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "rank finished runs in one table (CSV and Markdown), at 0.5 and tuned thresholds (or arg-max)",
     ),
     "predict": ("predict", "labels of new samples from a run's checkpoint: one text/image, a folder or JSONL"),
+    "config": ("config", "print the resolved config (base: merged, --set applied, checked) without running it"),
     "prefetch": ("prefetch", "download the encoders, tokenizers and processors a config needs, for offline nodes"),
     "cache-features": ("cache_features", "run frozen encoders once over the shards and store their features"),
     "tune": (

@@ -293,3 +293,35 @@ def test_a_chain_of_thousands_of_base_configs_is_one_line(tmp_path):
         load_config(tmp_path / "c0.yaml")
     (tmp_path / "c31.yaml").write_text("seed: 5\n")  # 32 configs deep: within the limit
     assert load_config(tmp_path / "c0.yaml").seed == 5
+
+
+def test_config_command_prints_the_resolved_config_without_unused_sections(tmp_path, capsys):
+    """`mmimdb-dist config` merges base:, applies --set, checks, runs nothing, and leaves out what
+    the model never reads; what it prints loads back as the same experiment, and a run saves it."""
+    import yaml
+
+    from mmimdb_dist.cli import main
+    from mmimdb_dist.schema import dump_config
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    assert main(["config", "--config", str(configs / "synth_demo_image.yaml"), "--set", "train.lr=0.002"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["train"]["lr"] == 0.002
+    assert "text" not in printed["model"]  # an image-only model reads no plot
+    assert "image" in printed["model"]
+    (tmp_path / "printed.yaml").write_text(yaml.safe_dump(printed))
+    again = load_config(tmp_path / "printed.yaml")
+    assert again.train.lr == 0.002
+    assert dump_config(again) == dump_config(load_config(configs / "synth_demo_image.yaml", ["train.lr=0.002"]))
+
+    text = yaml.safe_load(dump_config(load_config(configs / "synth_demo_text.yaml")))["model"]["text"]
+    assert text["kind"] == "bilstm"
+    assert "name" not in text  # a BiLSTM run no longer keeps model.text.name: distilbert-base-uncased
+    assert "embed_dim" in text
+    hf = yaml.safe_load(dump_config(load_config(None, ["model.text.kind=hf", "model.name=text_only"])))["model"]
+    assert "image" not in hf
+    assert hf["text"]["name"] == "distilbert-base-uncased"
+    assert "vocab_min_freq" not in hf["text"]
+
+    assert main(["config", "--config", str(configs / "synth_demo_image.yaml"), "--set", "train.lrr=1"]) == 2
+    assert "unknown config key 'train.lrr'; did you mean 'lr'?" in capsys.readouterr().err

@@ -298,8 +298,35 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         raise
 
 
+# Keys of `model.text` that only one family of text encoder reads (schema/model.py).
+_BILSTM_ONLY = ("embed_dim", "hidden", "num_layers", "attention_dim", "lstm_pooling", "embed_init_std",
+                "vocab_min_freq", "vocab_max_size")  # fmt: skip
+_PRETRAINED_ONLY = ("name", "pretrained", "pooling", "freeze_layers", "projected", "hf_config")
+
+
+def used_config(cfg: Any) -> dict[str, Any]:
+    """The resolved config of experiment `cfg` as a mapping, without what its model never reads:
+    the text encoder of an image-only model, the image encoder of a text-only one, and the keys
+    of the other text-encoder family (the BiLSTM's for a Hugging Face or CLIP-family encoder, and
+    the other way round). Read back, the dropped keys take their defaults, which nothing reads."""
+    data = to_dict(cfg)
+    model = data.get("model")
+    if not isinstance(model, dict) or not hasattr(cfg, "model"):
+        return data
+    if not cfg.model.uses_text:
+        model.pop("text", None)
+    elif isinstance(model.get("text"), dict):
+        unused = _BILSTM_ONLY if cfg.model.text.kind != "bilstm" else _PRETRAINED_ONLY
+        for key in unused:
+            model["text"].pop(key, None)
+    if not cfg.model.uses_image:
+        model.pop("image", None)
+    return data
+
+
 def dump_config(cfg: Any) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    """The YAML a run saves (its `config.yaml`, the checkpoints' copies): `used_config`."""
+    return yaml.safe_dump(used_config(cfg), sort_keys=False)
 
 
 def save_config(cfg: Any, target: str | Path) -> Path:
