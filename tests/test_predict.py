@@ -536,3 +536,16 @@ def test_a_fifo_as_a_movie_file_is_refused_without_blocking(run_dir, raw, tmp_pa
     os.mkfifo(fifo)
     line = _one_error_line(capsys, ["predict", "--run", str(run_dir), "--input", str(fifo), "--output", str(out)])
     assert line.endswith(f"{fifo}: cannot read (is a FIFO, not a regular file)")
+
+
+def test_an_absurd_preprocessing_json_is_one_line_not_a_memory_error(run_dir, tmp_path, capsys):
+    """A damaged `inference/preprocessing.json` (a poster side of 10^9 pixels) is checked when the
+    checkpoint loads, with the shard settings' own bounds, before any poster is resized to it."""
+    export = tmp_path / "inference"
+    shutil.copytree(best_checkpoint(run_dir) / "inference", export)
+    settings = json.loads((export / "preprocessing.json").read_text())
+    (export / "preprocessing.json").write_text(json.dumps({**settings, "poster_short_side": 10**9}))
+    line = _one_error_line(capsys, ["predict", "--checkpoint", str(export), "--plot", "a heist in Paris"])
+    assert line.endswith(
+        f"{export / 'preprocessing.json'}: shard.poster_short_side: expected a value in [1, 4096], got 1000000000"
+    )

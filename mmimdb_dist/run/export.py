@@ -26,9 +26,9 @@ from safetensors import SafetensorError, safe_open
 from ..atomic import atomic_write_json, atomic_write_text
 from ..data.features import feature_spec
 from ..data.tokens import load_token_encoder, save_token_encoder, token_encoder_size
-from ..errors import CheckpointError, DataError
+from ..errors import CheckpointError, ConfigError, DataError
 from ..labels import LabelSet
-from ..schema import load_config
+from ..schema import DataConfig, ShardConfig, from_dict, load_config
 from .files import add_listed_json, read_json, verify_files
 from .layout import CONFIG_FILE, FILES_FILE, INFERENCE_DIR, WEIGHTS_FILE
 
@@ -196,6 +196,11 @@ def _preprocessing(folder: Path, cfg: Any) -> dict[str, Any]:
         keys = ("plot_policy", "poster_short_side", "jpeg_quality")
         if not isinstance(data, dict) or any(key not in data for key in keys):
             raise CheckpointError(f"{path}: expected the keys {', '.join(keys)}")
+        try:  # the shard settings' own checks: a damaged file is one line, not a MemoryError
+            from_dict(ShardConfig, {key: data[key] for key in ("poster_short_side", "jpeg_quality")}, "shard")
+            from_dict(DataConfig, {"plot_policy": data["plot_policy"]}, "data")
+        except ConfigError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
         return data
     logger.warning(
         "%s: no %s; posters and plots are prepared with the config's shard and data "

@@ -115,6 +115,9 @@ class DataConfig:
             raise ConfigError(f"data.labels: expected distinct label names, got {self.labels}")
 
 
+MAX_POSTER_SHORT_SIDE = 4096
+
+
 @dataclass
 class ShardConfig:
     """How raw movies are packed into WebDataset tar shards."""
@@ -137,6 +140,9 @@ class ShardConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "poster_short_side", "samples_per_shard", "min_shards")
+        # Larger than any poster an encoder reads (they take 224-518 px); the bound keeps a typo
+        # (or a damaged preprocessing.json) from asking for gigabytes per poster.
+        _in_range(self, "poster_short_side", 1, MAX_POSTER_SHORT_SIDE)
         _in_range(self, "jpeg_quality", 1, 100)
         if self.workers < 0:
             raise ConfigError(f"shard.workers: expected >= 0, got {self.workers}")
