@@ -325,3 +325,13 @@ def test_config_command_prints_the_resolved_config_without_unused_sections(tmp_p
 
     assert main(["config", "--config", str(configs / "synth_demo_image.yaml"), "--set", "train.lrr=1"]) == 2
     assert "unknown config key 'train.lrr'; did you mean 'lr'?" in capsys.readouterr().err
+
+
+def test_a_set_that_replaces_a_section_is_the_one_named():
+    """`--set loader=5 --set loader.shards_dir=x` used to blame the second `--set`."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, ["loader=5", "loader.shards_dir=x"])
+    assert str(caught.value) == "--set 'loader=5': 'loader' is a section, not a value; set its keys: loader.KEY=VALUE"
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, ["name=run", "name.part=x"])
+    assert str(caught.value) == "--set 'name.part=x': 'name' is a value, not a section (set by --set 'name=run')"

@@ -549,3 +549,20 @@ def test_an_absurd_preprocessing_json_is_one_line_not_a_memory_error(run_dir, tm
     assert line.endswith(
         f"{export / 'preprocessing.json'}: shard.poster_short_side: expected a value in [1, 4096], got 1000000000"
     )
+
+
+def test_a_checkpoint_of_another_run_under_run_is_refused(run_dir, tmp_path, capsys):
+    """`--run A --checkpoint <B's checkpoint>` used B under A's name without a word."""
+    other = tmp_path / "other-run"
+    shutil.copytree(best_checkpoint(run_dir), other / "checkpoints" / "step-1")
+    foreign = other / "checkpoints" / "step-1"
+    line = _one_error_line(
+        capsys, ["predict", "--run", str(run_dir), "--checkpoint", str(foreign), "--plot", "a heist in Paris"]
+    )
+    assert line.endswith(
+        f"--checkpoint {foreign}: is not a checkpoint of --run {run_dir}; give one of that run's checkpoints "
+        "(best, last or a name in its checkpoints/), or leave --run out"
+    )
+    own = best_checkpoint(run_dir)
+    assert main(["predict", "--run", str(run_dir), "--checkpoint", own.name, "--plot", "a heist", "--json"]) == 0
+    assert main(["predict", "--run", str(run_dir), "--checkpoint", str(own), "--plot", "a heist", "--json"]) == 0

@@ -137,6 +137,12 @@ def resolve_checkpoint(run_dir: str | Path | None, which: str = "best") -> Path:
                 f"--checkpoint {which}: not a checkpoint folder (expected best, last, "
                 f"or a folder holding {INFERENCE_DIR}/ or model.safetensors)"
             )
+        if run_dir is not None and not path.resolve().is_relative_to(Path(run_dir).resolve()):
+            # The other run's checkpoint would be used under this run's name, without a word.
+            raise CheckpointError(
+                f"--checkpoint {which}: is not a checkpoint of --run {run_dir}; give one of that run's "
+                "checkpoints (best, last or a name in its checkpoints/), or leave --run out"
+            )
         return path
     if run_dir is None:
         raise CheckpointError(f"--checkpoint {which} needs --run RUN_DIR (or give a checkpoint folder)")

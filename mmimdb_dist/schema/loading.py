@@ -165,18 +165,39 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def _is_section(path: Sequence[str]) -> bool:
+    """Whether the dotted `path` names a section (a dataclass) of the experiment config."""
+    cls: Any = ExperimentConfig
+    for part in path:
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            return False
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            return False
+        cls = hints[part]
+    return isinstance(cls, type) and dataclasses.is_dataclass(cls)
+
+
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` overrides applied in order; a mistake names the `--set` that made it."""
+    setters: dict[tuple[str, ...], str] = {}  # which --set gave a path its value
     for text in overrides:
         path, value = parse_override(text)
+        if _is_section(path) and not isinstance(value, dict):
+            dotted = ".".join(path)
+            raise ConfigError(f"--set {text!r}: {dotted!r} is a section, not a value; set its keys: {dotted}.KEY=VALUE")
         node = data
-        for part in path[:-1]:
+        for depth, part in enumerate(path[:-1], start=1):
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             elif not isinstance(child, dict):
-                raise ConfigError(f"--set {text!r}: {part!r} is a value, not a section")
+                earlier = setters.get(tuple(path[:depth]))
+                source = f" (set by --set {earlier!r})" if earlier else ""
+                raise ConfigError(f"--set {text!r}: {part!r} is a value, not a section{source}")
             node = child
         node[path[-1]] = value
+        setters[tuple(path)] = text
     return data
 
 
