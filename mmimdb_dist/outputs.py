@@ -33,6 +33,19 @@ logger = logging.getLogger(__name__)
 LOCK_NAME = ".mmimdb-dist.lock"
 
 
+def check_writable_folder(path: Path, key: str, what: str) -> None:
+    """`path` can receive `what`: a folder (created if absent) this process may write into.
+    Checked before the work, so a read-only place or a file in the way costs no evaluation."""
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{key} {path}: is a file; expected a folder for {what}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{key} {path}: cannot create the folder ({exc.strerror or exc})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"{key} {path}: not writable (read-only filesystem or permissions)")
+
+
 def check_output_dir(
     path: Path,
     key: str,
@@ -43,14 +56,7 @@ def check_output_dir(
 ) -> None:
     """`path` may receive `what`: absent (it is created), empty, or holding only names `owns`
     that `command` wrote there (its record in the lock file, or a manifest `recognise` accepts)."""
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"{key} {path}: is a file; expected a folder for {what}")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{key} {path}: cannot create the folder ({exc.strerror or exc})") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise OutputError(f"{key} {path}: not writable (read-only filesystem or permissions)")
+    check_writable_folder(path, key, what)
     entries = sorted(name for name in os.listdir(path) if name != LOCK_NAME)
     foreign = [name for name in entries if not owns(name)]
     if foreign:

@@ -174,6 +174,10 @@ def test_cli_prints_the_table_and_writes_both_files(runs, tmp_path, capsys):
         (["compare", "{root}/nowhere"], "{root}/nowhere: not a folder"),
         (["compare", "{root}/empty"], "{root}/empty: no final_metrics.json (an unfinished or failed run?)"),
         (["compare", "{root}/broken"], "{root}/broken/final_metrics.json: not readable JSON"),
+        (
+            ["compare", "{root}/runs", "--out", "{root}/broken/final_metrics.json"],
+            "--out {root}/broken/final_metrics.json: is a file; expected a folder for the comparison",
+        ),
     ],
 )
 def test_user_errors_are_one_line(runs, tmp_path, capsys, argv, expected):

@@ -167,3 +167,8 @@ def test_user_errors_are_one_line(run_dir, tmp_path, capsys):
     line = error(["evaluate", "--run", str(run_dir), "--shards", str(tmp_path)])
     assert f"{tmp_path}: no manifest.json" in line
     assert "--shards" in line
+    a_file = tmp_path / "report.txt"
+    a_file.write_text("mine")
+    line = error(["evaluate", "--run", str(run_dir), "--out", str(a_file)])  # before any evaluation
+    assert line.endswith(f"--out {a_file}: is a file; expected a folder for the evaluation report")
+    assert a_file.read_text() == "mine"

@@ -46,8 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..outputs import check_writable_folder
     from ..report.compare import compare_runs, markdown_table, write_comparison
 
+    if args.out is not None:
+        check_writable_folder(args.out, "--out", "the comparison")  # before the runs are read
     rows = compare_runs(args.run_dirs, sort_by=args.sort_by, protocol=args.protocol, split=args.split)
     out = args.out
     if out is None:

@@ -33,6 +33,7 @@ from ..data.training_data import load_training_manifest
 from ..errors import DataError
 from ..labels import LabelSet
 from ..metrics import write_metrics_json, write_per_label_csv
+from ..outputs import check_writable_folder
 from ..run.checkpoints import resolve_checkpoint
 from ..run.export import InferenceBundle, load_bundle
 from ..run.layout import EVALUATION_DIR, INFERENCE_DIR, METRICS_LOG, PER_LABEL_CSV, run_dir_of_checkpoint
@@ -178,6 +179,9 @@ def evaluate_checkpoint(
             )
         manifest = load_manifest(shards)
     bundle.labels.check_same(manifest.labels, f"checkpoint {folder}", f"the shard set {manifest.path}")
+    name = folder.resolve().name if folder.name != INFERENCE_DIR else folder.resolve().parent.name
+    out = Path(out_dir) if out_dir is not None else (run or folder) / EVALUATION_DIR / f"{name}-{split}"
+    check_writable_folder(out, "--out", "the evaluation report")  # before the evaluation, not after
 
     def predictions(name: str):
         return evaluate_split(
@@ -191,9 +195,6 @@ def evaluate_checkpoint(
     )
     thresholds, report = protocol["thresholds"], protocol[split]
 
-    name = folder.resolve().name if folder.name != INFERENCE_DIR else folder.resolve().parent.name
-    out = Path(out_dir) if out_dir is not None else (run or folder) / EVALUATION_DIR / f"{name}-{split}"
-    out.mkdir(parents=True, exist_ok=True)
     write_metrics_json(
         out / "metrics.json",
         {
