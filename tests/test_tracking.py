@@ -156,3 +156,40 @@ def test_an_unknown_or_missing_tracker_is_one_line(tmp_path, capsys):
         load_config(None, ["train.trackers=[tensorbord]"])
     with pytest.raises(ConfigError, match="train.tracker_kwargs: 'wandb' is not one of train.trackers"):
         load_config(None, ["train.tracker_kwargs={wandb: {entity: x}}"])
+
+
+def test_a_tracker_without_its_package_or_with_a_bad_uri_is_one_line_before_any_run_folder(
+    shards, tmp_path, capsys, monkeypatch
+):
+    """A tracker whose package is missing stops the run before a run folder exists, naming the
+    package (it said "writing the training log failed ... free space"); one that cannot start
+    (an MLflow server that is not there) names the tracker and its settings."""
+    import importlib.util
+
+    from mmimdb_dist.cli import main
+
+    missing = next(name for name in ("wandb", "comet_ml", "aim", "clearml") if importlib.util.find_spec(name) is None)
+    config = write_config(tmp_path / "run.yaml", tiny_config(shards, tmp_path / "runs", "no_pkg", epochs=1))
+    argv = ["train", "--config", str(config), "--set", f"train.trackers=[{missing}]"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(
+        f"train.trackers: {missing!r} needs the {missing} package, which is not installed (pip install {missing}); "
+        f"or remove {missing!r} from train.trackers"
+    )
+    assert not (tmp_path / "runs" / "no_pkg").exists()
+
+    # An MLflow server that is not there (a port nothing listens on), without MLflow's retries.
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    argv = ["train", "--config", str(config), "--set", "train.trackers=[mlflow]"]
+    assert main(argv) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "train.trackers: 'mlflow' could not start (" in line
+    assert "check its settings (train.tracker_kwargs.mlflow, its environment variables) or remove it" in line

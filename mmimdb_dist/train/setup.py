@@ -27,6 +27,7 @@ from ..run.layout import checkpoints_dir_of, is_run_folder, owns_run_file, run_d
 from ..schema import ExperimentConfig, check_select_metric, dump_config
 from .deepspeed_config import buffers_to, deepspeed_plugin, fill_deepspeed_config
 from .optim import build_optimizer, build_scheduler
+from .tracking import check_trackers_installed
 
 
 class RunSetup:
@@ -55,6 +56,7 @@ class RunSetup:
         self.labels = self.manifest.labels
         check_loss_fits(cfg.loss, self.labels.task, str(self.manifest.path))
         check_select_metric(cfg.train.select_metric, self.labels.task, str(self.manifest.path))
+        check_trackers_installed(cfg.train.trackers)  # before a run folder exists
         # The run folder is new, or a run's (resumed, restarted); anything else is refused on
         # every rank alike, and the main rank holds its lock until the run ends (outputs.py).
         self._folder_lock = contextlib.ExitStack()

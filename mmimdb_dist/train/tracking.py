@@ -15,6 +15,7 @@ A write that fails (a full disk, a lost mount, an unreachable tracking server) r
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -25,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from ..atomic import atomic_write_json
-from ..errors import TrackerWriteError
+from ..errors import ConfigError, TrackerWriteError
 from ..run.layout import TRACKERS_FILE
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,19 @@ def _remembered(run_dir: Path) -> dict[str, str]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def check_trackers_installed(names: Sequence[str]) -> None:
+    """Every tracker of `train.trackers` has its package (each is named after it, and TensorBoard
+    is a dependency): checked before the run folder is made, so a missing one is one line
+    naming the package, not a failed log write after a stub run folder."""
+    for name in names:
+        if name != "tensorboard" and importlib.util.find_spec(name) is None:
+            extra = " (pip install 'mmimdb-dist[mlflow]')" if name == "mlflow" else f" (pip install {name})"
+            raise ConfigError(
+                f"train.trackers: {name!r} needs the {name} package, which is not installed{extra}; "
+                f"or remove {name!r} from train.trackers"
+            )
 
 
 class Trackers:
@@ -120,6 +134,12 @@ class Trackers:
                 ) from None
             except OSError as exc:
                 raise self._failed(name, exc) from None
+            except Exception as exc:  # the tracker's own error: a bad tracking URI, an unreachable server
+                reason = " ".join(str(exc).split())[:300]
+                raise ConfigError(
+                    f"train.trackers: {name!r} could not start ({type(exc).__name__}: {reason}); check its "
+                    f"settings (train.tracker_kwargs.{name}, its environment variables) or remove it"
+                ) from None
             if name == "mlflow":  # a resumed run continues the same MLflow run
                 self._remember("mlflow_run_id", tracker.active_run.info.run_id)
 
