@@ -79,6 +79,16 @@ def progress(
     )
 
 
+def _duration(seconds: float) -> str:
+    """`42s`, `3m05s`, `2h07m`."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
 class PlainProgress:
     """Progress as log lines: `desc: 120/480 movie (25%), 41.2 movie/s, loss=0.4123`."""
 
@@ -119,9 +129,18 @@ class PlainProgress:
         elapsed = max(time.perf_counter() - self._start, 1e-9)
         done = f"{self.n}/{self.total}" if self.total else f"{self.n}"
         share = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
-        rate = (self.n - self._start_n) / elapsed
+        made = self.n - self._start_n
+        # Slow items (a batch of a big model on a CPU) read better as seconds per item.
+        rate = (
+            f"{made / elapsed:.1f} {self.unit}/s"
+            if made >= elapsed or not made
+            else f"{elapsed / made:.1f} s/{self.unit}"
+        )
+        timing = f", {_duration(elapsed)} elapsed"
+        if self.total and made and self.n < self.total:
+            timing += f", about {_duration(elapsed / made * (self.total - self.n))} left"
         postfix = f", {self.postfix}" if self.postfix else ""
-        return f"{self.desc}: {done} {self.unit}{share}, {rate:.1f} {self.unit}/s{postfix}"
+        return f"{self.desc}: {done} {self.unit}{share}, {rate}{timing}{postfix}"
 
     def update(self, count: int = 1) -> None:
         self.n += count

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -122,6 +123,26 @@ def test_thread_count_is_the_config_then_the_environment_then_the_cpus_per_rank(
 
 # --------------------------------------------------------------------------- progress
 
+STAMPED = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d "  # off a terminal every log line starts with its time
+
+
+def test_plain_progress_says_elapsed_time_an_eta_and_seconds_per_item_when_slow(monkeypatch, caplog):
+    """`epoch 0: 2/8 batch (25%), 4.0 s/batch, 8s elapsed, about 24s left`: a batch slower than a
+    second is given in s/batch (it printed "0.0 batch/s"), with the elapsed time and what is left."""
+    import mmimdb_dist.progress as progress_module
+
+    clock = iter([100.0, 100.0, 108.0, 108.0, 140.0, 140.0])
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: next(clock))
+    with caplog.at_level(logging.INFO, logger="mmimdb_dist.progress"):
+        bar = PlainProgress(total=8, desc="epoch 0", unit="batch", interval_s=0)
+        bar.update(2)  # 8 s for 2 batches
+        bar.update(6)  # 40 s for all 8
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines[0] == "epoch 0: 2/8 batch (25%), 4.0 s/batch, 8s elapsed, about 24s left"
+    assert lines[1] == "epoch 0: 8/8 batch (100%), 5.0 s/batch, 40s elapsed"
+    assert progress_module._duration(185) == "3m05s"
+    assert progress_module._duration(7620) == "2h07m"
+
 
 def test_plain_progress_is_log_lines_not_a_redrawn_bar(caplog):
     with caplog.at_level(logging.INFO, logger="mmimdb_dist.progress"):
@@ -182,7 +203,8 @@ def test_a_run_outside_a_terminal_logs_plain_progress_lines_and_no_progress_sile
         assert "\r" not in text
         assert "\x1b[" not in text
     assert any(
-        line.startswith("INFO mmimdb_dist.progress: epoch 0: ") and "batch (100%)" in line
+        re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO mmimdb_dist.progress: epoch 0: ", line)
+        and "batch (100%)" in line
         for line in plain.splitlines()
     ), plain[-2000:]
     assert any("mmimdb_dist.progress: dev: " in line for line in plain.splitlines())
