@@ -62,3 +62,9 @@ class SubmitError(MmimdbError):
 
 class InputError(DataError):
     """A movie given to predict that cannot be read or prepared."""
+
+
+class NotRegularFile(OSError):
+    """A path read as a file that names something else (a FIFO, a device, a folder); an
+    `OSError`, so every reader's existing handling of unreadable files applies
+    (`userfiles.open_regular` raises it)."""

@@ -15,9 +15,9 @@ import os
 import stat
 from typing import BinaryIO
 
+from .errors import NotRegularFile
 
-class NotRegularFile(OSError):
-    """A path that names something other than a regular file (a FIFO, a device, a folder)."""
+__all__ = ["NotRegularFile", "open_regular", "read_regular_bytes", "read_regular_text"]
 
 
 def _kind(mode: int) -> str:
@@ -61,8 +61,3 @@ def read_regular_bytes(path: str | os.PathLike[str]) -> bytes:
 def read_regular_text(path: str | os.PathLike[str]) -> str:
     """The UTF-8 text of regular file `path`; UnicodeDecodeError when it is not UTF-8."""
     return read_regular_bytes(path).decode("utf-8")
-
-
-def describe(exc: OSError) -> str:
-    """What went wrong, for one error line: the reason without the path (the line names it)."""
-    return exc.strerror or str(exc)

@@ -94,13 +94,20 @@ def owns_run_file(name: str) -> bool:
 
 def is_run_folder(folder: Path) -> bool:
     """Whether `folder` holds a run by its content (a run records its command in its lock file;
-    this recognises the rest): a saved config with the sections of one, or the record of the
-    Slurm jobs submitted for it (written before the job's first start)."""
+    this recognises the rest): a saved config with the sections of one, a metrics log of its
+    records, or the record of the Slurm jobs submitted for it (written before the job starts)."""
     try:
         data = yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         if isinstance(data, dict) and {"model", "train", "loader"} <= set(data):
             return True
     except (OSError, ValueError, yaml.YAMLError):
+        pass
+    try:
+        with open(folder / METRICS_LOG, encoding="utf-8") as log:
+            first = json.loads(log.readline())
+        if isinstance(first, dict) and first.get("type") in ("train", "eval", "final"):
+            return True  # the log of a start that died before it saved its config
+    except (OSError, ValueError):
         pass
     try:
         jobs = json.loads((folder / SUBMISSIONS_FILE).read_text(encoding="utf-8"))
