@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -78,6 +80,37 @@ def is_cached(name: str, filename: str = "config.json") -> bool:
         return False
 
 
+HUB_PROBE_TIMEOUT_S = 10
+
+
+def _check_on_hub(key: str, name: str, source: str) -> None:
+    """One request before the download: a hub that cannot be reached, or a repository it does not
+    have, is one line at once. Without it the download retries a refused connection five times
+    (about a minute, each warning printed twice) and a missing name ends in a long traceback."""
+    from huggingface_hub import constants, get_token
+
+    url = f"{constants.ENDPOINT.rstrip('/')}/api/models/{source}"
+    request = urllib.request.Request(url, method="HEAD")
+    token = get_token()
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        urllib.request.urlopen(request, timeout=HUB_PROBE_TIMEOUT_S).close()
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403, 404):
+            raise PretrainedUnavailable(
+                f"{key}: {name!r} is not on the Hugging Face hub at {constants.ENDPOINT} (HTTP {exc.code}: a "
+                "mistyped name, or a private repository without a token: HF_TOKEN)"
+            ) from None
+        # Anything else (a rate limit, a server error) may pass: the download's own retries handle it.
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise PretrainedUnavailable(
+            f"{key}: {name!r}: the Hugging Face hub at {constants.ENDPOINT} is not reachable from here "
+            f"({reason}); if this node has no internet, {PREFETCH_ADVICE}"
+        ) from None
+
+
 def load_pretrained(key: str, name: str, load: Callable[..., T], filename: str = "config.json") -> T:
     """`load(source, **kwargs)` (a `from_pretrained`) for `name`, cache first, then the hub.
 
@@ -100,6 +133,7 @@ def load_pretrained(key: str, name: str, load: Callable[..., T], filename: str =
         raise PretrainedUnavailable(
             f"{key}: {name!r} is not in the Hugging Face cache and the hub is off (HF_HUB_OFFLINE); {PREFETCH_ADVICE}"
         )
+    _check_on_hub(key, name, source)
     try:
         return load(source)
     except OSError as exc:

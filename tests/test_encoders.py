@@ -497,3 +497,37 @@ def test_a_mistyped_local_folder_is_named_as_a_missing_folder(tmp_path, monkeypa
         assert str(caught.value) == (
             f"model.image.name: {name!r}: the folder {Path(name)} does not exist (a hub name is <org>/<model>)"
         )
+
+
+def test_a_hub_that_is_not_there_or_a_missing_repository_fails_at_once(tmp_path, monkeypatch) -> None:
+    """Without HF_HUB_OFFLINE, a refused hub was retried five times (about a minute, each warning
+    twice) and a missing name ended in a traceback: one request now, and one line."""
+    import socket
+
+    from huggingface_hub import constants
+
+    from mmimdb_dist.errors import PretrainedUnavailable
+    from mmimdb_dist.hub import load_hf_config
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with HubServer({}) as hub:
+        monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+        with pytest.raises(PretrainedUnavailable) as caught:
+            load_hf_config("model.image.name", "some-org/absent")
+        assert hub.requests == ["HEAD /api/models/some-org/absent"]
+    assert str(caught.value) == (
+        f"model.image.name: 'some-org/absent' is not on the Hugging Face hub at {hub.url} (HTTP 404: a "
+        "mistyped name, or a private repository without a token: HF_TOKEN)"
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setattr(constants, "ENDPOINT", closed)
+    with pytest.raises(PretrainedUnavailable) as caught:
+        load_hf_config("model.image.name", "some-org/absent")
+    assert str(caught.value).startswith(
+        f"model.image.name: 'some-org/absent': the Hugging Face hub at {closed} is not reachable from here ("
+    )
+    assert "mmimdb-dist prefetch --config" in str(caught.value)

@@ -48,6 +48,9 @@ class HubServer:
                 path = unquote(urlparse(self.path).path)
                 server.requests.append(f"{self.command} {path}")
                 for repo, folder in server.repos.items():
+                    if path == f"/api/models/{repo}":  # what `hub._check_on_hub` asks first
+                        info = json.dumps({"id": repo, "modelId": repo, "sha": COMMIT}).encode()
+                        return self._send(200, info, {"Content-Type": "application/json"}, body)
                     if path.startswith(f"/api/models/{repo}/revision/"):
                         info = {
                             "id": repo,
