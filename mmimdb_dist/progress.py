@@ -161,3 +161,26 @@ class PlainProgress:
         self._closed = True
         if not self.silent and self.n > self._start_n:
             logger.info("%s", self.line())
+
+
+@contextlib.contextmanager
+def shown_when_unconfigured() -> Iterator[None]:
+    """The toolkit's INFO lines (progress among them) on stderr for the block, when the program
+    has not configured logging itself: the Python API (`train(cfg)` in a notebook or a script)
+    then reports as the command line does, instead of running silent for the whole run. A
+    program with its own logging setup keeps it."""
+    root, package = logging.getLogger(), logging.getLogger("mmimdb_dist")
+    if root.handlers or package.handlers:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    stamp = "" if sys.stderr.isatty() else "%(asctime)s "
+    handler.setFormatter(logging.Formatter(f"{stamp}%(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    level = package.level
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(level)

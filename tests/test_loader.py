@@ -409,6 +409,13 @@ def test_inspect_command_reports_shapes_padding_and_skips(shards, tmp_path_facto
     assert rc == 0
     assert "pixel_values    (5, 3, 24, 24) uint8" in out
     assert "batches streamed 1, samples 5" in out
+    assert "the whole epoch" not in out
+    rc = main(
+        ["inspect", "--shards", str(shards), "--split", "dev", "--batches", "500", "--set", "loader.num_workers=0"]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "(the whole epoch: --batches 500 asked for more than it holds)" in out  # it streamed one epoch silently
 
 
 def test_inspect_command_missing_shards_is_a_one_line_error(tmp_path, capsys):

@@ -566,3 +566,12 @@ def test_a_checkpoint_of_another_run_under_run_is_refused(run_dir, tmp_path, cap
     own = best_checkpoint(run_dir)
     assert main(["predict", "--run", str(run_dir), "--checkpoint", own.name, "--plot", "a heist", "--json"]) == 0
     assert main(["predict", "--run", str(run_dir), "--checkpoint", str(own), "--plot", "a heist", "--json"]) == 0
+
+
+def test_run_naming_the_folder_of_runs_says_where_they_are(run_dir, tmp_path, capsys):
+    """`output_dir=runs/x` with `name=x` puts the run in runs/x/x; `--run runs/x` then named the
+    runs inside instead of only "no complete checkpoint"."""
+    outer = tmp_path / "x"
+    shutil.copytree(run_dir, outer / "x", ignore=shutil.ignore_patterns("*.lock"))
+    line = _one_error_line(capsys, ["predict", "--run", str(outer), "--plot", "a heist in Paris"])
+    assert line.endswith(f"{outer}: holds runs, not a run's checkpoints: {outer / 'x'}; pass one of them as --run")

@@ -61,3 +61,30 @@ def test_the_readme_python_example_trains_evaluates_and_predicts(tmp_path_factor
     assert len(printed) == 3
     assert os.sep in printed[1]
     assert printed[2].startswith("[")
+
+
+def test_train_from_python_reports_progress_as_the_command_does(tmp_path_factory):
+    """`train(cfg)` from a script without a logging setup printed nothing for the whole run; it
+    now reports on stderr as `mmimdb-dist train` does, and a script's own setup is left alone."""
+    import subprocess
+    import sys
+
+    from dist_scripts.train_fixtures import env, tiny_config, write_config
+
+    shards = train_shards(tmp_path_factory)
+    work = tmp_path_factory.mktemp("script")
+    config = write_config(work / "run.yaml", tiny_config(shards, work / "runs", "script", epochs=1))
+    script = (
+        "import sys\n"
+        "from mmimdb_dist.schema import load_config\n"
+        "from mmimdb_dist.train.loop import train\n"
+        "final = train(load_config(sys.argv[1]))\n"
+        "print('best', final['best_checkpoint'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(config)], capture_output=True, text=True, timeout=600, env=env(), cwd=work
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "best step-" in done.stdout
+    assert re.search(r"INFO mmimdb_dist\.progress: epoch 0: \d+/\d+ batch \(100%\)", done.stderr), done.stderr[-2000:]
+    assert "INFO mmimdb_dist.train.loop: training early_fusion" in done.stderr

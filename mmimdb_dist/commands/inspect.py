@@ -93,7 +93,10 @@ def run(args: argparse.Namespace) -> int:
     for key in ("pixel_values", "input_ids", "attention_mask", "labels"):
         tensor = first[key]
         print(f"  {key:<15} {tuple(tensor.shape)} {str(tensor.dtype).removeprefix('torch.')}")
-    print(f"  batches streamed {batches}, samples {samples}")
+    whole = (
+        f" (the whole epoch: --batches {args.batches} asked for more than it holds)" if args.batches > batches else ""
+    )
+    print(f"  batches streamed {batches}, samples {samples}{whole}")
     print(
         f"  mean padded length {padded / samples:.1f} tokens (real {real / samples:.1f}, "
         f"padding {100 * (1 - real / padded):.1f}%)"

@@ -151,6 +151,11 @@ def resolve_checkpoint(run_dir: str | Path | None, which: str = "best") -> Path:
         raise CheckpointError(f"{run_dir}: run folder does not exist")
     found = complete_checkpoints(run_dir / CHECKPOINTS_DIR)
     if not found:
+        # `--run` naming the output_dir that holds runs (output_dir=runs/x with name=x gives runs/x/x)
+        runs = sorted(p for p in run_dir.iterdir() if (p / CHECKPOINTS_DIR).is_dir()) if run_dir.is_dir() else []
+        if runs and not (run_dir / CHECKPOINTS_DIR).is_dir():
+            shown = ", ".join(str(p) for p in runs[:3]) + (f" and {len(runs) - 3} more" if len(runs) > 3 else "")
+            raise CheckpointError(f"{run_dir}: holds runs, not a run's checkpoints: {shown}; pass one of them as --run")
         raise CheckpointError(f"{run_dir / CHECKPOINTS_DIR}: no complete checkpoint (has the run been trained?)")
     if which == "last":
         return found[-1]

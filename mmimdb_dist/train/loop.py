@@ -33,6 +33,7 @@ from ..data.device import to_device
 from ..data.plan import derive_seed
 from ..models.preprocess import resolve_image_size
 from ..progress import progress as progress_bar
+from ..progress import shown_when_unconfigured
 from ..run.checkpoints import TrainerState, checkpoint_name
 from ..run.layout import CONFIG_FILE
 from ..schema import ExperimentConfig, save_config, to_dict
@@ -211,22 +212,24 @@ class Trainer(RunSetup):
 def train(
     cfg: ExperimentConfig, resume: str | None = None, on_evaluation: Callable[[dict[str, Any]], None] | None = None
 ) -> dict[str, Any]:
-    """Run `cfg` to the end on this process (one of many under a launcher); always tears down."""
-    # Accelerate reports every file of every save at INFO; the trainer logs its own summary.
-    logging.getLogger("accelerate").setLevel(max(logging.WARNING, logging.getLogger().level))
-    torch.set_num_threads(choose_num_threads(cfg))
-    if not cfg.loader.features_dir:  # a null image size becomes the backbone's, before it is saved
-        cfg = resolve_image_size(cfg)
-    accelerator = build_accelerator(cfg)
-    if not accelerator.is_main_process:
-        logging.getLogger("mmimdb_dist").setLevel(logging.WARNING)
-    trainer = None
-    try:
-        trainer = Trainer(cfg, accelerator, on_evaluation)
-        return trainer.fit(resume)
-    finally:
-        if trainer is not None:
-            trainer._folder_lock.close()
-        accelerator.end_training()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    """Run `cfg` to the end on this process (one of many under a launcher); always tears down.
+    Called from Python without a logging setup, it reports on stderr as the command does."""
+    with shown_when_unconfigured():
+        # Accelerate reports every file of every save at INFO; the trainer logs its own summary.
+        logging.getLogger("accelerate").setLevel(max(logging.WARNING, logging.getLogger().level))
+        torch.set_num_threads(choose_num_threads(cfg))
+        if not cfg.loader.features_dir:  # a null image size becomes the backbone's, before it is saved
+            cfg = resolve_image_size(cfg)
+        accelerator = build_accelerator(cfg)
+        if not accelerator.is_main_process:
+            logging.getLogger("mmimdb_dist").setLevel(logging.WARNING)
+        trainer = None
+        try:
+            trainer = Trainer(cfg, accelerator, on_evaluation)
+            return trainer.fit(resume)
+        finally:
+            if trainer is not None:
+                trainer._folder_lock.close()
+            accelerator.end_training()
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
