@@ -9,6 +9,7 @@ Accelerator on the CPU.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -123,3 +124,25 @@ def test_a_changed_config_on_resume_is_named_key_by_key():
     assert config_changes(saved, saved) == ""
     many = "\n".join(f"k{i}: {i}" for i in range(8))
     assert config_changes("{}", many).endswith(", k4 (absent) -> 4 and 3 more")
+
+
+def test_a_stop_signal_to_a_forked_loader_worker_is_left_to_the_training_process(caplog):
+    """Ctrl-C reaches the whole process group: a loader worker (forked with the handler) neither
+    acts on it nor repeats the warning; the training process alone does, once."""
+    import os
+    import signal
+
+    from mmimdb_dist.train.signals import StopRequests
+
+    with caplog.at_level(logging.WARNING, logger="mmimdb_dist.train.signals"), StopRequests() as requests:
+        child = os.fork()
+        if child == 0:  # the worker: the signal is not its to act on
+            os.kill(os.getpid(), signal.SIGTERM)
+            os._exit(0 if requests.received is None and not caplog.records else 1)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert requests.received is signal.SIGTERM
+    assert [r.getMessage() for r in caplog.records] == [
+        "received SIGTERM: stopping after this optimizer step, with a checkpoint"
+    ]

@@ -24,6 +24,7 @@ still ends it).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from types import FrameType
@@ -58,8 +59,14 @@ class StopRequests:
         # Set once the ranks have agreed to stop (this rank may have received nothing itself).
         self.stopping = False
         self._previous: dict[signal.Signals, Any] = {}
+        self._pid = os.getpid()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self._pid:
+            # A loader worker forked with this handler: a Ctrl-C or a launcher's SIGTERM reaches
+            # the whole process group, but the training process alone decides (and says) what
+            # happens; its workers go on until it shuts them down.
+            return
         received = signal.Signals(signum)
         if self.received == received:
             signal.signal(received, signal.SIG_DFL)
@@ -76,6 +83,7 @@ class StopRequests:
             # Python delivers signals to the main thread only, and only it may set handlers:
             # a trainer running in a worker thread (a Ray Tune trial) is stopped by its host.
             return self
+        self._pid = os.getpid()
         for sig in STOP_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
