@@ -89,7 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format=f"{stamp}%(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S"
     )
-    from .progress import progress_disabled
+    from .progress import plain_third_party_output, progress_disabled
+
+    plain_third_party_output()
 
     # --no-progress before the command, or after it for the commands that also take it there
     quiet = progress_disabled() if getattr(args, "no_progress", False) else contextlib.nullcontext()

@@ -170,8 +170,8 @@ def shown_when_unconfigured() -> Iterator[None]:
     then reports as the command line does, instead of running silent for the whole run. A
     program with its own logging setup keeps it."""
     root, package = logging.getLogger(), logging.getLogger("mmimdb_dist")
-    if root.handlers or package.handlers:
-        yield
+    if root.handlers or package.handlers or package.level != logging.NOTSET:
+        yield  # configured by the program (or its level chosen, as a Tune trial does)
         return
     handler = logging.StreamHandler(sys.stderr)
     stamp = "" if sys.stderr.isatty() else "%(asctime)s "
@@ -184,3 +184,16 @@ def shown_when_unconfigured() -> Iterator[None]:
     finally:
         package.removeHandler(handler)
         package.setLevel(level)
+
+
+def plain_third_party_output() -> None:
+    """Off a terminal, the libraries' own output follows the toolkit's promise of plain lines:
+    no `\\r` progress bars from the Hugging Face hub and transformers (a model load draws one), no
+    ANSI colours around Ray's worker log prefixes. Set before those libraries are imported; a
+    value the user set is kept."""
+    if sys.stderr.isatty():
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    # Ray's "[repeated 9x across cluster]" summaries come wrapped in colour codes of their own.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")

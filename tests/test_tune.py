@@ -163,7 +163,10 @@ def test_max_concurrent_limits_the_trials_running_at_once(search: Path) -> None:
 
 def test_search_output_is_a_few_plain_lines(search: Path) -> None:
     """One line per trial event instead of Ray's 300-column status tables."""
-    lines = (search / "output.txt").read_text().splitlines()
+    text = (search / "output.txt").read_text()
+    assert "\x1b[" not in text  # Ray's coloured worker prefixes are plain off a terminal
+    assert "\r" not in text
+    lines = text.splitlines()
     trial_lines = [line for line in lines if "mmimdb_dist.tune.runner: trial " in line]
     assert len([line for line in trial_lines if line.endswith("started") or " started: " in line]) == 4
     stopped = [line for line in trial_lines if " stopped early (ASHA) after " in line]

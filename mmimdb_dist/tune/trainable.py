@@ -70,8 +70,9 @@ def run_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     from ray import tune
 
     # Ray says "Checkpoint successfully created at ..." at INFO for every report; the driver's
-    # one line per report (runner.TrialLines) already says it.
+    # one line per report (runner.TrialLines) already says it, and the trainer's own lines too.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    logging.getLogger("mmimdb_dist").setLevel(logging.WARNING)
 
     run_root = Path(setup["runs_dir"]) / tune.get_context().get_trial_id()
     cfg = trial_config(setup, config, run_root)
@@ -123,6 +124,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
 
     from ..train.loop import train
 
+    logging.getLogger("mmimdb_dist").setLevel(logging.WARNING)  # the driver reports the trial
     cfg = from_dict(ExperimentConfig, loop_config["config"])
     rank = ray.train.get_context().get_world_rank()
 
