@@ -62,7 +62,7 @@ def progress(
     """A tqdm bar on a terminal, a `PlainProgress` elsewhere; both iterate `iterable` and take
     `update`, `set_postfix` and `close`. `disable` (e.g. not the main rank) turns it off."""
     if iterable is not None and total is None and hasattr(iterable, "__len__"):
-        total = len(iterable)  # type: ignore[arg-type]
+        total = len(iterable)  # type: ignore[arg-type]  # hasattr above: an Iterable with a length
     if disable or not progress_enabled():
         return PlainProgress(iterable, total=total, desc=desc, unit=unit, initial=initial, silent=True)
     if sys.stderr.isatty():

@@ -78,6 +78,7 @@ def write_sample_tar(path: Path, samples: Iterable[tuple[str, Members]]) -> Writ
     count = 0
     with atomic_open(path, "wb") as handle:
         writer = _HashingWriter(handle)
+        # The stubs want a file object; the hashing writer is one by duck typing (write only).
         with tarfile.open(fileobj=writer, mode="w", format=tarfile.USTAR_FORMAT) as tar:  # type: ignore[call-overload]
             for key, members in samples:
                 for ext, data in members:
@@ -117,6 +118,7 @@ def iter_samples(path: Path, on_error: Callable[[Exception], bool] | None = None
                 if not member.isreg() or match is None:
                     continue
                 key, ext = match.group(1), match.group(2).lower()
+                # A regular member (checked above): extractfile returns None only for other kinds.
                 data = tar.extractfile(member).read()  # type: ignore[union-attr]
                 if current is None or key != current["__key__"]:
                     if current is not None:

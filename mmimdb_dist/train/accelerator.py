@@ -66,7 +66,8 @@ def local_device_capability() -> tuple[int, int] | None:
     if not torch.cuda.is_available():  # GPU-only branch below: reached on a CUDA machine alone
         return None
     index = int(os.environ.get("LOCAL_RANK", "0")) % max(1, torch.cuda.device_count())
-    return tuple(torch.cuda.get_device_capability(index))  # type: ignore[return-value]
+    major, minor = torch.cuda.get_device_capability(index)
+    return major, minor
 
 
 def resolve_mixed_precision(
