@@ -62,7 +62,7 @@ def test_plot_only_movies_are_kept_counted_and_verified(raw) -> None:
     assert "missing_poster" not in kept.skipped_counts
     assert "bad_poster" not in kept.skipped_counts
     assert kept.repaired["kept_without_poster"] == len(posterless)
-    total = lambda m: sum(s.num_samples for s in m.splits.values())  # noqa: E731
+    total = lambda m: sum(s.num_samples for s in m.splits.values())  # noqa: E731 (one line, read beside its use)
     assert total(kept) == total(strict) + len(posterless)
     assert kept.settings["require_poster"] is False
     assert "require_poster" not in strict.settings

@@ -33,7 +33,7 @@ def main() -> None:
         rank, world_size = accelerator.process_index, accelerator.num_processes
         device = accelerator.device
         # Loaders are built per rank and deliberately not passed through accelerator.prepare().
-        sync = lambda: accelerator.reduce(torch.ones(1, device=device), reduction="sum")  # noqa: E731
+        sync = lambda: accelerator.reduce(torch.ones(1, device=device), reduction="sum")  # noqa: E731 (one line, read beside its use)
     else:
         dist.init_process_group("gloo")
         rank, world_size = dist.get_rank(), dist.get_world_size()
