@@ -311,3 +311,23 @@ def test_cli_checksum_mismatch_exits_2_with_one_error_line(tmp_path: Path, paylo
     assert "SHA-256 mismatch" in errors[0]
     assert not (tmp_path / "mmimdb.tar.gz").exists()
     assert not (tmp_path / "mmimdb").exists()
+
+
+def test_a_url_that_serves_a_web_page_is_one_line_naming_it(tmp_path, capsys):
+    """A mirror URL that answers with an HTML page (a login or an error page) is named as such,
+    with its first bytes, not as four decompressors' errors."""
+    import hashlib
+
+    from mmimdb_dist.cli import main
+
+    page = b"<!DOCTYPE html><html><body>Sign in to download</body></html>\n"
+    with ArchiveServer(page) as server:
+        argv = ["download", "--url", f"{server.url}/mmimdb.tar.gz", "--to", str(tmp_path)]
+        assert main([*argv, "--sha256", hashlib.sha256(page).hexdigest()]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(lines) == 1
+    assert lines[0].endswith(
+        f"{tmp_path / 'mmimdb.tar.gz'}: not a tar archive (gzip, bzip2, xz or plain); the server sent an HTML page "
+        f"(first bytes {page[:24]!r}): check --url"
+    )
+    assert not (tmp_path / "mmimdb").exists()

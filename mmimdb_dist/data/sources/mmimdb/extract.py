@@ -157,7 +157,17 @@ def extract(
         return destination
     destination.mkdir(parents=True, exist_ok=True)
     try:
-        with tarfile.open(archive, "r:*") as tar:
+        tar_file = tarfile.open(archive, "r:*")  # noqa: SIM115 (the `with tar_file` below closes it)
+    except tarfile.ReadError:
+        with open(archive, "rb") as handle:
+            head = handle.read(64)
+        kind = "an HTML page" if head.lstrip().lower().startswith((b"<!doctype", b"<html")) else "something else"
+        raise DownloadError(
+            f"{archive}: not a tar archive (gzip, bzip2, xz or plain); the server sent {kind} "
+            f"(first bytes {head[:24]!r}): check --url"
+        ) from None
+    try:
+        with tar_file as tar:
             members = list(progress_bar(tar, desc=f"checking {archive.name}", unit=" members", disable=not progress))
             check_members(archive, members)
             if required_member and required_member not in {posixpath.normpath(m.name) for m in members}:
