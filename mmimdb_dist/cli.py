@@ -84,13 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     selected = next((arg for arg in argv if arg in COMMANDS), None)
     parser = build_parser(selected)
     args = parser.parse_args(argv)
-    # Off a terminal (a Slurm log, a CI log, a file) every line carries its time.
-    stamp = "" if sys.stderr.isatty() else "%(asctime)s "
-    logging.basicConfig(
-        level=args.log_level.upper(), format=f"{stamp}%(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S"
-    )
-    from .progress import plain_third_party_output, progress_disabled
+    from .progress import log_formatter, plain_third_party_output, progress_disabled
 
+    handler = logging.StreamHandler()
+    handler.setFormatter(log_formatter())
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     plain_third_party_output()
 
     # --no-progress before the command, or after it for the commands that also take it there

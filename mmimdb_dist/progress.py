@@ -163,6 +163,13 @@ class PlainProgress:
             logger.info("%s", self.line())
 
 
+def log_formatter() -> logging.Formatter:
+    """The toolkit's log lines: `LEVEL logger: message`, with the time first off a terminal
+    (a Slurm log, a CI log, a file), for the CLI and the Python API alike."""
+    stamp = "" if sys.stderr.isatty() else "%(asctime)s "
+    return logging.Formatter(f"{stamp}%(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+
+
 @contextlib.contextmanager
 def shown_when_unconfigured() -> Iterator[None]:
     """The toolkit's INFO lines (progress among them) on stderr for the block, when the program
@@ -174,8 +181,7 @@ def shown_when_unconfigured() -> Iterator[None]:
         yield  # configured by the program (or its level chosen, as a Tune trial does)
         return
     handler = logging.StreamHandler(sys.stderr)
-    stamp = "" if sys.stderr.isatty() else "%(asctime)s "
-    handler.setFormatter(logging.Formatter(f"{stamp}%(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.setFormatter(log_formatter())
     level = package.level
     package.addHandler(handler)
     package.setLevel(logging.INFO)

@@ -10,12 +10,12 @@ a longer run. ZeRO-3 trains one short run in fp32 and must export consolidated w
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from dist_scripts.ports import free_port
 from dist_scripts.train_fixtures import RUN_TIMEOUT_S, env, evaluate_checkpoint, tiny_config, write_config
 
 from mmimdb_dist.run.layout import METRICS_LOG
@@ -24,12 +24,6 @@ from mmimdb_dist.run.metrics_log import read_records
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def launch(stage: int | str, config: Path, *extra: str, timeout_s: int = RUN_TIMEOUT_S) -> subprocess.CompletedProcess:
@@ -47,7 +41,7 @@ def launch(stage: int | str, config: Path, *extra: str, timeout_s: int = RUN_TIM
         "--main_process_ip",
         "127.0.0.1",
         "--main_process_port",
-        str(_free_port()),
+        str(free_port()),
         "-m",
         "mmimdb_dist.cli",
         "--log-level",
@@ -310,7 +304,7 @@ def test_a_non_finite_loss_under_zero2_stops_before_deepspeed_steps(shards, tmp_
         "--main_process_ip",
         "127.0.0.1",
         "--main_process_port",
-        str(_free_port()),
+        str(free_port()),
         str(script),
         str(config),
         str(tmp_path),

@@ -502,8 +502,7 @@ def test_a_mistyped_local_folder_is_named_as_a_missing_folder(tmp_path, monkeypa
 def test_a_hub_that_is_not_there_or_a_missing_repository_fails_at_once(tmp_path, monkeypatch) -> None:
     """Without HF_HUB_OFFLINE, a refused hub was retried five times (about a minute, each warning
     twice) and a missing name ended in a traceback: one request now, and one line."""
-    import socket
-
+    from dist_scripts.ports import free_port
     from huggingface_hub import constants
 
     from mmimdb_dist.errors import PretrainedUnavailable
@@ -521,9 +520,7 @@ def test_a_hub_that_is_not_there_or_a_missing_repository_fails_at_once(tmp_path,
         f"model.image.name: 'some-org/absent' is not on the Hugging Face hub at {hub.url} (HTTP 404: a "
         "mistyped name, or a private repository without a token: HF_TOKEN)"
     )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    closed = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setattr(constants, "ENDPOINT", closed)
     with pytest.raises(PretrainedUnavailable) as caught:
         load_hf_config("model.image.name", "some-org/absent")

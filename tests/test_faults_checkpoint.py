@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dist_scripts.ports import free_port
 from dist_scripts.train_fixtures import RUN_TIMEOUT_S, env, run_train, tiny_config, train_command, write_config
 
 from mmimdb_dist.run.layout import METRICS_LOG
@@ -212,12 +212,6 @@ def test_checkpoint_of_another_model_is_refused_naming_the_tensor(base, tmp_path
     assert "[48" in line
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_checkpoint_of_one_process_is_refused_under_two(base, tmp_path):
     config, run_dir = copy_run(base, tmp_path)
     launcher = [
@@ -236,7 +230,7 @@ def test_checkpoint_of_one_process_is_refused_under_two(base, tmp_path):
         "--main_process_ip",
         "127.0.0.1",
         "--main_process_port",
-        str(_free_port()),
+        str(free_port()),
         "-m",
         "mmimdb_dist.cli",
         "--log-level",

@@ -11,13 +11,13 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from dist_scripts.ports import free_port
 from dist_scripts.train_fixtures import env, run_train, tiny_config, train_command, write_config
 
 from mmimdb_dist.run.layout import METRICS_LOG
@@ -28,12 +28,6 @@ pytestmark = pytest.mark.slow
 RANKS_SCRIPT = Path(__file__).parent / "dist_scripts" / "faults_signal_ranks.py"
 EPOCHS = 2
 METRIC_KEYS = ("f1_macro", "f1_micro", "mean_average_precision", "roc_auc_macro", "hamming_loss")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _launcher() -> list[str]:
@@ -53,7 +47,7 @@ def _launcher() -> list[str]:
         "--main_process_ip",
         "127.0.0.1",
         "--main_process_port",
-        str(_free_port()),
+        str(free_port()),
     ]
 
 

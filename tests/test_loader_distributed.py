@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from dist_scripts.loader_fixtures import build_shards, build_vocabulary, data_root, manifest_ids
+from dist_scripts.ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -24,14 +24,8 @@ BATCH_SIZE = 6  # 150 train samples / (2 ranks x 6) = 12 batches per rank, 6 per
 LAUNCH_TIMEOUT_S = 300
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _launch(kind: str, shards: Path, vocabulary: Path, out: Path) -> list[dict]:
-    port = str(_free_port())
+    port = str(free_port())
     if kind == "torchrun":
         launcher = [
             sys.executable,

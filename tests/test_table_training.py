@@ -8,13 +8,13 @@ ten labels of its own); the MM-IMDb genres appear nowhere.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from dist_scripts.ports import free_port
 from dist_scripts.train_fixtures import RUN_TIMEOUT_S, env, tiny_config, write_config
 
 from mmimdb_dist.data.shard import shard_dataset
@@ -172,12 +172,6 @@ def test_multiclass_fusion_beats_each_modality_and_tfidf_on_the_same_shards(mult
         assert not (tmp_path / "runs" / "wrong" / "checkpoints").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_jsonl_label_lists_under_two_process_ddp_then_evaluate_and_predict(multilabel_table, tmp_path):
     table, shards = multilabel_table
     config = _config(shards, tmp_path, "ddp", "early_fusion", False, epochs=2)
@@ -197,7 +191,7 @@ def test_jsonl_label_lists_under_two_process_ddp_then_evaluate_and_predict(multi
         "--main_process_ip",
         "127.0.0.1",
         "--main_process_port",
-        str(_free_port()),
+        str(free_port()),
     ]
     result = subprocess.run(
         [*launcher, "-m", "mmimdb_dist.cli", "--log-level", "WARNING", "train", "--config", str(config)],
@@ -307,7 +301,7 @@ def test_a_multiclass_table_under_zero2(multiclass_shards, tmp_path):
         "--main_process_ip",
         "127.0.0.1",
         "--main_process_port",
-        str(_free_port()),
+        str(free_port()),
         "-m",
         "mmimdb_dist.cli",
         "--log-level",

@@ -180,12 +180,9 @@ def test_a_tracker_without_its_package_or_with_a_bad_uri_is_one_line_before_any_
     assert not (tmp_path / "runs" / "no_pkg").exists()
 
     # An MLflow server that is not there (a port nothing listens on), without MLflow's retries.
-    import socket
+    from dist_scripts.ports import free_port
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     argv = ["train", "--config", str(config), "--set", "train.trackers=[mlflow]"]

@@ -8,13 +8,13 @@ run must equal a plain 1-process evaluation of the checkpoint it selected.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from dist_scripts.loader_fixtures import manifest_ids
+from dist_scripts.ports import free_port
 from dist_scripts.train_fixtures import RUN_TIMEOUT_S, env, evaluate_checkpoint, tiny_config, train_shards, write_config
 
 from mmimdb_dist.run.layout import METRICS_LOG
@@ -24,12 +24,6 @@ pytestmark = pytest.mark.slow
 
 SCRIPT = Path(__file__).parent / "dist_scripts" / "train_ranks.py"
 EPOCHS = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +53,7 @@ def launched(tmp_path_factory) -> tuple[Path, Path, list[dict]]:
         "--main_process_ip",
         "127.0.0.1",
         "--main_process_port",
-        str(_free_port()),
+        str(free_port()),
     ]
     result = subprocess.run(
         [*launcher, str(SCRIPT), str(config), str(root)],
